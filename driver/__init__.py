@@ -1,0 +1,1 @@
+"""Driver for the ring-mirror IP: PYNQ board transport and simulator transport."""

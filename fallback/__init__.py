@@ -1,0 +1,1 @@
+"""CPU replication engine: C memcpy threads behind the engine interface."""

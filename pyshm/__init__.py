@@ -1,0 +1,12 @@
+"""pyshm: lock-free shared-memory rings, replication and memory imaging.
+
+See README.md for a tour and ../shared/DESIGN.md for the layout contract.
+"""
+
+from . import layout
+from .errors import *  # noqa: F401,F403
+from .errors import PyshmError
+
+__version__ = "0.1.0"
+
+__all__ = ["layout", "PyshmError", "__version__"]

@@ -1,0 +1,127 @@
+/*
+ * pyshm ring segment layout, version 1: the C mirror of pyshm/layout.py.
+ *
+ * Every field offset is pinned with _Static_assert, and tests/test_layout.py checks the
+ * same numbers from Python, so C, Python, the RTL and DESIGN.md cannot drift apart.
+ *
+ *   0x000 +--------------------------------------------------------------+
+ *         | magic "PYSHMRNG" | version | flags | capacity | max_record   |
+ *         | partitions | created_ns | creator_pid | name[48] | data_phys |
+ *         | producer_pid | reserved                                      |
+ *   0x080 | tail          (producer, store_release)        128-byte span |
+ *   0x100 | tail_intent   (producer, store then fence)     128-byte span |
+ *   0x180 | mirrored      (engine, store_release)          128-byte span |
+ *   0x200 | next_sequence (producer)                       128-byte span |
+ *   0x280 | consumer slots[27] {position, pid, heartbeat_ns, flags}      |
+ *   0x1000+--------------------------------------------------------------+
+ *         | data[capacity]                                               |
+ *         +--------------------------------------------------------------+
+ *
+ * Record (8-byte aligned, never crosses a partition boundary):
+ *   0          4          8                      16
+ *   +----------+----------+----------------------+------------------------+
+ *   | length   | type     | sequence (u64)       | payload ... pad to 8   |
+ *   +----------+----------+----------------------+------------------------+
+ * A padding record (type -1) has only length and type (>= 8 bytes, no sequence).
+ */
+#ifndef PYSHM_LAYOUT_H
+#define PYSHM_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PYSHM_MAGIC "PYSHMRNG"
+#define PYSHM_LAYOUT_VERSION 1u
+#define PYSHM_HEADER_SIZE 0x1000u
+#define PYSHM_MIN_CAPACITY 4096u
+#define PYSHM_SPAN 128u
+#define PYSHM_MAX_CONSUMERS 27
+#define PYSHM_RECORD_HEADER 16u
+#define PYSHM_RECORD_ALIGN 8u
+#define PYSHM_PADDING_TYPE (-1)
+#define PYSHM_PADDING_MIN 8u
+
+/* header flags */
+#define PYSHM_FLAG_LOSSLESS 0x1u
+#define PYSHM_FLAG_REPLICA 0x2u
+#define PYSHM_FLAG_GATE_ON_MIRROR 0x4u /* lossless: producer also waits for `mirrored` */
+
+/* consumer slot flags */
+#define PYSHM_SLOT_ACTIVE 0x1u
+#define PYSHM_SLOT_GATING 0x2u
+
+typedef struct {
+    uint64_t value;
+    uint8_t pad_[PYSHM_SPAN - 8];
+} pyshm_counter_t;
+
+typedef struct {
+    int64_t position;
+    int64_t pid;
+    int64_t heartbeat_ns;
+    uint64_t flags;
+    uint8_t pad_[PYSHM_SPAN - 32];
+} pyshm_slot_t;
+
+typedef struct {
+    char magic[8];
+    uint32_t version;
+    uint32_t flags;
+    uint64_t capacity;
+    uint32_t max_record;
+    uint32_t partition_count;
+    uint64_t created_ns;
+    uint64_t creator_pid;
+    char name[48];
+    uint64_t data_phys_addr; /* physical address of data[] for DMA, 0 if unknown */
+    uint64_t producer_pid;   /* pid of the attached producer, 0 if none */
+    uint8_t reserved_[16];
+    pyshm_counter_t tail;
+    pyshm_counter_t tail_intent;
+    pyshm_counter_t mirrored;
+    pyshm_counter_t next_sequence;
+    pyshm_slot_t slots[PYSHM_MAX_CONSUMERS];
+} pyshm_header_t;
+
+typedef struct {
+    int32_t length;
+    int32_t type;
+    uint64_t sequence;
+} pyshm_record_t;
+
+_Static_assert(offsetof(pyshm_header_t, version) == 0x008, "version");
+_Static_assert(offsetof(pyshm_header_t, flags) == 0x00C, "flags");
+_Static_assert(offsetof(pyshm_header_t, capacity) == 0x010, "capacity");
+_Static_assert(offsetof(pyshm_header_t, max_record) == 0x018, "max_record");
+_Static_assert(offsetof(pyshm_header_t, partition_count) == 0x01C, "partition_count");
+_Static_assert(offsetof(pyshm_header_t, created_ns) == 0x020, "created_ns");
+_Static_assert(offsetof(pyshm_header_t, creator_pid) == 0x028, "creator_pid");
+_Static_assert(offsetof(pyshm_header_t, name) == 0x030, "name");
+_Static_assert(offsetof(pyshm_header_t, data_phys_addr) == 0x060, "data_phys_addr");
+_Static_assert(offsetof(pyshm_header_t, producer_pid) == 0x068, "producer_pid");
+_Static_assert(offsetof(pyshm_header_t, tail) == 0x080, "tail");
+_Static_assert(offsetof(pyshm_header_t, tail_intent) == 0x100, "tail_intent");
+_Static_assert(offsetof(pyshm_header_t, mirrored) == 0x180, "mirrored");
+_Static_assert(offsetof(pyshm_header_t, next_sequence) == 0x200, "next_sequence");
+_Static_assert(offsetof(pyshm_header_t, slots) == 0x280, "slots");
+_Static_assert(sizeof(pyshm_slot_t) == PYSHM_SPAN, "slot size");
+_Static_assert(sizeof(pyshm_header_t) == PYSHM_HEADER_SIZE, "header size");
+_Static_assert(sizeof(pyshm_record_t) == PYSHM_RECORD_HEADER, "record header");
+_Static_assert(offsetof(pyshm_record_t, sequence) == 8, "record sequence");
+
+/*
+ * Shared-memory accesses. The ordering is part of every name, as in Agrona: a plain
+ * dereference of a shared counter is a bug.
+ */
+#define pyshm_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define pyshm_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define pyshm_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define pyshm_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define pyshm_fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
+#define pyshm_fence_release() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define pyshm_cas_acq_rel(p, expected, desired) \
+    __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+
+static inline uint64_t pyshm_align8(uint64_t n) { return (n + 7u) & ~(uint64_t)7u; }
+
+#endif /* PYSHM_LAYOUT_H */

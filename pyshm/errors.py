@@ -1,0 +1,63 @@
+"""The pyshm exception hierarchy.
+
+C functions return negative error codes; the Python wrappers turn them into these.
+Every message names the segment or file and the field that is wrong.
+"""
+
+from __future__ import annotations
+
+
+class PyshmError(Exception):
+    """Base class of every error raised by pyshm."""
+
+
+class RingNotFoundError(PyshmError, FileNotFoundError):
+    """The named ring, replica or image does not exist."""
+
+
+class RingExistsError(PyshmError, FileExistsError):
+    """A segment with that name already exists (create=True without exist_ok)."""
+
+
+class InvalidNameError(PyshmError, ValueError):
+    """A ring name that could escape /dev/shm or is otherwise unusable."""
+
+
+class InvalidParameterError(PyshmError, ValueError):
+    """A capacity, record size or other parameter that the layout cannot hold."""
+
+
+class CorruptSegmentError(PyshmError):
+    """The segment is not a pyshm ring, or a length/offset in it is out of bounds."""
+
+
+class VersionMismatchError(CorruptSegmentError):
+    """The segment (or image) was written by another layout version."""
+
+
+class RecordTooLargeError(PyshmError, ValueError):
+    """A record longer than the ring's maximum record length."""
+
+
+class ClosedError(PyshmError):
+    """The ring, consumer or engine was closed."""
+
+
+class ProducerBusyError(PyshmError):
+    """Another live process is attached as this ring's producer."""
+
+
+class NoConsumerSlotError(PyshmError):
+    """All consumer slots of the ring are taken by live consumers."""
+
+
+class EngineError(PyshmError):
+    """A replication engine failed (fault code in the message)."""
+
+
+class EngineTimeoutError(EngineError, TimeoutError):
+    """An engine did not answer within its timeout."""
+
+
+class ImageError(PyshmError):
+    """An image file is damaged, truncated, or not an image."""

@@ -1,0 +1,299 @@
+"""Ring segment layout, version 1: the one Python description of DESIGN.md's layout.
+
+The C core mirrors these numbers in ``pyshm/_core/layout.h`` (pinned there with
+``_Static_assert``); ``tests/test_layout.py`` checks that the two agree. The RTL tests,
+snapshots, restore and the pure-Python record encoder all use this module.
+
+Segment::
+
+    0x000 +-------------------------------------------------------------+
+          | magic "PYSHMRNG" | version u32 | flags u32 | capacity u64   |
+          | max_record u32 | partition_count u32 | created_ns u64       |
+          | creator_pid u64 | name[48] | data_phys_addr u64             |
+          | producer_pid u64 | reserved[16]                             |
+    0x080 | tail           producer, release store     (128-byte span)  |
+    0x100 | tail_intent    producer, store + fence     (128-byte span)  |
+    0x180 | mirrored       engine, release store       (128-byte span)  |
+    0x200 | next_sequence  producer                    (128-byte span)  |
+    0x280 | 27 consumer slots {position, pid, heartbeat_ns, flags}      |
+    0x1000+-------------------------------------------------------------+
+          | data[capacity]: byte of position p at data[p & (capacity-1)] |
+          +-------------------------------------------------------------+
+
+Record (8-byte aligned, never crosses a partition boundary)::
+
+    0            4            8                         16
+    +------------+------------+-------------------------+-----------------------+
+    | length i32 | type i32   | sequence u64            | payload, pad to 8     |
+    +------------+------------+-------------------------+-----------------------+
+
+``length`` counts header and payload, not the padding. A padding record (type -1) has
+only length and type, may be 8 bytes long, and fills the rest of a partition.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from .errors import CorruptSegmentError, InvalidParameterError, VersionMismatchError
+
+MAGIC = b"PYSHMRNG"
+LAYOUT_VERSION = 1
+HEADER_SIZE = 0x1000
+MIN_CAPACITY = 4096
+SPAN = 128
+MAX_CONSUMERS = 27
+DEFAULT_PARTITIONS = 8
+
+# header field offsets
+OFF_MAGIC = 0x000
+OFF_VERSION = 0x008
+OFF_FLAGS = 0x00C
+OFF_CAPACITY = 0x010
+OFF_MAX_RECORD = 0x018
+OFF_PARTITIONS = 0x01C
+OFF_CREATED_NS = 0x020
+OFF_CREATOR_PID = 0x028
+OFF_NAME = 0x030
+NAME_SIZE = 48
+OFF_DATA_PHYS = 0x060
+OFF_PRODUCER_PID = 0x068
+OFF_TAIL = 0x080
+OFF_TAIL_INTENT = 0x100
+OFF_MIRRORED = 0x180
+OFF_NEXT_SEQUENCE = 0x200
+OFF_SLOTS = 0x280
+SLOT_SIZE = SPAN
+SLOT_OFF_POSITION = 0
+SLOT_OFF_PID = 8
+SLOT_OFF_HEARTBEAT = 16
+SLOT_OFF_FLAGS = 24
+OFF_DATA = HEADER_SIZE
+
+# header flags
+FLAG_LOSSLESS = 0x1
+FLAG_REPLICA = 0x2
+FLAG_GATE_ON_MIRROR = 0x4
+KNOWN_FLAGS = FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR
+
+# consumer slot flags
+SLOT_ACTIVE = 0x1
+SLOT_GATING = 0x2
+
+# records
+RECORD_HEADER = 16
+RECORD_ALIGN = 8
+PADDING_TYPE = -1
+PADDING_MIN = 8
+
+_RECORD_HDR = struct.Struct("<iiQ")
+_PADDING_HDR = struct.Struct("<ii")
+_STATIC = struct.Struct("<8sIIQIIQQ48sQQ")  # 0x000 .. 0x070
+
+
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and (n & (n - 1)) == 0
+
+
+def segment_size(capacity: int) -> int:
+    return HEADER_SIZE + capacity
+
+
+def default_max_record(capacity: int, partitions: int = DEFAULT_PARTITIONS) -> int:
+    return (capacity // partitions) // 4
+
+
+def slot_offset(index: int) -> int:
+    if not 0 <= index < MAX_CONSUMERS:
+        raise IndexError(f"consumer slot {index} out of range 0..{MAX_CONSUMERS - 1}")
+    return OFF_SLOTS + index * SLOT_SIZE
+
+
+@dataclass(frozen=True)
+class RingParams:
+    """The static part of a ring header, validated."""
+
+    capacity: int
+    max_record: int
+    partition_count: int = DEFAULT_PARTITIONS
+    flags: int = 0
+    created_ns: int = 0
+    creator_pid: int = 0
+    name: str = ""
+    data_phys_addr: int = 0
+    producer_pid: int = 0
+    version: int = LAYOUT_VERSION
+
+    @property
+    def partition_size(self) -> int:
+        return self.capacity // self.partition_count
+
+    @property
+    def lossless(self) -> bool:
+        return bool(self.flags & FLAG_LOSSLESS)
+
+    @property
+    def is_replica(self) -> bool:
+        return bool(self.flags & FLAG_REPLICA)
+
+    @property
+    def segment_size(self) -> int:
+        return segment_size(self.capacity)
+
+    def validate(self, where: str = "ring") -> "RingParams":
+        check_params(self.capacity, self.max_record, self.partition_count, where)
+        if self.flags & ~KNOWN_FLAGS:
+            raise CorruptSegmentError(f"{where}: unknown header flags 0x{self.flags:x}")
+        return self
+
+
+def check_params(capacity: int, max_record: int, partitions: int, where: str = "ring",
+                 error: type[Exception] = InvalidParameterError) -> None:
+    """Raise ``error`` naming the first parameter the layout cannot hold."""
+    if not is_power_of_two(capacity) or capacity < MIN_CAPACITY:
+        raise error(f"{where}: capacity {capacity} must be a power of two >= {MIN_CAPACITY}")
+    if capacity > 1 << 46:
+        raise error(f"{where}: capacity {capacity} is larger than 64 TiB")
+    if not is_power_of_two(partitions) or partitions > capacity // MIN_CAPACITY * 8 \
+            or capacity // partitions < 64:
+        raise error(f"{where}: partition count {partitions} must be a power of two "
+                    f"leaving partitions of at least 64 bytes")
+    psize = capacity // partitions
+    if not RECORD_HEADER <= max_record <= psize // 4:
+        raise error(f"{where}: max record length {max_record} must be between "
+                    f"{RECORD_HEADER} and partition size / 4 = {psize // 4}")
+
+
+def pack_static_header(p: RingParams) -> bytes:
+    """The first 0x80 bytes of a segment header (counters and slots are zero)."""
+    name = p.name.encode()[:NAME_SIZE]
+    raw = _STATIC.pack(MAGIC, p.version, p.flags, p.capacity, p.max_record,
+                       p.partition_count, p.created_ns, p.creator_pid, name,
+                       p.data_phys_addr, p.producer_pid)
+    return raw + bytes(0x80 - len(raw))
+
+
+def unpack_static_header(buf, where: str = "segment", size: int | None = None) -> RingParams:
+    """Parse and validate a header; ``size`` is the mapped size, checked against capacity."""
+    if len(buf) < 0x80:
+        raise CorruptSegmentError(f"{where}: {len(buf)} bytes is too short for a ring header")
+    (magic, version, flags, capacity, max_record, partitions, created_ns, creator_pid,
+     name, phys, producer) = _STATIC.unpack_from(buf, 0)
+    if magic != MAGIC:
+        raise CorruptSegmentError(f"{where}: not a pyshm ring (magic {bytes(magic)!r}, "
+                                  f"expected {MAGIC!r})")
+    if version != LAYOUT_VERSION:
+        raise VersionMismatchError(f"{where}: ring layout version {version}, this pyshm "
+                                   f"reads version {LAYOUT_VERSION}")
+    check_params(capacity, max_record, partitions, where, CorruptSegmentError)
+    if size is not None and size < segment_size(capacity):
+        raise CorruptSegmentError(f"{where}: segment is {size} bytes but its header claims "
+                                  f"capacity {capacity} (needs {segment_size(capacity)})")
+    params = RingParams(capacity=capacity, max_record=max_record, partition_count=partitions,
+                        flags=flags, created_ns=created_ns, creator_pid=creator_pid,
+                        name=name.rstrip(b"\0").decode(errors="replace"),
+                        data_phys_addr=phys, producer_pid=producer, version=version)
+    return params.validate(where)
+
+
+# ----------------------------------------------------------------------------------
+# Pure-Python record encoder/walker. The C core is the fast path; this is the reference
+# used by tests, the RTL testbench, snapshots and the image tools.
+
+
+def encode_record(payload: bytes, type_: int, sequence: int) -> bytes:
+    """One record as it lies in the ring, padding to 8 bytes included."""
+    length = RECORD_HEADER + len(payload)
+    raw = _RECORD_HDR.pack(length, type_, sequence) + bytes(payload)
+    return raw + bytes(align8(length) - length)
+
+
+def encode_padding(nbytes: int) -> bytes:
+    if nbytes < PADDING_MIN or nbytes % RECORD_ALIGN:
+        raise ValueError(f"padding of {nbytes} bytes: must be a multiple of 8, >= 8")
+    return _PADDING_HDR.pack(nbytes, PADDING_TYPE) + bytes(nbytes - 8)
+
+
+@dataclass(frozen=True)
+class Record:
+    position: int
+    type: int
+    sequence: int
+    payload: bytes
+
+
+class RecordEncoder:
+    """Lays records into a byte stream exactly as the producer does (padding included).
+
+    ``place(payload)`` returns ``[(position, bytes), ...]``: the padding record (if the
+    record would cross a partition boundary) and the record itself.
+    """
+
+    def __init__(self, capacity: int, partition_count: int = DEFAULT_PARTITIONS,
+                 max_record: int | None = None, position: int = 0, sequence: int = 0):
+        self.capacity = capacity
+        self.partition_size = capacity // partition_count
+        self.max_record = max_record or default_max_record(capacity, partition_count)
+        check_params(capacity, self.max_record, partition_count)
+        self.position = position
+        self.sequence = sequence
+
+    def place(self, payload: bytes, type_: int = 0) -> list[tuple[int, bytes]]:
+        length = RECORD_HEADER + len(payload)
+        if length > self.max_record:
+            raise ValueError(f"record of {length} bytes exceeds max record {self.max_record}")
+        out: list[tuple[int, bytes]] = []
+        room = self.partition_size - (self.position & (self.partition_size - 1))
+        if align8(length) > room:
+            out.append((self.position, encode_padding(room)))
+            self.position += room
+        out.append((self.position, encode_record(payload, type_, self.sequence)))
+        self.position += align8(length)
+        self.sequence += 1
+        return out
+
+
+def oldest_boundary(tail_intent: int, capacity: int, partition_size: int) -> int:
+    """First partition start at or after ``tail_intent - capacity`` (never negative)."""
+    low = max(0, tail_intent - capacity)
+    return (low + partition_size - 1) // partition_size * partition_size
+
+
+def walk_records(data, capacity: int, partition_size: int, max_record: int,
+                 start: int, end: int, where: str = "ring") -> Iterator[Record]:
+    """Yield the records in positions [start, end) of a quiescent data area.
+
+    ``data`` is the data area (len == capacity). Every length is validated; a bad one
+    raises :class:`CorruptSegmentError` naming the position.
+    """
+    if len(data) != capacity:
+        raise CorruptSegmentError(f"{where}: data area is {len(data)} bytes, expected {capacity}")
+    if end - start > capacity or start > end or start % RECORD_ALIGN:
+        raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
+    mask = capacity - 1
+    pos = start
+    while pos < end:
+        off = pos & mask
+        room = partition_size - (pos & (partition_size - 1))
+        if end - pos < PADDING_MIN:
+            raise CorruptSegmentError(f"{where}: {end - pos} stray bytes at position {pos}")
+        length, type_ = _PADDING_HDR.unpack_from(data, off)
+        if type_ == PADDING_TYPE:
+            if length != room:
+                raise CorruptSegmentError(f"{where}: padding record at position {pos} has "
+                                          f"length {length}, expected {room}")
+            pos += length
+            continue
+        if not RECORD_HEADER <= length <= max_record or align8(length) > room \
+                or pos + align8(length) > end:
+            raise CorruptSegmentError(f"{where}: record at position {pos} has invalid "
+                                      f"length {length}")
+        _, _, seq = _RECORD_HDR.unpack_from(data, off)
+        yield Record(pos, type_, seq, bytes(data[off + RECORD_HEADER: off + length]))
+        pos += align8(length)

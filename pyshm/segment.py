@@ -1,0 +1,185 @@
+"""Named shared-memory segments: the file and mapping under every ring and replica.
+
+A *name* without a slash lives in POSIX shared memory (``/dev/shm/NAME``, what
+``shm_open("/NAME")`` would create); a name with a slash is a file path, so a ring can
+live on hugetlbfs, a DMA-able device file (u-dma-buf) or a regular disk file.
+
+Like ``multiprocessing.shared_memory``, one constructor creates or attaches, ``close()``
+(unmap) is separate from ``unlink()`` (remove the name), and closing is safe after a
+half-finished setup. Segments are created owner-only (0600) unless a mode is given.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import stat
+from typing import Any
+
+from .errors import (ClosedError, CorruptSegmentError, InvalidNameError, RingExistsError,
+                     RingNotFoundError)
+
+SHM_DIR = "/dev/shm"
+DEFAULT_MODE = 0o600
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
+
+
+def resolve_path(name: str | os.PathLike[str]) -> str:
+    """Map a ring name to its file. Names may not escape /dev/shm (no '..', no '/')."""
+    name = os.fspath(name)
+    if "/" in name:
+        if "\0" in name:
+            raise InvalidNameError(f"ring path {name!r} contains a NUL byte")
+        return os.path.abspath(name)
+    if name.startswith("/"):
+        name = name[1:]
+    if not _NAME_RE.match(name) or ".." in name:
+        raise InvalidNameError(
+            f"invalid ring name {name!r}: use 1-200 characters from [A-Za-z0-9_.-], not "
+            f"starting with '.' or '-' and without '..' (or give a path containing '/')")
+    return os.path.join(SHM_DIR, name)
+
+
+def display_name(path: str) -> str:
+    """The short name for a segment under /dev/shm, else the path."""
+    if os.path.dirname(path) == SHM_DIR:
+        return os.path.basename(path)
+    return path
+
+
+class Segment:
+    """A mapped file. ``size`` is required to create, and checked when attaching."""
+
+    def __init__(self, name: str | os.PathLike[str], *, create: bool = False,
+                 size: int | None = None, mode: int = DEFAULT_MODE, exist_ok: bool = False,
+                 readonly: bool = False, prefault: bool = False):
+        self._fd = -1
+        self._mmap: mmap.mmap | None = None
+        self.path = resolve_path(name)
+        self.name = display_name(self.path)
+        self.readonly = readonly
+        self.created = False
+        try:
+            self._open(create, size, mode, exist_ok, readonly)
+            if prefault:
+                self.prefault()
+        except BaseException:
+            self.close()
+            if self.created:
+                self.unlink()
+            raise
+
+    def _open(self, create: bool, size: int | None, mode: int, exist_ok: bool,
+              readonly: bool) -> None:
+        if create:
+            if size is None or size <= 0:
+                raise ValueError("creating a segment needs a positive size")
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+            try:
+                self._fd = os.open(self.path, flags, mode)
+                self.created = True
+            except FileExistsError:
+                if not exist_ok:
+                    raise RingExistsError(f"segment {self.name!r} already exists "
+                                          f"({self.path}); attach to it or remove it "
+                                          f"with `pyshm rm {self.name}`") from None
+            except FileNotFoundError:
+                raise RingNotFoundError(f"cannot create {self.path}: its directory does "
+                                        f"not exist") from None
+            if self.created:
+                os.fchmod(self._fd, mode)  # umask must not widen or narrow the request
+                os.ftruncate(self._fd, size)
+        if self._fd < 0:
+            flags = (os.O_RDONLY if readonly else os.O_RDWR) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                self._fd = os.open(self.path, flags)
+            except FileNotFoundError:
+                raise RingNotFoundError(f"no ring named {self.name!r} ({self.path} does "
+                                        f"not exist)") from None
+        st = os.fstat(self._fd)
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISCHR(st.st_mode):
+            raise CorruptSegmentError(f"{self.path} is not a regular file or device")
+        actual = st.st_size if stat.S_ISREG(st.st_mode) else (size or 0)
+        if actual == 0:
+            raise CorruptSegmentError(f"segment {self.name!r} is empty (0 bytes): not a ring")
+        if size is not None and actual < size:
+            raise CorruptSegmentError(f"segment {self.name!r} is {actual} bytes, "
+                                      f"expected at least {size}")
+        prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
+        self._mmap = mmap.mmap(self._fd, actual, mmap.MAP_SHARED, prot)
+        self.size = actual
+
+    @property
+    def buf(self) -> memoryview:
+        if self._mmap is None:
+            raise ClosedError(f"segment {self.name!r} is closed")
+        return memoryview(self._mmap)
+
+    @property
+    def mmap(self) -> mmap.mmap:
+        if self._mmap is None:
+            raise ClosedError(f"segment {self.name!r} is closed")
+        return self._mmap
+
+    @property
+    def closed(self) -> bool:
+        return self._mmap is None
+
+    def prefault(self, start: int = 0, end: int | None = None) -> None:
+        """Touch every page now so that first-touch faults (~1 GB/s) never hit a copy."""
+        m = self.mmap
+        end = self.size if end is None else end
+        if hasattr(m, "madvise") and hasattr(mmap, "MADV_POPULATE_WRITE") and not self.readonly:
+            try:
+                pg = mmap.PAGESIZE
+                s = start // pg * pg
+                m.madvise(mmap.MADV_POPULATE_WRITE, s, end - s)
+                return
+            except OSError:
+                pass
+        if hasattr(m, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
+            try:
+                m.madvise(mmap.MADV_WILLNEED)
+            except OSError:
+                pass
+        view = memoryview(m)
+        step = mmap.PAGESIZE
+        if self.readonly:
+            for off in range(start, end, step):
+                view[off]
+        else:
+            for off in range(start, end, step):
+                view[off] = view[off]  # a write fault maps the page writable
+        view.release()
+
+    def close(self) -> None:
+        """Unmap and close; safe to call twice and after a failed constructor."""
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                # a numpy array or memoryview still points into the mapping: leave the
+                # mapping to be freed with it rather than crash the caller
+                pass
+            self._mmap = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def unlink(self) -> None:
+        """Remove the name; processes that still map the segment keep their mapping."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> "Segment":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"size={self.size}"
+        return f"<Segment {self.name!r} {state}>"
