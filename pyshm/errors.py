@@ -61,3 +61,11 @@ class EngineTimeoutError(EngineError, TimeoutError):
 
 class ImageError(PyshmError):
     """An image file is damaged, truncated, or not an image."""
+
+
+class ConfigError(PyshmError, ValueError):
+    """A configuration file is invalid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
