@@ -1,0 +1,606 @@
+"""The YAML configuration of ``pyshm run``: schema, parsing and validation.
+
+A configuration declares rings (with their parameters), at most one replica per ring
+with the engine that keeps it, snapshot schedules with retention, and the supervisor and
+metrics settings. ``load_config`` returns frozen dataclasses or raises
+:class:`ConfigError`, which lists *every* problem found, each naming the file, line and
+key path (``rings[1].capacity``) and what is wrong with it, so that an operator fixes a
+file in one round instead of one error per run.
+
+Sizes accept an integer or a string with a binary suffix (``4K``, ``16M``, ``1G``,
+``64KiB``); durations accept seconds or a string with a unit (``250ms``, ``10s``,
+``5m``, ``1h``). Relative paths are taken relative to the configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from . import layout, segment
+from .errors import ConfigError, InvalidNameError, InvalidParameterError
+
+ENGINES = ("auto", "cpu", "pynq", "sim")
+COMPRESSIONS = ("none", "zlib", "lz4", "zstd")
+SNAPSHOT_SOURCES = ("replica", "ring")
+EXISTING = ("attach", "recreate", "fail")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|s|m|h)?\s*$")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_DURATION_UNITS = {None: 1.0, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_size(value: Any) -> int:
+    """``4096``, ``"4K"``, ``"16 MiB"`` -> bytes; ValueError with the reason otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size, got the boolean {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size {value} is negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(m.group(1)) * _UNITS[m.group(2).upper()]
+        raise ValueError(f"{value!r} is not a size (use bytes or a number with K, M, G or "
+                         f"T, e.g. 16M)")
+    raise ValueError(f"expected a size, got {_kind(value)}")
+
+
+def parse_duration(value: Any) -> float:
+    """``2``, ``0.5``, ``"250ms"``, ``"5m"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got the boolean {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"duration {value} is negative")
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION_RE.match(value)
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        raise ValueError(f"{value!r} is not a duration (use seconds or a number with ms, s, "
+                         f"m or h, e.g. 10s)")
+    raise ValueError(f"expected a duration, got {_kind(value)}")
+
+
+def format_size(n: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        mult = _UNITS[unit]
+        if n >= mult and n % mult == 0:
+            return f"{n // mult}{unit}"
+    return str(n)
+
+
+# ----------------------------------------------------------------------------------
+# The result
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    name: str
+    engine: str = "auto"
+    threads: int = 1
+    gate: bool = False
+    sync_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    directory: str
+    interval: float
+    keep: int = 5
+    source: str = "replica"
+    compress: str = "none"
+    on_shutdown: bool = True
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    name: str
+    capacity: int
+    max_record: int
+    partitions: int = layout.DEFAULT_PARTITIONS
+    lossless: bool = False
+    existing: str = "attach"
+    unlink_on_exit: bool = False
+    replica: ReplicaConfig | None = None
+    snapshots: SnapshotConfig | None = None
+
+    @property
+    def path(self) -> str:
+        return segment.resolve_path(self.name)
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    restart_delay: float = 0.5
+    max_restarts: int = 10
+    restart_window: float = 60.0
+    check_interval: float = 0.2
+    shutdown_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = None
+    status_interval: float = 1.0
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return None if self.listen is None else split_listen(self.listen)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    state_dir: str
+    log_level: str = "info"
+    rings: tuple[RingConfig, ...] = ()
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    source: str = "<string>"
+
+    def ring(self, name: str) -> RingConfig:
+        for r in self.rings:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def status_path(self) -> str:
+        return os.path.join(self.state_dir, f"{self.name}.status.json")
+
+
+def default_state_dir() -> str:
+    return os.environ.get("PYSHM_STATE_DIR") or f"/tmp/pyshm-{os.getuid()}"
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:9464"`` or ``":9464"`` or ``"9464"`` -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", text
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT with a port in 0..65535")
+    return host, int(port)
+
+
+# ----------------------------------------------------------------------------------
+# Validation machinery: a path-aware checker that collects problems.
+
+Path = tuple[Any, ...]
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+class _Checker:
+    def __init__(self, source: str, lines: dict[Path, int]):
+        self.source = source
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def error(self, path: Path, message: str) -> None:
+        line = None
+        for n in range(len(path), -1, -1):  # nearest enclosing node that has a line
+            line = self.lines.get(path[:n])
+            if line is not None:
+                break
+        where = f"{self.source}:{line}" if line is not None else self.source
+        self.problems.append(f"{where}: {format_path(path)}: {message}")
+
+    def mapping(self, value: Any, path: Path, allowed: dict[str, str]) -> dict[str, Any]:
+        """Check that ``value`` is a mapping with only ``allowed`` keys (key -> help)."""
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping, got {_kind(value)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                self.error(path, f"key {key!r} is not a string")
+                continue
+            if key not in allowed:
+                hint = _close_match(key, allowed)
+                self.error(path + (key,), "unknown key" + (f" (did you mean {hint!r}?)"
+                                                           if hint else "")
+                           + f"; allowed here: {', '.join(sorted(allowed))}")
+                continue
+            out[key] = v
+        return out
+
+    def get(self, m: dict[str, Any], key: str, path: Path, conv: Callable[[Any], Any],
+            default: Any = None, required: bool = False) -> Any:
+        if key not in m or m[key] is None:
+            if required:
+                self.error(path + (key,), "required key is missing")
+            return default
+        try:
+            return conv(m[key])
+        except (ValueError, TypeError) as exc:
+            self.error(path + (key,), str(exc))
+            return default
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    return {dict: "a mapping", list: "a list", str: f"the string {value!r}",
+            bool: f"the boolean {value!r}"}.get(type(value), f"{type(value).__name__} {value!r}")
+
+
+def _close_match(key: str, allowed: dict[str, str]) -> str | None:
+    import difflib
+
+    hits = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return hits[0] if hits else None
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {_kind(v)}")
+    return v
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+    def conv(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"expected an integer, got {_kind(v)}")
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(f"{v} is out of range: must be " + (f"{lo}..{hi}" if hi is not None
+                                                                   else f">= {lo}"))
+        return v
+    return conv
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {_kind(v)}")
+    return v
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"{_kind(v)} is not one of: {', '.join(options)}")
+        return str(v)
+    return conv
+
+
+def _positive_duration(v: Any) -> float:
+    d = parse_duration(v)
+    if d <= 0:
+        raise ValueError(f"duration {v!r} must be greater than zero")
+    return d
+
+
+def _ring_name(v: Any) -> str:
+    name = _str(v)
+    try:
+        segment.resolve_path(name)
+    except InvalidNameError as exc:
+        raise ValueError(str(exc)) from None
+    return name
+
+
+def _listen(v: Any) -> str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = str(v)
+    text = _str(v)
+    split_listen(text)
+    return text
+
+
+# ----------------------------------------------------------------------------------
+# The schema. Each allowed-keys table doubles as the reference printed by `config check
+# --schema` and documented in docs/operations.md.
+
+TOP_KEYS = {
+    "name": "run name: names the status file and log lines (default: file name stem)",
+    "state_dir": "where status files live (default $PYSHM_STATE_DIR or /tmp/pyshm-UID)",
+    "log_level": "debug, info, warning or error (default info)",
+    "rings": "list of rings to create or attach",
+    "supervisor": "restart and shutdown policy",
+    "metrics": "status refresh and the Prometheus endpoint",
+}
+RING_KEYS = {
+    "name": "ring name in /dev/shm, or a path containing '/' (required)",
+    "capacity": "data bytes, a power of two >= 4K (required)",
+    "max_record": "largest record, header included (default partition size / 4)",
+    "partitions": "partition count, a power of two (default 8)",
+    "lossless": "producer waits for gating consumers instead of overwriting (default false)",
+    "existing": "if the ring already exists: attach (default), recreate or fail",
+    "unlink_on_exit": "remove the ring when the supervisor stops (default false)",
+    "replica": "continuous replication of this ring",
+    "snapshots": "scheduled snapshots of this ring or its replica",
+}
+REPLICA_KEYS = {
+    "name": "replica segment name (default RING.replica)",
+    "engine": "auto, cpu, pynq or sim (default auto)",
+    "threads": "copy threads of the cpu engine (default 1)",
+    "gate": "lossless ring: the producer also waits for the mirror (default false)",
+    "sync_timeout": "how long the final sync may take on shutdown (default 5s)",
+}
+SNAPSHOT_KEYS = {
+    "directory": "where image files go (required)",
+    "interval": "time between snapshots (required)",
+    "keep": "how many recent images to keep (default 5)",
+    "source": "replica (default when there is one) or ring",
+    "compress": "none (default), zlib, lz4 or zstd",
+    "on_shutdown": "take a final snapshot on a clean stop (default true)",
+}
+SUPERVISOR_KEYS = {
+    "restart_delay": "wait before restarting a dead engine (default 0.5s)",
+    "max_restarts": "give up on an engine after this many restarts in restart_window "
+                    "(default 10)",
+    "restart_window": "see max_restarts (default 60s)",
+    "check_interval": "how often children are checked (default 0.2s)",
+    "shutdown_timeout": "how long children get to stop before SIGKILL (default 10s)",
+}
+METRICS_KEYS = {
+    "listen": "HOST:PORT of the Prometheus endpoint (default: no endpoint)",
+    "status_interval": "how often engines and the supervisor refresh status (default 1s)",
+}
+
+
+def _dir(base: str) -> Callable[[Any], str]:
+    def conv(v: Any) -> str:
+        return os.path.normpath(os.path.join(base, os.path.expanduser(_str(v))))
+    return conv
+
+
+def _check_ring(ck: _Checker, raw: Any, path: Path, base: str) -> RingConfig | None:
+    m = ck.mapping(raw, path, RING_KEYS)
+    if not isinstance(raw, dict):
+        return None
+    name = ck.get(m, "name", path, _ring_name, required=True)
+    capacity = ck.get(m, "capacity", path, parse_size, required=True)
+    partitions = ck.get(m, "partitions", path, _int(1), layout.DEFAULT_PARTITIONS)
+    max_record = ck.get(m, "max_record", path, parse_size)
+    lossless = ck.get(m, "lossless", path, _bool, False)
+    existing = ck.get(m, "existing", path, _choice(EXISTING), "attach")
+    unlink = ck.get(m, "unlink_on_exit", path, _bool, False)
+    ok = name is not None and capacity is not None and partitions is not None
+
+    if capacity is not None:
+        try:
+            layout.check_params(capacity, 16, 1, where="capacity")
+        except InvalidParameterError:
+            ck.error(path + ("capacity",), f"{m['capacity']!r} ({capacity} bytes) is an "
+                     f"impossible size: capacity must be a power of two between 4K and 64T")
+            ok = False
+    if ok and partitions is not None:
+        if not layout.is_power_of_two(partitions) or capacity // partitions < 64:
+            ck.error(path + ("partitions",), f"{partitions} partitions of a {format_size(capacity)}"
+                     f" ring is impossible: need a power of two leaving >= 64 bytes each")
+            ok = False
+    if ok:
+        psize = capacity // partitions
+        if max_record is None:
+            max_record = psize // 4
+        elif not layout.RECORD_HEADER <= max_record <= psize // 4:
+            ck.error(path + ("max_record",), f"{max_record} bytes is impossible: must be "
+                     f"between {layout.RECORD_HEADER} and partition size / 4 = {psize // 4} "
+                     f"(capacity {format_size(capacity)} / {partitions} partitions / 4)")
+            ok = False
+
+    replica = None
+    if "replica" in m:
+        rpath = path + ("replica",)
+        rm = ck.mapping(m["replica"], rpath, REPLICA_KEYS)
+        rname = ck.get(rm, "name", rpath, _ring_name, f"{name}.replica" if name else None)
+        replica = ReplicaConfig(
+            name=rname or "",
+            engine=ck.get(rm, "engine", rpath, _choice(ENGINES), "auto"),
+            threads=ck.get(rm, "threads", rpath, _int(1, 64), 1),
+            gate=ck.get(rm, "gate", rpath, _bool, False),
+            sync_timeout=ck.get(rm, "sync_timeout", rpath, _positive_duration, 5.0),
+        )
+        if replica.gate and not lossless:
+            ck.error(rpath + ("gate",), "gating on the mirror needs a lossless ring "
+                     "(set lossless: true on the ring)")
+
+    snaps = None
+    if "snapshots" in m:
+        spath = path + ("snapshots",)
+        sm = ck.mapping(m["snapshots"], spath, SNAPSHOT_KEYS)
+        snaps = SnapshotConfig(
+            directory=ck.get(sm, "directory", spath, _dir(base), "", required=True),
+            interval=ck.get(sm, "interval", spath, _positive_duration, 60.0, required=True),
+            keep=ck.get(sm, "keep", spath, _int(1, 100000), 5),
+            source=ck.get(sm, "source", spath, _choice(SNAPSHOT_SOURCES),
+                          "replica" if replica else "ring"),
+            compress=ck.get(sm, "compress", spath, _choice(COMPRESSIONS), "none"),
+            on_shutdown=ck.get(sm, "on_shutdown", spath, _bool, True),
+        )
+        if snaps.source == "replica" and replica is None:
+            ck.error(spath + ("source",), "source is replica but this ring has no replica "
+                     "section")
+    if not ok:
+        return None
+    return RingConfig(name=name, capacity=capacity, max_record=max_record,
+                      partitions=partitions, lossless=lossless, existing=existing,
+                      unlink_on_exit=unlink, replica=replica, snapshots=snaps)
+
+
+def validate(data: Any, source: str = "<string>", lines: dict[Path, int] | None = None,
+             base_dir: str | None = None) -> Config:
+    """Validate already-parsed YAML data; raises :class:`ConfigError` listing all problems."""
+    ck = _Checker(source, lines or {})
+    base = base_dir or os.getcwd()
+    if not isinstance(data, dict):
+        ck.error((), f"the configuration must be a mapping at the top level, got {_kind(data)}")
+        raise ConfigError(ck.problems)
+    top = ck.mapping(data, (), TOP_KEYS)
+    stem = os.path.splitext(os.path.basename(source))[0] if source != "<string>" else "pyshm"
+    name = ck.get(top, "name", (), _str, stem)
+    if name is not None and not re.match(r"^[A-Za-z0-9_.\-]+$", name):
+        ck.error(("name",), f"{name!r} may only contain letters, digits, '_', '.' and '-'")
+    state_dir = ck.get(top, "state_dir", (), _dir(base), default_state_dir())
+    log_level = ck.get(top, "log_level", (), _choice(LOG_LEVELS), "info")
+
+    rings: list[RingConfig] = []
+    raw_rings = top.get("rings")
+    if raw_rings is None:
+        ck.error(("rings",), "required key is missing: declare at least one ring")
+    elif not isinstance(raw_rings, list):
+        ck.error(("rings",), f"expected a list of rings, got {_kind(raw_rings)}")
+    elif not raw_rings:
+        ck.error(("rings",), "the list is empty: declare at least one ring")
+    else:
+        for i, raw in enumerate(raw_rings):
+            r = _check_ring(ck, raw, ("rings", i), base)
+            if r is not None:
+                rings.append(r)
+        _check_unique(ck, raw_rings)
+
+    sm = ck.mapping(top.get("supervisor"), ("supervisor",), SUPERVISOR_KEYS)
+    sp = ("supervisor",)
+    sup = SupervisorConfig(
+        restart_delay=ck.get(sm, "restart_delay", sp, parse_duration, 0.5),
+        max_restarts=ck.get(sm, "max_restarts", sp, _int(0), 10),
+        restart_window=ck.get(sm, "restart_window", sp, _positive_duration, 60.0),
+        check_interval=ck.get(sm, "check_interval", sp, _positive_duration, 0.2),
+        shutdown_timeout=ck.get(sm, "shutdown_timeout", sp, _positive_duration, 10.0),
+    )
+    mm = ck.mapping(top.get("metrics"), ("metrics",), METRICS_KEYS)
+    mp = ("metrics",)
+    met = MetricsConfig(listen=ck.get(mm, "listen", mp, _listen, None),
+                        status_interval=ck.get(mm, "status_interval", mp,
+                                               _positive_duration, 1.0))
+    if ck.problems:
+        raise ConfigError(ck.problems)
+    return Config(name=name, state_dir=state_dir, log_level=log_level, rings=tuple(rings),
+                  supervisor=sup, metrics=met, source=source)
+
+
+def _check_unique(ck: _Checker, raw_rings: list[Any]) -> None:
+    """Rings and replicas share one namespace (/dev/shm): every name must be unique."""
+    seen: dict[str, Path] = {}
+
+    def claim(name: Any, path: Path) -> None:
+        if not isinstance(name, str):
+            return
+        try:
+            key = segment.resolve_path(name)
+        except InvalidNameError:
+            return
+        if key in seen:
+            ck.error(path, f"duplicate name {name!r}: already used by "
+                     f"{format_path(seen[key])}")
+        else:
+            seen[key] = path
+
+    for i, raw in enumerate(raw_rings):
+        if not isinstance(raw, dict):
+            continue
+        claim(raw.get("name"), ("rings", i, "name"))
+        rep = raw.get("replica")
+        if isinstance(rep, dict) or rep is None and "replica" in raw:
+            rname = (rep or {}).get("name") or (f"{raw['name']}.replica"
+                                               if isinstance(raw.get("name"), str) else None)
+            claim(rname, ("rings", i, "replica", "name"))
+
+
+# ----------------------------------------------------------------------------------
+# YAML with line numbers and duplicate-key detection (PyYAML silently keeps the last).
+
+
+def _line_map(node: yaml.Node, path: Path, lines: dict[Path, int], dupes: list[str],
+              source: str) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for knode, vnode in node.value:
+            key = knode.value
+            if key in seen:
+                dupes.append(f"{source}:{knode.start_mark.line + 1}: "
+                             f"{format_path(path + (key,))}: key appears twice in one mapping")
+            seen.add(key)
+            lines[path + (key,)] = knode.start_mark.line + 1
+            _line_map(vnode, path + (key,), lines, dupes, source)
+            lines[path + (key,)] = knode.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, path + (i,), lines, dupes, source)
+
+
+def loads(text: str, source: str = "<string>", base_dir: str | None = None) -> Config:
+    """Parse and validate YAML text."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: not valid YAML: {problem}"]) from None
+    lines: dict[Path, int] = {}
+    dupes: list[str] = []
+    if node is not None:
+        _line_map(node, (), lines, dupes, source)
+    try:
+        cfg = validate(data, source, lines, base_dir)
+    except ConfigError as exc:
+        raise ConfigError(dupes + exc.problems) from None
+    if dupes:
+        raise ConfigError(dupes)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a configuration file."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: configuration file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def check_resources(cfg: Config) -> list[str]:
+    """Problems the machine (not the file) has with a valid configuration.
+
+    Sums every segment that would be created in each filesystem and compares with its
+    free space, so that an impossible total fails before anything is created.
+    """
+    need: dict[str, int] = {}
+    for r in cfg.rings:
+        for name in [r.name] + ([r.replica.name] if r.replica else []):
+            p = segment.resolve_path(name)
+            if os.path.exists(p):
+                continue
+            d = os.path.dirname(p)
+            need[d] = need.get(d, 0) + layout.segment_size(r.capacity)
+    problems = []
+    for d, n in need.items():
+        try:
+            st = os.statvfs(d)
+        except OSError as exc:
+            problems.append(f"{cfg.source}: cannot use directory {d}: {exc}")
+            continue
+        free = st.f_bavail * st.f_frsize
+        if n > free:
+            problems.append(f"{cfg.source}: rings and replicas need {n / (1 << 20):.0f} MiB in {d} "
+                            f"but only {free / (1 << 20):.0f} MiB is free")
+    return problems
