@@ -63,6 +63,27 @@ class ImageError(PyshmError):
     """An image file is damaged, truncated, or not an image."""
 
 
+class ImageTruncatedError(ImageError):
+    """An image file is shorter (or longer) than its header and trailer say."""
+
+
+class ImageChecksumError(ImageError):
+    """A CRC32C in an image does not match; ``part`` is header/table/trailer/chunk."""
+
+    def __init__(self, message: str, part: str = "", chunk: int | None = None):
+        super().__init__(message)
+        self.part = part
+        self.chunk = chunk
+
+
+class ImageVersionError(ImageError, VersionMismatchError):
+    """The image was written by another image format version."""
+
+
+class SnapshotError(PyshmError):
+    """A snapshot could not capture an intact window (producer too fast, replica live)."""
+
+
 class ConfigError(PyshmError, ValueError):
     """A configuration file is invalid; ``problems`` lists every problem found."""
 
