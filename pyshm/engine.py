@@ -1,0 +1,229 @@
+"""The replication engine interface: one API, several implementations chosen by name.
+
+An engine mirrors every committed byte of a ring into a replica (see pyshm.replica) and
+publishes how far it got in the ring's ``mirrored`` word and the replica's ``tail``.
+Implementations: ``cpu`` (C memcpy threads, pyshm.fallback.cpu), ``pynq`` (the FPGA
+ring-mirror IP) and ``sim`` (that RTL in a simulator), both in pyshm.driver.
+
+    from pyshm.engine import open_engine
+    with open_engine("auto", ring, replica, threads=2) as eng:
+        eng.start()
+        ...
+        eng.sync(timeout=1.0)
+        print(eng.stats())
+
+Every blocking call takes a timeout and raises :class:`EngineTimeoutError` when it runs
+out; none can hang on hardware that does not answer.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import layout as L
+from .errors import EngineError, InvalidParameterError
+
+log = logging.getLogger("pyshm.engine")
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A consistent-enough snapshot of an engine's counters (each field read atomically)."""
+
+    engine: str
+    state: str
+    mirrored: int = 0
+    tail: int = 0
+    start_position: int = 0
+    bytes_mirrored: int = 0
+    records_mirrored: int = 0
+    copies: int = 0
+    overruns: int = 0
+    bytes_lost: int = 0
+    errors: int = 0
+    last_error: str = ""
+    lag_bytes: int = 0
+    lag_ns: int = 0
+    lag_p50_ns: int = 0
+    lag_p99_ns: int = 0
+    lag_p999_ns: int = 0
+    lag_max_ns: int = 0
+    lag_samples: int = 0
+    elapsed_ns: int = 0
+    utilisation: float = 0.0
+    """Fraction of elapsed time the engine spent copying (poll thread + workers, each
+    counted against its own time: 1.0 means every thread busy all the time)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One status line for a terminal."""
+        return (f"{self.state:<7} mirrored {self.mirrored:>14,d} B  "
+                f"records {self.records_mirrored:>11,d}  lag {self.lag_bytes:>10,d} B "
+                f"{self.lag_ns / 1e3:8.1f} us  p99 {self.lag_p99_ns / 1e3:7.1f} us  "
+                f"overruns {self.overruns} (lost {self.bytes_lost:,d} B)")
+
+
+class Engine(abc.ABC):
+    """What every replication engine implements. Subclasses set ``name``."""
+
+    name: str = "?"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """(usable on this machine?, why or why not) for auto selection."""
+        return True, "always available"
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Begin continuous mirroring from the replica's tail."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Finish the copy in progress, publish it, and stop. Idempotent."""
+
+    @abc.abstractmethod
+    def pause(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Stop copying after the current copy (state stays attached)."""
+
+    @abc.abstractmethod
+    def resume(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Continue after :meth:`pause`."""
+
+    @abc.abstractmethod
+    def sync(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until the replica holds everything committed when the call began."""
+
+    @abc.abstractmethod
+    def stats(self) -> EngineStats:
+        """Counters and lag figures."""
+
+    @property
+    @abc.abstractmethod
+    def mirrored(self) -> int:
+        """The position published so far."""
+
+    def close(self) -> None:
+        """Stop (if running) and release resources."""
+        self.stop()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# ---- registry ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Entry:
+    target: str  # "module:Class", imported on first use
+    priority: int  # auto tries higher first
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_engine(name: str, target: str, priority: int = 0) -> None:
+    """Register an engine class by import path, e.g. ``("sim", "pyshm.driver.sim:SimEngine")``.
+
+    Import is deferred so that a missing optional dependency (pynq, cocotb) only
+    matters when that engine is asked for.
+    """
+    _REGISTRY[name] = _Entry(target, priority)
+
+
+def engine_names() -> list[str]:
+    return sorted(_REGISTRY, key=lambda n: -_REGISTRY[n].priority)
+
+
+def engine_class(name: str) -> type[Engine]:
+    try:
+        entry = _REGISTRY[name]
+    except KeyError:
+        raise InvalidParameterError(f"unknown engine {name!r}; known: "
+                                    f"{', '.join(engine_names())} or auto") from None
+    module, _, attr = entry.target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineError(f"engine {name!r} is not installed ({entry.target}: {exc})") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise EngineError(f"engine {name!r}: {entry.target} is not an Engine subclass")
+    return cls
+
+
+def pick_engine(exclude: tuple[str, ...] = ("sim",)) -> tuple[str, str]:
+    """The engine ``auto`` would choose and why. Simulators are never chosen: too slow."""
+    reasons: list[str] = []
+    for name in engine_names():
+        if name in exclude:
+            continue
+        try:
+            ok, why = engine_class(name).available()
+        except EngineError as exc:
+            ok, why = False, str(exc)
+        if ok:
+            return name, f"auto picked {name!r}: {why}" + (
+                f" (skipped: {'; '.join(reasons)})" if reasons else "")
+        reasons.append(f"{name}: {why}")
+    raise EngineError("no replication engine is available: " + "; ".join(reasons))
+
+
+def open_engine(name: str = "auto", ring: Any = None, replica: Any = None,
+                *, announce: Callable[[str], None] | None = None,
+                **options: Any) -> Engine:
+    """Create an engine by name (``auto``, ``cpu``, ``sim``, ``pynq``).
+
+    ``ring`` is a Ring, a Segment or a ring name; ``replica`` a Replica, a Segment or
+    a replica name/path. ``auto`` logs (or passes to ``announce``) what it picked.
+    """
+    if ring is None or replica is None:
+        raise InvalidParameterError("open_engine needs a ring and a replica")
+    if name == "auto":
+        name, why = pick_engine()
+        (announce or log.info)(why)
+    cls = engine_class(name)
+    return cls(ring, replica, **options)  # type: ignore[call-arg]
+
+
+def clear_gate(ring: Any) -> bool:
+    """Clear FLAG_GATE_ON_MIRROR left set by an engine that crashed.
+
+    While the flag is set a lossless producer never passes ``mirrored`` by more than
+    the capacity, so after an engine crash it stalls until an engine resumes (the
+    intended, lossless behaviour) or until this is called (accepting that the next
+    replica will start with a gap). Returns whether the flag was set.
+    """
+    from .segment import Segment
+
+    seg = ring.segment if hasattr(ring, "segment") else ring
+    own = not isinstance(seg, Segment)
+    if own:
+        seg = Segment(seg)
+    try:
+        import struct
+
+        buf = seg.buf
+        flags = struct.unpack_from("<I", buf, L.OFF_FLAGS)[0]
+        struct.pack_into("<I", buf, L.OFF_FLAGS, flags & ~L.FLAG_GATE_ON_MIRROR)
+        del buf
+        return bool(flags & L.FLAG_GATE_ON_MIRROR)
+    finally:
+        if own:
+            seg.close()
+
+
+register_engine("cpu", "pyshm.fallback.cpu:CpuEngine", priority=0)
+register_engine("pynq", "pyshm.driver.engine:PynqEngine", priority=10)
+register_engine("sim", "pyshm.driver.sim:SimEngine", priority=-10)

@@ -1,0 +1,347 @@
+"""Replicas: segments with a ring's own layout that an engine mirrors the ring into.
+
+A replica's header is a copy of the ring's static header with ``FLAG_REPLICA`` set (and
+``FLAG_GATE_ON_MIRROR`` cleared), so the replica is itself a ring image: consumers can
+open it read-only, snapshots can read it, and :func:`promote` turns it into a primary.
+
+Where it lives:
+
+- a name without a slash: ``/dev/shm/NAME`` (lost at reboot, fastest);
+- a path: any file (a disk file gives a persistent replica; pick a flush policy), or a
+  hugetlbfs / device file.
+
+The replica is pre-faulted when created or opened for mirroring: the first touch of a
+fresh page costs about ten times a copy of it, and the engine must not pay that while
+the producer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import layout as L
+from .errors import CorruptSegmentError, InvalidParameterError
+from .segment import DEFAULT_MODE, Segment
+
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+_SUFFIX = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'64M' -> 67108864; plain integers are bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = t[-1:] if t[-1:] in _SUFFIX else ""
+    try:
+        n = float(t[: len(t) - len(unit)])
+    except ValueError:
+        raise InvalidParameterError(f"invalid size {text!r}: use e.g. 4096, 64K, 16M") from None
+    if n <= 0:
+        raise InvalidParameterError(f"invalid size {text!r}: must be positive")
+    return int(n * _SUFFIX[unit])
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    """How a file-backed replica reaches the disk.
+
+    ``none``: the kernel writes back when it likes (a crash of the machine may lose
+    recent data; a crash of a process loses nothing). ``periodic``: msync at most every
+    ``interval`` seconds while there are new bytes. ``bytes``: msync after every
+    ``nbytes`` mirrored. msync runs in the engine's poll thread, so it adds to the lag.
+    """
+
+    kind: str = "none"
+    interval: float = 1.0
+    nbytes: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("none", "periodic", "bytes"):
+            raise InvalidParameterError(f"flush policy {self.kind!r}: use none, "
+                                        f"periodic[:SECONDS] or bytes[:SIZE]")
+        if self.interval <= 0 or self.nbytes <= 0:
+            raise InvalidParameterError("flush interval and byte count must be positive")
+
+    @classmethod
+    def parse(cls, spec: str | FlushPolicy | None) -> FlushPolicy:
+        """'none', 'periodic', 'periodic:0.5', 'bytes', 'bytes:64M'."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, FlushPolicy):
+            return spec
+        kind, _, arg = spec.partition(":")
+        if kind == "periodic" and arg:
+            try:
+                return cls(kind, interval=float(arg))
+            except ValueError:
+                raise InvalidParameterError(f"flush policy {spec!r}: interval must be a "
+                                            f"number of seconds") from None
+        if kind == "bytes" and arg:
+            return cls(kind, nbytes=parse_size(arg))
+        if arg:
+            raise InvalidParameterError(f"flush policy {spec!r} takes no argument")
+        return cls(kind)
+
+    @property
+    def interval_ns(self) -> int:
+        return int(self.interval * 1e9) if self.kind == "periodic" else 0
+
+    @property
+    def flush_bytes(self) -> int:
+        return self.nbytes if self.kind == "bytes" else 0
+
+
+def source_params(source: Any) -> L.RingParams:
+    """The RingParams of a Ring, Replica, Segment, RingParams or ring name."""
+    if isinstance(source, L.RingParams):
+        return source.validate()
+    params = getattr(source, "params", None)
+    if isinstance(params, L.RingParams):
+        return params
+    if isinstance(source, Segment):
+        return L.unpack_static_header(source.buf[:0x80], source.name, source.size)
+    if isinstance(source, (str, os.PathLike)):
+        with Segment(source, readonly=True) as seg:
+            return L.unpack_static_header(seg.buf[:0x80], seg.name, seg.size)
+    raise InvalidParameterError(f"cannot take ring parameters from {type(source).__name__}")
+
+
+def replica_params(params: L.RingParams) -> L.RingParams:
+    flags = (params.flags | L.FLAG_REPLICA) & ~L.FLAG_GATE_ON_MIRROR
+    return replace(params, flags=flags, producer_pid=0, data_phys_addr=0)
+
+
+class Replica:
+    """A mapped replica segment. Use :meth:`create` or :meth:`open`."""
+
+    def __init__(self, segment: Segment, params: L.RingParams, flush: FlushPolicy):
+        self.segment = segment
+        self.params = params
+        self.flush = flush
+        self._q: memoryview | None = segment.buf[:L.HEADER_SIZE].cast("Q")
+
+    @classmethod
+    def create(cls, target: str | os.PathLike[str], source: Any, *,
+               flush: str | FlushPolicy | None = None, numa_node: int | None = None,
+               mode: int = DEFAULT_MODE, exist_ok: bool = False,
+               prefault: bool = True) -> Replica:
+        """Create a replica of ``source`` (a Ring, its params, or its name) at ``target``.
+
+        With ``exist_ok`` an existing compatible replica is reused as it is, so that an
+        engine resumes from its tail; an incompatible one is refused.
+        """
+        params = replica_params(source_params(source))
+        policy = FlushPolicy.parse(flush)
+        seg = Segment(target, create=True, size=params.segment_size, mode=mode,
+                      exist_ok=exist_ok)
+        try:
+            if not seg.created:
+                seg.close()
+                rep = cls.open(target, flush=policy, prefault=prefault)
+                try:
+                    rep.check_compatible(params)
+                except BaseException:
+                    rep.close()
+                    raise
+                return rep
+            if numa_node is not None:
+                bind_numa(seg, numa_node)
+            hdr = L.pack_static_header(params)
+            seg.buf[: len(hdr)] = hdr
+            if prefault:
+                seg.prefault()
+            return cls(seg, params, policy)
+        except BaseException:
+            created = seg.created
+            seg.close()
+            if created:
+                seg.unlink()
+            raise
+
+    @classmethod
+    def open(cls, target: str | os.PathLike[str], *, readonly: bool = False,
+             flush: str | FlushPolicy | None = None, prefault: bool = False) -> Replica:
+        seg = Segment(target, readonly=readonly)
+        try:
+            params = L.unpack_static_header(seg.buf[:0x80], seg.name, seg.size)
+            if not params.is_replica:
+                raise InvalidParameterError(f"{seg.name}: is a primary ring, not a replica "
+                                            f"(header flag 0x{L.FLAG_REPLICA:x} is clear)")
+            if prefault:
+                seg.prefault()
+            return cls(seg, params, FlushPolicy.parse(flush))
+        except BaseException:
+            seg.close()
+            raise
+
+    def check_compatible(self, ring_params: L.RingParams) -> None:
+        p = self.params
+        for field in ("capacity", "max_record", "partition_count"):
+            a, b = getattr(p, field), getattr(ring_params, field)
+            if a != b:
+                raise InvalidParameterError(f"replica {self.name}: {field} {a} differs from "
+                                            f"the ring's {b}")
+
+    # live counters (aligned 8-byte loads)
+    def _u64(self, off: int) -> int:
+        if self._q is None:
+            raise CorruptSegmentError(f"replica {self.name} is closed")
+        return int(self._q[off // 8])
+
+    @property
+    def tail(self) -> int:
+        return self._u64(L.OFF_TAIL)
+
+    @property
+    def tail_intent(self) -> int:
+        return self._u64(L.OFF_TAIL_INTENT)
+
+    @property
+    def next_sequence(self) -> int:
+        return self._u64(L.OFF_NEXT_SEQUENCE)
+
+    @property
+    def name(self) -> str:
+        return self.segment.name
+
+    @property
+    def path(self) -> str:
+        return self.segment.path
+
+    @property
+    def data(self) -> memoryview:
+        return self.segment.buf[L.OFF_DATA: L.OFF_DATA + self.params.capacity]
+
+    def oldest(self) -> int:
+        """First position whose record the replica holds intact."""
+        return max(0, L.oldest_boundary(self.tail_intent, self.params.capacity,
+                                        self.params.partition_size))
+
+    def records(self, start: int | None = None) -> list[L.Record]:
+        """The records of a quiescent replica, oldest first (validated walk)."""
+        tail = self.tail
+        begin = self.oldest() if start is None else start
+        begin = min(begin, tail)
+        return list(L.walk_records(self.data, self.params.capacity,
+                                   self.params.partition_size, self.params.max_record,
+                                   begin, tail, where=f"replica {self.name}"))
+
+    def as_ring(self) -> Any:
+        """Open this replica read-only as a Ring, for consumers."""
+        from .ring import Ring  # type: ignore[import-not-found,unused-ignore]
+
+        return Ring(self.path, readonly=True)
+
+    def info(self) -> dict[str, int | str]:
+        return {"name": self.name, "capacity": self.params.capacity, "tail": self.tail,
+                "next_sequence": self.next_sequence, "oldest": self.oldest(),
+                "flush": self.flush.kind}
+
+    def close(self) -> None:
+        if self._q is not None:
+            self._q.release()
+            self._q = None
+        self.segment.close()
+
+    def unlink(self) -> None:
+        self.segment.unlink()
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Replica {self.name!r} capacity={self.params.capacity}>"
+
+
+def bind_numa(segment: Segment, node: int) -> None:
+    """Bind the segment's pages to a NUMA node (before they are faulted in).
+
+    On a one-node machine binding to node 0 is accepted and changes nothing; any other
+    node fails with the kernel's error.
+    """
+    from .errors import EngineError
+
+    try:
+        from .fallback._engine_c import ffi, lib  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:  # pragma: no cover - the extension is built at install
+        raise EngineError(f"NUMA binding needs the CPU engine extension: {exc}") from exc
+    err = ffi.new("int *")
+    buf = ffi.from_buffer(segment.mmap)
+    rc = lib.pyshm_numa_bind(buf, segment.size, node, err)
+    if rc != 0:
+        raise InvalidParameterError(f"cannot bind {segment.name} to NUMA node {node}: "
+                                    f"{os.strerror(err[0])}")
+
+
+def _last_sequence(data: memoryview, params: L.RingParams, oldest: int,
+                   tail: int) -> int | None:
+    """Sequence of the last record before ``tail``, walking back partition by partition."""
+    psize = params.partition_size
+    end = tail
+    while end > oldest:
+        pstart = max(oldest, (end - 1) // psize * psize)
+        last = None
+        for rec in L.walk_records(data, params.capacity, psize, params.max_record,
+                                  pstart, end, where="replica"):
+            last = rec.sequence
+        if last is not None:
+            return last
+        end = pstart
+    return None
+
+
+@dataclass(frozen=True)
+class Promotion:
+    tail: int
+    next_sequence: int
+    padded_partitions: int
+
+
+def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
+    """Turn a stopped replica into a primary ring a producer can continue.
+
+    The next sequence is derived from the last record in the replica (the header value
+    the engine keeps is only a fallback); tail intent becomes tail; partitions the
+    replica never received (after an overrun or a late start) are filled with padding
+    records so no reader can take their stale bytes for records.
+    """
+    rep = target if isinstance(target, Replica) else Replica.open(target)
+    try:
+        if rep.segment.readonly:
+            raise InvalidParameterError(f"replica {rep.name} is open read-only")
+        p = rep.params
+        tail, intent = rep.tail, rep.tail_intent
+        if tail % L.RECORD_ALIGN or intent < tail:
+            raise CorruptSegmentError(f"replica {rep.name}: tail {tail} / tail intent "
+                                      f"{intent} are inconsistent")
+        psize = p.partition_size
+        oldest = L.oldest_boundary(intent, p.capacity, psize)
+        natural = L.oldest_boundary(tail, p.capacity, psize)
+        data = rep.data
+        last = _last_sequence(data, p, min(oldest, tail), tail)
+        next_seq = rep.next_sequence if last is None else last + 1
+        padded = 0
+        mask = p.capacity - 1
+        for pos in range(natural, min(oldest, tail), psize):
+            struct.pack_into("<ii", data, pos & mask, psize, L.PADDING_TYPE)
+            padded += 1
+        buf = rep.segment.buf
+        _U64.pack_into(buf, L.OFF_NEXT_SEQUENCE, next_seq)
+        _U64.pack_into(buf, L.OFF_MIRRORED, tail)
+        _U64.pack_into(buf, L.OFF_TAIL_INTENT, tail)
+        _U64.pack_into(buf, L.OFF_PRODUCER_PID, 0)
+        flags = _U32.unpack_from(buf, L.OFF_FLAGS)[0]
+        _U32.pack_into(buf, L.OFF_FLAGS, flags & ~(L.FLAG_REPLICA | L.FLAG_GATE_ON_MIRROR))
+        del buf, data
+        rep.segment.mmap.flush()
+        return Promotion(tail, next_seq, padded)
+    finally:
+        if not isinstance(target, Replica):
+            rep.close()
