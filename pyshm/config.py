@@ -87,7 +87,7 @@ def format_size(n: int) -> str:
 class ReplicaConfig:
     name: str
     engine: str = "auto"
-    threads: int = 1
+    threads: int = 0
     gate: bool = False
     sync_timeout: float = 5.0
 
@@ -334,7 +334,8 @@ RING_KEYS = {
 REPLICA_KEYS = {
     "name": "replica segment name (default RING.replica)",
     "engine": "auto, cpu, pynq or sim (default auto)",
-    "threads": "copy threads of the cpu engine (default 1)",
+    "threads": "cpu engine: extra copy threads that split large backlogs; 0 = the poll "
+               "thread copies alone (default 0)",
     "gate": "lossless ring: the producer also waits for the mirror (default false)",
     "sync_timeout": "how long the final sync may take on shutdown (default 5s)",
 }
@@ -409,7 +410,7 @@ def _check_ring(ck: _Checker, raw: Any, path: Path, base: str) -> RingConfig | N
         replica = ReplicaConfig(
             name=rname or "",
             engine=ck.get(rm, "engine", rpath, _choice(ENGINES), "auto"),
-            threads=ck.get(rm, "threads", rpath, _int(1, 64), 1),
+            threads=ck.get(rm, "threads", rpath, _int(0, 16), 0),
             gate=ck.get(rm, "gate", rpath, _bool, False),
             sync_timeout=ck.get(rm, "sync_timeout", rpath, _positive_duration, 5.0),
         )

@@ -27,7 +27,7 @@ def test_example_config_is_valid_and_complete():
     assert cfg.name == "example"
     md = cfg.ring("md.eurex")
     assert md.capacity == 64 << 20 and md.max_record == 4096 and md.partitions == 8
-    assert md.replica is not None and md.replica.engine == "auto" and md.replica.threads == 2
+    assert md.replica is not None and md.replica.engine == "auto" and md.replica.threads == 1
     assert md.snapshots is not None and md.snapshots.interval == 30.0 and md.snapshots.keep == 10
     orders = cfg.ring("orders")
     assert orders.lossless and orders.replica is not None and orders.replica.gate

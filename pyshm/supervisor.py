@@ -1,0 +1,515 @@
+"""``pyshm run``: bring up what a configuration declares and keep it running.
+
+Process model. The supervisor creates (or attaches) every ring and replica itself, then
+runs each replication engine in a child process of its own (``python -m
+pyshm.supervisor engine SPEC``): an engine that crashes, or is killed, takes nothing else
+with it, and the supervisor starts a new one, which resumes from the replica's tail.
+Snapshots run in supervisor threads (one per ring with a schedule), so a slow disk never
+delays the engines. The children report their statistics as JSON lines on a pipe; the
+supervisor folds them into ``STATE_DIR/RUN.status.json`` (atomically replaced), which
+``pyshm stats`` and the Prometheus endpoint read.
+
+Shutdown (SIGINT or SIGTERM): each engine child gets SIGTERM, does a final ``sync`` and
+stops; then each ring with ``on_shutdown`` snapshots gets its final image; rings marked
+``unlink_on_exit`` are removed. Children ignore SIGINT (a terminal's Ctrl-C reaches the
+whole process group) so the order above is the supervisor's, and they ask the kernel to
+SIGTERM them if the supervisor dies without stopping them.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import glob
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from .config import Config, RingConfig
+from .errors import ConfigError, EngineError, PyshmError
+
+log = logging.getLogger("pyshm.run")
+
+IMAGE_SUFFIX = ".pyshmimg"
+
+
+def _atomic_write_json(path: str, data: Any) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------
+# Engine children
+
+
+class EngineChild:
+    """One engine process for one ring: start, watch, restart within a budget."""
+
+    def __init__(self, sup: Supervisor, ring: RingConfig):
+        assert ring.replica is not None
+        self.sup = sup
+        self.ring = ring
+        self.replica = ring.replica
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state = "starting"
+        self.restarts = 0
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.next_start = 0.0
+        self.stats: dict[str, Any] = {}
+        self.engine_name = self.replica.engine
+        self.last_exit: int | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def spec(self) -> dict[str, Any]:
+        return {"ring": self.ring.path, "replica": self.replica.name, "engine":
+                self.replica.engine, "threads": self.replica.threads, "gate": self.replica.gate,
+                "sync_timeout": self.replica.sync_timeout,
+                "status_interval": self.sup.cfg.metrics.status_interval,
+                "log_level": self.sup.log_level}
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "pyshm.supervisor", "engine", json.dumps(self.spec())]
+        # cwd: the state directory, never the caller's: `-m` puts cwd first on sys.path
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     cwd=self.sup.cfg.state_dir, close_fds=True)
+        self.state = "running"
+        self.stats = {}
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
+                         name=f"engine-{self.ring.name}").start()
+        log.info("ring %s: engine %s started (pid %d) -> replica %s", self.ring.name,
+                 self.replica.engine, self.proc.pid, self.replica.name)
+
+    def _read(self, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for line in stream:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                log.warning("ring %s: engine said %r", self.ring.name, line[:200])
+                continue
+            if not isinstance(msg, dict):
+                continue
+            with self._lock:
+                if msg.get("event") == "started":
+                    self.engine_name = str(msg.get("engine", self.engine_name))
+                    if msg.get("note"):
+                        log.info("ring %s: %s", self.ring.name, msg["note"])
+                elif msg.get("event") in ("stats", "stopped"):
+                    self.stats = msg.get("stats") or {}
+                if msg.get("event") == "stopped":
+                    log.info("ring %s: engine stopped cleanly (final sync %s)", self.ring.name,
+                             "done" if msg.get("synced") else "FAILED: " + str(msg.get("error")))
+        stream.close()
+
+    def check(self, now: float) -> None:
+        """Notice a dead child and restart it, within the restart budget."""
+        if self.state == "running" and self.proc is not None:
+            rc = self.proc.poll()
+            if rc is None:
+                return
+            self.last_exit = rc
+            how = f"killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+            window = self.sup.cfg.supervisor.restart_window
+            while self.restart_times and now - self.restart_times[0] > window:
+                self.restart_times.popleft()
+            if len(self.restart_times) >= self.sup.cfg.supervisor.max_restarts:
+                self.state = "failed"
+                log.error("ring %s: engine (pid %d) %s; %d restarts in %.0f s, giving up",
+                          self.ring.name, self.proc.pid, how, len(self.restart_times), window)
+                return
+            self.state = "restarting"
+            self.next_start = now + self.sup.cfg.supervisor.restart_delay
+            log.warning("ring %s: engine (pid %d) %s; restarting in %.1f s", self.ring.name,
+                        self.proc.pid, how, self.sup.cfg.supervisor.restart_delay)
+        if self.state == "restarting" and now >= self.next_start:
+            self.restart_times.append(now)
+            self.restarts += 1
+            self.start()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM (the child syncs and stops), then SIGKILL after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.state = "stopped"
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout + self.replica.sync_timeout)
+        except subprocess.TimeoutExpired:
+            log.error("ring %s: engine (pid %d) did not stop in time; killing it",
+                      self.ring.name, self.proc.pid)
+            self.proc.kill()
+            self.proc.wait(5)
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {"name": self.engine_name, "requested": self.replica.engine,
+                    "pid": self.pid, "state": self.state, "restarts": self.restarts,
+                    "last_exit": self.last_exit, "stats": dict(self.stats)}
+
+
+def engine_child_main(spec_text: str) -> int:
+    """Body of an engine process: mirror one ring until SIGTERM, reporting on stdout."""
+    spec = json.loads(spec_text)
+    logging.basicConfig(level=spec.get("log_level", "info").upper(), stream=sys.stderr,
+                        format=f"%(asctime)s engine[{os.getpid()}] %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    parent = os.getppid()
+    _die_with_parent()
+
+    def say(**msg: Any) -> None:
+        sys.stdout.write(json.dumps(msg, default=str) + "\n")
+        sys.stdout.flush()
+
+    from .engine import open_engine
+
+    notes: list[str] = []
+    options: dict[str, Any] = {}
+    if spec.get("threads"):
+        options["threads"] = spec["threads"]
+    if spec.get("gate"):
+        options["gate"] = True
+    # names, not objects: the engine maps both segments itself and owns the mappings
+    eng = open_engine(spec["engine"], spec["ring"], spec["replica"], announce=notes.append,
+                      **options)
+    eng.start()
+    say(event="started", engine=eng.name, pid=os.getpid(), note="; ".join(notes))
+    interval = float(spec.get("status_interval", 1.0))
+    while not stop.wait(interval):
+        say(event="stats", stats=_stats_dict(eng))
+        if os.getppid() != parent:  # orphaned (no prctl): stop as on SIGTERM
+            break
+    synced, error = True, None
+    try:
+        eng.sync(timeout=float(spec.get("sync_timeout", 5.0)))
+    except PyshmError as exc:
+        synced, error = False, str(exc)
+    eng.stop()
+    say(event="stopped", synced=synced, error=error, stats=_stats_dict(eng))
+    eng.close()
+    return 0 if synced else 1
+
+
+def _stats_dict(eng: Any) -> dict[str, Any]:
+    st = eng.stats()
+    d: dict[str, Any] = st.as_dict() if hasattr(st, "as_dict") else dict(st)
+    d["lag_percentiles_ns"] = {q: d.get(k) for q, k in (("0.5", "lag_p50_ns"),
+                                                        ("0.99", "lag_p99_ns"),
+                                                        ("0.999", "lag_p999_ns"),
+                                                        ("1", "lag_max_ns"))
+                               if d.get(k) is not None}
+    return d
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the kernel sends SIGTERM if the supervisor dies (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+# ----------------------------------------------------------------------------------
+# Snapshots
+
+
+class SnapshotSchedule:
+    """Periodic images of one ring (or its replica), keeping the newest ``keep``."""
+
+    def __init__(self, sup: Supervisor, ring: RingConfig):
+        assert ring.snapshots is not None
+        self.sup = sup
+        self.ring = ring
+        self.cfg = ring.snapshots
+        self.source = (ring.replica.name if self.cfg.source == "replica" and ring.replica
+                       else ring.name)
+        self.count = 0
+        self.failures = 0
+        self.last_time: float | None = None
+        self.last_duration: float | None = None
+        self.last_path: str | None = None
+        self.last_error: str | None = None
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # one snapshot at a time (schedule vs final)
+
+    def start(self) -> None:
+        os.makedirs(self.cfg.directory, mode=0o700, exist_ok=True)
+        self.thread = threading.Thread(target=self._loop, daemon=True,
+                                       name=f"snapshot-{self.ring.name}")
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.sup.stopping.wait(self.cfg.interval):
+            self.take()
+
+    def image_path(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        base = os.path.basename(self.ring.name)
+        return os.path.join(self.cfg.directory,
+                            f"{base}-{stamp}-{time.time_ns() % 10**9:09d}{IMAGE_SUFFIX}")
+
+    def take(self, final: bool = False) -> str | None:
+        from . import images  # type: ignore[attr-defined,unused-ignore]
+
+        with self._lock:
+            path = self.image_path()
+            t0 = time.perf_counter()
+            try:
+                kwargs: dict[str, Any] = {}
+                if self.cfg.compress != "none":
+                    kwargs["compress"] = self.cfg.compress
+                images.snapshot(self.source, path, **kwargs)
+            except (PyshmError, OSError) as exc:
+                self.failures += 1
+                self.last_error = str(exc)
+                log.error("ring %s: snapshot of %s failed: %s", self.ring.name, self.source, exc)
+                return None
+            dt = time.perf_counter() - t0
+            self.count += 1
+            self.last_time, self.last_duration, self.last_path = time.time(), dt, path
+            log.log(logging.INFO if final else logging.DEBUG,
+                    "ring %s: %ssnapshot %s in %.3f s", self.ring.name,
+                    "final " if final else "", path, dt)
+            self.prune()
+            return path
+
+    def prune(self) -> None:
+        base = os.path.basename(self.ring.name)
+        files = sorted(glob.glob(os.path.join(glob.escape(self.cfg.directory),
+                                              f"{glob.escape(base)}-*{IMAGE_SUFFIX}")))
+        for old in files[: max(0, len(files) - self.cfg.keep)]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+                log.debug("ring %s: removed old image %s", self.ring.name, old)
+
+    def status(self) -> dict[str, Any]:
+        return {"source": self.source, "directory": self.cfg.directory, "count": self.count,
+                "failures": self.failures, "last_time": self.last_time,
+                "last_duration_s": self.last_duration, "last_path": self.last_path,
+                "last_error": self.last_error}
+
+
+# ----------------------------------------------------------------------------------
+# The supervisor
+
+
+class Supervisor:
+    def __init__(self, cfg: Config, log_level: str | None = None):
+        self.cfg = cfg
+        self.log_level = log_level or cfg.log_level
+        self.stopping = threading.Event()
+        self.engines: dict[str, EngineChild] = {}
+        self.snapshots: dict[str, SnapshotSchedule] = {}
+        self.rings: dict[str, Any] = {}
+        self.started = time.time()
+        self.metrics_server: Any = None
+        self.failed = False
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def _setup_logging(self) -> None:
+        root = logging.getLogger("pyshm")
+        if not root.handlers:
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(logging.Formatter(
+                f"%(asctime)s pyshm run[{self.cfg.name}] %(levelname)s %(message)s"))
+            root.addHandler(h)
+        root.setLevel(self.log_level.upper())
+
+    def _open_ring(self, rc: RingConfig) -> Any:
+        from .ring import Ring  # type: ignore[import-not-found,unused-ignore]
+
+        exists = os.path.exists(rc.path)
+        if exists and rc.existing == "fail":
+            raise ConfigError(f"{self.cfg.source}: ring {rc.name!r} already exists and "
+                              f"existing: fail was asked")
+        if exists and rc.existing == "recreate":
+            log.info("ring %s: exists, recreating it (existing: recreate)", rc.name)
+            os.unlink(rc.path)
+            exists = False
+        if exists:
+            ring = Ring(rc.name)
+            p = ring.params
+            wrong = [f"{k} {getattr(p, a)} (config {v})" for k, a, v in (
+                ("capacity", "capacity", rc.capacity), ("max_record", "max_record",
+                                                        rc.max_record),
+                ("partitions", "partition_count", rc.partitions),
+                ("lossless", "lossless", rc.lossless)) if getattr(p, a) != v]
+            if wrong:
+                ring.close()
+                raise ConfigError(f"{self.cfg.source}: ring {rc.name!r} exists with other "
+                                  f"parameters: {', '.join(wrong)}; remove it or set "
+                                  f"existing: recreate")
+            log.info("ring %s: attached (tail %d, next sequence %d)", rc.name, ring.tail,
+                     ring.next_sequence)
+            return ring
+        ring = Ring(rc.name, create=True, capacity=rc.capacity, max_record=rc.max_record,
+                    partitions=rc.partitions, lossless=rc.lossless)
+        log.info("ring %s: created (%d bytes, max record %d, %d partitions, %s)", rc.name,
+                 rc.capacity, rc.max_record, rc.partitions,
+                 "lossless" if rc.lossless else "overwrite")
+        return ring
+
+    def _open_replica(self, rc: RingConfig, ring: Any) -> None:
+        from .replica import Replica
+
+        assert rc.replica is not None
+        rep = Replica.create(rc.replica.name, ring, exist_ok=True)
+        log.info("ring %s: replica %s ready (tail %d)", rc.name, rep.name, rep.tail)
+        rep.close()
+
+    def start(self) -> None:
+        self._setup_logging()
+        os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
+        log.info("starting from %s (pid %d)", self.cfg.source, os.getpid())
+        for rc in self.cfg.rings:
+            ring = self._open_ring(rc)
+            self.rings[rc.name] = ring
+            if rc.replica is not None:
+                self._open_replica(rc, ring)
+                self.engines[rc.name] = EngineChild(self, rc)
+            if rc.snapshots is not None:
+                self.snapshots[rc.name] = SnapshotSchedule(self, rc)
+        for child in self.engines.values():
+            child.start()
+        for sched in self.snapshots.values():
+            sched.start()
+        if self.cfg.metrics.listen:
+            from .stats import serve_metrics
+
+            names = [r.name for r in self.cfg.rings] + [
+                r.replica.name for r in self.cfg.rings if r.replica]
+            self.metrics_server = serve_metrics(self.cfg.metrics.listen, names,
+                                                self.cfg.state_dir)
+            host, port = self.metrics_server.server_address[:2]
+            log.info("metrics on http://%s:%d/metrics", host, port)
+        self.write_status()
+
+    # -- running ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        rings: dict[str, Any] = {}
+        for rc in self.cfg.rings:
+            entry: dict[str, Any] = {"replica": rc.replica.name if rc.replica else None}
+            if rc.name in self.engines:
+                entry["engine"] = self.engines[rc.name].status()
+            if rc.name in self.snapshots:
+                entry["snapshots"] = self.snapshots[rc.name].status()
+            rings[rc.name] = entry
+        return {"run": self.cfg.name, "pid": os.getpid(), "config": self.cfg.source,
+                "started": self.started, "updated": time.time(),
+                "state": "stopping" if self.stopping.is_set() else "running",
+                "metrics": self.cfg.metrics.listen, "rings": rings}
+
+    def write_status(self) -> None:
+        try:
+            _atomic_write_json(self.cfg.status_path, self.status())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.cfg.status_path, exc)
+
+    def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        if signum is not None and not self.stopping.is_set():
+            log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def loop(self, until: float | None = None) -> None:
+        """Watch the children until a stop is requested (or ``until``, a monotonic time)."""
+        sc = self.cfg.supervisor
+        next_status = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if until is not None and now >= until:
+                break
+            for child in self.engines.values():
+                child.check(now)
+                if child.state == "failed":
+                    self.failed = True
+            if self.failed:
+                log.error("an engine could not be kept running; stopping")
+                break
+            if now >= next_status:
+                self.write_status()
+                next_status = now + self.cfg.metrics.status_interval
+            self.stopping.wait(sc.check_interval)
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        timeout = self.cfg.supervisor.shutdown_timeout
+        for child in self.engines.values():
+            child.stop(timeout)
+        for sched in self.snapshots.values():
+            if sched.thread is not None:
+                sched.thread.join(timeout)
+            if sched.cfg.on_shutdown:
+                sched.take(final=True)
+        self.write_status()
+        from .segment import resolve_path
+
+        for rc in self.cfg.rings:
+            ring = self.rings.pop(rc.name, None)
+            if ring is not None:
+                ring.close()
+            if rc.unlink_on_exit:
+                for n in [rc.name] + ([rc.replica.name] if rc.replica else []):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(resolve_path(n))
+                log.info("ring %s: unlinked (unlink_on_exit)", rc.name)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.cfg.status_path)
+        log.info("stopped")
+
+    def run(self) -> int:
+        """Start, watch until SIGINT/SIGTERM, shut down. Returns the exit status."""
+        old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            try:
+                self.start()
+            except BaseException:
+                self.shutdown()
+                raise
+            try:
+                self.loop()
+            finally:
+                self.shutdown()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return 1 if self.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "engine":
+        try:
+            return engine_child_main(argv[1])
+        except (PyshmError, EngineError) as exc:
+            print(f"pyshm engine: error: {exc}", file=sys.stderr)
+            return 1
+    print("usage: python -m pyshm.supervisor engine SPEC (started by pyshm run)",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
