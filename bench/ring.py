@@ -1,0 +1,709 @@
+"""Ring benchmark: pyshm against its peers, one run, interleaved rounds, medians.
+
+Measured for every peer, two processes pinned to two different CPUs, busy polling:
+
+* one-way latency: a 64-byte ping-pong, one-way = round trip / 2, p50 / p99 / p99.9;
+* one-way throughput at 64 B and 4 KiB: one producer, one consumer, one call per message;
+* pyshm only: batched throughput at 64 B (``publish_batch`` / ``read_batch``).
+
+Peers: the pyshm ring, a pure-Python busy-polling ring over
+``multiprocessing.shared_memory`` (bench/naive_ring.py, the baseline of every ratio),
+``multiprocessing.Queue``, ``multiprocessing.Pipe``, pyzmq PUSH/PULL over ``ipc://`` and
+faster-fifo. Results go to bench/results/ring.json; see bench/README.md.
+
+Usage::
+
+    python bench/ring.py            # 5 rounds, about two minutes
+    python bench/ring.py --quick    # 2 short rounds, a smoke test of the whole matrix
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common as C  # noqa: E402
+from naive_ring import NaiveRing  # noqa: E402
+
+# fork: the channels (queues, pipes, rings) are created in the parent and inherited; no
+# pickling of endpoints, and children start in milliseconds instead of re-importing.
+CTX = mp.get_context("fork")
+SMALL = 64
+LARGE = 4096
+DEFAULT_OUT = os.path.join(C.RESULTS_DIR, "ring.json")
+
+TARGETS = {
+    "latency_p50_vs_naive": 0.5,      # pyshm p50 <= 0.5x naive
+    "latency_p999_ns": 5000.0,        # pyshm p99.9 <= 5 us
+    "throughput_64_vs_naive": 1.5,    # pyshm single-call >= 1.5x naive
+    "batched_64_msgs_per_s": 20e6,    # pyshm batched >= 20 M msgs/s
+}
+
+
+# --------------------------------------------------------------------------------------
+# Peers. A Channel is one direction of transport, created in the parent; sender() and
+# receiver() are called in the child that uses that end. A receiver is a non-blocking
+# poll returning None when nothing is there (busy polling is the caller's loop).
+# --------------------------------------------------------------------------------------
+
+class Channel:
+    payload_attr = False  # received objects carry the bytes in ``.data`` (pyshm Message)
+
+    def sender(self) -> Callable[[Any], Any]:
+        raise NotImplementedError
+
+    def receiver(self) -> Callable[[], Any]:
+        raise NotImplementedError
+
+    def close_end(self) -> None:
+        """Called in a child when it is done with its end (flush, linger)."""
+
+    def destroy(self) -> None:
+        """Called in the parent after both children have exited."""
+
+
+class NaiveChannel(Channel):
+    def __init__(self, size: int):
+        self.ring = NaiveRing(capacity=1 << 20 if size <= 1024 else 1 << 23)
+
+    def sender(self):
+        return self.ring.publish
+
+    def receiver(self):
+        return self.ring.read
+
+    def close_end(self) -> None:
+        self.ring.close()
+
+    def destroy(self) -> None:
+        self.ring.close()
+        self.ring.unlink()
+
+
+class MpQueueChannel(Channel):
+    def __init__(self, size: int):
+        self.q = CTX.Queue()
+
+    def sender(self):
+        return self.q.put
+
+    def receiver(self):
+        get = self.q.get
+        empty = queue.Empty
+
+        def poll():
+            try:
+                return get(False)
+            except empty:
+                return None
+        return poll
+
+    def close_end(self) -> None:
+        self.q.close()
+        self.q.join_thread()  # the feeder thread must flush before the process exits
+
+    def destroy(self) -> None:
+        self.q.close()
+
+
+class PipeChannel(Channel):
+    def __init__(self, size: int):
+        self.r, self.w = CTX.Pipe(duplex=False)
+
+    def sender(self):
+        return self.w.send_bytes
+
+    def receiver(self):
+        r = self.r
+        ready = r.poll
+        recv = r.recv_bytes
+
+        def poll():
+            return recv() if ready() else None
+        return poll
+
+    def destroy(self) -> None:
+        self.r.close()
+        self.w.close()
+
+
+class ZmqChannel(Channel):
+    _seq = 0
+
+    def __init__(self, size: int):
+        ZmqChannel._seq += 1
+        self.path = os.path.join(tempfile.gettempdir(),
+                                 f"pyshm-bench-{os.getpid()}-{ZmqChannel._seq}.ipc")
+        self.addr = f"ipc://{self.path}"
+        self.ctx: Any = None
+        self.sock: Any = None
+
+    def _open(self, kind: int, bind: bool) -> Any:
+        import zmq
+        # a context per child, created after fork: zmq contexts must not cross a fork
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(kind)
+        (self.sock.bind if bind else self.sock.connect)(self.addr)
+        return self.sock
+
+    def sender(self):
+        import zmq
+        return self._open(zmq.PUSH, bind=False).send
+
+    def receiver(self):
+        import zmq
+        recv = self._open(zmq.PULL, bind=True).recv
+        again = zmq.Again
+        noblock = zmq.NOBLOCK
+
+        def poll():
+            try:
+                return recv(noblock)
+            except again:
+                return None
+        return poll
+
+    def close_end(self) -> None:
+        # without a linger and term() queued messages are dropped at process exit
+        if self.sock is not None:
+            self.sock.close(linger=2000)
+            self.ctx.term()
+
+    def destroy(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+class FasterFifoChannel(Channel):
+    def __init__(self, size: int):
+        import faster_fifo
+        # bytes in, bytes out: its fastest use, no pickle (its default) in the way
+        self.q = faster_fifo.Queue(max_size_bytes=1 << 22, loads=bytes, dumps=bytes)
+
+    def sender(self):
+        return self.q.put
+
+    def receiver(self):
+        get = self.q.get_nowait
+        empty = queue.Empty
+
+        def poll():
+            try:
+                return get()
+            except empty:
+                return None
+        return poll
+
+    def destroy(self) -> None:
+        self.q.close()
+
+
+class PyshmChannel(Channel):
+    """The pyshm ring; created in the parent, attached by name in each child."""
+
+    payload_attr = True
+    _seq = 0
+
+    def __init__(self, size: int):
+        import pyshm
+        PyshmChannel._seq += 1
+        self.name = f"pyshm-bench-{os.getpid()}-{PyshmChannel._seq}"
+        self.capacity = 1 << 20 if size <= 1024 else 1 << 23
+        self.ring = pyshm.Ring(self.name, create=True, capacity=self.capacity,
+                               **_pyshm_lossless_kwargs())
+        self.child_ring: Any = None
+        self.end: Any = None
+
+    def _attach(self) -> Any:
+        import pyshm
+        self.child_ring = pyshm.Ring(self.name)
+        return self.child_ring
+
+    def sender(self):
+        self.end = self._attach().producer()
+        return _pyshm_publish(self.end)
+
+    def receiver(self):
+        self.end = _pyshm_consumer(self._attach())
+        return self.end.read
+
+    def batch_sender(self):
+        self.end = self._attach().producer()
+        return self.end.publish_batch
+
+    def batch_receiver(self):
+        self.end = _pyshm_consumer(self._attach())
+        return self.end.read_batch
+
+    def close_end(self) -> None:
+        if self.end is not None and hasattr(self.end, "close"):
+            self.end.close()
+        if self.child_ring is not None:
+            self.child_ring.close()
+
+    def destroy(self) -> None:
+        self.ring.close()
+        self.ring.unlink()
+
+
+def _pyshm_lossless_kwargs() -> dict[str, Any]:
+    """Throughput needs back-pressure, or the producer laps the consumer and the figure
+    counts dropped messages; use the ring's lossless mode when it has one."""
+    import inspect
+
+    import pyshm
+    try:
+        params = inspect.signature(pyshm.Ring).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "lossless" in params:
+        return {"lossless": True}
+    return {}
+
+
+def _pyshm_consumer(ring: Any) -> Any:
+    import inspect
+    params = inspect.signature(ring.consumer).parameters
+    kw: dict[str, Any] = {"start": "oldest"}
+    if "gating" in params:
+        kw["gating"] = True
+    return ring.consumer(**kw)
+
+
+def _pyshm_publish(prod: Any) -> Callable[[Any], Any]:
+    return prod.publish
+
+
+PEERS: dict[str, type[Channel]] = {
+    "pyshm": PyshmChannel,
+    "naive": NaiveChannel,
+    "mp.Queue": MpQueueChannel,
+    "mp.Pipe": PipeChannel,
+    "zmq-ipc": ZmqChannel,
+    "faster-fifo": FasterFifoChannel,
+}
+
+# first-round guesses of the cost per operation (ns), refined from each measured round;
+# they only size the runs, they are never reported
+GUESS_RTT_NS = {"pyshm": 1500, "naive": 1500, "mp.Queue": 90_000, "mp.Pipe": 50_000,
+                "zmq-ipc": 60_000, "faster-fifo": 20_000}
+GUESS_MSG_NS = {"pyshm": 300, "naive": 400, "mp.Queue": 5_000, "mp.Pipe": 3_000,
+                "zmq-ipc": 2_000, "faster-fifo": 1_500}
+
+
+def peer_available(name: str) -> str | None:
+    """None if usable here, else why not."""
+    try:
+        if name == "pyshm":
+            import pyshm
+            if not hasattr(pyshm, "Ring"):
+                return "pyshm.Ring not available in the installed pyshm"
+        elif name == "zmq-ipc":
+            import zmq  # noqa: F401
+        elif name == "faster-fifo":
+            import faster_fifo  # noqa: F401
+    except ImportError as e:
+        return f"not installed ({e}); pip install '.[bench]'"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Child-side workloads. Each gets ready() to call once its endpoints exist; ready() blocks
+# until the parent says go, so both processes start together. Hot loops carry no timeout
+# check (it would cost as much as what is measured): the parent's deadline kills a hung
+# child instead.
+# --------------------------------------------------------------------------------------
+
+def w_ping(ready: Callable[[], None], out: Channel, inp: Channel, size: int, warm: int,
+           n: int) -> dict[str, Any]:
+    send = out.sender()
+    recv = inp.receiver()
+    msg = bytes(i & 0xFF for i in range(size))
+    samples = [0] * n
+    pc = time.perf_counter_ns
+    ready()
+    for _ in range(warm):
+        send(msg)
+        while recv() is None:
+            pass
+    for i in range(n):
+        t0 = pc()
+        send(msg)
+        while recv() is None:
+            pass
+        samples[i] = pc() - t0
+    half = [s / 2 for s in samples]
+    res: dict[str, Any] = C.percentiles(half, (50, 99, 99.9))
+    res["min"] = min(half)
+    res["mean"] = sum(half) / n
+    res["n"] = n
+    return res
+
+
+def w_pong(ready: Callable[[], None], inp: Channel, out: Channel, total: int) -> dict[str, Any]:
+    recv = inp.receiver()
+    send = out.sender()
+    ready()
+    if inp.payload_attr:
+        for _ in range(total):
+            while (m := recv()) is None:
+                pass
+            send(m.data)
+    else:
+        for _ in range(total):
+            while (m := recv()) is None:
+                pass
+            send(m)
+    del m  # a view into shared memory must be gone before the ring is unmapped
+    return {}
+
+
+def w_produce(ready: Callable[[], None], ch: Channel, size: int, n: int) -> dict[str, Any]:
+    send = ch.sender()
+    msg = bytes(size)
+    ready()
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        send(msg)
+    return {"t_start": t0, "t_sent": time.perf_counter_ns()}
+
+
+def w_consume(ready: Callable[[], None], ch: Channel, n: int) -> dict[str, Any]:
+    recv = ch.receiver()
+    ready()
+    got = 0
+    while got < n:
+        if recv() is not None:
+            got += 1
+    return {"t_end": time.perf_counter_ns(), "got": got}
+
+
+def w_produce_batch(ready: Callable[[], None], ch: PyshmChannel, size: int, n: int,
+                    batch: int) -> dict[str, Any]:
+    import numpy as np
+    send = ch.batch_sender()
+    block = np.zeros((batch, size), dtype=np.uint8)
+    ready()
+    t0 = time.perf_counter_ns()
+    sent = 0
+    while sent < n:
+        k = send(block)
+        sent += int(k) if k is not None else batch
+    return {"t_start": t0, "t_sent": time.perf_counter_ns(), "sent": sent}
+
+
+def w_consume_batch(ready: Callable[[], None], ch: PyshmChannel, n: int,
+                    batch: int) -> dict[str, Any]:
+    recv = ch.batch_receiver()
+    ready()
+    got = 0
+    while got < n:
+        got += len(recv(batch))
+    return {"t_end": time.perf_counter_ns(), "got": got}
+
+
+def _child(fn: Callable[..., dict[str, Any]], cpu: int | None, conn: Any, go: Any,
+           closers: list[Channel], args: tuple[Any, ...]) -> None:
+    try:
+        C.pin(cpu)
+
+        def ready() -> None:
+            conn.send_bytes(b'{"ready": true}')
+            if not go.wait(30):
+                raise TimeoutError("parent never said go")
+        res = fn(ready, *args)
+        for ch in closers:
+            ch.close_end()
+        conn.send_bytes(json.dumps(res).encode())
+    except BaseException:
+        conn.send_bytes(json.dumps({"error": traceback.format_exc()}).encode())
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def run_pair(a: tuple[Any, ...], b: tuple[Any, ...], timeout: float,
+             cpus: tuple[int | None, int | None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run two workloads in two processes; a = (fn, closers, args). Returns both results."""
+    go = CTX.Event()
+    procs, conns = [], []
+    for (fn, closers, args), cpu in zip((a, b), cpus, strict=True):
+        r, w = CTX.Pipe(duplex=False)
+        p = CTX.Process(target=_child, args=(fn, cpu, w, go, closers, args), daemon=True)
+        p.start()
+        w.close()
+        procs.append(p)
+        conns.append(r)
+    deadline = time.monotonic() + timeout
+    try:
+        def recv(conn: Any) -> dict[str, Any]:
+            left = deadline - time.monotonic()
+            if left <= 0 or not conn.poll(left):
+                raise RunError(f"timed out after {timeout:.0f} s")
+            try:
+                msg = json.loads(conn.recv_bytes())
+            except EOFError:
+                raise RunError("a benchmark process died without a result") from None
+            if "error" in msg:
+                raise RunError(msg["error"])
+            return msg
+        for c in conns:
+            recv(c)          # both ready
+        go.set()
+        results = (recv(conns[0]), recv(conns[1]))
+        for p in procs:
+            p.join(max(0.1, deadline - time.monotonic()))
+        return results
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for c in conns:
+            c.close()
+
+
+# --------------------------------------------------------------------------------------
+# Tests: one measurement of one peer, in fresh processes on fresh channels
+# --------------------------------------------------------------------------------------
+
+def measure_latency(peer: str, n: int, timeout: float, cpus: Any) -> dict[str, Any]:
+    cls = PEERS[peer]
+    ab, ba = cls(SMALL), cls(SMALL)
+    warm = max(200, n // 20)
+    try:
+        ping, _ = run_pair((w_ping, [ab, ba], (ab, ba, SMALL, warm, n)),
+                           (w_pong, [ba, ab], (ab, ba, warm + n)), timeout, cpus)
+    finally:
+        ab.destroy()
+        ba.destroy()
+    return ping
+
+
+def measure_throughput(peer: str, size: int, n: int, timeout: float, cpus: Any) -> dict[str, Any]:
+    ch = PEERS[peer](size)
+    try:
+        prod, cons = run_pair((w_produce, [ch], (ch, size, n)),
+                              (w_consume, [ch], (ch, n)), timeout, cpus)
+    finally:
+        ch.destroy()
+    secs = (cons["t_end"] - prod["t_start"]) / 1e9
+    return {"msgs_per_s": n / secs, "bytes_per_s": n * size / secs, "n": n, "seconds": secs}
+
+
+def measure_batched(n: int, batch: int, timeout: float, cpus: Any) -> dict[str, Any]:
+    ch = PyshmChannel(SMALL)
+    try:
+        prod, cons = run_pair((w_produce_batch, [ch], (ch, SMALL, n, batch)),
+                              (w_consume_batch, [ch], (ch, n, batch)), timeout, cpus)
+    finally:
+        ch.destroy()
+    secs = (cons["t_end"] - prod["t_start"]) / 1e9
+    got = cons["got"]
+    return {"msgs_per_s": got / secs, "bytes_per_s": got * SMALL / secs, "n": got,
+            "seconds": secs, "batch": batch}
+
+
+# --------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="2 short rounds: checks the whole matrix runs, figures are rough")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 2)")
+    ap.add_argument("--seconds", type=float,
+                    help="target duration of one measurement (default 0.6, quick 0.12)")
+    ap.add_argument("--peers", help="comma-separated subset of: " + ",".join(PEERS))
+    ap.add_argument("--batch", type=int, default=1024, help="records per publish_batch call")
+    ap.add_argument("--out", default=DEFAULT_OUT, help="JSON output (default %(default)s)")
+    args = ap.parse_args(argv)
+
+    rounds = args.rounds or (2 if args.quick else 5)
+    target_s = args.seconds or (0.12 if args.quick else 0.6)
+    if rounds < 1 or target_s <= 0:
+        ap.error("--rounds and --seconds must be positive")
+    wanted = args.peers.split(",") if args.peers else list(PEERS)
+    unknown = [p for p in wanted if p not in PEERS]
+    if unknown:
+        ap.error(f"unknown peer(s) {', '.join(unknown)}; choose from {', '.join(PEERS)}")
+    skipped = {p: why for p in wanted if (why := peer_available(p))}
+    peers = [p for p in wanted if p not in skipped]
+    for p, why in skipped.items():
+        print(f"skipping {p}: {why}", file=sys.stderr)
+    cpus = C.pair_cpus()
+    if cpus == (None, None):
+        print("warning: one CPU available, processes are not pinned", file=sys.stderr)
+
+    tests: list[tuple[str, str]] = []
+    for p in peers:
+        tests += [(p, "lat64"), (p, "thr64"), (p, "thr4k")]
+        if p == "pyshm":
+            tests.append((p, "batch64"))
+    # seconds per operation, refined after each measurement to size the next one
+    cost = {}
+    for p in peers:
+        cost[(p, "lat64")] = GUESS_RTT_NS[p] / 1e9
+        cost[(p, "thr64")] = GUESS_MSG_NS[p] / 1e9
+        cost[(p, "thr4k")] = GUESS_MSG_NS[p] * 3 / 1e9
+        cost[(p, "batch64")] = 50e-9
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {p: {} for p in peers}
+    errors: list[dict[str, Any]] = []
+    loads = [list(os.getloadavg())]
+    t_begin = time.monotonic()
+
+    for rnd, (peer, test) in C.interleaved(rounds, tests):
+        if rnd and (peer, test) == tests[rnd % len(tests)]:
+            loads.append(list(os.getloadavg()))
+        n = int(target_s / cost[(peer, test)])
+        timeout = 20 * target_s + 30
+        try:
+            if test == "lat64":
+                n = min(max(n, 2000), 2_000_000)
+                res = measure_latency(peer, n, timeout, cpus)
+                cost[(peer, test)] = 2 * res["mean"] / 1e9
+            elif test == "batch64":
+                n = min(max(n, 100 * args.batch), 200_000_000)
+                res = measure_batched(n, args.batch, timeout, cpus)
+                cost[(peer, test)] = 1 / res["msgs_per_s"]
+            else:
+                size = SMALL if test == "thr64" else LARGE
+                n = min(max(n, 5000), 50_000_000)
+                res = measure_throughput(peer, size, n, timeout, cpus)
+                cost[(peer, test)] = 1 / res["msgs_per_s"]
+        except RunError as e:
+            errors.append({"peer": peer, "test": test, "round": rnd, "error": str(e)})
+            print(f"round {rnd} {peer} {test}: FAILED\n{e}", file=sys.stderr)
+            continue
+        res["round"] = rnd
+        raw[peer].setdefault(test, []).append(res)
+        shown = (C.fmt_ns(res["p50"]) + " p50" if test == "lat64"
+                 else C.fmt_rate(res["msgs_per_s"]))
+        print(f"round {rnd + 1}/{rounds}  {peer:<12} {test:<8} {shown}", file=sys.stderr)
+    loads.append(list(os.getloadavg()))
+
+    summary = summarise(raw)
+    ratios, verdicts = compare(summary)
+    print()
+    print(render(summary, ratios, peers))
+    print()
+    for v in verdicts:
+        print(f"target {v['target']}: measured {v['measured']} -> "
+              f"{'PASS' if v['ok'] else 'FAIL'}")
+    loads_1m = [x[0] for x in loads]
+    print(f"\n{rounds} rounds in {time.monotonic() - t_begin:.0f} s; load average (1 min) "
+          f"{min(loads_1m):.2f}-{max(loads_1m):.2f} on {os.cpu_count()} CPUs; pinned to "
+          f"CPUs {cpus}")
+    path = C.write_json(args.out, {
+        "benchmark": "ring",
+        "config": {"rounds": rounds, "target_seconds": target_s, "quick": args.quick,
+                   "batch": args.batch, "cpus": list(cpus), "start_method": "fork",
+                   "sizes": [SMALL, LARGE], "latency": "64 B ping-pong, one-way = RTT/2"},
+        "loadavg_samples": loads,
+        "skipped": skipped,
+        "errors": errors,
+        "summary": summary,
+        "ratios_vs_naive": ratios,
+        "targets": verdicts,
+        "rounds": raw,
+    })
+    print(f"wrote {path}")
+    return 1 if errors else 0
+
+
+def summarise(raw: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, dict[str, Any]]:
+    """Median over rounds of each figure (never a single run's number)."""
+    out: dict[str, dict[str, Any]] = {}
+    for peer, tests in raw.items():
+        s: dict[str, Any] = {}
+        for test, runs in tests.items():
+            if test == "lat64":
+                for k in ("p50", "p99", "p99.9", "min"):
+                    s[f"lat64_{k}_ns"] = C.median([r[k] for r in runs])
+            else:
+                s[f"{test}_msgs_per_s"] = C.median([r["msgs_per_s"] for r in runs])
+                s[f"{test}_bytes_per_s"] = C.median([r["bytes_per_s"] for r in runs])
+            s[f"{test}_rounds"] = len(runs)
+        out[peer] = s
+    return out
+
+
+def compare(summary: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    naive = summary.get("naive", {})
+    ratios: dict[str, Any] = {}
+    for peer, s in summary.items():
+        r: dict[str, Any] = {}
+        for k in ("lat64_p50_ns", "lat64_p99_ns", "lat64_p99.9_ns"):
+            if k in s and naive.get(k):
+                r[k.replace("_ns", "")] = s[k] / naive[k]
+        for k in ("thr64_msgs_per_s", "thr4k_msgs_per_s"):
+            if k in s and naive.get(k):
+                r[k.replace("_msgs_per_s", "")] = s[k] / naive[k]
+        ratios[peer] = r
+    verdicts = []
+    p = summary.get("pyshm", {})
+    rp = ratios.get("pyshm", {})
+    if "lat64_p50" in rp:
+        verdicts.append({"target": "latency p50 <= 0.5x naive",
+                         "measured": f"{rp['lat64_p50']:.2f}x",
+                         "value": rp["lat64_p50"],
+                         "ok": rp["lat64_p50"] <= TARGETS["latency_p50_vs_naive"]})
+    if "lat64_p99.9_ns" in p:
+        verdicts.append({"target": "latency p99.9 <= 5 us",
+                         "measured": C.fmt_ns(p["lat64_p99.9_ns"]),
+                         "value": p["lat64_p99.9_ns"],
+                         "ok": p["lat64_p99.9_ns"] <= TARGETS["latency_p999_ns"]})
+    if "thr64" in rp:
+        verdicts.append({"target": "throughput 64 B single-call >= 1.5x naive",
+                         "measured": f"{rp['thr64']:.2f}x", "value": rp["thr64"],
+                         "ok": rp["thr64"] >= TARGETS["throughput_64_vs_naive"]})
+    if "batch64_msgs_per_s" in p:
+        verdicts.append({"target": "batched throughput 64 B >= 20 M msgs/s",
+                         "measured": C.fmt_rate(p["batch64_msgs_per_s"]),
+                         "value": p["batch64_msgs_per_s"],
+                         "ok": p["batch64_msgs_per_s"] >= TARGETS["batched_64_msgs_per_s"]})
+    return ratios, verdicts
+
+
+def render(summary: dict[str, dict[str, Any]], ratios: dict[str, Any], peers: list[str]) -> str:
+    def ratio(peer: str, key: str) -> str:
+        v = ratios.get(peer, {}).get(key)
+        return "-" if v is None else f"{v:.2f}x"
+
+    headers = ["peer", "p50", "p99", "p99.9", "p50/naive", "64 B msgs/s", "/naive",
+               "4 KiB msgs/s", "4 KiB GB/s", "/naive"]
+    rows = []
+    for peer in peers:
+        s = summary.get(peer, {})
+        gbs = s.get("thr4k_bytes_per_s")
+        rows.append([peer, C.fmt_ns(s.get("lat64_p50_ns")), C.fmt_ns(s.get("lat64_p99_ns")),
+                     C.fmt_ns(s.get("lat64_p99.9_ns")), ratio(peer, "lat64_p50"),
+                     C.fmt_rate(s.get("thr64_msgs_per_s")), ratio(peer, "thr64"),
+                     C.fmt_rate(s.get("thr4k_msgs_per_s")),
+                     "-" if gbs is None else f"{gbs / 1e9:.2f}", ratio(peer, "thr4k")])
+        if "batch64_msgs_per_s" in s:
+            rows.append([f"{peer} batched", "", "", "", "",
+                         C.fmt_rate(s["batch64_msgs_per_s"]),
+                         f"{s['batch64_msgs_per_s'] / summary['naive']['thr64_msgs_per_s']:.1f}x"
+                         if summary.get("naive", {}).get("thr64_msgs_per_s") else "-",
+                         "", "", ""])
+    return ("one-way latency (64 B ping-pong, RTT/2) and one-way throughput; medians of "
+            "rounds\n" + C.table(headers, rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
