@@ -6,7 +6,9 @@ See README.md for a tour and ../shared/DESIGN.md for the layout contract.
 from . import layout
 from .errors import *  # noqa: F401,F403
 from .errors import PyshmError
+from .ring import FULL, Batch, Consumer, Message, Producer, Ring
 
 __version__ = "0.1.0"
 
-__all__ = ["layout", "PyshmError", "__version__"]
+__all__ = ["layout", "PyshmError", "__version__",
+           "Ring", "Producer", "Consumer", "Message", "Batch", "FULL"]

@@ -1,0 +1,577 @@
+/*
+ * pyshm ring core: the publish and read protocols of DESIGN.md ("Ring segment layout").
+ *
+ * Producer:  store tail_intent, release fence, write padding/record, store next_sequence,
+ *            release-store tail.
+ * Consumer:  acquire-load tail, read the record header (and copy the payload when asked),
+ *            acquire fence, reload tail_intent; the bytes were intact iff
+ *            tail_intent <= position + capacity (the producer had not yet started to
+ *            overwrite them). A lapped consumer jumps to the oldest partition start.
+ *
+ * Every number that comes out of shared memory (lengths, tail, slot positions) is checked
+ * against the private, validated copy of the static header before it is used to index.
+ */
+#include <sched.h>
+#include <string.h>
+#include <time.h>
+
+#include "layout.h"
+#include "ring.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() __asm__ __volatile__("" ::: "memory")
+#endif
+
+#define H(x) ((pyshm_header_t *)(x))
+
+/* how many reads between heartbeat stamps: a clock read per record is wasted work */
+#define HEARTBEAT_EVERY 1024u
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+uint64_t pyshm_layout_offset(int which)
+{
+    switch (which) {
+    case 0: return offsetof(pyshm_header_t, magic);
+    case 1: return offsetof(pyshm_header_t, version);
+    case 2: return offsetof(pyshm_header_t, flags);
+    case 3: return offsetof(pyshm_header_t, capacity);
+    case 4: return offsetof(pyshm_header_t, max_record);
+    case 5: return offsetof(pyshm_header_t, partition_count);
+    case 6: return offsetof(pyshm_header_t, created_ns);
+    case 7: return offsetof(pyshm_header_t, creator_pid);
+    case 8: return offsetof(pyshm_header_t, name);
+    case 9: return offsetof(pyshm_header_t, data_phys_addr);
+    case 10: return offsetof(pyshm_header_t, producer_pid);
+    case 11: return offsetof(pyshm_header_t, tail);
+    case 12: return offsetof(pyshm_header_t, tail_intent);
+    case 13: return offsetof(pyshm_header_t, mirrored);
+    case 14: return offsetof(pyshm_header_t, next_sequence);
+    case 15: return offsetof(pyshm_header_t, slots);
+    case 16: return sizeof(pyshm_slot_t);
+    case 17: return offsetof(pyshm_slot_t, position);
+    case 18: return offsetof(pyshm_slot_t, pid);
+    case 19: return offsetof(pyshm_slot_t, heartbeat_ns);
+    case 20: return offsetof(pyshm_slot_t, flags);
+    case 21: return sizeof(pyshm_header_t);
+    case 22: return sizeof(pyshm_record_t);
+    case 23: return PYSHM_MAX_CONSUMERS;
+    case 24: return sizeof(((pyshm_header_t *)0)->name);
+    default: return UINT64_MAX;
+    }
+}
+
+static volatile uint64_t *counter(void *hdr, int which)
+{
+    pyshm_header_t *h = H(hdr);
+    switch (which) {
+    case 0: return &h->tail.value;
+    case 1: return &h->tail_intent.value;
+    case 2: return &h->mirrored.value;
+    default: return &h->next_sequence.value;
+    }
+}
+
+uint64_t pyshm_get_counter(const void *hdr, int which)
+{
+    return pyshm_load_acquire(counter((void *)hdr, which));
+}
+
+void pyshm_set_counter(void *hdr, int which, uint64_t value)
+{
+    pyshm_store_release(counter(hdr, which), value);
+}
+
+int64_t pyshm_producer_pid_cas(void *hdr, int64_t expected, int64_t desired)
+{
+    uint64_t exp = (uint64_t)expected;
+    return pyshm_cas_acq_rel(&H(hdr)->producer_pid, &exp, (uint64_t)desired) ? 1 : 0;
+}
+
+static int slot_ok(int index) { return index >= 0 && index < PYSHM_MAX_CONSUMERS; }
+
+int pyshm_slot_claim(void *hdr, int index, int64_t expected_pid, int64_t pid)
+{
+    if (!slot_ok(index)) return PYSHM_E_PARAM;
+    int64_t exp = expected_pid;
+    return pyshm_cas_acq_rel(&H(hdr)->slots[index].pid, &exp, pid) ? 1 : 0;
+}
+
+void pyshm_slot_activate(void *hdr, int index, uint64_t position, uint64_t flags,
+                         int64_t now)
+{
+    if (!slot_ok(index)) return;
+    pyshm_slot_t *s = &H(hdr)->slots[index];
+    pyshm_store_relaxed(&s->position, (int64_t)position);
+    pyshm_store_relaxed(&s->heartbeat_ns, now);
+    /* flags last: a producer that sees the slot gating also sees its position */
+    pyshm_store_release(&s->flags, flags);
+}
+
+void pyshm_slot_read(const void *hdr, int index, int64_t *out4)
+{
+    if (!slot_ok(index)) return;
+    pyshm_slot_t *s = &H(hdr)->slots[index];
+    out4[3] = (int64_t)pyshm_load_acquire(&s->flags);
+    out4[0] = pyshm_load_acquire(&s->position);
+    out4[1] = pyshm_load_acquire(&s->pid);
+    out4[2] = pyshm_load_acquire(&s->heartbeat_ns);
+}
+
+int pyshm_slot_release(void *hdr, int index, int64_t pid)
+{
+    if (!slot_ok(index)) return PYSHM_E_PARAM;
+    pyshm_slot_t *s = &H(hdr)->slots[index];
+    if (pyshm_load_acquire(&s->pid) != pid) return 0;
+    pyshm_store_release(&s->flags, (uint64_t)0);
+    int64_t exp = pid;
+    return pyshm_cas_acq_rel(&s->pid, &exp, (int64_t)0) ? 1 : 0;
+}
+
+/* Validate the static header again in C: Python already did, but the C side must not
+ * depend on that (the mapping is shared and could have changed since). */
+static int load_static(void *hdr, uint64_t mapped_size, uint64_t *cap, uint64_t *psize,
+                       uint32_t *max_record, uint32_t *flags)
+{
+    pyshm_header_t *h = H(hdr);
+    if (mapped_size < PYSHM_HEADER_SIZE) return PYSHM_E_CORRUPT;
+    if (memcmp(h->magic, PYSHM_MAGIC, 8) != 0) return PYSHM_E_CORRUPT;
+    if (pyshm_load_relaxed(&h->version) != PYSHM_LAYOUT_VERSION) return PYSHM_E_CORRUPT;
+    uint64_t c = pyshm_load_relaxed(&h->capacity);
+    uint32_t parts = pyshm_load_relaxed(&h->partition_count);
+    uint32_t mr = pyshm_load_relaxed(&h->max_record);
+    if (c < PYSHM_MIN_CAPACITY || (c & (c - 1)) || c > ((uint64_t)1 << 46)) return PYSHM_E_CORRUPT;
+    if (mapped_size - PYSHM_HEADER_SIZE < c) return PYSHM_E_CORRUPT;
+    if (parts == 0 || (parts & (parts - 1)) || c / parts < 64) return PYSHM_E_CORRUPT;
+    uint64_t ps = c / parts;
+    if (mr < PYSHM_RECORD_HEADER || mr > ps / 4) return PYSHM_E_CORRUPT;
+    *cap = c;
+    *psize = ps;
+    *max_record = mr;
+    *flags = pyshm_load_relaxed(&h->flags);
+    return PYSHM_OK;
+}
+
+/* ------------------------------------------------------------------ producer */
+
+int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size)
+{
+    memset(p, 0, sizeof(*p));
+    uint32_t flags;
+    int rc = load_static(hdr, mapped_size, &p->capacity, &p->psize, &p->max_record, &flags);
+    if (rc) return rc;
+    pyshm_header_t *h = H(hdr);
+    p->hdr = hdr;
+    p->data = (uint8_t *)hdr + PYSHM_HEADER_SIZE;
+    p->mask = p->capacity - 1;
+    p->gate_flags = flags & (PYSHM_FLAG_LOSSLESS | PYSHM_FLAG_GATE_ON_MIRROR);
+    /* a restarted producer continues where the last one committed */
+    p->tail = pyshm_load_acquire(&h->tail.value);
+    p->intent = pyshm_load_acquire(&h->tail_intent.value);
+    p->sequence = pyshm_load_acquire(&h->next_sequence.value);
+    if (p->tail & 7u) {
+        p->last_error_pos = (int64_t)p->tail;
+        return PYSHM_E_CORRUPT;
+    }
+    if (p->intent < p->tail) p->intent = p->tail;
+    p->gate_limit = 0; /* force a scan on first publish */
+    return PYSHM_OK;
+}
+
+/* Lowest position a lossless producer must not pass by more than capacity. The current
+ * tail is included so that a consumer registering later (at a position >= that tail) is
+ * protected by the cached limit without the producer rescanning on every publish. */
+static uint64_t gate_floor(pyshm_producer_t *p)
+{
+    pyshm_header_t *h = H(p->hdr);
+    uint64_t low = p->tail;
+    if (p->gate_flags & PYSHM_FLAG_LOSSLESS) {
+        for (int i = 0; i < PYSHM_MAX_CONSUMERS; i++) {
+            pyshm_slot_t *s = &h->slots[i];
+            uint64_t f = pyshm_load_acquire(&s->flags);
+            if ((f & (PYSHM_SLOT_ACTIVE | PYSHM_SLOT_GATING)) !=
+                (PYSHM_SLOT_ACTIVE | PYSHM_SLOT_GATING))
+                continue;
+            uint64_t pos = (uint64_t)pyshm_load_acquire(&s->position);
+            if (pos < low) low = pos;
+        }
+        if (p->gate_flags & PYSHM_FLAG_GATE_ON_MIRROR) {
+            uint64_t m = pyshm_load_acquire(&h->mirrored.value);
+            if (m < low) low = m;
+        }
+    }
+    return low;
+}
+
+/* Room check and placement. Returns the record position, or a negative code. */
+static inline int64_t reserve(pyshm_producer_t *p, uint64_t rec_len, uint64_t *pad_out,
+                              uint64_t *end_out)
+{
+    uint64_t pos = p->tail;
+    uint64_t room = p->psize - (pos & (p->psize - 1));
+    uint64_t a = pyshm_align8(rec_len);
+    uint64_t pad = a > room ? room : 0;
+    uint64_t end = pos + pad + a;
+    if (p->gate_flags && end > p->gate_limit) {
+        p->gate_limit = gate_floor(p) + p->capacity;
+        if (end > p->gate_limit) return PYSHM_FULL;
+    }
+    if (end > p->intent) {
+        p->intent = end;
+        pyshm_store_relaxed(&H(p->hdr)->tail_intent.value, end);
+    }
+    /* readers that reload tail_intent after copying must see it before any data byte */
+    pyshm_fence_release();
+    if (pad) {
+        uint8_t *q = p->data + (pos & p->mask);
+        ((int32_t *)q)[0] = (int32_t)pad;
+        ((int32_t *)q)[1] = PYSHM_PADDING_TYPE;
+    }
+    *pad_out = pad;
+    *end_out = end;
+    return (int64_t)(pos + pad);
+}
+
+static inline void finish(pyshm_producer_t *p, uint64_t end)
+{
+    pyshm_header_t *h = H(p->hdr);
+    p->tail = end;
+    pyshm_store_relaxed(&h->next_sequence.value, p->sequence);
+    pyshm_store_release(&h->tail.value, end);
+}
+
+static inline int64_t publish_one(pyshm_producer_t *p, const void *buf, uint64_t len,
+                                  int32_t type)
+{
+    if (len > (uint64_t)p->max_record - PYSHM_RECORD_HEADER) return PYSHM_E_TOO_LARGE;
+    uint64_t pad, end;
+    int64_t pos = reserve(p, len + PYSHM_RECORD_HEADER, &pad, &end);
+    if (pos < 0) return pos;
+    uint8_t *q = p->data + ((uint64_t)pos & p->mask);
+    pyshm_record_t *r = (pyshm_record_t *)q;
+    uint64_t seq = p->sequence;
+    r->length = (int32_t)(len + PYSHM_RECORD_HEADER);
+    r->type = type;
+    r->sequence = seq;
+    memcpy(q + PYSHM_RECORD_HEADER, buf, len);
+    p->sequence = seq + 1;
+    finish(p, end);
+    return (int64_t)seq;
+}
+
+int64_t pyshm_publish(pyshm_producer_t *p, const void *buf, uint64_t len, int32_t type)
+{
+    if (p->claim_len) return PYSHM_E_STATE;
+    if (type == PYSHM_PADDING_TYPE) return PYSHM_E_PARAM;
+    return publish_one(p, buf, len, type);
+}
+
+int64_t pyshm_claim(pyshm_producer_t *p, uint64_t len)
+{
+    if (p->claim_len) return PYSHM_E_STATE;
+    if (len > (uint64_t)p->max_record - PYSHM_RECORD_HEADER) return PYSHM_E_TOO_LARGE;
+    uint64_t pad, end;
+    int64_t pos = reserve(p, len + PYSHM_RECORD_HEADER, &pad, &end);
+    if (pos < 0) return pos;
+    p->claim_pos = (uint64_t)pos;
+    p->claim_len = (uint32_t)len + PYSHM_RECORD_HEADER;
+    /* the padding is already written: remember the tail it implies in case of abort */
+    p->tail += pad;
+    return (int64_t)(((uint64_t)pos & p->mask) + PYSHM_RECORD_HEADER);
+}
+
+int64_t pyshm_commit(pyshm_producer_t *p, int32_t type, uint64_t len)
+{
+    if (!p->claim_len) return PYSHM_E_STATE;
+    if (type == PYSHM_PADDING_TYPE) return PYSHM_E_PARAM;
+    if (len + PYSHM_RECORD_HEADER > p->claim_len) return PYSHM_E_TOO_LARGE;
+    pyshm_record_t *r = (pyshm_record_t *)(p->data + (p->claim_pos & p->mask));
+    uint64_t seq = p->sequence;
+    r->length = (int32_t)(len + PYSHM_RECORD_HEADER);
+    r->type = type;
+    r->sequence = seq;
+    p->sequence = seq + 1;
+    p->claim_len = 0;
+    finish(p, p->claim_pos + pyshm_align8(len + PYSHM_RECORD_HEADER));
+    return (int64_t)seq;
+}
+
+int64_t pyshm_publish_fixed(pyshm_producer_t *p, const void *buf, uint64_t stride,
+                            uint64_t len, uint64_t count, int32_t type)
+{
+    if (p->claim_len) return PYSHM_E_STATE;
+    if (type == PYSHM_PADDING_TYPE) return PYSHM_E_PARAM;
+    if (len > (uint64_t)p->max_record - PYSHM_RECORD_HEADER) return PYSHM_E_TOO_LARGE;
+    const uint8_t *b = (const uint8_t *)buf;
+    uint64_t i;
+    for (i = 0; i < count; i++) {
+        int64_t rc = publish_one(p, b + i * stride, len, type);
+        if (rc < 0) break;
+    }
+    return (int64_t)i;
+}
+
+int64_t pyshm_publish_var(pyshm_producer_t *p, const void *buf, const uint64_t *ends,
+                          uint64_t count, int32_t type)
+{
+    if (p->claim_len) return PYSHM_E_STATE;
+    if (type == PYSHM_PADDING_TYPE) return PYSHM_E_PARAM;
+    const uint8_t *b = (const uint8_t *)buf;
+    uint64_t start = 0, i;
+    /* validate all lengths first so that a bad list publishes nothing */
+    for (i = 0; i < count; i++) {
+        if (ends[i] < start) return PYSHM_E_PARAM;
+        if (ends[i] - start > (uint64_t)p->max_record - PYSHM_RECORD_HEADER)
+            return PYSHM_E_TOO_LARGE;
+        start = ends[i];
+    }
+    start = 0;
+    for (i = 0; i < count; i++) {
+        int64_t rc = publish_one(p, b + start, ends[i] - start, type);
+        if (rc < 0) break;
+        start = ends[i];
+    }
+    return (int64_t)i;
+}
+
+int64_t pyshm_room(pyshm_producer_t *p)
+{
+    if (!p->gate_flags) return (int64_t)p->capacity;
+    p->gate_limit = gate_floor(p) + p->capacity;
+    return p->gate_limit > p->tail ? (int64_t)(p->gate_limit - p->tail) : 0;
+}
+
+/* ------------------------------------------------------------------ consumer */
+
+int pyshm_consumer_open(pyshm_consumer_t *c, void *hdr, uint64_t mapped_size, int32_t slot)
+{
+    memset(c, 0, sizeof(*c));
+    uint32_t flags;
+    int rc = load_static(hdr, mapped_size, &c->capacity, &c->psize, &c->max_record, &flags);
+    if (rc) return rc;
+    if (slot >= PYSHM_MAX_CONSUMERS) return PYSHM_E_PARAM;
+    c->hdr = hdr;
+    c->data = (uint8_t *)hdr + PYSHM_HEADER_SIZE;
+    c->mask = c->capacity - 1;
+    c->slot = slot < 0 ? -1 : slot;
+    return PYSHM_OK;
+}
+
+static uint64_t oldest_boundary(const pyshm_consumer_t *c, uint64_t intent)
+{
+    uint64_t low = intent > c->capacity ? intent - c->capacity : 0;
+    return (low + c->psize - 1) & ~(c->psize - 1);
+}
+
+/* whence: 0 oldest, 1 latest, 2 sequence */
+int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence)
+{
+    pyshm_header_t *h = H(c->hdr);
+    uint64_t tail = pyshm_load_acquire(&h->tail.value);
+    uint64_t intent = pyshm_load_acquire(&h->tail_intent.value);
+    if (tail & 7u) {
+        c->last_error_pos = (int64_t)tail;
+        return PYSHM_E_CORRUPT;
+    }
+    c->have_expect = 0;
+    c->skip_below = 0;
+    if (whence == 1) {
+        c->pos = tail;
+    } else {
+        c->pos = oldest_boundary(c, intent > tail ? intent : tail);
+        if (whence == 2) {
+            c->expect = sequence;
+            c->have_expect = 1;
+            c->skip_below = sequence;
+        }
+    }
+    return PYSHM_OK;
+}
+
+static inline void lapped(pyshm_consumer_t *c)
+{
+    uint64_t intent = pyshm_load_acquire(&H(c->hdr)->tail_intent.value);
+    uint64_t np = oldest_boundary(c, intent);
+    if (np > c->pos) c->pos = np;
+    c->laps++;
+}
+
+/* One record into c->msg_*. dst (optional) receives a copy of the payload, made before
+ * the seqlock check so that the copy itself is proven intact.
+ * Returns 1 record, 0 nothing committed, 2 record does not fit dst_room, < 0 error. */
+static inline int read_one(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
+{
+    pyshm_header_t *h = H(c->hdr);
+    for (;;) {
+        uint64_t pos = c->pos;
+        uint64_t tail = pyshm_load_acquire(&h->tail.value);
+        if (pos >= tail) {
+            if (pos > tail && pos > pyshm_load_acquire(&h->tail_intent.value)) {
+                c->last_error_pos = (int64_t)pos;
+                return PYSHM_E_AHEAD;
+            }
+            return 0;
+        }
+        if ((tail & 7u) || (pos & 7u)) {
+            c->last_error_pos = (int64_t)tail;
+            return PYSHM_E_CORRUPT;
+        }
+        if (tail - pos > c->capacity) {
+            lapped(c);
+            continue;
+        }
+        uint64_t off = pos & c->mask;
+        uint64_t room = c->psize - (pos & (c->psize - 1));
+        const uint8_t *q = c->data + off;
+        int32_t len = pyshm_load_relaxed((const int32_t *)q);
+        int32_t type = pyshm_load_relaxed((const int32_t *)(q + 4));
+        if (type == PYSHM_PADDING_TYPE) {
+            pyshm_fence_acquire();
+            if (pyshm_load_relaxed(&h->tail_intent.value) > pos + c->capacity) {
+                lapped(c);
+                continue;
+            }
+            if ((uint64_t)(int64_t)len != room) {
+                c->last_error_pos = (int64_t)pos;
+                return PYSHM_E_CORRUPT;
+            }
+            c->pos = pos + room;
+            continue;
+        }
+        uint64_t a = pyshm_align8((uint64_t)(uint32_t)len);
+        int valid = len >= (int32_t)PYSHM_RECORD_HEADER && (uint32_t)len <= c->max_record &&
+                    a <= room && pos + a <= tail;
+        uint64_t seq = pyshm_load_relaxed((const uint64_t *)(q + 8));
+        uint64_t plen = valid ? (uint64_t)len - PYSHM_RECORD_HEADER : 0;
+        if (dst && valid) {
+            if (plen > dst_room) return 2;
+            memcpy(dst, q + PYSHM_RECORD_HEADER, plen);
+        }
+        pyshm_fence_acquire();
+        if (pyshm_load_relaxed(&h->tail_intent.value) > pos + c->capacity) {
+            lapped(c);
+            continue;
+        }
+        if (!valid) {
+            c->last_error_pos = (int64_t)pos;
+            return PYSHM_E_CORRUPT;
+        }
+        c->pos = pos + a;
+        if (seq < c->skip_below) continue;
+        if (c->have_expect) {
+            if (seq < c->expect) {
+                c->last_error_pos = (int64_t)pos;
+                return PYSHM_E_CORRUPT;
+            }
+            c->lost += seq - c->expect;
+        }
+        c->expect = seq + 1;
+        c->have_expect = 1;
+        c->msg_pos = pos;
+        c->msg_seq = seq;
+        c->msg_type = type;
+        c->msg_len = (uint32_t)plen;
+        c->msg_off = off + PYSHM_RECORD_HEADER;
+        return 1;
+    }
+}
+
+static inline void publish_position(pyshm_consumer_t *c)
+{
+    if (c->slot < 0) return;
+    pyshm_slot_t *s = &H(c->hdr)->slots[c->slot];
+    pyshm_store_release(&s->position, (int64_t)c->pos);
+    if (++c->reads >= HEARTBEAT_EVERY) {
+        c->reads = 0;
+        pyshm_store_relaxed(&s->heartbeat_ns, wall_ns());
+    }
+}
+
+void pyshm_consumer_touch(pyshm_consumer_t *c)
+{
+    if (c->slot < 0) return;
+    pyshm_slot_t *s = &H(c->hdr)->slots[c->slot];
+    pyshm_store_release(&s->position, (int64_t)c->pos);
+    pyshm_store_relaxed(&s->heartbeat_ns, wall_ns());
+}
+
+int64_t pyshm_read(pyshm_consumer_t *c)
+{
+    /* the previous zero-copy message is released only now, when the caller asks for
+     * the next one: a gating slot keeps protecting the view it handed out */
+    publish_position(c);
+    return read_one(c, NULL, 0);
+}
+
+int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy)
+{
+    publish_position(c);
+    int rc = read_one(c, NULL, 0);
+    if (rc != 0 || timeout_ns <= 0) return rc;
+    int64_t deadline = now_ns() + timeout_ns;
+    uint64_t sleep_ns = 1000;
+    for (uint64_t n = 1;; n++) {
+        if (strategy == PYSHM_WAIT_SPIN) {
+            cpu_relax();
+        } else if (strategy == PYSHM_WAIT_YIELD) {
+            if (n > 256) sched_yield(); else cpu_relax();
+        } else {
+            if (n > 64) {
+                struct timespec ts = {0, (long)sleep_ns};
+                nanosleep(&ts, NULL);
+                if (sleep_ns < 1000000) sleep_ns *= 2;
+            } else {
+                cpu_relax();
+            }
+        }
+        rc = read_one(c, NULL, 0);
+        if (rc != 0) return rc;
+        if ((n & 63) == 0 || strategy != PYSHM_WAIT_SPIN) {
+            if (now_ns() >= deadline) return 0;
+        }
+    }
+}
+
+int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
+                         uint64_t *ends, int32_t *types, uint64_t *seqs, uint64_t max)
+{
+    publish_position(c);
+    uint64_t used = 0, n = 0;
+    while (n < max) {
+        int rc = read_one(c, out + used, out_size - used);
+        if (rc < 0) {
+            if (n) break; /* hand out what was read; the error repeats on the next call */
+            return rc;
+        }
+        if (rc != 1) break;
+        used += c->msg_len;
+        ends[n] = used;
+        types[n] = c->msg_type;
+        seqs[n] = c->msg_seq;
+        n++;
+    }
+    publish_position(c);
+    return (int64_t)n;
+}
+
+int pyshm_still_valid(const pyshm_consumer_t *c)
+{
+    pyshm_fence_acquire();
+    return pyshm_load_relaxed(&H(c->hdr)->tail_intent.value) <= c->msg_pos + c->capacity;
+}

@@ -1,0 +1,97 @@
+/*
+ * pyshm ring: single producer, many consumers, over the layout of layout.h.
+ *
+ * The Python wrapper (pyshm/ring.py) owns one pyshm_producer_t / pyshm_consumer_t per
+ * object; they hold pointers into the mapping plus private copies of the validated
+ * static header, so no length read from shared memory is trusted on the hot path.
+ *
+ * Return codes: >= 0 success (a sequence number, a count or a length), negative errors.
+ */
+#ifndef PYSHM_RING_H
+#define PYSHM_RING_H
+
+#include <stdint.h>
+
+#define PYSHM_OK 0
+#define PYSHM_FULL (-1)          /* lossless ring has no room: not an error */
+#define PYSHM_E_TOO_LARGE (-2)   /* record longer than max_record */
+#define PYSHM_E_CORRUPT (-3)     /* a length/position read from shared memory is invalid */
+#define PYSHM_E_PARAM (-4)       /* bad argument (capacity, partitions, ...) */
+#define PYSHM_E_STATE (-5)       /* commit without claim, double claim, ... */
+#define PYSHM_E_BUSY (-6)        /* another live producer / no free consumer slot */
+#define PYSHM_E_AHEAD (-7)       /* tail moved backwards under a consumer (ring reset) */
+
+#define PYSHM_WAIT_SPIN 0
+#define PYSHM_WAIT_YIELD 1
+#define PYSHM_WAIT_SLEEP 2
+
+typedef struct {
+    void *hdr;               /* pyshm_header_t * */
+    uint8_t *data;
+    uint64_t capacity, mask, psize;
+    uint32_t max_record;
+    uint32_t gate_flags;     /* header flags at attach: lossless / gate on mirror */
+    uint64_t tail;           /* private copy of the published tail */
+    uint64_t intent;         /* highest tail intent ever stored (never goes back) */
+    uint64_t sequence;       /* next sequence number */
+    uint64_t gate_limit;     /* cached: may write up to this position without rescanning */
+    uint64_t claim_pos;      /* position of the claimed record, valid if claim_len */
+    uint32_t claim_len;
+    int64_t last_error_pos;  /* position a PYSHM_E_CORRUPT refers to */
+} pyshm_producer_t;
+
+typedef struct {
+    void *hdr;
+    uint8_t *data;
+    uint64_t capacity, mask, psize;
+    uint32_t max_record;
+    int32_t slot;            /* consumer slot index, -1 when not registered */
+    uint64_t pos;            /* next position to read */
+    uint64_t expect;         /* next expected sequence number */
+    int32_t have_expect;     /* 0 until the first record fixes the sequence baseline */
+    uint64_t skip_below;     /* records with a smaller sequence are skipped (start=seq) */
+    uint64_t lost;           /* records lost to overruns, from sequence gaps */
+    uint64_t laps;           /* times this consumer was lapped */
+    uint32_t reads;
+    /* the last record returned */
+    uint64_t msg_pos;
+    uint64_t msg_seq;
+    int32_t msg_type;
+    uint32_t msg_len;        /* payload bytes */
+    uint64_t msg_off;        /* offset of the payload in data[] */
+    int64_t last_error_pos;
+} pyshm_consumer_t;
+
+/* offsets exported for tests/test_layout.py */
+uint64_t pyshm_layout_offset(int which);
+
+
+uint64_t pyshm_get_counter(const void *hdr, int which);
+void pyshm_set_counter(void *hdr, int which, uint64_t value);
+int64_t pyshm_producer_pid_cas(void *hdr, int64_t expected, int64_t desired);
+int pyshm_slot_claim(void *hdr, int index, int64_t expected_pid, int64_t pid);
+void pyshm_slot_activate(void *hdr, int index, uint64_t position, uint64_t flags,
+                         int64_t now_ns);
+void pyshm_slot_read(const void *hdr, int index, int64_t *out4);
+int pyshm_slot_release(void *hdr, int index, int64_t pid);
+
+int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size);
+int64_t pyshm_publish(pyshm_producer_t *p, const void *buf, uint64_t len, int32_t type);
+int64_t pyshm_claim(pyshm_producer_t *p, uint64_t len);
+int64_t pyshm_commit(pyshm_producer_t *p, int32_t type, uint64_t len);
+int64_t pyshm_publish_fixed(pyshm_producer_t *p, const void *buf, uint64_t stride,
+                            uint64_t len, uint64_t count, int32_t type);
+int64_t pyshm_publish_var(pyshm_producer_t *p, const void *buf, const uint64_t *ends,
+                          uint64_t count, int32_t type);
+int64_t pyshm_room(pyshm_producer_t *p);
+
+int pyshm_consumer_open(pyshm_consumer_t *c, void *hdr, uint64_t mapped_size, int32_t slot);
+int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence);
+int64_t pyshm_read(pyshm_consumer_t *c);
+int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy);
+int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
+                         uint64_t *ends, int32_t *types, uint64_t *seqs, uint64_t max);
+int pyshm_still_valid(const pyshm_consumer_t *c);
+void pyshm_consumer_touch(pyshm_consumer_t *c);
+
+#endif /* PYSHM_RING_H */

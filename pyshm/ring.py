@@ -1,0 +1,810 @@
+"""The shared-memory ring: one producer, many consumers, zero-copy reads.
+
+The hot paths are single calls into the C core (``pyshm._ring_c``) on pointers that were
+taken once when the ring was mapped; this module does registration, validation, waiting
+policy and error mapping. See docs/ring.md for the protocol and the wait strategies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import layout
+from ._ring_c import ffi, lib
+from .errors import (
+    ClosedError,
+    CorruptSegmentError,
+    InvalidParameterError,
+    NoConsumerSlotError,
+    ProducerBusyError,
+    PyshmError,
+    RecordTooLargeError,
+    RingExistsError,
+)
+from .segment import Segment
+
+__all__ = ["Ring", "Producer", "Consumer", "Message", "Batch", "FULL", "WAIT_STRATEGIES",
+           "parse_size", "pid_alive"]
+
+FULL = -1
+"""What ``Producer.publish`` returns when a lossless ring stays full for ``timeout``."""
+
+WAIT_STRATEGIES = {"spin": 0, "yield": 1, "sleep": 2}
+
+_C_TAIL, _C_INTENT, _C_MIRRORED, _C_NEXT_SEQ = 0, 1, 2, 3
+# A blocking wait is cut into slices this long so that Ctrl-C and other Python
+# signal handlers run while a consumer waits in C.
+_WAIT_SLICE_NS = 50_000_000
+# How often a full lossless producer looks for gating consumers that died.
+_REAP_INTERVAL = 0.01
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([kKmMgGtT]?)(i?[bB])?\s*$")
+
+
+def parse_size(text: int | str) -> int:
+    """``"64K"``, ``"1M"``, ``"2GiB"`` or an int -> bytes (binary multiples)."""
+    if isinstance(text, int):
+        return text
+    m = _SIZE_RE.match(str(text))
+    if not m:
+        raise InvalidParameterError(f"size {text!r}: expected a number with an optional "
+                                    f"K, M, G or T suffix (e.g. 64K, 1M)")
+    mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    return int(m.group(1)) * mult
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs (a zombie counts as dead: it will never touch the ring)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
+    except (OSError, ValueError):
+        return True
+
+
+def _raise(rc: int, where: str, pos: int = -1) -> None:
+    at = f" at position {pos}" if pos >= 0 else ""
+    if rc == lib.PYSHM_E_TOO_LARGE:
+        raise RecordTooLargeError(f"{where}: record larger than the ring's max record")
+    if rc == lib.PYSHM_E_CORRUPT:
+        raise CorruptSegmentError(f"{where}: invalid record length or position in shared "
+                                  f"memory{at}")
+    if rc == lib.PYSHM_E_AHEAD:
+        raise CorruptSegmentError(f"{where}: the ring's tail went backwards{at} (was the "
+                                  f"ring recreated or restored under this consumer?)")
+    if rc == lib.PYSHM_E_PARAM:
+        raise InvalidParameterError(f"{where}: invalid argument (type -1 is reserved for "
+                                    f"padding records)")
+    if rc == lib.PYSHM_E_STATE:
+        raise PyshmError(f"{where}: claim()/commit() out of order")
+    raise PyshmError(f"{where}: C core error {rc}")
+
+
+class Message:
+    """One record. ``data`` is a view into the ring, valid until the consumer's next read
+    (in overwrite mode, confirm with ``consumer.still_valid()`` after using it)."""
+
+    __slots__ = ("data", "type", "sequence", "position")
+
+    def __init__(self, data: Any, type: int, sequence: int, position: int):
+        self.data = data
+        self.type = type
+        self.sequence = sequence
+        self.position = position
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return (f"<Message seq={self.sequence} type={self.type} len={len(self.data)} "
+                f"pos={self.position}>")
+
+
+class Batch:
+    """Records from ``Consumer.read_batch``: payloads concatenated in ``data``.
+
+    The arrays are views of buffers the consumer reuses: valid until its next
+    ``read_batch``; call ``copy()`` to keep them.
+    """
+
+    def __init__(self, data: np.ndarray, ends: np.ndarray, types: np.ndarray,
+                 sequences: np.ndarray):
+        self.data = data
+        self.ends = ends
+        self.types = types
+        self.sequences = sequences
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.ends, prepend=np.uint64(0))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self.ends - self.lengths
+
+    def __getitem__(self, i: int) -> memoryview:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"record {i} of a batch of {len(self)}")
+        start = int(self.ends[i - 1]) if i else 0
+        return self.data[start:int(self.ends[i])].data
+
+    def __iter__(self) -> Iterator[memoryview]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def array(self, dtype: Any, shape: Sequence[int] = ()) -> np.ndarray:
+        """The payloads as one array of records of ``dtype`` (all must have its size)."""
+        dt = np.dtype(dtype)
+        size = dt.itemsize * int(np.prod(shape, dtype=np.int64))
+        n = len(self)
+        if n and (self.lengths != size).any():
+            raise InvalidParameterError(f"batch records are not all {size} bytes "
+                                        f"(dtype {dt}, shape {tuple(shape)})")
+        return self.data[:n * size].view(dt).reshape((n, *shape))
+
+    def copy(self) -> Batch:
+        return Batch(self.data.copy(), self.ends.copy(), self.types.copy(),
+                     self.sequences.copy())
+
+    def __repr__(self) -> str:
+        first = int(self.sequences[0]) if len(self) else None
+        return f"<Batch {len(self)} records, {len(self.data)} bytes, first seq={first}>"
+
+
+class Ring:
+    """A ring segment, created or attached by name (``/dev/shm`` name or file path)."""
+
+    def __init__(self, name: str | os.PathLike[str], *, create: bool = False,
+                 capacity: int | str | None = None, max_record: int | str | None = None,
+                 partitions: int = layout.DEFAULT_PARTITIONS, lossless: bool = False,
+                 mode: int = 0o600, exist_ok: bool = False, readonly: bool = False,
+                 gate_on_mirror: bool = False, replica: bool = False,
+                 prefault: bool = False):
+        self._seg: Segment | None = None
+        self._ptr: Any = None
+        self._children: list[Any] = []
+        self._mv: memoryview | None = None
+        self._data: memoryview | None = None
+        where = str(name)
+        if create:
+            if capacity is None:
+                raise InvalidParameterError(f"ring {where}: creating a ring needs a capacity")
+            cap = parse_size(capacity)
+            mr = parse_size(max_record) if max_record is not None else \
+                layout.default_max_record(cap, partitions) if layout.is_power_of_two(cap) \
+                and layout.is_power_of_two(partitions) and partitions <= cap else 0
+            layout.check_params(cap, mr, partitions, f"ring {where}")
+            flags = (layout.FLAG_LOSSLESS if lossless else 0) | \
+                (layout.FLAG_GATE_ON_MIRROR if gate_on_mirror else 0) | \
+                (layout.FLAG_REPLICA if replica else 0)
+            try:
+                seg = Segment(name, create=True, size=layout.segment_size(cap), mode=mode,
+                              exist_ok=exist_ok, prefault=prefault)
+            except RingExistsError:
+                raise
+            self._seg = seg
+            if seg.created:
+                params = layout.RingParams(capacity=cap, max_record=mr, partition_count=partitions,
+                                           flags=flags, created_ns=time.time_ns(),
+                                           creator_pid=os.getpid(), name=seg.name)
+                raw = layout.pack_static_header(params)
+                # magic last: an attacher racing the creator sees "not a ring yet",
+                # never a half-written header
+                seg.buf[8:0x80] = raw[8:]
+                seg.buf[0:8] = raw[:8]
+        else:
+            self._seg = Segment(name, readonly=readonly, prefault=prefault)
+        try:
+            self._attach(create and capacity is not None and not self._seg.created,
+                         capacity, max_record)
+        except BaseException:
+            self.close()
+            raise
+
+    def _attach(self, check: bool, capacity: Any, max_record: Any) -> None:
+        seg = self._seg
+        assert seg is not None
+        self.params = layout.unpack_static_header(seg.buf[:0x80], where=f"ring {seg.name!r}",
+                                                  size=seg.size)
+        if check:
+            if parse_size(capacity) != self.params.capacity or (
+                    max_record is not None and parse_size(max_record) != self.params.max_record):
+                raise InvalidParameterError(
+                    f"ring {seg.name!r} exists with capacity {self.params.capacity} and max "
+                    f"record {self.params.max_record}, not the ones asked for")
+        self._mv = memoryview(seg.mmap)
+        self._ptr = ffi.from_buffer(seg.mmap)
+        self._hdr = ffi.cast("void *", self._ptr)
+        self._data = self._mv[layout.OFF_DATA:layout.OFF_DATA + self.params.capacity]
+
+    @classmethod
+    def create(cls, name: str | os.PathLike[str], capacity: int | str, **kw: Any) -> Ring:
+        return cls(name, create=True, capacity=capacity, **kw)
+
+    @classmethod
+    def attach(cls, name: str | os.PathLike[str], **kw: Any) -> Ring:
+        return cls(name, **kw)
+
+    # ------------------------------------------------------------ properties
+    def _h(self) -> Any:
+        if self._ptr is None:
+            raise ClosedError(f"ring {self.name!r} is closed")
+        return self._hdr
+
+    @property
+    def segment(self) -> Segment:
+        if self._seg is None:
+            raise ClosedError("ring is closed")
+        return self._seg
+
+    @property
+    def name(self) -> str:
+        return self._seg.name if self._seg is not None else "?"
+
+    @property
+    def path(self) -> str:
+        return self.segment.path
+
+    @property
+    def capacity(self) -> int:
+        return self.params.capacity
+
+    @property
+    def max_record(self) -> int:
+        return self.params.max_record
+
+    @property
+    def max_payload(self) -> int:
+        return self.params.max_record - layout.RECORD_HEADER
+
+    @property
+    def partition_size(self) -> int:
+        return self.params.partition_size
+
+    @property
+    def lossless(self) -> bool:
+        return self.params.lossless
+
+    @property
+    def is_replica(self) -> bool:
+        return self.params.is_replica
+
+    @property
+    def flags(self) -> int:
+        return self.params.flags
+
+    @property
+    def readonly(self) -> bool:
+        return self.segment.readonly
+
+    @property
+    def tail(self) -> int:
+        return int(lib.pyshm_get_counter(self._h(), _C_TAIL))
+
+    @property
+    def tail_intent(self) -> int:
+        return int(lib.pyshm_get_counter(self._h(), _C_INTENT))
+
+    @property
+    def mirrored(self) -> int:
+        return int(lib.pyshm_get_counter(self._h(), _C_MIRRORED))
+
+    @property
+    def next_sequence(self) -> int:
+        return int(lib.pyshm_get_counter(self._h(), _C_NEXT_SEQ))
+
+    @property
+    def producer_pid(self) -> int:
+        return int.from_bytes(self._mv_checked()[layout.OFF_PRODUCER_PID:
+                                                 layout.OFF_PRODUCER_PID + 8], "little")
+
+    def set_mirrored(self, position: int) -> None:
+        """Release-store ``mirrored`` (what an engine does after each copy)."""
+        lib.pyshm_set_counter(self._h(), _C_MIRRORED, position)
+
+    def _mv_checked(self) -> memoryview:
+        if self._mv is None:
+            raise ClosedError(f"ring {self.name!r} is closed")
+        return self._mv
+
+    @property
+    def data(self) -> memoryview:
+        """The data area (``capacity`` bytes) as a writable memoryview of the mapping."""
+        if self._data is None:
+            raise ClosedError(f"ring {self.name!r} is closed")
+        return self._data
+
+    def data_array(self) -> np.ndarray:
+        """The data area as a uint8 numpy array sharing the mapping."""
+        return np.frombuffer(self.data, dtype=np.uint8)
+
+    def oldest(self) -> int:
+        """The oldest position a reader can still start at (a partition start)."""
+        return layout.oldest_boundary(self.tail_intent, self.capacity, self.partition_size)
+
+    def records(self, start: int | None = None, end: int | None = None) -> Iterator[layout.Record]:
+        """Walk the records of ``[start, end)`` (default: oldest .. tail). The window must
+        be quiescent (producer stopped, or a replica/snapshot), else a CorruptSegmentError
+        can name a position the producer is rewriting."""
+        s = self.oldest() if start is None else start
+        e = self.tail if end is None else end
+        return layout.walk_records(self.data, self.capacity, self.partition_size,
+                                   self.max_record, s, e, where=f"ring {self.name!r}")
+
+    def slots(self) -> list[dict[str, Any]]:
+        """Registered consumer slots: index, position, pid, alive, heartbeat_ns, gating."""
+        out = []
+        buf = ffi.new("int64_t[4]")
+        h = self._h()
+        for i in range(layout.MAX_CONSUMERS):
+            lib.pyshm_slot_read(h, i, buf)
+            pos, pid, hb, flags = buf[0], buf[1], buf[2], buf[3]
+            if pid == 0 and flags == 0:
+                continue
+            out.append({"index": i, "position": pos, "pid": pid, "alive": pid_alive(pid),
+                        "heartbeat_ns": hb, "active": bool(flags & layout.SLOT_ACTIVE),
+                        "gating": bool(flags & layout.SLOT_GATING)})
+        return out
+
+    def reap(self) -> int:
+        """Free the slots of consumers whose process died; returns how many."""
+        n = 0
+        for s in self.slots():
+            if s["pid"] and not s["alive"]:
+                n += max(0, lib.pyshm_slot_release(self._h(), s["index"], s["pid"]))
+        return n
+
+    # ------------------------------------------------------------ endpoints
+    def producer(self) -> Producer:
+        p = Producer(self)
+        self._children.append(p)
+        return p
+
+    def consumer(self, start: str | int = "oldest", gating: bool = False) -> Consumer:
+        c = Consumer(self, start, gating)
+        self._children.append(c)
+        return c
+
+    # ------------------------------------------------------------ lifetime
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def close(self) -> None:
+        """Close producers/consumers of this object, then unmap. Idempotent."""
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr = None
+        for mv in (self._data, self._mv):
+            if mv is not None:
+                try:
+                    mv.release()
+                except BufferError:
+                    pass  # a view handed to the caller still points here
+        self._data = self._mv = None
+        if self._seg is not None:
+            self._seg.close()
+
+    def unlink(self) -> None:
+        if self._seg is not None:
+            self._seg.unlink()
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<Ring {self.name!r} closed>"
+        mode = "lossless" if self.lossless else "overwrite"
+        extra = " replica" if self.is_replica else ""
+        return (f"<Ring {self.name!r} capacity={self.capacity} max_record={self.max_record} "
+                f"partitions={self.params.partition_count} {mode}{extra} tail={self.tail} "
+                f"next_seq={self.next_sequence}>")
+
+
+def _closed(*args: Any, **kw: Any) -> Any:
+    raise ClosedError("this producer/consumer is closed")
+
+
+class Producer:
+    """The ring's single writer. Obtain with ``ring.producer()``."""
+
+    def __init__(self, ring: Ring):
+        if ring.readonly:
+            raise PyshmError(f"ring {ring.name!r} is attached read-only: cannot produce")
+        if ring.is_replica:
+            raise PyshmError(f"ring {ring.name!r} is a replica (written by its engine); "
+                             f"promote it before producing into it")
+        self.ring = ring
+        self._hdr = ring._h()
+        self._pid = os.getpid()
+        self._claim_pos: int | None = None
+        self._last_reap = 0.0
+        self._take_over()
+        self._p = ffi.new("pyshm_producer_t *")
+        rc = lib.pyshm_producer_open(self._p, self._hdr, ring.segment.size)
+        if rc < 0:
+            lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)
+            _raise(rc, f"ring {ring.name!r} producer", self._p.last_error_pos)
+        self._data = ring.data
+
+    def _take_over(self) -> None:
+        for _ in range(100):
+            cur = self.ring.producer_pid
+            if cur and (cur == self._pid or pid_alive(cur)):
+                raise ProducerBusyError(f"ring {self.ring.name!r} already has a producer "
+                                        f"(pid {cur}, alive)")
+            if lib.pyshm_producer_pid_cas(self._hdr, cur, self._pid):
+                return
+        raise ProducerBusyError(f"ring {self.ring.name!r}: producer slot keeps changing")
+
+    @property
+    def sequence(self) -> int:
+        """The sequence number the next record will get."""
+        return int(self._p.sequence)
+
+    @property
+    def position(self) -> int:
+        return int(self._p.tail)
+
+    def publish(self, data: Any, type: int = 0, timeout: float = 0.0) -> int:
+        """Append one record; return its sequence number, or FULL (-1) if a lossless ring
+        stayed full for ``timeout`` seconds."""
+        if data.__class__ is bytes:
+            rc = lib.pyshm_publish(self._p, data, len(data), type)
+        else:
+            buf = ffi.from_buffer(data)
+            rc = lib.pyshm_publish(self._p, buf, len(buf), type)
+        if rc >= 0:
+            return rc
+        return self._retry(rc, timeout, lambda: self.publish(data, type, 0.0), len(data))
+
+    def _retry(self, rc: int, timeout: float, again: Any, size: int = 0) -> int:
+        if rc != FULL:
+            _raise(rc, f"ring {self.ring.name!r} publish of {size} bytes")
+        now = time.monotonic()
+        deadline = now + timeout
+        while True:
+            if now - self._last_reap >= _REAP_INTERVAL:
+                self._last_reap = now
+                self.ring.reap()
+                rc = again()
+                if rc != FULL:
+                    return int(rc)
+            if now >= deadline:
+                return FULL
+            time.sleep(0) if timeout < 0.001 else time.sleep(min(50e-6, deadline - now))
+            rc = again()
+            if rc != FULL:
+                return int(rc)
+            now = time.monotonic()
+
+    def claim(self, n: int, timeout: float = 0.0) -> memoryview:
+        """Reserve ``n`` payload bytes and return a writable view of them; ``commit()``
+        publishes. Nothing is visible to consumers before ``commit()``."""
+        rc = lib.pyshm_claim(self._p, n)
+        if rc == FULL:
+            rc = self._retry(rc, timeout, lambda: lib.pyshm_claim(self._p, n))
+        if rc < 0:
+            if rc == FULL:
+                raise PyshmError(f"ring {self.ring.name!r}: full, no room to claim {n} bytes "
+                                 f"within {timeout} s")
+            _raise(rc, f"ring {self.ring.name!r} claim of {n} bytes")
+        self._claim_view = self._data[rc:rc + n]
+        return self._claim_view
+
+    def commit(self, type: int = 0, length: int | None = None) -> int:
+        """Publish the claimed record (``length`` may shrink it); return its sequence."""
+        n = int(self._p.claim_len) - layout.RECORD_HEADER if length is None else length
+        if length is not None and length < 0:
+            raise InvalidParameterError(f"commit length {length} is negative")
+        rc = lib.pyshm_commit(self._p, type, max(n, 0))
+        if rc < 0:
+            _raise(rc, f"ring {self.ring.name!r} commit")
+        self._claim_view.release()
+        return int(rc)
+
+    def publish_batch(self, records: Any, type: int = 0, timeout: float = 0.0) -> int:
+        """Publish many records in one C call: a numpy array (one record per row of its
+        first axis, e.g. a structured array or a 2-D uint8 array) or a sequence of
+        bytes-like objects. Returns how many were published (fewer only when a lossless
+        ring stays full for ``timeout``)."""
+        if isinstance(records, np.ndarray):
+            arr = np.ascontiguousarray(records)
+            count = arr.shape[0] if arr.ndim else 1
+            if count == 0:
+                return 0
+            size = arr.nbytes // count
+            buf = ffi.from_buffer(arr)
+            if size > self.ring.max_payload:
+                raise RecordTooLargeError(
+                    f"ring {self.ring.name!r}: batch records of {size} bytes exceed the max "
+                    f"payload {self.ring.max_payload}")
+            done = int(lib.pyshm_publish_fixed(self._p, buf, size, size, count, type))
+            if done < 0:
+                _raise(done, f"ring {self.ring.name!r} publish_batch")
+            if done < count:
+                rest = arr[done:]
+                return done + self._batch_rest(rest, type, timeout)
+            return done
+        return self._publish_list(records, type, timeout)
+
+    def _batch_rest(self, rest: Any, type: int, timeout: float) -> int:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        done = 0
+        while True:
+            now = time.monotonic()
+            if now - self._last_reap >= _REAP_INTERVAL:
+                self._last_reap = now
+                self.ring.reap()
+            done += self._one_more(rest[done:], type)
+            if done >= len(rest) or now >= deadline:
+                return done
+            time.sleep(50e-6)
+
+    def _one_more(self, rest: Any, type: int) -> int:
+        # after a reap the gate may have moved: one more non-waiting attempt
+        if isinstance(rest, np.ndarray):
+            arr = np.ascontiguousarray(rest)
+            size = arr.nbytes // arr.shape[0]
+            done = int(lib.pyshm_publish_fixed(self._p, ffi.from_buffer(arr), size, size,
+                                               arr.shape[0], type))
+        else:
+            done = self._list_once(rest, type)
+        return max(done, 0)
+
+    def _list_once(self, records: Sequence[Any], type: int) -> int:
+        if all(r.__class__ is bytes for r in records):
+            joined = b"".join(records)
+            lens = np.fromiter(map(len, records), dtype=np.uint64, count=len(records))
+        else:
+            views = [memoryview(r).cast("B") for r in records]
+            joined = b"".join(views)
+            lens = np.fromiter((v.nbytes for v in views), dtype=np.uint64, count=len(views))
+        if len(records) == 0:
+            return 0
+        ends = np.cumsum(lens, dtype=np.uint64)
+        rc = int(lib.pyshm_publish_var(self._p, joined,
+                                       ffi.cast("uint64_t *", ffi.from_buffer(ends)),
+                                       len(records), type))
+        if rc < 0:
+            _raise(rc, f"ring {self.ring.name!r} publish_batch")
+        return rc
+
+    def _publish_list(self, records: Iterable[Any], type: int, timeout: float) -> int:
+        recs = records if isinstance(records, (list, tuple)) else list(records)
+        done = self._list_once(recs, type)
+        if done < len(recs):
+            done += self._batch_rest(recs[done:], type, timeout)
+        return done
+
+    def room(self) -> int:
+        """Bytes that can be written now without passing a gate (capacity if ungated)."""
+        return int(lib.pyshm_room(self._p))
+
+    def close(self) -> None:
+        """Give up the producer role (the header's producer pid goes back to 0)."""
+        if getattr(self, "_p", None) is not None and not self.ring.closed:
+            lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)
+        self._p = None
+        self.publish = self.claim = self.commit = self.publish_batch = _closed  # type: ignore
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._p is None:
+            return "<Producer closed>"
+        return f"<Producer ring={self.ring.name!r} pid={self._pid} next_seq={self.sequence}>"
+
+
+class Consumer:
+    """One reader with its own cursor. Obtain with ``ring.consumer()``."""
+
+    def __init__(self, ring: Ring, start: str | int = "oldest", gating: bool = False):
+        self.ring = ring
+        self._hdr = ring._h()
+        self._pid = os.getpid()
+        self.gating = gating
+        self._slot = -1
+        self._bufs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        if isinstance(start, str):
+            if start not in ("oldest", "latest"):
+                raise InvalidParameterError(f"consumer start {start!r}: use 'oldest', "
+                                            f"'latest' or a sequence number")
+            whence, seq = (0 if start == "oldest" else 1), 0
+        elif isinstance(start, int) and start >= 0:
+            whence, seq = 2, start
+        else:
+            raise InvalidParameterError(f"consumer start {start!r}: use 'oldest', 'latest' "
+                                        f"or a sequence number >= 0")
+        if gating and ring.readonly:
+            raise PyshmError(f"ring {ring.name!r} is read-only: a gating consumer needs a "
+                             f"slot in its header")
+        if not ring.readonly:
+            self._slot = self._claim_slot()
+        self._c = ffi.new("pyshm_consumer_t *")
+        rc = lib.pyshm_consumer_open(self._c, self._hdr, ring.segment.size, self._slot)
+        if rc >= 0:
+            rc = lib.pyshm_consumer_seek(self._c, whence, seq)
+        if rc < 0:
+            self._release_slot()
+            _raise(rc, f"ring {ring.name!r} consumer", self._c.last_error_pos)
+        if self._slot >= 0:
+            flags = layout.SLOT_ACTIVE | (layout.SLOT_GATING if gating else 0)
+            lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
+        self._data = ring.data
+        self._where = f"ring {ring.name!r} consumer"
+
+    def _claim_slot(self) -> int:
+        for i in range(layout.MAX_CONSUMERS):
+            buf = ffi.new("int64_t[4]")
+            lib.pyshm_slot_read(self._hdr, i, buf)
+            pid = buf[1]
+            if pid == 0 or (pid != self._pid and not pid_alive(pid)):
+                if lib.pyshm_slot_claim(self._hdr, i, pid, self._pid) == 1:
+                    return i
+        raise NoConsumerSlotError(f"ring {self.ring.name!r}: all {layout.MAX_CONSUMERS} "
+                                  f"consumer slots are held by live processes")
+
+    def _release_slot(self) -> None:
+        if self._slot >= 0 and not self.ring.closed:
+            lib.pyshm_slot_release(self._hdr, self._slot, self._pid)
+        self._slot = -1
+
+    @property
+    def slot(self) -> int:
+        return self._slot
+
+    @property
+    def position(self) -> int:
+        """The next position this consumer reads."""
+        return int(self._c.pos)
+
+    @property
+    def lost(self) -> int:
+        """Records lost to overruns since this consumer started (from sequence gaps)."""
+        return int(self._c.lost)
+
+    @property
+    def laps(self) -> int:
+        """How many times the producer lapped this consumer."""
+        return int(self._c.laps)
+
+    @property
+    def next_sequence(self) -> int | None:
+        return int(self._c.expect) if self._c.have_expect else None
+
+    def read(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
+        """The next record as a zero-copy Message, or None if nothing arrived within
+        ``timeout`` seconds (0: do not wait; None: wait forever)."""
+        c = self._c
+        rc = lib.pyshm_read(c) if timeout == 0.0 else self._wait(timeout, wait)
+        if rc == 1:
+            off = c.msg_off
+            return Message(self._data[off:off + c.msg_len], c.msg_type, c.msg_seq, c.msg_pos)
+        if rc == 0:
+            return None
+        _raise(rc, self._where, c.last_error_pos)
+        return None
+
+    def _wait(self, timeout: float | None, wait: str) -> int:
+        strategy = WAIT_STRATEGIES.get(wait)
+        if strategy is None:
+            raise InvalidParameterError(f"wait strategy {wait!r}: use one of "
+                                        f"{', '.join(WAIT_STRATEGIES)}")
+        if timeout is not None and timeout < 0:
+            raise InvalidParameterError(f"timeout {timeout} is negative")
+        deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        while True:
+            left = _WAIT_SLICE_NS if deadline is None else \
+                min(_WAIT_SLICE_NS, deadline - time.monotonic_ns())
+            rc = int(lib.pyshm_wait_read(self._c, max(left, 0), strategy))
+            if rc != 0 or left <= 0 or (deadline is not None
+                                        and time.monotonic_ns() >= deadline):
+                return rc
+            lib.pyshm_consumer_touch(self._c)
+
+    def still_valid(self) -> bool:
+        """True if the last Message's bytes were not overwritten yet (overwrite mode).
+        Check it after using ``message.data``: the seqlock re-check of DESIGN.md."""
+        return bool(lib.pyshm_still_valid(self._c))
+
+    def read_copy(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
+        """Like read(), but ``data`` is a bytes copy proven intact."""
+        while True:
+            m = self.read(timeout, wait)
+            if m is None:
+                return None
+            data = bytes(m.data)
+            m.data.release()
+            if lib.pyshm_still_valid(self._c):
+                m.data = data
+                return m
+            # overwritten while copying: that record is lost; the next read resyncs
+            self._c.lost += 1
+
+    def read_batch(self, max_records: int = 1024, timeout: float | None = 0.0,
+                   wait: str = "spin", max_bytes: int | None = None) -> Batch:
+        """Copy up to ``max_records`` records into numpy arrays (one C call)."""
+        if max_records <= 0:
+            raise InvalidParameterError(f"max_records {max_records} must be positive")
+        need = max(self.ring.max_payload,
+                   max_bytes if max_bytes is not None else
+                   min(max_records * self.ring.max_payload, 1 << 22))
+        b = self._bufs
+        if b is None or len(b[1]) < max_records or len(b[0]) < need:
+            b = self._bufs = (np.empty(need, np.uint8), np.empty(max_records, np.uint64),
+                              np.empty(max_records, np.int32), np.empty(max_records, np.uint64))
+            self._cbufs = tuple(ffi.from_buffer(x) for x in b)
+        out, ends, types, seqs = self._cbufs
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            n = int(lib.pyshm_read_batch(self._c, ffi.cast("uint8_t *", out), len(b[0]),
+                                         ffi.cast("uint64_t *", ends),
+                                         ffi.cast("int32_t *", types),
+                                         ffi.cast("uint64_t *", seqs), max_records))
+            if n < 0:
+                _raise(n, self._where, self._c.last_error_pos)
+            if n or timeout == 0.0 or (deadline is not None and time.monotonic() >= deadline):
+                break
+            if wait == "sleep":
+                time.sleep(50e-6)
+            elif wait == "yield":
+                time.sleep(0)
+        used = int(b[1][n - 1]) if n else 0
+        return Batch(b[0][:used], b[1][:n], b[2][:n], b[3][:n])
+
+    def __iter__(self) -> Iterator[Message]:
+        """Messages until the ring is momentarily empty."""
+        while True:
+            m = self.read()
+            if m is None:
+                return
+            yield m
+
+    def close(self) -> None:
+        """Release the consumer slot; safe to call twice."""
+        self._release_slot()
+        self._bufs = None
+        self.read = self.read_copy = self.read_batch = _closed  # type: ignore
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<Consumer ring={self.ring.name!r} slot={self._slot} "
+                f"pos={int(self._c.pos)} lost={int(self._c.lost)}"
+                f"{' gating' if self.gating else ''}>")
