@@ -1,0 +1,503 @@
+"""Image file format, version 1: writer and verifying reader.
+
+::
+
+    0                                                          header_size (256)
+    +----------------------------------------------------------+
+    | header: magic "PYSHMIMG", version, ring parameters,      |
+    |   window [first_position, end_position), sequences,      |
+    |   compression, chunk size/count, table CRC, header CRC   |
+    +----------------------------------------------------------+ 256
+    | chunk table: chunk_count x 24 bytes                       |
+    |   {file offset u64, stored len u32, raw len u32,          |
+    |    CRC32C of stored bytes u32, CRC32C of raw bytes u32}   |
+    +----------------------------------------------------------+
+    | chunk 0 | chunk 1 | ... (stored bytes, back to back)      |
+    +----------------------------------------------------------+
+    | trailer (32 bytes): "PYSHMEND", file length u64,          |
+    |   CRC32C(header + table) u32, chunk count u32, own CRC    |
+    +----------------------------------------------------------+
+
+The chunks hold the window's bytes in position order (unwrapped): byte ``i`` of the data
+is the ring byte of position ``first_position + i``. Everything read from a file is
+checked before use; a damaged file raises an :class:`~pyshm.errors.ImageError` subclass
+naming the part (and chunk) that is wrong. The format never uses pickle.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import crc32c as _crc32c
+import numpy as np
+
+from .. import layout
+from ..errors import (
+    ImageChecksumError,
+    ImageError,
+    ImageTruncatedError,
+    ImageVersionError,
+    RingExistsError,
+    RingNotFoundError,
+)
+
+MAGIC = b"PYSHMIMG"
+TRAILER_MAGIC = b"PYSHMEND"
+VERSION = 1
+HEADER_SIZE = 256
+ENTRY_SIZE = 24
+TRAILER_SIZE = 32
+DEFAULT_CHUNK = 4 << 20
+MIN_CHUNK = 4096
+MAX_CHUNK = 1 << 30
+
+COMPRESS_NONE = 0
+COMPRESS_ZSTD = 1
+COMPRESSION_NAMES = {COMPRESS_NONE: "none", COMPRESS_ZSTD: "zstd"}
+COMPRESSION_CODES = {v: k for k, v in COMPRESSION_NAMES.items()}
+
+IMAGE_FLAG_FROM_REPLICA = 0x1
+KNOWN_IMAGE_FLAGS = IMAGE_FLAG_FROM_REPLICA
+
+# magic, version, header_size, flags, compression, chunk_size, chunk_count,
+# capacity, max_record, partition_count, ring_flags, reserved,
+# ring_created_ns, first_position, end_position, first_sequence, next_sequence,
+# record_count, created_ns, data_length, stored_length, table_crc, reserved, name
+_HEADER = struct.Struct("<8sIIIIII QIIII QQQQQQQQQ II 48s")
+_HEADER_CRC_OFF = HEADER_SIZE - 4
+_ENTRY = struct.Struct("<QIIII")
+_TRAILER = struct.Struct("<8sQIII4x")
+assert _HEADER.size <= _HEADER_CRC_OFF and _ENTRY.size == ENTRY_SIZE
+assert _TRAILER.size == TRAILER_SIZE
+
+ProgressFn = Callable[[int, int], None]
+
+
+def crc(data, value: int = 0) -> int:
+    """CRC32C (Castagnoli; hardware instruction when the CPU has one)."""
+    return _crc32c.crc32c(data, value)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    params: layout.RingParams
+    first_position: int
+    end_position: int
+    first_sequence: int
+    next_sequence: int
+    record_count: int
+    created_ns: int
+    compression: int = COMPRESS_NONE
+    chunk_size: int = DEFAULT_CHUNK
+    chunk_count: int = 0
+    stored_length: int = 0
+    table_crc: int = 0
+    flags: int = 0
+
+    @property
+    def data_length(self) -> int:
+        return self.end_position - self.first_position
+
+    @property
+    def compression_name(self) -> str:
+        return COMPRESSION_NAMES.get(self.compression, f"unknown({self.compression})")
+
+    @property
+    def from_replica(self) -> bool:
+        return bool(self.flags & IMAGE_FLAG_FROM_REPLICA)
+
+    @property
+    def last_sequence(self) -> int | None:
+        return self.next_sequence - 1 if self.record_count else None
+
+    def pack(self) -> bytes:
+        p = self.params
+        raw = _HEADER.pack(
+            MAGIC, VERSION, HEADER_SIZE, self.flags, self.compression, self.chunk_size,
+            self.chunk_count, p.capacity, p.max_record, p.partition_count, p.flags, 0,
+            p.created_ns, self.first_position, self.end_position, self.first_sequence,
+            self.next_sequence, self.record_count, self.created_ns, self.data_length,
+            self.stored_length, self.table_crc, 0, p.name.encode()[:layout.NAME_SIZE])
+        raw += bytes(_HEADER_CRC_OFF - len(raw))
+        return raw + struct.pack("<I", crc(raw))
+
+
+@dataclass(frozen=True)
+class ChunkEntry:
+    offset: int
+    stored_length: int
+    raw_length: int
+    stored_crc: int
+    raw_crc: int
+
+
+def expected_chunks(data_length: int, chunk_size: int) -> int:
+    return (data_length + chunk_size - 1) // chunk_size
+
+
+def _check_header_fields(h: ImageHeader, where: str) -> None:
+    """Every field that sizes a later read, checked before any of them is used."""
+    p = h.params
+    layout.check_params(p.capacity, p.max_record, p.partition_count, where, ImageError)
+    if p.flags & ~layout.KNOWN_FLAGS:
+        raise ImageError(f"{where}: header has unknown ring flags 0x{p.flags:x}")
+    if h.flags & ~KNOWN_IMAGE_FLAGS:
+        raise ImageError(f"{where}: header has unknown image flags 0x{h.flags:x}")
+    if h.compression not in COMPRESSION_NAMES:
+        raise ImageError(f"{where}: header names unknown compression {h.compression}")
+    if not MIN_CHUNK <= h.chunk_size <= MAX_CHUNK or h.chunk_size % layout.RECORD_ALIGN:
+        raise ImageError(f"{where}: header chunk size {h.chunk_size} is out of range")
+    if h.end_position < h.first_position or h.data_length > p.capacity \
+            or h.first_position % layout.RECORD_ALIGN or h.end_position % layout.RECORD_ALIGN \
+            or h.end_position >= 1 << 63:
+        raise ImageError(f"{where}: header window [{h.first_position}, {h.end_position}) "
+                         f"does not fit a ring of capacity {p.capacity}")
+    if h.chunk_count != expected_chunks(h.data_length, h.chunk_size):
+        raise ImageError(f"{where}: header says {h.chunk_count} chunks but {h.data_length} "
+                         f"bytes in chunks of {h.chunk_size} need "
+                         f"{expected_chunks(h.data_length, h.chunk_size)}")
+    if h.record_count > h.data_length // layout.RECORD_HEADER \
+            or h.next_sequence < h.record_count or h.first_sequence + h.record_count \
+            != h.next_sequence and h.record_count:
+        raise ImageError(f"{where}: header sequence range (first {h.first_sequence}, next "
+                         f"{h.next_sequence}, {h.record_count} records) is inconsistent")
+    if h.record_count == 0 and h.first_sequence != h.next_sequence:
+        raise ImageError(f"{where}: empty image with first sequence {h.first_sequence} != "
+                         f"next sequence {h.next_sequence}")
+
+
+# ----------------------------------------------------------------------------------
+# writer
+
+
+def _write_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass  # some file systems (tmpfs on old kernels) refuse fsync on a directory
+    finally:
+        os.close(dfd)
+
+
+def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
+                compression: str | int = "none", level: int = 3,
+                chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, mode: int = 0o600,
+                sync: bool = True, progress: ProgressFn | None = None) -> ImageHeader:
+    """Write ``data`` (the window's bytes, len == header.data_length) as an image.
+
+    The file appears under ``path`` complete or not at all: it is written to a
+    temporary name in the same directory, fsynced, then renamed (and the directory
+    fsynced). Returns the header as written (chunk count, table CRC...).
+    """
+    path = os.path.abspath(os.fspath(path))
+    code = COMPRESSION_CODES.get(compression, compression) if isinstance(compression, str) \
+        else compression
+    if code not in COMPRESSION_NAMES:
+        raise ValueError(f"unknown compression {compression!r}: use one of "
+                         f"{', '.join(COMPRESSION_CODES)}")
+    if not MIN_CHUNK <= chunk_size <= MAX_CHUNK or chunk_size % layout.RECORD_ALIGN:
+        raise ValueError(f"chunk size {chunk_size} must be a multiple of 8 in "
+                         f"[{MIN_CHUNK}, {MAX_CHUNK}]")
+    view = memoryview(data).cast("B")
+    if len(view) != header.data_length:
+        raise ValueError(f"data is {len(view)} bytes but the window holds "
+                         f"{header.data_length}")
+    if not overwrite and os.path.exists(path):
+        raise RingExistsError(f"image {path} already exists (pass overwrite to replace it)")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise RingNotFoundError(f"cannot write {path}: its directory does not exist")
+    count = expected_chunks(len(view), chunk_size)
+    header = _replace(header, compression=code, chunk_size=chunk_size, chunk_count=count)
+    _check_header_fields(header, path)
+
+    compressor = None
+    if code == COMPRESS_ZSTD:
+        import zstandard
+        compressor = zstandard.ZstdCompressor(level=level)
+
+    tmp = os.path.join(os.path.dirname(path),
+                       f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+    try:
+        os.fchmod(fd, mode)
+        table_off = HEADER_SIZE
+        pos = table_off + count * ENTRY_SIZE
+        entries = []
+        for i in range(count):
+            raw = view[i * chunk_size:(i + 1) * chunk_size]
+            raw_crc = crc(raw)
+            stored: bytes | memoryview
+            if compressor is not None:
+                stored = compressor.compress(raw)
+                stored_crc = crc(stored)
+            else:
+                stored, stored_crc = raw, raw_crc
+            _write_all(fd, stored, pos)
+            entries.append(ChunkEntry(pos, len(stored), len(raw), stored_crc, raw_crc))
+            pos += len(stored)
+            if progress:
+                progress(min((i + 1) * chunk_size, len(view)), len(view))
+        table = b"".join(_ENTRY.pack(e.offset, e.stored_length, e.raw_length, e.stored_crc,
+                                     e.raw_crc) for e in entries)
+        header = _replace(header, stored_length=pos - table_off - len(table),
+                          table_crc=crc(table))
+        head = header.pack()
+        _write_all(fd, head + table, 0)
+        total = pos + TRAILER_SIZE
+        trailer = _TRAILER.pack(TRAILER_MAGIC, total, crc(table, crc(head)), count, 0)
+        trailer = trailer[:24] + struct.pack("<I", crc(trailer[:24])) + trailer[28:]
+        _write_all(fd, trailer, pos)
+        if sync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # unlike rename, fails if the name appeared meanwhile
+            except FileExistsError:
+                raise RingExistsError(f"image {path} already exists") from None
+            finally:
+                os.unlink(tmp)
+        if sync:
+            _fsync_dir(path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return header
+
+
+def _replace(h: ImageHeader, **kw) -> ImageHeader:
+    import dataclasses
+    return dataclasses.replace(h, **kw)
+
+
+# ----------------------------------------------------------------------------------
+# reader
+
+
+@dataclass
+class ImageReader:
+    """An opened image whose header, trailer and chunk table are verified.
+
+    Chunks are verified as they are read (:meth:`read_into`, :meth:`verify`).
+    """
+
+    path: str | os.PathLike[str]
+    header: ImageHeader = field(init=False)
+    chunks: list[ChunkEntry] = field(init=False)
+    file_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = where = os.fspath(self.path)
+        self._where = where
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise RingNotFoundError(f"image {self.path} does not exist") from None
+        except IsADirectoryError:
+            raise ImageError(f"{self.path} is a directory, not an image") from None
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def _pread(self, n: int, off: int) -> bytes:
+        out = os.pread(self._fd, n, off)
+        if len(out) != n:
+            raise ImageTruncatedError(f"{self.path}: truncated: wanted {n} bytes at offset "
+                                      f"{off}, file has {self.file_size}")
+        return out
+
+    def _load(self) -> None:
+        where = self._where
+        self.file_size = os.fstat(self._fd).st_size
+        if self.file_size == 0:
+            raise ImageTruncatedError(f"{where}: empty file (0 bytes), not an image")
+        first = os.pread(self._fd, HEADER_SIZE, 0)
+        if first[:len(MAGIC)] != MAGIC[:len(first)]:
+            raise ImageError(f"{where}: not a pyshm image (magic {first[:8]!r}, "
+                             f"expected {MAGIC!r})")
+        if len(first) < 12:
+            raise ImageTruncatedError(f"{where}: truncated: {self.file_size} bytes is "
+                                      f"shorter than an image header ({HEADER_SIZE})")
+        version, hsize = struct.unpack_from("<II", first, 8)
+        if version != VERSION:
+            raise ImageVersionError(f"{where}: image format version {version}, this pyshm "
+                                    f"reads version {VERSION}")
+        if len(first) < HEADER_SIZE:
+            raise ImageTruncatedError(f"{where}: truncated: {self.file_size} bytes is "
+                                      f"shorter than an image header ({HEADER_SIZE})")
+        (want,) = struct.unpack_from("<I", first, _HEADER_CRC_OFF)
+        if crc(first[:_HEADER_CRC_OFF]) != want:
+            raise ImageChecksumError(f"{where}: header checksum mismatch (header damaged)",
+                                     part="header")
+        if hsize != HEADER_SIZE:
+            raise ImageError(f"{where}: header size {hsize}, expected {HEADER_SIZE}")
+        f = _HEADER.unpack_from(first, 0)
+        (_, _, _, flags, comp, chunk_size, chunk_count, capacity, max_record, partitions,
+         ring_flags, _, ring_created, first_pos, end_pos, first_seq, next_seq, nrec,
+         created, data_len, stored_len, table_crc, _, name) = f
+        params = layout.RingParams(
+            capacity=capacity, max_record=max_record, partition_count=partitions,
+            flags=ring_flags, created_ns=ring_created,
+            name=name.rstrip(b"\0").decode(errors="replace"))
+        h = ImageHeader(params, first_pos, end_pos, first_seq, next_seq, nrec, created,
+                        comp, chunk_size, chunk_count, stored_len, table_crc, flags)
+        _check_header_fields(h, where)
+        if data_len != h.data_length:
+            raise ImageError(f"{where}: header data length {data_len} != window size "
+                             f"{h.data_length}")
+        if comp == COMPRESS_NONE and stored_len != data_len or stored_len >= 1 << 62:
+            raise ImageError(f"{where}: header stored length {stored_len} is impossible")
+        table_len = chunk_count * ENTRY_SIZE
+        expected = HEADER_SIZE + table_len + stored_len + TRAILER_SIZE
+        if self.file_size < expected:
+            raise ImageTruncatedError(f"{where}: truncated: file has {self.file_size} bytes, "
+                                      f"its header says {expected}")
+        if self.file_size > expected:
+            raise ImageTruncatedError(f"{where}: {self.file_size - expected} unexpected bytes "
+                                      f"after the trailer (file has {self.file_size}, header "
+                                      f"says {expected})")
+        trailer = self._pread(TRAILER_SIZE, expected - TRAILER_SIZE)
+        t_magic, t_len, t_meta, t_count, t_crc = _TRAILER.unpack(trailer)
+        if t_magic != TRAILER_MAGIC:
+            raise ImageTruncatedError(f"{where}: trailer magic {t_magic!r} is wrong (file "
+                                      f"truncated or damaged at the end)")
+        if crc(trailer[:24]) != t_crc:
+            raise ImageChecksumError(f"{where}: trailer checksum mismatch (trailer damaged)",
+                                     part="trailer")
+        if t_len != self.file_size or t_count != chunk_count:
+            raise ImageTruncatedError(f"{where}: trailer says {t_len} bytes and {t_count} "
+                                      f"chunks, file has {self.file_size} bytes and its "
+                                      f"header {chunk_count} chunks")
+        table = self._pread(table_len, HEADER_SIZE)
+        if crc(table) != table_crc:
+            raise ImageChecksumError(f"{where}: chunk table checksum mismatch (table "
+                                     f"damaged)", part="table")
+        if crc(table, crc(first)) != t_meta:
+            raise ImageChecksumError(f"{where}: trailer checksum of header+table does not "
+                                     f"match (header and trailer disagree)", part="trailer")
+        chunks = []
+        off = HEADER_SIZE + table_len
+        for i in range(chunk_count):
+            e = ChunkEntry(*_ENTRY.unpack_from(table, i * ENTRY_SIZE))
+            raw_want = min(chunk_size, data_len - i * chunk_size)
+            if e.offset != off or e.raw_length != raw_want \
+                    or (comp == COMPRESS_NONE and e.stored_length != e.raw_length) \
+                    or e.offset + e.stored_length > expected - TRAILER_SIZE:
+                raise ImageError(f"{where}: chunk {i} table entry is inconsistent (offset "
+                                 f"{e.offset}, stored {e.stored_length}, raw {e.raw_length})")
+            chunks.append(e)
+            off += e.stored_length
+        if off != expected - TRAILER_SIZE:
+            raise ImageError(f"{where}: chunks end at {off}, trailer starts at "
+                             f"{expected - TRAILER_SIZE}")
+        self.header = h
+        self.chunks = chunks
+
+    # -- chunk access ---------------------------------------------------------------
+
+    def _chunk_error(self, i: int, what: str) -> ImageChecksumError:
+        return ImageChecksumError(f"{self.path}: chunk {i} of {len(self.chunks)} {what}",
+                                  part="chunk", chunk=i)
+
+    def read_chunk_into(self, i: int, out: list[memoryview]) -> None:
+        """Read chunk ``i``, verified, into ``out`` (1 or 2 slices, total raw length)."""
+        e = self.chunks[i]
+        if self.header.compression == COMPRESS_NONE:
+            value = 0
+            off = e.offset
+            for piece in out:
+                n = os.preadv(self._fd, [piece], off)
+                if n != len(piece):
+                    raise ImageTruncatedError(f"{self.path}: truncated inside chunk {i}")
+                value = crc(piece, value)
+                off += n
+            if value != e.stored_crc:
+                raise self._chunk_error(i, "checksum mismatch (data damaged)")
+            return
+        stored = self._pread(e.stored_length, e.offset)
+        if crc(stored) != e.stored_crc:
+            raise self._chunk_error(i, "checksum mismatch (compressed data damaged)")
+        import zstandard
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=e.raw_length)
+        except zstandard.ZstdError as exc:
+            raise self._chunk_error(i, f"does not decompress: {exc}") from None
+        if len(raw) != e.raw_length or crc(raw) != e.raw_crc:
+            raise self._chunk_error(i, "decompresses to the wrong bytes")
+        done = 0
+        for piece in out:
+            piece[:] = raw[done:done + len(piece)]
+            done += len(piece)
+
+    def read_data(self, progress: ProgressFn | None = None) -> np.ndarray:
+        """The whole window (verified) as a new uint8 array."""
+        h = self.header
+        out = np.empty(h.data_length, dtype=np.uint8)
+        mv = memoryview(out.data)
+        for i, e in enumerate(self.chunks):
+            start = i * h.chunk_size
+            self.read_chunk_into(i, [mv[start:start + e.raw_length]])
+            if progress:
+                progress(start + e.raw_length, h.data_length)
+        return out
+
+    def verify(self, progress: ProgressFn | None = None) -> None:
+        """Read and check every chunk without keeping the data."""
+        buf = memoryview(bytearray(self.header.chunk_size))
+        total = self.header.data_length
+        done = 0
+        for i, e in enumerate(self.chunks):
+            self.read_chunk_into(i, [buf[:e.raw_length]])
+            done += e.raw_length
+            if progress:
+                progress(done, total)
+
+    def close(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def is_image(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a file starting with the image magic."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def now_ns() -> int:
+    return time.time_ns()

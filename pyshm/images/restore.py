@@ -1,0 +1,206 @@
+"""Restore a ring from an image file or a replica.
+
+The new ring is built under a temporary name in the target's directory: every chunk is
+read and its CRC32C checked straight into the new segment (pre-faulted first), the
+records are walked and compared with the image header, and only then is the segment
+published under the target name (``link``, which refuses an existing name, or
+``rename`` over a stopped ring when overwriting). A damaged image therefore never
+touches the target, and no process can attach to a half-built ring.
+
+The restored ring holds the window's bytes at the same positions modulo capacity, with
+``tail = tail_intent = mirrored = end position`` and ``next_sequence = last + 1``: a
+producer continues with the next sequence and a consumer resumes with
+``ring.consumer(start=next_sequence)`` (or ``start="oldest"``), no gap, no duplicate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import layout
+from ..errors import CorruptSegmentError, ImageError, ProducerBusyError, RingExistsError
+from ..segment import Segment, display_name, resolve_path
+from . import format as fmt
+from .records import summarize
+from .snapshot import Capture, capture
+
+
+@dataclass(frozen=True)
+class RestoreInfo:
+    name: str
+    path: str
+    start: int
+    end: int
+    first_sequence: int
+    next_sequence: int
+    record_count: int
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_stopped(target: str) -> None:
+    """Refuse to overwrite a ring that a live producer or consumer is still using."""
+    with Segment(target, readonly=True) as seg:
+        try:
+            params = layout.unpack_static_header(seg.buf[:0x80], where=seg.name,
+                                                 size=seg.size)
+        except CorruptSegmentError as exc:
+            raise CorruptSegmentError(f"refusing to overwrite {seg.name!r}: it is not a "
+                                      f"pyshm ring ({exc})") from None
+        users = []
+        if params.producer_pid and _pid_alive(params.producer_pid):
+            users.append(f"producer pid {params.producer_pid}")
+        raw = seg.buf
+        for i in range(layout.MAX_CONSUMERS):
+            off = layout.slot_offset(i)
+            pid, = struct.unpack_from("<q", raw, off + layout.SLOT_OFF_PID)
+            flags, = struct.unpack_from("<Q", raw, off + layout.SLOT_OFF_FLAGS)
+            if flags & layout.SLOT_ACTIVE and _pid_alive(pid):
+                users.append(f"consumer pid {pid}")
+        raw.release()
+    if users:
+        raise ProducerBusyError(f"refusing to overwrite ring {seg.name!r}: still in use by "
+                                f"{', '.join(users)}; stop them first")
+
+
+def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
+           fill: Callable[[memoryview], None], *, overwrite: bool, mode: int,
+           prefault: bool, force: bool) -> RestoreInfo:
+    path = resolve_path(target)
+    name = display_name(path)
+    exists = os.path.exists(path)
+    if exists and not overwrite:
+        raise RingExistsError(f"ring {name!r} already exists ({path}); pass overwrite to "
+                              f"replace a stopped ring")
+    if exists and not force:
+        check_stopped(path)
+    cap, psize = params.capacity, params.partition_size
+    start, end = header.first_position, header.end_position
+    oldest = layout.oldest_boundary(end, cap, psize)
+    if start > oldest and start % psize:
+        raise ImageError(f"image window starts at {start}, inside a partition, after the "
+                         f"oldest position {oldest} a reader would start from")
+    new_params = dataclasses.replace(
+        params, flags=params.flags & ~layout.FLAG_REPLICA, name=name, created_ns=fmt.now_ns(),
+        creator_pid=os.getpid(), producer_pid=0, data_phys_addr=0)
+    tmp = f"{path}.restore-{os.getpid()}-{secrets.token_hex(4)}"
+    seg = Segment(tmp, create=True, size=layout.segment_size(cap), mode=mode)
+    published = False
+    try:
+        if prefault:
+            seg.prefault()
+        buf = seg.buf
+        data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
+        try:
+            buf[:0x80] = layout.pack_static_header(new_params)
+            fill(data)
+            # whole partitions between where a reader starts and the window: padding,
+            # so a consumer starting at "oldest" walks into the first restored record
+            for pos in range(oldest, start, psize):
+                struct.pack_into("<ii", data, pos & (cap - 1), psize, layout.PADDING_TYPE)
+            s = summarize(data, 0, cap - 1, min(oldest, start),
+                          end, psize, params.max_record, where=f"restored ring {name!r}")
+            first = s.first_sequence if s.record_count else header.next_sequence
+            nxt = (s.last_sequence + 1) if s.last_sequence is not None \
+                else header.next_sequence
+            if (s.record_count, first, nxt) != (header.record_count, header.first_sequence,
+                                                header.next_sequence):
+                raise ImageError(
+                    f"records disagree with the image header: found {s.record_count} "
+                    f"records {first}..{nxt - 1}, header says {header.record_count} records "
+                    f"{header.first_sequence}..{header.next_sequence - 1}")
+            u64 = np.frombuffer(buf, dtype="<u8", count=layout.HEADER_SIZE // 8)
+            for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+                u64[off // 8] = end
+            u64[layout.OFF_NEXT_SEQUENCE // 8] = header.next_sequence
+            del u64
+        except CorruptSegmentError as exc:
+            raise ImageError(f"image records are invalid: {exc}") from None
+        finally:
+            data.release()
+            buf.release()
+        if "/" in os.fspath(target):
+            seg.mmap.flush()  # a file-backed ring must reach its file before it is named
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise RingExistsError(f"ring {name!r} appeared while restoring") from None
+            os.unlink(tmp)
+        published = True
+    finally:
+        seg.close()
+        if not published:
+            seg.unlink()
+    return RestoreInfo(name, path, start, end, header.first_sequence, header.next_sequence,
+                       header.record_count)
+
+
+def restore(image: str | os.PathLike[str], target: str, *, overwrite: bool = False,
+            force: bool = False, mode: int = 0o600, prefault: bool = True,
+            progress: fmt.ProgressFn | None = None) -> RestoreInfo:
+    """Build ring ``target`` from ``image``; verified in full before the name appears."""
+    with fmt.ImageReader(image) as reader:
+        h = reader.header
+        cap = h.params.capacity
+
+        def fill(data: memoryview) -> None:
+            total = h.data_length
+            for i, e in enumerate(reader.chunks):
+                lin = i * h.chunk_size
+                off = (h.first_position + lin) & (cap - 1)
+                n = e.raw_length
+                pieces = [data[off:off + n]] if off + n <= cap else \
+                    [data[off:], data[:n - (cap - off)]]
+                reader.read_chunk_into(i, pieces)
+                if progress:
+                    progress(lin + n, total)
+
+        return _build(target, h.params, h, fill, overwrite=overwrite, mode=mode,
+                      prefault=prefault, force=force)
+
+
+def restore_capture(cap: Capture, target: str, *, overwrite: bool = False,
+                    force: bool = False, mode: int = 0o600,
+                    prefault: bool = True) -> RestoreInfo:
+    """Build ring ``target`` from an in-memory capture (a replica or another ring)."""
+    capacity = cap.params.capacity
+    header = cap.header()
+
+    def fill(data: memoryview) -> None:
+        src = memoryview(cap.data.data).cast("B")
+        off = cap.start & (capacity - 1)
+        n = cap.end - cap.start
+        first = min(n, capacity - off)
+        data[off:off + first] = src[:first]
+        data[:n - first] = src[first:n]
+
+    return _build(target, cap.params, header, fill, overwrite=overwrite, mode=mode,
+                  prefault=prefault, force=force)
+
+
+def promote(replica: Any, target: str, *, engine: Any = None, overwrite: bool = False,
+            force: bool = False, mode: int = 0o600) -> RestoreInfo:
+    """Make a new primary ring ``target`` from a replica (engine paused for the copy)."""
+    return restore_capture(capture(replica, engine=engine), target, overwrite=overwrite,
+                           force=force, mode=mode)
