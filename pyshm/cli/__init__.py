@@ -14,6 +14,7 @@ from ..errors import PyshmError
 
 COMMAND_MODULES: list[str] = [
     "ops",
+    "replicate",
 ]
 
 

@@ -1,0 +1,135 @@
+"""``pyshm replicate``: mirror a ring into a replica in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+EXAMPLE = """\
+example:
+  pyshm replicate md --to md.replica --threads 1
+  pyshm replicate md --to /var/lib/pyshm/md.replica --flush periodic:0.5 --gate
+
+An existing compatible replica is resumed from its tail (nothing is recopied). With
+--gate on a lossless ring the producer never passes the replica by more than the ring's
+capacity; if this process is killed -9 the producer waits until `pyshm replicate` is
+started again (it resumes where it stopped, losing nothing).
+"""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("replicate", help="mirror a ring into a replica continuously",
+                       description=__doc__, epilog=EXAMPLE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ring", help="ring name (/dev/shm) or path")
+    p.add_argument("--to", required=True, metavar="TARGET",
+                   help="replica name (/dev/shm) or file path; created if missing")
+    p.add_argument("--engine", default="auto", help="auto, cpu, pynq or sim (default auto)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="copy threads besides the poll thread (cpu engine; default 0)")
+    p.add_argument("--gate", action="store_true",
+                   help="hold a lossless producer back at the replica's position")
+    p.add_argument("--wait", choices=["spin", "spin-yield", "backoff"], default="backoff",
+                   help="idle strategy of the poll thread (default backoff)")
+    p.add_argument("--flush", default="none",
+                   help="file replicas: none | periodic[:SECONDS] | bytes[:SIZE]")
+    p.add_argument("--numa-node", type=int, default=None,
+                   help="bind a newly created replica's memory to this NUMA node")
+    p.add_argument("--poll-cpu", type=int, default=None, help="pin the poll thread")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between status lines (default 1)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop by itself after this many seconds")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+    p.set_defaults(func=run)
+
+
+def _human_rate(bps: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if bps < 1000:
+            return f"{bps:6.1f} {unit}/s"
+        bps /= 1000
+    return f"{bps:6.1f} TB/s"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine import open_engine
+    from ..errors import InvalidParameterError
+    from ..replica import Replica, source_params
+
+    if args.interval <= 0:
+        raise InvalidParameterError("--interval must be positive")
+    params = source_params(args.ring)
+    if params.is_replica:
+        raise InvalidParameterError(f"{args.ring} is itself a replica; replicate its primary")
+    replica = Replica.create(args.to, params, flush=args.flush, numa_node=args.numa_node,
+                             exist_ok=True)
+    stop = {"sig": None}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["sig"] = signum
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    tty = sys.stderr.isatty()
+    options: dict[str, Any] = {"gate": args.gate}
+    if args.engine in ("auto", "cpu"):
+        options.update(threads=args.threads, wait=args.wait, poll_cpu=args.poll_cpu)
+    try:
+        eng = open_engine(args.engine, args.ring, replica,
+                          announce=lambda m: print(m, file=sys.stderr), **options)
+        try:
+            eng.start()
+            print(f"replicating {args.ring} -> {replica.path} from position "
+                  f"{eng.mirrored:,d} ({eng.name} engine)", file=sys.stderr)
+            t0 = last_t = time.monotonic()
+            last_b = 0
+            failed = False
+            while stop["sig"] is None:
+                if args.duration is not None and time.monotonic() - t0 >= args.duration:
+                    break
+                time.sleep(min(args.interval, 0.05))
+                now = time.monotonic()
+                if now - last_t < args.interval:
+                    continue
+                st = eng.stats()
+                if st.state == "failed":
+                    failed = True
+                    break
+                rate = (st.bytes_mirrored - last_b) / (now - last_t)
+                last_b, last_t = st.bytes_mirrored, now
+                if not args.quiet:
+                    line = f"{_human_rate(rate)}  {st.line()}"
+                    print(("\r" + line) if tty else line, end="" if tty else "\n",
+                          file=sys.stderr, flush=True)
+            eng.stop()
+            st = eng.stats()
+            elapsed = time.monotonic() - t0
+        finally:
+            eng.close()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        replica.close()
+    if tty and not args.quiet:
+        print(file=sys.stderr)
+    summary = {**st.as_dict(), "replica": args.to, "seconds": round(elapsed, 3),
+               "mean_rate_bps": st.bytes_mirrored / elapsed if elapsed else 0.0}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"stopped ({'signal ' + str(stop['sig']) if stop['sig'] else 'done'}): "
+              f"mirrored {st.bytes_mirrored:,d} bytes, {st.records_mirrored:,d} records in "
+              f"{elapsed:.1f} s ({_human_rate(summary['mean_rate_bps']).strip()}); "
+              f"replica tail {st.mirrored:,d}; lag p50/p99/p99.9/max "
+              f"{st.lag_p50_ns / 1e3:.1f}/{st.lag_p99_ns / 1e3:.1f}/"
+              f"{st.lag_p999_ns / 1e3:.1f}/{st.lag_max_ns / 1e3:.1f} us; "
+              f"overruns {st.overruns} ({st.bytes_lost:,d} bytes lost); errors {st.errors}")
+    if failed:
+        print(f"pyshm replicate: engine failed: {st.last_error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,305 @@
+"""CPU-engine specifics: configuration errors, header validation, pinning, NUMA, flush,
+statistics, the registry and `pyshm replicate`. The shared behaviour is in
+tests/conformance."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from pyshm import layout as L
+from pyshm.engine import EngineStats, clear_gate, engine_class, open_engine, pick_engine
+from pyshm.errors import (ClosedError, CorruptSegmentError, EngineError,
+                          InvalidParameterError)
+from pyshm.fallback.cpu import CpuEngine
+from pyshm.replica import Replica
+from pyshm.segment import Segment
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "conformance"))
+from ringkit import PyRing, payload_for, unwrap  # noqa: E402
+
+CAP = 1 << 16
+
+
+@pytest.fixture
+def names():
+    tag = uuid.uuid4().hex[:10]
+    made = [f"pyt_ce_ring_{tag}", f"pyt_ce_rep_{tag}"]
+    yield made
+    for n in made:
+        try:
+            os.unlink(f"/dev/shm/{n}")
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
+def pair(names):
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    yield ring, rep
+    rep.close()
+    ring.close()
+
+
+def fill(ring: PyRing, n: int) -> None:
+    for _ in range(n):
+        ring.publish(payload_for(ring.enc.sequence, 200))
+
+
+@pytest.mark.parametrize("opts, word", [
+    ({"threads": 17}, "threads"),
+    ({"wait": "nap"}, "wait strategy"),
+    ({"split_bytes": 100}, "split_bytes"),
+    ({"poll_cpu": 4096}, "CPU 4096"),
+    ({"threads": 1, "copy_cpus": [0, 0]}, "copy CPUs"),
+])
+def test_bad_options_name_the_problem(pair, opts, word):
+    with pytest.raises(InvalidParameterError, match=word):
+        CpuEngine(*pair, **opts)
+
+
+def test_gate_needs_lossless_ring(pair):
+    with pytest.raises(InvalidParameterError, match="lossless"):
+        CpuEngine(*pair, gate=True)
+
+
+def test_mismatched_replica_refused(names):
+    ring = PyRing(names[0], capacity=CAP)
+    other = L.RingParams(capacity=CAP * 2, max_record=1024)
+    rep = Replica.create(names[1], other)
+    with pytest.raises(InvalidParameterError, match="differ"):
+        CpuEngine(ring, rep)
+    rep.close()
+    ring.close()
+
+
+def test_primary_as_replica_refused(names):
+    ring = PyRing(names[0], capacity=CAP)
+    other = PyRing(names[1], capacity=CAP)
+    with pytest.raises(CorruptSegmentError, match="replica"):
+        CpuEngine(ring, other.segment)
+    with pytest.raises(InvalidParameterError, match="same segment|not a replica|primary"):
+        Replica.open(names[1])
+    other.close()
+    ring.close()
+
+
+@pytest.mark.parametrize("field, value", [
+    (L.OFF_CAPACITY, struct.pack("<Q", 5000)),  # not a power of two
+    (L.OFF_CAPACITY, struct.pack("<Q", 1 << 40)),  # larger than the mapping
+    (L.OFF_MAGIC, b"NOTARING"),
+    (L.OFF_MAX_RECORD, struct.pack("<I", 1 << 30)),
+])
+def test_corrupt_ring_header_is_an_error_not_a_crash(pair, field, value):
+    ring, rep = pair
+    ring.segment.buf[field: field + len(value)] = value
+    with pytest.raises(CorruptSegmentError):
+        CpuEngine(ring, rep)
+
+
+def test_ring_tail_going_backwards_fails_the_engine(pair):
+    ring, rep = pair
+    fill(ring, 100)
+    eng = CpuEngine(ring, rep)
+    eng.start()
+    eng.sync(5)
+    ring.q[L.OFF_TAIL // 8] = 8  # a reset ring under a running engine
+    deadline = time.monotonic() + 5
+    while eng.state != "failed" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    st = eng.stats()
+    assert st.state == "failed" and "went below" in st.last_error
+    with pytest.raises(EngineError, match="went below"):
+        eng.sync(1)
+    eng.close()
+
+
+def test_replica_ahead_of_ring_refused_at_start(pair):
+    ring, rep = pair
+    rep.segment.buf[L.OFF_TAIL: L.OFF_TAIL + 8] = struct.pack("<Q", 1 << 20)
+    eng = CpuEngine(ring, rep)
+    with pytest.raises(EngineError, match="ahead"):
+        eng.start()
+    eng.close()
+
+
+def test_calls_after_close_raise(pair):
+    eng = CpuEngine(*pair)
+    eng.close()
+    with pytest.raises(ClosedError):
+        eng.start()
+    eng.close()  # idempotent
+
+
+@pytest.mark.parametrize("wait", ["spin", "spin-yield", "backoff"])
+def test_wait_strategies_all_mirror(pair, wait):
+    ring, rep = pair
+    with CpuEngine(ring, rep, wait=wait, spin_count=10) as eng:
+        eng.start()
+        fill(ring, 500)
+        eng.sync(5)
+        assert rep.tail == ring.tail
+
+
+def test_large_backlog_is_split_across_workers(pair):
+    ring, rep = pair
+    fill(ring, 300)  # backlog before start: one copy round
+    with CpuEngine(ring, rep, threads=2, split_bytes=4096) as eng:
+        eng.start()
+        eng.sync(5)
+        st = eng.stats()
+        assert st.extra["split_copies"] >= 1
+        assert st.extra["copy_busy_ns"] > 0
+        assert 0.0 <= st.utilisation <= 1.0
+        t = ring.tail
+        lo = max(0, t - CAP)
+        assert unwrap(rep.data, CAP, lo, t) == unwrap(ring.data, CAP, lo, t)
+
+
+def _allowed_cpus(tid: int) -> str:
+    with open(f"/proc/self/task/{tid}/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    raise AssertionError("no Cpus_allowed_list")
+
+
+def test_threads_are_pinned(pair):
+    last = (os.cpu_count() or 1) - 1
+    with CpuEngine(*pair, threads=1, poll_cpu=last, copy_cpus=[0]) as eng:
+        eng.start()
+        deadline = time.monotonic() + 5
+        while 0 in eng.thread_ids() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        poll, worker = eng.thread_ids()
+        assert _allowed_cpus(poll) == str(last)
+        assert _allowed_cpus(worker) == "0"
+
+
+def test_numa_bind_call_path(names):
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring, numa_node=0)  # node 0 exists everywhere
+    assert rep.tail == 0
+    rep.close()
+    os.unlink(f"/dev/shm/{names[1]}")
+    with pytest.raises(InvalidParameterError, match="NUMA node 999"):
+        Replica.create(names[1], ring, numa_node=999)
+    assert not os.path.exists(f"/dev/shm/{names[1]}")  # a failed create leaves nothing
+    ring.close()
+
+
+def test_file_replica_flush_per_bytes(names, tmp_path):
+    ring = PyRing(names[0], capacity=CAP)
+    path = str(tmp_path / "rep.img")
+    rep = Replica.create(path, ring, flush="bytes:16K")
+    with CpuEngine(ring, rep) as eng:
+        eng.start()
+        fill(ring, 1000)
+        eng.sync(5)
+        flushes = eng.stats().extra["flushes"]
+        assert flushes >= ring.tail // (16 << 10) // 2  # rounds can cover several 16K
+    rep.close()
+    with open(path, "rb") as f:  # the bytes are in the file, not only in the mapping
+        f.seek(L.OFF_DATA)
+        assert f.read(16) == bytes(ring.data[:16])
+    ring.close()
+
+
+def test_lag_percentiles_are_ordered(pair):
+    ring, rep = pair
+    with CpuEngine(*pair) as eng:
+        eng.start()
+        for _ in range(200):
+            fill(ring, 5)
+            eng.sync(5)
+        st = eng.stats()
+        assert st.lag_samples >= 200
+        assert 0 < st.lag_p50_ns <= st.lag_p99_ns <= st.lag_p999_ns
+        assert st.lag_p999_ns <= st.lag_max_ns * 1.07  # bucket midpoint vs exact max
+        assert isinstance(st, EngineStats) and "overruns 0" in st.line()
+
+
+def test_registry_and_auto(pair):
+    assert engine_class("cpu") is CpuEngine
+    name, why = pick_engine()
+    assert name == "cpu" and "cpu" in why
+    said: list[str] = []
+    with open_engine("auto", *pair, announce=said.append) as eng:
+        assert eng.name == "cpu"
+    assert said and "auto picked 'cpu'" in said[0]
+    with pytest.raises(InvalidParameterError, match="unknown engine 'warp'"):
+        open_engine("warp", *pair)
+
+
+def test_clear_gate_after_crash(names):
+    ring = PyRing(names[0], capacity=CAP, lossless=True)
+    rep = Replica.create(names[1], ring)
+    eng = CpuEngine(ring, rep, gate=True, keep_gate=True)
+    eng.start()
+    eng.close()
+    assert ring.flags & L.FLAG_GATE_ON_MIRROR  # keep_gate: as a crashed engine leaves it
+    assert clear_gate(Segment(names[0])) is True
+    assert not ring.flags & L.FLAG_GATE_ON_MIRROR
+    rep.close()
+    ring.close()
+
+
+def _pyshm() -> list[str]:
+    return [os.path.join(os.path.dirname(sys.executable), "pyshm")]
+
+
+def test_cli_replicate_runs_until_sigterm(names, tmp_path):
+    ring = PyRing(names[0], capacity=CAP)
+    fill(ring, 400)
+    proc = subprocess.Popen(_pyshm() + ["replicate", names[0], "--to", names[1],
+                                        "--interval", "0.05"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if ring.mirrored == ring.tail:
+                break
+            time.sleep(0.01)
+        fill(ring, 100)
+        deadline = time.monotonic() + 10
+        while ring.mirrored != ring.tail and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "records" in err and "picked 'cpu'" in err  # live status + auto's choice
+    assert "stopped (signal 15)" in out and "500 records" in out
+    rep = Replica.open(names[1])
+    assert rep.tail == ring.tail and rep.next_sequence == 500
+    rep.close()
+    # restarting resumes from the replica's tail instead of recopying
+    r = subprocess.run(_pyshm() + ["replicate", names[0], "--to", names[1], "--duration",
+                                   "0.2", "--json", "--quiet"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert '"start_position": %d' % ring.tail in r.stdout
+    assert '"bytes_mirrored": 0' in r.stdout
+    ring.close()
+
+
+def test_cli_replicate_refuses_primary_target(names, tmp_path):
+    PyRing(names[0], capacity=CAP).close()
+    PyRing(names[1], capacity=CAP).close()
+    r = subprocess.run(_pyshm() + ["replicate", names[0], "--to", names[1], "--duration",
+                                   "0.1"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1
+    assert "not a replica" in r.stderr
