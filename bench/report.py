@@ -1,0 +1,321 @@
+"""Turn the JSON results in bench/results/ into REPORT.md with PNG plots.
+
+``python bench/report.py [RESULTS_DIR]`` (run_all.py calls it at the end).
+
+Each benchmark writes its own JSON (bench/_common.write_json): ``benchmark``, ``machine``,
+``config``, ``summary`` and, where the issue sets a target, ``targets`` as a list of
+``{target, measured, value, ok}``. The report does not depend on one script's exact
+keys: it reads the numeric leaves of ``summary`` and recognises figures by their names:
+
+* ``..._p50_ns``, ``...p99.9_ns`` (any ``pNN``): percentiles -> one percentile-curve plot
+  per metric, one line per peer/variant (x axis: 50, 90, 99, 99.9 ... evenly spaced);
+* ``hist`` / ``histogram`` objects ``{edges|bins, counts}``: latency histograms;
+* ``..._bytes_per_s`` / ``..._gb_per_s``: bandwidth bars (memcpy baselines included, so
+  replication is drawn against memcpy of the same size);
+* ``..._msgs_per_s``: throughput bars.
+
+Tables show every summary figure, so nothing a benchmark measured is hidden.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import sys
+import time
+from typing import Any
+
+PCT_RE = re.compile(r"^(?P<head>.*?)(?:^|[._])p(?P<q>\d+(?:\.\d+)?)(?P<ns>_ns)?$")
+BW_RE = re.compile(r"(bytes_per_s|gb_per_s|gbps|bandwidth)", re.IGNORECASE)
+MSGS_RE = re.compile(r"msgs_per_s|records_per_s", re.IGNORECASE)
+SKIP_FILES = {"run_all.json"}
+
+
+def load_results(results_dir: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        if os.path.basename(path) in SKIP_FILES:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as exc:
+            print(f"report: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if isinstance(doc, dict):
+            name = str(doc.get("benchmark") or os.path.splitext(os.path.basename(path))[0])
+            out.append((name, doc))
+    return out
+
+
+def leaves(obj: Any, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of nested dicts, keyed by dotted path (lists are not descended)."""
+    out: dict[str, float] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            p = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, bool):
+                continue
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out[p] = float(v)
+            elif isinstance(v, dict):
+                out.update(leaves(v, p))
+    return out
+
+
+def fmt(key: str, v: float) -> str:
+    k = key.lower()
+    if k.endswith("_ns") or k.endswith(".ns"):
+        if v >= 1e6:
+            return f"{v / 1e6:.2f} ms"
+        return f"{v / 1e3:.2f} us" if v >= 1e3 else f"{v:.0f} ns"
+    if "bytes_per_s" in k:
+        return f"{v / 1e9:.2f} GB/s"
+    if "per_s" in k:
+        return f"{v / 1e6:.2f} M/s" if v >= 1e6 else f"{v / 1e3:.1f} k/s"
+    if k.endswith("_s") or k.endswith("seconds"):
+        return f"{v:.3f} s" if v < 100 else f"{v:.0f} s"
+    if k.endswith("bytes"):
+        return f"{v / (1 << 20):.1f} MiB" if v >= 1 << 20 else f"{v:.0f} B"
+    if abs(v) >= 1e5 or v == int(v):
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def md_table(headers: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def summary_table(summary: Any) -> str:
+    """A dict of dicts becomes metric x variant; anything else a metric/value list."""
+    if isinstance(summary, dict) and summary and all(isinstance(v, dict)
+                                                     for v in summary.values()):
+        cols = list(summary)
+        metrics: list[str] = []
+        per_col = {c: leaves(summary[c]) for c in cols}
+        for c in cols:
+            metrics += [m for m in per_col[c] if m not in metrics]
+        rows = [[m] + [fmt(m, per_col[c][m]) if m in per_col[c] else "-" for c in cols]
+                for m in metrics]
+        return md_table(["figure"] + cols, rows)
+    if isinstance(summary, list) and summary and all(isinstance(v, dict) for v in summary):
+        keys: list[str] = []
+        for row in summary:
+            keys += [k for k in row if k not in keys]
+        return md_table(keys, [[fmt(k, r[k]) if isinstance(r.get(k), (int, float))
+                                and not isinstance(r.get(k), bool) else str(r.get(k, "-"))
+                                for k in keys] for r in summary])
+    flat = leaves(summary) if isinstance(summary, dict) else {}
+    if not flat:
+        return "_(no numeric summary)_"
+    return md_table(["figure", "value"], [[k, fmt(k, v)] for k, v in flat.items()])
+
+
+# ----------------------------------------------------------------------------------
+# Plots
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def percentile_groups(flat: dict[str, float]) -> dict[str, dict[str, dict[float, float]]]:
+    """family -> line label -> {percentile: value}, from keys like ``pyshm.lat64_p99_ns``."""
+    fam: dict[str, dict[str, dict[float, float]]] = {}
+    for path, v in flat.items():
+        m = PCT_RE.match(path)  # on the whole path: keys such as "p99.9" contain dots
+        if not m or not (m.group("ns") or "lat" in path.lower()):
+            continue
+        q = float(m.group("q"))
+        if not 0 < q <= 100:
+            continue
+        label, _, metric = m.group("head").rpartition(".")
+        metric = metric or "latency"
+        fam.setdefault(metric, {}).setdefault(label or metric, {})[q] = v
+    return {k: {lbl: pts for lbl, pts in lines.items() if len(pts) >= 2}
+            for k, lines in fam.items() if any(len(p) >= 2 for p in lines.values())}
+
+
+def _nines(q: float) -> float:
+    return -math.log10(max(1e-9, 1 - q / 100))
+
+
+def plot_percentiles(name: str, metric: str, lines: dict[str, dict[float, float]],
+                     out_dir: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ticks: set[float] = set()
+    for label, pts in sorted(lines.items()):
+        qs = sorted(pts)
+        ticks.update(qs)
+        ax.plot([_nines(q) for q in qs], [pts[q] / 1e3 for q in qs], marker="o",
+                label=label, linewidth=2 if "pyshm" in label else 1.2)
+    ax.set_xticks([_nines(q) for q in sorted(ticks)])
+    ax.set_xticklabels([f"p{q:g}" for q in sorted(ticks)])
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_ylabel("microseconds (log)")
+    ax.set_title(f"{name}: {metric} percentiles")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    path = os.path.join(out_dir, f"{name}_{_safe(metric)}_percentiles.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def find_histograms(obj: Any, prefix: str = "") -> dict[str, tuple[list[float], list[float]]]:
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    if isinstance(obj, dict):
+        edges = obj.get("edges", obj.get("bins"))
+        counts = obj.get("counts")
+        if isinstance(edges, list) and isinstance(counts, list) and counts and \
+                len(edges) in (len(counts), len(counts) + 1):
+            out[prefix or "histogram"] = ([float(e) for e in edges], [float(c) for c in counts])
+        for k, v in obj.items():
+            out.update(find_histograms(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def plot_histograms(name: str, hists: dict[str, tuple[list[float], list[float]]],
+                    out_dir: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, (edges, counts) in sorted(hists.items()):
+        xs = edges[: len(counts)]
+        ax.step([x / 1e3 for x in xs], counts, where="post", label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("microseconds (log)")
+    ax.set_ylabel("samples")
+    ax.set_title(f"{name}: latency histograms")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    path = os.path.join(out_dir, f"{name}_histograms.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_bars(name: str, what: str, values: dict[str, float], unit: str, scale: float,
+              out_dir: str) -> str:
+    plt = _plt()
+    labels = list(values)
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.5))
+    colors = ["tab:gray" if "memcpy" in lbl.lower() or "naive" in lbl.lower()
+              else "tab:blue" for lbl in labels]
+    ax.barh(range(len(labels)), [values[k] / scale for k in labels], color=colors)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(unit)
+    ax.set_title(f"{name}: {what} (grey: baselines)")
+    ax.grid(True, axis="x", alpha=0.3)
+    path = os.path.join(out_dir, f"{name}_{_safe(what)}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+# ----------------------------------------------------------------------------------
+
+
+def render(results_dir: str) -> str:
+    docs = load_results(results_dir)
+    lines = ["# pyshm benchmark report", "",
+             f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the JSON files in this "
+             f"directory (raw data: `*.json`, logs: `logs/`). Figures are medians over "
+             f"interleaved rounds on a shared machine; compare ratios measured in the same "
+             f"run, not absolute numbers across runs.", ""]
+    run_all = os.path.join(results_dir, "run_all.json")
+    if os.path.exists(run_all):
+        try:
+            with open(run_all, encoding="utf-8") as f:
+                ra = json.load(f)
+            lines += ["## Runs" + (" (--quick)" if ra.get("quick") else ""), "",
+                      md_table(["benchmark", "status", "seconds", "log"],
+                               [[str(r.get("name")), str(r.get("status")),
+                                 str(r.get("seconds")), str(r.get("log"))]
+                                for r in ra.get("runs", [])]), ""]
+        except (OSError, ValueError):
+            pass
+    if not docs:
+        lines += ["_No benchmark results found._", ""]
+        return "\n".join(lines)
+    machine = next((d.get("machine") for _, d in docs if isinstance(d.get("machine"), dict)),
+                   None)
+    if machine:
+        lines += ["## Machine", "", md_table(["", ""], [[str(k), str(v)]
+                                                       for k, v in machine.items()]), ""]
+    targets = [(n, t) for n, d in docs for t in (d.get("targets") or []) if isinstance(t, dict)]
+    if targets:
+        lines += ["## Targets (DESIGN.md)", "",
+                  md_table(["benchmark", "target", "measured", "verdict"],
+                           [[n, str(t.get("target")), str(t.get("measured")),
+                             "PASS" if t.get("ok") else "FAIL"] for n, t in targets]), ""]
+    for name, doc in docs:
+        lines += [f"## {name}", ""]
+        cfg = doc.get("config")
+        if isinstance(cfg, dict) and cfg:
+            lines += ["Configuration: " + ", ".join(f"`{k}={v}`" for k, v in cfg.items()), ""]
+        mach = doc.get("machine") or {}
+        if isinstance(mach, dict) and mach.get("loadavg"):
+            lines += [f"Load average at the end: {mach['loadavg']}", ""]
+        summary = doc.get("summary", {k: v for k, v in doc.items()
+                                      if k not in ("machine", "config", "targets")})
+        lines += [summary_table(summary), ""]
+        flat = leaves(summary)
+        images = []
+        try:
+            for metric, group in percentile_groups(flat).items():
+                images.append(plot_percentiles(name, metric, group, results_dir))
+            hists = find_histograms(doc)
+            if hists:
+                images.append(plot_histograms(name, hists, results_dir))
+            bw = {k: v for k, v in flat.items() if BW_RE.search(k)}
+            if bw:
+                scale = 1.0 if any("gb" in k.lower() for k in bw) else 1e9
+                images.append(plot_bars(name, "bandwidth", bw, "GB/s", scale, results_dir))
+            tp = {k: v for k, v in flat.items() if MSGS_RE.search(k)}
+            if tp:
+                images.append(plot_bars(name, "throughput", tp, "million messages/s", 1e6,
+                                        results_dir))
+        except ImportError as exc:
+            lines += [f"_(plots skipped: {exc}; install the bench extra)_", ""]
+        lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in images]
+        if doc.get("errors"):
+            lines += ["", f"Errors during the run: {len(doc['errors'])} (see the JSON)"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(results_dir: str) -> str:
+    os.makedirs(results_dir, exist_ok=True)
+    text = render(results_dir)
+    path = os.path.join(results_dir, "REPORT.md")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+if __name__ == "__main__":
+    target = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results")
+    print(write_report(target))
