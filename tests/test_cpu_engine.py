@@ -13,12 +13,11 @@ import time
 import uuid
 
 import pytest
+from pyshm.fallback.cpu import CpuEngine
 
 from pyshm import layout as L
 from pyshm.engine import EngineStats, clear_gate, engine_class, open_engine, pick_engine
-from pyshm.errors import (ClosedError, CorruptSegmentError, EngineError,
-                          InvalidParameterError)
-from pyshm.fallback.cpu import CpuEngine
+from pyshm.errors import ClosedError, CorruptSegmentError, EngineError, InvalidParameterError
 from pyshm.replica import Replica
 from pyshm.segment import Segment
 
@@ -290,7 +289,7 @@ def test_cli_replicate_runs_until_sigterm(names, tmp_path):
                                    "0.2", "--json", "--quiet"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    assert '"start_position": %d' % ring.tail in r.stdout
+    assert f'"start_position": {ring.tail}' in r.stdout
     assert '"bytes_mirrored": 0' in r.stdout
     ring.close()
 
