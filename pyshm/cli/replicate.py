@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"{args.ring} is itself a replica; replicate its primary")
     replica = Replica.create(args.to, params, flush=args.flush, numa_node=args.numa_node,
                              exist_ok=True)
-    stop = {"sig": None}
+    stop: dict[str, int | None] = {"sig": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
         stop["sig"] = signum
