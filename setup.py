@@ -4,16 +4,11 @@ Each C core is compiled in cffi API mode at install time from its build script; 
 binary is committed.
 """
 
-import os
-
 from setuptools import setup
 
-CFFI_MODULES = [
-    "pyshm/_core/build_ring.py:ffibuilder",
-    "fallback/build_engine.py:ffibuilder",
-]
-
 setup(
-    # TODO(bootstrap): drop the existence filter once both build scripts have landed.
-    cffi_modules=[m for m in CFFI_MODULES if os.path.exists(m.split(":")[0])],
+    cffi_modules=[
+        "pyshm/_core/build_ring.py:ffibuilder",  # -> pyshm._ring_c
+        "fallback/build_engine.py:ffibuilder",   # -> pyshm.fallback._engine_c
+    ],
 )
