@@ -1,0 +1,36 @@
+"""Shared fixtures: a unique ring name per test, and /dev/shm left clean afterwards."""
+
+from __future__ import annotations
+
+import glob
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+SHM_DIR = "/dev/shm"
+
+
+@pytest.fixture
+def shm_prefix() -> Iterator[str]:
+    """A prefix unique to this test; every /dev/shm entry starting with it is removed
+    at teardown (rings, replicas, anything a subprocess created under that prefix)."""
+    prefix = f"pyshmtest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    yield prefix
+    for path in glob.glob(os.path.join(SHM_DIR, prefix + "*")):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+@pytest.fixture
+def ring_name(shm_prefix: str) -> str:
+    """A /dev/shm name no other test uses; removed after the test."""
+    return shm_prefix + "_ring"
+
+
+@pytest.fixture
+def replica_name(shm_prefix: str) -> str:
+    return shm_prefix + "_replica"

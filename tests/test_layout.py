@@ -1,0 +1,58 @@
+"""The C layout (offsetof through cffi) and pyshm.layout must describe the same bytes."""
+
+from pyshm._ring_c import lib
+
+from pyshm import layout
+
+# index -> expected value; the indices are those of pyshm_layout_offset() in ring.c
+EXPECTED = {
+    0: layout.OFF_MAGIC,
+    1: layout.OFF_VERSION,
+    2: layout.OFF_FLAGS,
+    3: layout.OFF_CAPACITY,
+    4: layout.OFF_MAX_RECORD,
+    5: layout.OFF_PARTITIONS,
+    6: layout.OFF_CREATED_NS,
+    7: layout.OFF_CREATOR_PID,
+    8: layout.OFF_NAME,
+    9: layout.OFF_DATA_PHYS,
+    10: layout.OFF_PRODUCER_PID,
+    11: layout.OFF_TAIL,
+    12: layout.OFF_TAIL_INTENT,
+    13: layout.OFF_MIRRORED,
+    14: layout.OFF_NEXT_SEQUENCE,
+    15: layout.OFF_SLOTS,
+    16: layout.SLOT_SIZE,
+    17: layout.SLOT_OFF_POSITION,
+    18: layout.SLOT_OFF_PID,
+    19: layout.SLOT_OFF_HEARTBEAT,
+    20: layout.SLOT_OFF_FLAGS,
+    21: layout.HEADER_SIZE,
+    22: layout.RECORD_HEADER,
+    23: layout.MAX_CONSUMERS,
+    24: layout.NAME_SIZE,
+}
+
+
+def test_c_offsets_match_python_layout():
+    got = {i: lib.pyshm_layout_offset(i) for i in EXPECTED}
+    assert got == EXPECTED
+
+
+def test_offset_table_is_complete():
+    # an index past the table answers a sentinel, so a new C field needs a new entry here
+    assert lib.pyshm_layout_offset(len(EXPECTED)) == 2**64 - 1
+
+
+def test_slots_fit_before_data():
+    assert layout.OFF_SLOTS + layout.MAX_CONSUMERS * layout.SLOT_SIZE <= layout.OFF_DATA
+
+
+def test_hot_counters_have_their_own_span():
+    offs = [layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED,
+            layout.OFF_NEXT_SEQUENCE, layout.OFF_SLOTS]
+    assert all(b - a == layout.SPAN for a, b in zip(offs, offs[1:], strict=False))
+
+
+def test_c_constants_match():
+    assert lib.PYSHM_FULL == -1
