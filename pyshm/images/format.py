@@ -344,13 +344,14 @@ class ImageReader:
         if len(first) < 12:
             raise ImageTruncatedError(f"{where}: truncated: {self.file_size} bytes is "
                                       f"shorter than an image header ({HEADER_SIZE})")
-        version, hsize = struct.unpack_from("<II", first, 8)
+        (version,) = struct.unpack_from("<I", first, 8)
         if version != VERSION:
             raise ImageVersionError(f"{where}: image format version {version}, this pyshm "
                                     f"reads version {VERSION}")
         if len(first) < HEADER_SIZE:
             raise ImageTruncatedError(f"{where}: truncated: {self.file_size} bytes is "
                                       f"shorter than an image header ({HEADER_SIZE})")
+        (hsize,) = struct.unpack_from("<I", first, 12)
         (want,) = struct.unpack_from("<I", first, _HEADER_CRC_OFF)
         if crc(first[:_HEADER_CRC_OFF]) != want:
             raise ImageChecksumError(f"{where}: header checksum mismatch (header damaged)",
