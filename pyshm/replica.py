@@ -24,7 +24,7 @@ from typing import Any
 
 from . import layout as L
 from .errors import CorruptSegmentError, InvalidParameterError
-from .segment import DEFAULT_MODE, Segment
+from .segment import DEFAULT_MODE, Segment, resolve_path
 
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -102,8 +102,9 @@ def source_params(source: Any) -> L.RingParams:
     params = getattr(source, "params", None)
     if isinstance(params, L.RingParams):
         return params
-    if isinstance(source, Segment):
-        return L.unpack_static_header(source.buf[:0x80], source.name, source.size)
+    seg = source if isinstance(source, Segment) else getattr(source, "segment", None)
+    if isinstance(seg, Segment):
+        return L.unpack_static_header(seg.buf[:0x80], seg.name, seg.size)
     if isinstance(source, (str, os.PathLike)):
         with Segment(source, readonly=True) as seg:
             return L.unpack_static_header(seg.buf[:0x80], seg.name, seg.size)
@@ -136,18 +137,16 @@ class Replica:
         """
         params = replica_params(source_params(source))
         policy = FlushPolicy.parse(flush)
-        seg = Segment(target, create=True, size=params.segment_size, mode=mode,
-                      exist_ok=exist_ok)
+        if exist_ok and os.path.exists(resolve_path(target)):
+            rep = cls.open(target, flush=policy, prefault=prefault)
+            try:
+                rep.check_compatible(params)
+            except BaseException:
+                rep.close()
+                raise
+            return rep
+        seg = Segment(target, create=True, size=params.segment_size, mode=mode)
         try:
-            if not seg.created:
-                seg.close()
-                rep = cls.open(target, flush=policy, prefault=prefault)
-                try:
-                    rep.check_compatible(params)
-                except BaseException:
-                    rep.close()
-                    raise
-                return rep
             if numa_node is not None:
                 bind_numa(seg, numa_node)
             hdr = L.pack_static_header(params)
