@@ -26,7 +26,7 @@ from . import layout, segment
 from .errors import ConfigError, InvalidNameError, InvalidParameterError
 
 ENGINES = ("auto", "cpu", "pynq", "sim")
-COMPRESSIONS = ("none", "zlib", "lz4", "zstd")
+COMPRESSIONS = ("none", "zstd")
 SNAPSHOT_SOURCES = ("replica", "ring")
 EXISTING = ("attach", "recreate", "fail")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -344,7 +344,7 @@ SNAPSHOT_KEYS = {
     "interval": "time between snapshots (required)",
     "keep": "how many recent images to keep (default 5)",
     "source": "replica (default when there is one) or ring",
-    "compress": "none (default), zlib, lz4 or zstd",
+    "compress": "none (default) or zstd",
     "on_shutdown": "take a final snapshot on a clean stop (default true)",
 }
 SUPERVISOR_KEYS = {

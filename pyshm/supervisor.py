@@ -268,16 +268,13 @@ class SnapshotSchedule:
                             f"{base}-{stamp}-{time.time_ns() % 10**9:09d}{IMAGE_SUFFIX}")
 
     def take(self, final: bool = False) -> str | None:
-        from . import images  # type: ignore[attr-defined,unused-ignore]
+        from . import images
 
         with self._lock:
             path = self.image_path()
             t0 = time.perf_counter()
             try:
-                kwargs: dict[str, Any] = {}
-                if self.cfg.compress != "none":
-                    kwargs["compress"] = self.cfg.compress
-                images.snapshot(self.source, path, **kwargs)
+                images.snapshot(self.source, path, compression=self.cfg.compress)
             except (PyshmError, OSError) as exc:
                 self.failures += 1
                 self.last_error = str(exc)
@@ -336,7 +333,7 @@ class Supervisor:
         root.setLevel(self.log_level.upper())
 
     def _open_ring(self, rc: RingConfig) -> Any:
-        from .ring import Ring  # type: ignore[import-not-found,unused-ignore]
+        from .ring import Ring
 
         exists = os.path.exists(rc.path)
         if exists and rc.existing == "fail":
