@@ -580,6 +580,8 @@ class Producer:
         return max(done, 0)
 
     def _list_once(self, records: Sequence[Any], type: int) -> int:
+        if len(records) == 0:
+            return 0
         if all(r.__class__ is bytes for r in records):
             joined = b"".join(records)
             lens = np.fromiter(map(len, records), dtype=np.uint64, count=len(records))
@@ -587,15 +589,41 @@ class Producer:
             views = [memoryview(r).cast("B") for r in records]
             joined = b"".join(views)
             lens = np.fromiter((v.nbytes for v in views), dtype=np.uint64, count=len(views))
-        if len(records) == 0:
-            return 0
-        ends = np.cumsum(lens, dtype=np.uint64)
-        rc = int(lib.pyshm_publish_var(self._p, joined,
+        return self._packed_once(joined, np.cumsum(lens, dtype=np.uint64), type)
+
+    def _packed_once(self, data: Any, ends: np.ndarray, type: int) -> int:
+        buf = data if data.__class__ is bytes else ffi.from_buffer(data)
+        rc = int(lib.pyshm_publish_var(self._p, buf,
                                        ffi.cast("uint64_t *", ffi.from_buffer(ends)),
-                                       len(records), type))
+                                       len(ends), type))
         if rc < 0:
             _raise(rc, f"ring {self.ring.name!r} publish_batch")
         return rc
+
+    def publish_packed(self, data: Any, ends: Any, type: int = 0,
+                       timeout: float = 0.0) -> int:
+        """Publish records laid end to end in ``data``; record i ends at ``ends[i]``
+        (the layout ``Batch`` uses). One C call; returns how many were published."""
+        e = np.ascontiguousarray(ends, dtype=np.uint64)
+        nbytes = memoryview(data).nbytes
+        if len(e) and (int(e[-1]) > nbytes or (e[1:] < e[:-1]).any()):
+            raise InvalidParameterError(f"publish_packed: ends must be non-decreasing and "
+                                        f"<= {nbytes} (the data size)")
+        done = self._packed_once(data, e, type)
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while done < len(e):
+            now = time.monotonic()
+            if now - self._last_reap >= _REAP_INTERVAL:
+                self._last_reap = now
+                self.ring.reap()
+            start = int(e[done - 1]) if done else 0
+            n = self._packed_once(memoryview(data).cast("B")[start:], e[done:] - start, type)
+            done += n
+            if done >= len(e) or now >= deadline:
+                break
+            if n == 0:
+                time.sleep(20e-6)
+        return done
 
     def _publish_list(self, records: Iterable[Any], type: int, timeout: float) -> int:
         recs = records if isinstance(records, (list, tuple)) else list(records)
