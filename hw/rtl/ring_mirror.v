@@ -87,7 +87,7 @@ wire [63:0] cfg_ring_base, cfg_capacity, cfg_partition, cfg_replica_base;
 wire [63:0] cfg_tail_addr, cfg_intent_addr, cfg_mirrored_addr, cfg_replica_tail_addr;
 wire [63:0] cfg_mirrored_value;
 wire [31:0] cfg_poll_interval, cfg_irq_progress;
-wire st_busy, st_idle;
+wire st_busy, st_idle, st_error;
 wire [7:0] st_fault;
 wire [63:0] st_mirrored, st_tail, st_bytes, st_bursts, st_overruns, st_busy_cycles;
 wire ev_sync_done, ev_soft_reset_done, ev_fault, ev_progress, ev_overrun;
@@ -111,7 +111,7 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG)) regs (
     .cfg_mirrored_addr(cfg_mirrored_addr), .cfg_replica_tail_addr(cfg_replica_tail_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
     .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
-    .st_busy(st_busy), .st_idle(st_idle), .st_fault(st_fault),
+    .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
     .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
     .st_bursts(st_bursts), .st_overruns(st_overruns), .st_busy_cycles(st_busy_cycles),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
@@ -132,7 +132,7 @@ ring_mirror_core #(
     .cfg_mirrored_addr(cfg_mirrored_addr), .cfg_replica_tail_addr(cfg_replica_tail_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
     .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
-    .st_busy(st_busy), .st_idle(st_idle), .st_fault(st_fault),
+    .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
     .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
     .st_bursts(st_bursts), .st_overruns(st_overruns), .st_busy_cycles(st_busy_cycles),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),

@@ -50,6 +50,7 @@ module ring_mirror_core #(
     // status and events (to the register file)
     output wire                    st_busy,
     output wire                    st_idle,
+    output wire                    st_error,          // stopped on a fault
     output wire [7:0]              st_fault,
     output wire [63:0]             st_mirrored,
     output wire [63:0]             st_tail,
@@ -785,6 +786,7 @@ assign m_axi_rready = 1'b1;
 
 assign st_busy = state_reg != S_IDLE && state_reg != S_FAULT;
 assign st_idle = state_reg == S_IDLE;
+assign st_error = state_reg == S_FAULT;
 assign st_fault = fault_reg;
 assign st_mirrored = mirrored_reg;
 assign st_tail = tail_reg;

@@ -57,6 +57,7 @@ module ring_mirror_regs #(
     // from the engine
     input  wire        st_busy,
     input  wire        st_idle,
+    input  wire        st_error,
     input  wire [7:0]  st_fault,
     input  wire [63:0] st_mirrored,
     input  wire [63:0] st_tail,
@@ -127,7 +128,7 @@ wire [31:0] wones = s_axil_wdata & wmask;
 wire [31:0] status_word;
 assign status_word = ({31'd0, st_busy} << RM_STATUS_BUSY_LSB)
                    | ({31'd0, st_idle} << RM_STATUS_IDLE_LSB)
-                   | ({31'd0, st_fault != 8'd0} << RM_STATUS_ERROR_LSB)
+                   | ({31'd0, st_error} << RM_STATUS_ERROR_LSB)
                    | ({31'd0, overrun_reg} << RM_STATUS_OVERRUN_LSB)
                    | ({24'd0, st_fault} << RM_STATUS_FAULT_LSB);
 wire [31:0] control_word = ({31'd0, enable_reg} << RM_CONTROL_ENABLE_LSB)

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Synthesis check of the ring-mirror IP with Yosys for a Xilinx 7-series / UltraScale+ fabric.
+# Usage: hw/synth_yosys.sh [DATA_WIDTH]   (OUT_DIR defaults to the current directory)
+# Writes $OUT_DIR/ring_mirror_<W>.stat (resource report) and .log; docs/hw.md quotes it.
+set -eu
+W=${1:-64}
+HW=$(cd "$(dirname "$0")" && pwd)
+OUT=${OUT_DIR:-.}
+RTL="$HW/rtl"
+yosys -q -l "$OUT/ring_mirror_$W.log" -p "
+read_verilog -I$RTL -DSYNTHESIS $RTL/rm_fifo.v $RTL/ring_mirror_core.v $RTL/ring_mirror_regs.v $RTL/ring_mirror.v
+chparam -set DATA_WIDTH $W -set ADDR_WIDTH 40 ring_mirror
+synth_xilinx -top ring_mirror -flatten -family xcup
+tee -o $OUT/ring_mirror_$W.stat stat
+"
+cat "$OUT/ring_mirror_$W.stat"
