@@ -13,6 +13,7 @@ import sys
 from ..errors import PyshmError
 
 COMMAND_MODULES: list[str] = [
+    "ring_cmds",
     "ops",
     "replicate",
 ]

@@ -1,0 +1,157 @@
+"""``pyshm create | info | tail | rm``: ring management from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .. import layout
+from ..errors import PyshmError
+from ..ring import Ring, parse_size, pid_alive
+from ..segment import Segment
+
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("create", help="create a ring", formatter_class=_RAW,
+                       description="Create a ring segment (owner-only permissions).",
+                       epilog="example:\n  pyshm create md.eurusd --capacity 4M --lossless\n"
+                              "  pyshm create /mnt/huge/ring --capacity 1G --max-record 64K")
+    p.add_argument("name", help="/dev/shm name, or a file path containing '/'")
+    p.add_argument("--capacity", required=True, help="data bytes, power of two (K/M/G)")
+    p.add_argument("--max-record", help="largest record, header included (default: "
+                                        "partition size / 4)")
+    p.add_argument("--partitions", type=int, default=layout.DEFAULT_PARTITIONS)
+    p.add_argument("--lossless", action="store_true",
+                   help="gating consumers hold the producer back")
+    p.add_argument("--gate-on-mirror", action="store_true",
+                   help="lossless: the producer also waits for the replication engine")
+    p.add_argument("--mode", type=lambda s: int(s, 8), default=0o600,
+                   help="permissions in octal (default 600)")
+    p.set_defaults(func=cmd_create)
+
+    p = sub.add_parser("info", help="show a ring's layout, positions and consumers",
+                       formatter_class=_RAW,
+                       epilog="example:\n  pyshm info md.eurusd\n  pyshm info md.eurusd --json")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("tail", help="print records as they arrive", formatter_class=_RAW,
+                       epilog="example:\n  pyshm tail md.eurusd -n 5\n"
+                              "  pyshm tail md.eurusd --from latest --follow")
+    p.add_argument("name")
+    p.add_argument("-n", type=int, default=10, help="print at most the last N records "
+                                                    "before following (default 10)")
+    p.add_argument("--from", dest="start", default=None,
+                   help="oldest, latest or a sequence number (overrides -n)")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    p.add_argument("--max-bytes", type=int, default=64, help="payload bytes shown per record")
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("rm", help="remove rings", formatter_class=_RAW,
+                       epilog="example:\n  pyshm rm md.eurusd md.gbpusd")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=cmd_rm)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    with Ring.create(args.name, parse_size(args.capacity),
+                     max_record=parse_size(args.max_record) if args.max_record else None,
+                     partitions=args.partitions, lossless=args.lossless,
+                     gate_on_mirror=args.gate_on_mirror, mode=args.mode) as r:
+        print(f"created {r!r} at {r.path}")
+    return 0
+
+
+def info_dict(r: Ring) -> dict[str, Any]:
+    tail = r.tail
+    now = time.time_ns()
+    consumers = []
+    for s in r.slots():
+        consumers.append({**s, "lag_bytes": max(0, tail - s["position"]),
+                          "heartbeat_age_s": (now - s["heartbeat_ns"]) / 1e9
+                          if s["heartbeat_ns"] else None})
+    prod = r.producer_pid
+    return {
+        "name": r.name, "path": r.path, "version": r.params.version,
+        "capacity": r.capacity, "max_record": r.max_record,
+        "partitions": r.params.partition_count, "partition_size": r.partition_size,
+        "mode": "lossless" if r.lossless else "overwrite", "replica": r.is_replica,
+        "gate_on_mirror": bool(r.flags & layout.FLAG_GATE_ON_MIRROR),
+        "created_ns": r.params.created_ns, "creator_pid": r.params.creator_pid,
+        "producer_pid": prod, "producer_alive": pid_alive(prod) if prod else False,
+        "tail": tail, "tail_intent": r.tail_intent, "mirrored": r.mirrored,
+        "mirror_lag_bytes": max(0, tail - r.mirrored),
+        "next_sequence": r.next_sequence, "oldest": r.oldest(),
+        "consumers": consumers,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with Ring.attach(args.name, readonly=True) as r:
+        d = info_dict(r)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"ring {d['name']} ({d['path']})  layout v{d['version']}  {d['mode']}"
+          f"{'  replica' if d['replica'] else ''}")
+    print(f"  capacity {d['capacity']}  max record {d['max_record']}  "
+          f"{d['partitions']} partitions of {d['partition_size']}")
+    alive = "alive" if d["producer_alive"] else "dead" if d["producer_pid"] else "none"
+    print(f"  producer pid {d['producer_pid']} ({alive})")
+    print(f"  tail {d['tail']}  intent {d['tail_intent']}  oldest {d['oldest']}  "
+          f"next seq {d['next_sequence']}")
+    print(f"  mirrored {d['mirrored']}  (lag {d['mirror_lag_bytes']} bytes)")
+    print(f"  consumers: {len(d['consumers'])}")
+    for c in d["consumers"]:
+        print(f"    slot {c['index']:2d} pid {c['pid']} "
+              f"{'alive' if c['alive'] else 'DEAD'} {'gating ' if c['gating'] else ''}"
+              f"position {c['position']} lag {c['lag_bytes']} bytes")
+    return 0
+
+
+def _show(m: Any, limit: int) -> str:
+    data = bytes(m.data[:limit])
+    more = "..." if len(m.data) > limit else ""
+    return f"{m.sequence}\ttype={m.type}\tlen={len(m.data)}\t{data!r}{more}"
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    with Ring.attach(args.name, readonly=True) as r:
+        if args.start is not None:
+            start: str | int = args.start if args.start in ("oldest", "latest") \
+                else int(args.start)
+        else:
+            start = max(0, r.next_sequence - args.n) if args.n > 0 else "latest"
+        c = r.consumer(start)
+        while True:
+            m = c.read_copy(timeout=0.2 if args.follow else 0.0, wait="sleep")
+            if m is None:
+                if not args.follow:
+                    break
+                continue
+            print(_show(m, args.max_bytes), flush=args.follow)
+        if c.lost:
+            print(f"# {c.lost} records lost to overruns", file=sys.stderr)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    rc = 0
+    for name in args.names:
+        try:
+            seg = Segment(name, readonly=True)
+            try:
+                layout.unpack_static_header(seg.buf[:0x80], where=name, size=seg.size)
+            finally:
+                seg.close()
+            seg.unlink()
+        except PyshmError as exc:
+            print(f"pyshm rm: {exc}", file=sys.stderr)
+            rc = 1
+    return rc
