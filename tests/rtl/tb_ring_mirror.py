@@ -19,9 +19,9 @@ from cocotb.triggers import ClockCycles, Event
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
+from pyshm.driver import regmap as R
 
 from pyshm import layout as L
-from pyshm.driver import regmap as R
 
 CLK_NS = 10
 GUARD = 0xA5

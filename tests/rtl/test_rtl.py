@@ -9,7 +9,6 @@ import shutil
 import subprocess
 
 import pytest
-
 import rtl_sim
 
 pytestmark = pytest.mark.rtl
