@@ -453,6 +453,29 @@ class Producer:
             lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)
             _raise(rc, f"ring {ring.name!r} producer", self._p.last_error_pos)
         self._data = ring.data
+        self.publish = self._fast_publish()  # type: ignore[method-assign]
+
+    def _fast_publish(self) -> Any:
+        # A closure over locals skips the bound-method and attribute lookups of the
+        # method below (~100 ns of a ~300 ns call); same semantics.
+        P, pub, from_buffer, slow = self._p, lib.pyshm_publish, ffi.from_buffer, self._slow
+
+        def publish(data: Any, type: int = 0, timeout: float = 0.0) -> int:
+            if data.__class__ is bytes:
+                rc = pub(P, data, len(data), type)
+            else:
+                buf = from_buffer(data)
+                rc = pub(P, buf, len(buf), type)
+            if rc >= 0:
+                return rc
+            return slow(rc, data, type, timeout)
+
+        publish.__doc__ = Producer.publish.__doc__
+        return publish
+
+    def _slow(self, rc: int, data: Any, type: int, timeout: float) -> int:
+        return self._retry(rc, timeout, lambda: Producer.publish(self, data, type, 0.0),
+                           len(data))
 
     def _take_over(self) -> None:
         for _ in range(100):
@@ -692,6 +715,26 @@ class Consumer:
             lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
         self._data = ring.data
         self._where = f"ring {ring.name!r} consumer"
+        self.read = self._fast_read()  # type: ignore[method-assign]
+
+    def _fast_read(self) -> Any:
+        # closure over locals: see Producer._fast_publish
+        c, rd, data, wait_, err = self._c, lib.pyshm_read, self._data, self._wait, self._err
+
+        def read(timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
+            rc = rd(c) if timeout == 0.0 else wait_(timeout, wait)
+            if rc == 1:
+                off = c.msg_off
+                return Message(data[off:off + c.msg_len], c.msg_type, c.msg_seq, c.msg_pos)
+            if rc == 0:
+                return None
+            return err(rc)
+
+        read.__doc__ = Consumer.read.__doc__
+        return read
+
+    def _err(self, rc: int) -> None:
+        _raise(rc, self._where, self._c.last_error_pos)
 
     def _claim_slot(self) -> int:
         for i in range(layout.MAX_CONSUMERS):
