@@ -45,13 +45,13 @@ def test_icarus_rejects_bad_parameters(tmp_path):
     rtl_sim.require("icarus")
     out = tmp_path / "bad.vvp"
     res = subprocess.run(["iverilog", "-g2012", f"-I{rtl_sim.RTL}", "-s", "ring_mirror",
-                          "-P", "ring_mirror.DATA_WIDTH=48", "-o", str(out),
+                          "-P", "ring_mirror.MAX_BURST_LEN=12", "-o", str(out),
                           *map(str, rtl_sim.SOURCES)],
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     run = subprocess.run(["vvp", "-n", str(out)], capture_output=True, text=True, timeout=60,
                          cwd=tmp_path)
-    assert "DATA_WIDTH (48) must be 64, 128, 256 or 512" in run.stdout + run.stderr
+    assert "MAX_BURST_LEN (12) must be a power of two" in run.stdout + run.stderr
 
 
 def test_yosys_synth_xilinx(tmp_path):
