@@ -16,6 +16,7 @@ COMMAND_MODULES: list[str] = [
     "ring_cmds",
     "ops",
     "replicate",
+    "images",
 ]
 
 

@@ -1,0 +1,227 @@
+"""Image commands: ``snapshot``, ``restore``, ``inspect``, ``export`` and ``diff``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+RAW = argparse.RawDescriptionHelpFormatter
+PROGRESS_THRESHOLD = 256 << 20  # below this an image is written or read in well under 1 s
+
+
+class Progress:
+    """A one-line progress bar on stderr, drawn at most 10 times a second."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.enabled = enabled
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < PROGRESS_THRESHOLD:
+            return
+        now = time.monotonic()
+        if done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% "
+                         f"{done >> 20}/{total >> 20} MiB")
+        self._drawn = True
+        if done >= total:
+            sys.stderr.write("\n")
+            self._drawn = False
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self._drawn:
+            sys.stderr.write("\n")
+            self._drawn = False
+
+
+def _size(text: str) -> int:
+    from ..ring import parse_size
+    return parse_size(text)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "snapshot", formatter_class=RAW,
+        help="write a crash-consistent image of a live ring (or replica) to a file",
+        description="Copy the intact committed records of RING into an image file without "
+                    "pausing its producer. With --every/--every-bytes, keep taking "
+                    "snapshots into the directory OUTPUT, keeping the last --keep.",
+        epilog="examples:\n  pyshm snapshot md -o md.pyimg --compress zstd\n"
+               "  pyshm snapshot md -o /var/snap --every 10 --keep 6")
+    p.add_argument("ring", help="ring name (/dev/shm) or path; a replica works too")
+    p.add_argument("-o", "--output", required=True,
+                   help="image file (or directory with --every/--every-bytes)")
+    p.add_argument("--compress", choices=("none", "zstd"), default="none")
+    p.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    p.add_argument("--chunk-size", type=_size, default="4MiB",
+                   help="bytes per checksummed chunk (default 4MiB)")
+    p.add_argument("--force", action="store_true", help="replace an existing image file")
+    p.add_argument("--every", type=float, metavar="SECONDS", help="snapshot every SECONDS")
+    p.add_argument("--every-bytes", type=_size, metavar="SIZE",
+                   help="snapshot whenever SIZE more bytes were published")
+    p.add_argument("--keep", type=int, default=5, help="images a schedule keeps (default 5)")
+    p.add_argument("--duration", type=float, help="stop a schedule after this many seconds")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser(
+        "restore", formatter_class=RAW, help="build a ring from an image, verified first",
+        description="Verify every checksum of IMAGE and build the ring --to from it. The "
+                    "target name appears only once the ring is complete; an existing ring "
+                    "is replaced only with --overwrite and only when no live process uses "
+                    "it. Producers continue with the next sequence, consumers resume at it.",
+        epilog="example:\n  pyshm restore md.pyimg --to md")
+    p.add_argument("image")
+    p.add_argument("--to", required=True, dest="target", help="ring name or path to create")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, stopped ring")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser(
+        "inspect", formatter_class=RAW,
+        help="show an image's parameters and sequence range, verifying its checksums",
+        description="Print an image's ring parameters, window, sequence range, chunk and "
+                    "compression figures; every chunk checksum is verified unless "
+                    "--no-verify. Exit status 1 if the image is damaged.",
+        epilog="example:\n  pyshm inspect md.pyimg --json")
+    p.add_argument("image")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--no-verify", action="store_true", help="skip reading the chunks")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "export", formatter_class=RAW, help="write an image's records as JSON lines or npz",
+        description="Export every record (sequence, type, position, payload) of IMAGE. "
+                    "jsonl: one JSON object a line, payload in base64 (or --payload hex); "
+                    "npz: arrays sequence, type, position, offsets and a flat payload "
+                    "(np.load(..., allow_pickle=False) reads it).",
+        epilog="example:\n  pyshm export md.pyimg --format npz -o md.npz")
+    p.add_argument("image")
+    p.add_argument("--format", choices=("jsonl", "npz"), default="jsonl")
+    p.add_argument("-o", "--output", help="output file (default: IMAGE with the format's "
+                                          "suffix; '-' for stdout with jsonl)")
+    p.add_argument("--payload", choices=("base64", "hex"), default="base64")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "diff", formatter_class=RAW, help="compare two images, or an image and a ring",
+        description="Compare the records of A and B (each an image file or a ring name) "
+                    "by sequence number. Exit status 0 if identical, 1 if different.",
+        epilog="example:\n  pyshm diff before.pyimg after.pyimg\n  pyshm diff md.pyimg md")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from ..images.schedule import SnapshotSchedule
+    from ..images.snapshot import snapshot
+    if args.every is not None or args.every_bytes is not None:
+        sched = SnapshotSchedule(args.ring, args.output, every_seconds=args.every,
+                                 every_bytes=args.every_bytes, keep=args.keep,
+                                 compression=args.compress,
+                                 on_image=lambda p, h: print(f"{p}: {h.record_count} "
+                                                             f"records", flush=True),
+                                 on_error=lambda e: print(f"snapshot failed: {e}",
+                                                          file=sys.stderr, flush=True))
+        end = None if args.duration is None else time.monotonic() + args.duration
+        with sched:
+            sched.start()
+            try:
+                while end is None or time.monotonic() < end:
+                    time.sleep(min(0.2, max(0.0, (end or 1e18) - time.monotonic())))
+            except KeyboardInterrupt:
+                pass
+        return 1 if sched.errors and not sched.taken else 0
+    bar = Progress("snapshot", not args.no_progress)
+    t0 = time.perf_counter()
+    h = snapshot(args.ring, args.output, compression=args.compress, level=args.level,
+                 chunk_size=args.chunk_size, overwrite=args.force, progress=bar)
+    bar.finish()
+    seqs = f"sequences {h.first_sequence}..{h.next_sequence - 1}" if h.record_count \
+        else "no records"
+    print(f"{args.output}: {h.record_count} records, {seqs}, {h.data_length} bytes "
+          f"({h.stored_length} stored, {h.compression_name}) in "
+          f"{time.perf_counter() - t0:.3f} s")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ..images.restore import restore
+    bar = Progress("restore", not args.no_progress)
+    t0 = time.perf_counter()
+    info = restore(args.image, args.target, overwrite=args.overwrite, progress=bar)
+    bar.finish()
+    print(f"restored {info.record_count} records into ring {info.name!r} in "
+          f"{time.perf_counter() - t0:.3f} s; producers continue at sequence "
+          f"{info.next_sequence}, consumers resume with start={info.next_sequence}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ..images.inspect import inspect
+    bar = Progress("verify", not args.no_progress and not args.json)
+    info = inspect(args.image, verify=not args.no_verify, progress=bar)
+    bar.finish()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    r, w, s = info["ring"], info["window"], info["sequences"]
+    last = s["last"] if s["last"] is not None else "-"
+    print(f"image       {info['path']} (format v{info['format_version']}, "
+          f"{info['file_size']} bytes)")
+    print(f"ring        {r['name'] or '-'}: capacity {r['capacity']}, {r['partitions']} "
+          f"partitions, max record {r['max_record']}"
+          f"{', lossless' if r['lossless'] else ''}"
+          f"{' (taken from a replica)' if info['from_replica'] else ''}")
+    print(f"window      positions [{w['first_position']}, {w['end_position']}), "
+          f"{w['bytes']} bytes")
+    print(f"records     {s['records']}, sequences {s['first']}..{last}, next {s['next']}")
+    print(f"chunks      {info['chunks']} x {info['chunk_size']} bytes, {info['compression']}"
+          f", {info['stored_bytes']} stored"
+          + (f" (ratio {info['ratio']})" if info["ratio"] else ""))
+    print(f"created     {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(info['created_ns'] / 1e9))}"
+          f" UTC")
+    print(f"checksums   {info['checksums']}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..images.inspect import export
+    out = args.output or os.path.splitext(args.image)[0] + "." + args.format
+    if out == "-":
+        if args.format != "jsonl":
+            print("pyshm export: error: only jsonl can go to stdout", file=sys.stderr)
+            return 2
+        out = "/dev/stdout"
+    n = export(args.image, out, format=args.format, payload=args.payload)
+    if out != "/dev/stdout":
+        print(f"{out}: {n} records")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ..images.inspect import diff
+    d = diff(args.a, args.b)
+    if args.json:
+        print(json.dumps({"a": list(d.a), "b": list(d.b), "common": d.common,
+                          "only_a": d.only_a, "only_b": d.only_b, "differing": d.differing,
+                          "examples": d.examples, "params_differ": d.params_differ,
+                          "identical": d.identical}, indent=2))
+    else:
+        print("\n".join(d.lines()))
+    return 0 if d.identical else 1
