@@ -224,3 +224,56 @@ def test_live_replica_without_engine_is_refused(names):
 
             with pytest.raises(SnapshotError, match="pass its engine"):
                 capture(rep, _after_copy=engine_copies)
+
+
+def test_replica_of_cpu_engine_while_producer_publishes(tmp_path, names):
+    """The real CPU engine keeps mirroring; snapshots pause it, the producer never stops."""
+    import threading
+
+    from pyshm.engine import open_engine
+    from pyshm.images import promote
+    from pyshm.replica import Replica
+
+    with Ring(names(), create=True, capacity=1 << 16) as ring:
+        rep = Replica.create(names(), ring)
+        eng = open_engine("cpu", ring, rep)
+        eng.start()
+        stop = threading.Event()
+        producer = ring.producer()
+
+        def publish():
+            s = producer.sequence
+            while not stop.is_set() and s < 200_000:
+                producer.publish(payload(s, s % 97), type=s % 5)
+                s += 1
+
+        t = threading.Thread(target=publish)
+        t.start()
+        try:
+            heads = []
+            for i in range(5):
+                h = snapshot(rep, tmp_path / f"r{i}.img", engine=eng)
+                assert h.from_replica
+                heads.append(h)
+            new = names()
+            promote(rep, new, engine=eng)
+        finally:
+            stop.set()
+            t.join(timeout=30)
+            producer.close()
+            eng.close()
+            rep.segment.close()
+        for i, h in enumerate(heads):
+            with ImageReader(tmp_path / f"r{i}.img") as r:
+                data = r.read_data()
+            recs = list(iter_records(data, h.first_position, (1 << 64) - 1,
+                                     h.first_position, h.end_position,
+                                     h.params.partition_size, h.params.max_record))
+            assert [s for _, _, s, _ in recs] == list(range(h.first_sequence,
+                                                            h.next_sequence))
+            assert all(d == payload(s, s % 97) and ty == s % 5 for _, ty, s, d in recs)
+        assert [h.next_sequence for h in heads] == sorted(h.next_sequence for h in heads)
+        with Ring(new) as primary:
+            got = ring_records(primary)
+            assert got and all(d == payload(s, s % 97) for s, _, d in got)
+            assert primary.next_sequence == got[-1][0] + 1
