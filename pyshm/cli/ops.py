@@ -58,7 +58,9 @@ def register(sub: Any) -> None:
     p.add_argument("--rate", type=float, default=None,
                    help="ticks per second the producer aims for (default 200000)")
     p.add_argument("--instruments", type=int, default=None, help="number of instruments")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout (progress stays on stderr)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--workdir", help="directory for images and logs (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep rings, replica and images")
     p.set_defaults(func=cmd_demo)
@@ -123,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(config=args.config, duration=args.duration, rate=args.rate,
                        instruments=args.instruments, workdir=args.workdir, keep=args.keep,
-                       quiet=args.json)
+                       quiet=args.quiet)
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0 if summary.get("verified") else 1
