@@ -59,6 +59,9 @@ TARGETS = {
 
 class Channel:
     payload_attr = False  # received objects carry the bytes in ``.data`` (pyshm Message)
+    # how the sender says "full, try again": None (it blocks), "false" (returns a falsy
+    # value) or "negative" (returns < 0, pyshm's FULL); the hot loop retries inline
+    full = None
 
     def sender(self) -> Callable[[Any], Any]:
         raise NotImplementedError
@@ -74,11 +77,13 @@ class Channel:
 
 
 class NaiveChannel(Channel):
+    full = "false"
+
     def __init__(self, size: int):
         self.ring = NaiveRing(capacity=1 << 20 if size <= 1024 else 1 << 23)
 
     def sender(self):
-        return self.ring.publish
+        return self.ring.try_publish
 
     def receiver(self):
         return self.ring.read
@@ -215,15 +220,20 @@ class PyshmChannel(Channel):
     """The pyshm ring; created in the parent, attached by name in each child."""
 
     payload_attr = True
+    full = "negative"
     _seq = 0
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, lossless: bool = True):
         import pyshm
         PyshmChannel._seq += 1
         self.name = f"pyshm-bench-{os.getpid()}-{PyshmChannel._seq}"
         self.capacity = 1 << 20 if size <= 1024 else 1 << 23
+        # throughput runs lossless: without back-pressure the producer laps the consumer
+        # and the figure would count dropped messages. Ping-pong has one message in
+        # flight, so it uses the default overwrite mode, the market-data configuration.
+        self.lossless = lossless
         self.ring = pyshm.Ring(self.name, create=True, capacity=self.capacity,
-                               **_pyshm_lossless_kwargs())
+                               lossless=lossless, prefault=True)
         self.child_ring: Any = None
         self.end: Any = None
 
@@ -234,10 +244,10 @@ class PyshmChannel(Channel):
 
     def sender(self):
         self.end = self._attach().producer()
-        return _pyshm_publish(self.end)
+        return self.end.publish
 
     def receiver(self):
-        self.end = _pyshm_consumer(self._attach())
+        self.end = self._attach().consumer(start="oldest", gating=self.lossless)
         return self.end.read
 
     def batch_sender(self):
@@ -245,7 +255,7 @@ class PyshmChannel(Channel):
         return self.end.publish_batch
 
     def batch_receiver(self):
-        self.end = _pyshm_consumer(self._attach())
+        self.end = self._attach().consumer(start="oldest", gating=True)
         return self.end.read_batch
 
     def close_end(self) -> None:
@@ -257,34 +267,6 @@ class PyshmChannel(Channel):
     def destroy(self) -> None:
         self.ring.close()
         self.ring.unlink()
-
-
-def _pyshm_lossless_kwargs() -> dict[str, Any]:
-    """Throughput needs back-pressure, or the producer laps the consumer and the figure
-    counts dropped messages; use the ring's lossless mode when it has one."""
-    import inspect
-
-    import pyshm
-    try:
-        params = inspect.signature(pyshm.Ring).parameters
-    except (TypeError, ValueError):
-        return {}
-    if "lossless" in params:
-        return {"lossless": True}
-    return {}
-
-
-def _pyshm_consumer(ring: Any) -> Any:
-    import inspect
-    params = inspect.signature(ring.consumer).parameters
-    kw: dict[str, Any] = {"start": "oldest"}
-    if "gating" in params:
-        kw["gating"] = True
-    return ring.consumer(**kw)
-
-
-def _pyshm_publish(prod: Any) -> Callable[[Any], Any]:
-    return prod.publish
 
 
 PEERS: dict[str, type[Channel]] = {
@@ -334,6 +316,8 @@ def w_ping(ready: Callable[[], None], out: Channel, inp: Channel, size: int, war
     msg = bytes(i & 0xFF for i in range(size))
     samples = [0] * n
     pc = time.perf_counter_ns
+    # one message in flight per direction: a "full" answer from a ring sender cannot
+    # happen here, so sends are not retried (a lost ping would show as a timeout)
     ready()
     for _ in range(warm):
         send(msg)
@@ -376,8 +360,17 @@ def w_produce(ready: Callable[[], None], ch: Channel, size: int, n: int) -> dict
     msg = bytes(size)
     ready()
     t0 = time.perf_counter_ns()
-    for _ in range(n):
-        send(msg)
+    if ch.full == "negative":
+        for _ in range(n):
+            while send(msg) < 0:
+                pass
+    elif ch.full == "false":
+        for _ in range(n):
+            while not send(msg):
+                pass
+    else:
+        for _ in range(n):
+            send(msg)
     return {"t_start": t0, "t_sent": time.perf_counter_ns()}
 
 
@@ -416,7 +409,7 @@ def w_consume_batch(ready: Callable[[], None], ch: PyshmChannel, n: int,
 
 
 def _child(fn: Callable[..., dict[str, Any]], cpu: int | None, conn: Any, go: Any,
-           closers: list[Channel], args: tuple[Any, ...]) -> None:
+           finish: Any, closers: list[Channel], args: tuple[Any, ...]) -> None:
     try:
         C.pin(cpu)
 
@@ -425,9 +418,13 @@ def _child(fn: Callable[..., dict[str, Any]], cpu: int | None, conn: Any, go: An
             if not go.wait(30):
                 raise TimeoutError("parent never said go")
         res = fn(ready, *args)
+        conn.send_bytes(json.dumps(res).encode())
+        # keep this end open until the other process is done too: pyzmq loses the last
+        # few hundred queued messages at close() even with a linger and term() (measured
+        # here), so a producer must not close before its consumer has everything
+        finish.wait(60)
         for ch in closers:
             ch.close_end()
-        conn.send_bytes(json.dumps(res).encode())
     except BaseException:
         conn.send_bytes(json.dumps({"error": traceback.format_exc()}).encode())
 
@@ -439,11 +436,11 @@ class RunError(RuntimeError):
 def run_pair(a: tuple[Any, ...], b: tuple[Any, ...], timeout: float,
              cpus: tuple[int | None, int | None]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run two workloads in two processes; a = (fn, closers, args). Returns both results."""
-    go = CTX.Event()
+    go, finish = CTX.Event(), CTX.Event()
     procs, conns = [], []
     for (fn, closers, args), cpu in zip((a, b), cpus, strict=True):
         r, w = CTX.Pipe(duplex=False)
-        p = CTX.Process(target=_child, args=(fn, cpu, w, go, closers, args), daemon=True)
+        p = CTX.Process(target=_child, args=(fn, cpu, w, go, finish, closers, args), daemon=True)
         p.start()
         w.close()
         procs.append(p)
@@ -465,6 +462,7 @@ def run_pair(a: tuple[Any, ...], b: tuple[Any, ...], timeout: float,
             recv(c)          # both ready
         go.set()
         results = (recv(conns[0]), recv(conns[1]))
+        finish.set()
         for p in procs:
             p.join(max(0.1, deadline - time.monotonic()))
         return results
@@ -483,7 +481,10 @@ def run_pair(a: tuple[Any, ...], b: tuple[Any, ...], timeout: float,
 
 def measure_latency(peer: str, n: int, timeout: float, cpus: Any) -> dict[str, Any]:
     cls = PEERS[peer]
-    ab, ba = cls(SMALL), cls(SMALL)
+    if cls is PyshmChannel:
+        ab, ba = PyshmChannel(SMALL, lossless=False), PyshmChannel(SMALL, lossless=False)
+    else:
+        ab, ba = cls(SMALL), cls(SMALL)
     warm = max(200, n // 20)
     try:
         ping, _ = run_pair((w_ping, [ab, ba], (ab, ba, SMALL, warm, n)),
@@ -612,7 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ring",
         "config": {"rounds": rounds, "target_seconds": target_s, "quick": args.quick,
                    "batch": args.batch, "cpus": list(cpus), "start_method": "fork",
-                   "sizes": [SMALL, LARGE], "latency": "64 B ping-pong, one-way = RTT/2"},
+                   "sizes": [SMALL, LARGE], "latency": "64 B ping-pong, one-way = RTT/2",
+                   "pyshm_modes": {"latency": "overwrite", "throughput": "lossless, gating "
+                                   "consumer"}},
         "loadavg_samples": loads,
         "skipped": skipped,
         "errors": errors,
