@@ -24,6 +24,7 @@ import glob
 import json
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -68,6 +69,8 @@ class EngineChild:
         self.engine_name = self.replica.engine
         self.last_exit: int | None = None
         self._lock = threading.Lock()
+        self._requests = 0
+        self._pending: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
 
     @property
     def pid(self) -> int | None:
@@ -83,7 +86,9 @@ class EngineChild:
     def start(self) -> None:
         cmd = [sys.executable, "-m", "pyshm.supervisor", "engine", json.dumps(self.spec())]
         # cwd: the state directory, never the caller's: `-m` puts cwd first on sys.path
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+        # stdin carries requests (snapshots of the replica, which need the engine paused),
+        # stdout the child's reports
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE,
                                      cwd=self.sup.cfg.state_dir, close_fds=True)
         self.state = "running"
         self.stats = {}
@@ -110,10 +115,37 @@ class EngineChild:
                         log.info("ring %s: %s", self.ring.name, msg["note"])
                 elif msg.get("event") in ("stats", "stopped"):
                     self.stats = msg.get("stats") or {}
+                if msg.get("event") == "reply" and msg.get("id") in self._pending:
+                    event, out = self._pending[msg["id"]]
+                    out.update(msg)
+                    event.set()
                 if msg.get("event") == "stopped":
                     log.info("ring %s: engine stopped cleanly (final sync %s)", self.ring.name,
                              "done" if msg.get("synced") else "FAILED: " + str(msg.get("error")))
         stream.close()
+
+    def request(self, timeout: float, **cmd: Any) -> dict[str, Any] | None:
+        """Ask the running child to do something; None if it is not running or silent."""
+        with self._lock:
+            proc = self.proc
+            if self.state != "running" or proc is None or proc.stdin is None:
+                return None
+            self._requests += 1
+            rid = self._requests
+            done, out = threading.Event(), dict[str, Any]()
+            self._pending[rid] = (done, out)
+        try:
+            proc.stdin.write((json.dumps({**cmd, "id": rid}) + "\n").encode())
+            proc.stdin.flush()
+            if not done.wait(timeout):
+                return {"ok": False, "error": f"the engine (pid {proc.pid}) did not answer "
+                                              f"in {timeout:.0f} s"}
+            return out
+        except (OSError, ValueError):  # the child died: its pipe is closed
+            return None
+        finally:
+            with self._lock:
+                self._pending.pop(rid, None)
 
     def check(self, now: float) -> None:
         """Notice a dead child and restart it, within the restart budget."""
@@ -191,10 +223,21 @@ def engine_child_main(spec_text: str) -> int:
     eng.start()
     say(event="started", engine=eng.name, pid=os.getpid(), note="; ".join(notes))
     interval = float(spec.get("status_interval", 1.0))
-    while not stop.wait(interval):
-        say(event="stats", stats=_stats_dict(eng))
-        if os.getppid() != parent:  # orphaned (no prctl): stop as on SIGTERM
-            break
+    commands: queue.Queue[dict[str, Any]] = queue.Queue()
+    threading.Thread(target=_read_commands, args=(commands,), daemon=True).start()
+    next_stats = time.monotonic() + interval
+    while not stop.is_set():
+        try:
+            cmd = commands.get(timeout=max(0.0, min(0.05, next_stats - time.monotonic())))
+        except queue.Empty:
+            cmd = None
+        if cmd is not None:
+            say(event="reply", id=cmd.get("id"), **_command(cmd, eng, spec))
+        if time.monotonic() >= next_stats:
+            say(event="stats", stats=_stats_dict(eng))
+            next_stats = time.monotonic() + interval
+            if os.getppid() != parent:  # orphaned (no prctl): stop as on SIGTERM
+                break
     synced, error = True, None
     try:
         eng.sync(timeout=float(spec.get("sync_timeout", 5.0)))
@@ -204,6 +247,32 @@ def engine_child_main(spec_text: str) -> int:
     say(event="stopped", synced=synced, error=error, stats=_stats_dict(eng))
     eng.close()
     return 0 if synced else 1
+
+
+def _read_commands(out: queue.Queue[dict[str, Any]]) -> None:
+    for line in sys.stdin:
+        try:
+            cmd = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(cmd, dict):
+            out.put(cmd)
+
+
+def _command(cmd: dict[str, Any], eng: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one supervisor request in the engine's own thread."""
+    if cmd.get("cmd") != "snapshot":
+        return {"ok": False, "error": f"unknown command {cmd.get('cmd')!r}"}
+    from . import images
+
+    t0 = time.perf_counter()
+    try:
+        # the engine is synced and paused only while the window is copied to memory
+        images.snapshot(spec["replica"], cmd["path"], compression=cmd.get("compression",
+                                                                           "none"), engine=eng)
+    except (PyshmError, OSError, ValueError) as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True, "seconds": time.perf_counter() - t0}
 
 
 def _stats_dict(eng: Any) -> dict[str, Any]:
@@ -273,12 +342,28 @@ class SnapshotSchedule:
         with self._lock:
             path = self.image_path()
             t0 = time.perf_counter()
-            try:
-                images.snapshot(self.source, path, compression=self.cfg.compress)
-            except (PyshmError, OSError) as exc:
+            child = self.sup.engines.get(self.ring.name)
+            reply = None
+            if self.source != self.ring.name and child is not None and not final:
+                # a replica being mirrored is only quiescent with its engine paused, and
+                # only the engine's process can pause it
+                reply = child.request(self.cfg.interval + 30.0, cmd="snapshot", path=path,
+                                      compression=self.cfg.compress)
+            error = None
+            if reply is not None:
+                error = None if reply.get("ok") else str(reply.get("error"))
+            else:
+                # no engine running (stopped, or being restarted): the replica is still,
+                # so it can be copied from here
+                try:
+                    images.snapshot(self.source, path, compression=self.cfg.compress)
+                except (PyshmError, OSError) as exc:
+                    error = str(exc)
+            if error is not None:
                 self.failures += 1
-                self.last_error = str(exc)
-                log.error("ring %s: snapshot of %s failed: %s", self.ring.name, self.source, exc)
+                self.last_error = error
+                log.error("ring %s: snapshot of %s failed: %s", self.ring.name, self.source,
+                          error)
                 return None
             dt = time.perf_counter() - t0
             self.count += 1
