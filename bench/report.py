@@ -28,8 +28,12 @@ import sys
 import time
 from typing import Any
 
-PCT_RE = re.compile(r"^(?P<head>.*?)(?:^|[._])p(?P<q>\d+(?:\.\d+)?)(?P<ns>_ns)?$")
-BW_RE = re.compile(r"(bytes_per_s|gb_per_s|gbps|bandwidth)", re.IGNORECASE)
+PCT_RE = re.compile(r"^(?P<head>.*?)(?:^|[._])(?:p(?P<q>\d+(?:\.\d+)?)|(?P<max>max))"
+                    r"(?P<unit>_ns|_us)?$")
+BW_RE = re.compile(r"(bytes_per_s|gb_per_s|gb_s|gbps)$", re.IGNORECASE)
+# fields that name a row of a results table rather than measure something
+IDENT_KEYS = ("peer", "engine", "name", "size", "capacity_mib", "capacity", "threads",
+              "compression", "width", "sim", "mode")
 MSGS_RE = re.compile(r"msgs_per_s|records_per_s", re.IGNORECASE)
 SKIP_FILES = {"run_all.json"}
 
@@ -51,18 +55,28 @@ def load_results(results_dir: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def _ident(row: dict[str, Any], index: int) -> str:
+    parts = [f"{k}={row[k]}" for k in IDENT_KEYS if k in row and not isinstance(row[k], dict)]
+    return ",".join(parts) if parts else str(index)
+
+
 def leaves(obj: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of nested dicts, keyed by dotted path (lists are not descended)."""
+    """Numeric leaves of nested dicts, keyed by dotted path; a list of dicts (a table of
+    runs) is descended with each row named by its identifying fields: ``bw[threads=2]``."""
     out: dict[str, float] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
             p = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, bool):
+            if isinstance(v, bool) or k in IDENT_KEYS:
                 continue
             if isinstance(v, (int, float)) and math.isfinite(v):
                 out[p] = float(v)
-            elif isinstance(v, dict):
+            elif isinstance(v, (dict, list)):
                 out.update(leaves(v, p))
+    elif isinstance(obj, list):
+        for i, row in enumerate(obj):
+            if isinstance(row, dict):
+                out.update(leaves(row, f"{prefix}[{_ident(row, i)}]"))
     return out
 
 
@@ -72,8 +86,12 @@ def fmt(key: str, v: float) -> str:
         if v >= 1e6:
             return f"{v / 1e6:.2f} ms"
         return f"{v / 1e3:.2f} us" if v >= 1e3 else f"{v:.0f} ns"
+    if k.endswith("_us"):
+        return f"{v / 1e3:.2f} ms" if v >= 1e3 else f"{v:.2f} us"
     if "bytes_per_s" in k:
         return f"{v / 1e9:.2f} GB/s"
+    if k.endswith("gb_s") or k.endswith("gb_per_s") or k.endswith("gbps"):
+        return f"{v:.2f} GB/s"
     if "per_s" in k:
         return f"{v / 1e6:.2f} M/s" if v >= 1e6 else f"{v / 1e3:.1f} k/s"
     if k.endswith("_s") or k.endswith("seconds"):
@@ -129,19 +147,30 @@ def _plt() -> Any:
     return plt
 
 
+def _quantile(m: re.Match[str]) -> float:
+    if m.group("max"):
+        return 100.0
+    q = m.group("q")
+    if "." not in q and len(q) > 2 and q.startswith("99"):
+        return float(f"99.{q[2:]}")  # p999 -> 99.9, p9999 -> 99.99
+    return float(q)
+
+
 def percentile_groups(flat: dict[str, float]) -> dict[str, dict[str, dict[float, float]]]:
-    """family -> line label -> {percentile: value}, from keys like ``pyshm.lat64_p99_ns``."""
+    """family -> line label -> {percentile: ns}, from keys like ``pyshm.lat64_p99_ns``,
+    ``lag.p999_us`` or ``lag.max_us`` (max is drawn as the 100th percentile)."""
     fam: dict[str, dict[str, dict[float, float]]] = {}
     for path, v in flat.items():
         m = PCT_RE.match(path)  # on the whole path: keys such as "p99.9" contain dots
-        if not m or not (m.group("ns") or "lat" in path.lower()):
+        if not m or not (m.group("unit") or "lat" in path.lower()):
             continue
-        q = float(m.group("q"))
+        q = _quantile(m)
         if not 0 < q <= 100:
             continue
         label, _, metric = m.group("head").rpartition(".")
         metric = metric or "latency"
-        fam.setdefault(metric, {}).setdefault(label or metric, {})[q] = v
+        ns = v * 1e3 if m.group("unit") == "_us" else v
+        fam.setdefault(metric, {}).setdefault(label or metric, {})[q] = ns
     return {k: {lbl: pts for lbl, pts in lines.items() if len(pts) >= 2}
             for k, lines in fam.items() if any(len(p) >= 2 for p in lines.values())}
 
@@ -161,7 +190,7 @@ def plot_percentiles(name: str, metric: str, lines: dict[str, dict[float, float]
         ax.plot([_nines(q) for q in qs], [pts[q] / 1e3 for q in qs], marker="o",
                 label=label, linewidth=2 if "pyshm" in label else 1.2)
     ax.set_xticks([_nines(q) for q in sorted(ticks)])
-    ax.set_xticklabels([f"p{q:g}" for q in sorted(ticks)])
+    ax.set_xticklabels(["max" if q == 100 else f"p{q:g}" for q in sorted(ticks)])
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_ylabel("microseconds (log)")
@@ -214,7 +243,7 @@ def plot_bars(name: str, what: str, values: dict[str, float], unit: str, scale: 
     plt = _plt()
     labels = list(values)
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.5))
-    colors = ["tab:gray" if "memcpy" in lbl.lower() or "naive" in lbl.lower()
+    colors = ["tab:gray" if any(b in lbl.lower() for b in ("memcpy", "copyto", "naive", "raw"))
               else "tab:blue" for lbl in labels]
     ax.barh(range(len(labels)), [values[k] / scale for k in labels], color=colors)
     ax.set_yticks(range(len(labels)))
@@ -279,8 +308,14 @@ def render(results_dir: str) -> str:
         if isinstance(mach, dict) and mach.get("loadavg"):
             lines += [f"Load average at the end: {mach['loadavg']}", ""]
         summary = doc.get("summary", {k: v for k, v in doc.items()
-                                      if k not in ("machine", "config", "targets")})
-        lines += [summary_table(summary), ""]
+                                      if k not in ("machine", "config", "targets", "time",
+                                                   "benchmark", "quick")})
+        if "summary" not in doc and isinstance(summary, dict):
+            for key, part in summary.items():  # no summary section: one table per part
+                if isinstance(part, (dict, list)):
+                    lines += [f"### {key}", "", summary_table(part), ""]
+        else:
+            lines += [summary_table(summary), ""]
         flat = leaves(summary)
         images = []
         try:
@@ -289,10 +324,10 @@ def render(results_dir: str) -> str:
             hists = find_histograms(doc)
             if hists:
                 images.append(plot_histograms(name, hists, results_dir))
-            bw = {k: v for k, v in flat.items() if BW_RE.search(k)}
+            bw = {k: (v / 1e9 if "bytes_per_s" in k.lower() else v)
+                  for k, v in flat.items() if BW_RE.search(k)}
             if bw:
-                scale = 1.0 if any("gb" in k.lower() for k in bw) else 1e9
-                images.append(plot_bars(name, "bandwidth", bw, "GB/s", scale, results_dir))
+                images.append(plot_bars(name, "bandwidth", bw, "GB/s", 1.0, results_dir))
             tp = {k: v for k, v in flat.items() if MSGS_RE.search(k)}
             if tp:
                 images.append(plot_bars(name, "throughput", tp, "million messages/s", 1e6,

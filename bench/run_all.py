@@ -50,7 +50,16 @@ def discover() -> list[str]:
 def run_one(name: str, quick: bool, timeout: float, extra: list[str]) -> dict[str, object]:
     os.makedirs(os.path.join(RESULTS, "logs"), exist_ok=True)
     log_path = os.path.join(RESULTS, "logs", f"{name}.log")
-    cmd = [sys.executable, os.path.join(HERE, f"{name}.py")] + (["--quick"] if quick else [])
+    script = os.path.join(HERE, f"{name}.py")
+    with open(script, encoding="utf-8") as f:
+        source = f.read()
+    cmd = [sys.executable, script]
+    # options differ between scripts: pass --quick only to those that take it, and ask
+    # for JSON explicitly from those that write it only on request
+    if quick and '"--quick"' in source:
+        cmd.append("--quick")
+    if '"--json"' in source and '"--out"' not in source:
+        cmd += ["--json", os.path.join(RESULTS, f"{name}.json")]
     cmd += extra
     t0 = time.monotonic()
     print(f"[{time.strftime('%H:%M:%S')}] {name}: running {' '.join(cmd[1:])} "
