@@ -12,6 +12,7 @@ from pyshm import layout
 from pyshm.errors import CorruptSegmentError, SnapshotError
 from pyshm.images import ImageReader, capture, restore, snapshot
 from pyshm.images.records import iter_records
+from pyshm.images.snapshot import scratch_size
 from pyshm.ring import Ring
 
 
@@ -160,7 +161,7 @@ def test_snapshot_by_name_and_reused_buffer(tmp_path, names):
     name = names()
     with Ring(name, create=True, capacity=1 << 14) as ring:
         fill(ring, 300)
-        buf = np.empty(ring.capacity, dtype=np.uint8)
+        buf = np.empty(scratch_size(ring.params), dtype=np.uint8)
         a = snapshot(name, tmp_path / "a.img", buffer=buf)
         fill(ring, 10, start=300)
         b = snapshot(name, tmp_path / "b.img", buffer=buf)
@@ -277,3 +278,13 @@ def test_replica_of_cpu_engine_while_producer_publishes(tmp_path, names):
             got = ring_records(primary)
             assert got and all(d == payload(s, s % 97) for s, _, d in got)
             assert primary.next_sequence == got[-1][0] + 1
+
+
+def test_sequence_gap_in_ring_is_refused(tmp_path, names):
+    with Ring(names(), create=True, capacity=1 << 14) as ring:
+        fill(ring, 50, size=lambda s: 8)
+        # record 10 sits at 10 * 24; its sequence field claims 77
+        off = layout.OFF_DATA + 10 * 24 + 8
+        ring.segment.buf[off:off + 8] = (77).to_bytes(8, "little")
+        with pytest.raises(CorruptSegmentError, match="not consecutive"):
+            snapshot(ring, tmp_path / "g.img")

@@ -214,15 +214,17 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
     if not MIN_CHUNK <= chunk_size <= MAX_CHUNK or chunk_size % layout.RECORD_ALIGN:
         raise ValueError(f"chunk size {chunk_size} must be a multiple of 8 in "
                          f"[{MIN_CHUNK}, {MAX_CHUNK}]")
-    view = memoryview(data).cast("B")
-    if len(view) != header.data_length:
-        raise ValueError(f"data is {len(view)} bytes but the window holds "
+    pieces = [memoryview(d).cast("B") for d in data] if isinstance(data, (list, tuple)) \
+        else [memoryview(data).cast("B")]
+    total = sum(len(x) for x in pieces)
+    if total != header.data_length:
+        raise ValueError(f"data is {total} bytes but the window holds "
                          f"{header.data_length}")
     if not overwrite and os.path.exists(path):
         raise RingExistsError(f"image {path} already exists (pass overwrite to replace it)")
     if not os.path.isdir(os.path.dirname(path)):
         raise RingNotFoundError(f"cannot write {path}: its directory does not exist")
-    count = expected_chunks(len(view), chunk_size)
+    count = expected_chunks(total, chunk_size)
     header = _replace(header, compression=code, chunk_size=chunk_size, chunk_count=count)
     _check_header_fields(header, path)
 
@@ -239,20 +241,27 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
         table_off = HEADER_SIZE
         pos = table_off + count * ENTRY_SIZE
         entries = []
-        for i in range(count):
-            raw = view[i * chunk_size:(i + 1) * chunk_size]
-            raw_crc = crc(raw)
-            stored: bytes | memoryview
+        for i, raw_pieces in enumerate(_split(pieces, chunk_size)):
+            raw_crc = 0
+            raw_len = 0
+            for piece in raw_pieces:
+                raw_crc = crc(piece, raw_crc)
+                raw_len += len(piece)
             if compressor is not None:
-                stored = compressor.compress(raw)
-                stored_crc = crc(stored)
+                whole = raw_pieces[0] if len(raw_pieces) == 1 else b"".join(raw_pieces)
+                stored = compressor.compress(whole)
+                _write_all(fd, stored, pos)
+                stored_len, stored_crc = len(stored), crc(stored)
             else:
-                stored, stored_crc = raw, raw_crc
-            _write_all(fd, stored, pos)
-            entries.append(ChunkEntry(pos, len(stored), len(raw), stored_crc, raw_crc))
-            pos += len(stored)
+                off = pos
+                for piece in raw_pieces:
+                    _write_all(fd, piece, off)
+                    off += len(piece)
+                stored_len, stored_crc = raw_len, raw_crc
+            entries.append(ChunkEntry(pos, stored_len, raw_len, stored_crc, raw_crc))
+            pos += stored_len
             if progress:
-                progress(min((i + 1) * chunk_size, len(view)), len(view))
+                progress(min((i + 1) * chunk_size, total), total)
         table = b"".join(_ENTRY.pack(e.offset, e.stored_length, e.raw_length, e.stored_crc,
                                      e.raw_crc) for e in entries)
         header = _replace(header, stored_length=pos - table_off - len(table),
@@ -287,6 +296,23 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
             pass
         raise
     return header
+
+
+def _split(pieces: list[memoryview], chunk_size: int):
+    """Cut the concatenation of ``pieces`` into chunks: lists of 1 or more views."""
+    cur: list[memoryview] = []
+    room = chunk_size
+    for piece in pieces:
+        while len(piece):
+            take = piece[:room]
+            cur.append(take)
+            piece = piece[len(take):]
+            room -= len(take)
+            if room == 0:
+                yield cur
+                cur, room = [], chunk_size
+    if cur:
+        yield cur
 
 
 def _replace(h: ImageHeader, **kw) -> ImageHeader:

@@ -29,7 +29,7 @@ from .. import layout
 from ..errors import CorruptSegmentError, ImageError, ProducerBusyError, RingExistsError
 from ..segment import Segment, display_name, resolve_path
 from . import format as fmt
-from .records import summarize
+from .records import summarize_segment
 from .snapshot import Capture, capture
 
 
@@ -116,8 +116,14 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
             # so a consumer starting at "oldest" walks into the first restored record
             for pos in range(oldest, start, psize):
                 struct.pack_into("<ii", data, pos & (cap - 1), psize, layout.PADDING_TYPE)
-            s = summarize(data, 0, cap - 1, min(oldest, start),
-                          end, psize, params.max_record, where=f"restored ring {name!r}")
+            u64 = np.frombuffer(buf, dtype="<u8", count=layout.HEADER_SIZE // 8)
+            for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+                u64[off // 8] = end
+            u64[layout.OFF_NEXT_SEQUENCE // 8] = header.next_sequence
+            del u64
+            # nobody can attach to the temporary name: walking it now sees final bytes
+            s = summarize_segment(buf, new_params, min(oldest, start), end,
+                                  where=f"restored ring {name!r}")
             first = s.first_sequence if s.record_count else header.next_sequence
             nxt = (s.last_sequence + 1) if s.last_sequence is not None \
                 else header.next_sequence
@@ -127,11 +133,6 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
                     f"records disagree with the image header: found {s.record_count} "
                     f"records {first}..{nxt - 1}, header says {header.record_count} records "
                     f"{header.first_sequence}..{header.next_sequence - 1}")
-            u64 = np.frombuffer(buf, dtype="<u8", count=layout.HEADER_SIZE // 8)
-            for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
-                u64[off // 8] = end
-            u64[layout.OFF_NEXT_SEQUENCE // 8] = header.next_sequence
-            del u64
         except CorruptSegmentError as exc:
             raise ImageError(f"image records are invalid: {exc}") from None
         finally:
@@ -188,12 +189,11 @@ def restore_capture(cap: Capture, target: str, *, overwrite: bool = False,
     header = cap.header()
 
     def fill(data: memoryview) -> None:
-        src = memoryview(cap.data.data).cast("B")
-        off = cap.start & (capacity - 1)
-        n = cap.end - cap.start
-        first = min(n, capacity - off)
-        data[off:off + first] = src[:first]
-        data[:n - first] = src[first:n]
+        pos = cap.start
+        for piece in cap.pieces():
+            off = pos & (capacity - 1)
+            data[off:off + len(piece)] = piece
+            pos += len(piece)
 
     return _build(target, cap.params, header, fill, overwrite=overwrite, mode=mode,
                   prefault=prefault, force=force)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import PyshmError
 from . import format as fmt
-from .snapshot import _Source, snapshot
+from .snapshot import _Source, scratch_size, snapshot
 
 SUFFIX = ".pyimg"
 
@@ -61,7 +61,7 @@ class SnapshotSchedule:
         self.taken = 0
         self._source_arg = source
         self._src = _Source(source)
-        self._buffer = np.empty(self._src.params.capacity, dtype=np.uint8)
+        self._buffer = np.empty(scratch_size(self._src.params), dtype=np.uint8)
         self._last_time: float | None = None
         self._last_tail = 0
         self._stop = threading.Event()

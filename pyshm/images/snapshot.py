@@ -34,7 +34,7 @@ from .. import layout
 from ..errors import CorruptSegmentError, SnapshotError
 from ..segment import Segment
 from . import format as fmt
-from .records import UNWRAPPED, summarize
+from .records import summarize_segment
 
 DEFAULT_RETRIES = 8
 _COPY_PIECE = 16 << 20
@@ -96,20 +96,48 @@ class _Source:
         self.close()
 
 
+def scratch_size(params: layout.RingParams) -> int:
+    """Bytes of the buffer a capture lays its copy out in: a whole ring segment."""
+    return layout.segment_size(params.capacity)
+
+
 @dataclass
 class Capture:
-    """An intact window of committed records, copied out of a ring."""
+    """An intact window of committed records, copied out of a ring.
+
+    ``ring`` is a private copy laid out as a ring segment (header + data): the window's
+    bytes sit at their own positions modulo capacity, so the C reader can validate it
+    and a restore copies it back without reshuffling.
+    """
 
     params: layout.RingParams
     start: int
     end: int
-    data: np.ndarray
+    ring: np.ndarray
     first_sequence: int
     next_sequence: int
     record_count: int
     from_replica: bool
     attempts: int = 1
     trimmed: int = 0
+
+    def pieces(self) -> list[memoryview]:
+        """The window's bytes in position order: one view, two if it wraps."""
+        cap = self.params.capacity
+        data = memoryview(self.ring.data).cast("B")[layout.OFF_DATA:layout.OFF_DATA + cap]
+        off = self.start & (cap - 1)
+        n = self.end - self.start
+        if off + n <= cap:
+            return [data[off:off + n]]
+        return [data[off:], data[:n - (cap - off)]]
+
+    @property
+    def data(self) -> np.ndarray:
+        """The window unwrapped (a view if it does not wrap, else a copy)."""
+        pieces = self.pieces()
+        if len(pieces) == 1:
+            return np.frombuffer(pieces[0], dtype=np.uint8)
+        return np.concatenate([np.frombuffer(x, dtype=np.uint8) for x in pieces])
 
     def header(self) -> fmt.ImageHeader:
         return fmt.ImageHeader(
@@ -119,14 +147,15 @@ class Capture:
             flags=fmt.IMAGE_FLAG_FROM_REPLICA if self.from_replica else 0)
 
 
-def _copy_window(data: np.ndarray, start: int, end: int, capacity: int,
-                 out: np.ndarray) -> None:
+def _copy_window(src: np.ndarray, dst: np.ndarray, start: int, end: int,
+                 capacity: int) -> None:
+    """Copy positions [start, end) to the same offsets, in pieces (cache friendly)."""
     mask = capacity - 1
     pos = start
     while pos < end:
         off = pos & mask
         n = min(end - pos, capacity - off, _COPY_PIECE)
-        np.copyto(out[pos - start:pos - start + n], data[off:off + n])
+        np.copyto(dst[off:off + n], src[off:off + n])
         pos += n
 
 
@@ -136,8 +165,9 @@ def capture(source: Any, *, engine: Any = None, retries: int = DEFAULT_RETRIES,
     """Copy the intact committed window of ``source`` into memory.
 
     ``engine``: for a replica, the engine that mirrors into it; it is synced, paused
-    for the copy and resumed. ``buffer``: a uint8 array of at least the capacity to
-    reuse between snapshots (avoids page faults on a fresh allocation).
+    for the copy and resumed. ``buffer``: a uint8 array of at least
+    :func:`scratch_size` bytes to reuse between snapshots (no page faults on a fresh
+    allocation; the returned capture points into it).
     """
     with _Source(source) as src:
         if engine is not None and src.params.is_replica:
@@ -156,9 +186,16 @@ def _capture(src: _Source, retries: int, buffer: np.ndarray | None,
     p = src.params
     cap, psize = p.capacity, p.partition_size
     replica = p.is_replica
-    if buffer is not None and (buffer.dtype != np.uint8 or buffer.size < cap):
-        raise ValueError(f"snapshot buffer must be a uint8 array of >= {cap} bytes")
-    out = buffer if buffer is not None else np.empty(cap, dtype=np.uint8)
+    size = scratch_size(p)
+    if buffer is not None and (buffer.dtype != np.uint8 or buffer.size < size
+                               or not buffer.flags.c_contiguous):
+        raise ValueError(f"snapshot buffer must be a contiguous uint8 array of >= {size} "
+                         f"bytes")
+    scratch = buffer[:size] if buffer is not None else np.empty(size, dtype=np.uint8)
+    scratch[:0x80] = np.frombuffer(layout.pack_static_header(p), dtype=np.uint8)
+    counters = scratch[:layout.HEADER_SIZE].view("<u8")
+    counters[layout.OFF_SLOTS // 8:] = 0  # no consumer slots in a private copy
+    out = scratch[layout.OFF_DATA:]
     trimmed_total = 0
     for attempt in range(1, max(1, retries) + 1):
         next_seq = src.next_sequence
@@ -168,7 +205,7 @@ def _capture(src: _Source, retries: int, buffer: np.ndarray | None,
             raise CorruptSegmentError(f"{src.name}: tail {tail} / tail intent {intent} are "
                                       f"not valid positions")
         start = min(layout.oldest_boundary(intent, cap, psize), tail)
-        _copy_window(src.data, start, tail, cap, out)
+        _copy_window(src.data, out, start, tail, cap)
         if after_copy is not None:
             after_copy()
         intent_after = max(src.tail_intent, src.tail)
@@ -176,24 +213,22 @@ def _capture(src: _Source, retries: int, buffer: np.ndarray | None,
             raise SnapshotError(f"{src.name}: the replica changed during the copy (tail "
                                 f"{tail} -> {src.tail}); pass its engine so it is paused")
         intact_from = layout.oldest_boundary(intent_after, cap, psize)
-        trimmed = 0
         if intact_from > start:
-            trimmed = min(intact_from, tail) - start
+            trimmed_total += min(intact_from, tail) - start
             start = min(intact_from, tail)
-        trimmed_total += trimmed
         if start == tail and tail > 0:
             continue  # the producer lapped the whole window while it was copied
-        start0 = start - trimmed
-        view = out[start - start0:tail - start0]
-        s = summarize(view, start, UNWRAPPED, start, tail, psize, p.max_record,
-                      where=f"{src.name} window [{start}, {tail})")
+        for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+            counters[off // 8] = tail
+        counters[layout.OFF_NEXT_SEQUENCE // 8] = next_seq
+        s = summarize_segment(scratch, p, start, tail,
+                              where=f"{src.name} window [{start}, {tail})")
         if s.record_count:
             assert s.first_sequence is not None and s.last_sequence is not None
             first, nxt = s.first_sequence, s.last_sequence + 1
         else:
             first = nxt = next_seq
-        data = view
-        return Capture(p, start, tail, data, first, nxt, s.record_count, replica,
+        return Capture(p, start, tail, scratch, first, nxt, s.record_count, replica,
                        attempt, trimmed_total)
     raise SnapshotError(f"{src.name}: no intact window after {retries} attempts: the "
                         f"producer overwrote the ring faster than it could be copied "
@@ -207,6 +242,6 @@ def snapshot(source: Any, path: str | os.PathLike[str], *, compression: str = "n
              progress: fmt.ProgressFn | None = None) -> fmt.ImageHeader:
     """Snapshot ``source`` (ring name, path, Segment, Ring or replica) to an image file."""
     cap = capture(source, engine=engine, retries=retries, buffer=buffer)
-    return fmt.write_image(path, cap.header(), cap.data, compression=compression,
+    return fmt.write_image(path, cap.header(), cap.pieces(), compression=compression,
                            level=level, chunk_size=chunk_size, overwrite=overwrite,
                            mode=mode, sync=sync, progress=progress)

@@ -1,0 +1,231 @@
+"""Snapshot and restore benchmark, against the physical limits of the same machine.
+
+In one run, for each ring size (default 64 MiB and 1 GiB):
+  * snapshot time (fresh copy buffer, reused buffer, zstd) vs a raw sequential write of
+    the same bytes to the same directory (both fsynced);
+  * restore time (verify + build + pre-fault + publish) vs memcpy of the same size, into
+    a pre-faulted buffer and into a fresh shm segment (what restore has to fill);
+and the producer's publish latency (p50/p99/p99.9, 64 B, paced, separate process) with
+and without snapshots running. Medians of --repeats; JSON in bench/results/.
+
+    python bench/snapshot.py                 # full run
+    python bench/snapshot.py --quick         # 64 MiB only, fewer repeats (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from pyshm.images import restore, snapshot
+from pyshm.images.snapshot import scratch_size
+from pyshm.ring import Ring, parse_size
+from pyshm.segment import Segment
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def median_time(fn, repeats: int, setup=None, teardown=None) -> float:
+    times = []
+    for _ in range(repeats):
+        if setup:
+            setup()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if teardown:
+            teardown()
+    return statistics.median(times)
+
+
+def unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def fill(ring: Ring, payload_size: int) -> None:
+    """Publish until the ring has wrapped once: a full, wrapped window."""
+    p = ring.producer()
+    pay = b"\xa5" * payload_size
+    batch = [pay] * 4096
+    while ring.tail < ring.capacity + ring.capacity // 3:
+        p.publish_batch(batch)
+    p.close()
+
+
+def bench_size(size: int, repeats: int, directory: str, payload_size: int) -> dict:
+    tag = f"bench-img-{os.getpid()}"
+    name = f"{tag}-{size}"
+    img = os.path.join(directory, f"{tag}.pyimg")
+    raw = os.path.join(directory, f"{tag}.raw")
+    out: dict = {"size": size, "payload": payload_size}
+    ring = Ring(name, create=True, capacity=size, prefault=True)
+    try:
+        fill(ring, payload_size)
+        data = ring.data_array()
+        buf = np.empty(scratch_size(ring.params), dtype=np.uint8)
+        buf[:] = 0  # touched: the reused-buffer case has no page faults
+
+        out["snapshot_fresh_s"] = median_time(
+            lambda: snapshot(ring, img, overwrite=True), repeats, teardown=lambda: unlink(img))
+        out["snapshot_reused_s"] = median_time(
+            lambda: snapshot(ring, img, overwrite=True, buffer=buf), repeats,
+            teardown=lambda: unlink(img))
+        t0 = time.perf_counter()
+        h = snapshot(ring, img + ".zst", overwrite=True, buffer=buf, compression="zstd")
+        out["snapshot_zstd_s"] = time.perf_counter() - t0
+        out["zstd_ratio"] = round(h.data_length / max(1, h.stored_length), 2)
+        unlink(img + ".zst")
+        h = snapshot(ring, img, overwrite=True, buffer=buf)
+        out["window_bytes"] = h.data_length
+        out["records"] = h.record_count
+
+        def raw_write() -> None:
+            fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                mv = memoryview(data)
+                step = 4 << 20
+                for off in range(0, h.data_length, step):
+                    os.write(fd, mv[off:min(off + step, h.data_length)])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        out["raw_write_s"] = median_time(raw_write, repeats, teardown=lambda: unlink(raw))
+        out["snapshot_vs_raw_write"] = round(out["snapshot_reused_s"] / out["raw_write_s"], 2)
+
+        target = f"{tag}-restored"
+        out["restore_s"] = median_time(lambda: restore(img, target), repeats,
+                                       teardown=lambda: unlink(f"/dev/shm/{target}"))
+        dst = np.empty(h.data_length, dtype=np.uint8)
+        dst[:] = 1
+        src = data[:h.data_length]
+        out["memcpy_s"] = median_time(lambda: np.copyto(dst, src), max(3, repeats))
+
+        def memcpy_fresh() -> None:
+            seg = Segment(f"{tag}-fresh", create=True, size=h.data_length)
+            try:
+                view = np.frombuffer(seg.mmap, dtype=np.uint8)
+                np.copyto(view, src)
+                del view
+            finally:
+                seg.close()
+                seg.unlink()
+
+        out["memcpy_fresh_shm_s"] = median_time(memcpy_fresh, repeats)
+        out["restore_vs_memcpy"] = round(out["restore_s"] / out["memcpy_s"], 2)
+        out["restore_vs_memcpy_fresh_shm"] = round(out["restore_s"] /
+                                                   out["memcpy_fresh_shm_s"], 2)
+    finally:
+        ring.close()
+        unlink(f"/dev/shm/{name}")
+        unlink(img)
+        unlink(raw)
+    return out
+
+
+# ------------------------------------------------------------------ latency
+
+
+def producer_main(name: str, count: int, pace_ns: int) -> None:
+    """Child: publish ``count`` 64-byte messages, one every ``pace_ns``; time each call."""
+    ring = Ring(name)
+    p = ring.producer()
+    lat = np.empty(count, dtype=np.int64)
+    pay = b"\x5a" * 64
+    clock = time.perf_counter_ns
+    nxt = clock()
+    for i in range(count):
+        while clock() < nxt:
+            pass
+        t0 = clock()
+        p.publish(pay)
+        lat[i] = clock() - t0
+        nxt = t0 + pace_ns
+    p.close()
+    ring.close()
+    q = np.percentile(lat[count // 10:], [50, 99, 99.9])  # skip warm-up
+    print(json.dumps({"p50_ns": float(q[0]), "p99_ns": float(q[1]), "p999_ns": float(q[2])}))
+
+
+def latency(directory: str, count: int, pace_ns: int, ring_size: int) -> dict:
+    name = f"bench-img-lat-{os.getpid()}"
+    img = os.path.join(directory, f"{name}.pyimg")
+    res: dict = {"messages": count, "pace_ns": pace_ns, "ring": ring_size}
+    ring = Ring(name, create=True, capacity=ring_size, prefault=True)
+    buf = np.zeros(scratch_size(ring.params), dtype=np.uint8)
+    try:
+        fill(ring, 64)
+        for phase in ("idle", "snapshotting"):
+            proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--producer",
+                                     name, str(count), str(pace_ns)], cwd=HERE,
+                                    stdout=subprocess.PIPE, text=True)
+            snaps = 0
+            if phase == "snapshotting":
+                while proc.poll() is None:
+                    snapshot(ring, img, overwrite=True, buffer=buf, sync=False)
+                    snaps += 1
+            stdout, _ = proc.communicate(timeout=300)
+            res[phase] = json.loads(stdout)
+            if phase == "snapshotting":
+                res[phase]["snapshots"] = snaps
+        res["p99_ratio"] = round(res["snapshotting"]["p99_ns"] / res["idle"]["p99_ns"], 2)
+    finally:
+        ring.close()
+        unlink(f"/dev/shm/{name}")
+        unlink(img)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="64MiB,1GiB")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--payload", type=int, default=1000, help="payload bytes per record")
+    ap.add_argument("--dir", default="/tmp", help="where images and raw writes go")
+    ap.add_argument("--latency-count", type=int, default=400_000)
+    ap.add_argument("--pace-ns", type=int, default=2000)
+    ap.add_argument("--quick", action="store_true", help="64 MiB, 3 repeats, short latency")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "snapshot.json"))
+    ap.add_argument("--producer", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.producer:
+        producer_main(args.producer[0], int(args.producer[1]), int(args.producer[2]))
+        return 0
+    if args.quick:
+        args.sizes, args.repeats, args.latency_count = "64MiB", 3, 100_000
+    result = {
+        "bench": "snapshot",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_avg": os.getloadavg()},
+        "args": {k: v for k, v in vars(args).items() if k != "producer"},
+        "sizes": [],
+    }
+    for s in args.sizes.split(","):
+        r = bench_size(parse_size(s), args.repeats, args.dir, args.payload)
+        print(json.dumps(r), flush=True)
+        result["sizes"].append(r)
+    lat = latency(args.dir, args.latency_count, args.pace_ns, 64 << 20)
+    print(json.dumps(lat), flush=True)
+    result["latency"] = lat
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
