@@ -179,3 +179,32 @@ def test_cli_scheduled_snapshots_in_a_process(tmp_path, ring):
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("10 records") >= 3
     assert len(glob.glob(str(tmp_path / "snapshot-*.pyimg"))) == 2
+
+
+def test_cli_restore_from_a_replica(tmp_path, ring, capsys):
+    from pyshm.replica import Replica
+    publish(ring, 200)
+    rep = Replica.create(ring.name + "-rep", ring)
+    try:
+        rep.segment.buf[0x1000:0x1000 + ring.capacity] = ring.segment.buf[0x1000:]
+        rep.segment.buf[0x80:0x88] = ring.tail.to_bytes(8, "little")
+    finally:
+        rep.segment.close()
+    assert main(["restore", ring.name + "-rep", "--to", ring.name + "-new"]) == 0
+    assert "restored 200 records" in capsys.readouterr().out
+    assert main(["diff", ring.name, ring.name + "-new"]) == 0
+
+
+def test_progress_bar_only_for_large_images(capsys):
+    from pyshm.cli.images import PROGRESS_THRESHOLD, Progress
+    small = Progress("restore", True)
+    small(10, 100)
+    assert capsys.readouterr().err == ""
+    big = Progress("restore", True)
+    big(PROGRESS_THRESHOLD // 2, PROGRESS_THRESHOLD)
+    big(PROGRESS_THRESHOLD, PROGRESS_THRESHOLD)
+    err = capsys.readouterr().err
+    assert "50.0%" in err and "100.0%" in err and err.endswith("\n")
+    off = Progress("restore", False)
+    off(PROGRESS_THRESHOLD, PROGRESS_THRESHOLD)
+    assert capsys.readouterr().err == ""

@@ -81,8 +81,9 @@ def register(sub: Any) -> None:
                     "target name appears only once the ring is complete; an existing ring "
                     "is replaced only with --overwrite and only when no live process uses "
                     "it. Producers continue with the next sequence, consumers resume at it.",
-        epilog="example:\n  pyshm restore md.pyimg --to md")
-    p.add_argument("image")
+        epilog="examples:\n  pyshm restore md.pyimg --to md\n"
+               "  pyshm restore md-replica --to md   # a stopped replica -> new primary")
+    p.add_argument("image", help="image file, or a replica (or ring) to copy from")
     p.add_argument("--to", required=True, dest="target", help="ring name or path to create")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing, stopped ring")
@@ -160,11 +161,28 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_ring(spec: str) -> bool:
+    from .. import layout
+    from ..errors import InvalidNameError
+    from ..segment import resolve_path
+    try:
+        with open(resolve_path(spec), "rb") as f:
+            return f.read(len(layout.MAGIC)) == layout.MAGIC
+    except (OSError, InvalidNameError):
+        return False
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
-    from ..images.restore import restore
+    from ..images.format import is_image
+    from ..images.restore import restore, restore_capture
+    from ..images.snapshot import capture
     bar = Progress("restore", not args.no_progress)
     t0 = time.perf_counter()
-    info = restore(args.image, args.target, overwrite=args.overwrite, progress=bar)
+    if not is_image(args.image) and _is_ring(args.image):
+        # a replica (or a ring) as the source: copied as a snapshot would, then built
+        info = restore_capture(capture(args.image), args.target, overwrite=args.overwrite)
+    else:
+        info = restore(args.image, args.target, overwrite=args.overwrite, progress=bar)
     bar.finish()
     print(f"restored {info.record_count} records into ring {info.name!r} in "
           f"{time.perf_counter() - t0:.3f} s; producers continue at sequence "

@@ -37,7 +37,7 @@ from . import format as fmt
 from .records import summarize_segment
 
 DEFAULT_RETRIES = 8
-_COPY_PIECE = 16 << 20
+_COPY_PIECE = 1 << 20
 
 
 class _Source:
