@@ -70,7 +70,8 @@ class EngineChild:
         self.last_exit: int | None = None
         self._lock = threading.Lock()
         self._requests = 0
-        self._pending: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
+        # request id -> (answered, reply, pid of the child asked)
+        self._pending: dict[int, tuple[threading.Event, dict[str, Any], int]] = {}
 
     @property
     def pid(self) -> int | None:
@@ -92,12 +93,12 @@ class EngineChild:
                                      cwd=self.sup.cfg.state_dir, close_fds=True)
         self.state = "running"
         self.stats = {}
-        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
+        threading.Thread(target=self._read, args=(self.proc.stdout, self.proc.pid), daemon=True,
                          name=f"engine-{self.ring.name}").start()
         log.info("ring %s: engine %s started (pid %d) -> replica %s", self.ring.name,
                  self.replica.engine, self.proc.pid, self.replica.name)
 
-    def _read(self, stream: IO[bytes] | None) -> None:
+    def _read(self, stream: IO[bytes] | None, pid: int) -> None:
         if stream is None:
             return
         for line in stream:
@@ -116,12 +117,18 @@ class EngineChild:
                 elif msg.get("event") in ("stats", "stopped"):
                     self.stats = msg.get("stats") or {}
                 if msg.get("event") == "reply" and msg.get("id") in self._pending:
-                    event, out = self._pending[msg["id"]]
+                    event, out, _ = self._pending[msg["id"]]
                     out.update(msg)
                     event.set()
                 if msg.get("event") == "stopped":
                     log.info("ring %s: engine stopped cleanly (final sync %s)", self.ring.name,
                              "done" if msg.get("synced") else "FAILED: " + str(msg.get("error")))
+        # end of the pipe: the child is gone, so no reply will come to what is pending
+        with self._lock:
+            for event, out, asked in self._pending.values():
+                if asked == pid:
+                    out.update(ok=False, skipped=True, error="the engine exited meanwhile")
+                    event.set()
         stream.close()
 
     def request(self, timeout: float, **cmd: Any) -> dict[str, Any] | None:
@@ -133,7 +140,7 @@ class EngineChild:
             self._requests += 1
             rid = self._requests
             done, out = threading.Event(), dict[str, Any]()
-            self._pending[rid] = (done, out)
+            self._pending[rid] = (done, out, proc.pid)
         try:
             proc.stdin.write((json.dumps({**cmd, "id": rid}) + "\n").encode())
             proc.stdin.flush()
@@ -142,7 +149,7 @@ class EngineChild:
                                               f"in {timeout:.0f} s"}
             return out
         except (OSError, ValueError):  # the child died: its pipe is closed
-            return None
+            return {"ok": False, "skipped": True, "error": "the engine exited meanwhile"}
         finally:
             with self._lock:
                 self._pending.pop(rid, None)
@@ -350,6 +357,10 @@ class SnapshotSchedule:
                 reply = child.request(self.cfg.interval + 30.0, cmd="snapshot", path=path,
                                       compression=self.cfg.compress)
             error = None
+            if reply is not None and reply.get("skipped"):
+                # the engine died while copying; the next interval takes the next image
+                log.warning("ring %s: snapshot skipped: %s", self.ring.name, reply["error"])
+                return None
             if reply is not None:
                 error = None if reply.get("ok") else str(reply.get("error"))
             else:
@@ -404,6 +415,7 @@ class Supervisor:
         self.rings: dict[str, Any] = {}
         self.started = time.time()
         self.metrics_server: Any = None
+        self.metrics_url: str | None = None
         self.failed = False
 
     # -- set-up ---------------------------------------------------------------------
@@ -483,7 +495,8 @@ class Supervisor:
             self.metrics_server = serve_metrics(self.cfg.metrics.listen, names,
                                                 self.cfg.state_dir)
             host, port = self.metrics_server.server_address[:2]
-            log.info("metrics on http://%s:%d/metrics", host, port)
+            self.metrics_url = f"http://{host}:{port}/metrics"
+            log.info("metrics on %s", self.metrics_url)
         self.write_status()
 
     # -- running ----------------------------------------------------------------------
@@ -500,7 +513,7 @@ class Supervisor:
         return {"run": self.cfg.name, "pid": os.getpid(), "config": self.cfg.source,
                 "started": self.started, "updated": time.time(),
                 "state": "stopping" if self.stopping.is_set() else "running",
-                "metrics": self.cfg.metrics.listen, "rings": rings}
+                "metrics": self.metrics_url, "rings": rings}
 
     def write_status(self) -> None:
         try:

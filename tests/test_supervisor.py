@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pyshm import images
 from pyshm.replica import Replica
@@ -48,7 +50,7 @@ rings:
     snapshots: {{directory: images, interval: {interval}, keep: 3}}
 {extra_ring}
 supervisor: {{restart_delay: 100ms, max_restarts: {max_restarts}, check_interval: 50ms}}
-metrics: {{status_interval: 100ms}}
+metrics: {{status_interval: 100ms, listen: "127.0.0.1:0"}}
 """)
     return cfg
 
@@ -105,6 +107,13 @@ def test_restarts_a_killed_engine_and_replication_continues(tmp_path, stop_on_ex
     assert again["restarts"] == 1 and again["last_exit"] == -signal.SIGKILL
     with pytest.raises(ProcessLookupError):
         os.kill(pid1, 0)
+    # the endpoint shows the restart (port 0: the status file names the real one)
+    url = read_status(status)["metrics"]
+    fams = {f.name: f for f in text_string_to_metric_families(
+        urllib.request.urlopen(url, timeout=10).read().decode())}
+    restarts = [x.value for x in fams["pyshm_engine_restarts"].samples
+                if x.labels["ring"] == ring_name and x.name.endswith("_total")]
+    assert restarts == [1.0]
 
     publish(ring, 500, 700)
     wait_for(lambda: ring.mirrored == ring.tail, 20, "records after the restart to be mirrored")
