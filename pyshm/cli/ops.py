@@ -42,7 +42,8 @@ def register(sub: Any) -> None:
     c.add_argument("--no-resources", action="store_true",
                    help="check the file only, not the free space for its segments")
     c.set_defaults(func=cmd_config_check)
-    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+    config_parser = p  # bound now: `p` is reused for the next commands
+    p.set_defaults(func=lambda _args: (config_parser.print_help(), 2)[1])
 
     p = sub.add_parser(
         "demo", formatter_class=RAW,
