@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "ops",
     "replicate",
     "images",
+    "maint",
 ]
 
 

@@ -54,8 +54,13 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("rm", help="remove rings", formatter_class=_RAW,
-                       epilog="example:\n  pyshm rm md.eurusd md.gbpusd")
-    p.add_argument("names", nargs="+")
+                       epilog="example:\n  pyshm rm md.eurusd md.gbpusd\n"
+                              "  pyshm rm --stale        (every ring whose pids are all dead)")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--stale", action="store_true",
+                   help="remove only rings/replicas whose every attached pid (creator, "
+                        "producer, consumers) is dead; all of /dev/shm if no name is given")
+    p.add_argument("--dry-run", "-n", action="store_true", help="with --stale: only list")
     p.set_defaults(func=cmd_rm)
 
 
@@ -142,6 +147,15 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    if args.stale:
+        from ..repair import remove_stale
+        for info in remove_stale(args.names or None, dry_run=args.dry_run):
+            print(f"{'would remove' if args.dry_run else 'removed'} {info.name} "
+                  f"({info.kind}, creator pid {info.creator_pid})")
+        return 0
+    if not args.names:
+        print("pyshm rm: give ring names, or --stale", file=sys.stderr)
+        return 2
     rc = 0
     for name in args.names:
         try:
