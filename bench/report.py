@@ -288,8 +288,8 @@ def render(results_dir: str) -> str:
     if not docs:
         lines += ["_No benchmark results found._", ""]
         return "\n".join(lines)
-    machine = next((d.get("machine") for _, d in docs if isinstance(d.get("machine"), dict)),
-                   None)
+    machines = [d["machine"] for _, d in docs if isinstance(d.get("machine"), dict)]
+    machine = max(machines, key=len) if machines else None  # the most detailed one
     if machine:
         lines += ["## Machine", "", md_table(["", ""], [[str(k), str(v)]
                                                        for k, v in machine.items()]), ""]
