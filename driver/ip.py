@@ -1,0 +1,376 @@
+"""Driver of the ring-mirror IP, in the PYNQ way.
+
+``RingMirror`` is a ``pynq.DefaultIP`` subclass bound to the IP's VLNV, so
+``pynq.Overlay("ring_mirror_kv260.bit")`` hands it out. Every register access goes
+through ``self.mmio`` (a ``pynq.MMIO``) with the named constants of ``regmap`` (generated
+from hw/regmap.yaml); every wait has a timeout; a fault stops with a
+:class:`MirrorFaultError` that names the fault code.
+
+pynq is optional. Without it (the main environment has numpy 2, which pynq 4.0 refuses)
+this module falls back to a minimal base class and an MMIO with pynq's REGISTER_RW
+semantics (``device.read_registers``/``write_registers``), so the simulated engine runs
+there too; the tests of the pynq environment drive the same class through the real
+``pynq.MMIO`` and ``pynq.Device``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import EngineError, EngineTimeoutError, InvalidParameterError
+from . import regmap as R
+
+try:  # pragma: no cover - depends on the environment
+    import pynq as _pynq
+except ImportError:
+    _pynq = None
+
+HAVE_PYNQ = _pynq is not None
+
+
+class _ShimMMIO:
+    """The REGISTER_RW subset of ``pynq.MMIO``: 32-bit words through a device."""
+
+    def __init__(self, base_addr: int, length: int, device: Any):
+        if base_addr < 0 or length <= 0:
+            raise ValueError(f"MMIO window 0x{base_addr:x}+{length} is invalid")
+        if device is None or not device.has_capability("REGISTER_RW"):
+            raise ValueError("without pynq, MMIO needs a device with REGISTER_RW capability")
+        self.base_addr = base_addr
+        self.length = length
+        self.device = device
+
+    def _check(self, offset: int) -> None:
+        if offset % 4 or not 0 <= offset < self.length:
+            raise MemoryError(f"MMIO offset 0x{offset:x} is unaligned or outside "
+                              f"the {self.length}-byte window")
+
+    def read(self, offset: int = 0, length: int = 4) -> int:
+        if length != 4:
+            raise ValueError("only 4-byte register reads are supported")
+        self._check(offset)
+        return int.from_bytes(self.device.read_registers(self.base_addr + offset, 4), "little")
+
+    def write(self, offset: int, data: int) -> None:
+        self._check(offset)
+        self.device.write_registers(self.base_addr + offset,
+                                    (data & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+class _ShimDevice:
+    """Stands in for ``pynq.Device`` (register read/write capability only)."""
+
+    capabilities: dict[str, bool] = {"REGISTER_RW": True}
+
+    def __init__(self, tag: str, warn: bool = False):
+        self.tag = tag
+
+    def has_capability(self, cap: str) -> bool:
+        return bool(self.capabilities.get(cap, False))
+
+    def read_registers(self, address: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def write_registers(self, address: int, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class _ShimIP:
+    """Stands in for ``pynq.DefaultIP``: ``description`` gives the register window."""
+
+    def __init__(self, description: dict[str, Any]):
+        self.device = description.get("device")
+        self.mmio = _ShimMMIO(description["phys_addr"], description["addr_range"],
+                              self.device)
+
+    def read(self, offset: int = 0) -> int:
+        return self.mmio.read(offset)
+
+    def write(self, offset: int, value: int) -> None:
+        self.mmio.write(offset, value)
+
+
+if _pynq is not None:  # pragma: no cover - depends on the environment
+    DeviceBase: Any = _pynq.Device
+    IPBase: Any = _pynq.DefaultIP
+    MMIO: Any = _pynq.MMIO
+else:
+    DeviceBase = _ShimDevice
+    IPBase = _ShimIP
+    MMIO = _ShimMMIO
+
+
+class MirrorFaultError(EngineError):
+    """The IP stopped on a fault; ``code`` is STATUS.FAULT, ``fault`` its name."""
+
+    def __init__(self, code: int, where: str = "ring-mirror IP"):
+        self.code = code
+        text = R.FAULT_NAMES.get(code, f"UNKNOWN: fault code {code} is not in the map")
+        self.fault = text.split(":", 1)[0]
+        super().__init__(f"{where}: stopped on fault {code} {text}")
+
+
+class IPMismatchError(EngineError):
+    """The register window does not hold a ring-mirror IP of a version this driver knows."""
+
+
+@dataclass(frozen=True)
+class HwConfig:
+    data_bytes: int
+    addr_width: int
+    max_burst: int
+    max_outstanding: int
+
+    @classmethod
+    def decode(cls, word: int) -> HwConfig:
+        def f(mask: int, shift: int) -> int:
+            return (word & mask) >> shift
+        return cls(f(R.HW_CONFIG_DATA_BYTES_MASK, R.HW_CONFIG_DATA_BYTES_SHIFT),
+                   f(R.HW_CONFIG_ADDR_WIDTH_MASK, R.HW_CONFIG_ADDR_WIDTH_SHIFT),
+                   f(R.HW_CONFIG_MAX_BURST_M1_MASK, R.HW_CONFIG_MAX_BURST_M1_SHIFT) + 1,
+                   f(R.HW_CONFIG_MAX_OUTSTANDING_MASK, R.HW_CONFIG_MAX_OUTSTANDING_SHIFT))
+
+
+@dataclass(frozen=True)
+class Status:
+    word: int
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.word & R.STATUS_BUSY_MASK)
+
+    @property
+    def idle(self) -> bool:
+        return bool(self.word & R.STATUS_IDLE_MASK)
+
+    @property
+    def error(self) -> bool:
+        return bool(self.word & R.STATUS_ERROR_MASK)
+
+    @property
+    def overrun(self) -> bool:
+        return bool(self.word & R.STATUS_OVERRUN_MASK)
+
+    @property
+    def fault(self) -> int:
+        return (self.word & R.STATUS_FAULT_MASK) >> R.STATUS_FAULT_SHIFT
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """Bus addresses and geometry the IP needs (DESIGN.md segment layout)."""
+
+    ring_data: int
+    capacity: int
+    partition_size: int
+    replica_data: int
+    ring_tail_addr: int
+    ring_intent_addr: int
+    ring_mirrored_addr: int
+    replica_tail_addr: int
+
+    def validate(self, addr_width: int = 64) -> MirrorConfig:
+        """Refuse what the IP would fault on, with a message naming the field."""
+        cap, ps = self.capacity, self.partition_size
+        if cap < 4096 or cap & (cap - 1):
+            raise InvalidParameterError(f"capacity {cap} is not a power of two >= 4096")
+        if ps < 64 or ps > cap or ps & (ps - 1):
+            raise InvalidParameterError(f"partition size {ps} is not a power of two "
+                                        f"between 64 and the capacity")
+        limit = 1 << addr_width
+        for name in ("ring_data", "replica_data"):
+            v = getattr(self, name)
+            if v % 4096:
+                raise InvalidParameterError(f"{name} 0x{v:x} is not 4 KiB aligned")
+            if v < 0 or v + cap > limit:
+                raise InvalidParameterError(f"{name} 0x{v:x}+{cap} does not fit the IP's "
+                                            f"{addr_width}-bit address space")
+        for name in ("ring_tail_addr", "ring_intent_addr", "ring_mirrored_addr",
+                     "replica_tail_addr"):
+            v = getattr(self, name)
+            if v % 8 or v < 0 or v + 8 > limit:
+                raise InvalidParameterError(f"{name} 0x{v:x} is not an 8-byte aligned "
+                                            f"{addr_width}-bit bus address")
+        return self
+
+
+class RingMirror(IPBase):  # type: ignore[misc,valid-type]
+    """The ring-mirror IP (``hw/rtl/ring_mirror.v``).
+
+    Methods that wait take ``timeout`` (seconds) and raise :class:`EngineTimeoutError`
+    when it runs out; any wait also ends at once with :class:`MirrorFaultError` when the
+    IP reports a fault.
+    """
+
+    bindto = list(R.BINDTO)
+
+    def __init__(self, description: dict[str, Any]):
+        super().__init__(description)
+        self.where = str(description.get("fullpath", "ring-mirror IP"))
+        # 64-bit reads latch _HI on _LO: a second thread between the two would read
+        # another value's high word, so compound accesses are serialised
+        self._lock = threading.RLock()
+        self._control = 0  # last value written, so single bits can be changed
+        self.poll_sleep = 0.0005
+
+    # ---- raw access --------------------------------------------------------------
+    def read32(self, offset: int) -> int:
+        return int(self.mmio.read(offset)) & 0xFFFFFFFF
+
+    def write32(self, offset: int, value: int) -> None:
+        if not 0 <= value <= 0xFFFFFFFF:
+            raise InvalidParameterError(f"register value 0x{value:x} does not fit 32 bits")
+        self.mmio.write(offset, value)
+
+    def read64(self, name: str) -> int:
+        """A latched 64-bit register: _LO first (captures _HI), then _HI."""
+        lo_off, hi_off = getattr(R, name + "_LO"), getattr(R, name + "_HI")
+        with self._lock:
+            lo = self.read32(lo_off)
+            hi = self.read32(hi_off)
+        return hi << 32 | lo
+
+    def write64(self, name: str, value: int) -> None:
+        """_LO then _HI (the IP acts on the _HI write, e.g. MIRRORED's start position)."""
+        if not 0 <= value < 1 << 64:
+            raise InvalidParameterError(f"{name}: 0x{value:x} does not fit 64 bits")
+        with self._lock:
+            self.write32(getattr(R, name + "_LO"), value & 0xFFFFFFFF)
+            self.write32(getattr(R, name + "_HI"), value >> 32)
+
+    # ---- identification ----------------------------------------------------------
+    def check_id(self) -> HwConfig:
+        """Refuse a window that is not this IP, or a register map of another major version."""
+        ident = self.read32(R.ID)
+        if ident != R.IP_ID:
+            raise IPMismatchError(f"{self.where}: ID register reads 0x{ident:08x}, expected "
+                                  f"0x{R.IP_ID:08x}: not a ring-mirror IP at this address")
+        version = self.read32(R.VERSION)
+        if version >> 16 != R.IP_VERSION >> 16:
+            raise IPMismatchError(f"{self.where}: register map version {version >> 16}."
+                                  f"{version & 0xFFFF}, this driver speaks "
+                                  f"{R.IP_VERSION >> 16}.x")
+        return self.hw_config()
+
+    def hw_config(self) -> HwConfig:
+        return HwConfig.decode(self.read32(R.HW_CONFIG))
+
+    # ---- state -------------------------------------------------------------------
+    def status(self) -> Status:
+        return Status(self.read32(R.STATUS))
+
+    def check_fault(self, st: Status | None = None) -> Status:
+        st = self.status() if st is None else st
+        if st.error:
+            raise MirrorFaultError(st.fault, self.where)
+        return st
+
+    def counters(self) -> dict[str, int]:
+        return {name.lower(): self.read64(name)
+                for name in ("MIRRORED", "TAIL_SEEN", "BYTES_COPIED", "BURSTS", "OVERRUNS",
+                             "BUSY_CYCLES")}
+
+    def consistent_progress(self, tries: int = 8) -> tuple[int, int]:
+        """(MIRRORED, BYTES_COPIED) from the same publish: both change together, so a
+        BYTES_COPIED that reads the same before and after MIRRORED pins MIRRORED to it."""
+        with self._lock:
+            for _ in range(tries):
+                before = self.read64("BYTES_COPIED")
+                mirrored = self.read64("MIRRORED")
+                if self.read64("BYTES_COPIED") == before:
+                    return mirrored, before
+        raise EngineError(f"{self.where}: MIRRORED and BYTES_COPIED kept changing over "
+                          f"{tries} attempts")
+
+    # ---- waits -------------------------------------------------------------------
+    def wait(self, pred: Callable[[], bool], timeout: float, what: str,
+             fault_check: bool = True) -> None:
+        """Poll ``pred`` until true; a fault or the timeout ends the wait with an error."""
+        if timeout < 0:
+            raise InvalidParameterError(f"timeout {timeout} must be >= 0")
+        deadline = time.monotonic() + timeout
+        while True:
+            if pred():
+                return
+            if fault_check:
+                self.check_fault()
+            if time.monotonic() >= deadline:
+                raise EngineTimeoutError(f"{self.where}: {what} did not happen within "
+                                         f"{timeout:g} s (STATUS 0x{self.status().word:x})")
+            time.sleep(self.poll_sleep)
+
+    # ---- control -----------------------------------------------------------------
+    def _set_control(self, value: int) -> None:
+        with self._lock:
+            self._control = value & (R.CONTROL_ENABLE_MASK | R.CONTROL_IRQ_ENABLE_MASK)
+            self.write32(R.CONTROL, value)
+
+    def configure(self, cfg: MirrorConfig, poll_interval: int = 16,
+                  irq_progress: int = 0) -> None:
+        """Program addresses and geometry; only while stopped (the map requires it)."""
+        with self._lock:
+            if self.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
+                raise EngineError(f"{self.where}: configure while ENABLE is set")
+            cfg.validate(self.hw_config().addr_width)
+            self.write64("RING_DATA_BASE", cfg.ring_data)
+            self.write64("RING_CAPACITY", cfg.capacity)
+            self.write64("PARTITION_SIZE", cfg.partition_size)
+            self.write64("REPLICA_DATA_BASE", cfg.replica_data)
+            self.write64("RING_TAIL_ADDR", cfg.ring_tail_addr)
+            self.write64("RING_INTENT_ADDR", cfg.ring_intent_addr)
+            self.write64("RING_MIRRORED_ADDR", cfg.ring_mirrored_addr)
+            self.write64("REPLICA_TAIL_ADDR", cfg.replica_tail_addr)
+            self.write32(R.POLL_INTERVAL, poll_interval)
+            self.write32(R.IRQ_PROGRESS, irq_progress)
+
+    def soft_reset(self, timeout: float) -> None:
+        """Clear fault, counters, MIRRORED and interrupts (the IP waits until quiet)."""
+        with self._lock:
+            self._set_control(0)
+            self.write32(R.CONTROL, R.CONTROL_SOFT_RESET_MASK)
+        self.wait(lambda: not self.read32(R.CONTROL) & R.CONTROL_SOFT_RESET_MASK, timeout,
+                  "SOFT_RESET", fault_check=False)
+        st = self.status()
+        if st.error:
+            raise MirrorFaultError(st.fault, self.where + " (still faulted after SOFT_RESET)")
+
+    def set_start(self, position: int) -> None:
+        """Where copying starts: everything below ``position`` counts as mirrored."""
+        if position % 8:
+            raise InvalidParameterError(f"start position {position} is not a multiple of 8")
+        with self._lock:
+            if self.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
+                raise EngineError(f"{self.where}: MIRRORED written while ENABLE is set")
+            self.write64("MIRRORED", position)
+
+    def enable(self) -> None:
+        self.check_fault()
+        self._set_control(self._control | R.CONTROL_ENABLE_MASK)
+
+    def disable(self, timeout: float) -> None:
+        """Clear ENABLE and wait until the copy in progress is published and the IP idle."""
+        self._set_control(self._control & ~R.CONTROL_ENABLE_MASK)
+        self.wait(lambda: self._quiet(self.status()), timeout, "stop (STATUS.IDLE)")
+
+    @staticmethod
+    def _quiet(st: Status) -> bool:
+        return st.idle and not st.busy
+
+    def sync_once(self, timeout: float) -> None:
+        """One copy round even while disabled; returns when CONTROL.SYNC reads 0."""
+        with self._lock:
+            self.write32(R.CONTROL, self._control | R.CONTROL_SYNC_MASK)
+        self.wait(lambda: not self.read32(R.CONTROL) & R.CONTROL_SYNC_MASK, timeout,
+                  "SYNC round")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._control & R.CONTROL_ENABLE_MASK)
+
+    def clear_overrun(self) -> None:
+        self.write32(R.STATUS, R.STATUS_OVERRUN_MASK)
+        self.write32(R.IRQ_STATUS, R.IRQ_STATUS_OVERRUN_MASK)
