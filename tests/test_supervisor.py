@@ -179,3 +179,27 @@ def test_invalid_config_does_not_start(tmp_path):
     assert "example:" in subprocess.run([sys.executable, "-m", "pyshm", "run", "--help"],
                                         cwd=tmp_path, capture_output=True, text=True,
                                         timeout=60).stdout
+
+
+def test_engine_stops_when_the_supervisor_is_killed(tmp_path, stop_on_exit):
+    cfg = write_config(tmp_path)
+    proc, _ = start(cfg, tmp_path)
+    stop_on_exit.append(proc)
+    status = tmp_path / "state" / "sup.status.json"
+    eng = wait_for(lambda: (e := engine_state(status, f"{tmp_path}/md")) and e["stats"] and e,
+                   30, "the engine")
+    proc.kill()
+    proc.wait(10)
+
+    def gone():
+        try:
+            os.kill(eng["pid"], 0)
+        except ProcessLookupError:
+            return True
+        try:  # a zombie (not yet reaped by init) counts as gone
+            with open(f"/proc/{eng['pid']}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, 20, "the orphaned engine to stop")
