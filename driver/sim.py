@@ -171,22 +171,20 @@ class SimDevice(DeviceBase):  # type: ignore[misc,valid-type]
 
 
 def find_rtl(rtl_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The directory of the ring-mirror RTL: the argument, $PYSHM_RTL_DIR, or hw/rtl of a
-    source checkout found from the working directory upwards."""
-    candidates: list[Path] = []
+    """The directory of the ring-mirror RTL: the argument, $PYSHM_RTL_DIR, or the copy of
+    hw/rtl installed with the package (pyshm.driver.rtl)."""
     if rtl_dir is not None:
-        candidates.append(Path(rtl_dir))
+        c = Path(rtl_dir)
     elif os.environ.get("PYSHM_RTL_DIR"):
-        candidates.append(Path(os.environ["PYSHM_RTL_DIR"]))
+        c = Path(os.environ["PYSHM_RTL_DIR"])
     else:
-        here = Path.cwd().resolve()
-        candidates += [p / "hw" / "rtl" for p in (here, *here.parents)]
-    for c in candidates:
-        if all((c / f).is_file() for f in RTL_FILES):
-            return c.resolve()
-    looked = ", ".join(map(str, candidates[:3])) + (" ..." if len(candidates) > 3 else "")
-    raise SimulatorError(f"ring-mirror RTL not found (looked in {looked}): pass rtl_dir= or "
-                         f"set PYSHM_RTL_DIR to the repository's hw/rtl")
+        c = Path(__file__).resolve().parent / "rtl"
+    missing = [f for f in RTL_FILES if not (c / f).is_file()]
+    if missing:
+        raise SimulatorError(f"ring-mirror RTL not found in {c} (missing "
+                             f"{', '.join(missing)}): pass rtl_dir= or set PYSHM_RTL_DIR to "
+                             f"the repository's hw/rtl")
+    return c.resolve()
 
 
 def _tool_path() -> str:
