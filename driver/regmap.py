@@ -9,7 +9,7 @@ VLNV = "pyshm:ip:ring_mirror:1.0"
 # what a pynq.DefaultIP subclass binds to
 BINDTO = [VLNV]
 IP_ID = 0x524D4952
-IP_VERSION = 0x00010000
+IP_VERSION = 0x00010001
 ADDR_RANGE = 0x100
 
 # 32-bit word offsets; a 64-bit register has _LO and _HI words
@@ -114,7 +114,7 @@ FAULT_NAMES: dict[int, str] = {
 # on build parameters, latched 64-bit read)
 REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "ID": (0x00, 32, "ro", 1380796754, False),
-    "VERSION": (0x04, 32, "ro", 65536, False),
+    "VERSION": (0x04, 32, "ro", 65537, False),
     "HW_CONFIG": (0x08, 32, "ro", None, False),
     "CONTROL": (0x10, 32, "rw", 0, False),
     "STATUS": (0x14, 32, "ro", 2, False),

@@ -3,13 +3,17 @@
 //
 // One copy round:
 //   1. read the ring's tail word;
-//   2. copy positions [start, tail) in INCR read bursts split at 4 KiB (the ring's wrap is
+//   2. raise the replica's tail-intent word (REPLICA_TAIL_ADDR + 0x80) to the round's end
+//      and wait for its write response before any data write, so that a reader of the live
+//      replica detects with the seqlock check that bytes it copied were being replaced
+//      (the producer's protocol, applied to the replica, as the CPU engine does);
+//   3. copy positions [start, tail) in INCR read bursts split at 4 KiB (the ring's wrap is
 //      a 4 KiB boundary too, since the capacity is a power of two >= 4 KiB and the data
 //      bases are 4 KiB aligned); read data streams through a FIFO into write bursts;
-//   3. once every read beat has arrived, read tail intent: if it is beyond
+//   4. once every read beat has arrived, read tail intent: if it is beyond
 //      start + capacity the producer may have overwritten bytes while they were read, so
 //      the round is discarded and the next one restarts at the oldest intact position;
-//   4. once every write is acknowledged, write the tail into the replica's tail word and
+//   5. once every write is acknowledged, write the tail into the replica's tail word and
 //      then into the ring's mirrored word.
 // Read bursts are issued only when the FIFO has room for all their beats (credits), so
 // rready is constantly high and several bursts can be in flight to hide memory latency.
@@ -153,7 +157,12 @@ localparam [3:0]
     S_PUB_REPLICA = 4'd7,
     S_PUB_RING = 4'd8,
     S_DRAIN = 4'd9,
-    S_FAULT = 4'd10;
+    S_FAULT = 4'd10,
+    S_RINT_R = 4'd11,
+    S_RINT_W = 4'd12;
+
+// the replica's tail-intent word sits 0x80 after its tail word (pyshm layout version 1)
+localparam [63:0] RINT_FROM_TAIL = 64'h80;
 
 localparam [1:0] RESP_DECERR = 2'b11;
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
@@ -169,6 +178,9 @@ reg [63:0] intent_reg, intent_next;
 reg [63:0] copy_start_reg, copy_start_next;
 reg [63:0] copy_ptr_reg, copy_ptr_next;  // next position to request
 reg torn_reg, torn_next;
+reg gap_reg, gap_next;                   // resynchronised since the last publish
+reg [63:0] rint_reg, rint_next;          // what the replica's tail intent holds
+reg rint_known_reg, rint_known_next;     // rint_reg was read or written since (re)start
 reg sync_round_reg, sync_round_next;    // this round began with a sync pending
 reg [31:0] poll_cnt_reg, poll_cnt_next;
 reg [31:0] progress_reg, progress_next;
@@ -198,10 +210,13 @@ reg [2:0] ar_size_reg, ar_size_next;
 // publish request to the write side
 reg pub_req_reg, pub_req_next;
 reg [ADDR_WIDTH-1:0] pub_addr_reg, pub_addr_next;
+reg [63:0] pub_data_reg, pub_data_next;
 
 // ---------------------------------------------------------------- configuration checks
 wire [63:0] cap_mask = cfg_capacity - 64'd1;
 wire [63:0] part_mask = cfg_partition - 64'd1;
+wire [63:0] rint_addr = cfg_replica_tail_addr + RINT_FROM_TAIL;
+wire rint_addr_wraps = rint_addr < cfg_replica_tail_addr;
 wire addr_hi_bad;
 generate
     if (ADDR_WIDTH < 64) begin : g_addr_check
@@ -209,9 +224,10 @@ generate
             |cfg_ring_base[63:ADDR_WIDTH] || |cfg_replica_base[63:ADDR_WIDTH]
             || |cap_mask[63:ADDR_WIDTH]
             || |cfg_tail_addr[63:ADDR_WIDTH] || |cfg_intent_addr[63:ADDR_WIDTH]
-            || |cfg_mirrored_addr[63:ADDR_WIDTH] || |cfg_replica_tail_addr[63:ADDR_WIDTH];
+            || |cfg_mirrored_addr[63:ADDR_WIDTH] || |cfg_replica_tail_addr[63:ADDR_WIDTH]
+            || |rint_addr[63:ADDR_WIDTH] || rint_addr_wraps;
     end else begin : g_addr_full
-        assign addr_hi_bad = 1'b0;
+        assign addr_hi_bad = rint_addr_wraps;
     end
 endgenerate
 
@@ -243,6 +259,13 @@ function [63:0] oldest_boundary(input [63:0] x, input [63:0] cap, input [63:0] p
     end
 endfunction
 
+// Replica tail intent for the round [copy_start, tail): the round's end and, after a
+// resynchronisation, at least copy_start + capacity - partition + 1, whose oldest intact
+// partition is copy_start itself: a replica reader then never starts below copy_start,
+// where the replica still holds bytes of an older lap or of a discarded (torn) round.
+wire [63:0] rint_gap = copy_start_reg + cfg_capacity - cfg_partition + 64'd1;
+wire [63:0] rint_want = (gap_reg && rint_gap > tail_reg) ? rint_gap : tail_reg;
+
 // ---------------------------------------------------------------- next burst
 wire [63:0] ptr_aligned = copy_ptr_reg & BEAT_MASK;
 /* verilator lint_off UNUSEDSIGNAL */
@@ -273,7 +296,7 @@ wire cmd_full_aw, cmd_full_w;
 // a sync request counts only until the round it started reports done
 wire sync_req = cfg_sync && !ev_sync_done_reg;
 wire r_fire = m_axi_rvalid;                     // rready is constantly 1
-wire r_ctrl = state_reg == S_TAIL_R || state_reg == S_INTENT_R;
+wire r_ctrl = state_reg == S_TAIL_R || state_reg == S_INTENT_R || state_reg == S_RINT_R;
 wire r_data_fire = r_fire && !r_ctrl;
 wire b_fire = m_axi_bvalid;                     // bready is constantly 1
 wire w_data_fire;                               // a data beat left the FIFO
@@ -304,6 +327,9 @@ always @* begin
     copy_start_next = copy_start_reg;
     copy_ptr_next = copy_ptr_reg;
     torn_next = torn_reg;
+    gap_next = gap_reg;
+    rint_next = rint_reg;
+    rint_known_next = rint_known_reg;
     sync_round_next = sync_round_reg;
     poll_cnt_next = poll_cnt_reg;
     progress_next = progress_reg;
@@ -322,6 +348,7 @@ always @* begin
     ar_size_next = ar_size_reg;
     pub_req_next = 1'b0;
     pub_addr_next = pub_addr_reg;
+    pub_data_next = pub_data_reg;
     issue = 1'b0;
 
     // the first error response wins; everything after it only drains
@@ -352,10 +379,14 @@ always @* begin
                 busy_cycles_next = 64'd0;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
+                gap_next = 1'b0;
+                rint_known_next = 1'b0;
                 ev_soft_reset_done_next = 1'b1;
             end else if (cfg_mirrored_load) begin
                 start_next = cfg_mirrored_value;
                 mirrored_next = cfg_mirrored_value;
+                gap_next = 1'b0;
+                rint_known_next = 1'b0;
             end else if (cfg_enable || sync_req) begin
                 if (poll_cnt_reg != 32'd0 && !sync_req) begin
                     poll_cnt_next = poll_cnt_reg - 32'd1;
@@ -396,9 +427,37 @@ always @* begin
                     copy_ptr_next = copy_start_next;
                     overruns_next = overruns_reg + 64'd1;
                     ev_overrun_next = 1'b1;
+                    gap_next = 1'b1;
                 end
-                state_next = S_COPY;
+                if (rint_known_reg) begin
+                    state_next = S_RINT_W;
+                end else begin
+                    // first round since (re)start: "only if it grows" needs the current value
+                    ar_valid_next = 1'b1;
+                    ar_addr_next = rint_addr[ADDR_WIDTH-1:0];
+                    ar_len_next = 8'd0;
+                    ar_size_next = 3'd3;
+                    state_next = S_RINT_R;
+                end
             end
+        end
+        S_RINT_R: begin
+            if (r_fire) begin
+                rint_next = r_word;
+                rint_known_next = !m_axi_rresp[1];
+                state_next = m_axi_rresp[1] ? S_DRAIN : S_RINT_W;
+            end
+        end
+        S_RINT_W: begin
+            // the write side sends this before any data burst of the round and holds the
+            // data back until its response; reads are issued meanwhile
+            if (rint_want > rint_reg) begin
+                pub_req_next = 1'b1;
+                pub_addr_next = rint_addr[ADDR_WIDTH-1:0];
+                pub_data_next = rint_want;
+                rint_next = rint_want;
+            end
+            state_next = S_COPY;
         end
         S_COPY: begin
             if (fault_reg != RM_FAULT_NONE) begin
@@ -438,6 +497,7 @@ always @* begin
                     // lapped during the copy: bytes below intent - capacity may be torn;
                     // publish nothing, restart from the oldest intact position
                     torn_next = 1'b1;
+                    gap_next = 1'b1;
                     start_next = oldest_boundary(intent_reg, cfg_capacity, part_mask);
                     overruns_next = overruns_reg + 64'd1;
                     ev_overrun_next = 1'b1;
@@ -448,13 +508,14 @@ always @* begin
         S_WDRAIN: begin
             if (fault_reg != RM_FAULT_NONE) begin
                 state_next = S_DRAIN;
-            end else if (wr_bursts_reg == 6'd0) begin
+            end else if (wr_bursts_reg == 6'd0 && !pub_mode_reg && !pub_req_reg) begin
                 if (torn_reg) begin
                     poll_cnt_next = 32'd0;
                     state_next = S_IDLE;
                 end else begin
                     pub_req_next = 1'b1;
                     pub_addr_next = cfg_replica_tail_addr[ADDR_WIDTH-1:0];
+                    pub_data_next = tail_reg;
                     state_next = S_PUB_REPLICA;
                 end
             end
@@ -466,6 +527,7 @@ always @* begin
                 end else begin
                     pub_req_next = 1'b1;
                     pub_addr_next = cfg_mirrored_addr[ADDR_WIDTH-1:0];
+                    pub_data_next = tail_reg;
                     state_next = S_PUB_RING;
                 end
             end
@@ -477,6 +539,7 @@ always @* begin
                 end else begin
                     mirrored_next = tail_reg;
                     start_next = tail_reg;
+                    gap_next = 1'b0;
                     bytes_next = bytes_reg + (tail_reg - copy_start_reg);
                     // progress counts at most 4 GiB per round, far above any threshold
                     progress_next = progress_reg + (tail_reg[31:0] - copy_start_reg[31:0]);
@@ -510,6 +573,8 @@ always @* begin
                 busy_cycles_next = 64'd0;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
+                gap_next = 1'b0;
+                rint_known_next = 1'b0;
                 ev_soft_reset_done_next = 1'b1;
                 state_next = S_IDLE;
             end
@@ -554,6 +619,9 @@ always @(posedge clk) begin
     copy_start_reg <= copy_start_next;
     copy_ptr_reg <= copy_ptr_next;
     torn_reg <= torn_next;
+    gap_reg <= gap_next;
+    rint_reg <= rint_next;
+    rint_known_reg <= rint_known_next;
     sync_round_reg <= sync_round_next;
     poll_cnt_reg <= poll_cnt_next;
     progress_reg <= progress_next;
@@ -576,6 +644,7 @@ always @(posedge clk) begin
     ar_size_reg <= ar_size_next;
     pub_req_reg <= pub_req_next;
     pub_addr_reg <= pub_addr_next;
+    pub_data_reg <= pub_data_next;
 
     if (rst) begin
         state_reg <= S_IDLE;
@@ -585,6 +654,9 @@ always @(posedge clk) begin
         tail_reg <= 64'd0;
         intent_reg <= 64'd0;
         torn_reg <= 1'b0;
+        gap_reg <= 1'b0;
+        rint_reg <= 64'd0;
+        rint_known_reg <= 1'b0;
         sync_round_reg <= 1'b0;
         poll_cnt_reg <= 32'd0;
         progress_reg <= 32'd0;
@@ -607,6 +679,7 @@ always @(posedge clk) begin
         ar_size_reg <= 3'd0;
         pub_req_reg <= 1'b0;
         pub_addr_reg <= 0;
+        pub_data_reg <= 64'd0;
         copy_start_reg <= 64'd0;
         copy_ptr_reg <= 64'd0;
     end
@@ -646,7 +719,8 @@ rm_fifo #(.WIDTH(2 * BYTES + 8), .DEPTH(CMD_DEPTH)) w_cmd_fifo (
     .out_data(wcmd_out), .out_valid(wcmd_valid), .out_ready(wcmd_pop)
 );
 
-// AW channel (data bursts and the two publish writes share it; never at the same time)
+// AW channel (data bursts and the three single-word writes share it; never at the same
+// time: while a word write is pending, pub_mode holds the data bursts back)
 reg aw_valid_reg, aw_valid_next;
 reg [ADDR_WIDTH-1:0] aw_addr_reg, aw_addr_next;
 reg [7:0] aw_len_reg, aw_len_next;
@@ -687,14 +761,15 @@ always @* begin
     pub_w_strb_next = pub_w_strb_reg;
 
     if (pub_req_reg) begin
-        // the FSM asks only when no data write is outstanding
+        // the FSM asks only when no data write is outstanding (before a round's first
+        // data burst, or after the last one's response)
         pub_mode_next = 1'b1;
         aw_valid_next = 1'b1;
         aw_addr_next = pub_addr_reg;
         aw_len_next = 8'd0;
         aw_size_next = 3'd3;
         pub_w_valid_next = 1'b1;
-        pub_w_data_next = {(DATA_WIDTH/64){tail_reg}};
+        pub_w_data_next = {(DATA_WIDTH/64){pub_data_reg}};
         pub_w_strb_next = strb8 << pub_addr_reg[LSB-1:0];
     end else if (pub_done) begin
         pub_mode_next = 1'b0;

@@ -109,16 +109,24 @@ class TB:
 
         self.ring_data = self.ring_seg + L.OFF_DATA
         self.replica_data = self.replica_seg + L.OFF_DATA
+        # the replica's tail intent is read once after each (re)start, then only written
+        self.rintent_addr = self.replica_seg + L.OFF_TAIL_INTENT
         self.read_regions = [(self.ring_data, capacity),
                              (self.ring_seg + L.OFF_TAIL, 8),
-                             (self.ring_seg + L.OFF_TAIL_INTENT, 8)]
+                             (self.ring_seg + L.OFF_TAIL_INTENT, 8),
+                             (self.rintent_addr, 8)]
         self.write_regions = [(self.replica_data, capacity),
                               (self.replica_seg + L.OFF_TAIL, 8),
+                              (self.rintent_addr, 8),
                               (self.ring_seg + L.OFF_MIRRORED, 8)]
         self._init_segments()
         self.enc = L.RecordEncoder(capacity, partitions)
         self.tail = 0
         self.intent = 0
+        # every byte ever committed, by position: what a replica reader must get
+        self.history = bytearray()
+        self.round_tail: int | None = None   # the ring tail the engine's latest poll read
+        self.rintent_writes: list[int] = []
 
     # ------------------------------------------------------------------ memory model
     def _init_segments(self) -> None:
@@ -130,8 +138,9 @@ class TB:
         for off in (L.OFF_TAIL, L.OFF_TAIL_INTENT, L.OFF_MIRRORED):
             self.put64(self.ring_seg + off, 0)
         self.mem[self.ring_data:self.ring_data + self.capacity] = bytes(self.capacity)
-        # the replica keeps the guard pattern everywhere except its tail word
+        # the replica keeps the guard pattern everywhere except its tail and intent words
         self.put64(self.replica_seg + L.OFF_TAIL, 0)
+        self.put64(self.replica_seg + L.OFF_TAIL_INTENT, 0)
 
     def put64(self, addr: int, value: int) -> None:
         self.mem[addr:addr + 8] = value.to_bytes(8, "little")
@@ -158,13 +167,21 @@ class TB:
         async def read(address, length):
             if tb.fail_read and tb.fail_read[0] <= address < tb.fail_read[0] + tb.fail_read[1]:
                 raise OSError("injected read error")
-            return await orig_read(address, length)
+            data = await orig_read(address, length)
+            tail_at = tb.ring_seg + L.OFF_TAIL - address
+            if 0 <= tail_at < length:
+                tb.round_tail = int.from_bytes(data[tail_at:tail_at + 8], "little")
+            return data
 
         async def write(address, data):
             if tb.fail_write and tb.fail_write[0] <= address < tb.fail_write[0] + tb.fail_write[1]:
                 raise OSError("injected write error")
             if address == tb.ring_seg + L.OFF_MIRRORED:
                 tb.on_mirrored(int.from_bytes(data, "little"))
+            elif address == tb.rintent_addr:
+                tb.on_replica_intent(int.from_bytes(data, "little"))
+            elif tb.replica_data <= address < tb.replica_data + tb.capacity:
+                tb.on_replica_data(address - tb.replica_data, len(data))
             return await orig_write(address, data)
 
         class CheckedAW:
@@ -191,6 +208,32 @@ class TB:
                 await orig_send(obj)
             chan.send = send
 
+    def on_replica_intent(self, value: int) -> None:
+        """The engine raises the replica's tail intent: it only grows, never past the ring's."""
+        old = self.get64(self.rintent_addr)
+        if value <= old:
+            self.errors.append(f"replica tail intent written {old} -> {value}: must grow")
+        if value > self.intent:
+            self.errors.append(f"replica tail intent {value} beyond the ring's {self.intent}")
+        self.rintent_writes.append(value)
+
+    def on_replica_data(self, off: int, nbytes: int) -> None:
+        """Replica data bytes land only under a tail intent that already covers them
+        (written and acknowledged before the round's first data burst)."""
+        end = self.round_tail
+        rint = self.get64(self.rintent_addr)
+        if end is None:
+            self.errors.append("replica data written before any tail poll")
+            return
+        if rint < end:
+            self.errors.append(f"replica data landed with tail intent {rint} below the "
+                               f"round's end {end}")
+        # position of the highest byte written: the one below `end` at that offset
+        last = off + nbytes - 1
+        pos = end - 1 - ((end - 1 - last) % self.capacity)
+        if pos >= rint:
+            self.errors.append(f"replica byte at position {pos} written with tail intent {rint}")
+
     def on_mirrored(self, value: int) -> None:
         """The engine publishes `mirrored`: check it against what the producer committed."""
         prev = self.published[-1] if self.published else self.start_position
@@ -200,6 +243,21 @@ class TB:
             self.errors.append(f"mirrored {value} ahead of committed tail {self.tail}")
         if self.get64(self.replica_seg + L.OFF_TAIL) != value:
             self.errors.append(f"mirrored {value} published before the replica's tail")
+        rint = self.get64(self.rintent_addr)
+        if rint < value:
+            self.errors.append(f"replica tail {value} published above its tail intent {rint}")
+        # a reader of the replica accepts positions from the first partition at or after
+        # its tail intent - capacity: each must hold the byte the producer committed there
+        # (stale bytes of an older lap or of a discarded round must be below that)
+        low = max(self.start_position, L.oldest_boundary(rint, self.capacity, self.psize))
+        mask = self.capacity - 1
+        for pos in range(low, value, 8):
+            off = pos & mask
+            if self.mem[self.replica_data + off:self.replica_data + off + 8] != \
+                    self.history[pos:pos + 8]:
+                self.errors.append(f"replica reader would get wrong bytes at position {pos} "
+                                   f"(replica tail {value}, intent {rint})")
+                break
         # every byte the replica now claims, and the producer has not overwritten since
         # (a reader of the replica starts at the first partition at or after
         # tail - capacity, so bytes below that are never claimed)
@@ -226,6 +284,10 @@ class TB:
         for pos, raw in pieces:
             off = pos & mask
             self.mem[self.ring_data + off:self.ring_data + off + len(raw)] = raw
+        # what the ring now holds at the committed positions, including the alignment
+        # bytes after a record that the producer leaves as they were
+        for pos in range(len(self.history), end):
+            self.history.append(self.mem[self.ring_data + (pos & mask)])
         self.tail = end
         self.put64(self.ring_seg + L.OFF_TAIL, end)
 
@@ -331,11 +393,12 @@ class TB:
         assert self.get64(self.ring_seg + L.OFF_MIRRORED) == tail
 
     def assert_guards(self) -> None:
-        """Nothing outside the replica data and the two published words was written."""
+        """Nothing outside the replica data and its tail and tail-intent words was written."""
         rs = self.replica_seg
         hdr = self.mem[rs:rs + L.OFF_DATA]
         for i, b in enumerate(hdr):
-            if b != GUARD and not L.OFF_TAIL <= i < L.OFF_TAIL + 8:
+            if b != GUARD and not (L.OFF_TAIL <= i < L.OFF_TAIL + 8
+                                   or L.OFF_TAIL_INTENT <= i < L.OFF_TAIL_INTENT + 8):
                 raise AssertionError(f"replica header byte 0x{i:x} overwritten")
         end = self.replica_data + self.capacity
         assert all(b == GUARD for b in self.mem[end:]), "bytes after the replica overwritten"
