@@ -39,6 +39,27 @@ __all__ = ["RepairReport", "SegmentInfo", "repair", "stuck_claim", "list_segment
            "remove_stale", "process_start_ns"]
 
 _C_INTENT, _C_NEXT_SEQ = 1, 3
+# Linux never hands out pids above PID_MAX_LIMIT (2^22); a larger value in a header is
+# damage, and os.kill would overflow on it
+_PID_MAX = 1 << 22
+
+
+def _alive(pid: int) -> bool:
+    return 0 < pid <= _PID_MAX and pid_alive(pid)
+
+
+def _slots(ring: Ring) -> list[tuple[int, int]]:
+    """(index, pid) of every slot with a pid; read here rather than with Ring.slots(),
+    which asks the OS about every pid, however absurd."""
+    from ._ring_c import ffi, lib
+
+    buf = ffi.new("int64_t[4]")
+    out = []
+    for i in range(L.MAX_CONSUMERS):
+        lib.pyshm_slot_read(ring._h(), i, buf)
+        if buf[1]:
+            out.append((i, int(buf[1])))
+    return out
 _U64 = struct.Struct("<Q")
 _SLOT = struct.Struct("<qqqQ")
 
@@ -124,8 +145,7 @@ def stuck_claim(ring: Ring, timeout: float = 0.5, poll: float = 0.01) -> bool:
     tail0 = ring.tail
     while True:
         tail, intent = ring.tail, ring.tail_intent
-        pid = ring.producer_pid
-        if intent <= tail or tail != tail0 or (pid and pid_alive(pid)):
+        if intent <= tail or tail != tail0 or _alive(ring.producer_pid):
             return False
         if time.monotonic() >= deadline:
             return True
@@ -154,7 +174,7 @@ def _repair(ring: Ring, force: bool, dry_run: bool) -> RepairReport:
                          f"it rather than repair it")
     hdr = ring._h()
     pid = ring.producer_pid
-    alive = pid_alive(pid) if pid else False
+    alive = _alive(pid)
     if alive and not force:
         raise ProducerBusyError(
             f"ring {ring.name!r}: producer pid {pid} is alive; stop it first or pass "
@@ -186,9 +206,7 @@ def _repair(ring: Ring, force: bool, dry_run: bool) -> RepairReport:
         rep.notes.append(f"records could not be walked, next sequence left alone: {exc}")
     if last is not None and rep.next_sequence_before != last + 1:
         rep.next_sequence_after = last + 1
-    for s in ring.slots():
-        if s["pid"] and not s["alive"]:
-            rep.reaped_slots.append((s["index"], s["pid"]))
+    rep.reaped_slots = [(i, p) for i, p in _slots(ring) if not _alive(p)]
     if dry_run:
         return rep
     # intent first: from here on no reader can take the discarded claim for data
@@ -232,7 +250,7 @@ def _creator_alive(pid: int, created_ns: int) -> bool:
     """The creator pid runs *and* is the same process: a pid recycled by a process that
     started after the ring was created is not its creator (2 s of slack for clock
     granularity)."""
-    if not pid_alive(pid):
+    if not _alive(pid):
         return False
     start = process_start_ns(pid)
     return start is None or created_ns == 0 or start <= created_ns + 2_000_000_000
@@ -316,9 +334,8 @@ def read_segment_info(path: str) -> SegmentInfo | None:
     info.capacity, info.lossless = p.capacity, p.lossless
     info.creator_pid, info.producer_pid, info.created_ns = \
         p.creator_pid, p.producer_pid, p.created_ns
-    info.creator_alive = _creator_alive(p.creator_pid, p.created_ns) if p.creator_pid \
-        else False
-    info.producer_alive = pid_alive(p.producer_pid) if p.producer_pid else False
+    info.creator_alive = _creator_alive(p.creator_pid, p.created_ns)
+    info.producer_alive = _alive(p.producer_pid)
     info.tail = _U64.unpack_from(raw, L.OFF_TAIL)[0]
     info.tail_intent = _U64.unpack_from(raw, L.OFF_TAIL_INTENT)[0]
     info.next_sequence = _U64.unpack_from(raw, L.OFF_NEXT_SEQUENCE)[0]
@@ -326,8 +343,7 @@ def read_segment_info(path: str) -> SegmentInfo | None:
         pos, pid, hb, flags = _SLOT.unpack_from(raw, L.slot_offset(i))
         if pid == 0 and flags == 0:
             continue
-        info.consumers.append({"index": i, "pid": pid, "alive": pid_alive(pid) if pid > 0
-                               else False, "position": pos,
+        info.consumers.append({"index": i, "pid": pid, "alive": _alive(pid), "position": pos,
                                "gating": bool(flags & L.SLOT_GATING)})
     return info
 
