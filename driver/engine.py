@@ -183,6 +183,7 @@ class MirrorEngine(Engine):
         self._errors = 0
         self._last_error = ""
         self._uncounted = 0
+        self._prev_seq: int | None = None
         self._lags: deque[int] = deque(maxlen=LAG_SAMPLES)
         self._lag_max = 0
         self._pending: tuple[int, int] | None = None  # (tail, first seen ns)
@@ -221,6 +222,10 @@ class MirrorEngine(Engine):
                                       f"position of ring {self.ring_seg.name} (tail {tail})")
         with self._mon_lock:
             self._reset_counts(start)
+            try:
+                self._prev_seq = self._last_seq(start)
+            except CorruptSegmentError:
+                self._prev_seq = None  # counted by walking once copying starts
         ip.set_start(start)
         # a crash between the replica's tail and the ring's mirrored leaves mirrored behind
         if self._ring(L.OFF_MIRRORED) < start:
@@ -341,7 +346,7 @@ class MirrorEngine(Engine):
             if m <= self._mirrored:
                 return
             lost = (m - self._start) - copied
-            gap = lost > self._lost or m - self._counted > self.params.capacity
+            gap = lost > self._lost
             self._copies += 1
             self._bytes = copied
             self._lost = max(self._lost, lost)
@@ -349,34 +354,51 @@ class MirrorEngine(Engine):
             self._book(m, gap)
             self._mirrored = m
 
-    def _book(self, m: int, gap: bool) -> None:
-        """Count the records of [counted, m) in the replica and store its next sequence.
+    def _last_seq(self, m: int) -> int | None:
+        """Sequence of the last record before ``m`` in the replica, from the partition
+        holding position m - 1 (published, and below any resynchronisation point)."""
+        p = self.params
+        if m <= 0:
+            return None
+        begin = (m - 1) & ~(p.partition_size - 1)
+        last = None
+        for rec in L.walk_records(self._rep_data, p.capacity, p.partition_size, p.max_record,
+                                  begin, m, f"replica {self.rep_seg.name}"):
+            last = rec.sequence
+        return last
 
-        The IP itself raises the replica's tail intent (to the round's end, and after a
-        gap high enough that readers start at the resynchronisation point), so after a gap
-        counting starts at the replica's oldest intact boundary.
+    def _book(self, m: int, gap: bool) -> None:
+        """Count the records of [counted, m) and store the replica's next sequence.
+
+        Without a gap the count is the difference of the last sequence numbers, which
+        needs only the newest partition: exact even when the replica was lapped between
+        two passes. After a gap (or before the first known sequence) the records still
+        intact in the replica are walked; the IP itself raised the replica's tail intent
+        so that its oldest boundary is the resynchronisation point.
         """
         p = self.params
         cap, ps = p.capacity, p.partition_size
-        begin = self._counted
-        if gap:
-            oldest = L.oldest_boundary(self._rep(L.OFF_TAIL_INTENT), cap, ps)
-            begin = min(m, max(begin, oldest))
-            self._uncounted += begin - self._counted
-        if self.count_records and begin < m:
-            try:
-                last = None
-                n = 0
-                for rec in L.walk_records(self._rep_data, cap, ps, p.max_record, begin, m,
-                                          f"replica {self.rep_seg.name}"):
-                    n += 1
-                    last = rec.sequence
-                self._records += n
-                if last is not None:
-                    self._pq[L.OFF_NEXT_SEQUENCE // 8] = last + 1
-            except CorruptSegmentError as exc:
-                self._errors += 1
-                self._last_error = f"record walk: {exc}"
+        if not self.count_records:
+            self._counted = m
+            return
+        try:
+            last = self._last_seq(m)
+            if not gap and self._prev_seq is not None and last is not None:
+                self._records += last - self._prev_seq
+            else:
+                oldest = max(L.oldest_boundary(self._rep(L.OFF_TAIL_INTENT), cap, ps),
+                             L.oldest_boundary(m, cap, ps))
+                begin = min(m, max(self._counted, oldest))
+                self._uncounted += begin - self._counted
+                self._records += sum(1 for _ in L.walk_records(
+                    self._rep_data, cap, ps, p.max_record, begin, m,
+                    f"replica {self.rep_seg.name}"))
+            if last is not None:
+                self._prev_seq = last
+                self._pq[L.OFF_NEXT_SEQUENCE // 8] = last + 1
+        except CorruptSegmentError as exc:
+            self._errors += 1
+            self._last_error = f"record count: {exc}"
         self._counted = m
 
     # ---- statistics ----------------------------------------------------------------

@@ -38,6 +38,8 @@ class EngineCase:
     max_payload: int = 200
     timeout: float = 10.0  # for sync/stop/pause; slow engines need more
     options: dict[str, Any] = field(default_factory=dict)
+    # test name -> why this engine cannot pass it (reported as xfail, not run)
+    known_failures: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
         return self.name + ("-" + "-".join(f"{k}{v}" for k, v in self.options.items())
@@ -47,11 +49,17 @@ class EngineCase:
 ENGINES = [
     EngineCase("cpu"),
     EngineCase("cpu", options={"threads": 2, "split_bytes": 4096, "wait": "spin-yield"}),
+    EngineCase("sim", capacity=8192, records=200, timeout=60.0, known_failures={  # RTL, Icarus
+        "test_stop_with_data_in_flight": "the RTL discards a whole round when the producer "
+        "laps it mid-copy; a full-speed producer laps a simulated copy every time"}),
 ]
 
 
 @pytest.fixture(params=ENGINES, ids=str)
 def case(request: pytest.FixtureRequest) -> EngineCase:
+    why = request.param.known_failures.get(getattr(request.node, "originalname", ""))
+    if why:
+        request.node.add_marker(pytest.mark.xfail(reason=why, run=False))
     return request.param
 
 
