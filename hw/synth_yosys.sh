@@ -1,7 +1,10 @@
 #!/bin/sh
-# Synthesis check of the ring-mirror IP with Yosys for a Xilinx 7-series / UltraScale+ fabric.
+# Synthesis check of the ring-mirror IP with Yosys for an UltraScale+ fabric (KV260).
 # Usage: hw/synth_yosys.sh [DATA_WIDTH]   (OUT_DIR defaults to the current directory)
 # Writes $OUT_DIR/ring_mirror_<W>.stat (resource report) and .log; docs/hw.md quotes it.
+# -family xcup selects the UltraScale+ LUTRAM (RAM64M8, RAM32M16) and MUXF9 mappings, but
+# Yosys 0.23 has only a CARRY4 carry mapping (xilinx/arith_map.v), so carry chains come
+# out as 7-series CARRY4 cells; Vivado would use CARRY8 (8 bits per cell) on this part.
 set -eu
 W=${1:-64}
 HW=$(cd "$(dirname "$0")" && pwd)
