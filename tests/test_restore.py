@@ -11,7 +11,13 @@ import sys
 import pytest
 
 from pyshm import layout
-from pyshm.errors import ImageChecksumError, ImageError, ProducerBusyError, RingExistsError
+from pyshm.errors import (
+    ImageChecksumError,
+    ImageError,
+    InvalidParameterError,
+    ProducerBusyError,
+    RingExistsError,
+)
 from pyshm.images import capture, restore, restore_capture, snapshot
 from pyshm.images import format as fmt
 from pyshm.ring import Ring
@@ -194,3 +200,21 @@ def test_trimmed_window_gets_padding_so_oldest_reader_works(names):
         got = records(r2)
     assert [s for s, _ in got] == list(range(info.first_sequence, 1500))
     assert all(d == payload(s, s % 61) for s, d in got)
+
+
+def test_device_target_is_never_replaced(image):
+    path, _ = image
+    with pytest.raises(InvalidParameterError, match="not a regular file"):
+        restore(path, "/dev/null", overwrite=True, force=True)
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+
+
+def test_ring_larger_than_free_space_is_refused(tmp_path, names):
+    cap = 1 << 46  # 64 TiB: the layout allows it, /dev/shm cannot hold it
+    params = layout.RingParams(capacity=cap, max_record=1024, partition_count=8)
+    h = fmt.ImageHeader(params, 0, 0, 0, 0, 0, fmt.now_ns())
+    fmt.write_image(tmp_path / "huge", h, b"")
+    name = names()
+    with pytest.raises(InvalidParameterError, match="bytes free"):
+        restore(tmp_path / "huge", name)
+    assert not os.path.exists(f"/dev/shm/{name}")

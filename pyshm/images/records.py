@@ -134,6 +134,10 @@ def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
     if start % layout.RECORD_ALIGN or end < start:
         raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
     c.pos = start
+    # read_batch hands out the records before a refused one and may step past it (its
+    # position moves before the sequence check), so an error is also detected by the
+    # position it leaves here
+    c.last_error_pos = -1
     batch = 65536
     out = np.empty(max(8 << 20, params.max_record), dtype=np.uint8)
     ends = np.empty(batch, dtype=np.uint64)
@@ -148,11 +152,10 @@ def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
                                      ffi.cast("uint64_t *", c_ends),
                                      ffi.cast("int32_t *", c_types),
                                      ffi.cast("uint64_t *", c_seqs), batch))
-        if n < 0:
-            # the reference walker, from the record the C reader refused, says exactly
-            # what is wrong with it
+        if n < 0 or c.last_error_pos != -1:
+            # the reference walker says exactly what is wrong and where (error path only)
             data = mv[layout.OFF_DATA:layout.OFF_DATA + params.capacity]
-            summarize(data, 0, params.capacity - 1, int(c.pos), end, params.partition_size,
+            summarize(data, 0, params.capacity - 1, start, end, params.partition_size,
                       params.max_record, where)
             raise CorruptSegmentError(f"{where}: invalid record at position "
                                       f"{c.last_error_pos} (C reader code {n})")

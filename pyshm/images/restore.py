@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from ..errors import CorruptSegmentError, ImageError, ProducerBusyError, RingExistsError
+from ..errors import (
+    CorruptSegmentError,
+    ImageError,
+    InvalidParameterError,
+    ProducerBusyError,
+    RingExistsError,
+)
 from ..segment import Segment, display_name, resolve_path
 from . import format as fmt
 from .records import summarize_segment
@@ -90,16 +96,34 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
     if exists and not overwrite:
         raise RingExistsError(f"ring {name!r} already exists ({path}); pass overwrite to "
                               f"replace a stopped ring")
+    if exists and not os.path.isfile(path):
+        raise InvalidParameterError(f"refusing to replace {path}: not a regular file (a "
+                                    f"device-backed ring cannot be swapped by rename)")
     if exists and not force:
         check_stopped(path)
     cap, psize = params.capacity, params.partition_size
+    try:
+        vfs = os.statvfs(os.path.dirname(path))
+        free = vfs.f_bavail * vfs.f_frsize
+    except OSError:
+        free = None
+    if free is not None and layout.segment_size(cap) > free:
+        # a sparse segment larger than the file system would fault (SIGBUS) on touch
+        raise InvalidParameterError(
+            f"cannot restore a ring of capacity {cap} into {os.path.dirname(path)}: only "
+            f"{free} bytes free")
     start, end = header.first_position, header.end_position
     oldest = layout.oldest_boundary(end, cap, psize)
     if start > oldest and start % psize:
         raise ImageError(f"image window starts at {start}, inside a partition, after the "
                          f"oldest position {oldest} a reader would start from")
+    flags = params.flags & ~layout.FLAG_REPLICA
+    if params.is_replica or header.from_replica:
+        # a promoted replica has no engine yet: gating on `mirrored` would stall its
+        # producer after one lap (pyshm.replica.promote clears it too)
+        flags &= ~layout.FLAG_GATE_ON_MIRROR
     new_params = dataclasses.replace(
-        params, flags=params.flags & ~layout.FLAG_REPLICA, name=name, created_ns=fmt.now_ns(),
+        params, flags=flags, name=name, created_ns=fmt.now_ns(),
         creator_pid=os.getpid(), producer_pid=0, data_phys_addr=0)
     tmp = f"{path}.restore-{os.getpid()}-{secrets.token_hex(4)}"
     seg = Segment(tmp, create=True, size=layout.segment_size(cap), mode=mode)
