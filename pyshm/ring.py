@@ -715,20 +715,37 @@ class Consumer:
             lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
         self._data = ring.data
         self._where = f"ring {ring.name!r} consumer"
+        # meta[] = {payload length, type, sequence, position} of the last record, as
+        # unsigned words (lengths, sequence, position) and signed ones (type)
+        meta = memoryview(ffi.buffer(self._c)).cast("B")
+        moff = ffi.offsetof("pyshm_consumer_t", "meta")
+        self._meta_u = meta[moff:moff + 32].cast("Q")
+        self._meta_s = meta[moff:moff + 32].cast("q")
         self.read = self._fast_read()  # type: ignore[method-assign]
 
     def _fast_read(self) -> Any:
-        # closure over locals: see Producer._fast_publish
+        # Closure over locals: see Producer._fast_publish. The C read takes one argument
+        # (cffi then skips tuple parsing), its return value is the payload offset, and
+        # the other fields come from meta[] through memoryviews (~20 ns a value against
+        # ~35 ns for a cffi struct field).
         c, rd, data, wait_, err = self._c, lib.pyshm_read, self._data, self._wait, self._err
+        # Message(...) runs a Python-level __init__ (a frame, ~100 ns more than filling
+        # the slots of a bare instance here).
+        u, s, new, M = self._meta_u, self._meta_s, object.__new__, Message
 
         def read(timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
-            rc = rd(c) if timeout == 0.0 else wait_(timeout, wait)
-            if rc == 1:
-                off = c.msg_off
-                return Message(data[off:off + c.msg_len], c.msg_type, c.msg_seq, c.msg_pos)
-            if rc == 0:
+            # `timeout is None or timeout` is "wait": cheaper than `timeout == 0.0`
+            off = wait_(timeout, wait) if timeout is None or timeout else rd(c)
+            if off > 0:
+                m = new(M)
+                m.data = data[off:off + u[0]]
+                m.type = s[1]
+                m.sequence = u[2]
+                m.position = u[3]
+                return m
+            if off == 0:
                 return None
-            return err(rc)
+            return err(off)
 
         read.__doc__ = Consumer.read.__doc__
         return read
@@ -778,14 +795,14 @@ class Consumer:
     def read(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
         """The next record as a zero-copy Message, or None if nothing arrived within
         ``timeout`` seconds (0: do not wait; None: wait forever)."""
-        c = self._c
-        rc = lib.pyshm_read(c) if timeout == 0.0 else self._wait(timeout, wait)
-        if rc == 1:
-            off = c.msg_off
-            return Message(self._data[off:off + c.msg_len], c.msg_type, c.msg_seq, c.msg_pos)
-        if rc == 0:
+        off = self._wait(timeout, wait) if timeout is None or timeout else \
+            lib.pyshm_read(self._c)
+        if off > 0:
+            u = self._meta_u
+            return Message(self._data[off:off + u[0]], self._meta_s[1], u[2], u[3])
+        if off == 0:
             return None
-        _raise(rc, self._where, c.last_error_pos)
+        _raise(off, self._where, self._c.last_error_pos)
         return None
 
     def _wait(self, timeout: float | None, wait: str) -> int:

@@ -53,6 +53,7 @@ typedef struct {
     uint32_t msg_len;
     uint64_t msg_off;
     int64_t last_error_pos;
+    uint64_t meta[4];
     ...;
 } pyshm_consumer_t;
 

@@ -511,19 +511,31 @@ void pyshm_consumer_touch(pyshm_consumer_t *c)
     pyshm_store_relaxed(&s->heartbeat_ns, wall_ns());
 }
 
+/* The record just read, in the form the single-record Python path wants: one return
+ * value that is both the "got one" flag and the payload offset, the rest in meta[]. */
+static inline int64_t hand_out(pyshm_consumer_t *c, int rc)
+{
+    if (rc != 1) return rc;
+    c->meta[0] = c->msg_len;
+    c->meta[1] = (uint64_t)(int64_t)c->msg_type;
+    c->meta[2] = c->msg_seq;
+    c->meta[3] = c->msg_pos;
+    return (int64_t)c->msg_off;
+}
+
 int64_t pyshm_read(pyshm_consumer_t *c)
 {
     /* the previous zero-copy message is released only now, when the caller asks for
      * the next one: a gating slot keeps protecting the view it handed out */
     publish_position(c);
-    return read_one(c, NULL, 0);
+    return hand_out(c, read_one(c, NULL, 0));
 }
 
 int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy)
 {
     publish_position(c);
     int rc = read_one(c, NULL, 0);
-    if (rc != 0 || timeout_ns <= 0) return rc;
+    if (rc != 0 || timeout_ns <= 0) return hand_out(c, rc);
     int64_t deadline = now_ns() + timeout_ns;
     uint64_t sleep_ns = 1000;
     for (uint64_t n = 1;; n++) {
@@ -541,7 +553,7 @@ int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy)
             }
         }
         rc = read_one(c, NULL, 0);
-        if (rc != 0) return rc;
+        if (rc != 0) return hand_out(c, rc);
         if ((n & 63) == 0 || strategy != PYSHM_WAIT_SPIN) {
             if (now_ns() >= deadline) return 0;
         }

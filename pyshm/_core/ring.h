@@ -60,6 +60,10 @@ typedef struct {
     uint32_t msg_len;        /* payload bytes */
     uint64_t msg_off;        /* offset of the payload in data[] */
     int64_t last_error_pos;
+    /* the last record again, as four 8-byte words {payload length, type, sequence,
+     * position}: Python reads them through a memoryview of this struct, which costs a
+     * third of a cffi field access per value (the hot read path reads all four) */
+    uint64_t meta[4];
 } pyshm_consumer_t;
 
 /* offsets exported for tests/test_layout.py */
@@ -87,6 +91,8 @@ int64_t pyshm_room(pyshm_producer_t *p);
 
 int pyshm_consumer_open(pyshm_consumer_t *c, void *hdr, uint64_t mapped_size, int32_t slot);
 int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence);
+/* pyshm_read/pyshm_wait_read: > 0 a record, the value is its payload's offset in data[]
+ * (always >= 16) and meta[] describes it; 0 nothing committed; < 0 an error */
 int64_t pyshm_read(pyshm_consumer_t *c);
 int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy);
 int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
