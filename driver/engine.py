@@ -246,6 +246,8 @@ class MirrorEngine(Engine):
         try:
             if self._state != "failed":
                 self.ip.disable(timeout)
+        except MirrorFaultError as exc:
+            self._fail(str(exc))  # stopped already: the fault stays in stats()
         finally:
             self._stop_monitor(timeout)
             try:
@@ -279,9 +281,13 @@ class MirrorEngine(Engine):
         """
         ip = self._live()
         target = self._ring(L.OFF_TAIL)
-        ip.wait(lambda: self._ring(L.OFF_MIRRORED) >= target, timeout,
-                f"sync to position {target} (mirrored {self._ring(L.OFF_MIRRORED)}, "
-                f"engine {self._state})")
+        try:
+            ip.wait(lambda: self._ring(L.OFF_MIRRORED) >= target, timeout,
+                    f"sync to position {target} (mirrored {self._ring(L.OFF_MIRRORED)}, "
+                    f"engine {self._state})")
+        except MirrorFaultError as exc:
+            self._fail(str(exc))
+            raise
         self._update()
 
     @property
