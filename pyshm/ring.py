@@ -461,8 +461,14 @@ class Producer:
         P, pub, from_buffer, slow = self._p, lib.pyshm_publish, ffi.from_buffer, self._slow
 
         def publish(data: Any, type: int = 0, timeout: float = 0.0) -> int:
-            if data.__class__ is bytes:
+            cls = data.__class__
+            if cls is bytes:
                 rc = pub(P, data, len(data), type)
+            elif cls is memoryview and len(data) <= 1024:
+                # e.g. a Message.data forwarded: copying a small view into a bytes
+                # (~70 ns) is cheaper than ffi.from_buffer (~100 ns)
+                b = bytes(data)
+                rc = pub(P, b, len(b), type)
             else:
                 buf = from_buffer(data)
                 rc = pub(P, buf, len(buf), type)
