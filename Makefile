@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 # A second environment for the optional PYNQ driver: pynq 4.0 pins numpy<2.
 PYNQ_VENV ?= .venv-pynq
 
-.PHONY: help demo test test-fast lint install install-test tools bench clean
+.PHONY: help demo test test-fast test-pynq lint install install-test install-pynq tools bench clean
 
 help:
 	@echo "make demo    run the demo on the embedded default configuration"
 	@echo "make test    install everything (simulators included) and run lint + the test suite"
 	@echo "make bench   run every benchmark and write bench/results/"
 	@echo "make lint    ruff and mypy only"
+	@echo "make test-pynq  the driver tests that need pynq, in $(PYNQ_VENV) (make test runs them)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,20 @@ lint: install-test
 test: install-test lint
 	@# the pytest script, not `python -m pytest`: the source tree must not shadow the installed package
 	$(BIN)/pytest -p no:cacheprovider tests
+	$(MAKE) test-pynq
+
+$(PYNQ_VENV)/bin/python:
+	$(PYTHON) -m venv $(PYNQ_VENV)
+	$(PYNQ_VENV)/bin/python -m pip install -q --upgrade pip
+
+install-pynq: $(PYNQ_VENV)/bin/python tools
+	$(PYNQ_VENV)/bin/python -m pip install -q '.[test,hwsim,pynq]'
+
+# The driver through the real pynq (numpy<2): PYSHM_REQUIRE_PYNQ=1 makes a missing pynq a
+# failure there, so these tests are never silently skipped where they are meant to run.
+test-pynq: install-pynq
+	PYSHM_REQUIRE_PYNQ=1 $(PYNQ_VENV)/bin/pytest -p no:cacheprovider tests/test_driver.py \
+	  tests/test_driver_pynq.py
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install -q '.[bench]'
