@@ -68,15 +68,22 @@ class SimChannel:
         self._lock = threading.Lock()
         self._seq = 0
         self.closed = False
+        self.reason = ""  # why it closed, repeated to every later caller
         sock.settimeout(timeout)
 
     def _dead(self, why: str) -> SimulatorError:
+        if self.proc is not None and self.proc.poll() is None:
+            try:  # a crashing simulator may need a moment to be reaped
+                self.proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
         rc = self.proc.poll() if self.proc is not None else None
         tail = ""
         if self.log_path and os.path.exists(self.log_path):
             with open(self.log_path, errors="replace") as f:
                 tail = "".join(f.readlines()[-15:])
         state = f"exited with status {rc}" if rc is not None else "still running"
+        self.reason = f"simulator {why}, process {state}"
         return SimulatorError(f"simulator {why} (process {state})"
                               + (f"; last output:\n{tail}" if tail else ""))
 
@@ -84,7 +91,8 @@ class SimChannel:
         """(resp, value); a closed, dead or silent simulator raises, never hangs."""
         with self._lock:
             if self.closed:
-                raise SimulatorError("the simulator channel is closed")
+                raise SimulatorError("the simulator channel is closed"
+                                     + (f" ({self.reason})" if self.reason else ""))
             self._seq = (self._seq + 1) & 0xFFFFFFFF
             try:
                 self.sock.sendall(REQ.pack(op, self._seq, address, value))
@@ -97,6 +105,7 @@ class SimChannel:
                     buf += chunk
             except TimeoutError:
                 self.closed = True  # an answer may still arrive: the stream is out of step
+                self.reason = f"no answer within {self.timeout:g} s"
                 raise EngineTimeoutError(f"simulator did not answer op {op} at 0x{address:x} "
                                          f"within {self.timeout:g} s") from None
             except OSError as exc:
@@ -292,9 +301,9 @@ class SimEngine(MirrorEngine):
     """The ring-mirror RTL in a simulator, mirroring real segments (see module doc).
 
     Options besides :class:`~pyshm.driver.engine.MirrorEngine`'s: ``simulator``
-    (icarus | verilator), ``rtl_dir`` (default $PYSHM_RTL_DIR or ./hw/rtl upwards),
-    ``build_dir``, ``data_width``, ``addr_width``, ``startup_timeout`` (build + start,
-    seconds), ``register_timeout`` (one register access, seconds).
+    (icarus | verilator), ``rtl_dir`` (default $PYSHM_RTL_DIR, else the RTL installed
+    with the package), ``build_dir``, ``data_width``, ``addr_width``, ``startup_timeout``
+    (build + start, seconds), ``register_timeout`` (one register access, seconds).
     A simulator does 20-35 thousand cycles per second: use small rings.
     """
 

@@ -1,0 +1,194 @@
+"""The ``sim`` engine end to end: the RTL under Icarus mirroring real segments.
+
+The conformance suite (tests/conformance) runs the shared engine checks with
+engine="sim"; these are the simulator-specific ones: the command line, a simulator that
+dies, a simulator whose engine process is killed, and bus accesses outside the segments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from pyshm.driver import regmap as R
+from pyshm.driver.ip import MirrorFaultError
+from pyshm.driver.sim import SimulatorError
+
+from pyshm import layout as L
+from pyshm.engine import open_engine
+from pyshm.errors import EngineError, InvalidParameterError
+from pyshm.replica import Replica
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "conformance"))
+from ringkit import PyRing, payload_for  # noqa: E402
+
+pytestmark = pytest.mark.rtl
+CAP = 8192
+PYSHM = os.path.join(os.path.dirname(sys.executable), "pyshm")
+# EngineStats.line(), after the CLI's rate column: the same for every engine
+STATUS = re.compile(r"^\s*[\d.]+ [kKMGT]?B/s\s+(running|paused)\s+mirrored\s+[\d,]+ B\s+records\s+"
+                    r"[\d,]+\s+lag\s+[\d,]+ B\s+[\d.]+ us\s+p99\s+[\d.]+ us\s+overruns \d+ "
+                    r"\(lost [\d,]+ B\)$")
+
+
+@pytest.fixture
+def names():
+    tag = uuid.uuid4().hex[:10]
+    made = [f"pyt_sim_{tag}", f"pyt_simrep_{tag}"]
+    yield made
+    for n in made:
+        try:
+            os.unlink(f"/dev/shm/{n}")
+        except FileNotFoundError:
+            pass
+
+
+def wait_until(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line for line in f)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("engine", ["cpu", "sim"])
+def test_cli_replicate_mirrors_a_live_ring(engine, names, tmp_path):
+    ring = PyRing(names[0], capacity=CAP)
+    proc = subprocess.Popen([PYSHM, "replicate", names[0], "--to", names[1], "--engine", engine,
+                             "--interval", "0.2", "--json"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: os.path.exists(f"/dev/shm/{names[1]}"), 60, "the replica")
+        for seq in range(150):
+            ring.publish(payload_for(seq, 200))
+            if seq % 30 == 29:  # slices well below a lap: nothing may be lost
+                wait_until(lambda: ring.mirrored == ring.tail, 60, "mirroring")
+        time.sleep(0.5)  # at least one status line after the last copy
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    lines = [ln for ln in err.splitlines() if "mirrored" in ln and "records" in ln]
+    assert lines and all(STATUS.match(ln) for ln in lines), err
+    assert f"({engine} engine)" in err
+    summary = json.loads(out)
+    assert summary["engine"] == engine
+    assert summary["records_mirrored"] == 150 and summary["bytes_mirrored"] == ring.tail
+    assert summary["overruns"] == 0 and summary["errors"] == 0
+    with Replica.open(names[1], readonly=True) as rep:
+        assert rep.tail == ring.tail > CAP
+        recs = rep.records()
+        assert [r.sequence for r in recs] == list(range(recs[0].sequence, 150))
+        assert all(r.payload == payload_for(r.sequence, 200) for r in recs)
+        assert rep.next_sequence == 150
+
+
+def test_dead_simulator_gives_a_clear_error(names):
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    eng = open_engine("sim", ring, rep, register_timeout=5.0)
+    try:
+        eng.start()
+        os.killpg(eng.sim.proc.pid, signal.SIGKILL)
+        eng.sim.proc.wait(10)
+        t0 = time.monotonic()
+        # whichever thread notices first, every caller learns what happened
+        with pytest.raises(SimulatorError, match="simulator (closed the connection|"
+                                                 "connection failed).*exited"):
+            eng.ip.status()
+        assert time.monotonic() - t0 < 6
+        wait_until(lambda: eng.state == "failed", 5, "the monitor noticing")
+        assert "simulator" in eng.stats().last_error
+    finally:
+        eng.close()
+        rep.close()
+        ring.close()
+
+
+ENGINE_CHILD = """
+import sys, time
+from pyshm.engine import open_engine
+eng = open_engine("sim", sys.argv[1], sys.argv[2])
+eng.start()
+print(eng.sim.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_simulator_ends_when_its_engine_is_killed(names, tmp_path):
+    ring = PyRing(names[0], capacity=CAP)
+    Replica.create(names[1], ring).close()
+    script = tmp_path / "child.py"
+    script.write_text(ENGINE_CHILD)
+    child = subprocess.Popen([sys.executable, str(script), names[0], names[1]], cwd=tmp_path,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        sim_pid = int(child.stdout.readline())
+        ring.publish(payload_for(0, 200))
+        wait_until(lambda: ring.mirrored == ring.tail, 60, "the child engine")
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        wait_until(lambda: gone(sim_pid), 15, "the simulator to exit")
+        # and it copies nothing more: the IP was held in reset when the socket closed
+        held = ring.mirrored
+        ring.publish(payload_for(1, 200))
+        time.sleep(0.3)
+        assert ring.mirrored == held
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        ring.close()
+
+
+def test_bus_access_outside_the_segments_faults_instead_of_wrapping(names):
+    """AxiRam would wrap an address it does not hold; the testbench answers SLVERR."""
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    try:
+        with open_engine("sim", ring, rep) as eng:
+            eng.start()
+            eng.pause(30)
+            # the ring's tail word moved to an address that is not in either segment
+            eng.ip.write64("RING_TAIL_ADDR", eng.ring_bus + 0x10_0000)
+            eng.resume(30)
+            ring.publish(payload_for(0, 200))
+            with pytest.raises(MirrorFaultError, match="READ_SLVERR") as ei:
+                eng.sync(60)
+            assert ei.value.code == R.FAULT_READ_SLVERR
+            assert rep.tail == 0 and ring.mirrored == 0  # nothing was published
+            assert L.FLAG_REPLICA & rep.params.flags
+    finally:
+        rep.close()
+        ring.close()
+
+
+def test_bad_options_are_refused_before_starting_a_simulator(names):
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    try:
+        with pytest.raises(InvalidParameterError, match="simulator 'modelsim'"):
+            open_engine("sim", ring, rep, simulator="modelsim")
+        with pytest.raises(EngineError, match="RTL not found"):
+            open_engine("sim", ring, rep, rtl_dir=str(names[0]))
+    finally:
+        rep.close()
+        ring.close()
