@@ -208,7 +208,7 @@ class SimProcess:
                  *, simulator: str = "icarus", rtl_dir: str | os.PathLike[str] | None = None,
                  build_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
                  addr_width: int = 40, startup_timeout: float = 120.0,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, poll_cycles: int = 8):
         if simulator not in ("icarus", "verilator"):
             raise InvalidParameterError(f"simulator {simulator!r}: use icarus or verilator")
         exe = {"icarus": "iverilog", "verilator": "verilator"}[simulator]
@@ -219,6 +219,8 @@ class SimProcess:
                                     "verilator script into the venv's bin") + ")")
         if data_width not in (64, 128, 256, 512):
             raise InvalidParameterError(f"data_width {data_width}: use 64, 128, 256 or 512")
+        if not 1 <= poll_cycles <= 1 << 16:
+            raise InvalidParameterError(f"poll_cycles {poll_cycles}: use 1..65536")
         if not 34 <= addr_width <= 64:
             raise InvalidParameterError(f"addr_width {addr_width}: the simulated map puts "
                                         f"segments above 4 GiB, use 34..64")
@@ -239,6 +241,7 @@ class SimProcess:
                 "replica_path": replica_path, "replica_size": replica_size,
                 "ring_bus": RING_BUS, "replica_bus": REPLICA_BUS,
                 "data_width": data_width, "addr_width": addr_width, "timeout": timeout,
+                "poll_cycles": poll_cycles,
             }
             env = dict(os.environ, PATH=_tool_path())
             with open(self.log_path, "wb") as log:
@@ -303,7 +306,9 @@ class SimEngine(MirrorEngine):
     Options besides :class:`~pyshm.driver.engine.MirrorEngine`'s: ``simulator``
     (icarus | verilator), ``rtl_dir`` (default $PYSHM_RTL_DIR, else the RTL installed
     with the package), ``build_dir``, ``data_width``, ``addr_width``, ``startup_timeout``
-    (build + start, seconds), ``register_timeout`` (one register access, seconds).
+    (build + start, seconds), ``register_timeout`` (one register access, seconds),
+    ``poll_cycles`` (simulated cycles between socket polls: register latency against
+    simulation speed).
     A simulator does 20-35 thousand cycles per second: use small rings.
     """
 
@@ -324,7 +329,7 @@ class SimEngine(MirrorEngine):
                  rtl_dir: str | os.PathLike[str] | None = None,
                  build_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
                  addr_width: int = 40, startup_timeout: float = 120.0,
-                 register_timeout: float = 10.0, **options: Any):
+                 register_timeout: float = 10.0, poll_cycles: int = 8, **options: Any):
         self.sim: SimProcess | None = None
         super().__init__(ring, replica, **options)
         try:
@@ -332,7 +337,7 @@ class SimEngine(MirrorEngine):
                                   self.rep_seg.size, simulator=simulator, rtl_dir=rtl_dir,
                                   build_dir=build_dir, data_width=data_width,
                                   addr_width=addr_width, startup_timeout=startup_timeout,
-                                  timeout=register_timeout)
+                                  timeout=register_timeout, poll_cycles=poll_cycles)
             self.device = SimDevice(self.sim.channel)
             ip = RingMirror({"phys_addr": REG_BASE, "addr_range": R.ADDR_RANGE,
                              "device": self.device, "fullpath": f"sim:{simulator}:ring_mirror"})

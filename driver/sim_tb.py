@@ -126,12 +126,13 @@ async def serve(dut):
     sock.settimeout(float(cfg.get("timeout", 10.0)))
     sock.connect(cfg["socket"])
     q = memoryview(ring)[:L.HEADER_SIZE].cast("Q")
+    poll_cycles = int(cfg.get("poll_cycles", POLL_CYCLES))
     buf = b""
     idle = 0
     enabled = False
     stop = False
     while not stop:
-        await ClockCycles(dut.aclk, POLL_CYCLES)
+        await ClockCycles(dut.aclk, poll_cycles)
         wait = 0.0
         if idle >= IDLE_POLLS and (not enabled or q[L.OFF_TAIL // 8] == q[L.OFF_MIRRORED // 8]):
             wait = IDLE_SLEEP  # nothing to copy: let the CPU go instead of spinning the clock
