@@ -18,6 +18,7 @@ from .. import layout as L
 from ..engine import open_engine
 from ..replica import Replica
 from ..segment import Segment
+from .sim import SimEngine
 
 
 def publish_backlog(seg: Segment, params: L.RingParams, nbytes: int) -> int:
@@ -61,16 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         with open_engine("sim", ring, rep, simulator=args.simulator,
                          startup_timeout=600) as eng:
             start_s = time.monotonic() - t0
+            assert isinstance(eng, SimEngine) and eng.ip is not None
+            ip = eng.ip
             eng.start()
             eng.pause(60)
             end = publish_backlog(ring, params, args.capacity - 4096)
-            c0, b0 = eng.cycles(), eng.ip.read64("BUSY_CYCLES")
+            c0, b0 = eng.cycles(), ip.read64("BUSY_CYCLES")
             t1 = time.monotonic()
             eng.resume(60)
             eng.sync(3600)
             wall = time.monotonic() - t1
-            c1, b1 = eng.cycles(), eng.ip.read64("BUSY_CYCLES")
-            data_bytes = eng.ip.hw_config().data_bytes
+            c1, b1 = eng.cycles(), ip.read64("BUSY_CYCLES")
+            data_bytes = ip.hw_config().data_bytes
         res = {"simulator": args.simulator, "startup_s": round(start_s, 2), "bytes": end,
                "wall_s": round(wall, 3), "bytes_per_s": round(end / wall),
                "cycles": c1 - c0, "cycles_per_s": round((c1 - c0) / wall),

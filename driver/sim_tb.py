@@ -112,7 +112,7 @@ async def serve(dut):
     for name in ("s_axil", "m_axi"):
         import logging
         logging.getLogger(f"cocotb.{dut._name}.{name}").setLevel(logging.ERROR)
-    cocotb.start_soon(Clock(dut.aclk, CLK_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.aclk, CLK_NS, unit="ns").start())  # type: ignore[arg-type]
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.aclk, dut.aresetn,
                          reset_active_level=False)
     AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn, reset_active_level=False,
