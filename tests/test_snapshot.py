@@ -314,3 +314,15 @@ def test_stale_record_at_window_end_is_refused(tmp_path, names):
         with pytest.raises(CorruptSegmentError, match="sequence 3 after 38"):
             snapshot(ring, tmp_path / "s.img")
         assert not (tmp_path / "s.img").exists()
+
+
+def test_intent_far_past_tail_is_retried_not_corrupt(names):
+    """Between the loads of tail and intent a fast producer may run laps ahead: that
+    proves nothing intact below tail, so the attempt is retried, then refused."""
+    with Ring(names(), create=True, capacity=1 << 14) as ring:
+        fill(ring, 200)
+        ahead = ring.tail + 3 * ring.capacity
+        ring.segment.buf[layout.OFF_TAIL_INTENT:layout.OFF_TAIL_INTENT + 8] = \
+            ahead.to_bytes(8, "little")
+        with pytest.raises(SnapshotError, match="no intact window after 2 attempts"):
+            capture(ring, retries=2)

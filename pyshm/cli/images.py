@@ -226,7 +226,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             print("pyshm export: error: only jsonl can go to stdout", file=sys.stderr)
             return 2
         out = "/dev/stdout"
-    n = export(args.image, out, format=args.format, payload=args.payload)
+    try:
+        n = export(args.image, out, format=args.format, payload=args.payload)
+    except BrokenPipeError:
+        # `pyshm export X -o - | head`: the reader left; that is not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     if out != "/dev/stdout":
         print(f"{out}: {n} records")
     return 0

@@ -94,8 +94,8 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
     name = display_name(path)
     exists = os.path.exists(path)
     if exists and not overwrite:
-        raise RingExistsError(f"ring {name!r} already exists ({path}); pass overwrite to "
-                              f"replace a stopped ring")
+        raise RingExistsError(f"ring {name!r} already exists ({path}); to replace a "
+                              f"stopped ring use --overwrite (overwrite=True)")
     if exists and not os.path.isfile(path):
         raise InvalidParameterError(f"refusing to replace {path}: not a regular file (a "
                                     f"device-backed ring cannot be swapped by rename)")
