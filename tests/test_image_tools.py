@@ -175,9 +175,9 @@ def test_cli_scheduled_snapshots_in_a_process(tmp_path, ring):
     publish(ring, 10)
     out = subprocess.run([sys.executable, "-m", "pyshm", "snapshot", ring.name, "-o",
                           str(tmp_path), "--every", "0.05", "--keep", "2", "--duration",
-                          "0.5"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                          "1.0"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("10 records") >= 3
+    assert out.stdout.count("10 records") >= 3  # ~20 expected; slack for a loaded CI
     assert len(glob.glob(str(tmp_path / "snapshot-*.pyimg"))) == 2
 
 
