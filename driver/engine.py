@@ -44,12 +44,17 @@ def open_segment(obj: Any, what: str) -> tuple[Segment, bool]:
         return seg, False
     if isinstance(obj, (str, os.PathLike)):
         path = os.fspath(obj)
-        if path.startswith("/dev/") and os.path.exists(path) \
-                and stat.S_ISCHR(os.stat(path).st_mode):
+        if _is_device(path):
             return Segment(path, size=udmabuf_info(path)[1]), True
         return Segment(obj), True
     raise InvalidParameterError(f"{what}: expected a Ring, Replica, Segment or name, got "
                                 f"{type(obj).__name__}")
+
+
+def _is_device(obj: Any) -> bool:
+    path = os.fspath(obj)
+    return path.startswith("/dev/") and os.path.exists(path) \
+        and stat.S_ISCHR(os.stat(path).st_mode)
 
 
 def udmabuf_info(path: str) -> tuple[int, int]:
@@ -112,7 +117,7 @@ class MirrorEngine(Engine):
             self.ring_seg, own = open_segment(ring, "ring")
             if own:
                 self._owned.append(self.ring_seg)
-            if isinstance(replica, (str, os.PathLike)):
+            if isinstance(replica, (str, os.PathLike)) and not _is_device(replica):
                 replica = Replica.open(replica, prefault=True)
                 self._owned.append(replica)
             self.rep_seg, own = open_segment(replica, "replica")

@@ -384,3 +384,11 @@ def test_silent_or_dead_simulator_never_hangs():
     chan2 = SimChannel(fake_sim(lambda op, addr, v: "close"), None, 2.0)
     with pytest.raises(SimulatorError, match="closed the connection"):
         chan2.transact(OP_READ, 0)
+
+
+def test_device_file_that_is_not_a_udmabuf_is_refused(segs):
+    ring, _ = segs
+    with pytest.raises(EngineError, match="no u-dma-buf sysfs entry"):
+        open_segment("/dev/null", "ring")
+    with pytest.raises(EngineError, match="no u-dma-buf sysfs entry"):
+        ScriptedEngine(ring, "/dev/null", None)
