@@ -34,8 +34,8 @@ only length and type, may be 8 bytes long, and fills the rest of a partition.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from .errors import CorruptSegmentError, InvalidParameterError, VersionMismatchError
 
@@ -146,7 +146,7 @@ class RingParams:
     def segment_size(self) -> int:
         return segment_size(self.capacity)
 
-    def validate(self, where: str = "ring") -> "RingParams":
+    def validate(self, where: str = "ring") -> RingParams:
         check_params(self.capacity, self.max_record, self.partition_count, where)
         if self.flags & ~KNOWN_FLAGS:
             raise CorruptSegmentError(f"{where}: unknown header flags 0x{self.flags:x}")

@@ -17,8 +17,13 @@ import re
 import stat
 from typing import Any
 
-from .errors import (ClosedError, CorruptSegmentError, InvalidNameError, RingExistsError,
-                     RingNotFoundError)
+from .errors import (
+    ClosedError,
+    CorruptSegmentError,
+    InvalidNameError,
+    RingExistsError,
+    RingNotFoundError,
+)
 
 SHM_DIR = "/dev/shm"
 DEFAULT_MODE = 0o600
@@ -174,7 +179,7 @@ class Segment:
         except FileNotFoundError:
             pass
 
-    def __enter__(self) -> "Segment":
+    def __enter__(self) -> Segment:
         return self
 
     def __exit__(self, *exc: Any) -> None:
