@@ -241,7 +241,7 @@ class SimProcess:
                 "replica_path": replica_path, "replica_size": replica_size,
                 "ring_bus": RING_BUS, "replica_bus": REPLICA_BUS,
                 "data_width": data_width, "addr_width": addr_width, "timeout": timeout,
-                "poll_cycles": poll_cycles,
+                "poll_cycles": poll_cycles, "engine_pid": os.getpid(), "work_dir": self._tmp,
             }
             env = dict(os.environ, PATH=_tool_path())
             with open(self.log_path, "wb") as log:

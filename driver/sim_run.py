@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,9 +33,14 @@ def main(argv: list[str]) -> int:
                  parameters=params, build_dir=build_dir, build_args=build_args,
                  timescale=("1ns", "1ps"), always=False)
     env = {"PYSHM_SIM_CONFIG": json.dumps(cfg)}
-    runner.test(test_module="pyshm.driver.sim_tb", hdl_toplevel="ring_mirror",
-                hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=os.getcwd(),
-                extra_env=env, timescale=("1ns", "1ps"))
+    try:
+        runner.test(test_module="pyshm.driver.sim_tb", hdl_toplevel="ring_mirror",
+                    hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=os.getcwd(),
+                    extra_env=env, timescale=("1ns", "1ps"))
+    finally:
+        # orphaned (the engine was killed): nobody else will remove the private directory
+        if os.getppid() != cfg.get("engine_pid"):
+            shutil.rmtree(cfg["work_dir"], ignore_errors=True)
     return 0
 
 

@@ -127,7 +127,7 @@ import sys, time
 from pyshm.engine import open_engine
 eng = open_engine("sim", sys.argv[1], sys.argv[2])
 eng.start()
-print(eng.sim.proc.pid, flush=True)
+print(eng.sim.proc.pid, eng.sim._tmp, flush=True)
 time.sleep(600)
 """
 
@@ -141,12 +141,15 @@ def test_simulator_ends_when_its_engine_is_killed(names, tmp_path):
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
-        sim_pid = int(child.stdout.readline())
+        pid_text, work_dir = child.stdout.readline().split()
+        sim_pid = int(pid_text)
+        assert os.path.isdir(work_dir)
         ring.publish(payload_for(0, 200))
         wait_until(lambda: ring.mirrored == ring.tail, 60, "the child engine")
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         wait_until(lambda: gone(sim_pid), 15, "the simulator to exit")
+        assert not os.path.exists(work_dir), "an orphaned simulator removes its directory"
         # and it copies nothing more: the IP was held in reset when the socket closed
         held = ring.mirrored
         ring.publish(payload_for(1, 200))
