@@ -112,3 +112,25 @@ def test_sim_engine_through_pynq_mmio_mirrors_and_faults(pair):
         st = eng.stats()
         assert st.state == "failed" and "BAD_TAIL" in st.last_error and st.errors >= 1
         eng.stop(5)  # stopping a faulted engine is not an error: it has stopped
+
+
+def test_auto_picks_pynq_only_when_the_loaded_overlay_has_the_ip(monkeypatch):
+    from pyshm.driver.engine import PynqEngine
+
+    from pyshm.engine import pick_engine
+
+    ok, why = PynqEngine.available()  # off-board: pynq finds no device
+    assert not ok and "no PYNQ overlay loaded" in why
+    assert pick_engine()[0] == "cpu"
+
+    class LoadedPL:
+        ip_dict = {"ring_mirror_0": {"type": R.VLNV, "phys_addr": 0xA0000000},
+                   "axi_gpio_0": {"type": "xilinx.com:ip:axi_gpio:2.0"}}
+
+    monkeypatch.setattr(pynq, "PL", LoadedPL)
+    ok, why = PynqEngine.available()
+    assert ok and "ring_mirror_0" in why
+    name, why = pick_engine()
+    assert name == "pynq" and "ring_mirror_0" in why
+    LoadedPL.ip_dict = {"axi_gpio_0": {"type": "xilinx.com:ip:axi_gpio:2.0"}}
+    assert PynqEngine.available() == (False, "the loaded overlay has no ring-mirror IP")
