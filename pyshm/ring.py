@@ -61,8 +61,8 @@ def parse_size(text: int | str) -> int:
 
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs (a zombie counts as dead: it will never touch the ring)."""
-    if pid <= 0:
-        return False
+    if pid <= 0 or pid > 0x7FFFFFFF:
+        return False  # not a pid the kernel can hand out (and os.kill would overflow)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
