@@ -384,3 +384,84 @@ def remove_stale(names: list[str] | None = None, *, directory: str = SHM_DIR,
                 continue
         removed.append(info)
     return removed
+
+
+# ------------------------------------------------------------------ consumer restart
+
+def slot_position(ring: Ring, pid: int) -> int | None:
+    """The position held by ``pid``'s consumer slot (dead or alive), or None.
+
+    A slot's position is where its consumer will read next, or the record it handed out
+    last and has not released: a record boundary the dead consumer left behind.
+    """
+    from ._ring_c import ffi, lib
+
+    buf = ffi.new("int64_t[4]")
+    for i in range(L.MAX_CONSUMERS):
+        lib.pyshm_slot_read(ring._h(), i, buf)
+        if buf[1] == pid:
+            return int(buf[0])
+    return None
+
+
+def resume_consumer(ring: Ring, position: int, next_sequence: int,
+                    gating: bool = True) -> Any:
+    """A consumer that continues exactly where a dead one stopped.
+
+    ``ring.consumer(sequence)`` can only start at a partition start (the only positions
+    known to be record boundaries), so records between a dead consumer's position and
+    the next partition start would be skipped. This starts at ``position`` instead (from
+    :func:`slot_position` of the dead pid) and skips records below ``next_sequence`` (the
+    consumer's own checkpoint). The C reader still validates every record and detects a
+    lap, so a bad position yields an error or a counted loss, never a torn record.
+    Lossless protection of a dead gating consumer's records lasts only until a producer
+    reaps its slot: what was overwritten by then is counted in the consumer's ``lost``.
+    """
+    from ._ring_c import lib
+
+    if position % L.RECORD_ALIGN or position < 0:
+        raise CorruptSegmentError(f"ring {ring.name!r}: cannot resume at position "
+                                  f"{position}: not a record boundary")
+    c = ring.consumer(next_sequence, gating=gating)
+    # Once the producer has reaped the dead slot (a full lossless producer does so within
+    # ~10 ms), it may overwrite what that slot protected: then the records are gone and
+    # the consumer starts at its partition start, counting them in ``lost``.
+    if position < c.position and ring.tail_intent <= position + ring.capacity:
+        raw = c._c
+        raw.pos = position
+        raw.expect = next_sequence
+        raw.have_expect = 1
+        raw.skip_below = next_sequence
+        # publish the earlier position; if the producer passed it meanwhile, the reader's
+        # lap check reports the loss instead of returning overwritten bytes
+        lib.pyshm_consumer_touch(raw)
+    return c
+
+
+def pin_dead_slot(ring: Ring, dead_pid: int) -> tuple[int, int] | None:
+    """Take over a dead consumer's slot in place: (index, position), or None if the
+    slot is gone (already reaped) or its process still runs.
+
+    Only the pid changes (compare-and-swap from the dead pid to ours), so the slot keeps
+    gating at the same position without a gap: a lossless producer that reaps dead slots
+    no longer sees a dead one. Hold it until the restarted consumer has registered (see
+    :func:`resume_consumer`), then free it with :func:`unpin_slot`.
+    """
+    from ._ring_c import ffi, lib
+
+    if _alive(dead_pid):
+        return None
+    buf = ffi.new("int64_t[4]")
+    for i in range(L.MAX_CONSUMERS):
+        lib.pyshm_slot_read(ring._h(), i, buf)
+        if buf[1] == dead_pid and lib.pyshm_slot_claim(ring._h(), i, dead_pid,
+                                                       os.getpid()) == 1:
+            lib.pyshm_slot_read(ring._h(), i, buf)
+            return i, int(buf[0])
+    return None
+
+
+def unpin_slot(ring: Ring, index: int) -> bool:
+    from ._ring_c import lib
+
+    return bool(lib.pyshm_slot_release(ring._h(), index, os.getpid()) > 0)

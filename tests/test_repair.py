@@ -203,3 +203,55 @@ def test_repair_refuses_replica(ring_name, replica_name):
     with Ring.create(ring_name, 16 * 1024) as ring, Replica.create(replica_name, ring):
         with pytest.raises(PyshmError, match="replica"):
             repair(replica_name)
+
+
+CONSUMER = r'''
+import json, sys, time
+from pyshm import Ring
+ring = Ring.attach(sys.argv[1])
+c = ring.consumer("oldest", gating=True)
+last = None
+for _ in range(int(sys.argv[2])):
+    last = c.read_copy().sequence
+c.read()  # releases the previous record: the slot now points past it
+print(json.dumps({"next": last + 2}), flush=True)   # it holds the record after `last`
+time.sleep(120)
+'''
+
+
+def test_dead_gating_consumer_resumes_mid_partition(ring_name, tmp_path):
+    from pyshm.repair import pin_dead_slot, resume_consumer, unpin_slot
+
+    script = tmp_path / "consumer.py"
+    script.write_text(CONSUMER)
+    with Ring.create(ring_name, 16 * 1024, lossless=True) as ring:
+        prod = ring.producer()
+        while prod.publish(b"r" * 40) >= 0:  # fill the ring up to the gate-free limit
+            if prod.sequence >= 200:
+                break
+        p = subprocess.Popen([sys.executable, str(script), ring_name, "37"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            checkpoint = json.loads(p.stdout.readline())["next"]  # type: ignore[union-attr]
+        finally:
+            kill9(p)
+        # pinned before the producer's next reap: from now on the slot is ours and holds
+        # the producer back exactly where the dead consumer stood
+        pinned = pin_dead_slot(ring, p.pid)
+        assert pinned is not None
+        assert ring.reap() == 0  # a pinned slot is no longer a dead one
+        for _ in range(10_000):  # fill the ring up to that gate (a reap happens on FULL)
+            if prod.publish(b"r" * 40) < 0:
+                break
+        assert prod.publish(b"r" * 40) < 0
+        # a plain restart would start at a partition start, past the checkpoint
+        with ring.consumer(checkpoint) as plain:
+            first_plain = plain.read_copy()
+            assert first_plain is not None and first_plain.sequence > checkpoint
+        c = resume_consumer(ring, pinned[1], checkpoint)
+        assert unpin_slot(ring, pinned[0])
+        seqs = [m.sequence for m in iter(lambda: c.read_copy(), None)]
+        assert seqs[0] == checkpoint and seqs == list(range(checkpoint, seqs[-1] + 1))
+        assert c.lost == 0 and seqs[-1] == prod.sequence - 1
+        c.close()
+        prod.close()
