@@ -9,7 +9,10 @@ window that passes is a run of whole, committed records.
 
 from __future__ import annotations
 
+import mmap
+import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -175,3 +178,90 @@ def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
         raise CorruptSegmentError(f"{where}: records stop at position {c.pos}, window "
                                   f"ends at {end}")
     return Summary(count, first, last, payload, -1)
+
+
+def _libc_mmap():
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.restype = ctypes.c_int
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    return ctypes, libc
+
+
+def summarize_file_window(fd: int, data_offset: int, params: layout.RingParams, start: int,
+                          end: int, where: str = "window") -> Summary:
+    """Validate [start, end) stored unwrapped at ``data_offset`` of file ``fd`` (an
+    uncompressed image), with the ring's C consumer, without copying the window.
+
+    The C consumer reads a ring: a 4 KiB header followed by ``capacity`` bytes indexed by
+    ``pos & (capacity - 1)``. The file is mapped copy-on-write right after a reserved
+    address range, and a ring header is written just before the window's first byte, for
+    a ring large enough that the window does not wrap and with positions moved by a
+    multiple of the partition size (so partition boundaries, hence padding, are where
+    they were). Only the header pages are copied; the window is read from the page cache.
+    Falls back to the Python walker on a copy when this cannot be set up.
+    """
+    length = end - start
+    psize = params.partition_size
+    if start % layout.RECORD_ALIGN or end < start:
+        raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
+    shifted = start % psize
+    cap = max(layout.MIN_CAPACITY, psize)
+    while cap < shifted + length:
+        cap *= 2
+    hs = layout.HEADER_SIZE
+    pg = mmap.PAGESIZE
+    pre = -(-(shifted + hs) // pg) * pg  # reserved bytes before the file mapping
+    file_len = data_offset + length
+    total = pre + max(-(-file_len // pg) * pg, -(-(data_offset - shifted + cap) // pg) * pg)
+    try:
+        if not sys.platform.startswith("linux"):
+            raise OSError("the MAP_FIXED value below is Linux's")
+        from .._ring_c import ffi  # noqa: F401
+        ctypes, libc = _libc_mmap()
+    except (ImportError, OSError, AttributeError):  # pragma: no cover - no C core/libc
+        view = memoryview(os.pread(fd, length, data_offset))
+        return summarize(view, start, UNWRAPPED, start, end, psize, params.max_record, where)
+    prot = mmap.PROT_READ | mmap.PROT_WRITE
+    anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+    base = libc.mmap(None, total, prot, anon, -1, 0)
+    if base in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap of the walk window failed")
+    try:
+        MAP_FIXED = 0x10  # Linux value; mmap module does not export it
+        got = libc.mmap(base + pre, -(-file_len // pg) * pg, prot,
+                        mmap.MAP_PRIVATE | MAP_FIXED | getattr(mmap, "MAP_POPULATE", 0),
+                        fd, 0)
+        if got != base + pre:
+            raise OSError(ctypes.get_errno(), "mmap of the image file failed")
+        hdr = base + pre + data_offset - shifted - hs
+        fake = layout.RingParams(capacity=cap, max_record=params.max_record,
+                                 partition_count=cap // psize, flags=0, created_ns=0,
+                                 name="walk")
+        delta = start - shifted
+        head = bytearray(hs)
+        head[:0x80] = layout.pack_static_header(fake)
+        for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+            struct.pack_into("<Q", head, off, end - delta)
+        ctypes.memmove(hdr, bytes(head), hs)
+        ring = memoryview((ctypes.c_char * (hs + cap)).from_address(hdr)).cast("B")
+        try:
+            return summarize_segment(ring, fake, shifted, end - delta, where=where)
+        except CorruptSegmentError:
+            # say what is wrong in the image's own positions, not the shifted ones
+            window = ring[hs + shifted:hs + shifted + length]
+            try:
+                summarize(window, start, UNWRAPPED, start, end, psize, params.max_record,
+                          where)
+            finally:
+                window.release()
+            raise
+        finally:
+            ring.release()
+    finally:
+        libc.munmap(base, total)

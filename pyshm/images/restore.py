@@ -32,10 +32,11 @@ from ..errors import (
     InvalidParameterError,
     ProducerBusyError,
     RingExistsError,
+    RingNotFoundError,
 )
 from ..segment import Segment, display_name, resolve_path
 from . import format as fmt
-from .records import summarize_segment
+from .records import UNWRAPPED, Summary, summarize, summarize_file_window, summarize_segment
 from .snapshot import Capture, capture
 
 
@@ -87,6 +88,39 @@ def check_stopped(target: str) -> None:
                                 f"{', '.join(users)}; stop them first")
 
 
+def _check_window(header: fmt.ImageHeader, cap: int, psize: int) -> int:
+    """The oldest position a reader of the restored ring starts from, checked."""
+    start, end = header.first_position, header.end_position
+    oldest = layout.oldest_boundary(end, cap, psize)
+    if start > oldest and start % psize:
+        raise ImageError(f"image window starts at {start}, inside a partition, after the "
+                         f"oldest position {oldest} a reader would start from")
+    return oldest
+
+
+def _new_params(params: layout.RingParams, header: fmt.ImageHeader,
+                name: str) -> layout.RingParams:
+    flags = params.flags & ~layout.FLAG_REPLICA
+    if params.is_replica or header.from_replica:
+        # a promoted replica has no engine yet: gating on `mirrored` would stall its
+        # producer after one lap (pyshm.replica.promote clears it too)
+        flags &= ~layout.FLAG_GATE_ON_MIRROR
+    return dataclasses.replace(
+        params, flags=flags, name=name, created_ns=fmt.now_ns(),
+        creator_pid=os.getpid(), producer_pid=0, data_phys_addr=0)
+
+
+def _check_summary(s: Summary, header: fmt.ImageHeader) -> None:
+    first = s.first_sequence if s.record_count else header.next_sequence
+    nxt = (s.last_sequence + 1) if s.last_sequence is not None else header.next_sequence
+    if (s.record_count, first, nxt) != (header.record_count, header.first_sequence,
+                                        header.next_sequence):
+        raise ImageError(
+            f"records disagree with the image header: found {s.record_count} "
+            f"records {first}..{nxt - 1}, header says {header.record_count} records "
+            f"{header.first_sequence}..{header.next_sequence - 1}")
+
+
 def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
            fill: Callable[[memoryview], None], *, overwrite: bool, mode: int,
            prefault: bool, force: bool) -> RestoreInfo:
@@ -113,18 +147,8 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
             f"cannot restore a ring of capacity {cap} into {os.path.dirname(path)}: only "
             f"{free} bytes free")
     start, end = header.first_position, header.end_position
-    oldest = layout.oldest_boundary(end, cap, psize)
-    if start > oldest and start % psize:
-        raise ImageError(f"image window starts at {start}, inside a partition, after the "
-                         f"oldest position {oldest} a reader would start from")
-    flags = params.flags & ~layout.FLAG_REPLICA
-    if params.is_replica or header.from_replica:
-        # a promoted replica has no engine yet: gating on `mirrored` would stall its
-        # producer after one lap (pyshm.replica.promote clears it too)
-        flags &= ~layout.FLAG_GATE_ON_MIRROR
-    new_params = dataclasses.replace(
-        params, flags=flags, name=name, created_ns=fmt.now_ns(),
-        creator_pid=os.getpid(), producer_pid=0, data_phys_addr=0)
+    oldest = _check_window(header, cap, psize)
+    new_params = _new_params(params, header, name)
     tmp = f"{path}.restore-{os.getpid()}-{secrets.token_hex(4)}"
     seg = Segment(tmp, create=True, size=layout.segment_size(cap), mode=mode)
     published = False
@@ -148,15 +172,7 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
             # nobody can attach to the temporary name: walking it now sees final bytes
             s = summarize_segment(buf, new_params, min(oldest, start), end,
                                   where=f"restored ring {name!r}")
-            first = s.first_sequence if s.record_count else header.next_sequence
-            nxt = (s.last_sequence + 1) if s.last_sequence is not None \
-                else header.next_sequence
-            if (s.record_count, first, nxt) != (header.record_count, header.first_sequence,
-                                                header.next_sequence):
-                raise ImageError(
-                    f"records disagree with the image header: found {s.record_count} "
-                    f"records {first}..{nxt - 1}, header says {header.record_count} records "
-                    f"{header.first_sequence}..{header.next_sequence - 1}")
+            _check_summary(s, header)
         except CorruptSegmentError as exc:
             raise ImageError(f"image records are invalid: {exc}") from None
         finally:
@@ -181,13 +197,107 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
                        header.record_count)
 
 
+def _restore_in_place(reader: fmt.ImageReader, target: str, *, force: bool,
+                      progress: fmt.ProgressFn | None) -> RestoreInfo:
+    """Overwrite the existing, stopped ring ``target`` with the image, verified first.
+
+    Every chunk's CRC32C and the whole record walk run over the image's page cache (a
+    mapping of the file, nothing copied) before the first byte of the target changes;
+    then each byte is copied once, file mapping -> ring mapping, into pages the ring
+    already has (no page faults). The ring's magic is cleared during the copy and
+    written last, so a restore killed halfway leaves a segment that is refused as "not
+    a pyshm ring" instead of a mix of two rings: run the restore again.
+    """
+    h = reader.header
+    params = h.params
+    cap, psize = params.capacity, params.partition_size
+    path = resolve_path(target)
+    name = display_name(path)
+    if not os.path.exists(path):
+        raise RingNotFoundError(f"cannot restore in place: no ring named {name!r} ({path})")
+    if not force:
+        check_stopped(path)
+    start, end = h.first_position, h.end_position
+    oldest = _check_window(h, cap, psize)
+    with Segment(path) as seg:
+        head = seg.buf[:0x80]
+        try:
+            cur = layout.unpack_static_header(head, where=seg.name, size=seg.size)
+        except CorruptSegmentError as exc:
+            raise CorruptSegmentError(f"refusing to overwrite {seg.name!r}: it is not a "
+                                      f"pyshm ring ({exc})") from None
+        finally:
+            head.release()
+        if (cur.capacity, cur.partition_count) != (cap, params.partition_count):
+            raise InvalidParameterError(
+                f"cannot restore in place: ring {name!r} has capacity {cur.capacity} and "
+                f"{cur.partition_count} partitions, the image {cap} and "
+                f"{params.partition_count}; restore into a new ring instead")
+        where = f"image {reader.path}"
+        src: memoryview
+        try:
+            if h.compression == fmt.COMPRESS_NONE:
+                src = reader.map_verified()
+                data_off = reader.chunks[0].offset if reader.chunks else fmt.HEADER_SIZE
+                s = summarize_file_window(reader.fileno(), data_off, params, start, end,
+                                          where=where)
+            else:
+                src = memoryview(reader.read_data().data).cast("B")
+                s = summarize(src, start, UNWRAPPED, start, end, psize, params.max_record,
+                              where)
+        except CorruptSegmentError as exc:
+            raise ImageError(f"image records are invalid: {exc}") from None
+        try:
+            _check_summary(s, h)
+            # verified in full: from here on the target is written
+            new_params = _new_params(params, h, name)
+            buf = seg.buf
+            data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
+            try:
+                buf[:len(layout.MAGIC)] = bytes(len(layout.MAGIC))
+                step = h.chunk_size if progress else max(1, len(src))
+                for lin in range(0, len(src), step):
+                    n = min(step, len(src) - lin)
+                    off = (start + lin) & (cap - 1)
+                    first = min(n, cap - off)
+                    data[off:off + first] = src[lin:lin + first]
+                    if first < n:
+                        data[:n - first] = src[lin + first:lin + n]
+                    if progress:
+                        progress(lin + n, len(src))
+                for pos in range(oldest, start, psize):
+                    struct.pack_into("<ii", data, pos & (cap - 1), psize, layout.PADDING_TYPE)
+                # consumer slots, counters, producer pid: as a freshly created ring
+                buf[0x80:layout.HEADER_SIZE] = bytes(layout.HEADER_SIZE - 0x80)
+                for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+                    struct.pack_into("<Q", buf, off, end)
+                struct.pack_into("<Q", buf, layout.OFF_NEXT_SEQUENCE, h.next_sequence)
+                buf[:0x80] = layout.pack_static_header(new_params)
+            finally:
+                data.release()
+                buf.release()
+            if "/" in os.fspath(target):
+                seg.mmap.flush()
+        finally:
+            src.release()
+    return RestoreInfo(name, path, start, end, h.first_sequence, h.next_sequence,
+                       h.record_count)
+
+
 def restore(image: str | os.PathLike[str], target: str, *, overwrite: bool = False,
-            force: bool = False, mode: int = 0o600, prefault: bool = True,
-            progress: fmt.ProgressFn | None = None) -> RestoreInfo:
-    """Build ring ``target`` from ``image``; verified in full before the name appears."""
+            in_place: bool = False, force: bool = False, mode: int = 0o600,
+            prefault: bool = True, progress: fmt.ProgressFn | None = None) -> RestoreInfo:
+    """Build ring ``target`` from ``image``; verified in full before the name appears.
+
+    ``in_place=True`` instead overwrites the existing, stopped ring ``target`` (same
+    capacity and partitions) in its own pages, after the whole image is verified: the
+    fast recovery path, about two memcpys of the window (see ``docs/images.md``).
+    """
     with fmt.ImageReader(image) as reader:
         h = reader.header
         cap = h.params.capacity
+        if in_place:
+            return _restore_in_place(reader, target, force=force, progress=progress)
 
         def fill(data: memoryview) -> None:
             total = h.data_length

@@ -1,0 +1,207 @@
+"""Restore in place: the stopped ring's own pages are overwritten, only after the whole
+image (checksums and records) is verified through a mapping of the file."""
+
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from pyshm import layout
+from pyshm.errors import (
+    ImageChecksumError,
+    ImageError,
+    InvalidParameterError,
+    ProducerBusyError,
+    RingNotFoundError,
+)
+from pyshm.images import format as fmt
+from pyshm.images import restore, snapshot
+from pyshm.images.records import UNWRAPPED, summarize, summarize_file_window
+from pyshm.ring import Ring
+
+CAP = 1 << 15
+
+
+def payload(seq: int, size: int) -> bytes:
+    return (seq.to_bytes(8, "little") * (size // 8 + 1))[:size]
+
+
+@pytest.fixture
+def names():
+    made: list[str] = []
+
+    def new() -> str:
+        n = f"pyshm-test-rip-{os.getpid()}-{secrets.token_hex(3)}"
+        made.append(n)
+        return n
+
+    yield new
+    for n in made:
+        for p in glob.glob(f"/dev/shm/{n}*"):
+            os.unlink(p)
+
+
+def fill(ring: Ring, n: int, start: int = 0) -> None:
+    p = ring.producer()
+    for s in range(start, start + n):
+        p.publish(payload(s, s % 61), type=s % 3)
+    p.close()
+
+
+def records(ring: Ring, start="oldest") -> list[tuple[int, int, bytes]]:
+    c = ring.consumer(start=start)
+    out = []
+    while (m := c.read()) is not None:
+        out.append((m.sequence, m.type, bytes(m.data)))
+    c.close()
+    return out
+
+
+def target_ring(name: str, n: int = 300) -> bytes:
+    """A stopped ring of the image's geometry holding other records; its bytes."""
+    with Ring(name, create=True, capacity=CAP) as other:
+        fill(other, n, start=10_000)
+        # a slot left behind by a consumer that died (no such pid can exist)
+        buf = other.segment.buf
+        off = layout.slot_offset(0)
+        struct.pack_into("<q", buf, off + layout.SLOT_OFF_PID, 999_999_999)
+        struct.pack_into("<Q", buf, off + layout.SLOT_OFF_FLAGS, layout.SLOT_ACTIVE)
+        out = bytes(buf)
+        buf.release()
+        return out
+
+
+def shm_bytes(name: str) -> bytes:
+    with open(f"/dev/shm/{name}", "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(params=["none", "zstd"])
+def image(request, tmp_path, names):
+    with Ring(names(), create=True, capacity=CAP) as ring:
+        fill(ring, 2500)  # wraps several times: the window starts mid-ring
+        before = records(ring)
+        snapshot(ring, tmp_path / "img", chunk_size=4096, compression=request.param)
+    return tmp_path / "img", before
+
+
+def test_in_place_restores_records_and_producer_continues(image, names):
+    path, before = image
+    name = names()
+    target_ring(name)
+    info = restore(path, name, in_place=True)
+    assert info.next_sequence == before[-1][0] + 1
+    with Ring(name) as ring:
+        assert records(ring) == before
+        assert ring.segment.size == layout.segment_size(CAP)
+        fill(ring, 5, start=info.next_sequence)
+        assert [r[0] for r in records(ring, start=info.next_sequence)] == \
+            list(range(info.next_sequence, info.next_sequence + 5))
+        assert ring.slots() == []  # the dead consumer's slot went with the old ring
+
+
+@pytest.mark.parametrize("which", [0, -1])
+def test_damaged_chunk_leaves_target_untouched(tmp_path, names, which):
+    with Ring(names(), create=True, capacity=CAP) as ring:
+        fill(ring, 2500)
+        snapshot(ring, tmp_path / "img", chunk_size=4096)
+    path = tmp_path / "img"
+    name = names()
+    snap = target_ring(name)
+    raw = bytearray(path.read_bytes())
+    with fmt.ImageReader(path) as r:
+        e = r.chunks[which]
+    raw[e.offset + e.stored_length - 1] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ImageChecksumError, match="chunk"):
+        restore(path, name, in_place=True)
+    assert shm_bytes(name) == snap
+
+
+def lying_image(tmp_path, *, claim: int, corrupt_length: bool = False):
+    enc = layout.RecordEncoder(CAP)
+    data = bytearray(b"".join(raw for i in range(200) for _, raw in
+                              enc.place(payload(i, 30))))
+    if corrupt_length:
+        struct.pack_into("<i", data, 8 * 48, 1 << 20)  # record 8: absurd length
+    params = layout.RingParams(capacity=CAP, max_record=layout.default_max_record(CAP))
+    h = fmt.ImageHeader(params, 0, len(data), 0, claim, claim, fmt.now_ns())
+    fmt.write_image(tmp_path / "lie", h, bytes(data), chunk_size=4096)
+    return tmp_path / "lie"
+
+
+def test_records_that_lie_are_refused_before_the_target_changes(tmp_path, names):
+    name = names()
+    snap = target_ring(name)
+    with pytest.raises(ImageError, match="disagree with the image header"):
+        restore(lying_image(tmp_path, claim=201), name, in_place=True)
+    assert shm_bytes(name) == snap
+
+
+def test_invalid_record_reported_at_its_image_position(tmp_path, names):
+    name = names()
+    snap = target_ring(name)
+    with pytest.raises(ImageError, match="position 384 has invalid length"):
+        restore(lying_image(tmp_path, claim=200, corrupt_length=True), name, in_place=True)
+    assert shm_bytes(name) == snap
+
+
+def test_file_window_walk_matches_python_walker(tmp_path, names):
+    with Ring(names(), create=True, capacity=CAP, partitions=8) as ring:
+        fill(ring, 2500)
+        snapshot(ring, tmp_path / "img", chunk_size=4096)
+    with fmt.ImageReader(tmp_path / "img") as r:
+        h = r.header
+        assert h.first_position % CAP  # the shifted-window case
+        data = r.read_data()
+        want = summarize(data, h.first_position, UNWRAPPED, h.first_position,
+                         h.end_position, h.params.partition_size, h.params.max_record)
+        got = summarize_file_window(r.fileno(), r.chunks[0].offset, h.params,
+                                    h.first_position, h.end_position)
+    assert (got.record_count, got.first_sequence, got.last_sequence) == \
+        (want.record_count, want.first_sequence, want.last_sequence)
+    assert want.record_count == h.record_count
+
+
+def test_geometry_mismatch_refused(image, names):
+    path, _ = image
+    name = names()
+    with Ring(name, create=True, capacity=CAP * 2) as other:
+        fill(other, 10)
+        snap = bytes(other.segment.buf)
+    with pytest.raises(InvalidParameterError, match="restore into a new ring"):
+        restore(path, name, in_place=True)
+    assert shm_bytes(name) == snap
+
+
+def test_missing_target_refused(image, names):
+    with pytest.raises(RingNotFoundError, match="in place"):
+        restore(image[0], names(), in_place=True)
+
+
+def test_live_producer_refused(image, names, tmp_path):
+    path, _ = image
+    name = names()
+    target_ring(name)
+    script = tmp_path / "producer.py"
+    script.write_text(
+        "import sys\nfrom pyshm.ring import Ring\n"
+        "r = Ring(sys.argv[1]); p = r.producer(); p.publish(b'x')\n"
+        "print('ready', flush=True); sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, str(script), name], cwd=tmp_path,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        before = shm_bytes(name)
+        with pytest.raises(ProducerBusyError, match=f"producer pid {proc.pid}"):
+            restore(path, name, in_place=True)
+        assert shm_bytes(name) == before
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
