@@ -27,7 +27,7 @@ from .errors import (
 
 SHM_DIR = "/dev/shm"
 DEFAULT_MODE = 0o600
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
 
 
 def resolve_path(name: str | os.PathLike[str]) -> str:
@@ -39,7 +39,7 @@ def resolve_path(name: str | os.PathLike[str]) -> str:
         return os.path.abspath(name)
     if name.startswith("/"):
         name = name[1:]
-    if not _NAME_RE.match(name) or ".." in name:
+    if not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidNameError(
             f"invalid ring name {name!r}: use 1-200 characters from [A-Za-z0-9_.-], not "
             f"starting with '.' or '-' and without '..' (or give a path containing '/')")

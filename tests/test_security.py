@@ -147,10 +147,7 @@ def test_another_user_can_read_when_configured(other_user, ring_name):
 
 
 BAD_NAMES = ["..", ".", "..hidden", ".hidden", "-rf", "a..b", "", "a b", "a\0b", "x" * 201,
-             "é", "name;rm", "$(id)", "a*", "a?b", "a\\b",
-             pytest.param("ring\n", marks=pytest.mark.xfail(
-                 strict=True, reason="segment._NAME_RE is matched with re.match and '$', "
-                                     "which accepts a trailing newline; owner: ring"))]
+             "é", "name;rm", "$(id)", "a*", "a?b", "a\\b", "ring\n"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
