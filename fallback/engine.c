@@ -349,6 +349,15 @@ static uint64_t oldest_boundary(pyshm_engine_t *e, uint64_t intent) {
     return (low + e->psize - 1) / e->psize * e->psize;
 }
 
+/*
+ * The replica intent after a resynchronisation at partition start r: the smallest value
+ * whose oldest boundary (first partition start >= intent - capacity) is r. It never
+ * passes the ring's intent that r was derived from (r <= intent - capacity + psize - 1).
+ */
+static uint64_t resync_intent(pyshm_engine_t *e, uint64_t r) {
+    return r + e->cap - e->psize + 1;
+}
+
 static void set_failed(pyshm_engine_t *e, int code) {
     AS(&e->st.last_error, code);
     AADD(&e->st.errors, 1);
@@ -421,11 +430,23 @@ static void *poll_main(void *arg) {
             AADD(&e->st.errors, 1);
             intent = tail;
         }
+        /*
+         * Resynchronisation rule (the RTL's, docs/engine.md): after an overrun the engine
+         * restarts at r, the oldest intact partition start, and raises the replica's
+         * intent to at least resync_intent(r), whose oldest boundary is r itself, so no
+         * replica reader starts below r where older laps or torn bytes remain. r can lie
+         * above the tail (the producer ran on between our loads of tail and intent):
+         * then nothing of this round is intact and the replica shows an empty window
+         * until records at and above r are copied. Resyncing to the tail instead would
+         * start readers at the tail's partition start, on the stale bytes below the tail.
+         */
         uint64_t s = pos;
+        uint64_t r = 0;
         uint64_t oldest = oldest_boundary(e, intent);
         if (s < oldest) {
-            /* lapped before we even started: skip to the oldest intact boundary */
-            uint64_t ns = oldest < tail ? oldest : tail;
+            /* lapped before we even started */
+            r = oldest;
+            uint64_t ns = r < tail ? r : tail;
             if (pos > 0 || AL(&e->st.copies) > 0) {
                 AADD(&e->st.overruns, 1);
                 AADD(&e->st.bytes_lost, ns - s);
@@ -436,11 +457,11 @@ static void *poll_main(void *arg) {
         /*
          * Replica readers must see its intent before the bytes of the lap they would
          * overwrite change (the producer's own protocol, applied to the replica). After a
-         * gap, the intent also hides the stale bytes below s from replica readers.
+         * gap, the intent also hides the stale bytes below r from replica readers.
          */
         uint64_t rintent = pyshm_load_relaxed(&e->rep->tail_intent.value);
         uint64_t want = tail;
-        if (gap && s + e->cap - e->psize + 1 > want) want = s + e->cap - e->psize + 1;
+        if (gap && resync_intent(e, r) > want) want = resync_intent(e, r);
         if (want > rintent) {
             pyshm_store_relaxed(&e->rep->tail_intent.value, want);
             pyshm_fence_release();
@@ -457,12 +478,12 @@ static void *poll_main(void *arg) {
              * records from the next partition boundary on are intact: keep those,
              * count the rest as lost. Never publish over torn bytes.
              */
-            uint64_t ns = oldest_boundary(e, intent2);
-            if (ns > tail) ns = tail;
+            r = oldest_boundary(e, intent2);
+            uint64_t ns = r < tail ? r : tail;
             AADD(&e->st.overruns, 1);
             AADD(&e->st.bytes_lost, ns - s);
             s = ns;
-            uint64_t w = s + e->cap - e->psize + 1;
+            uint64_t w = resync_intent(e, r);
             if (w > pyshm_load_relaxed(&e->rep->tail_intent.value)) {
                 pyshm_store_relaxed(&e->rep->tail_intent.value, w);
                 __atomic_thread_fence(__ATOMIC_SEQ_CST);

@@ -302,3 +302,89 @@ def test_cli_replicate_refuses_primary_target(names, tmp_path):
                        timeout=30)
     assert r.returncode == 1
     assert "not a replica" in r.stderr
+
+
+def _replica_window_matches_ring(ring: PyRing, rep: Replica) -> list[L.Record]:
+    """Every record a replica reader accepts (from the replica's oldest boundary up to its
+    tail) is the ring's committed record at that position, byte for byte."""
+    psize = ring.params.partition_size
+    lo, hi = rep.oldest(), rep.tail
+    assert lo % psize == 0, "replica readers must start on a partition boundary"
+    lo = min(lo, hi)
+    assert unwrap(rep.data, CAP, lo, hi) == unwrap(ring.data, CAP, lo, hi), \
+        f"replica bytes in [{lo}, {hi}) differ from the ring's (a stale lap is exposed)"
+    recs = rep.records()
+    for a, b in zip(recs, recs[1:], strict=False):
+        assert b.sequence == a.sequence + 1
+    return recs
+
+
+def _consumer_sees_only_ring_records(ring: PyRing, rep: Replica) -> list[int]:
+    """A ring consumer on the replica, from its oldest record: each message it accepts
+    carries the sequence the (quiescent) ring committed at that position."""
+    psize = ring.params.partition_size
+    committed = {r.position: r.sequence for r in L.walk_records(
+        ring.data, CAP, psize, ring.params.max_record,
+        L.oldest_boundary(ring.tail, CAP, psize), ring.tail) if r.type != L.PADDING_TYPE}
+    seen = []
+    view = rep.as_ring()
+    try:
+        c = view.consumer("oldest")
+        while (m := c.read()) is not None:
+            assert committed.get(m.position) == m.sequence, \
+                f"replica consumer accepted a stale record at {m.position}"
+            seen.append(m.sequence)
+    finally:
+        view.close()
+    return seen
+
+
+def test_resync_past_tail_hides_every_stale_byte(pair):
+    """Lapped while paused, and the engine then reads a tail intent far past the tail (a
+    producer that claimed a batch, or one that ran on between the engine's two loads):
+    the oldest intact boundary lies above the tail. The engine must not resynchronise
+    to the tail itself (mid-partition): the replica's intent has to move every reader to
+    a partition start at or above the resync point, never onto the previous-lap bytes
+    just below the tail. Deterministic: the producer is frozen with its intent raised."""
+    ring, rep = pair
+    psize = ring.params.partition_size
+    with CpuEngine(ring, rep) as eng:
+        eng.start()
+        fill(ring, 50)
+        eng.sync(5)
+        before = ring.mirrored
+        eng.pause(5)
+        # lap the paused engine; stop with the tail at least one record into a partition
+        while ring.tail < before + 3 * CAP or ring.tail % psize < 1024:
+            fill(ring, 1)
+        tail = ring.tail
+        boundary = tail - tail % psize
+        # the replica still holds an older lap where the ring holds this one
+        assert unwrap(rep.data, CAP, boundary, tail) != unwrap(ring.data, CAP, boundary, tail)
+        # claim (not yet written): the ring's oldest intact boundary moves above the tail
+        claim = boundary + psize + CAP - psize + 8
+        assert L.oldest_boundary(claim, CAP, psize) > tail
+        ring.q[L.OFF_TAIL_INTENT // 8] = claim
+        eng.resume(5)
+        eng.sync(5)
+        st = eng.stats()
+        assert st.overruns == 1 and st.errors == 0
+        assert rep.tail == tail
+        assert rep.oldest() >= L.oldest_boundary(claim, CAP, psize)
+        assert rep.tail_intent <= claim, "the replica's intent never passes the ring's"
+        _replica_window_matches_ring(ring, rep)
+        _consumer_sees_only_ring_records(ring, rep)
+        # the producer completes its batch, lapping the paused engine again (it overwrites
+        # the rest of the tail's partition): a resync at the ring's own oldest boundary
+        eng.pause(5)
+        while ring.tail < claim + psize:
+            fill(ring, 1)
+        eng.resume(5)
+        eng.sync(5)
+        st = eng.stats()
+        assert st.overruns == 2 and st.errors == 0
+        assert rep.oldest() == L.oldest_boundary(ring.tail_intent, CAP, psize)
+        recs = _replica_window_matches_ring(ring, rep)
+        assert recs and recs[0].position == rep.oldest()
+        assert recs[-1].sequence == ring.enc.sequence - 1
+        assert len(_consumer_sees_only_ring_records(ring, rep)) == len(recs)
