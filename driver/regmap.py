@@ -9,7 +9,7 @@ VLNV = "pyshm:ip:ring_mirror:1.0"
 # what a pynq.DefaultIP subclass binds to
 BINDTO = [VLNV]
 IP_ID = 0x524D4952
-IP_VERSION = 0x00010001
+IP_VERSION = 0x00010002
 ADDR_RANGE = 0x100
 
 # 32-bit word offsets; a 64-bit register has _LO and _HI words
@@ -49,6 +49,8 @@ OVERRUNS_LO = 0x88
 OVERRUNS_HI = 0x8C
 BUSY_CYCLES_LO = 0x90
 BUSY_CYCLES_HI = 0x94
+BYTES_LOST_LO = 0x98
+BYTES_LOST_HI = 0x9C
 
 # fields: NAME_FIELD_SHIFT and NAME_FIELD_MASK (mask already shifted)
 HW_CONFIG_DATA_BYTES_SHIFT = 0
@@ -114,7 +116,7 @@ FAULT_NAMES: dict[int, str] = {
 # on build parameters, latched 64-bit read)
 REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "ID": (0x00, 32, "ro", 1380796754, False),
-    "VERSION": (0x04, 32, "ro", 65537, False),
+    "VERSION": (0x04, 32, "ro", 65538, False),
     "HW_CONFIG": (0x08, 32, "ro", None, False),
     "CONTROL": (0x10, 32, "rw", 0, False),
     "STATUS": (0x14, 32, "ro", 2, False),
@@ -135,4 +137,5 @@ REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "BURSTS": (0x80, 64, "ro", 0, True),
     "OVERRUNS": (0x88, 64, "ro", 0, True),
     "BUSY_CYCLES": (0x90, 64, "ro", 0, True),
+    "BYTES_LOST": (0x98, 64, "ro", 0, True),
 }

@@ -90,6 +90,7 @@ wire [31:0] cfg_poll_interval, cfg_irq_progress;
 wire st_busy, st_idle, st_error;
 wire [7:0] st_fault;
 wire [63:0] st_mirrored, st_tail, st_bytes, st_bursts, st_overruns, st_busy_cycles;
+wire [63:0] st_bytes_lost;
 wire ev_sync_done, ev_soft_reset_done, ev_fault, ev_progress, ev_overrun;
 
 ring_mirror_regs #(.HW_CONFIG(HW_CONFIG)) regs (
@@ -113,7 +114,7 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG)) regs (
     .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
     .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
     .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
-    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_busy_cycles(st_busy_cycles),
+    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost), .st_busy_cycles(st_busy_cycles),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
     .ev_fault(ev_fault), .ev_progress(ev_progress), .ev_overrun(ev_overrun),
     .irq(irq)
@@ -134,7 +135,7 @@ ring_mirror_core #(
     .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
     .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
     .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
-    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_busy_cycles(st_busy_cycles),
+    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost), .st_busy_cycles(st_busy_cycles),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
     .ev_fault(ev_fault), .ev_progress(ev_progress), .ev_overrun(ev_overrun),
     .m_axi_awid(m_axi_awid), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),

@@ -10,10 +10,17 @@
 //   3. copy positions [start, tail) in INCR read bursts split at 4 KiB (the ring's wrap is
 //      a 4 KiB boundary too, since the capacity is a power of two >= 4 KiB and the data
 //      bases are 4 KiB aligned); read data streams through a FIFO into write bursts;
-//   4. once every read beat has arrived, read tail intent: if it is beyond
-//      start + capacity the producer may have overwritten bytes while they were read, so
-//      the round is discarded and the next one restarts at the oldest intact position;
-//   5. once every write is acknowledged, write the tail into the replica's tail word and
+//   4. once every read beat has arrived, read tail intent i2: if it is beyond
+//      start + capacity the producer may have overwritten bytes while they were read.
+//      Bytes at positions >= i2 - capacity were not touched before the reads finished, so
+//      the records from the first partition start b at or after it are intact: when
+//      b < tail the round keeps [b, tail) (the CPU engine's rule, so a producer that laps
+//      every copy still lets the engine progress); only when b >= tail is nothing kept
+//      and the next round restarts at b. Either way an overrun and b - start lost bytes
+//      are counted;
+//   5. once every write is acknowledged, after a kept partial round raise the replica's
+//      tail intent to b + capacity - partition + 1 (replica readers then start at b,
+//      never on the torn bytes below it), write the tail into the replica's tail word and
 //      then into the ring's mirrored word.
 // Read bursts are issued only when the FIFO has room for all their beats (credits), so
 // rready is constantly high and several bursts can be in flight to hide memory latency.
@@ -61,6 +68,7 @@ module ring_mirror_core #(
     output wire [63:0]             st_bytes,
     output wire [63:0]             st_bursts,
     output wire [63:0]             st_overruns,
+    output wire [63:0]             st_bytes_lost,
     output wire [63:0]             st_busy_cycles,
     output wire                    ev_sync_done,
     output wire                    ev_soft_reset_done,
@@ -159,7 +167,8 @@ localparam [3:0]
     S_DRAIN = 4'd9,
     S_FAULT = 4'd10,
     S_RINT_R = 4'd11,
-    S_RINT_W = 4'd12;
+    S_RINT_W = 4'd12,
+    S_PUB_RINT = 4'd13;
 
 // the replica's tail-intent word sits 0x80 after its tail word (pyshm layout version 1)
 localparam [63:0] RINT_FROM_TAIL = 64'h80;
@@ -179,6 +188,7 @@ reg [63:0] copy_start_reg, copy_start_next;
 reg [63:0] copy_ptr_reg, copy_ptr_next;  // next position to request
 reg torn_reg, torn_next;
 reg gap_reg, gap_next;                   // resynchronised since the last publish
+reg [1:0] torn_run_reg, torn_run_next;   // rounds in a row that kept nothing (saturates)
 reg [63:0] rint_reg, rint_next;          // what the replica's tail intent holds
 reg rint_known_reg, rint_known_next;     // rint_reg was read or written since (re)start
 reg sync_round_reg, sync_round_next;    // this round began with a sync pending
@@ -187,6 +197,7 @@ reg [31:0] progress_reg, progress_next;
 reg [63:0] bytes_reg, bytes_next;
 reg [63:0] bursts_reg, bursts_next;
 reg [63:0] overruns_reg, overruns_next;
+reg [63:0] lost_reg, lost_next;          // positions skipped by overruns, never published
 reg [63:0] busy_cycles_reg, busy_cycles_next;
 
 reg ev_sync_done_reg, ev_sync_done_next;
@@ -265,6 +276,10 @@ endfunction
 // where the replica still holds bytes of an older lap or of a discarded (torn) round.
 wire [63:0] rint_gap = copy_start_reg + cfg_capacity - cfg_partition + 64'd1;
 wire [63:0] rint_want = (gap_reg && rint_gap > tail_reg) ? rint_gap : tail_reg;
+// first partition start at or after the intent read after the copy, minus the capacity
+wire [63:0] intent_oldest = oldest_boundary(intent_reg, cfg_capacity, part_mask);
+// start of the partition holding the newest committed byte
+wire [63:0] newest_part = (tail_reg - 64'd1) & ~part_mask;
 
 // ---------------------------------------------------------------- next burst
 wire [63:0] ptr_aligned = copy_ptr_reg & BEAT_MASK;
@@ -328,6 +343,7 @@ always @* begin
     copy_ptr_next = copy_ptr_reg;
     torn_next = torn_reg;
     gap_next = gap_reg;
+    torn_run_next = torn_run_reg;
     rint_next = rint_reg;
     rint_known_next = rint_known_reg;
     sync_round_next = sync_round_reg;
@@ -336,6 +352,7 @@ always @* begin
     bytes_next = bytes_reg;
     bursts_next = bursts_reg;
     overruns_next = overruns_reg;
+    lost_next = lost_reg;
     busy_cycles_next = busy_cycles_reg;
     ev_sync_done_next = 1'b0;
     ev_soft_reset_done_next = 1'b0;
@@ -376,16 +393,19 @@ always @* begin
                 bytes_next = 64'd0;
                 bursts_next = 64'd0;
                 overruns_next = 64'd0;
+                lost_next = 64'd0;
                 busy_cycles_next = 64'd0;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
                 gap_next = 1'b0;
+                torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
                 ev_soft_reset_done_next = 1'b1;
             end else if (cfg_mirrored_load) begin
                 start_next = cfg_mirrored_value;
                 mirrored_next = cfg_mirrored_value;
                 gap_next = 1'b0;
+                torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
             end else if (cfg_enable || sync_req) begin
                 if (poll_cnt_reg != 32'd0 && !sync_req) begin
@@ -426,7 +446,22 @@ always @* begin
                     copy_start_next = oldest_boundary(tail_reg, cfg_capacity, part_mask);
                     copy_ptr_next = copy_start_next;
                     overruns_next = overruns_reg + 64'd1;
+                    lost_next = lost_reg + (copy_start_next - start_reg);
                     ev_overrun_next = 1'b1;
+                    gap_next = 1'b1;
+                end
+                if (torn_run_reg == 2'd2 && newest_part > copy_start_next) begin
+                    // two rounds in a row kept nothing: the producer writes a lap faster
+                    // than one is copied, so a round that starts at the oldest partition
+                    // is torn before it ends. Copy only the newest partition, the one
+                    // round short enough to finish before its bytes are reused.
+                    lost_next = lost_reg + (newest_part - start_reg);
+                    copy_start_next = newest_part;
+                    copy_ptr_next = newest_part;
+                    if (!(tail_reg - start_reg > cfg_capacity)) begin
+                        overruns_next = overruns_reg + 64'd1;
+                        ev_overrun_next = 1'b1;
+                    end
                     gap_next = 1'b1;
                 end
                 if (rint_known_reg) begin
@@ -494,13 +529,22 @@ always @* begin
                 state_next = S_DRAIN;
             end else begin
                 if (intent_reg - copy_start_reg > cfg_capacity) begin
-                    // lapped during the copy: bytes below intent - capacity may be torn;
-                    // publish nothing, restart from the oldest intact position
-                    torn_next = 1'b1;
-                    gap_next = 1'b1;
-                    start_next = oldest_boundary(intent_reg, cfg_capacity, part_mask);
+                    // lapped during the copy: bytes below intent - capacity may be torn,
+                    // those from the next partition start on were read intact
                     overruns_next = overruns_reg + 64'd1;
                     ev_overrun_next = 1'b1;
+                    gap_next = 1'b1;
+                    if (intent_oldest < tail_reg) begin
+                        // keep [oldest, tail): rint_gap now hides everything below it
+                        copy_start_next = intent_oldest;
+                        lost_next = lost_reg + (intent_oldest - copy_start_reg);
+                    end else begin
+                        // nothing intact: publish nothing, restart at the oldest boundary
+                        torn_next = 1'b1;
+                        start_next = intent_oldest;
+                        if (torn_run_reg != 2'd2) torn_run_next = torn_run_reg + 2'd1;
+                        lost_next = lost_reg + (intent_oldest - copy_start_reg);
+                    end
                 end
                 state_next = S_WDRAIN;
             end
@@ -512,6 +556,26 @@ always @* begin
                 if (torn_reg) begin
                     poll_cnt_next = 32'd0;
                     state_next = S_IDLE;
+                end else if (gap_reg && rint_gap > rint_reg) begin
+                    // a kept partial round: readers of the replica must start at its
+                    // first kept partition before the replica's tail claims the round
+                    pub_req_next = 1'b1;
+                    pub_addr_next = rint_addr[ADDR_WIDTH-1:0];
+                    pub_data_next = rint_gap;
+                    rint_next = rint_gap;
+                    state_next = S_PUB_RINT;
+                end else begin
+                    pub_req_next = 1'b1;
+                    pub_addr_next = cfg_replica_tail_addr[ADDR_WIDTH-1:0];
+                    pub_data_next = tail_reg;
+                    state_next = S_PUB_REPLICA;
+                end
+            end
+        end
+        S_PUB_RINT: begin
+            if (pub_done) begin
+                if (m_axi_bresp[1]) begin
+                    state_next = S_DRAIN;
                 end else begin
                     pub_req_next = 1'b1;
                     pub_addr_next = cfg_replica_tail_addr[ADDR_WIDTH-1:0];
@@ -540,6 +604,7 @@ always @* begin
                     mirrored_next = tail_reg;
                     start_next = tail_reg;
                     gap_next = 1'b0;
+                    torn_run_next = 2'd0;
                     bytes_next = bytes_reg + (tail_reg - copy_start_reg);
                     // progress counts at most 4 GiB per round, far above any threshold
                     progress_next = progress_reg + (tail_reg[31:0] - copy_start_reg[31:0]);
@@ -570,10 +635,12 @@ always @* begin
                 bytes_next = 64'd0;
                 bursts_next = 64'd0;
                 overruns_next = 64'd0;
+                lost_next = 64'd0;
                 busy_cycles_next = 64'd0;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
                 gap_next = 1'b0;
+                torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
                 ev_soft_reset_done_next = 1'b1;
                 state_next = S_IDLE;
@@ -620,6 +687,7 @@ always @(posedge clk) begin
     copy_ptr_reg <= copy_ptr_next;
     torn_reg <= torn_next;
     gap_reg <= gap_next;
+    torn_run_reg <= torn_run_next;
     rint_reg <= rint_next;
     rint_known_reg <= rint_known_next;
     sync_round_reg <= sync_round_next;
@@ -628,6 +696,7 @@ always @(posedge clk) begin
     bytes_reg <= bytes_next;
     bursts_reg <= bursts_next;
     overruns_reg <= overruns_next;
+    lost_reg <= lost_next;
     busy_cycles_reg <= busy_cycles_next;
     ev_sync_done_reg <= ev_sync_done_next;
     ev_soft_reset_done_reg <= ev_soft_reset_done_next;
@@ -655,6 +724,7 @@ always @(posedge clk) begin
         intent_reg <= 64'd0;
         torn_reg <= 1'b0;
         gap_reg <= 1'b0;
+        torn_run_reg <= 2'd0;
         rint_reg <= 64'd0;
         rint_known_reg <= 1'b0;
         sync_round_reg <= 1'b0;
@@ -663,6 +733,7 @@ always @(posedge clk) begin
         bytes_reg <= 64'd0;
         bursts_reg <= 64'd0;
         overruns_reg <= 64'd0;
+        lost_reg <= 64'd0;
         busy_cycles_reg <= 64'd0;
         ev_sync_done_reg <= 1'b0;
         ev_soft_reset_done_reg <= 1'b0;
@@ -868,6 +939,7 @@ assign st_tail = tail_reg;
 assign st_bytes = bytes_reg;
 assign st_bursts = bursts_reg;
 assign st_overruns = overruns_reg;
+assign st_bytes_lost = lost_reg;
 assign st_busy_cycles = busy_cycles_reg;
 assign ev_sync_done = ev_sync_done_reg;
 assign ev_soft_reset_done = ev_soft_reset_done_reg;

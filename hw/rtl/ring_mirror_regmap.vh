@@ -2,12 +2,12 @@
 // Included inside module bodies (no include guard: each module needs its copy).
 /* verilator lint_off UNUSEDPARAM */
 localparam [31:0] RM_ID_VALUE = 32'h524d4952;
-localparam [31:0] RM_VERSION_VALUE = 32'h00010001;
+localparam [31:0] RM_VERSION_VALUE = 32'h00010002;
 localparam integer RM_ADDR_WIDTH = 8;
 localparam [7:0] RM_REG_ID = 8'h00;
 localparam [31:0] RM_RST_ID = 32'h524d4952;
 localparam [7:0] RM_REG_VERSION = 8'h04;
-localparam [31:0] RM_RST_VERSION = 32'h10001;
+localparam [31:0] RM_RST_VERSION = 32'h10002;
 localparam [7:0] RM_REG_HW_CONFIG = 8'h08;
 localparam integer RM_HW_CONFIG_DATA_BYTES_LSB = 0;
 localparam integer RM_HW_CONFIG_DATA_BYTES_WIDTH = 8;
@@ -93,6 +93,9 @@ localparam [63:0] RM_RST_OVERRUNS = 64'h0;
 localparam [7:0] RM_REG_BUSY_CYCLES_LO = 8'h90;
 localparam [7:0] RM_REG_BUSY_CYCLES_HI = 8'h94;
 localparam [63:0] RM_RST_BUSY_CYCLES = 64'h0;
+localparam [7:0] RM_REG_BYTES_LOST_LO = 8'h98;
+localparam [7:0] RM_REG_BYTES_LOST_HI = 8'h9c;
+localparam [63:0] RM_RST_BYTES_LOST = 64'h0;
 localparam [7:0] RM_FAULT_NONE = 8'd0;
 localparam [7:0] RM_FAULT_READ_SLVERR = 8'd1;
 localparam [7:0] RM_FAULT_READ_DECERR = 8'd2;

@@ -64,6 +64,7 @@ module ring_mirror_regs #(
     input  wire [63:0] st_bytes,
     input  wire [63:0] st_bursts,
     input  wire [63:0] st_overruns,
+    input  wire [63:0] st_bytes_lost,
     input  wire [63:0] st_busy_cycles,
     input  wire        ev_sync_done,
     input  wire        ev_soft_reset_done,
@@ -219,7 +220,8 @@ always @* begin
             RM_REG_ID, RM_REG_VERSION, RM_REG_HW_CONFIG,
             RM_REG_TAIL_SEEN_LO, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_LO,
             RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_LO, RM_REG_BURSTS_HI, RM_REG_OVERRUNS_LO,
-            RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_LO, RM_REG_BUSY_CYCLES_HI: begin
+            RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_LO, RM_REG_BUSY_CYCLES_HI,
+            RM_REG_BYTES_LOST_LO, RM_REG_BYTES_LOST_HI: begin
                 // read-only: writes are ignored but the address is mapped
             end
             default: bresp_next = RESP_SLVERR;
@@ -287,8 +289,13 @@ always @* begin
                 rdata_next = st_busy_cycles[31:0];
                 latch_hi_next = st_busy_cycles[63:32];
             end
+            RM_REG_BYTES_LOST_LO: begin
+                rdata_next = st_bytes_lost[31:0];
+                latch_hi_next = st_bytes_lost[63:32];
+            end
             RM_REG_MIRRORED_HI, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_HI,
-            RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_HI: rdata_next = latch_hi_reg;
+            RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_HI,
+            RM_REG_BYTES_LOST_HI: rdata_next = latch_hi_reg;
             default: rresp_next = RESP_SLVERR;
         endcase
     end

@@ -49,9 +49,7 @@ class EngineCase:
 ENGINES = [
     EngineCase("cpu"),
     EngineCase("cpu", options={"threads": 2, "split_bytes": 4096, "wait": "spin-yield"}),
-    EngineCase("sim", capacity=8192, records=200, timeout=60.0, known_failures={  # RTL, Icarus
-        "test_stop_with_data_in_flight": "the RTL discards a whole round when the producer "
-        "laps it mid-copy; a full-speed producer laps a simulated copy every time"}),
+    EngineCase("sim", capacity=8192, records=200, timeout=60.0),  # RTL, Icarus
 ]
 
 
