@@ -380,7 +380,11 @@ static void maybe_flush(pyshm_engine_t *e, uint64_t *dirty, uint64_t *last_flush
 static void *poll_main(void *arg) {
     pyshm_engine_t *e = arg;
     AS(&e->st.poll_tid, (int32_t)syscall(SYS_gettid));
+    /* pos: next byte to copy; above pub (the last published tail) only while a resync
+     * point r waits for the producer to commit past it */
     uint64_t pos = AL(&e->st.mirrored);
+    uint64_t pub = pos;
+    uint64_t r = 0;
     unsigned idle = 0;
     uint64_t sleep = 1000;
     uint64_t dirty = 0, last_flush = now_ns();
@@ -399,7 +403,7 @@ static void *poll_main(void *arg) {
             __atomic_store_n(&e->state, PYSHM_ENGINE_RUNNING, __ATOMIC_RELEASE);
 
         uint64_t tail = pyshm_load_acquire(&e->ring->tail.value);
-        if (tail == pos) {
+        if (tail >= pub && tail <= pos && !(tail & 7)) {
             AS(&e->st.tail, tail);
             maybe_flush(e, &dirty, &last_flush, 0);
             /* idle: wait according to the strategy */
@@ -419,8 +423,8 @@ static void *poll_main(void *arg) {
         uint64_t t0 = now_ns();
         if (!AL(&e->first_seen_ns)) AS(&e->first_seen_ns, t0);
         AS(&e->st.tail, tail);
-        if (tail < pos || (tail & 7)) {
-            set_failed(e, tail < pos ? PYSHM_EBACKWARDS : PYSHM_EPOSITION);
+        if (tail < pub || (tail & 7)) {
+            set_failed(e, tail < pub ? PYSHM_EBACKWARDS : PYSHM_EPOSITION);
             __atomic_store_n(&e->state, PYSHM_ENGINE_FAILED, __ATOMIC_RELEASE);
             AS(&e->st.elapsed_ns, now_ns() - e->started_ns);
             return NULL;
@@ -434,25 +438,26 @@ static void *poll_main(void *arg) {
          * Resynchronisation rule (the RTL's, docs/engine.md): after an overrun the engine
          * restarts at r, the oldest intact partition start, and raises the replica's
          * intent to at least resync_intent(r), whose oldest boundary is r itself, so no
-         * replica reader starts below r where older laps or torn bytes remain. r can lie
-         * above the tail (the producer ran on between our loads of tail and intent):
-         * then nothing of this round is intact and the replica shows an empty window
-         * until records at and above r are copied. Resyncing to the tail instead would
-         * start readers at the tail's partition start, on the stale bytes below the tail.
+         * replica reader starts below r where older laps or torn bytes remain. If r is
+         * not below the tail yet (the producer ran on between our loads of tail and
+         * intent), nothing is published until the tail passes r, as the RTL waits for
+         * tail > start: the replica never shows a window whose oldest boundary lies above
+         * its tail. Resyncing to the tail itself would start replica readers at the tail's
+         * partition start, on the stale bytes below the tail.
          */
         uint64_t s = pos;
-        uint64_t r = 0;
         uint64_t oldest = oldest_boundary(e, intent);
         if (s < oldest) {
             /* lapped before we even started */
-            r = oldest;
-            uint64_t ns = r < tail ? r : tail;
             if (pos > 0 || AL(&e->st.copies) > 0) {
                 AADD(&e->st.overruns, 1);
-                AADD(&e->st.bytes_lost, ns - s);
+                AADD(&e->st.bytes_lost, oldest - s);
             }
-            s = ns;
+            r = oldest;
             gap = 1;
+            pos = r;
+            if (r >= tail) continue;
+            s = r;
         }
         /*
          * Replica readers must see its intent before the bytes of the lap they would
@@ -479,10 +484,12 @@ static void *poll_main(void *arg) {
              * count the rest as lost. Never publish over torn bytes.
              */
             r = oldest_boundary(e, intent2);
-            uint64_t ns = r < tail ? r : tail;
             AADD(&e->st.overruns, 1);
-            AADD(&e->st.bytes_lost, ns - s);
-            s = ns;
+            AADD(&e->st.bytes_lost, r - s);
+            gap = 1;
+            pos = r;
+            if (r >= tail) continue; /* nothing intact: publish nothing, as above */
+            s = r;
             uint64_t w = resync_intent(e, r);
             if (w > pyshm_load_relaxed(&e->rep->tail_intent.value)) {
                 pyshm_store_relaxed(&e->rep->tail_intent.value, w);
@@ -511,7 +518,7 @@ static void *poll_main(void *arg) {
         AADD(&e->st.poll_busy_ns, t1 - t0);
         dirty += tail - s;
         maybe_flush(e, &dirty, &last_flush, 0);
-        pos = tail;
+        pos = pub = tail;
         gap = 0;
     }
     maybe_flush(e, &dirty, &last_flush, 1);

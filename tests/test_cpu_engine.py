@@ -17,7 +17,13 @@ from pyshm.fallback.cpu import CpuEngine
 
 from pyshm import layout as L
 from pyshm.engine import EngineStats, clear_gate, engine_class, open_engine, pick_engine
-from pyshm.errors import ClosedError, CorruptSegmentError, EngineError, InvalidParameterError
+from pyshm.errors import (
+    ClosedError,
+    CorruptSegmentError,
+    EngineError,
+    EngineTimeoutError,
+    InvalidParameterError,
+)
 from pyshm.replica import Replica
 from pyshm.segment import Segment
 
@@ -342,17 +348,20 @@ def _consumer_sees_only_ring_records(ring: PyRing, rep: Replica) -> list[int]:
 def test_resync_past_tail_hides_every_stale_byte(pair):
     """Lapped while paused, and the engine then reads a tail intent far past the tail (a
     producer that claimed a batch, or one that ran on between the engine's two loads):
-    the oldest intact boundary lies above the tail. The engine must not resynchronise
-    to the tail itself (mid-partition): the replica's intent has to move every reader to
-    a partition start at or above the resync point, never onto the previous-lap bytes
-    just below the tail. Deterministic: the producer is frozen with its intent raised."""
+    the oldest intact boundary r lies above the tail. The engine must not resynchronise
+    to the tail itself (mid-partition), where the replica's only readable boundary would
+    sit on the previous-lap bytes just below the tail: it waits for the tail to pass r,
+    copies from r and moves replica readers to r. Deterministic: the producer is frozen
+    with its intent raised, then commits while the engine is paused."""
     ring, rep = pair
     psize = ring.params.partition_size
     with CpuEngine(ring, rep) as eng:
         eng.start()
-        fill(ring, 50)
-        eng.sync(5)
+        while ring.tail < 2 * CAP:  # the replica holds a whole lap: stale records everywhere
+            fill(ring, 50)
+            eng.sync(5)
         before = ring.mirrored
+        rintent = rep.tail_intent
         eng.pause(5)
         # lap the paused engine; stop with the tail at least one record into a partition
         while ring.tail < before + 3 * CAP or ring.tail % psize < 1024:
@@ -362,22 +371,51 @@ def test_resync_past_tail_hides_every_stale_byte(pair):
         # the replica still holds an older lap where the ring holds this one
         assert unwrap(rep.data, CAP, boundary, tail) != unwrap(ring.data, CAP, boundary, tail)
         # claim (not yet written): the ring's oldest intact boundary moves above the tail
-        claim = boundary + psize + CAP - psize + 8
-        assert L.oldest_boundary(claim, CAP, psize) > tail
+        claim = boundary + CAP + 8
+        r = L.oldest_boundary(claim, CAP, psize)
+        assert r == boundary + psize > tail
         ring.q[L.OFF_TAIL_INTENT // 8] = claim
+        eng.resume(5)
+        deadline = time.monotonic() + 5
+        while eng.stats().overruns < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        eng.pause(5)  # returns once the poll thread finished that round
+        # whatever the replica now offers its readers above its old tail must be this lap's
+        committed = {x.position: x.sequence for x in L.walk_records(
+            ring.data, CAP, psize, ring.params.max_record, boundary, tail)}
+        for x in rep.records():
+            if x.position >= before:
+                assert committed.get(x.position) == x.sequence, \
+                    f"replica readers see a previous-lap record at {x.position} below the tail"
+        # nothing below r is intact, nothing at or above r committed: nothing to publish
+        eng.resume(5)
+        with pytest.raises(EngineTimeoutError):
+            eng.sync(0.05)
+        st = eng.stats()
+        assert st.overruns == 1 and st.errors == 0
+        assert st.bytes_lost == r - before
+        assert rep.tail == before and rep.tail_intent == rintent
+        # the producer commits its claim (the engine paused so that it cannot lap it
+        # again): the replica resumes at r, readable from r
+        eng.pause(5)
+        while ring.tail < claim:
+            fill(ring, 1)
+        assert L.oldest_boundary(ring.tail_intent, CAP, psize) == r
         eng.resume(5)
         eng.sync(5)
         st = eng.stats()
         assert st.overruns == 1 and st.errors == 0
-        assert rep.tail == tail
-        assert rep.oldest() >= L.oldest_boundary(claim, CAP, psize)
-        assert rep.tail_intent <= claim, "the replica's intent never passes the ring's"
-        _replica_window_matches_ring(ring, rep)
-        _consumer_sees_only_ring_records(ring, rep)
-        # the producer completes its batch, lapping the paused engine again (it overwrites
-        # the rest of the tail's partition): a resync at the ring's own oldest boundary
+        assert rep.tail == ring.tail
+        assert rep.oldest() == r
+        assert rep.tail_intent <= ring.tail_intent, "the replica's intent never passes the ring's"
+        recs = _replica_window_matches_ring(ring, rep)
+        assert recs and recs[0].position == r
+        assert recs[-1].sequence == ring.enc.sequence - 1
+        assert rep.next_sequence == ring.enc.sequence
+        assert _consumer_sees_only_ring_records(ring, rep) == [x.sequence for x in recs]
+        # lapped again while paused, producer at rest: resync at the ring's own boundary
         eng.pause(5)
-        while ring.tail < claim + psize:
+        while ring.tail < claim + CAP + psize:
             fill(ring, 1)
         eng.resume(5)
         eng.sync(5)
@@ -387,4 +425,4 @@ def test_resync_past_tail_hides_every_stale_byte(pair):
         recs = _replica_window_matches_ring(ring, rep)
         assert recs and recs[0].position == rep.oldest()
         assert recs[-1].sequence == ring.enc.sequence - 1
-        assert len(_consumer_sees_only_ring_records(ring, rep)) == len(recs)
+        assert _consumer_sees_only_ring_records(ring, rep) == [x.sequence for x in recs]
