@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..replica import Replica
 from ..segment import Segment
+from . import regmap as R
 from .ip import MirrorConfig, MirrorFaultError, RingMirror
 
 LAG_SAMPLES = 4096
@@ -158,6 +159,7 @@ class MirrorEngine(Engine):
         cap = self.params.capacity
         self._rep_data = self.rep_seg.buf[L.OFF_DATA:L.OFF_DATA + cap]
         self._mon_lock = threading.RLock()
+        self._has_bytes_lost = False
         self._mon_stop = threading.Event()
         self._mon_thread: threading.Thread | None = None
         self._reset_counts(0)
@@ -181,6 +183,7 @@ class MirrorEngine(Engine):
         self._counted = start  # records counted in the replica up to here
         self._mirrored = start
         self._lost = 0
+        self._lost_reg = 0  # BYTES_LOST: also counts losses of rounds not yet published
         self._bytes = 0
         self._overruns = 0
         self._records = 0
@@ -218,6 +221,8 @@ class MirrorEngine(Engine):
         if self._state in ("running", "paused"):
             raise EngineError(f"the {self.name} engine is already started")
         ip.check_id()
+        # map 1.2 added BYTES_LOST; an older bitstream answers SLVERR there
+        self._has_bytes_lost = (ip.read32(R.VERSION) & 0xFFFF) >= 2
         ip.soft_reset(timeout)
         ip.configure(self.config, poll_interval=self.poll_interval)
         start = self._rep(L.OFF_TAIL)
@@ -313,6 +318,7 @@ class MirrorEngine(Engine):
                 if now >= next_status and self.ip is not None:
                     next_status = now + 0.05
                     self.ip.check_fault()
+                    self._read_losses()
             except MirrorFaultError as exc:
                 self._fail(str(exc))
                 return
@@ -364,6 +370,18 @@ class MirrorEngine(Engine):
             self._overruns = self.ip.read64("OVERRUNS")
             self._book(m, gap)
             self._mirrored = m
+
+    def _read_losses(self) -> None:
+        """Overrun counters straight from the IP: a producer that laps every round leaves
+        ``mirrored`` still, and _update books counters only when it moves."""
+        ip = self.ip
+        if ip is None:
+            return
+        overruns = ip.read64("OVERRUNS")
+        lost = ip.read64("BYTES_LOST") if self._has_bytes_lost else 0
+        with self._mon_lock:
+            self._overruns = max(self._overruns, overruns)
+            self._lost_reg = max(self._lost_reg, lost)
 
     def _last_seq(self, m: int) -> int | None:
         """Sequence of the last record before ``m`` in the replica, from the partition
@@ -418,6 +436,7 @@ class MirrorEngine(Engine):
         if self._state in ("running", "paused"):
             try:
                 self._update()
+                self._read_losses()
             except EngineError as exc:
                 self._fail(str(exc))
         with self._mon_lock:
@@ -443,8 +462,8 @@ class MirrorEngine(Engine):
                 engine=self.name, state=self._state, mirrored=mirrored, tail=tail,
                 start_position=self._start, bytes_mirrored=self._bytes,
                 records_mirrored=self._records, copies=self._copies,
-                overruns=self._overruns, bytes_lost=self._lost, errors=self._errors,
-                last_error=self._last_error, lag_bytes=max(0, tail - mirrored),
+                overruns=self._overruns, bytes_lost=max(self._lost, self._lost_reg),
+                errors=self._errors, last_error=self._last_error, lag_bytes=max(0, tail - mirrored),
                 lag_ns=(now - pend[1]) if pend else 0, lag_p50_ns=pct(0.5),
                 lag_p99_ns=pct(0.99), lag_p999_ns=pct(0.999), lag_max_ns=self._lag_max,
                 lag_samples=len(lags), elapsed_ns=end - self._t0, extra=extra)
