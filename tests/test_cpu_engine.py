@@ -24,7 +24,7 @@ from pyshm.errors import (
     EngineTimeoutError,
     InvalidParameterError,
 )
-from pyshm.replica import Replica
+from pyshm.replica import Replica, promote
 from pyshm.segment import Segment
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "conformance"))
@@ -345,7 +345,7 @@ def _consumer_sees_only_ring_records(ring: PyRing, rep: Replica) -> list[int]:
     return seen
 
 
-def test_resync_past_tail_hides_every_stale_byte(pair):
+def test_resync_past_tail_hides_every_stale_byte(pair, tmp_path):
     """Lapped while paused, and the engine then reads a tail intent far past the tail (a
     producer that claimed a batch, or one that ran on between the engine's two loads):
     the oldest intact boundary r lies above the tail. The engine must not resynchronise
@@ -426,3 +426,9 @@ def test_resync_past_tail_hides_every_stale_byte(pair):
         assert recs and recs[0].position == rep.oldest()
         assert recs[-1].sequence == ring.enc.sequence - 1
         assert _consumer_sees_only_ring_records(ring, rep) == [x.sequence for x in recs]
+        # a snapshot of the replica and a promotion see the same window
+        from pyshm.images import snapshot
+        h = snapshot(rep, tmp_path / "rep.img", engine=eng)
+        assert (h.first_position, h.end_position) == (recs[0].position, rep.tail)
+        assert (h.first_sequence, h.record_count) == (recs[0].sequence, len(recs))
+    assert promote(rep).next_sequence == ring.enc.sequence
