@@ -26,7 +26,6 @@ naming the part (and chunk) that is wrong. The format never uses pickle.
 
 from __future__ import annotations
 
-import mmap
 import os
 import secrets
 import struct
@@ -483,36 +482,32 @@ class ImageReader:
             piece[:] = raw[done:done + len(piece)]
             done += len(piece)
 
-    def map_verified(self, progress: ProgressFn | None = None) -> memoryview:
-        """The window's bytes as a read-only view of the file's mapping, every chunk
-        checked first (uncompressed images only).
-
-        Nothing is copied: the CRC32C runs over the page cache and the caller copies
-        from the view straight to where the bytes belong. Images are immutable once
-        published (written under a temporary name, then renamed), which is what makes
-        mapping them safe; the mapping lives as long as the returned view.
-        """
+    def check_chunks(self, data, progress: ProgressFn | None = None) -> None:
+        """Check every chunk's CRC32C over ``data``: the stored bytes of an uncompressed
+        image as they lie in its file (a mapping of it, see
+        :class:`~pyshm.images.records.MappedWindow`), so nothing is copied to check."""
         h = self.header
         if h.compression != COMPRESS_NONE:
-            raise ImageError(f"{self.path}: a {h.compression_name} image cannot be mapped; "
-                             f"read its chunks with read_chunk_into")
-        base = self.chunks[0].offset if self.chunks else HEADER_SIZE
-        if h.data_length == 0:
-            return memoryview(b"")
-        # MAP_POPULATE maps the cached pages in one call instead of a minor fault each
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        m = mmap.mmap(self._fd, base + h.data_length, flags=flags, prot=mmap.PROT_READ)
-        view = memoryview(m)[base:]
-        total = h.data_length
-        for i, e in enumerate(self.chunks):
-            lo = e.offset - base
-            if crc(view[lo:lo + e.stored_length]) != e.stored_crc:
-                view.release()
-                m.close()
-                raise self._chunk_error(i, "checksum mismatch (data damaged)")
-            if progress:
-                progress(lo + e.raw_length, total)
-        return view
+            raise ImageError(f"{self.path}: chunks of a {h.compression_name} image are "
+                             f"checked as they are read (read_chunk_into)")
+        view = memoryview(data).cast("B")
+        if len(view) != h.data_length:
+            raise ValueError(f"{len(view)} bytes given, the window holds {h.data_length}")
+        base = self.chunks[0].offset if self.chunks else 0
+        try:
+            for i, e in enumerate(self.chunks):
+                lo = e.offset - base
+                if crc(view[lo:lo + e.stored_length]) != e.stored_crc:
+                    raise self._chunk_error(i, "checksum mismatch (data damaged)")
+                if progress:
+                    progress(lo + e.raw_length, h.data_length)
+        finally:
+            view.release()
+
+    @property
+    def data_offset(self) -> int:
+        """Where the window's first stored byte is in the file."""
+        return self.chunks[0].offset if self.chunks else HEADER_SIZE
 
     def read_data(self, progress: ProgressFn | None = None) -> np.ndarray:
         """The whole window (verified) as a new uint8 array."""

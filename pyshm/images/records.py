@@ -132,136 +132,188 @@ def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
     mv = memoryview(seg).cast("B")
     c = ffi.new("pyshm_consumer_t *")
     ptr = ffi.from_buffer(mv)
-    if lib.pyshm_consumer_open(c, ptr, len(mv), -1) != 0:
-        raise CorruptSegmentError(f"{where}: ring header is not valid")
-    if start % layout.RECORD_ALIGN or end < start:
-        raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
-    c.pos = start
-    # read_batch hands out the records before a refused one and may step past it (its
-    # position moves before the sequence check), so an error is also detected by the
-    # position it leaves here
-    c.last_error_pos = -1
-    batch = 65536
-    out = np.empty(max(8 << 20, params.max_record), dtype=np.uint8)
-    ends = np.empty(batch, dtype=np.uint64)
-    types = np.empty(batch, dtype=np.int32)
-    seqs = np.empty(batch, dtype=np.uint64)
-    c_out, c_ends = ffi.from_buffer(out), ffi.from_buffer(ends)
-    c_types, c_seqs = ffi.from_buffer(types), ffi.from_buffer(seqs)
-    first = last = None
-    count = payload = 0
-    while True:
-        n = int(lib.pyshm_read_batch(c, ffi.cast("uint8_t *", c_out), len(out),
-                                     ffi.cast("uint64_t *", c_ends),
-                                     ffi.cast("int32_t *", c_types),
-                                     ffi.cast("uint64_t *", c_seqs), batch))
-        if n < 0 or c.last_error_pos != -1:
-            # the reference walker says exactly what is wrong and where (error path only)
-            data = mv[layout.OFF_DATA:layout.OFF_DATA + params.capacity]
-            summarize(data, 0, params.capacity - 1, start, end, params.partition_size,
-                      params.max_record, where)
-            raise CorruptSegmentError(f"{where}: invalid record at position "
-                                      f"{c.last_error_pos} (C reader code {n})")
-        if n == 0:
-            break
-        s = seqs[:n]
-        expect_first = s[0] if last is None else last + 1
-        if int(s[0]) != int(expect_first) or (n > 1 and not np.all(np.diff(s) == 1)):
-            raise CorruptSegmentError(f"{where}: sequences are not consecutive near "
-                                      f"sequence {int(s[0])}")
-        if first is None:
-            first = int(s[0])
-        last = int(s[-1])
-        count += n
-        payload += int(ends[n - 1])
-    if c.pos != end:
-        raise CorruptSegmentError(f"{where}: records stop at position {c.pos}, window "
-                                  f"ends at {end}")
-    return Summary(count, first, last, payload, -1)
+    # the C pointers export mv and the arrays: released on every exit, so that an
+    # error's traceback never keeps a buffer export (mv may be a mapping about to go)
+    try:
+        if lib.pyshm_consumer_open(c, ptr, len(mv), -1) != 0:
+            raise CorruptSegmentError(f"{where}: ring header is not valid")
+        if start % layout.RECORD_ALIGN or end < start:
+            raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
+        c.pos = start
+        # read_batch hands out the records before a refused one and may step past it (its
+        # position moves before the sequence check), so an error is also detected by the
+        # position it leaves here
+        c.last_error_pos = -1
+        batch = 65536
+        out = np.empty(max(8 << 20, params.max_record), dtype=np.uint8)
+        ends = np.empty(batch, dtype=np.uint64)
+        types = np.empty(batch, dtype=np.int32)
+        seqs = np.empty(batch, dtype=np.uint64)
+        c_out, c_ends = ffi.from_buffer(out), ffi.from_buffer(ends)
+        c_types, c_seqs = ffi.from_buffer(types), ffi.from_buffer(seqs)
+        first = last = None
+        count = payload = 0
+        while True:
+            n = int(lib.pyshm_read_batch(c, ffi.cast("uint8_t *", c_out), len(out),
+                                         ffi.cast("uint64_t *", c_ends),
+                                         ffi.cast("int32_t *", c_types),
+                                         ffi.cast("uint64_t *", c_seqs), batch))
+            if n < 0 or c.last_error_pos != -1:
+                # the reference walker says exactly what is wrong and where (error path only)
+                data = mv[layout.OFF_DATA:layout.OFF_DATA + params.capacity]
+                summarize(data, 0, params.capacity - 1, start, end, params.partition_size,
+                          params.max_record, where)
+                raise CorruptSegmentError(f"{where}: invalid record at position "
+                                          f"{c.last_error_pos} (C reader code {n})")
+            if n == 0:
+                break
+            s = seqs[:n]
+            expect_first = s[0] if last is None else last + 1
+            if int(s[0]) != int(expect_first) or (n > 1 and not np.all(np.diff(s) == 1)):
+                raise CorruptSegmentError(f"{where}: sequences are not consecutive near "
+                                          f"sequence {int(s[0])}")
+            if first is None:
+                first = int(s[0])
+            last = int(s[-1])
+            count += n
+            payload += int(ends[n - 1])
+        if c.pos != end:
+            raise CorruptSegmentError(f"{where}: records stop at position {c.pos}, window "
+                                      f"ends at {end}")
+        return Summary(count, first, last, payload, -1)
+    finally:
+        ffi.release(ptr)
+        mv.release()
 
 
-def _libc_mmap():
+def _libc():
     import ctypes
-    import ctypes.util
 
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc; no ldconfig run
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                           ctypes.c_int, ctypes.c_long]
     libc.munmap.restype = ctypes.c_int
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mprotect.restype = ctypes.c_int
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     return ctypes, libc
+
+
+_MAP_FIXED = 0x10  # Linux's value; the mmap module does not export it
+
+
+class MappedWindow:
+    """Window [start, end) of an uncompressed image file (stored unwrapped at
+    ``data_offset``), mapped read-only from the page cache: :attr:`data` for checksums
+    and copies, :meth:`summarize` for the record walk, nothing copied for either.
+
+    The C consumer reads a ring: a 4 KiB header followed by ``capacity`` bytes indexed
+    by ``pos & (capacity - 1)``. The file is mapped right after a reserved address range
+    and a ring header is written just before the window's first byte, for a ring large
+    enough that the window does not wrap, with positions moved by a multiple of the
+    partition size (so partition boundaries, hence padding, stay where they were). Only
+    the pages under that header are writable (private copies); the window is read-only.
+    Without the C core, or off Linux, the window is read into memory and walked in Python.
+    """
+
+    def __init__(self, fd: int, data_offset: int, params: layout.RingParams, start: int,
+                 end: int, where: str = "window"):
+        if start % layout.RECORD_ALIGN or end < start:
+            raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid "
+                                      f"range")
+        self.params, self.start, self.end, self.where = params, start, end, where
+        self.length = length = end - start
+        self._base = 0
+        self._total = 0
+        self._ring: memoryview | None = None
+        psize = params.partition_size
+        self._shifted = shifted = start % psize
+        cap = max(layout.MIN_CAPACITY, psize)
+        while cap < shifted + length:
+            cap *= 2
+        self._cap = cap
+        try:
+            if not sys.platform.startswith("linux"):
+                raise OSError("MAP_FIXED below is Linux's value")
+            from .._ring_c import ffi  # noqa: F401  (the walker needs the C core)
+            ctypes, libc = _libc()
+        except (ImportError, OSError, AttributeError):  # pragma: no cover
+            self.data = memoryview(os.pread(fd, length, data_offset)).toreadonly()
+            return
+        hs, pg = layout.HEADER_SIZE, mmap.PAGESIZE
+        pre = -(-(shifted + hs) // pg) * pg  # reserved bytes before the file mapping
+        file_len = -(-(data_offset + length) // pg) * pg
+        total = pre + max(file_len, -(-(data_offset - shifted + cap) // pg) * pg)
+        anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+        rw = mmap.PROT_READ | mmap.PROT_WRITE
+        base = libc.mmap(None, total, mmap.PROT_READ, anon, -1, 0)
+        if base in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "reserving address space for the image failed")
+        self._base, self._total, self._libc = base, total, libc
+        try:
+            # read-only, so MAP_POPULATE maps the cached pages (in a writable private
+            # mapping it would copy every page up front to break copy-on-write)
+            got = libc.mmap(base + pre, file_len, mmap.PROT_READ,
+                            mmap.MAP_PRIVATE | _MAP_FIXED | getattr(mmap, "MAP_POPULATE", 0),
+                            fd, 0)
+            if got != base + pre:
+                raise OSError(ctypes.get_errno(), "mmap of the image file failed")
+            hdr = base + pre + data_offset - shifted - hs
+            if libc.mprotect(base, -(-(hdr + hs - base) // pg) * pg, rw) != 0:
+                raise OSError(ctypes.get_errno(), "mprotect of the walk header failed")
+            fake = layout.RingParams(capacity=cap, max_record=params.max_record,
+                                     partition_count=cap // psize, flags=0, created_ns=0,
+                                     name="image-walk")
+            self._fake = fake
+            self._delta = start - shifted
+            head = bytearray(hs)
+            head[:0x80] = layout.pack_static_header(fake)
+            for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+                struct.pack_into("<Q", head, off, end - self._delta)
+            ctypes.memmove(hdr, bytes(head), hs)
+            self._ring = memoryview((ctypes.c_char * (hs + cap)).from_address(hdr)).cast("B")
+            self.data = self._ring[hs + shifted:hs + shifted + length].toreadonly()
+        except BaseException:
+            self.close()
+            raise
+
+    def summarize(self) -> Summary:
+        """Walk the window's records (lengths, padding, consecutive sequences)."""
+        p = self.params
+        if self._ring is None:  # pragma: no cover - fallback without the C core
+            return summarize(self.data, self.start, UNWRAPPED, self.start, self.end,
+                             p.partition_size, p.max_record, self.where)
+        try:
+            return summarize_segment(self._ring, self._fake, self._shifted,
+                                     self.end - self._delta, where=self.where)
+        except CorruptSegmentError:
+            # say what is wrong in the image's own positions, not the shifted ones
+            summarize(self.data, self.start, UNWRAPPED, self.start, self.end,
+                      p.partition_size, p.max_record, self.where)
+            raise
+
+    def close(self) -> None:
+        """Unmap; any view of :attr:`data` must be released first."""
+        if getattr(self, "data", None) is not None:
+            self.data.release()
+        if self._ring is not None:
+            self._ring.release()
+            self._ring = None
+        if self._total:
+            self._libc.munmap(self._base, self._total)
+            self._total = 0
+
+    def __enter__(self) -> MappedWindow:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def summarize_file_window(fd: int, data_offset: int, params: layout.RingParams, start: int,
                           end: int, where: str = "window") -> Summary:
-    """Validate [start, end) stored unwrapped at ``data_offset`` of file ``fd`` (an
-    uncompressed image), with the ring's C consumer, without copying the window.
-
-    The C consumer reads a ring: a 4 KiB header followed by ``capacity`` bytes indexed by
-    ``pos & (capacity - 1)``. The file is mapped copy-on-write right after a reserved
-    address range, and a ring header is written just before the window's first byte, for
-    a ring large enough that the window does not wrap and with positions moved by a
-    multiple of the partition size (so partition boundaries, hence padding, are where
-    they were). Only the header pages are copied; the window is read from the page cache.
-    Falls back to the Python walker on a copy when this cannot be set up.
-    """
-    length = end - start
-    psize = params.partition_size
-    if start % layout.RECORD_ALIGN or end < start:
-        raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
-    shifted = start % psize
-    cap = max(layout.MIN_CAPACITY, psize)
-    while cap < shifted + length:
-        cap *= 2
-    hs = layout.HEADER_SIZE
-    pg = mmap.PAGESIZE
-    pre = -(-(shifted + hs) // pg) * pg  # reserved bytes before the file mapping
-    file_len = data_offset + length
-    total = pre + max(-(-file_len // pg) * pg, -(-(data_offset - shifted + cap) // pg) * pg)
-    try:
-        if not sys.platform.startswith("linux"):
-            raise OSError("the MAP_FIXED value below is Linux's")
-        from .._ring_c import ffi  # noqa: F401
-        ctypes, libc = _libc_mmap()
-    except (ImportError, OSError, AttributeError):  # pragma: no cover - no C core/libc
-        view = memoryview(os.pread(fd, length, data_offset))
-        return summarize(view, start, UNWRAPPED, start, end, psize, params.max_record, where)
-    prot = mmap.PROT_READ | mmap.PROT_WRITE
-    anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
-    base = libc.mmap(None, total, prot, anon, -1, 0)
-    if base in (None, ctypes.c_void_p(-1).value):
-        raise OSError(ctypes.get_errno(), "mmap of the walk window failed")
-    try:
-        MAP_FIXED = 0x10  # Linux value; mmap module does not export it
-        got = libc.mmap(base + pre, -(-file_len // pg) * pg, prot,
-                        mmap.MAP_PRIVATE | MAP_FIXED | getattr(mmap, "MAP_POPULATE", 0),
-                        fd, 0)
-        if got != base + pre:
-            raise OSError(ctypes.get_errno(), "mmap of the image file failed")
-        hdr = base + pre + data_offset - shifted - hs
-        fake = layout.RingParams(capacity=cap, max_record=params.max_record,
-                                 partition_count=cap // psize, flags=0, created_ns=0,
-                                 name="walk")
-        delta = start - shifted
-        head = bytearray(hs)
-        head[:0x80] = layout.pack_static_header(fake)
-        for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
-            struct.pack_into("<Q", head, off, end - delta)
-        ctypes.memmove(hdr, bytes(head), hs)
-        ring = memoryview((ctypes.c_char * (hs + cap)).from_address(hdr)).cast("B")
-        try:
-            return summarize_segment(ring, fake, shifted, end - delta, where=where)
-        except CorruptSegmentError:
-            # say what is wrong in the image's own positions, not the shifted ones
-            window = ring[hs + shifted:hs + shifted + length]
-            try:
-                summarize(window, start, UNWRAPPED, start, end, psize, params.max_record,
-                          where)
-            finally:
-                window.release()
-            raise
-        finally:
-            ring.release()
-    finally:
-        libc.munmap(base, total)
+    """Validate [start, end) stored unwrapped at ``data_offset`` of file ``fd``, through
+    a :class:`MappedWindow` (no copy)."""
+    with MappedWindow(fd, data_offset, params, start, end, where) as w:
+        return w.summarize()

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import secrets
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,7 @@ from ..errors import (
 )
 from ..segment import Segment, display_name, resolve_path
 from . import format as fmt
-from .records import UNWRAPPED, Summary, summarize, summarize_file_window, summarize_segment
+from .records import MappedWindow, Summary, summarize_segment
 from .snapshot import Capture, capture
 
 
@@ -153,9 +154,13 @@ class _Populate:
                                        daemon=True)
         self.thread.start()
 
-    def finish(self) -> None:
+    def join(self) -> None:
         if self.thread is not None:
             self.thread.join()
+            self.thread = None
+
+    def finish(self) -> None:
+        self.join()
         if not self.ok:  # old kernel or no libc: the portable, slower path
             self.seg.prefault()
 
@@ -243,6 +248,78 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
                        header.record_count)
 
 
+def _copy_window(data: memoryview, src: memoryview, start: int, cap: int) -> None:
+    """Unwrapped window bytes -> ring data area (at most two memcpys)."""
+    off = start & (cap - 1)
+    first = min(len(src), cap - off)
+    data[off:off + first] = src[:first]
+    if first < len(src):
+        data[:len(src) - first] = src[first:]
+
+
+def _verify_mapped(reader: fmt.ImageReader, window: MappedWindow,
+                   progress: fmt.ProgressFn | None) -> None:
+    """Every chunk's CRC32C and the record walk, both over the file's mapping, on two
+    threads (crc32c and the C walker release the GIL). A damaged chunk is reported in
+    preference to the walk error it may have caused."""
+    crc_error: list[BaseException] = []
+
+    def crcs() -> None:
+        try:
+            reader.check_chunks(window.data, progress)
+        except BaseException as exc:
+            crc_error.append(exc)
+
+    t = threading.Thread(target=crcs, name="pyshm-restore-crc", daemon=True)
+    t.start()
+    walk_error: CorruptSegmentError | None = None
+    try:
+        s = window.summarize()
+    except CorruptSegmentError as exc:
+        walk_error = exc
+    finally:
+        t.join()
+    if crc_error:
+        raise crc_error[0]
+    if walk_error is not None:
+        raise ImageError(f"image records are invalid: {walk_error}") from None
+    _check_summary(s, reader.header)
+
+
+def _decompressed_ring(reader: fmt.ImageReader, progress: fmt.ProgressFn | None) -> Any:
+    """A compressed image's window, each chunk verified, laid out as a ring in private
+    memory (header + data) and walked there with the C walker; returns the array."""
+    h = reader.header
+    p = h.params
+    cap = p.capacity
+    ring = np.zeros(layout.OFF_DATA + cap, dtype=np.uint8)
+    mv = memoryview(ring.data).cast("B")
+    data = mv[layout.OFF_DATA:]
+    try:
+        for i, e in enumerate(reader.chunks):
+            lin = i * h.chunk_size
+            off = (h.first_position + lin) & (cap - 1)
+            n = e.raw_length
+            pieces = [data[off:off + n]] if off + n <= cap else \
+                [data[off:], data[:n - (cap - off)]]
+            reader.read_chunk_into(i, pieces)
+            if progress:
+                progress(lin + n, h.data_length)
+        mv[:0x80] = layout.pack_static_header(p)
+        for o in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
+            struct.pack_into("<Q", mv, o, h.end_position)
+        try:
+            s = summarize_segment(mv, p, h.first_position, h.end_position,
+                                  where=f"image {reader.path}")
+        except CorruptSegmentError as exc:
+            raise ImageError(f"image records are invalid: {exc}") from None
+        _check_summary(s, h)
+    finally:
+        data.release()
+        mv.release()
+    return ring
+
+
 def _restore_in_place(reader: fmt.ImageReader, target: str, *, force: bool,
                       progress: fmt.ProgressFn | None) -> RestoreInfo:
     """Overwrite the existing, stopped ring ``target`` with the image, verified first.
@@ -250,9 +327,9 @@ def _restore_in_place(reader: fmt.ImageReader, target: str, *, force: bool,
     Every chunk's CRC32C and the whole record walk run over the image's page cache (a
     mapping of the file, nothing copied) before the first byte of the target changes;
     then each byte is copied once, file mapping -> ring mapping, into pages the ring
-    already has (no page faults). The ring's magic is cleared during the copy and
-    written last, so a restore killed halfway leaves a segment that is refused as "not
-    a pyshm ring" instead of a mix of two rings: run the restore again.
+    already has. The ring's magic is cleared during the copy and written last, so a
+    restore killed halfway leaves a segment refused as "not a pyshm ring" instead of a
+    mix of two rings: run the restore again.
     """
     h = reader.header
     params = h.params
@@ -279,38 +356,36 @@ def _restore_in_place(reader: fmt.ImageReader, target: str, *, force: bool,
                 f"cannot restore in place: ring {name!r} has capacity {cur.capacity} and "
                 f"{cur.partition_count} partitions, the image {cap} and "
                 f"{params.partition_count}; restore into a new ring instead")
-        where = f"image {reader.path}"
-        src: memoryview
+        window: MappedWindow | None = None
+        scratch: Any = None
+        # the ring's pages exist but this new mapping has none of them yet: map them
+        # (MADV_POPULATE_WRITE writes nothing) while the image is verified
+        pop = _Populate(seg)
         try:
             if h.compression == fmt.COMPRESS_NONE:
-                src = reader.map_verified()
-                data_off = reader.chunks[0].offset if reader.chunks else fmt.HEADER_SIZE
-                s = summarize_file_window(reader.fileno(), data_off, params, start, end,
-                                          where=where)
+                window = MappedWindow(reader.fileno(), reader.data_offset, params, start, end,
+                                      where=f"image {reader.path}")
+                _verify_mapped(reader, window, progress)
             else:
-                src = memoryview(reader.read_data().data).cast("B")
-                s = summarize(src, start, UNWRAPPED, start, end, psize, params.max_record,
-                              where)
-        except CorruptSegmentError as exc:
-            raise ImageError(f"image records are invalid: {exc}") from None
+                scratch = _decompressed_ring(reader, progress)
+        except BaseException:
+            if window is not None:
+                window.close()
+            raise
+        finally:
+            pop.join()  # never leave a thread on the mapping, even on a refused image
         try:
-            _check_summary(s, h)
             # verified in full: from here on the target is written
+            pop.finish()
             new_params = _new_params(params, h, name)
             buf = seg.buf
             data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
             try:
                 buf[:len(layout.MAGIC)] = bytes(len(layout.MAGIC))
-                step = h.chunk_size if progress else max(1, len(src))
-                for lin in range(0, len(src), step):
-                    n = min(step, len(src) - lin)
-                    off = (start + lin) & (cap - 1)
-                    first = min(n, cap - off)
-                    data[off:off + first] = src[lin:lin + first]
-                    if first < n:
-                        data[:n - first] = src[lin + first:lin + n]
-                    if progress:
-                        progress(lin + n, len(src))
+                if window is not None:
+                    _copy_window(data, window.data, start, cap)
+                else:
+                    data[:] = memoryview(scratch.data)[layout.OFF_DATA:]
                 for pos in range(oldest, start, psize):
                     struct.pack_into("<ii", data, pos & (cap - 1), psize, layout.PADDING_TYPE)
                 # consumer slots, counters, producer pid: as a freshly created ring
@@ -325,7 +400,8 @@ def _restore_in_place(reader: fmt.ImageReader, target: str, *, force: bool,
             if "/" in os.fspath(target):
                 seg.mmap.flush()
         finally:
-            src.release()
+            if window is not None:
+                window.close()
     return RestoreInfo(name, path, start, end, h.first_sequence, h.next_sequence,
                        h.record_count)
 
@@ -336,39 +412,23 @@ def _restore_mapped(reader: fmt.ImageReader, target: str, *, overwrite: bool, fo
     """New segment from an uncompressed image: checksums and the record walk run over
     the file's mapping while another thread faults the segment in; then one copy."""
     h = reader.header
-    cap = h.params.capacity
-    src: list[memoryview] = []
+    windows: list[MappedWindow] = []
 
     def verify() -> None:
-        view = reader.map_verified()
-        src.append(view)
-        data_off = reader.chunks[0].offset if reader.chunks else fmt.HEADER_SIZE
-        try:
-            s = summarize_file_window(reader.fileno(), data_off, h.params, h.first_position,
-                                      h.end_position, where=f"image {reader.path}")
-        except CorruptSegmentError as exc:
-            raise ImageError(f"image records are invalid: {exc}") from None
-        _check_summary(s, h)
+        windows.append(MappedWindow(reader.fileno(), reader.data_offset, h.params,
+                                    h.first_position, h.end_position,
+                                    where=f"image {reader.path}"))
+        _verify_mapped(reader, windows[0], progress)
 
     def fill(data: memoryview) -> None:
-        view = src[0]
-        step = h.chunk_size if progress else max(1, len(view))
-        for lin in range(0, len(view), step):
-            n = min(step, len(view) - lin)
-            off = (h.first_position + lin) & (cap - 1)
-            first = min(n, cap - off)
-            data[off:off + first] = view[lin:lin + first]
-            if first < n:
-                data[:n - first] = view[lin + first:lin + n]
-            if progress:
-                progress(lin + n, len(view))
+        _copy_window(data, windows[0].data, h.first_position, h.params.capacity)
 
     try:
         return _build(target, h.params, h, fill, overwrite=overwrite, mode=mode,
                       prefault=prefault, force=force, verify_first=verify)
     finally:
-        for view in src:
-            view.release()
+        for w in windows:
+            w.close()
 
 
 def restore(image: str | os.PathLike[str], target: str, *, overwrite: bool = False,
