@@ -280,6 +280,10 @@ print("returned")
 '''
 
 
+@pytest.mark.xfail(reason="ring.c lapped() does not advance when tail_intent < tail - "
+                          "capacity: pyshm_read spins for ever on such a corrupt header; a "
+                          "fix is in progress in ring.c (owner: ring), drop this mark with it",
+                   strict=False)
 def test_known_hang_lapped_with_intent_below_tail(tmp_path):
     path = _write(tmp_path / "hang.ring", TEMPLATE)
     script = _write(tmp_path / "hang.py", HANG.encode())
