@@ -2,7 +2,10 @@
 // replica and publishes the mirrored position (see shared DESIGN.md, "The ring-mirror IP").
 //
 // One copy round:
-//   1. read the ring's tail word;
+//   1. read the ring's tail word; if the producer lapped the engine, skip to the oldest
+//      intact partition (or, after two rounds in a row that kept nothing, to the newest
+//      partition only: a producer that writes a lap faster than one is copied tears
+//      every round that starts at the oldest one; see docs/hw.md, "Catch-up");
 //   2. raise the replica's tail-intent word (REPLICA_TAIL_ADDR + 0x80) to the round's end
 //      and wait for its write response before any data write, so that a reader of the live
 //      replica detects with the seqlock check that bytes it copied were being replaced
