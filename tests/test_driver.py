@@ -392,3 +392,31 @@ def test_device_file_that_is_not_a_udmabuf_is_refused(segs):
         open_segment("/dev/null", "ring")
     with pytest.raises(EngineError, match="no u-dma-buf sysfs entry"):
         ScriptedEngine(ring, "/dev/null", None)
+
+
+def test_engine_reports_overruns_while_mirrored_stands_still(segs, ip, dev):
+    """A producer that laps every round leaves `mirrored` where it was: stats() still
+    reads OVERRUNS and BYTES_LOST from the IP (map 1.2), and not BYTES_LOST from a 1.1 IP,
+    which would answer SLVERR."""
+    ring, rep = segs
+    eng = ScriptedEngine(ring, rep, ip)
+    try:
+        eng.start()
+        ring.q[L.OFF_TAIL // 8] = 40960
+        dev.regs[R.OVERRUNS_LO] = 7
+        dev.regs[R.BYTES_LOST_LO] = 30000
+        st = eng.stats()
+        assert (st.mirrored, st.overruns, st.bytes_lost) == (0, 7, 30000)
+        eng.stop(1.0)
+    finally:
+        eng.close()
+    dev.regs[R.VERSION] = 0x0001_0001
+    dev.clear()
+    eng = ScriptedEngine(ring, rep, ip)
+    try:
+        eng.start()
+        st = eng.stats()
+        assert st.overruns == 7 and st.bytes_lost == 0
+        assert not any(n.startswith("BYTES_LOST") for _, n, _ in dev.log)
+    finally:
+        eng.close()
