@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 # A second environment for the optional PYNQ driver: pynq 4.0 pins numpy<2.
 PYNQ_VENV ?= .venv-pynq
 
-.PHONY: help demo test test-fast test-pynq lint install install-test install-pynq tools bench clean
+.PHONY: help demo test test-fast test-pynq test-asan lint install install-test install-pynq tools bench clean
 
 help:
 	@echo "make demo    run the demo on the embedded default configuration"
 	@echo "make test    install everything (simulators included) and run lint + the test suite"
 	@echo "make bench   run every benchmark and write bench/results/"
 	@echo "make lint    ruff and mypy only"
+	@echo "make test-asan  the C-heavy tests against ASan/UBSan builds of the C cores"
 	@echo "make test-pynq  the driver tests that need pynq, in $(PYNQ_VENV) (make test runs them)"
 
 $(BIN)/python:
@@ -62,6 +63,28 @@ install-pynq: $(PYNQ_VENV)/bin/python tools
 test-pynq: install-pynq
 	PYSHM_REQUIRE_PYNQ=1 $(PYNQ_VENV)/bin/pytest -p no:cacheprovider tests/test_driver.py \
 	  tests/test_driver_pynq.py
+
+# The C cores built with AddressSanitizer + UBSan (PYSHM_SANITIZE=1, read by the cffi
+# build scripts) in their own environment, from a copy of the tree so that no object file
+# of a normal build is reused; then the tests that drive the C code, with libasan
+# preloaded because the interpreter itself is not instrumented. Leak checking is off:
+# CPython's own allocations would drown the report.
+ASAN_VENV  ?= .venv-asan
+ASAN_SRC   := build/asan-src
+ASAN_TESTS ?= tests/test_ring.py tests/test_ring_mp.py tests/test_cpu_engine.py \
+  tests/test_replica.py tests/test_snapshot.py tests/test_restore.py tests/test_repair.py \
+  tests/test_fuzz.py tests/test_fault_inject.py
+
+test-asan:
+	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
+	rm -rf $(ASAN_SRC) && mkdir -p $(ASAN_SRC)
+	tar -cf - --exclude=./build --exclude='./.venv*' --exclude=./.git . | tar -xf - -C $(ASAN_SRC)
+	PYSHM_SANITIZE=1 $(ASAN_VENV)/bin/python -m pip install -q '$(ASAN_SRC)[test]'
+	nm -D $(ASAN_VENV)/lib/python3*/site-packages/pyshm/_ring_c*.so | grep -q __asan
+	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(ASAN_VENV)/bin/pytest -p no:cacheprovider $(ASAN_TESTS)
 
 bench: $(BIN)/python
 	$(BIN)/python -m pip install -q '.[bench]'

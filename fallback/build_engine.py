@@ -28,6 +28,11 @@ def _cdef_from_header() -> str:
             "#define PYSHM_ENGINE_HIST_BUCKETS 704\n" + body)
 
 
+# PYSHM_SANITIZE=1 (make test-asan): AddressSanitizer + UBSan build of the C core; the
+# interpreter is not instrumented, so libasan is loaded with LD_PRELOAD when testing
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+            "-fno-omit-frame-pointer", "-g"] if os.environ.get("PYSHM_SANITIZE") else []
+
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef_from_header())
 ffibuilder.set_source(
@@ -35,7 +40,9 @@ ffibuilder.set_source(
     '#include "engine.h"\n',
     sources=[os.path.relpath(os.path.join(HERE, "engine.c"))],
     include_dirs=[HERE, CORE],
-    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
+                        "-Wno-unused-parameter"] + SANITIZE,
+    extra_link_args=SANITIZE,
     libraries=["pthread"],
 )
 
