@@ -209,3 +209,49 @@ def test_live_producer_refused(image, names, tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_open_ring_object_is_written_through_its_own_mapping(image, names):
+    path, before = image
+    name = names()
+    target_ring(name)
+    with Ring(name, prefault=True) as ring:
+        view = ring.data_array()  # the caller's mapping, still in use afterwards
+        restore(path, ring, in_place=True)
+        assert records(ring) == before
+        assert ring.next_sequence == before[-1][0] + 1
+        del view
+    with Ring(name) as again:
+        assert records(again) == before
+
+
+def test_ring_object_needs_in_place_and_a_writable_mapping(image, names):
+    path, _ = image
+    name = names()
+    target_ring(name)
+    with Ring(name) as ring:
+        with pytest.raises(InvalidParameterError, match="in_place=True"):
+            restore(path, ring)
+    with pytest.raises(InvalidParameterError, match="Ring/Segment"):
+        restore(path, object(), in_place=True)
+
+
+def test_new_segment_without_write_syscall_falls_back_to_the_mapping(
+        tmp_path, names, monkeypatch):
+    """hugetlbfs has no write(2): the window is then copied through the mapping."""
+    import errno
+
+    with Ring(names(), create=True, capacity=CAP) as ring:
+        fill(ring, 2500)
+        before = records(ring)
+        snapshot(ring, tmp_path / "img", chunk_size=4096)
+
+    def no_write(*a, **k):
+        raise OSError(errno.EINVAL, "no write here")
+
+    monkeypatch.setattr(os, "pwrite", no_write)
+    name = names()
+    restore(tmp_path / "img", name)
+    monkeypatch.undo()
+    with Ring(name) as r:
+        assert records(r) == before
