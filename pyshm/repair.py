@@ -454,9 +454,16 @@ def pin_dead_slot(ring: Ring, dead_pid: int) -> tuple[int, int] | None:
     buf = ffi.new("int64_t[4]")
     for i in range(L.MAX_CONSUMERS):
         lib.pyshm_slot_read(ring._h(), i, buf)
-        if buf[1] == dead_pid and lib.pyshm_slot_claim(ring._h(), i, dead_pid,
-                                                       os.getpid()) == 1:
+        flags = buf[3]
+        if buf[1] != dead_pid or not flags & L.SLOT_ACTIVE:
+            continue
+        if lib.pyshm_slot_claim(ring._h(), i, dead_pid, os.getpid()) == 1:
             lib.pyshm_slot_read(ring._h(), i, buf)
+            if buf[3] != flags:
+                # a reaper cleared the flags before its pid swap (which now fails): the
+                # slot stopped gating, so it protects nothing any more; give it back
+                lib.pyshm_slot_release(ring._h(), i, os.getpid())
+                return None
             return i, int(buf[0])
     return None
 
