@@ -77,15 +77,42 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _raise(rc: int, where: str, pos: int = -1) -> None:
+def _field_message(field: int, value: int) -> str | None:
+    """What a PYSHM_FIELD_* code of the C core says about ``value``."""
+    limit = int(lib.PYSHM_POS_LIMIT)
+    if field == lib.PYSHM_FIELD_TAIL:
+        return (f"header field tail = {value} is invalid (must be a multiple of 8 below "
+                f"2^62 = {limit})")
+    if field == lib.PYSHM_FIELD_INTENT:
+        return (f"header field tail_intent = {value} is invalid (must be below 2^62, not "
+                f"move backwards and, for a producer, lie within a capacity above tail)")
+    if field == lib.PYSHM_FIELD_RECORD:
+        return f"invalid record length or type in the data area at position {value}"
+    if field == lib.PYSHM_FIELD_POSITION:
+        return f"consumer position {value} is invalid"
+    if field == lib.PYSHM_FIELD_SEQUENCE:
+        return (f"record sequence at position {value} is lower than the one expected "
+                f"(sequence numbers went backwards)")
+    if field == lib.PYSHM_FIELD_NEXT_SEQ:
+        return f"record sequence at position {value} cannot be continued"
+    return None
+
+
+def _raise(rc: int, where: str, pos: int = -1, field: int = 0) -> None:
+    if pos < 0 and field:
+        pos &= (1 << 64) - 1  # the C side keeps a uint64 value in an int64 field
     at = f" at position {pos}" if pos >= 0 else ""
     if rc == lib.PYSHM_E_TOO_LARGE:
         raise RecordTooLargeError(f"{where}: record larger than the ring's max record")
     if rc == lib.PYSHM_E_CORRUPT:
+        what = _field_message(field, pos)
+        if what is not None:
+            raise CorruptSegmentError(f"{where}: corrupt segment: {what}")
         raise CorruptSegmentError(f"{where}: invalid record length or position in shared "
                                   f"memory{at}")
     if rc == lib.PYSHM_E_AHEAD:
-        raise CorruptSegmentError(f"{where}: the ring's tail went backwards{at} (was the "
+        raise CorruptSegmentError(f"{where}: consumer position {pos} is beyond the ring's "
+                                  f"tail and tail_intent: the tail went backwards (was the "
                                   f"ring recreated or restored under this consumer?)")
     if rc == lib.PYSHM_E_PARAM:
         raise InvalidParameterError(f"{where}: invalid argument (type -1 is reserved for "
@@ -451,7 +478,8 @@ class Producer:
         rc = lib.pyshm_producer_open(self._p, self._hdr, ring.segment.size)
         if rc < 0:
             lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)
-            _raise(rc, f"ring {ring.name!r} producer", self._p.last_error_pos)
+            _raise(rc, f"ring {ring.name!r} producer", self._p.last_error_pos,
+                   self._p.last_error_field)
         self._data = ring.data
         self.publish = self._fast_publish()  # type: ignore[method-assign]
 
@@ -489,7 +517,10 @@ class Producer:
             if cur and (cur == self._pid or pid_alive(cur)):
                 raise ProducerBusyError(f"ring {self.ring.name!r} already has a producer "
                                         f"(pid {cur}, alive)")
-            if lib.pyshm_producer_pid_cas(self._hdr, cur, self._pid):
+            # the C side compares int64 words: a damaged pid >= 2^63 is passed as its
+            # signed reading, else cffi raises OverflowError instead of taking over
+            signed = cur - (1 << 64) if cur >= 1 << 63 else cur
+            if lib.pyshm_producer_pid_cas(self._hdr, signed, self._pid):
                 return
         raise ProducerBusyError(f"ring {self.ring.name!r}: producer slot keeps changing")
 
@@ -516,7 +547,8 @@ class Producer:
 
     def _retry(self, rc: int, timeout: float, again: Any, size: int = 0) -> int:
         if rc != FULL:
-            _raise(rc, f"ring {self.ring.name!r} publish of {size} bytes")
+            _raise(rc, f"ring {self.ring.name!r} publish of {size} bytes",
+                   self._p.last_error_pos, self._p.last_error_field)
         now = time.monotonic()
         deadline = now + timeout
         while True:
@@ -715,7 +747,8 @@ class Consumer:
             rc = lib.pyshm_consumer_seek(self._c, whence, seq)
         if rc < 0:
             self._release_slot()
-            _raise(rc, f"ring {ring.name!r} consumer", self._c.last_error_pos)
+            _raise(rc, f"ring {ring.name!r} consumer", self._c.last_error_pos,
+                   self._c.last_error_field)
         if self._slot >= 0:
             flags = layout.SLOT_ACTIVE | (layout.SLOT_GATING if gating else 0)
             lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
@@ -757,7 +790,7 @@ class Consumer:
         return read
 
     def _err(self, rc: int) -> None:
-        _raise(rc, self._where, self._c.last_error_pos)
+        _raise(rc, self._where, self._c.last_error_pos, self._c.last_error_field)
 
     def _claim_slot(self) -> int:
         for i in range(layout.MAX_CONSUMERS):
@@ -786,8 +819,19 @@ class Consumer:
 
     @property
     def lost(self) -> int:
-        """Records lost to overruns since this consumer started (from sequence gaps)."""
+        """Records this consumer never returned, exactly: every sequence from
+        ``start_sequence`` to the last one read was either returned or counted here
+        (gaps from overruns, and records ``read_copy`` found overwritten while copying).
+        Records before ``start_sequence`` are not counted, even when the first read
+        already finds the ring lapped."""
         return int(self._c.lost)
+
+    @property
+    def start_sequence(self) -> int | None:
+        """The first sequence ``lost`` accounts from: the sequence asked for with
+        ``start=<int>``, else the first record this consumer met (returned, or lost by
+        ``read_copy``); None before that."""
+        return int(self._c.start_seq) if self._c.have_expect else None
 
     @property
     def laps(self) -> int:
@@ -808,7 +852,7 @@ class Consumer:
             return Message(self._data[off:off + u[0]], self._meta_s[1], u[2], u[3])
         if off == 0:
             return None
-        _raise(off, self._where, self._c.last_error_pos)
+        _raise(off, self._where, self._c.last_error_pos, self._c.last_error_field)
         return None
 
     def _wait(self, timeout: float | None, wait: str) -> int:
@@ -834,8 +878,10 @@ class Consumer:
         return bool(lib.pyshm_still_valid(self._c))
 
     def read_copy(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
-        """Like read(), but ``data`` is a bytes copy proven intact."""
-        while True:
+        """Like read(), but ``data`` is a bytes copy proven intact. A record overwritten
+        while it was copied counts in ``lost``; after a ring's worth of those in one call
+        (a producer lapping the copy every time) None is returned."""
+        for _ in range(self.ring.capacity // 8 + 64):
             m = self.read(timeout, wait)
             if m is None:
                 return None
@@ -846,6 +892,7 @@ class Consumer:
                 return m
             # overwritten while copying: that record is lost; the next read resyncs
             self._c.lost += 1
+        return None
 
     def read_batch(self, max_records: int = 1024, timeout: float | None = 0.0,
                    wait: str = "spin", max_bytes: int | None = None) -> Batch:
@@ -868,7 +915,7 @@ class Consumer:
                                          ffi.cast("int32_t *", types),
                                          ffi.cast("uint64_t *", seqs), max_records))
             if n < 0:
-                _raise(n, self._where, self._c.last_error_pos)
+                _raise(n, self._where, self._c.last_error_pos, self._c.last_error_field)
             if n or timeout == 0.0 or (deadline is not None and time.monotonic() >= deadline):
                 break
             if wait == "sleep":

@@ -27,6 +27,13 @@ ffibuilder.cdef("""
 #define PYSHM_E_STATE ...
 #define PYSHM_E_BUSY ...
 #define PYSHM_E_AHEAD ...
+#define PYSHM_POS_LIMIT ...
+#define PYSHM_FIELD_TAIL ...
+#define PYSHM_FIELD_INTENT ...
+#define PYSHM_FIELD_RECORD ...
+#define PYSHM_FIELD_POSITION ...
+#define PYSHM_FIELD_SEQUENCE ...
+#define PYSHM_FIELD_NEXT_SEQ ...
 
 typedef struct {
     uint64_t capacity, mask, psize;
@@ -39,6 +46,7 @@ typedef struct {
     uint64_t claim_pos;
     uint32_t claim_len;
     int64_t last_error_pos;
+    int32_t last_error_field;
     ...;
 } pyshm_producer_t;
 
@@ -51,6 +59,7 @@ typedef struct {
     int32_t have_expect;
     uint64_t skip_below;
     uint64_t lost;
+    uint64_t start_seq;
     uint64_t laps;
     uint64_t msg_pos;
     uint64_t msg_seq;
@@ -58,6 +67,7 @@ typedef struct {
     uint32_t msg_len;
     uint64_t msg_off;
     int64_t last_error_pos;
+    int32_t last_error_field;
     uint64_t meta[4];
     ...;
 } pyshm_consumer_t;

@@ -1,8 +1,9 @@
 /*
  * pyshm ring core: the publish and read protocols of DESIGN.md ("Ring segment layout").
  *
- * Producer:  store tail_intent, release fence, write padding/record, store next_sequence,
- *            release-store tail.
+ * Producer:  store tail_intent, release fence, write padding/record, release-store tail,
+ *            then store next_sequence (a crash between the two leaves it one behind: a
+ *            restarted producer takes the sequence from the last record below tail).
  * Consumer:  acquire-load tail, read the record header (and copy the payload when asked),
  *            acquire fence, reload tail_intent; the bytes were intact iff
  *            tail_intent <= position + capacity (the producer had not yet started to
@@ -10,6 +11,9 @@
  *
  * Every number that comes out of shared memory (lengths, tail, slot positions) is checked
  * against the private, validated copy of the static header before it is used to index.
+ * Positions are validated below PYSHM_POS_LIMIT (2^62) before any sum is formed, so
+ * `pos + capacity` cannot wrap; every loop over shared values is bounded (each pass moves
+ * a private position forward, or returns).
  */
 #include <sched.h>
 #include <string.h>
@@ -170,6 +174,54 @@ static int load_static(void *hdr, uint64_t mapped_size, uint64_t *cap, uint64_t 
 
 /* ------------------------------------------------------------------ producer */
 
+static int producer_corrupt(pyshm_producer_t *p, uint64_t value, int32_t field)
+{
+    p->last_error_pos = (int64_t)value;
+    p->last_error_field = field;
+    return PYSHM_E_CORRUPT;
+}
+
+/* The header's next_sequence is stored after tail, so a producer killed between the two
+ * leaves it one behind (or, written by an older build that stored it first, one ahead).
+ * The committed records are the truth: walk the partition that holds the last byte below
+ * tail (a partition starts with a record) and continue after its last record. Every length
+ * is validated; the walk covers at most one partition and moves forward each pass. */
+static int reconcile_sequence(pyshm_producer_t *p)
+{
+    uint64_t tail = p->tail;
+    if (tail == 0) return PYSHM_OK; /* nothing committed: the header's value stands */
+    uint64_t start = (tail - 1) & ~(p->psize - 1);
+    /* with a single partition a dead producer may already have begun the next lap over
+     * this window (its intent passed start + capacity): keep the header's value then */
+    if (p->intent > start + p->capacity) return PYSHM_OK;
+    uint64_t pos = start, last = 0;
+    int found = 0;
+    while (pos < tail) {
+        const uint8_t *q = p->data + (pos & p->mask);
+        uint64_t room = p->psize - (pos & (p->psize - 1));
+        if (tail - pos < 8) return producer_corrupt(p, pos, PYSHM_FIELD_RECORD);
+        int32_t len = pyshm_load_relaxed((const int32_t *)q);
+        int32_t type = pyshm_load_relaxed((const int32_t *)(q + 4));
+        if (type == PYSHM_PADDING_TYPE) {
+            if ((uint64_t)(int64_t)len != room) return producer_corrupt(p, pos, PYSHM_FIELD_RECORD);
+            pos += room;
+            continue;
+        }
+        uint64_t a = pyshm_align8((uint64_t)(uint32_t)len);
+        if (len < (int32_t)PYSHM_RECORD_HEADER || (uint32_t)len > p->max_record ||
+            a > room || a > tail - pos)
+            return producer_corrupt(p, pos, PYSHM_FIELD_RECORD);
+        last = pyshm_load_relaxed((const uint64_t *)(q + 8));
+        found = 1;
+        pos += a;
+    }
+    if (!found) return PYSHM_OK;
+    if (last == UINT64_MAX) return producer_corrupt(p, start, PYSHM_FIELD_NEXT_SEQ);
+    p->sequence = last + 1;
+    pyshm_store_release(&H(p->hdr)->next_sequence.value, p->sequence);
+    return PYSHM_OK;
+}
+
 int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size)
 {
     memset(p, 0, sizeof(*p));
@@ -185,11 +237,17 @@ int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size)
     p->tail = pyshm_load_acquire(&h->tail.value);
     p->intent = pyshm_load_acquire(&h->tail_intent.value);
     p->sequence = pyshm_load_acquire(&h->next_sequence.value);
-    if (p->tail & 7u) {
-        p->last_error_pos = (int64_t)p->tail;
-        return PYSHM_E_CORRUPT;
-    }
+    if ((p->tail & 7u) || p->tail >= PYSHM_POS_LIMIT)
+        return producer_corrupt(p, p->tail, PYSHM_FIELD_TAIL);
+    if (p->intent >= PYSHM_POS_LIMIT)
+        return producer_corrupt(p, p->intent, PYSHM_FIELD_INTENT);
+    /* intent below tail: only a damaged header (or an old replica) has it; tail wins */
     if (p->intent < p->tail) p->intent = p->tail;
+    /* a live producer never reserves more than half a partition beyond tail */
+    if (p->intent - p->tail > p->capacity)
+        return producer_corrupt(p, p->intent, PYSHM_FIELD_INTENT);
+    rc = reconcile_sequence(p);
+    if (rc) return rc;
     p->gate_limit = 0; /* force a scan on first publish */
     return PYSHM_OK;
 }
@@ -228,6 +286,8 @@ static inline int64_t reserve(pyshm_producer_t *p, uint64_t rec_len, uint64_t *p
     uint64_t a = pyshm_align8(rec_len);
     uint64_t pad = a > room ? room : 0;
     uint64_t end = pos + pad + a;
+    if (__builtin_expect(end >= PYSHM_POS_LIMIT, 0))
+        return producer_corrupt(p, pos, PYSHM_FIELD_TAIL);
     if (p->gate_flags && end > p->gate_limit) {
         p->gate_limit = gate_floor(p) + p->capacity;
         if (end > p->gate_limit) return PYSHM_FULL;
@@ -252,8 +312,11 @@ static inline void finish(pyshm_producer_t *p, uint64_t end)
 {
     pyshm_header_t *h = H(p->hdr);
     p->tail = end;
-    pyshm_store_relaxed(&h->next_sequence.value, p->sequence);
     pyshm_store_release(&h->tail.value, end);
+    /* after tail: a crash in between leaves next_sequence one behind, which a restarted
+     * producer corrects from the records (reconcile_sequence); stored first, it could be
+     * one ahead of a record that was never committed, with nothing to tell */
+    pyshm_store_release(&h->next_sequence.value, p->sequence);
 }
 
 static inline int64_t publish_one(pyshm_producer_t *p, const void *buf, uint64_t len,
@@ -379,24 +442,44 @@ static uint64_t oldest_boundary(const pyshm_consumer_t *c, uint64_t intent)
     return (low + c->psize - 1) & ~(c->psize - 1);
 }
 
+static int consumer_corrupt(pyshm_consumer_t *c, uint64_t value, int32_t field)
+{
+    c->last_error_pos = (int64_t)value;
+    c->last_error_field = field;
+    return PYSHM_E_CORRUPT;
+}
+
+/* tail must be 8-aligned and below PYSHM_POS_LIMIT; tail_intent below the limit. An
+ * intent below tail (damage, or a replica header) is taken as tail. An intent more than a
+ * capacity above tail is legal for readers: a replica resynchronised after an overrun
+ * publishes such an intent, and readers wait at its oldest boundary for tail to get there. */
+static int load_positions(pyshm_consumer_t *c, uint64_t *tail, uint64_t *intent)
+{
+    pyshm_header_t *h = H(c->hdr);
+    uint64_t t = pyshm_load_acquire(&h->tail.value);
+    uint64_t i = pyshm_load_acquire(&h->tail_intent.value);
+    if ((t & 7u) || t >= PYSHM_POS_LIMIT) return consumer_corrupt(c, t, PYSHM_FIELD_TAIL);
+    if (i >= PYSHM_POS_LIMIT) return consumer_corrupt(c, i, PYSHM_FIELD_INTENT);
+    *tail = t;
+    *intent = i < t ? t : i;
+    return PYSHM_OK;
+}
+
 /* whence: 0 oldest, 1 latest, 2 sequence */
 int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence)
 {
-    pyshm_header_t *h = H(c->hdr);
-    uint64_t tail = pyshm_load_acquire(&h->tail.value);
-    uint64_t intent = pyshm_load_acquire(&h->tail_intent.value);
-    if (tail & 7u) {
-        c->last_error_pos = (int64_t)tail;
-        return PYSHM_E_CORRUPT;
-    }
+    uint64_t tail, intent;
+    int rc = load_positions(c, &tail, &intent);
+    if (rc) return rc;
     c->have_expect = 0;
     c->skip_below = 0;
     if (whence == 1) {
         c->pos = tail;
     } else {
-        c->pos = oldest_boundary(c, intent > tail ? intent : tail);
+        c->pos = oldest_boundary(c, intent);
         if (whence == 2) {
             c->expect = sequence;
+            c->start_seq = sequence;
             c->have_expect = 1;
             c->skip_below = sequence;
         }
@@ -404,12 +487,20 @@ int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence)
     return PYSHM_OK;
 }
 
-static inline void lapped(pyshm_consumer_t *c)
+/* The producer lapped c at pos: jump to the oldest boundary that tail intent (at least
+ * tail) allows. That is always beyond pos for a header whose counters only grow (the
+ * caller saw tail - pos > capacity or intent > pos + capacity); if it is not, the header
+ * went backwards under us and looping could go on for ever: report it instead. */
+static int lapped(pyshm_consumer_t *c, uint64_t pos, uint64_t tail)
 {
     uint64_t intent = pyshm_load_acquire(&H(c->hdr)->tail_intent.value);
+    if (intent >= PYSHM_POS_LIMIT) return consumer_corrupt(c, intent, PYSHM_FIELD_INTENT);
+    if (intent < tail) intent = tail;
     uint64_t np = oldest_boundary(c, intent);
-    if (np > c->pos) c->pos = np;
+    if (np <= pos) return consumer_corrupt(c, intent, PYSHM_FIELD_INTENT);
+    c->pos = np;
     c->laps++;
+    return PYSHM_OK;
 }
 
 /* One record into c->msg_*. dst (optional) receives a copy of the payload, made before
@@ -418,22 +509,33 @@ static inline void lapped(pyshm_consumer_t *c)
 static inline int read_one(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
 {
     pyshm_header_t *h = H(c->hdr);
-    for (;;) {
+    /* Each pass returns or moves c->pos forward (a record skipped below skip_below, a
+     * padding record, a lap), and pos stays below PYSHM_POS_LIMIT, so sums cannot wrap.
+     * A ring's worth of passes at most per call: a seek by sequence that skips more
+     * returns 0 and the next call goes on. */
+    uint64_t steps = (c->capacity >> 3) + 64;
+    while (steps--) {
         uint64_t pos = c->pos;
         uint64_t tail = pyshm_load_acquire(&h->tail.value);
+        if ((tail & 7u) || tail >= PYSHM_POS_LIMIT)
+            return consumer_corrupt(c, tail, PYSHM_FIELD_TAIL);
         if (pos >= tail) {
-            if (pos > tail && pos > pyshm_load_acquire(&h->tail_intent.value)) {
-                c->last_error_pos = (int64_t)pos;
-                return PYSHM_E_AHEAD;
+            if (pos > tail) {
+                uint64_t intent = pyshm_load_acquire(&h->tail_intent.value);
+                /* beyond the tail but within the intent: a lap moved us to a partition
+                 * the producer is filling; beyond both: the ring was reset under us */
+                if (pos > intent) {
+                    c->last_error_field = PYSHM_FIELD_POSITION;
+                    c->last_error_pos = (int64_t)pos;
+                    return PYSHM_E_AHEAD;
+                }
             }
             return 0;
         }
-        if ((tail & 7u) || (pos & 7u)) {
-            c->last_error_pos = (int64_t)tail;
-            return PYSHM_E_CORRUPT;
-        }
+        if (pos & 7u) return consumer_corrupt(c, pos, PYSHM_FIELD_POSITION);
         if (tail - pos > c->capacity) {
-            lapped(c);
+            int rc = lapped(c, pos, tail);
+            if (rc) return rc;
             continue;
         }
         uint64_t off = pos & c->mask;
@@ -444,13 +546,11 @@ static inline int read_one(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
         if (type == PYSHM_PADDING_TYPE) {
             pyshm_fence_acquire();
             if (pyshm_load_relaxed(&h->tail_intent.value) > pos + c->capacity) {
-                lapped(c);
+                int rc = lapped(c, pos, tail);
+                if (rc) return rc;
                 continue;
             }
-            if ((uint64_t)(int64_t)len != room) {
-                c->last_error_pos = (int64_t)pos;
-                return PYSHM_E_CORRUPT;
-            }
+            if ((uint64_t)(int64_t)len != room) return consumer_corrupt(c, pos, PYSHM_FIELD_RECORD);
             c->pos = pos + room;
             continue;
         }
@@ -465,22 +565,24 @@ static inline int read_one(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
         }
         pyshm_fence_acquire();
         if (pyshm_load_relaxed(&h->tail_intent.value) > pos + c->capacity) {
-            lapped(c);
+            int rc = lapped(c, pos, tail);
+            if (rc) return rc;
             continue;
         }
-        if (!valid) {
-            c->last_error_pos = (int64_t)pos;
-            return PYSHM_E_CORRUPT;
+        if (!valid) return consumer_corrupt(c, pos, PYSHM_FIELD_RECORD);
+        if (seq < c->skip_below) {
+            c->pos = pos + a;
+            continue;
+        }
+        /* checked before c->pos moves: the error names this record and repeats on every
+         * call instead of being skipped by the next one */
+        if (c->have_expect) {
+            if (seq < c->expect) return consumer_corrupt(c, pos, PYSHM_FIELD_SEQUENCE);
+            c->lost += seq - c->expect;
+        } else {
+            c->start_seq = seq;
         }
         c->pos = pos + a;
-        if (seq < c->skip_below) continue;
-        if (c->have_expect) {
-            if (seq < c->expect) {
-                c->last_error_pos = (int64_t)pos;
-                return PYSHM_E_CORRUPT;
-            }
-            c->lost += seq - c->expect;
-        }
         c->expect = seq + 1;
         c->have_expect = 1;
         c->msg_pos = pos;
@@ -490,6 +592,7 @@ static inline int read_one(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
         c->msg_off = off + PYSHM_RECORD_HEADER;
         return 1;
     }
+    return 0;
 }
 
 static inline void publish_position(pyshm_consumer_t *c)

@@ -21,6 +21,22 @@
 #define PYSHM_E_BUSY (-6)        /* another live producer / no free consumer slot */
 #define PYSHM_E_AHEAD (-7)       /* tail moved backwards under a consumer (ring reset) */
 
+/* Positions (tail, tail intent, consumer positions) must stay below this: a sum such as
+ * `pos + capacity` (capacity <= 2^46) then never wraps a uint64_t. 2^62 bytes is 4.6e18:
+ * 1.5 years of nonstop writing at 100 GB/s, 15 years at 10 GB/s (a ring is recreated
+ * long before). A counter at or above it is reported as corruption (PYSHM_E_CORRUPT),
+ * never used; a producer refuses to publish past it. */
+#define PYSHM_POS_LIMIT ((uint64_t)1 << 62)
+
+/* last_error_field: which value a PYSHM_E_CORRUPT / PYSHM_E_AHEAD is about */
+#define PYSHM_FIELD_NONE 0
+#define PYSHM_FIELD_TAIL 1           /* header tail: misaligned or >= PYSHM_POS_LIMIT */
+#define PYSHM_FIELD_INTENT 2         /* header tail_intent: >= limit or > tail + capacity */
+#define PYSHM_FIELD_RECORD 3         /* record length/type at last_error_pos */
+#define PYSHM_FIELD_POSITION 4       /* the consumer's own position (beyond tail) */
+#define PYSHM_FIELD_SEQUENCE 5       /* record sequence lower than the one expected */
+#define PYSHM_FIELD_NEXT_SEQ 6       /* records below tail disagree with each other */
+
 #define PYSHM_WAIT_SPIN 0
 #define PYSHM_WAIT_YIELD 1
 #define PYSHM_WAIT_SLEEP 2
@@ -38,6 +54,7 @@ typedef struct {
     uint64_t claim_pos;      /* position of the claimed record, valid if claim_len */
     uint32_t claim_len;
     int64_t last_error_pos;  /* position a PYSHM_E_CORRUPT refers to */
+    int32_t last_error_field; /* PYSHM_FIELD_*: which value was invalid */
 } pyshm_producer_t;
 
 typedef struct {
@@ -50,7 +67,10 @@ typedef struct {
     uint64_t expect;         /* next expected sequence number */
     int32_t have_expect;     /* 0 until the first record fixes the sequence baseline */
     uint64_t skip_below;     /* records with a smaller sequence are skipped (start=seq) */
-    uint64_t lost;           /* records lost to overruns, from sequence gaps */
+    uint64_t lost;           /* sequences in [start_seq, expect) never returned */
+    uint64_t start_seq;      /* first sequence this consumer accounts for (valid once
+                              * have_expect: the first record it met, or the sequence
+                              * asked for in a seek by sequence) */
     uint64_t laps;           /* times this consumer was lapped */
     uint32_t reads;
     /* the last record returned */
@@ -60,6 +80,7 @@ typedef struct {
     uint32_t msg_len;        /* payload bytes */
     uint64_t msg_off;        /* offset of the payload in data[] */
     int64_t last_error_pos;
+    int32_t last_error_field; /* PYSHM_FIELD_*: which value was invalid */
     /* the last record again, as four 8-byte words {payload length, type, sequence,
      * position}: Python reads them through a memoryview of this struct, which costs a
      * third of a cffi field access per value (the hot read path reads all four) */
