@@ -280,10 +280,6 @@ print("returned")
 '''
 
 
-@pytest.mark.xfail(reason="ring.c lapped() does not advance when tail_intent < tail - "
-                          "capacity: pyshm_read spins for ever on such a corrupt header; a "
-                          "fix is in progress in ring.c (owner: ring), drop this mark with it",
-                   strict=False)
 def test_known_hang_lapped_with_intent_below_tail(tmp_path):
     path = _write(tmp_path / "hang.ring", TEMPLATE)
     script = _write(tmp_path / "hang.py", HANG.encode())
@@ -305,10 +301,6 @@ def test_huge_producer_pid_is_a_dead_producer(tmp_path):
             assert p.publish(b"after takeover") >= 0
 
 
-@pytest.mark.xfail(raises=OverflowError, strict=False,
-                   reason="Producer._take_over passes the header's unsigned producer pid to "
-                          "pyshm_producer_pid_cas(int64_t): a pid >= 2^63 gives OverflowError "
-                          "instead of a takeover or a PyshmError; owner: ring")
 def test_known_producer_pid_above_int64(tmp_path):
     raw = bytearray(TEMPLATE)
     raw[layout.OFF_PRODUCER_PID:layout.OFF_PRODUCER_PID + 8] = (1 << 63).to_bytes(8, "little")
