@@ -255,3 +255,21 @@ def test_new_segment_without_write_syscall_falls_back_to_the_mapping(
     monkeypatch.undo()
     with Ring(name) as r:
         assert records(r) == before
+
+
+def test_records_larger_than_the_walkers_cache_buffer(tmp_path, names):
+    """The walker reads into a 1 MiB buffer; a bigger record is read on its own."""
+    sizes = [100, (1 << 20) + 40, 7, (3 << 19), 64]
+    with Ring(names(), create=True, capacity=16 << 20, partitions=2) as ring:
+        p = ring.producer()
+        for i, n in enumerate(sizes):
+            p.publish(payload(i, n))
+        p.close()
+        before = records(ring)
+        snapshot(ring, tmp_path / "big", chunk_size=1 << 20)
+    name = names()
+    restore(tmp_path / "big", name)
+    with Ring(name) as r:
+        assert records(r) == before and [len(x[2]) for x in before] == sizes
+        restore(tmp_path / "big", r, in_place=True)
+        assert records(r) == before

@@ -493,16 +493,22 @@ class ImageReader:
         view = memoryview(data).cast("B")
         if len(view) != h.data_length:
             raise ValueError(f"{len(view)} bytes given, the window holds {h.data_length}")
-        base = self.chunks[0].offset if self.chunks else 0
         try:
-            for i, e in enumerate(self.chunks):
-                lo = e.offset - base
-                if crc(view[lo:lo + e.stored_length]) != e.stored_crc:
-                    raise self._chunk_error(i, "checksum mismatch (data damaged)")
-                if progress:
-                    progress(lo + e.raw_length, h.data_length)
+            for i in range(len(self.chunks)):
+                self.check_chunk(i, view, progress)
         finally:
             view.release()
+
+    def check_chunk(self, i: int, view: memoryview,
+                    progress: ProgressFn | None = None) -> None:
+        """Check chunk ``i`` of an uncompressed image over ``view`` (see
+        :meth:`check_chunks`)."""
+        e = self.chunks[i]
+        lo = e.offset - self.chunks[0].offset
+        if crc(view[lo:lo + e.stored_length]) != e.stored_crc:
+            raise self._chunk_error(i, "checksum mismatch (data damaged)")
+        if progress:
+            progress(lo + e.raw_length, self.header.data_length)
 
     @property
     def data_offset(self) -> int:

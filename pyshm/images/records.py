@@ -13,7 +13,7 @@ import mmap
 import os
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .. import layout
@@ -113,7 +113,8 @@ def summarize(buf, base: int, mask: int, start: int, end: int, partition_size: i
 
 
 def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
-                      where: str = "window") -> Summary:
+                      where: str = "window", *, ahead: Callable[[int], None] | None = None,
+                      out_size: int = 8 << 20) -> Summary:
     """Validate [start, end) of a ring laid out in ``seg`` (header + data, both counters
     already set to ``end``, nothing writing to it) with the ring's C consumer.
 
@@ -145,7 +146,10 @@ def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
         # position it leaves here
         c.last_error_pos = -1
         batch = 65536
-        out = np.empty(max(8 << 20, params.max_record), dtype=np.uint8)
+        # a small buffer stays in cache while the C reader rewrites it; a record larger
+        # than it is read alone into one of max_record bytes (made when first needed)
+        out = np.empty(min(out_size, params.max_record), dtype=np.uint8)
+        big = None
         ends = np.empty(batch, dtype=np.uint64)
         types = np.empty(batch, dtype=np.int32)
         seqs = np.empty(batch, dtype=np.uint64)
@@ -154,10 +158,21 @@ def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
         first = last = None
         count = payload = 0
         while True:
+            if ahead is not None:
+                ahead(int(c.pos))
             n = int(lib.pyshm_read_batch(c, ffi.cast("uint8_t *", c_out), len(out),
                                          ffi.cast("uint64_t *", c_ends),
                                          ffi.cast("int32_t *", c_types),
                                          ffi.cast("uint64_t *", c_seqs), batch))
+            if n == 0 and c.pos < end and c.last_error_pos == -1:
+                if big is None:
+                    big = np.empty(params.max_record, dtype=np.uint8)
+                c_big = ffi.from_buffer(big)
+                n = int(lib.pyshm_read_batch(c, ffi.cast("uint8_t *", c_big), len(big),
+                                             ffi.cast("uint64_t *", c_ends),
+                                             ffi.cast("int32_t *", c_types),
+                                             ffi.cast("uint64_t *", c_seqs), 1))
+                ffi.release(c_big)
             if n < 0 or c.last_error_pos != -1:
                 # the reference walker says exactly what is wrong and where (error path only)
                 data = mv[layout.OFF_DATA:layout.OFF_DATA + params.capacity]
@@ -252,11 +267,11 @@ class MappedWindow:
             raise OSError(ctypes.get_errno(), "reserving address space for the image failed")
         self._base, self._total, self._libc = base, total, libc
         try:
-            # read-only, so MAP_POPULATE maps the cached pages (in a writable private
-            # mapping it would copy every page up front to break copy-on-write)
+            # read-only: no page is ever copied. Not MAP_POPULATE: the first reader's
+            # faults map the cached pages in batches (fault-around) for less than
+            # populating them up front costs (measured), and on the CRC thread
             got = libc.mmap(base + pre, file_len, mmap.PROT_READ,
-                            mmap.MAP_PRIVATE | _MAP_FIXED | getattr(mmap, "MAP_POPULATE", 0),
-                            fd, 0)
+                            mmap.MAP_PRIVATE | _MAP_FIXED, fd, 0)
             if got != base + pre:
                 raise OSError(ctypes.get_errno(), "mmap of the image file failed")
             hdr = base + pre + data_offset - shifted - hs
@@ -278,15 +293,24 @@ class MappedWindow:
             self.close()
             raise
 
-    def summarize(self) -> Summary:
-        """Walk the window's records (lengths, padding, consecutive sequences)."""
+    def summarize(self, ahead: Callable[[int], None] | None = None,
+                  out_size: int = 8 << 20) -> Summary:
+        """Walk the window's records (lengths, padding, consecutive sequences).
+
+        ``ahead(position)`` is called before each batch the walker reads from
+        ``position`` on (at most about ``out_size`` payload bytes): a caller checks
+        the checksums of the bytes just ahead, so that both read them once from memory.
+        """
         p = self.params
         if self._ring is None:  # pragma: no cover - fallback without the C core
             return summarize(self.data, self.start, UNWRAPPED, self.start, self.end,
                              p.partition_size, p.max_record, self.where)
+        delta = self._delta
+        shifted_ahead = None if ahead is None else (lambda pos: ahead(pos + delta))
         try:
             return summarize_segment(self._ring, self._fake, self._shifted,
-                                     self.end - self._delta, where=self.where)
+                                     self.end - delta, where=self.where,
+                                     ahead=shifted_ahead, out_size=out_size)
         except CorruptSegmentError:
             # say what is wrong in the image's own positions, not the shifted ones
             summarize(self.data, self.start, UNWRAPPED, self.start, self.end,
