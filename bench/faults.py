@@ -39,6 +39,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import struct
 import sys
 import tempfile
 import time
@@ -205,11 +206,16 @@ def trial(kind: str, rng: random.Random, workdir: str, limit: int = 60_000) -> d
             Replica.create(rep_name, ring).close()
         cons = spawn(consumer_main, name, counters, 0)
         _wait(lambda: counters[READY], 10, "the consumer")
-        prod = spawn(producer_main, name, counters, limit,
-                     0.5 if kind == "producer" else 0.1, rng.randrange(1 << 30))
         other = None
         if kind == "engine":
+            # before the producer: a producer reads the gate flags once, when it opens
             other = spawn(engine_main, name, rep_name)
+            _wait(lambda: struct.unpack_from("<I", ring.segment.buf, 0x0C)[0] & 0x4, 30,
+                  "the engine's gate")
+        prod = spawn(producer_main, name, counters, limit,
+                     0.5 if kind == "producer" else 0.1, rng.randrange(1 << 30))
+        if kind == "engine":
+            pass
         elif kind == "snapshot":
             other = spawn(snapshot_main, name, image)
         time.sleep(rng.uniform(0.01, 0.25))

@@ -9,7 +9,6 @@ Two engines:
 
     python bench/fuzz.py --seconds 600                  # atheris if installed, else random
     python bench/fuzz.py --engine random --seconds 60 --target records
-    python bench/fuzz.py --engine random --seconds 60 --with-known   # include known bugs
 
 Writes bench/results/fuzz.json: executions per target, crashes, hangs, unexpected
 exceptions; failing inputs go to bench/results/fuzz-failures/.
@@ -56,15 +55,6 @@ def template() -> tuple[bytes, list[int]]:
 TEMPLATE, STARTS = template()
 
 
-def known_bug(ring: Ring, pos: int | None) -> bool:
-    """Inputs that hit the known reader spin (see the xfail in tests/test_fuzz.py)."""
-    tail, intent = ring.tail, ring.tail_intent
-    start = layout.oldest_boundary(max(intent, tail), CAP, CAP // PARTS) if pos is None \
-        else pos
-    after_lap = max(start, layout.oldest_boundary(intent, CAP, CAP // PARTS))
-    return tail - start > CAP and tail - after_lap > CAP
-
-
 def drain(ring: Ring, c) -> None:
     for _ in range(200):
         b = c.read_batch(64)
@@ -79,7 +69,7 @@ def drain(ring: Ring, c) -> None:
 # ------------------------------------------------------------------ targets
 # Each takes the bytes to apply and raises only PyshmError for a refused input.
 
-def t_header(raw: bytes, with_known: bool) -> None:
+def t_header(raw: bytes) -> None:
     from pyshm.images import capture
     from pyshm.repair import read_segment_info, repair
 
@@ -89,8 +79,6 @@ def t_header(raw: bytes, with_known: bool) -> None:
     try:
         read_segment_info(path)
         with Ring.attach(path) as ring:
-            if not with_known and known_bug(ring, None):
-                return
             with ring.consumer("oldest") as c:
                 try:
                     drain(ring, c)
@@ -109,7 +97,7 @@ def t_header(raw: bytes, with_known: bool) -> None:
         os.unlink(path)
 
 
-def t_records(patches: list[tuple[int, bytes]], mid: int, with_known: bool) -> None:
+def t_records(patches: list[tuple[int, bytes]], mid: int) -> None:
     path = os.path.join(WORK, f"r{os.getpid()}")
     with open(path, "wb") as f:
         f.write(TEMPLATE)
@@ -121,8 +109,6 @@ def t_records(patches: list[tuple[int, bytes]], mid: int, with_known: bool) -> N
             buf = ring.segment.buf
             for off, data in patches:
                 buf[off:off + len(data)] = data
-            if not with_known and known_bug(ring, c.position):
-                return
             try:
                 drain(ring, c)
             except PyshmError:
@@ -230,7 +216,7 @@ def isolated(fn: Callable[[], None], deadline: float) -> tuple[str, str]:
     return ("ok", "") if os.WEXITSTATUS(status) == 0 else ("exception", msg)
 
 
-def run_random(targets: list[str], seconds: float, seed: int, with_known: bool) -> dict:
+def run_random(targets: list[str], seconds: float, seed: int) -> dict:
     rng = random.Random(seed)
     stats = {t: {"executions": 0, "crash": 0, "hang": 0, "exception": 0} for t in targets}
     fail_dir = os.path.join(RESULTS, "fuzz-failures")
@@ -241,11 +227,11 @@ def run_random(targets: list[str], seconds: float, seed: int, with_known: bool) 
         i += 1
         if t == "header":
             raw = mutate_header(rng)
-            fn: Callable[[], None] = lambda raw=raw: t_header(raw, with_known)  # noqa: E731
+            fn: Callable[[], None] = lambda raw=raw: t_header(raw)  # noqa: E731
             blob = raw
         elif t == "records":
             patches, mid = mutate_records(rng)
-            fn = lambda p=patches, m=mid: t_records(p, m, with_known)  # noqa: E731
+            fn = lambda p=patches, m=mid: t_records(p, m)  # noqa: E731
             blob = json.dumps([[o, d.hex()] for o, d in patches] + [mid]).encode()
         else:
             data = rng.randbytes(rng.choice([8, 64, 4096]))
@@ -270,7 +256,7 @@ def run_random(targets: list[str], seconds: float, seed: int, with_known: bool) 
 
 # ------------------------------------------------------------------ atheris engine
 
-def atheris_child(seconds: float, with_known: bool) -> None:
+def atheris_child(seconds: float) -> None:
     """Runs in its own process: libFuzzer ends it with exit(), past any Python code."""
     import atheris
 
@@ -283,7 +269,7 @@ def atheris_child(seconds: float, with_known: bool) -> None:
                 for _ in range(fdp.ConsumeIntInRange(0, 8)):
                     off = fdp.ConsumeIntInRange(0, 0xFF8)
                     raw[off:off + 8] = fdp.ConsumeBytes(8).ljust(8, b"\0")
-                t_header(bytes(raw), with_known)
+                t_header(bytes(raw))
             elif which == 1:
                 patches = []
                 for _ in range(fdp.ConsumeIntInRange(1, 8)):
@@ -293,7 +279,7 @@ def atheris_child(seconds: float, with_known: bool) -> None:
                     else:
                         off = fdp.ConsumeIntInRange(layout.OFF_TAIL, layout.OFF_DATA + CAP - 16)
                     patches.append((off, fdp.ConsumeBytes(fdp.ConsumeIntInRange(1, 8))))
-                t_records(patches, fdp.ConsumeIntInRange(0, 300), with_known)
+                t_records(patches, fdp.ConsumeIntInRange(0, 300))
             else:
                 t_image(fdp.ConsumeBytes(fdp.ConsumeIntInRange(8, 4096)) or b"\0" * 8,
                         fdp.ConsumeIntInRange(0, CAP), fdp.ConsumeIntInRange(-1, 1),
@@ -311,9 +297,9 @@ def atheris_child(seconds: float, with_known: bool) -> None:
     atheris.Fuzz()
 
 
-def run_atheris(seconds: float, with_known: bool) -> dict:
+def run_atheris(seconds: float) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--atheris-child",
-           "--seconds", str(seconds)] + (["--with-known"] if with_known else [])
+           "--seconds", str(seconds)]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=WORK,
                           timeout=seconds + 120)
@@ -335,13 +321,11 @@ def main() -> int:
     ap.add_argument("--engine", choices=["auto", "atheris", "random"], default="auto")
     ap.add_argument("--target", choices=["all", "header", "records", "image"], default="all")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--with-known", action="store_true",
-                    help="also feed inputs that hit the known, not yet fixed bugs")
     ap.add_argument("--json", default=os.path.join(RESULTS, "fuzz.json"))
     ap.add_argument("--atheris-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.atheris_child:
-        atheris_child(args.seconds, args.with_known)
+        atheris_child(args.seconds)
         return 0
     engine = args.engine
     if engine == "auto":
@@ -353,11 +337,11 @@ def main() -> int:
     targets = ["header", "records", "image"] if args.target == "all" else [args.target]
     t0 = time.monotonic()
     if engine == "atheris":
-        stats = run_atheris(args.seconds, args.with_known)
+        stats = run_atheris(args.seconds)
     else:
-        stats = run_random(targets, args.seconds, args.seed, args.with_known)
+        stats = run_random(targets, args.seconds, args.seed)
     out = {"engine": engine, "seconds": round(time.monotonic() - t0, 1), "seed": args.seed,
-           "known_bugs_included": args.with_known, "targets": stats,
+           "targets": stats,
            "load": os.getloadavg()[0]}
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:

@@ -152,7 +152,6 @@ def test_fuzz_segment_header(tmp_path, hdr, truncate):
             f.write(raw)
         read_segment_info(path)
         with Ring.attach(path) as ring:
-            assume_no_known_hang(ring, None)
             with ring.consumer("oldest") as c:
                 consume(ring, c)
             try:
@@ -163,31 +162,12 @@ def test_fuzz_segment_header(tmp_path, hdr, truncate):
                 repair(ring, dry_run=True)
             except PyshmError:
                 pass
-            if ring.producer_pid >= 1 << 63:
-                return  # known: test_known_producer_pid_above_int64 below
             with ring.producer() as p:
                 for i in range(40):
                     if p.publish(b"z" * (i * 13 % 100)) < 0:
                         break
 
     run_isolated("segment header", target)
-
-
-def assume_no_known_hang(ring: Ring, pos: int | None) -> None:
-    """The C reader spins for ever when a lapped consumer, moved to the oldest partition
-    that tail_intent allows, is still more than a capacity behind tail: tail_intent lies
-    below tail - capacity (see test_known_hang_lapped_with_intent_below_tail below).
-    Such inputs are left out here until ring.c is fixed."""
-    tail, intent = ring.tail, ring.tail_intent
-    start = layout.oldest_boundary(max(intent, tail), ring.capacity, ring.partition_size) \
-        if pos is None else pos
-    after_lap = max(start, layout.oldest_boundary(intent, ring.capacity, ring.partition_size))
-    if tail - start > ring.capacity and tail - after_lap > ring.capacity:
-        raise _Skip()
-
-
-class _Skip(PyshmError):
-    """Raised in the child for the known hang: counted as a handled input."""
 
 
 @settings(max_examples=EXAMPLES, deadline=None,
@@ -210,10 +190,6 @@ def test_fuzz_records_under_live_consumer(tmp_path, recs, data, counters, mid):
                 if c.read() is None:
                     break
             apply(ring.segment.buf, counters, recs, data)
-            try:
-                assume_no_known_hang(ring, c.position)
-            except _Skip:
-                return
             consume(ring, c)
             with ring.consumer("oldest") as c2:  # a consumer that starts on the damage
                 consume(ring, c2)
