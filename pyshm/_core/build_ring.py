@@ -34,6 +34,12 @@ ffibuilder.cdef("""
 #define PYSHM_FIELD_POSITION ...
 #define PYSHM_FIELD_SEQUENCE ...
 #define PYSHM_FIELD_NEXT_SEQ ...
+#define PYSHM_WALK_E_PARAM ...
+#define PYSHM_WALK_E_STRAY ...
+#define PYSHM_WALK_E_PADDING ...
+#define PYSHM_WALK_E_LENGTH ...
+#define PYSHM_WALK_E_SEQUENCE ...
+#define PYSHM_WALK_E_BOUNDS ...
 
 typedef struct {
     uint64_t capacity, mask, psize;
@@ -100,6 +106,21 @@ int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
                          uint64_t *ends, int32_t *types, uint64_t *seqs, uint64_t max);
 int pyshm_still_valid(const pyshm_consumer_t *c);
 void pyshm_consumer_touch(pyshm_consumer_t *c);
+
+typedef struct {
+    uint64_t pos;
+    uint64_t count;
+    uint64_t first_seq;
+    uint64_t last_seq;
+    uint64_t payload_bytes;
+    uint64_t padding_bytes;
+    int64_t error_pos;
+    int32_t error;
+    ...;
+} pyshm_walk_t;
+int pyshm_walk(pyshm_walk_t *w, const uint8_t *buf, uint64_t buf_len, uint64_t base,
+               uint64_t mask, uint64_t end, uint64_t until, uint64_t psize,
+               uint32_t max_record);
 """)
 
 ffibuilder.set_source(

@@ -690,3 +690,71 @@ int pyshm_still_valid(const pyshm_consumer_t *c)
     pyshm_fence_acquire();
     return pyshm_load_relaxed(&H(c->hdr)->tail_intent.value) <= c->msg_pos + c->capacity;
 }
+
+/* ------------------------------------------------------------------ quiescent walk */
+
+/* Validate the records of [w->pos, end) in a buffer nobody writes (a stopped ring's
+ * data area, a snapshot's copy, an image mapping) reading only record headers: the
+ * checks are the reader's (padding fills its partition exactly; a record's length lies
+ * in [16, max_record], its aligned end stays in its partition and in the window) plus
+ * consecutive sequences. No seqlock: the caller guarantees quiescence, so a header is
+ * read once. Stops at the first record starting at or after `until` (a caller that
+ * interleaves checksums walks in steps), at `end`, or at an error; w->pos is where it
+ * stopped, w->error_pos the record at fault. Every offset is checked against buf_len
+ * before it is read, whatever the window claims. */
+int pyshm_walk(pyshm_walk_t *w, const uint8_t *buf, uint64_t buf_len, uint64_t base,
+               uint64_t mask, uint64_t end, uint64_t until, uint64_t psize,
+               uint32_t max_record)
+{
+    if (psize < 64 || (psize & (psize - 1)) || max_record < PYSHM_RECORD_HEADER ||
+        max_record > psize || (w->pos & 7u) || w->pos > end || end >= PYSHM_POS_LIMIT) {
+        w->error = PYSHM_WALK_E_PARAM;
+        w->error_pos = (int64_t)w->pos;
+        return PYSHM_E_PARAM;
+    }
+    if (until > end) until = end;
+    uint64_t pos = w->pos;
+    const uint64_t pmask = psize - 1;
+    int rc = PYSHM_OK;
+    while (pos < until) {
+        uint64_t off = (pos - base) & mask;
+        uint64_t room = psize - (pos & pmask);
+        if (end - pos < PYSHM_PADDING_MIN) { rc = PYSHM_WALK_E_STRAY; break; }
+        if (off > buf_len || buf_len - off < PYSHM_PADDING_MIN) { rc = PYSHM_WALK_E_BOUNDS; break; }
+        const uint8_t *q = buf + off;
+        int32_t len, type;
+        memcpy(&len, q, 4);
+        memcpy(&type, q + 4, 4);
+        if (type == PYSHM_PADDING_TYPE) {
+            if ((uint64_t)(int64_t)len != room || room > end - pos) { rc = PYSHM_WALK_E_PADDING; break; }
+            if (buf_len - off < room) { rc = PYSHM_WALK_E_BOUNDS; break; }
+            w->padding_bytes += room;
+            pos += room;
+            continue;
+        }
+        if (len < (int32_t)PYSHM_RECORD_HEADER || (uint32_t)len > max_record) {
+            rc = PYSHM_WALK_E_LENGTH; break;
+        }
+        uint64_t a = pyshm_align8((uint64_t)(uint32_t)len);
+        if (a > room || a > end - pos) { rc = PYSHM_WALK_E_LENGTH; break; }
+        if (buf_len - off < a) { rc = PYSHM_WALK_E_BOUNDS; break; }
+        uint64_t seq;
+        memcpy(&seq, q + 8, 8);
+        if (w->count == 0) {
+            w->first_seq = seq;
+        } else if (seq != w->last_seq + 1) {
+            rc = PYSHM_WALK_E_SEQUENCE; break;
+        }
+        w->last_seq = seq;
+        w->count++;
+        w->payload_bytes += (uint64_t)len - PYSHM_RECORD_HEADER;
+        pos += a;
+    }
+    w->pos = pos;
+    if (rc) {
+        w->error = rc;
+        w->error_pos = (int64_t)pos;
+        return PYSHM_E_CORRUPT;
+    }
+    return PYSHM_OK;
+}

@@ -121,4 +121,29 @@ int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
 int pyshm_still_valid(const pyshm_consumer_t *c);
 void pyshm_consumer_touch(pyshm_consumer_t *c);
 
+/* Quiescent walk (pyshm_walk): validates records reading headers only. error codes: */
+#define PYSHM_WALK_E_PARAM 1     /* bad walk arguments (alignment, psize, window) */
+#define PYSHM_WALK_E_STRAY 2     /* fewer than 8 bytes left before the window end */
+#define PYSHM_WALK_E_PADDING 3   /* padding record that does not fill its partition */
+#define PYSHM_WALK_E_LENGTH 4    /* record length out of range / past partition or end */
+#define PYSHM_WALK_E_SEQUENCE 5  /* sequence not the previous one + 1 */
+#define PYSHM_WALK_E_BOUNDS 6    /* record would lie outside the buffer given */
+
+typedef struct {
+    uint64_t pos;            /* in: where to start (8-aligned); out: where it stopped */
+    uint64_t count;          /* records seen (accumulates over calls) */
+    uint64_t first_seq;      /* valid once count > 0 */
+    uint64_t last_seq;
+    uint64_t payload_bytes;
+    uint64_t padding_bytes;
+    int64_t error_pos;       /* position of the record at fault */
+    int32_t error;           /* 0 or PYSHM_WALK_E_* */
+} pyshm_walk_t;
+
+/* offset of position p in buf: (p - base) & mask (mask ~0 for an unwrapped copy).
+ * Returns PYSHM_OK (stopped at until/end) or a negative code with w->error set. */
+int pyshm_walk(pyshm_walk_t *w, const uint8_t *buf, uint64_t buf_len, uint64_t base,
+               uint64_t mask, uint64_t end, uint64_t until, uint64_t psize,
+               uint32_t max_record);
+
 #endif /* PYSHM_RING_H */

@@ -112,92 +112,97 @@ def summarize(buf, base: int, mask: int, start: int, end: int, partition_size: i
     return Summary(count, first, last, payload, padding)
 
 
-def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
-                      where: str = "window", *, ahead: Callable[[int], None] | None = None,
-                      out_size: int = 8 << 20) -> Summary:
-    """Validate [start, end) of a ring laid out in ``seg`` (header + data, both counters
-    already set to ``end``, nothing writing to it) with the ring's C consumer.
+def _walk_error(view: memoryview, base: int, mask: int, end: int, partition_size: int,
+                w, where: str) -> CorruptSegmentError:
+    """The C walker's error, worded as :func:`summarize` words it."""
+    pos, code = int(w.error_pos), int(w.error)
+    if code == 2:
+        return CorruptSegmentError(f"{where}: {end - pos} stray bytes at position {pos}")
+    if code == 6:
+        return CorruptSegmentError(f"{where}: record at position {pos} lies outside the "
+                                   f"buffer walked")
+    if code not in (3, 4, 5):
+        return CorruptSegmentError(f"{where}: window ending at {end} is not a valid range "
+                                   f"(walk from {pos})")
+    off = (pos - base) & mask
+    length, _type = _II(view, off)
+    if code == 3:
+        room = partition_size - (pos & (partition_size - 1))
+        return CorruptSegmentError(f"{where}: padding record at position {pos} has length "
+                                   f"{length}, expected {room}")
+    if code == 4:
+        return CorruptSegmentError(f"{where}: record at position {pos} has invalid length "
+                                   f"{length}")
+    (seq,) = _Q(view, off + 8)
+    return CorruptSegmentError(f"{where}: record at position {pos} has sequence {seq} "
+                               f"after {int(w.last_seq)} (not consecutive)")
 
-    One C call reads thousands of records (lengths checked exactly as
-    :func:`summarize` does); sequences are checked to be consecutive with numpy. Falls
-    back to :func:`summarize` when the C core is not built.
+
+def walk(buf, base: int, mask: int, start: int, end: int, partition_size: int,
+         max_record: int, where: str = "window", *,
+         ahead: Callable[[int], None] | None = None, step: int = 1 << 20) -> Summary:
+    """Validate [start, end) of a buffer nobody writes to, reading record headers only
+    (the C walker ``pyshm_walk``: the reader's length and padding checks, consecutive
+    sequences, every offset checked against ``len(buf)``). Same result and messages as
+    :func:`summarize`, at memory speed.
+
+    ``ahead(position)`` is called before each ``step`` bytes are walked from
+    ``position`` on: a caller checks the checksums of the bytes just ahead there, so
+    that both passes read them once from memory.
     """
+    if start % layout.RECORD_ALIGN or end < start or start < 0:
+        raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
     try:
         from .._ring_c import ffi, lib
     except ImportError:  # pragma: no cover - C core not built
-        data = memoryview(seg).cast("B")[layout.OFF_DATA:layout.OFF_DATA + params.capacity]
-        return summarize(data, 0, params.capacity - 1, start, end, params.partition_size,
-                         params.max_record, where)
-    import numpy as np
-
-    mv = memoryview(seg).cast("B")
-    c = ffi.new("pyshm_consumer_t *")
-    ptr = ffi.from_buffer(mv)
-    # the C pointers export mv and the arrays: released on every exit, so that an
-    # error's traceback never keeps a buffer export (mv may be a mapping about to go)
+        if ahead is not None:
+            ahead(start)
+        return summarize(buf, base, mask, start, end, partition_size, max_record, where)
+    view = memoryview(buf).cast("B")
+    ptr = ffi.from_buffer(view)
     try:
-        if lib.pyshm_consumer_open(c, ptr, len(mv), -1) != 0:
-            raise CorruptSegmentError(f"{where}: ring header is not valid")
-        if start % layout.RECORD_ALIGN or end < start:
-            raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid range")
-        c.pos = start
-        # read_batch hands out the records before a refused one and may step past it (its
-        # position moves before the sequence check), so an error is also detected by the
-        # position it leaves here
-        c.last_error_pos = -1
-        batch = 65536
-        # a small buffer stays in cache while the C reader rewrites it; a record larger
-        # than it is read alone into one of max_record bytes (made when first needed)
-        out = np.empty(min(out_size, params.max_record), dtype=np.uint8)
-        big = None
-        ends = np.empty(batch, dtype=np.uint64)
-        types = np.empty(batch, dtype=np.int32)
-        seqs = np.empty(batch, dtype=np.uint64)
-        c_out, c_ends = ffi.from_buffer(out), ffi.from_buffer(ends)
-        c_types, c_seqs = ffi.from_buffer(types), ffi.from_buffer(seqs)
-        first = last = None
-        count = payload = 0
+        w = ffi.new("pyshm_walk_t *")
+        w.pos = start
+        cbuf = ffi.cast("const uint8_t *", ptr)
+        step = max(step, 4096)
         while True:
             if ahead is not None:
-                ahead(int(c.pos))
-            n = int(lib.pyshm_read_batch(c, ffi.cast("uint8_t *", c_out), len(out),
-                                         ffi.cast("uint64_t *", c_ends),
-                                         ffi.cast("int32_t *", c_types),
-                                         ffi.cast("uint64_t *", c_seqs), batch))
-            if n == 0 and c.pos < end and c.last_error_pos == -1:
-                if big is None:
-                    big = np.empty(params.max_record, dtype=np.uint8)
-                c_big = ffi.from_buffer(big)
-                n = int(lib.pyshm_read_batch(c, ffi.cast("uint8_t *", c_big), len(big),
-                                             ffi.cast("uint64_t *", c_ends),
-                                             ffi.cast("int32_t *", c_types),
-                                             ffi.cast("uint64_t *", c_seqs), 1))
-                ffi.release(c_big)
-            if n < 0 or c.last_error_pos != -1:
-                # the reference walker says exactly what is wrong and where (error path only)
-                data = mv[layout.OFF_DATA:layout.OFF_DATA + params.capacity]
-                summarize(data, 0, params.capacity - 1, start, end, params.partition_size,
-                          params.max_record, where)
-                raise CorruptSegmentError(f"{where}: invalid record at position "
-                                          f"{c.last_error_pos} (C reader code {n})")
-            if n == 0:
+                ahead(int(w.pos))
+            until = end if ahead is None else min(end, int(w.pos) + step)
+            rc = lib.pyshm_walk(w, cbuf, len(view), base, mask, end, until, partition_size,
+                                max_record)
+            if rc != 0:
+                raise _walk_error(view, base, mask, end, partition_size, w, where)
+            if w.pos >= end:
                 break
-            s = seqs[:n]
-            expect_first = s[0] if last is None else last + 1
-            if int(s[0]) != int(expect_first) or (n > 1 and not np.all(np.diff(s) == 1)):
-                raise CorruptSegmentError(f"{where}: sequences are not consecutive near "
-                                          f"sequence {int(s[0])}")
-            if first is None:
-                first = int(s[0])
-            last = int(s[-1])
-            count += n
-            payload += int(ends[n - 1])
-        if c.pos != end:
-            raise CorruptSegmentError(f"{where}: records stop at position {c.pos}, window "
-                                      f"ends at {end}")
-        return Summary(count, first, last, payload, -1)
+        count = int(w.count)
+        return Summary(count, int(w.first_seq) if count else None,
+                       int(w.last_seq) if count else None, int(w.payload_bytes),
+                       int(w.padding_bytes))
     finally:
         ffi.release(ptr)
+        view.release()
+
+
+def summarize_segment(seg, params: layout.RingParams, start: int, end: int,
+                      where: str = "window", *, ahead: Callable[[int], None] | None = None,
+                      out_size: int = 1 << 20) -> Summary:
+    """Validate [start, end) of a ring laid out in ``seg`` (header + data, nothing
+    writing to it) with the C walker (:func:`walk`); ``out_size`` is the walk step
+    between ``ahead`` calls."""
+    mv = memoryview(seg).cast("B")
+    try:
+        cap = params.capacity
+        if len(mv) < layout.OFF_DATA + cap:
+            raise CorruptSegmentError(f"{where}: {len(mv)} bytes mapped, the ring needs "
+                                      f"{layout.OFF_DATA + cap}")
+        data = mv[layout.OFF_DATA:layout.OFF_DATA + cap]
+        try:
+            return walk(data, 0, cap - 1, start, end, params.partition_size,
+                        params.max_record, where, ahead=ahead, step=out_size)
+        finally:
+            data.release()
+    finally:
         mv.release()
 
 
@@ -302,20 +307,8 @@ class MappedWindow:
         the checksums of the bytes just ahead, so that both read them once from memory.
         """
         p = self.params
-        if self._ring is None:  # pragma: no cover - fallback without the C core
-            return summarize(self.data, self.start, UNWRAPPED, self.start, self.end,
-                             p.partition_size, p.max_record, self.where)
-        delta = self._delta
-        shifted_ahead = None if ahead is None else (lambda pos: ahead(pos + delta))
-        try:
-            return summarize_segment(self._ring, self._fake, self._shifted,
-                                     self.end - delta, where=self.where,
-                                     ahead=shifted_ahead, out_size=out_size)
-        except CorruptSegmentError:
-            # say what is wrong in the image's own positions, not the shifted ones
-            summarize(self.data, self.start, UNWRAPPED, self.start, self.end,
-                      p.partition_size, p.max_record, self.where)
-            raise
+        return walk(self.data, self.start, UNWRAPPED, self.start, self.end,
+                    p.partition_size, p.max_record, self.where, ahead=ahead, step=out_size)
 
     def close(self) -> None:
         """Unmap; any view of :attr:`data` must be released first."""
