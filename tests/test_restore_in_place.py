@@ -273,3 +273,37 @@ def test_records_larger_than_the_walkers_cache_buffer(tmp_path, names):
         assert records(r) == before and [len(x[2]) for x in before] == sizes
         restore(tmp_path / "big", r, in_place=True)
         assert records(r) == before
+
+
+def test_cli_restore_in_place(image, names, capsys):
+    from pyshm.cli import main
+
+    path, before = image
+    img = str(path)
+    target = names()
+    target_ring(target)
+    assert main(["restore", img, "--to", target, "--in-place", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    nxt = before[-1][0] + 1
+    assert f"restored {len(before)} records" in out and f"continue at sequence {nxt}" in out
+    with Ring(target) as r:
+        assert records(r) == before
+    # exclusive with --overwrite; a ring as the source is refused (images only)
+    assert main(["restore", img, "--to", target, "--in-place", "--overwrite"]) == 1
+    assert "exclusive" in capsys.readouterr().err
+    assert main(["restore", target, "--to", target, "--in-place"]) == 1
+    assert "is not one" in capsys.readouterr().err
+    # no such ring: nothing is created
+    missing = names()
+    assert main(["restore", img, "--to", missing, "--in-place"]) == 1
+    assert "no ring named" in capsys.readouterr().err
+    assert not os.path.exists(f"/dev/shm/{missing}")
+
+
+def test_cli_restore_help_shows_in_place(capsys):
+    from pyshm.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    out = capsys.readouterr().out
+    assert "--in-place" in out and "pyshm restore md.pyimg --to md --in-place" in out

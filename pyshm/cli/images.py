@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from ..errors import InvalidParameterError
+
 RAW = argparse.RawDescriptionHelpFormatter
 PROGRESS_THRESHOLD = 256 << 20  # below this an image is written or read in well under 1 s
 
@@ -80,13 +82,20 @@ def register(sub: Any) -> None:
         description="Verify every checksum of IMAGE and build the ring --to from it. The "
                     "target name appears only once the ring is complete; an existing ring "
                     "is replaced only with --overwrite and only when no live process uses "
-                    "it. Producers continue with the next sequence, consumers resume at it.",
+                    "it. With --in-place an existing, stopped ring of the same capacity and "
+                    "partitions is overwritten in its own pages instead (the fast recovery "
+                    "path; the ring is untouched unless the whole image verifies). "
+                    "Producers continue with the next sequence, consumers resume at it.",
         epilog="examples:\n  pyshm restore md.pyimg --to md\n"
+               "  pyshm restore md.pyimg --to md --in-place   # overwrite the stopped ring md\n"
                "  pyshm restore md-replica --to md   # a stopped replica -> new primary")
     p.add_argument("image", help="image file, or a replica (or ring) to copy from")
     p.add_argument("--to", required=True, dest="target", help="ring name or path to create")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing, stopped ring")
+                   help="replace an existing, stopped ring (new segment, renamed over it)")
+    p.add_argument("--in-place", action="store_true",
+                   help="overwrite the existing, stopped ring --to in its own pages, after "
+                        "the whole image is verified (same capacity and partitions)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore)
 
@@ -178,7 +187,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from ..images.snapshot import capture
     bar = Progress("restore", not args.no_progress)
     t0 = time.perf_counter()
-    if not is_image(args.image) and _is_ring(args.image):
+    if args.in_place and args.overwrite:
+        raise InvalidParameterError("--in-place and --overwrite are exclusive: --in-place "
+                                    "already overwrites the existing ring")
+    if args.in_place:
+        if not is_image(args.image):
+            raise InvalidParameterError(f"--in-place restores from an image file; "
+                                        f"{args.image!r} is not one")
+        info = restore(args.image, args.target, in_place=True, progress=bar)
+    elif not is_image(args.image) and _is_ring(args.image):
         # a replica (or a ring) as the source: copied as a snapshot would, then built
         info = restore_capture(capture(args.image), args.target, overwrite=args.overwrite)
     else:
