@@ -296,6 +296,10 @@ def _last_sequence(data: memoryview, params: L.RingParams, oldest: int,
     return None
 
 
+# ring.h's PYSHM_POS_LIMIT: positions at or above it are corruption, never used
+_POS_LIMIT = 1 << 62
+
+
 @dataclass(frozen=True)
 class Promotion:
     tail: int
@@ -310,6 +314,15 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
     the engine keeps is only a fallback); tail intent becomes tail; partitions the
     replica never received (after an overrun or a late start) are filled with padding
     records so no reader can take their stale bytes for records.
+
+    When the replica's oldest readable position (the first partition boundary at or
+    after ``tail_intent - capacity``) lies above its tail (the engine stopped right
+    after a round it found torn: it had published the intent of a copy it then
+    discarded), no byte below that boundary is proven intact, tail included. The
+    promoted ring is then empty but consistent: tail and tail intent move up to that
+    boundary, every partition a reader could start from holds one padding record, and
+    sequences continue from the replica's ``next_sequence`` header (the engine's value:
+    no record is left to derive it from). ``Promotion.tail`` reports the new tail.
     """
     rep = target if isinstance(target, Replica) else Replica.open(target)
     try:
@@ -317,17 +330,24 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
             raise InvalidParameterError(f"replica {rep.name} is open read-only")
         p = rep.params
         tail, intent = rep.tail, rep.tail_intent
-        if tail % L.RECORD_ALIGN or intent < tail:
+        if tail % L.RECORD_ALIGN or intent < tail or intent >= _POS_LIMIT:
             raise CorruptSegmentError(f"replica {rep.name}: tail {tail} / tail intent "
                                       f"{intent} are inconsistent")
         psize = p.partition_size
         oldest = L.oldest_boundary(intent, p.capacity, psize)
-        natural = L.oldest_boundary(tail, p.capacity, psize)
         data = rep.data
-        last = _last_sequence(data, p, min(oldest, tail), tail)
+        if oldest > tail:
+            # padding from the tail's partition would reach past the tail (and cover
+            # bytes the torn round may have rewritten): start the ring at `oldest`
+            tail = oldest
+            last = None
+        else:
+            last = _last_sequence(data, p, oldest, tail)
+        natural = L.oldest_boundary(tail, p.capacity, psize)
         next_seq = rep.next_sequence if last is None else last + 1
         padded = 0
         mask = p.capacity - 1
+        # every padding record covers one whole partition that ends at or below tail
         for pos in range(natural, min(oldest, tail), psize):
             struct.pack_into("<ii", data, pos & mask, psize, L.PADDING_TYPE)
             padded += 1
@@ -335,6 +355,7 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
         _U64.pack_into(buf, L.OFF_NEXT_SEQUENCE, next_seq)
         _U64.pack_into(buf, L.OFF_MIRRORED, tail)
         _U64.pack_into(buf, L.OFF_TAIL_INTENT, tail)
+        _U64.pack_into(buf, L.OFF_TAIL, tail)
         _U64.pack_into(buf, L.OFF_PRODUCER_PID, 0)
         flags = _U32.unpack_from(buf, L.OFF_FLAGS)[0]
         _U32.pack_into(buf, L.OFF_FLAGS, flags & ~(L.FLAG_REPLICA | L.FLAG_GATE_ON_MIRROR))

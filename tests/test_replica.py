@@ -162,3 +162,53 @@ def test_replica_readable_as_ring_and_promoted_ring_usable(names):
     newring = Ring(names[1])
     assert newring.producer().publish(b"after") == 500
     newring.close()
+
+
+@pytest.mark.parametrize("tail_in_partition", [0, 1000])
+def test_promote_with_oldest_boundary_above_tail_gives_an_empty_consistent_ring(
+        names, tail_in_partition):
+    """The engine stopped right after a torn round: the replica's tail intent is more
+    than a capacity (plus a partition) above its tail, so its oldest readable position
+    lies above the tail. Promote must not pad the tail's partition past the tail; the
+    ring becomes empty at that boundary and continues the engine's sequence."""
+    from pyshm.ring import Ring
+
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    _mirror(ring, rep, 1500)
+    p = rep.params
+    psize = p.partition_size
+    # deterministic torn state: tail somewhere in a partition, intent 2 partitions +
+    # a capacity beyond it, the engine's next_sequence header kept
+    tail = 5 * CAP + 3 * psize + tail_in_partition
+    intent = tail + CAP + 2 * psize
+    oldest = L.oldest_boundary(intent, CAP, psize)
+    assert oldest > tail and oldest % psize == 0
+    buf = rep.segment.buf
+    struct.pack_into("<Q", buf, L.OFF_TAIL, tail)
+    struct.pack_into("<Q", buf, L.OFF_TAIL_INTENT, intent)
+    struct.pack_into("<Q", buf, L.OFF_NEXT_SEQUENCE, 1500)
+    del buf
+    rep.close()
+
+    res = promote(names[1])
+    assert res.tail == oldest and res.next_sequence == 1500
+    assert res.padded_partitions == p.partition_count
+    got = PyRing(names[1], create=False)
+    assert got.tail == got.tail_intent == oldest
+    # every partition a reader could start from is one padding record ending <= tail
+    assert list(L.walk_records(got.data, CAP, psize, p.max_record,
+                               L.oldest_boundary(got.tail, CAP, psize), got.tail)) == []
+    got.close()
+
+    # the C ring agrees: consumers find nothing stale, the producer continues at 1500
+    r = Ring(names[1])
+    c = r.consumer(start="oldest")
+    assert c.read() is None
+    prod = r.producer()
+    assert prod.publish(b"next") == 1500
+    m = c.read()
+    assert (m.sequence, bytes(m.data), m.position) == (1500, b"next", oldest)
+    c.close()
+    r.close()
+    ring.close()
