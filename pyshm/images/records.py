@@ -220,83 +220,50 @@ def _libc():
     return ctypes, libc
 
 
-_MAP_FIXED = 0x10  # Linux's value; the mmap module does not export it
-
-
 class MappedWindow:
     """Window [start, end) of an uncompressed image file (stored unwrapped at
     ``data_offset``), mapped read-only from the page cache: :attr:`data` for checksums
-    and copies, :meth:`summarize` for the record walk, nothing copied for either.
+    and copies, :meth:`summarize` for the record walk (the header-only C walker reads
+    the window where it lies), nothing copied for either.
 
-    The C consumer reads a ring: a 4 KiB header followed by ``capacity`` bytes indexed
-    by ``pos & (capacity - 1)``. The file is mapped right after a reserved address range
-    and a ring header is written just before the window's first byte, for a ring large
-    enough that the window does not wrap, with positions moved by a multiple of the
-    partition size (so partition boundaries, hence padding, stay where they were). Only
-    the pages under that header are writable (private copies); the window is read-only.
-    Without the C core, or off Linux, the window is read into memory and walked in Python.
+    The mapping is made through libc rather than :mod:`mmap` so that :meth:`close`
+    unmaps it at once, whatever views of it a traceback may still hold. Off Linux, or
+    without libc, the window is read into memory instead.
     """
 
     def __init__(self, fd: int, data_offset: int, params: layout.RingParams, start: int,
                  end: int, where: str = "window"):
-        if start % layout.RECORD_ALIGN or end < start:
+        if start % layout.RECORD_ALIGN or end < start or data_offset < 0:
             raise CorruptSegmentError(f"{where}: window [{start}, {end}) is not a valid "
                                       f"range")
         self.params, self.start, self.end, self.where = params, start, end, where
         self.length = length = end - start
         self._base = 0
         self._total = 0
-        self._ring: memoryview | None = None
-        psize = params.partition_size
-        self._shifted = shifted = start % psize
-        cap = max(layout.MIN_CAPACITY, psize)
-        while cap < shifted + length:
-            cap *= 2
-        self._cap = cap
+        self._map: memoryview | None = None
+        if length == 0:
+            self.data = memoryview(b"")
+            return
         try:
             if not sys.platform.startswith("linux"):
-                raise OSError("MAP_FIXED below is Linux's value")
-            from .._ring_c import ffi  # noqa: F401  (the walker needs the C core)
+                raise OSError("mapped windows are used on Linux only")
             ctypes, libc = _libc()
-        except (ImportError, OSError, AttributeError):  # pragma: no cover
+        except (OSError, AttributeError):  # pragma: no cover
             self.data = memoryview(os.pread(fd, length, data_offset)).toreadonly()
             return
-        hs, pg = layout.HEADER_SIZE, mmap.PAGESIZE
-        pre = -(-(shifted + hs) // pg) * pg  # reserved bytes before the file mapping
-        file_len = -(-(data_offset + length) // pg) * pg
-        total = pre + max(file_len, -(-(data_offset - shifted + cap) // pg) * pg)
-        anon = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
-        rw = mmap.PROT_READ | mmap.PROT_WRITE
-        base = libc.mmap(None, total, mmap.PROT_READ, anon, -1, 0)
+        pg = mmap.PAGESIZE
+        lo = data_offset // pg * pg
+        total = -(-(data_offset + length - lo) // pg) * pg
+        # read-only and shared with the page cache: no page is ever copied. Not
+        # MAP_POPULATE: the first reader's faults map the cached pages in batches
+        # (fault-around) for less than populating them up front costs (measured)
+        base = libc.mmap(None, total, mmap.PROT_READ, mmap.MAP_SHARED, fd, lo)
         if base in (None, ctypes.c_void_p(-1).value):
-            raise OSError(ctypes.get_errno(), "reserving address space for the image failed")
+            raise OSError(ctypes.get_errno(), "mmap of the image file failed")
         self._base, self._total, self._libc = base, total, libc
-        try:
-            # read-only: no page is ever copied. Not MAP_POPULATE: the first reader's
-            # faults map the cached pages in batches (fault-around) for less than
-            # populating them up front costs (measured), and on the CRC thread
-            got = libc.mmap(base + pre, file_len, mmap.PROT_READ,
-                            mmap.MAP_PRIVATE | _MAP_FIXED, fd, 0)
-            if got != base + pre:
-                raise OSError(ctypes.get_errno(), "mmap of the image file failed")
-            hdr = base + pre + data_offset - shifted - hs
-            if libc.mprotect(base, -(-(hdr + hs - base) // pg) * pg, rw) != 0:
-                raise OSError(ctypes.get_errno(), "mprotect of the walk header failed")
-            fake = layout.RingParams(capacity=cap, max_record=params.max_record,
-                                     partition_count=cap // psize, flags=0, created_ns=0,
-                                     name="image-walk")
-            self._fake = fake
-            self._delta = start - shifted
-            head = bytearray(hs)
-            head[:0x80] = layout.pack_static_header(fake)
-            for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
-                struct.pack_into("<Q", head, off, end - self._delta)
-            ctypes.memmove(hdr, bytes(head), hs)
-            self._ring = memoryview((ctypes.c_char * (hs + cap)).from_address(hdr)).cast("B")
-            self.data = self._ring[hs + shifted:hs + shifted + length].toreadonly()
-        except BaseException:
-            self.close()
-            raise
+        self._map = memoryview((ctypes.c_char * total).from_address(base)).cast("B")
+        skip = data_offset - lo
+        self.data = self._map[skip:skip + length].toreadonly()
 
     def summarize(self, ahead: Callable[[int], None] | None = None,
                   out_size: int = 8 << 20) -> Summary:
@@ -314,9 +281,9 @@ class MappedWindow:
         """Unmap; any view of :attr:`data` must be released first."""
         if getattr(self, "data", None) is not None:
             self.data.release()
-        if self._ring is not None:
-            self._ring.release()
-            self._ring = None
+        if self._map is not None:
+            self._map.release()
+            self._map = None
         if self._total:
             self._libc.munmap(self._base, self._total)
             self._total = 0
