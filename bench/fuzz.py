@@ -17,10 +17,12 @@ exceptions; failing inputs go to bench/results/fuzz-failures/.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -38,7 +40,11 @@ PARTS = 8
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 INTERESTING = [0, 1, 7, 8, 15, 16, 17, 64, 255, 256, 512, 513, CAP // PARTS, CAP, CAP + 8,
                2 * CAP, 1 << 31, 1 << 32, 1 << 46, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]
-WORK = tempfile.mkdtemp(prefix="pyshm_fuzz_")
+# the atheris child (ended by libFuzzer's exit(), past any cleanup) works in its parent's
+# directory, which the parent removes
+WORK = os.environ.get("PYSHM_FUZZ_WORK") or tempfile.mkdtemp(prefix="pyshm_fuzz_")
+if "PYSHM_FUZZ_WORK" not in os.environ:
+    atexit.register(shutil.rmtree, WORK, True)
 
 
 def template() -> tuple[bytes, list[int]]:
@@ -302,8 +308,11 @@ def run_atheris(seconds: float) -> dict:
            "--seconds", str(seconds)]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=WORK,
-                          timeout=seconds + 120)
+                          timeout=seconds + 120, env={**os.environ, "PYSHM_FUZZ_WORK": WORK})
     log = proc.stderr
+    fail_dir = os.path.join(RESULTS, "fuzz-failures")
+    if os.path.isdir(fail_dir) and not os.listdir(fail_dir):
+        os.rmdir(fail_dir)  # made for libFuzzer's artifacts; none were written
     m = re.search(r"Done (\d+) runs in (\d+) second", log)
     finding = re.search(r"^\w*(Error|Exception): .*$|==\d+== ERROR: libFuzzer: .*", log,
                         re.M)
