@@ -115,22 +115,25 @@ def summarize(buf, base: int, mask: int, start: int, end: int, partition_size: i
 def _walk_error(view: memoryview, base: int, mask: int, end: int, partition_size: int,
                 w, where: str) -> CorruptSegmentError:
     """The C walker's error, worded as :func:`summarize` words it."""
+    from .._ring_c import lib
+
     pos, code = int(w.error_pos), int(w.error)
-    if code == 2:
+    if code == lib.PYSHM_WALK_E_STRAY:
         return CorruptSegmentError(f"{where}: {end - pos} stray bytes at position {pos}")
-    if code == 6:
+    if code == lib.PYSHM_WALK_E_BOUNDS:
         return CorruptSegmentError(f"{where}: record at position {pos} lies outside the "
                                    f"buffer walked")
-    if code not in (3, 4, 5):
+    if code not in (lib.PYSHM_WALK_E_PADDING, lib.PYSHM_WALK_E_LENGTH,
+                    lib.PYSHM_WALK_E_SEQUENCE):
         return CorruptSegmentError(f"{where}: window ending at {end} is not a valid range "
                                    f"(walk from {pos})")
     off = (pos - base) & mask
     length, _type = _II(view, off)
-    if code == 3:
+    if code == lib.PYSHM_WALK_E_PADDING:
         room = partition_size - (pos & (partition_size - 1))
         return CorruptSegmentError(f"{where}: padding record at position {pos} has length "
                                    f"{length}, expected {room}")
-    if code == 4:
+    if code == lib.PYSHM_WALK_E_LENGTH:
         return CorruptSegmentError(f"{where}: record at position {pos} has invalid length "
                                    f"{length}")
     (seq,) = _Q(view, off + 8)
