@@ -1,8 +1,9 @@
 """Named shared-memory segments: the file and mapping under every ring and replica.
 
-A *name* without a slash lives in POSIX shared memory (``/dev/shm/NAME``, what
-``shm_open("/NAME")`` would create); a name with a slash is a file path, so a ring can
-live on hugetlbfs, a DMA-able device file (u-dma-buf) or a regular disk file.
+A *name* without a slash, or with only a leading one as ``shm_open`` spells it
+(``/NAME``), lives in POSIX shared memory (``/dev/shm/NAME``); any other name with a slash
+is a file path, so a ring can live on hugetlbfs, a DMA-able device file (u-dma-buf)
+or a regular disk file.
 
 Like ``multiprocessing.shared_memory``, one constructor creates or attaches, ``close()``
 (unmap) is separate from ``unlink()`` (remove the name), and closing is safe after a
@@ -33,12 +34,13 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")
 def resolve_path(name: str | os.PathLike[str]) -> str:
     """Map a ring name to its file. Names may not escape /dev/shm (no '..', no '/')."""
     name = os.fspath(name)
-    if "/" in name:
+    if name.startswith("/") and name.count("/") == 1:
+        # shm_open's spelling ("/md", as in multiprocessing.shared_memory): a shm name
+        name = name[1:]
+    elif "/" in name:
         if "\0" in name:
             raise InvalidNameError(f"ring path {name!r} contains a NUL byte")
         return os.path.abspath(name)
-    if name.startswith("/"):
-        name = name[1:]
     if not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidNameError(
             f"invalid ring name {name!r}: use 1-200 characters from [A-Za-z0-9_.-], not "

@@ -93,6 +93,24 @@ def test_failed_write_leaves_no_file_and_no_temp(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_temporaries_of_killed_writers_are_removed_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is now dead (reuse within this test is vanishingly unlikely)
+    path = tmp_path / "snap.img"
+    dead = tmp_path / f".snap.img.tmp-{child.pid}-0badc0de"
+    live = tmp_path / f".snap.img.tmp-{os.getpid()}-0badc0de"
+    other = tmp_path / f".other.img.tmp-{child.pid}-0badc0de"
+    for f in (dead, live, other):
+        f.write_bytes(b"half an image")
+    data, _ = encoded_window(10)
+    fmt.write_image(path, header_for(data, 10), data)
+    assert not dead.exists()
+    assert live.exists() and other.exists()
+    assert fmt.ImageReader(path).header.record_count == 10
+
+
 def test_bad_arguments_are_named(tmp_path):
     data, _ = encoded_window(10)
     with pytest.raises(ValueError, match="compression"):

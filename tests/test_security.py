@@ -162,6 +162,11 @@ def test_bad_ring_names_are_rejected(name):
 
 def test_names_stay_in_dev_shm_and_paths_are_explicit(tmp_path):
     assert resolve_path("md.eurusd") == os.path.join(SHM_DIR, "md.eurusd")
+    # shm_open's spelling with one leading slash is the same shm name, not a root path
+    assert resolve_path("/md.eurusd") == os.path.join(SHM_DIR, "md.eurusd")
+    for bad in ("/..", "/.hidden", "/"):
+        with pytest.raises(InvalidNameError):
+            resolve_path(bad)
     # with a slash it is a path the caller chose, normalised, never joined onto /dev/shm
     assert resolve_path(str(tmp_path / "a/../r")) == str(tmp_path / "r")
     with pytest.raises(InvalidNameError):

@@ -195,6 +195,31 @@ def _fsync_dir(path: str) -> None:
         os.close(dfd)
 
 
+
+def _remove_dead_temps(path: str) -> None:
+    """Remove temporary files that killed writers of ``path`` left behind.
+
+    A writer named its temporary ``.NAME.tmp-PID-RANDOM``; one whose PID no longer runs
+    will never rename it, so it is garbage. A live writer's temporary is left alone.
+    """
+    from ..ring import pid_alive
+
+    directory, base = os.path.dirname(path), os.path.basename(path)
+    prefix = f".{base}.tmp-"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        pid_text = name[len(prefix):].split("-", 1)[0]
+        if pid_text.isdigit() and not pid_alive(int(pid_text)):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
 def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
                 compression: str | int = "none", level: int = 3,
                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, mode: int = 0o600,
@@ -233,6 +258,7 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
         import zstandard
         compressor = zstandard.ZstdCompressor(level=level)
 
+    _remove_dead_temps(path)
     tmp = os.path.join(os.path.dirname(path),
                        f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
