@@ -11,7 +11,8 @@ PYNQ_VENV ?= .venv-pynq
 
 help:
 	@echo "make demo    run the demo on the embedded default configuration"
-	@echo "make test    install everything (simulators included) and run lint + the test suite"
+	@echo "make test    install everything (simulators included); lint, the test suite, the"
+	@echo "             pynq-driver tests in their own venv and the C cores under ASan/UBSan"
 	@echo "make bench   run every benchmark and write bench/results/"
 	@echo "make lint    ruff and mypy only"
 	@echo "make test-asan  the C-heavy tests against ASan/UBSan builds of the C cores"
@@ -50,6 +51,8 @@ test: install-test lint
 	@# the pytest script, not `python -m pytest`: the source tree must not shadow the installed package
 	$(BIN)/pytest -p no:cacheprovider tests
 	$(MAKE) test-pynq
+	@# bounded so that a hang under the sanitizers cannot eat CI's time
+	timeout 900 $(MAKE) test-asan
 
 $(PYNQ_VENV)/bin/python:
 	$(PYTHON) -m venv $(PYNQ_VENV)
@@ -91,4 +94,4 @@ bench: $(BIN)/python
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf build *.egg-info .venv .venv-pynq
+	rm -rf build *.egg-info .venv .venv-pynq .venv-asan
