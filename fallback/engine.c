@@ -446,9 +446,15 @@ static void *poll_main(void *arg) {
          * partition start, on the stale bytes below the tail.
          */
         uint64_t s = pos;
-        uint64_t oldest = oldest_boundary(e, intent);
-        if (s < oldest) {
-            /* lapped before we even started */
+        /*
+         * Byte-exact lap test (DESIGN.md: lapped iff intent > position + capacity). The
+         * partition-aligned oldest boundary is only where to resume once bytes were really
+         * lost: a producer gated on mirrored may legitimately reach s + capacity with s
+         * mid-partition, and every byte from s on is then still intact.
+         */
+        if (intent > s + e->cap) {
+            uint64_t oldest = oldest_boundary(e, intent);
+            /* lapped before we even started (a fresh replica starts silently) */
             if (pos > 0 || AL(&e->st.copies) > 0) {
                 AADD(&e->st.overruns, 1);
                 AADD(&e->st.bytes_lost, oldest - s);

@@ -432,3 +432,126 @@ def test_resync_past_tail_hides_every_stale_byte(pair, tmp_path):
         assert (h.first_position, h.end_position) == (recs[0].position, rep.tail)
         assert (h.first_sequence, h.record_count) == (recs[0].sequence, len(recs))
     assert promote(rep).next_sequence == ring.enc.sequence
+
+
+def test_gated_engine_copies_a_full_ring_from_mid_partition(names):
+    """A producer gated on ``mirrored`` may fill the ring up to exactly mirrored +
+    capacity. With ``mirrored`` mid-partition the oldest partition start of that intent
+    lies above ``mirrored``, yet every byte from ``mirrored`` on is intact (lapped iff
+    intent > position + capacity): the engine must copy all of it, with no overrun."""
+    from pyshm import FULL, Ring
+
+    rec = bytes(48)  # 64 bytes with its header: a divisor of the partition, never padded
+    with Ring.create(names[0], CAP, lossless=True) as ring, \
+            Replica.create(names[1], ring) as rep, \
+            CpuEngine(ring, rep, gate=True) as eng:
+        psize = ring.partition_size
+        eng.start()
+        prod = ring.producer()
+        for _ in range(5):
+            prod.publish(rec)
+        eng.sync(5)
+        for _ in range(3):
+            m = ring.mirrored
+            assert m % psize and L.oldest_boundary(m + CAP, CAP, psize) > m
+            eng.pause(5)
+            while prod.publish(rec) != FULL:
+                pass
+            assert ring.tail == ring.tail_intent == m + CAP, "the gate stops exactly there"
+            assert prod.room() == 0
+            eng.resume(5)
+            eng.sync(5)
+            st = eng.stats()
+            assert (st.overruns, st.bytes_lost, st.errors) == (0, 0, 0)
+            assert st.records_mirrored == ring.next_sequence
+            assert rep.tail == ring.tail and bytes(rep.data) == bytes(ring.data)
+            assert rep.next_sequence == ring.next_sequence
+            prod.publish(rec)  # move mirrored to the next mid-partition position
+            eng.sync(5)
+        prod.close()
+
+
+_LATE_GATE_PRODUCER = """
+import sys
+from pyshm import FULL, Ring
+
+ring = Ring.attach(sys.argv[1])
+prod = ring.producer()
+rec = bytes(48)
+for _ in range(10):
+    prod.publish(rec)
+print("open", flush=True)
+sys.stdin.readline()
+# far more than a capacity: only the engine's gate can stop this
+for _ in range(4 * ring.capacity // 64):
+    if prod.publish(rec, timeout=0.2) == FULL:
+        print("full", ring.tail, flush=True)
+        break
+else:
+    print("not held back", ring.tail, flush=True)
+sys.stdin.readline()
+n = 0
+for _ in range(2 * ring.capacity // 64):
+    if prod.publish(rec, timeout=10) == FULL:
+        break
+    n += 1
+print("done", n, flush=True)
+"""
+
+
+def _line(proc: subprocess.Popen, timeout: float) -> str:
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise AssertionError(f"no line from the producer within {timeout} s")
+    finally:
+        sel.close()
+    return proc.stdout.readline()
+
+
+def test_engine_gated_after_the_producer_opened_holds_it_back(names, tmp_path):
+    """The producer process opens (and publishes) before the engine sets its gate: it
+    must see the flag appear, stop at mirrored + capacity while the engine is paused,
+    and go on as the engine mirrors, so nothing is lost."""
+    from pyshm import Ring
+
+    script = tmp_path / "producer.py"
+    script.write_text(_LATE_GATE_PRODUCER)
+    with Ring.create(names[0], CAP, lossless=True) as ring, \
+            Replica.create(names[1], ring) as rep:
+        proc = subprocess.Popen([sys.executable, str(script), names[0]], cwd=tmp_path,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert _line(proc, 20) == "open\n"
+            def live_flags() -> int:
+                return int.from_bytes(ring.segment.buf[0x0C:0x10], "little")
+
+            assert not live_flags() & L.FLAG_GATE_ON_MIRROR
+            with CpuEngine(ring, rep, gate=True) as eng:
+                eng.start()
+                assert live_flags() & L.FLAG_GATE_ON_MIRROR
+                eng.sync(5)
+                m = ring.mirrored
+                assert m == 640
+                eng.pause(5)
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                assert _line(proc, 30).split() == ["full", str(m + CAP)]
+                assert ring.tail == m + CAP
+                eng.resume(5)
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                assert _line(proc, 60).split() == ["done", str(2 * CAP // 64)]
+                assert proc.wait(10) == 0
+                eng.sync(5)
+                st = eng.stats()
+                assert (st.overruns, st.bytes_lost, st.errors) == (0, 0, 0)
+                assert st.records_mirrored == ring.next_sequence
+                assert rep.tail == ring.tail and bytes(rep.data) == bytes(ring.data)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)

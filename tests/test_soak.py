@@ -64,11 +64,6 @@ def test_memory_stays_flat(result):
         assert m["growth_kib"] <= 4096, (proc, m)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "fallback/engine.c counts an overrun when its copy start lies below the oldest "
-    "partition start of the producer's intent, but a producer gated on mirrored may "
-    "legitimately reach start + capacity (bytes between start and that partition start "
-    "are intact): the engine skips them and the replica loses records; owner: engine"))
 def test_gated_engine_is_never_overrun(ring_name, replica_name):
     """With the engine's gate set before the producer opens, the producer never passes
     ``mirrored`` by more than the capacity, so the engine must never report an overrun."""

@@ -277,6 +277,21 @@ static uint64_t gate_floor(pyshm_producer_t *p)
     return low;
 }
 
+/* The gate can change while the producer runs: an engine started with gate=True sets
+ * FLAG_GATE_ON_MIRROR after this producer opened, and a clean stop clears it. The flags
+ * word shares the read-mostly static header line, so a relaxed load per publish costs
+ * next to nothing. When the gate bits change the cached limit is dropped: it may have
+ * been computed without mirrored, which can lie far below the tail it used. */
+static inline void refresh_gate(pyshm_producer_t *p)
+{
+    uint32_t f = pyshm_load_relaxed(&H(p->hdr)->flags) &
+                 (PYSHM_FLAG_LOSSLESS | PYSHM_FLAG_GATE_ON_MIRROR);
+    if (__builtin_expect(f != p->gate_flags, 0)) {
+        p->gate_flags = f;
+        p->gate_limit = 0;
+    }
+}
+
 /* Room check and placement. Returns the record position, or a negative code. */
 static inline int64_t reserve(pyshm_producer_t *p, uint64_t rec_len, uint64_t *pad_out,
                               uint64_t *end_out)
@@ -288,6 +303,7 @@ static inline int64_t reserve(pyshm_producer_t *p, uint64_t rec_len, uint64_t *p
     uint64_t end = pos + pad + a;
     if (__builtin_expect(end >= PYSHM_POS_LIMIT, 0))
         return producer_corrupt(p, pos, PYSHM_FIELD_TAIL);
+    refresh_gate(p);
     if (p->gate_flags && end > p->gate_limit) {
         p->gate_limit = gate_floor(p) + p->capacity;
         if (end > p->gate_limit) return PYSHM_FULL;
@@ -415,6 +431,7 @@ int64_t pyshm_publish_var(pyshm_producer_t *p, const void *buf, const uint64_t *
 
 int64_t pyshm_room(pyshm_producer_t *p)
 {
+    refresh_gate(p);
     if (!p->gate_flags) return (int64_t)p->capacity;
     p->gate_limit = gate_floor(p) + p->capacity;
     return p->gate_limit > p->tail ? (int64_t)(p->gate_limit - p->tail) : 0;

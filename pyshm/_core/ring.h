@@ -46,7 +46,7 @@ typedef struct {
     uint8_t *data;
     uint64_t capacity, mask, psize;
     uint32_t max_record;
-    uint32_t gate_flags;     /* header flags at attach: lossless / gate on mirror */
+    uint32_t gate_flags;     /* header flags (lossless / gate on mirror) as last seen */
     uint64_t tail;           /* private copy of the published tail */
     uint64_t intent;         /* highest tail intent ever stored (never goes back) */
     uint64_t sequence;       /* next sequence number */
