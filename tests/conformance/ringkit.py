@@ -117,13 +117,15 @@ def unwrap(data, capacity: int, start: int, end: int) -> bytes:
 
 
 def main(argv: list[str]) -> int:
-    """Child producer: ``ringkit.py NAME COUNT [START_SEQ] [TIMEOUT]``; COUNT 0 = forever.
+    """Child producer: ``ringkit.py NAME COUNT [TIMEOUT [PACE]]``; COUNT 0 = forever.
 
-    Prints ``ready`` then publishes payload_for(seq) records; in a gated lossless ring
-    a full ring is retried until TIMEOUT seconds pass without progress.
+    Prints ``ready`` then publishes payload_for(seq) records, sleeping PACE seconds
+    between records (0: full speed); in a gated lossless ring a full ring is retried
+    until TIMEOUT seconds pass without progress.
     """
     name, count = argv[0], int(argv[1])
     timeout = float(argv[2]) if len(argv) > 2 else 10.0
+    pace = float(argv[3]) if len(argv) > 3 else 0.0
     ring = PyRing(name, create=False)
     cap_payload = min(ring.max_payload, 200)
     print("ready", flush=True)
@@ -134,6 +136,8 @@ def main(argv: list[str]) -> int:
             print(f"full at {seq}", flush=True)
             return 3
         n += 1
+        if pace:
+            time.sleep(pace)
     print(f"done {n}", flush=True)
     return 0
 

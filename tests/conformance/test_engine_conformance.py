@@ -38,6 +38,9 @@ class EngineCase:
     max_payload: int = 200
     timeout: float = 10.0  # for sync/stop/pause; slow engines need more
     options: dict[str, Any] = field(default_factory=dict)
+    # seconds between records of the free-running child producer: an engine slower than
+    # a full-speed producer is lapped every round and may legitimately keep nothing
+    producer_pace: float = 0.0
     # test name -> why this engine cannot pass it (reported as xfail, not run)
     known_failures: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -49,7 +52,8 @@ class EngineCase:
 ENGINES = [
     EngineCase("cpu"),
     EngineCase("cpu", options={"threads": 2, "split_bytes": 4096, "wait": "spin-yield"}),
-    EngineCase("sim", capacity=8192, records=200, timeout=60.0),  # RTL, Icarus
+    # RTL on Icarus copies some 20-60 kB/s: pace the producer to ~20 kB/s
+    EngineCase("sim", capacity=8192, records=200, timeout=60.0, producer_pace=0.005),
 ]
 
 
@@ -111,8 +115,10 @@ def assert_records_valid(rep: Replica, case: EngineCase, start: int | None = Non
     return recs
 
 
-def spawn_producer(tmp_path, name: str, count: int, timeout: float = 10.0):
-    proc = subprocess.Popen([sys.executable, RINGKIT, name, str(count), str(timeout)],
+def spawn_producer(tmp_path, name: str, count: int, timeout: float = 10.0,
+                   pace: float = 0.0):
+    proc = subprocess.Popen([sys.executable, RINGKIT, name, str(count), str(timeout),
+                             str(pace)],
                             cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -241,7 +247,7 @@ def test_pause_resume(case, names):
 
 def test_stop_with_data_in_flight(case, names, tmp_path):
     ring, rep = make(case, names)
-    proc = spawn_producer(tmp_path, names[0], 0)
+    proc = spawn_producer(tmp_path, names[0], 0, pace=case.producer_pace)
     try:
         eng = engine(case, ring, rep)
         eng.start()
