@@ -89,7 +89,8 @@ test-asan:
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(ASAN_VENV)/bin/pytest -p no:cacheprovider $(ASAN_TESTS)
 
-bench: $(BIN)/python
+# the RTL throughput bench needs the simulators of install-test
+bench: install-test
 	$(BIN)/python -m pip install -q '.[bench]'
 	$(BIN)/python bench/run_all.py
 
