@@ -69,7 +69,8 @@ def rtype(seq: int) -> int:
 
 def producer_main(name: str, counters: Any, limit: int, claim_share: float, seed: int) -> None:
     rng = random.Random(seed)
-    ring = Ring.attach(name)
+    # a dead gating consumer keeps gating for 2 s: the supervisor pins and restarts it
+    ring = Ring.attach(name, reap_grace=2.0)
     p = ring.producer()
     seq = p.sequence
     while not counters[STOP] and seq < limit:

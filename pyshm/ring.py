@@ -206,7 +206,14 @@ class Ring:
                  partitions: int = layout.DEFAULT_PARTITIONS, lossless: bool = False,
                  mode: int = 0o600, exist_ok: bool = False, readonly: bool = False,
                  gate_on_mirror: bool = False, replica: bool = False,
-                 prefault: bool = False):
+                 prefault: bool = False, reap_grace: float = 0.0):
+        if reap_grace < 0:
+            raise InvalidParameterError(f"ring {name}: reap_grace {reap_grace} is negative")
+        # seconds a dead consumer's slot keeps gating after this process first sees it
+        # dead: time for a supervisor to pin it (repair.pin_dead_slot) and restart the
+        # consumer without loss, while the lossless producer waits
+        self.reap_grace = float(reap_grace)
+        self._dead_seen: dict[tuple[int, int], float] = {}
         self._seg: Segment | None = None
         self._ptr: Any = None
         self._children: list[Any] = []
@@ -394,11 +401,22 @@ class Ring:
         return out
 
     def reap(self) -> int:
-        """Free the slots of consumers whose process died; returns how many."""
+        """Free the slots of consumers whose process died; returns how many.
+
+        With ``reap_grace`` a slot is freed only once its process has been seen dead
+        for that many seconds (counted from the first call that saw it dead)."""
         n = 0
+        now = time.monotonic()
+        dead: dict[tuple[int, int], float] = {}
         for s in self.slots():
             if s["pid"] and not s["alive"]:
-                n += max(0, lib.pyshm_slot_release(self._h(), s["index"], s["pid"]))
+                key = (s["index"], s["pid"])
+                first = self._dead_seen.get(key, now)
+                if now - first >= self.reap_grace:
+                    n += max(0, lib.pyshm_slot_release(self._h(), s["index"], s["pid"]))
+                else:
+                    dead[key] = first
+        self._dead_seen = dead  # forget slots that were freed, pinned or re-used
         return n
 
     # ------------------------------------------------------------ endpoints
@@ -793,13 +811,16 @@ class Consumer:
         _raise(rc, self._where, self._c.last_error_pos, self._c.last_error_field)
 
     def _claim_slot(self) -> int:
-        for i in range(layout.MAX_CONSUMERS):
-            buf = ffi.new("int64_t[4]")
-            lib.pyshm_slot_read(self._hdr, i, buf)
-            pid = buf[1]
-            if pid == 0 or (pid != self._pid and not pid_alive(pid)):
-                if lib.pyshm_slot_claim(self._hdr, i, pid, self._pid) == 1:
-                    return i
+        buf = ffi.new("int64_t[4]")
+        # free slots first: a dead consumer's slot may still be gating for a supervisor
+        # that is about to pin it and restart that consumer (Ring.reap_grace)
+        for take_dead in (False, True):
+            for i in range(layout.MAX_CONSUMERS):
+                lib.pyshm_slot_read(self._hdr, i, buf)
+                pid = buf[1]
+                if pid == 0 or (take_dead and pid != self._pid and not pid_alive(pid)):
+                    if lib.pyshm_slot_claim(self._hdr, i, pid, self._pid) == 1:
+                        return i
         raise NoConsumerSlotError(f"ring {self.ring.name!r}: all {layout.MAX_CONSUMERS} "
                                   f"consumer slots are held by live processes")
 

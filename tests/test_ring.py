@@ -209,6 +209,41 @@ def test_dead_gating_consumer_is_reaped(ring_name):
         assert r.slots() == []
 
 
+def test_reap_grace_keeps_a_dead_gating_slot_for_a_supervisor(ring_name):
+    from pyshm.repair import pin_dead_slot, unpin_slot
+
+    with Ring.create(ring_name, 4096, lossless=True, max_record=128,
+                     reap_grace=30.0) as r:
+        c = r.consumer(gating=True)
+        idx, pos = c.slot, c.position
+        p = r.producer()
+        while p.publish(b"g" * 40) != FULL:
+            pass
+        gone = dead_pid()
+        struct.pack_into("<q", r.segment.buf, layout.slot_offset(idx) + layout.SLOT_OFF_PID,
+                         gone)
+        # within the grace the dead slot still gates: the producer stays held back
+        assert p.publish(b"g" * 40, timeout=0.05) == FULL
+        assert r.reap() == 0
+        # a new consumer does not take the dead slot while a free one exists
+        other = r.consumer()
+        assert other.slot != idx
+        other.close()
+        # the supervisor pins it and restarts the consumer at the same position
+        assert pin_dead_slot(r, gone) == (idx, pos)
+        assert unpin_slot(r, idx)
+    with Ring.create(ring_name + "0", 4096, lossless=True, max_record=128) as r0:
+        try:
+            c = r0.consumer(gating=True)
+            struct.pack_into("<q", r0.segment.buf,
+                             layout.slot_offset(c.slot) + layout.SLOT_OFF_PID, dead_pid())
+            assert r0.reap() == 1  # no grace (the default): freed at once
+        finally:
+            r0.unlink()
+    with pytest.raises(InvalidParameterError):
+        Ring.attach(ring_name + "x", reap_grace=-1)
+
+
 def test_single_producer(ring):
     p = ring.producer()
     with pytest.raises(ProducerBusyError):
