@@ -21,6 +21,7 @@ from typing import Any
 
 from . import layout
 from .errors import CorruptSegmentError, PyshmError, RingNotFoundError
+from .ring import pid_alive
 from .segment import SHM_DIR, Segment
 
 _U64 = struct.Struct("<Q")
@@ -52,17 +53,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "pyshm_snapshot_last_duration_seconds": ("gauge", "Duration of the last snapshot"),
 }
 
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0 or pid > 1 << 22:  # Linux pid_max is at most 2^22
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_ring(name: str) -> dict[str, Any]:
@@ -99,7 +89,7 @@ def read_ring(name: str) -> dict[str, Any]:
             "lag_bytes": max(0, tail - pos),
             "ahead_of_tail": pos > tail,
             "gating": bool(flags & layout.SLOT_GATING),
-            "alive": _pid_alive(pid),
+            "alive": pid_alive(pid),
             "heartbeat_age_s": max(0.0, (now_ns - hb) / 1e9) if hb else None,
         })
     return {
@@ -109,7 +99,7 @@ def read_ring(name: str) -> dict[str, Any]:
         "replica": params.is_replica,
         "created": params.created_ns / 1e9, "creator_pid": params.creator_pid,
         "producer_pid": params.producer_pid,
-        "producer_alive": _pid_alive(params.producer_pid) if params.producer_pid else None,
+        "producer_alive": pid_alive(params.producer_pid) if params.producer_pid else None,
         "tail": tail, "tail_intent": intent, "mirrored": mirrored,
         "mirror_lag_bytes": max(0, tail - mirrored) if mirrored else 0,
         "next_sequence": next_seq, "consumers": consumers,
@@ -151,7 +141,7 @@ def read_status_files(state_dir: str) -> list[dict[str, Any]]:
         if not isinstance(st, dict):
             continue
         pid = st.get("pid")
-        st["supervisor_alive"] = isinstance(pid, int) and _pid_alive(pid)
+        st["supervisor_alive"] = isinstance(pid, int) and pid_alive(pid)
         out.append(st)
     return out
 

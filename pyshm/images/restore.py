@@ -37,6 +37,7 @@ from ..errors import (
     RingExistsError,
     RingNotFoundError,
 )
+from ..ring import pid_alive
 from ..segment import Segment, display_name, resolve_path
 from . import format as fmt
 from .records import MappedWindow, Summary, summarize_segment
@@ -54,17 +55,6 @@ class RestoreInfo:
     record_count: int
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def check_stopped(target: str) -> None:
     """Refuse to overwrite a ring that a live producer or consumer is still using."""
@@ -76,14 +66,14 @@ def check_stopped(target: str) -> None:
             raise CorruptSegmentError(f"refusing to overwrite {seg.name!r}: it is not a "
                                       f"pyshm ring ({exc})") from None
         users = []
-        if params.producer_pid and _pid_alive(params.producer_pid):
+        if params.producer_pid and pid_alive(params.producer_pid):
             users.append(f"producer pid {params.producer_pid}")
         raw = seg.buf
         for i in range(layout.MAX_CONSUMERS):
             off = layout.slot_offset(i)
             pid, = struct.unpack_from("<q", raw, off + layout.SLOT_OFF_PID)
             flags, = struct.unpack_from("<Q", raw, off + layout.SLOT_OFF_FLAGS)
-            if flags & layout.SLOT_ACTIVE and _pid_alive(pid):
+            if flags & layout.SLOT_ACTIVE and pid_alive(pid):
                 users.append(f"consumer pid {pid}")
         raw.release()
     if users:
