@@ -34,3 +34,9 @@ def ring_name(shm_prefix: str) -> str:
 @pytest.fixture
 def replica_name(shm_prefix: str) -> str:
     return shm_prefix + "_replica"
+
+
+@pytest.fixture
+def names(ring_name: str, replica_name: str) -> list[str]:
+    """[ring name, replica name], both removed after the test."""
+    return [ring_name, replica_name]

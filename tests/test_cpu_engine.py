@@ -10,7 +10,6 @@ import struct
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from pyshm.fallback.cpu import CpuEngine
@@ -31,18 +30,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "conformance"))
 from ringkit import PyRing, payload_for, unwrap  # noqa: E402
 
 CAP = 1 << 16
-
-
-@pytest.fixture
-def names():
-    tag = uuid.uuid4().hex[:10]
-    made = [f"pyt_ce_ring_{tag}", f"pyt_ce_rep_{tag}"]
-    yield made
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import os
 import stat
 import struct
 import sys
-import uuid
 
 import pytest
 
@@ -20,18 +19,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "conformance"))
 from ringkit import PyRing, payload_for  # noqa: E402
 
 CAP = 1 << 16
-
-
-@pytest.fixture
-def names():
-    tag = uuid.uuid4().hex[:10]
-    made = [f"pyt_rp_ring_{tag}", f"pyt_rp_rep_{tag}"]
-    yield made
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
 
 
 def test_create_sets_flag_and_mode(names):

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 from pyshm.driver import regmap as R
@@ -36,18 +35,6 @@ PYSHM = os.path.join(os.path.dirname(sys.executable), "pyshm")
 STATUS = re.compile(r"^\s*[\d.]+ [kKMGT]?B/s\s+(running|paused)\s+mirrored\s+[\d,]+ B\s+records\s+"
                     r"[\d,]+\s+lag\s+[\d,]+ B\s+[\d.]+ us\s+p99\s+[\d.]+ us\s+overruns \d+ "
                     r"\(lost [\d,]+ B\)$")
-
-
-@pytest.fixture
-def names():
-    tag = uuid.uuid4().hex[:10]
-    made = [f"pyt_sim_{tag}", f"pyt_simrep_{tag}"]
-    yield made
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
 
 
 def wait_until(pred, timeout: float, what: str) -> None:

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,18 +62,6 @@ def case(request: pytest.FixtureRequest) -> EngineCase:
     if why:
         request.node.add_marker(pytest.mark.xfail(reason=why, run=False))
     return request.param
-
-
-@pytest.fixture
-def names():
-    tag = uuid.uuid4().hex[:10]
-    made = [f"pyt_ring_{tag}", f"pyt_rep_{tag}"]
-    yield made
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
 
 
 def make(case: EngineCase, names: list[str], lossless: bool = False) -> tuple[PyRing, Replica]:
