@@ -40,3 +40,10 @@ def replica_name(shm_prefix: str) -> str:
 def names(ring_name: str, replica_name: str) -> list[str]:
     """[ring name, replica name], both removed after the test."""
     return [ring_name, replica_name]
+
+
+@pytest.fixture
+def new_name(shm_prefix: str):
+    """A factory of /dev/shm names unique to this test, all removed after it."""
+    count = iter(range(1 << 30))
+    return lambda: f"{shm_prefix}_{next(count)}"

@@ -4,14 +4,13 @@ image (checksums and records) is verified through a mapping of the file."""
 from __future__ import annotations
 
 import gc
-import glob
 import os
-import secrets
 import struct
 import subprocess
 import sys
 
 import pytest
+from ringdata import fill, payload
 
 from pyshm import layout
 from pyshm.errors import (
@@ -29,30 +28,9 @@ from pyshm.ring import Ring
 CAP = 1 << 15
 
 
-def payload(seq: int, size: int) -> bytes:
-    return (seq.to_bytes(8, "little") * (size // 8 + 1))[:size]
-
-
 @pytest.fixture
-def names():
-    made: list[str] = []
-
-    def new() -> str:
-        n = f"pyshm-test-rip-{os.getpid()}-{secrets.token_hex(3)}"
-        made.append(n)
-        return n
-
-    yield new
-    for n in made:
-        for p in glob.glob(f"/dev/shm/{n}*"):
-            os.unlink(p)
-
-
-def fill(ring: Ring, n: int, start: int = 0) -> None:
-    p = ring.producer()
-    for s in range(start, start + n):
-        p.publish(payload(s, s % 61), type=s % 3)
-    p.close()
+def names(new_name):
+    return new_name
 
 
 def records(ring: Ring, start="oldest") -> list[tuple[int, int, bytes]]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-
 import numpy as np
 import pytest
+from ringdata import payload
 
 from pyshm import layout
 from pyshm.errors import CorruptSegmentError, SnapshotError
@@ -16,25 +14,9 @@ from pyshm.images.snapshot import scratch_size
 from pyshm.ring import Ring
 
 
-def payload(seq: int, size: int) -> bytes:
-    return (seq.to_bytes(8, "little") * (size // 8 + 1))[:size]
-
-
 @pytest.fixture
-def names():
-    made: list[str] = []
-
-    def new() -> str:
-        n = f"pyshm-test-img-{os.getpid()}-{secrets.token_hex(3)}"
-        made.append(n)
-        return n
-
-    yield new
-    for n in made:
-        try:
-            os.unlink(f"/dev/shm/{n}")
-        except FileNotFoundError:
-            pass
+def names(new_name):
+    return new_name
 
 
 def ring_records(ring: Ring) -> list[tuple[int, int, bytes]]:
