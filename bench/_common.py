@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -158,3 +160,44 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = [line(headers), line(["-" * w for w in widths])]
     out.extend(line(r) for r in rows)
     return "\n".join(out)
+
+
+def isolated(fn: Callable[[], None], deadline: float) -> tuple[str, str]:
+    """("ok"|"crash"|"hang"|"exception", detail) of fn in a forked child.
+
+    A pyshm error is "ok" (bad input refused by name); any other exception, a signal or
+    no answer within ``deadline`` seconds is the finding. Shared by bench/fuzz.py and
+    tests/test_fuzz.py.
+    """
+    from pyshm.errors import PyshmError
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 0
+        try:
+            fn()
+        except PyshmError:  # a clear, named refusal is the right answer
+            pass
+        except BaseException:
+            os.write(w, traceback.format_exc().encode()[-4000:])
+            code = 3
+        os._exit(code)
+    os.close(w)
+    end = time.monotonic() + deadline
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > end:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+            return "hang", ""
+        time.sleep(0.0005)
+    msg = os.read(r, 8000).decode(errors="replace")
+    os.close(r)
+    if os.WIFSIGNALED(status):
+        return "crash", f"signal {os.WTERMSIG(status)}"
+    return ("ok", "") if os.WEXITSTATUS(status) == 0 else ("exception", msg)

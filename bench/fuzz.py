@@ -23,14 +23,14 @@ import os
 import random
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
+
+from _common import isolated
 
 from pyshm import Ring, layout
 from pyshm.errors import PyshmError
@@ -186,40 +186,6 @@ def mutate_records(rng: random.Random) -> tuple[list[tuple[int, bytes]], int]:
         patches.append((off, (rng.choice(INTERESTING + [3 * CAP, 5 * CAP - 8])
                               & (2**64 - 1)).to_bytes(8, "little")))
     return patches, rng.randint(0, 300)
-
-
-def isolated(fn: Callable[[], None], deadline: float) -> tuple[str, str]:
-    """("ok"|"crash"|"hang"|"exception", detail) of fn in a forked child."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        code = 0
-        try:
-            fn()
-        except PyshmError:
-            pass
-        except BaseException:
-            os.write(w, traceback.format_exc().encode()[-4000:])
-            code = 3
-        os._exit(code)
-    os.close(w)
-    end = time.monotonic() + deadline
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > end:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            return "hang", ""
-        time.sleep(0.0005)
-    msg = os.read(r, 8000).decode(errors="replace")
-    os.close(r)
-    if os.WIFSIGNALED(status):
-        return "crash", f"signal {os.WTERMSIG(status)}"
-    return ("ok", "") if os.WEXITSTATUS(status) == 0 else ("exception", msg)
 
 
 def run_random(targets: list[str], seconds: float, seed: int) -> dict:

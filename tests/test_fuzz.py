@@ -11,12 +11,9 @@ targets for longer (and under atheris when it is installed).
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import subprocess
 import sys
-import time
-import traceback
 from collections.abc import Callable
 
 import pytest
@@ -24,6 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyshm import Ring, layout
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "bench"))
+from _common import isolated  # noqa: E402  (the fork-and-deadline harness bench/fuzz.py uses)
+
 from pyshm.errors import PyshmError
 
 CAP = 16 * 1024
@@ -41,36 +43,12 @@ INTERESTING_32 = [0, 1, 7, 8, 15, 16, 17, 24, 64, 255, 256, 511, 512, 513, CAP /
 def run_isolated(name: str, fn: Callable[[], None]) -> None:
     """Run ``fn`` in a forked child; fail on a crash, a hang or a non-pyshm exception."""
     EXECUTIONS[name] = EXECUTIONS.get(name, 0) + 1
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns into pytest
-        os.close(r)
-        code = 0
-        try:
-            fn()
-        except PyshmError:
-            pass
-        except BaseException:
-            os.write(w, traceback.format_exc().encode()[-4000:])
-            code = 3
-        os._exit(code)
-    os.close(w)
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(r)
-            pytest.fail(f"{name}: no answer within {DEADLINE_S} s (hang)")
-        time.sleep(0.001)
-    msg = os.read(r, 8000).decode(errors="replace")
-    os.close(r)
-    if os.WIFSIGNALED(status):
-        pytest.fail(f"{name}: child killed by signal {os.WTERMSIG(status)} (crash)")
-    assert os.WEXITSTATUS(status) == 0, f"{name}: unexpected exception:\n{msg}"
+    outcome, detail = isolated(fn, DEADLINE_S)
+    if outcome == "hang":
+        pytest.fail(f"{name}: no answer within {DEADLINE_S} s (hang)")
+    if outcome == "crash":
+        pytest.fail(f"{name}: child killed by {detail} (crash)")
+    assert outcome == "ok", f"{name}: unexpected exception:\n{detail}"
 
 
 def _template() -> tuple[bytes, list[int]]:
