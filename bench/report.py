@@ -295,7 +295,7 @@ def render(results_dir: str) -> str:
                                                        for k, v in machine.items()]), ""]
     targets = [(n, t) for n, d in docs for t in (d.get("targets") or []) if isinstance(t, dict)]
     if targets:
-        lines += ["## Targets (DESIGN.md)", "",
+        lines += ["## Targets (docs/design.md)", "",
                   md_table(["benchmark", "target", "measured", "verdict"],
                            [[n, str(t.get("target")), str(t.get("measured")),
                              "PASS" if t.get("ok") else "FAIL"] for n, t in targets]), ""]

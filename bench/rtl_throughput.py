@@ -3,7 +3,7 @@
 
 Runs tb_ring_mirror.test_throughput in a simulator: a ring of the given capacity is filled
 with real records, one SYNC round copies it with a fixed read latency and no back-pressure,
-and the engine's BUSY_CYCLES counter gives the cycles. Target (DESIGN.md): >= 0.9.
+and the engine's BUSY_CYCLES counter gives the cycles. Target (docs/design.md): >= 0.9.
 
     python bench/rtl_throughput.py [--sim verilator] [--width 64] [--bytes 1048576]
 """

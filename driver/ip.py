@@ -162,7 +162,7 @@ class Status:
 
 @dataclass(frozen=True)
 class MirrorConfig:
-    """Bus addresses and geometry the IP needs (DESIGN.md segment layout)."""
+    """Bus addresses and geometry the IP needs (docs/design.md, ring segment layout)."""
 
     ring_data: int
     capacity: int

@@ -22,7 +22,7 @@ from .sim import SimEngine
 
 
 def publish_backlog(seg: Segment, params: L.RingParams, nbytes: int) -> int:
-    """Records following DESIGN.md's publish protocol (single producer, no consumers)."""
+    """Records following the publish protocol of docs/design.md (single producer, no consumers)."""
     q = seg.buf[:L.HEADER_SIZE].cast("Q")
     data = seg.buf[L.OFF_DATA:L.OFF_DATA + params.capacity]
     enc = L.RecordEncoder(params.capacity, params.partition_count, params.max_record)

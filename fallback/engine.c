@@ -447,7 +447,7 @@ static void *poll_main(void *arg) {
          */
         uint64_t s = pos;
         /*
-         * Byte-exact lap test (DESIGN.md: lapped iff intent > position + capacity). The
+         * Byte-exact lap test (docs/design.md: lapped iff intent > position + capacity). The
          * partition-aligned oldest boundary is only where to resume once bytes were really
          * lost: a producer gated on mirrored may legitimately reach s + capacity with s
          * mid-partition, and every byte from s on is then still intact.

@@ -1,6 +1,6 @@
 """pyshm: lock-free shared-memory rings, replication and memory imaging.
 
-See README.md for a tour and ../shared/DESIGN.md for the layout contract.
+See README.md for a tour and docs/design.md for the layout contract.
 """
 
 from . import layout

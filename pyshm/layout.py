@@ -1,4 +1,4 @@
-"""Ring segment layout, version 1: the one Python description of DESIGN.md's layout.
+"""Ring segment layout, version 1: the one Python description of the layout in docs/design.md.
 
 The C core mirrors these numbers in ``pyshm/_core/layout.h`` (pinned there with
 ``_Static_assert``); ``tests/test_layout.py`` checks that the two agree. The RTL tests,

@@ -895,7 +895,7 @@ class Consumer:
 
     def still_valid(self) -> bool:
         """True if the last Message's bytes were not overwritten yet (overwrite mode).
-        Check it after using ``message.data``: the seqlock re-check of DESIGN.md."""
+        Check it after using ``message.data``: the seqlock re-check of docs/design.md."""
         return bool(lib.pyshm_still_valid(self._c))
 
     def read_copy(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:

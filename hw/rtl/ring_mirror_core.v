@@ -1,5 +1,5 @@
 // Ring-mirror engine: the AXI4 master that copies committed bytes of a pyshm ring into its
-// replica and publishes the mirrored position (see shared DESIGN.md, "The ring-mirror IP").
+// replica and publishes the mirrored position (docs/design.md, "The ring-mirror IP").
 //
 // One copy round:
 //   1. read the ring's tail word; if the producer lapped the engine, skip to the oldest

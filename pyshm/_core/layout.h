@@ -2,7 +2,7 @@
  * pyshm ring segment layout, version 1: the C mirror of pyshm/layout.py.
  *
  * Every field offset is pinned with _Static_assert, and tests/test_layout.py checks the
- * same numbers from Python, so C, Python, the RTL and DESIGN.md cannot drift apart.
+ * same numbers from Python, so C, Python, the RTL and docs/design.md cannot drift apart.
  *
  *   0x000 +--------------------------------------------------------------+
  *         | magic "PYSHMRNG" | version | flags | capacity | max_record   |

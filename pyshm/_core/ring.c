@@ -1,5 +1,5 @@
 /*
- * pyshm ring core: the publish and read protocols of DESIGN.md ("Ring segment layout").
+ * pyshm ring core: the publish and read protocols of docs/design.md ("Records and the publish and read protocols").
  *
  * Producer:  store tail_intent, release fence, write padding/record, release-store tail,
  *            then store next_sequence (a crash between the two leaves it one behind: a

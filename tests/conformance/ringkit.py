@@ -1,4 +1,4 @@
-"""A minimal pure-Python producer that follows DESIGN.md's publish protocol exactly.
+"""A minimal pure-Python producer that follows the publish protocol of docs/design.md exactly.
 
 The engine suite drives engines with it so that it depends only on the layout contract
 (pyshm.layout), not on one ring implementation: every engine, on any machine, is tested
