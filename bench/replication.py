@@ -87,7 +87,7 @@ def bandwidth(cap: int, repeats: int) -> list[dict]:
             for nthreads in (1, 2):
                 reset_replica(rep, ring)
                 with open_engine("cpu", ring, rep, threads=nthreads - 1,
-                                 wait="spin-yield") as eng:
+                                 wait="yield") as eng:
                     eng.start()
                     eng.sync(30)
                     x = eng.stats().extra
@@ -121,7 +121,7 @@ def lag(rate: float, seconds: float, repeats: int) -> dict:
             batch = 50
             recs = np.zeros((batch, 48), np.uint8)
             period = batch / rate
-            with open_engine("cpu", ring, rep, wait="spin-yield") as eng:
+            with open_engine("cpu", ring, rep, wait="yield") as eng:
                 eng.start()
                 t_end = time.perf_counter() + seconds
                 nxt = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats
+from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, wait_strategy
 from ..errors import (
     ClosedError,
     CorruptSegmentError,
@@ -24,7 +24,8 @@ except ImportError as _exc:  # pragma: no cover - built at install time
 else:
     _IMPORT_ERROR = None
 
-WAIT_STRATEGIES = {"spin": 0, "spin-yield": 1, "backoff": 2}
+# the poll thread's idle strategies (engine.h PYSHM_ENGINE_WAIT_*), by their ring names
+WAIT_STRATEGIES = {"spin": 0, "yield": 1, "sleep": 2}
 _STATES = {0: "created", 1: "running", 2: "paused", 3: "stopped", 4: "failed"}
 
 
@@ -51,8 +52,9 @@ class CpuEngine(Engine):
     """Mirror a ring into a replica with C threads (one poll thread + ``threads`` workers).
 
     Options: ``threads`` (copy workers, 0-16), ``split_bytes`` (backlog size from which
-    the workers share a copy), ``wait`` (spin | spin-yield | backoff), ``spin_count``,
-    ``max_sleep`` (seconds, back-off ceiling), ``gate`` (hold a lossless producer back at
+    the workers share a copy), ``wait`` (when idle: ``spin``; ``yield`` = spin
+    ``spin_count`` polls, then sched_yield; ``sleep`` = spin, then nanosleep doubling up to
+    ``max_sleep`` seconds, the default), ``spin_count``, ``gate`` (hold a lossless producer back at
     ``mirrored``), ``keep_gate`` (leave the gate set after stop), ``count_records``,
     ``poll_cpu`` / ``copy_cpus`` (pinning), ``flush`` (a FlushPolicy or its spec; the
     replica's own policy by default).
@@ -67,16 +69,14 @@ class CpuEngine(Engine):
         return True, f"CPU memcpy threads ({os.cpu_count()} CPUs)"
 
     def __init__(self, ring: Any, replica: Any, *, threads: int = 0,
-                 split_bytes: int = 1 << 20, wait: str = "backoff", spin_count: int = 2000,
+                 split_bytes: int = 1 << 20, wait: str = "sleep", spin_count: int = 2000,
                  max_sleep: float = 50e-6, gate: bool = False, keep_gate: bool = False,
                  count_records: bool = True, poll_cpu: int | None = None,
                  copy_cpus: list[int] | None = None,
                  flush: str | FlushPolicy | None = None):
         if lib is None:
             raise EngineError(f"the CPU engine's C extension is missing: {_IMPORT_ERROR}")
-        if wait not in WAIT_STRATEGIES:
-            raise InvalidParameterError(f"wait strategy {wait!r}: use one of "
-                                        f"{', '.join(WAIT_STRATEGIES)}")
+        wait = wait_strategy(wait)
         if not 0 <= threads <= 16:
             raise InvalidParameterError(f"threads={threads}: use 0..16 copy threads")
         if split_bytes < 4096:

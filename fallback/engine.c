@@ -106,7 +106,7 @@ void pyshm_engine_default_config(pyshm_engine_config_t *cfg) {
     memset(cfg, 0, sizeof(*cfg));
     cfg->threads = 0;
     cfg->split_bytes = 1u << 20;
-    cfg->wait = PYSHM_WAIT_BACKOFF;
+    cfg->wait = PYSHM_ENGINE_WAIT_SLEEP;
     cfg->spin_count = 2000;
     cfg->max_sleep_ns = 50000;
     cfg->count_records = 1;
@@ -133,7 +133,7 @@ int pyshm_engine_create(void *ring, uint64_t ring_len, void *replica, uint64_t r
     *out = NULL;
     if (!ring || !replica || !cfg) return PYSHM_EINVAL;
     if (cfg->threads < 0 || cfg->threads > PYSHM_ENGINE_MAX_THREADS) return PYSHM_EINVAL;
-    if (cfg->wait < PYSHM_WAIT_SPIN || cfg->wait > PYSHM_WAIT_BACKOFF) return PYSHM_EINVAL;
+    if (cfg->wait < PYSHM_ENGINE_WAIT_SPIN || cfg->wait > PYSHM_ENGINE_WAIT_SLEEP) return PYSHM_EINVAL;
     if (cfg->split_bytes < 4096) return PYSHM_EINVAL;
     if ((uint8_t *)ring < (uint8_t *)replica + replica_len &&
         (uint8_t *)replica < (uint8_t *)ring + ring_len)
@@ -189,7 +189,7 @@ static uint64_t hist_value(int idx) {
     return lo + (1ull << (exp - 4)) / 2; /* middle of the bucket */
 }
 
-static uint64_t hist_quantile(pyshm_engine_t *e, uint64_t total, double q) {
+static uint64_t hist_bucket_quantile(pyshm_engine_t *e, uint64_t total, double q) {
     if (!total) return 0;
     uint64_t want = (uint64_t)(q * (double)total);
     if (want >= total) want = total - 1;
@@ -199,6 +199,13 @@ static uint64_t hist_quantile(pyshm_engine_t *e, uint64_t total, double q) {
         if (acc > want) return hist_value(i);
     }
     return hist_value(PYSHM_ENGINE_HIST_BUCKETS - 1);
+}
+
+/* The middle of the bucket holding quantile q, clamped to the largest sample: a bucket's
+ * middle can lie above every sample in it, and a p50 above the max is nonsense. */
+static uint64_t hist_quantile(pyshm_engine_t *e, uint64_t total, double q, uint64_t max) {
+    uint64_t v = hist_bucket_quantile(e, total, q);
+    return v > max ? max : v;
 }
 
 static void record_lag(pyshm_engine_t *e, uint64_t lag) {
@@ -228,10 +235,13 @@ void pyshm_engine_stats(pyshm_engine_t *e, pyshm_engine_stats_t *o) {
     o->lag_ns = (seen && running) ? now_ns() - seen : 0;
     uint64_t total = AL(&s->lag_samples);
     o->lag_samples = total;
-    o->lag_p50_ns = hist_quantile(e, total, 0.50);
-    o->lag_p99_ns = hist_quantile(e, total, 0.99);
-    o->lag_p999_ns = hist_quantile(e, total, 0.999);
-    o->lag_max_ns = AL(&s->lag_max_ns);
+    /* every quantile is clamped to the max reported with it (a later sample may land in
+     * the buckets while they are summed: clamped, it still never passes that max) */
+    uint64_t max = AL(&s->lag_max_ns);
+    o->lag_p50_ns = hist_quantile(e, total, 0.50, max);
+    o->lag_p99_ns = hist_quantile(e, total, 0.99, max);
+    o->lag_p999_ns = hist_quantile(e, total, 0.999, max);
+    o->lag_max_ns = max;
     o->last_copy_bytes = AL(&s->last_copy_bytes);
     o->last_copy_ns = AL(&s->last_copy_ns);
     uint64_t st = AL(&e->started_ns);
@@ -408,9 +418,9 @@ static void *poll_main(void *arg) {
             maybe_flush(e, &dirty, &last_flush, 0);
             /* idle: wait according to the strategy */
             idle++;
-            if (e->cfg.wait == PYSHM_WAIT_SPIN || idle < e->cfg.spin_count) {
+            if (e->cfg.wait == PYSHM_ENGINE_WAIT_SPIN || idle < e->cfg.spin_count) {
                 cpu_relax();
-            } else if (e->cfg.wait == PYSHM_WAIT_SPIN_YIELD) {
+            } else if (e->cfg.wait == PYSHM_ENGINE_WAIT_YIELD) {
                 sched_yield();
             } else {
                 sleep_ns(sleep);

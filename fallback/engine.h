@@ -38,7 +38,8 @@ enum {
     PYSHM_EFAILED = -14,      /* engine stopped itself after an error (see last_error) */
 };
 
-enum { PYSHM_WAIT_SPIN = 0, PYSHM_WAIT_SPIN_YIELD = 1, PYSHM_WAIT_BACKOFF = 2 };
+/* idle strategies of the poll thread (the ring's names: spin, yield, sleep) */
+enum { PYSHM_ENGINE_WAIT_SPIN = 0, PYSHM_ENGINE_WAIT_YIELD = 1, PYSHM_ENGINE_WAIT_SLEEP = 2 };
 
 enum {
     PYSHM_ENGINE_CREATED = 0,
@@ -51,7 +52,7 @@ enum {
 typedef struct {
     int32_t threads;          /* copy workers besides the poll thread (0..16) */
     uint64_t split_bytes;     /* backlogs at least this large are split across workers */
-    int32_t wait;             /* PYSHM_WAIT_* when idle */
+    int32_t wait;             /* PYSHM_ENGINE_WAIT_* when idle */
     uint32_t spin_count;      /* idle polls before yielding / sleeping */
     uint64_t max_sleep_ns;    /* back-off ceiling */
     int32_t gate;             /* set FLAG_GATE_ON_MIRROR on the ring (lossless only) */

@@ -32,6 +32,24 @@ log = logging.getLogger("pyshm.engine")
 
 DEFAULT_TIMEOUT = 5.0
 
+# What an engine's poll loop does while the ring is idle: the ring's wait-strategy names.
+# ``spin`` polls (lowest lag, one core busy); ``yield`` spins a while, then calls
+# sched_yield; ``sleep`` spins a while, then sleeps with a doubling back-off (default).
+WAIT_STRATEGIES = ("spin", "yield", "sleep")
+DEFAULT_WAIT = "sleep"
+# names of earlier releases, still accepted but not advertised
+WAIT_ALIASES = {"spin-yield": "yield", "backoff": "sleep"}
+
+
+def wait_strategy(name: object) -> str:
+    """The canonical name of an engine wait strategy (aliases mapped); anything else is
+    refused with :class:`InvalidParameterError`."""
+    canon = WAIT_ALIASES.get(name, name) if isinstance(name, str) else name
+    if canon not in WAIT_STRATEGIES:
+        raise InvalidParameterError(f"engine wait strategy {name!r}: use one of "
+                                    f"{', '.join(WAIT_STRATEGIES)}")
+    return str(canon)
+
 
 @dataclass(frozen=True)
 class EngineStats:

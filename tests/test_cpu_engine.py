@@ -131,14 +131,38 @@ def test_calls_after_close_raise(pair):
     eng.close()  # idempotent
 
 
-@pytest.mark.parametrize("wait", ["spin", "spin-yield", "backoff"])
-def test_wait_strategies_all_mirror(pair, wait):
+# the ring's names, and the engine's earlier names as silent aliases
+@pytest.mark.parametrize("wait,canonical", [("spin", "spin"), ("yield", "yield"),
+                                            ("sleep", "sleep"), ("spin-yield", "yield"),
+                                            ("backoff", "sleep")])
+def test_wait_strategies_all_mirror(pair, wait, canonical):
     ring, rep = pair
     with CpuEngine(ring, rep, wait=wait, spin_count=10) as eng:
+        assert eng.options["wait"] == canonical
         eng.start()
         fill(ring, 500)
         eng.sync(5)
         assert rep.tail == ring.tail
+
+
+@pytest.mark.parametrize("wait", ["bogus", "block-ish", "", None, 2])
+def test_unknown_wait_strategy_is_refused(pair, wait):
+    with pytest.raises(InvalidParameterError, match="spin, yield, sleep"):
+        CpuEngine(*pair, wait=wait)
+
+
+def test_lag_quantiles_never_exceed_the_max(pair):
+    """A quantile is its bucket's middle, which can lie above every sample in the bucket:
+    with one sample that was a p50 above the max about half of the time."""
+    ring, rep = pair
+    for _ in range(24):
+        with CpuEngine(ring, rep, wait="spin") as eng:
+            eng.start()
+            fill(ring, 1)
+            eng.sync(5)
+            st = eng.stats()
+        assert st.lag_samples >= 1
+        assert st.lag_p50_ns <= st.lag_p99_ns <= st.lag_p999_ns <= st.lag_max_ns, st
 
 
 def test_large_backlog_is_split_across_workers(pair):
@@ -542,3 +566,18 @@ def test_engine_gated_after_the_producer_opened_holds_it_back(names, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(5)
+
+
+def test_cli_replicate_wait_names(names, capsys):
+    from pyshm.cli import main as cli_main
+
+    PyRing(names[0], capacity=CAP).close()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["replicate", names[0], "--to", names[1], "--wait", "nap"])
+    assert exc.value.code == 2
+    assert "'nap' is not one of spin, yield, sleep" in capsys.readouterr().err
+    # the engine's earlier name still works, silently
+    assert cli_main(["replicate", names[0], "--to", names[1], "--wait", "backoff",
+                     "--duration", "0.05", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "backoff" not in err and "deprecated" not in err

@@ -9,6 +9,9 @@ import sys
 import time
 from typing import Any
 
+from ..engine import DEFAULT_WAIT, WAIT_STRATEGIES, wait_strategy
+from ..errors import InvalidParameterError
+
 EXAMPLE = """\
 example:
   pyshm replicate md --to md.replica --threads 1
@@ -19,6 +22,14 @@ An existing compatible replica is resumed from its tail (nothing is recopied). W
 capacity; if this process is killed -9 the producer waits until `pyshm replicate` is
 started again (it resumes where it stopped, losing nothing).
 """
+
+
+def _wait(text: str) -> str:
+    try:
+        return wait_strategy(text)
+    except InvalidParameterError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one of {', '.join(WAIT_STRATEGIES)}") from None
 
 
 def register(sub: Any) -> None:
@@ -33,8 +44,9 @@ def register(sub: Any) -> None:
                    help="copy threads besides the poll thread (cpu engine; default 0)")
     p.add_argument("--gate", action="store_true",
                    help="hold a lossless producer back at the replica's position")
-    p.add_argument("--wait", choices=["spin", "spin-yield", "backoff"], default="backoff",
-                   help="idle strategy of the poll thread (default backoff)")
+    p.add_argument("--wait", type=_wait, default=DEFAULT_WAIT, metavar="STRATEGY",
+                   help="what the poll thread does while the ring is idle: spin (lowest "
+                        "lag, one core busy), yield or sleep (default sleep)")
     p.add_argument("--flush", default="none",
                    help="file replicas: none | periodic[:SECONDS] | bytes[:SIZE]")
     p.add_argument("--numa-node", type=int, default=None,
@@ -59,7 +71,6 @@ def _human_rate(bps: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import open_engine
-    from ..errors import InvalidParameterError
     from ..replica import Replica, source_params
 
     if args.interval <= 0:
