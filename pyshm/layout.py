@@ -10,7 +10,7 @@ Segment::
           | magic "PYSHMRNG" | version u32 | flags u32 | capacity u64   |
           | max_record u32 | partition_count u32 | created_ns u64       |
           | creator_pid u64 | name[48] | data_phys_addr u64             |
-          | producer_pid u64 | reserved[16]                             |
+          | producer_pid u64 | ring_id u64 | origin_id u64              |
     0x080 | tail           producer, release store     (128-byte span)  |
     0x100 | tail_intent    producer, store + fence     (128-byte span)  |
     0x180 | mirrored       engine, release store       (128-byte span)  |
@@ -29,10 +29,19 @@ Record (8-byte aligned, never crosses a partition boundary)::
 
 ``length`` counts header and payload, not the padding. A padding record (type -1) has
 only length and type, may be 8 bytes long, and fills the rest of a partition.
+
+Identity (0x070, 0x078; in bytes older layouts left zero, so an old reader ignores them):
+``ring_id`` is a random nonzero u64 written when a ring is created (0: a ring made by an
+older pyshm), so a ring recreated under the same name is another ring; a restore or a
+promotion makes a new identity too. ``origin_id`` is, for a follower ring (flag
+``FOLLOWER``: its records and sequence numbers are copied from another ring by ``pyshm
+bridge in``), the ``ring_id`` of the ring it follows. Old readers refuse the FOLLOWER
+flag (``KNOWN_FLAGS``), so no old producer can write into a follower.
 """
 
 from __future__ import annotations
 
+import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +69,8 @@ OFF_NAME = 0x030
 NAME_SIZE = 48
 OFF_DATA_PHYS = 0x060
 OFF_PRODUCER_PID = 0x068
+OFF_RING_ID = 0x070
+OFF_ORIGIN_ID = 0x078
 OFF_TAIL = 0x080
 OFF_TAIL_INTENT = 0x100
 OFF_MIRRORED = 0x180
@@ -76,7 +87,8 @@ OFF_DATA = HEADER_SIZE
 FLAG_LOSSLESS = 0x1
 FLAG_REPLICA = 0x2
 FLAG_GATE_ON_MIRROR = 0x4
-KNOWN_FLAGS = FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR
+FLAG_FOLLOWER = 0x10  # sequences are set by a bridge (pyshm bridge in); producers refused
+KNOWN_FLAGS = FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR | FLAG_FOLLOWER
 
 # consumer slot flags
 SLOT_ACTIVE = 0x1
@@ -90,11 +102,19 @@ PADDING_MIN = 8
 
 _RECORD_HDR = struct.Struct("<iiQ")
 _PADDING_HDR = struct.Struct("<ii")
-_STATIC = struct.Struct("<8sIIQIIQQ48sQQ")  # 0x000 .. 0x070
+_STATIC = struct.Struct("<8sIIQIIQQ48sQQQQ")  # 0x000 .. 0x080
 
 
 def align8(n: int) -> int:
     return (n + 7) & ~7
+
+
+def new_ring_id() -> int:
+    """A random nonzero 64-bit ring identity (0 means "no identity": an older ring)."""
+    while True:
+        v = secrets.randbits(64)
+        if v:
+            return v
 
 
 def is_power_of_two(n: int) -> bool:
@@ -129,6 +149,8 @@ class RingParams:
     data_phys_addr: int = 0
     producer_pid: int = 0
     version: int = LAYOUT_VERSION
+    ring_id: int = 0
+    origin_id: int = 0
 
     @property
     def partition_size(self) -> int:
@@ -141,6 +163,10 @@ class RingParams:
     @property
     def is_replica(self) -> bool:
         return bool(self.flags & FLAG_REPLICA)
+
+    @property
+    def is_follower(self) -> bool:
+        return bool(self.flags & FLAG_FOLLOWER)
 
     @property
     def segment_size(self) -> int:
@@ -173,10 +199,9 @@ def check_params(capacity: int, max_record: int, partitions: int, where: str = "
 def pack_static_header(p: RingParams) -> bytes:
     """The first 0x80 bytes of a segment header (counters and slots are zero)."""
     name = p.name.encode()[:NAME_SIZE]
-    raw = _STATIC.pack(MAGIC, p.version, p.flags, p.capacity, p.max_record,
-                       p.partition_count, p.created_ns, p.creator_pid, name,
-                       p.data_phys_addr, p.producer_pid)
-    return raw + bytes(0x80 - len(raw))
+    return _STATIC.pack(MAGIC, p.version, p.flags, p.capacity, p.max_record,
+                        p.partition_count, p.created_ns, p.creator_pid, name,
+                        p.data_phys_addr, p.producer_pid, p.ring_id, p.origin_id)
 
 
 def unpack_static_header(buf, where: str = "segment", size: int | None = None) -> RingParams:
@@ -184,7 +209,7 @@ def unpack_static_header(buf, where: str = "segment", size: int | None = None) -
     if len(buf) < 0x80:
         raise CorruptSegmentError(f"{where}: {len(buf)} bytes is too short for a ring header")
     (magic, version, flags, capacity, max_record, partitions, created_ns, creator_pid,
-     name, phys, producer) = _STATIC.unpack_from(buf, 0)
+     name, phys, producer, ring_id, origin_id) = _STATIC.unpack_from(buf, 0)
     if magic != MAGIC:
         raise CorruptSegmentError(f"{where}: not a pyshm ring (magic {bytes(magic)!r}, "
                                   f"expected {MAGIC!r})")
@@ -198,7 +223,8 @@ def unpack_static_header(buf, where: str = "segment", size: int | None = None) -
     params = RingParams(capacity=capacity, max_record=max_record, partition_count=partitions,
                         flags=flags, created_ns=created_ns, creator_pid=creator_pid,
                         name=name.rstrip(b"\0").decode(errors="replace"),
-                        data_phys_addr=phys, producer_pid=producer, version=version)
+                        data_phys_addr=phys, producer_pid=producer, version=version,
+                        ring_id=ring_id, origin_id=origin_id)
     return params.validate(where)
 
 

@@ -357,6 +357,10 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
         _U64.pack_into(buf, L.OFF_TAIL_INTENT, tail)
         _U64.pack_into(buf, L.OFF_TAIL, tail)
         _U64.pack_into(buf, L.OFF_PRODUCER_PID, 0)
+        # a new identity (the ring it mirrored may have published, and bridged, records
+        # the replica never received); a follower's replica stays a follower of the same
+        # origin, since it holds a prefix of the same records
+        _U64.pack_into(buf, L.OFF_RING_ID, L.new_ring_id())
         flags = _U32.unpack_from(buf, L.OFF_FLAGS)[0]
         _U32.pack_into(buf, L.OFF_FLAGS, flags & ~(L.FLAG_REPLICA | L.FLAG_GATE_ON_MIRROR))
         del buf, data

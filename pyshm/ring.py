@@ -206,7 +206,8 @@ class Ring:
                  partitions: int = layout.DEFAULT_PARTITIONS, lossless: bool = False,
                  mode: int = 0o600, exist_ok: bool = False, readonly: bool = False,
                  gate_on_mirror: bool = False, replica: bool = False,
-                 prefault: bool = False, reap_grace: float = 0.0):
+                 prefault: bool = False, reap_grace: float = 0.0,
+                 follower_of: int | None = None):
         if reap_grace < 0:
             raise InvalidParameterError(f"ring {name}: reap_grace {reap_grace} is negative")
         # seconds a dead consumer's slot keeps gating after this process first sees it
@@ -230,7 +231,13 @@ class Ring:
             layout.check_params(cap, mr, partitions, f"ring {where}")
             flags = (layout.FLAG_LOSSLESS if lossless else 0) | \
                 (layout.FLAG_GATE_ON_MIRROR if gate_on_mirror else 0) | \
-                (layout.FLAG_REPLICA if replica else 0)
+                (layout.FLAG_REPLICA if replica else 0) | \
+                (layout.FLAG_FOLLOWER if follower_of is not None else 0)
+            # follower_of: the ring_id of the ring whose records this one receives (see
+            # pyshm.bridge.FollowerProducer); 0 for a source of unknown identity
+            if follower_of is not None and not 0 <= follower_of < 1 << 64:
+                raise InvalidParameterError(f"ring {where}: follower_of {follower_of} is "
+                                            f"not a 64-bit ring identity")
             try:
                 seg = Segment(name, create=True, size=layout.segment_size(cap), mode=mode,
                               exist_ok=exist_ok, prefault=prefault)
@@ -240,7 +247,9 @@ class Ring:
             if seg.created:
                 params = layout.RingParams(capacity=cap, max_record=mr, partition_count=partitions,
                                            flags=flags, created_ns=time.time_ns(),
-                                           creator_pid=os.getpid(), name=seg.name)
+                                           creator_pid=os.getpid(), name=seg.name,
+                                           ring_id=layout.new_ring_id(),
+                                           origin_id=follower_of or 0)
                 raw = layout.pack_static_header(params)
                 # magic last: an attacher racing the creator sees "not a ring yet",
                 # never a half-written header
@@ -326,6 +335,27 @@ class Ring:
     @property
     def flags(self) -> int:
         return self.params.flags
+
+    @property
+    def is_follower(self) -> bool:
+        """Records (and their sequence numbers) come from another ring through a bridge;
+        only :class:`pyshm.bridge.FollowerProducer` writes it."""
+        return bool(self._header_flags() & layout.FLAG_FOLLOWER)
+
+    def _header_flags(self) -> int:
+        # live, not the cached params: promoting a follower clears the flag in place
+        return int.from_bytes(self._mv_checked()[layout.OFF_FLAGS:layout.OFF_FLAGS + 4],
+                              "little")
+
+    @property
+    def ring_id(self) -> int:
+        """This ring's identity (random, written at creation; 0 for an older ring)."""
+        return self.params.ring_id
+
+    @property
+    def origin_id(self) -> int:
+        """For a follower ring: the ring_id of the ring it follows (else 0)."""
+        return self.params.origin_id
 
     @property
     def readonly(self) -> bool:
@@ -480,12 +510,20 @@ def _closed(*args: Any, **kw: Any) -> Any:
 class Producer:
     """The ring's single writer. Obtain with ``ring.producer()``."""
 
-    def __init__(self, ring: Ring):
+    def __init__(self, ring: Ring, *, follower: bool = False):
         if ring.readonly:
             raise PyshmError(f"ring {ring.name!r} is attached read-only: cannot produce")
         if ring.is_replica:
             raise PyshmError(f"ring {ring.name!r} is a replica (written by its engine); "
                              f"promote it before producing into it")
+        # follower=True: the producer inside pyshm.bridge.FollowerProducer, the only
+        # writer a follower ring accepts (its sequence numbers are the source's)
+        if ring.is_follower and not follower:
+            raise PyshmError(f"ring {ring.name!r} is a follower ring (its records come from "
+                             f"`pyshm bridge in`); promote it (`pyshm bridge promote "
+                             f"{ring.name}`) before producing into it")
+        if follower and not ring.is_follower:
+            raise PyshmError(f"ring {ring.name!r} is not a follower ring")
         self.ring = ring
         self._hdr = ring._h()
         self._pid = os.getpid()
@@ -546,6 +584,22 @@ class Producer:
     def sequence(self) -> int:
         """The sequence number the next record will get."""
         return int(self._p.sequence)
+
+    def _set_sequence(self, sequence: int) -> None:
+        """Give the next record ``sequence`` (>= :attr:`sequence`): for follower rings
+        only, through :class:`pyshm.bridge.FollowerProducer`."""
+        if not self.ring.is_follower:
+            raise PyshmError(f"ring {self.ring.name!r}: only a follower ring's producer "
+                             f"sets sequence numbers")
+        if not 0 <= sequence < (1 << 64) - 1:
+            raise InvalidParameterError(f"sequence {sequence} is out of range")
+        rc = int(lib.pyshm_producer_set_sequence(self._p, sequence))
+        if rc == lib.PYSHM_E_PARAM:
+            raise InvalidParameterError(f"ring {self.ring.name!r}: sequence {sequence} is "
+                                        f"below the next one ({self.sequence}): sequence "
+                                        f"numbers never go back")
+        if rc < 0:
+            _raise(rc, f"ring {self.ring.name!r} set sequence")
 
     @property
     def position(self) -> int:

@@ -31,6 +31,8 @@ EXPECTED = {
     22: layout.RECORD_HEADER,
     23: layout.MAX_CONSUMERS,
     24: layout.NAME_SIZE,
+    25: layout.OFF_RING_ID,
+    26: layout.OFF_ORIGIN_ID,
 }
 
 

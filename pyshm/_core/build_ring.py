@@ -97,6 +97,7 @@ int64_t pyshm_publish_fixed(pyshm_producer_t *p, const char *buf, uint64_t strid
 int64_t pyshm_publish_var(pyshm_producer_t *p, const char *buf, const uint64_t *ends,
                           uint64_t count, int32_t type);
 int64_t pyshm_room(pyshm_producer_t *p);
+int64_t pyshm_producer_set_sequence(pyshm_producer_t *p, uint64_t sequence);
 
 int pyshm_consumer_open(pyshm_consumer_t *c, void *hdr, uint64_t mapped_size, int32_t slot);
 int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence);

@@ -7,7 +7,7 @@
  *   0x000 +--------------------------------------------------------------+
  *         | magic "PYSHMRNG" | version | flags | capacity | max_record   |
  *         | partitions | created_ns | creator_pid | name[48] | data_phys |
- *         | producer_pid | reserved                                      |
+ *         | producer_pid | ring_id | origin_id                           |
  *   0x080 | tail          (producer, store_release)        128-byte span |
  *   0x100 | tail_intent   (producer, store then fence)     128-byte span |
  *   0x180 | mirrored      (engine, store_release)          128-byte span |
@@ -45,6 +45,7 @@
 #define PYSHM_FLAG_LOSSLESS 0x1u
 #define PYSHM_FLAG_REPLICA 0x2u
 #define PYSHM_FLAG_GATE_ON_MIRROR 0x4u /* lossless: producer also waits for `mirrored` */
+#define PYSHM_FLAG_FOLLOWER 0x10u      /* sequences set by a bridge; producers refused */
 
 /* consumer slot flags */
 #define PYSHM_SLOT_ACTIVE 0x1u
@@ -75,7 +76,8 @@ typedef struct {
     char name[48];
     uint64_t data_phys_addr; /* physical address of data[] for DMA, 0 if unknown */
     uint64_t producer_pid;   /* pid of the attached producer, 0 if none */
-    uint8_t reserved_[16];
+    uint64_t ring_id;        /* random nonzero identity written at creation, 0: legacy */
+    uint64_t origin_id;      /* follower ring: ring_id of the ring it follows */
     pyshm_counter_t tail;
     pyshm_counter_t tail_intent;
     pyshm_counter_t mirrored;
@@ -99,6 +101,8 @@ _Static_assert(offsetof(pyshm_header_t, creator_pid) == 0x028, "creator_pid");
 _Static_assert(offsetof(pyshm_header_t, name) == 0x030, "name");
 _Static_assert(offsetof(pyshm_header_t, data_phys_addr) == 0x060, "data_phys_addr");
 _Static_assert(offsetof(pyshm_header_t, producer_pid) == 0x068, "producer_pid");
+_Static_assert(offsetof(pyshm_header_t, ring_id) == 0x070, "ring_id");
+_Static_assert(offsetof(pyshm_header_t, origin_id) == 0x078, "origin_id");
 _Static_assert(offsetof(pyshm_header_t, tail) == 0x080, "tail");
 _Static_assert(offsetof(pyshm_header_t, tail_intent) == 0x100, "tail_intent");
 _Static_assert(offsetof(pyshm_header_t, mirrored) == 0x180, "mirrored");

@@ -77,6 +77,8 @@ uint64_t pyshm_layout_offset(int which)
     case 22: return sizeof(pyshm_record_t);
     case 23: return PYSHM_MAX_CONSUMERS;
     case 24: return sizeof(((pyshm_header_t *)0)->name);
+    case 25: return offsetof(pyshm_header_t, ring_id);
+    case 26: return offsetof(pyshm_header_t, origin_id);
     default: return UINT64_MAX;
     }
 }
@@ -435,6 +437,24 @@ int64_t pyshm_room(pyshm_producer_t *p)
     if (!p->gate_flags) return (int64_t)p->capacity;
     p->gate_limit = gate_floor(p) + p->capacity;
     return p->gate_limit > p->tail ? (int64_t)(p->gate_limit - p->tail) : 0;
+}
+
+/* ------------------------------------------------------------------ follower */
+
+/* The next record gets `sequence` instead of the next number: the one departure from
+ * "sequences count up by one" that a follower ring (PYSHM_FLAG_FOLLOWER) needs, whose
+ * records keep the numbers of the ring they were copied from. Forward only and never
+ * during a claim, so the producer's invariants hold (sequences grow; a claimed record
+ * keeps the number it will be committed with). next_sequence is stored at once, so an
+ * empty ring that starts at `sequence` says so to readers and to a restarted producer
+ * (reconcile_sequence keeps the header's value while no record lies below tail). */
+int64_t pyshm_producer_set_sequence(pyshm_producer_t *p, uint64_t sequence)
+{
+    if (p->claim_len) return PYSHM_E_STATE;
+    if (sequence < p->sequence || sequence == UINT64_MAX) return PYSHM_E_PARAM;
+    p->sequence = sequence;
+    pyshm_store_release(&H(p->hdr)->next_sequence.value, sequence);
+    return (int64_t)sequence;
 }
 
 /* ------------------------------------------------------------------ consumer */

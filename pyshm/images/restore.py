@@ -98,9 +98,13 @@ def _new_params(params: layout.RingParams, header: fmt.ImageHeader,
         # a promoted replica has no engine yet: gating on `mirrored` would stall its
         # producer after one lap (pyshm.replica.promote clears it too)
         flags &= ~layout.FLAG_GATE_ON_MIRROR
+    # a new identity: a bridge must not take the restored ring's records for those it
+    # already shipped from the original, which may have gone further before it was lost;
+    # and no longer a follower: the image does not say which ring it followed
     return dataclasses.replace(
-        params, flags=flags, name=name, created_ns=fmt.now_ns(),
-        creator_pid=os.getpid(), producer_pid=0, data_phys_addr=0)
+        params, flags=flags & ~layout.FLAG_FOLLOWER, name=name, created_ns=fmt.now_ns(),
+        creator_pid=os.getpid(), producer_pid=0, data_phys_addr=0,
+        ring_id=layout.new_ring_id(), origin_id=0)
 
 
 def _check_summary(s: Summary, header: fmt.ImageHeader) -> None:
