@@ -331,6 +331,12 @@ class SimEngine(MirrorEngine):
                  addr_width: int = 40, startup_timeout: float = 120.0,
                  register_timeout: float = 10.0, poll_cycles: int = 8, **options: Any):
         self.sim: SimProcess | None = None
+        try:  # here, not in the simulator's process: its traceback would be all one saw
+            import cocotb  # noqa: F401
+            import cocotbext.axi  # noqa: F401
+        except ImportError as exc:
+            raise EngineError(f"the sim engine needs cocotb and cocotbext-axi, which are not "
+                              f"installed ({exc}): pip install 'pyshm[hwsim]'") from exc
         super().__init__(ring, replica, **options)
         try:
             self.sim = SimProcess(self.ring_seg.path, self.ring_seg.size, self.rep_seg.path,

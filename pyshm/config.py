@@ -574,8 +574,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
             text = f.read()
     except FileNotFoundError:
         raise ConfigError([f"{path}: configuration file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}"]) \
+            from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read: not UTF-8 text"]) from None
     return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 

@@ -40,6 +40,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, PyshmError
+from .images.format import IMAGE_SUFFIX
 
 TICK = np.dtype([("ts_ns", "<i8"), ("instrument", "<u4"), ("flags", "<u4"),
                  ("bid", "<f8"), ("ask", "<f8"), ("bid_size", "<u4"), ("ask_size", "<u4")])
@@ -325,12 +326,12 @@ def _prepare_config(config: str | None, workdir: str) -> tuple[str, Any]:
     from .config import load_config
 
     src = config or EMBEDDED
+    load_config(src)  # full validation, errors against the user's own file and lines
     try:
         with open(src, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except OSError as exc:
-        raise ConfigError(f"{src}: cannot read: {exc}") from None
-    load_config(src)  # full validation, errors against the user's own file and lines
+        raise ConfigError(f"{src}: cannot read: {exc.strerror or exc}") from None
     rings = [r for r in data["rings"] if isinstance(r, dict) and "replica" in r
              and "snapshots" in r]
     if not rings:
@@ -489,7 +490,7 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     demo.say(f"rebuilt {rc.name} from the replica in {restore_replica_s:.3f} s "
              f"(sequences {info.first_sequence:,}..{info.next_sequence - 1:,})")
     # the newest image is the supervisor's final snapshot, taken after the final sync
-    latest = sorted(f for f in os.listdir(rc.snapshots.directory) if f.endswith(".pyshmimg"))
+    latest = sorted(f for f in os.listdir(rc.snapshots.directory) if f.endswith(IMAGE_SUFFIX))
     image_path = os.path.join(rc.snapshots.directory, latest[-1]) if latest else None
     restore_image_s = None
     image_info = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -204,15 +205,24 @@ def open_engine(name: str = "auto", ring: Any = None, replica: Any = None,
     """Create an engine by name (``auto``, ``cpu``, ``sim``, ``pynq``).
 
     ``ring`` is a Ring, a Segment or a ring name; ``replica`` a Replica, a Segment or
-    a replica name/path. ``auto`` logs (or passes to ``announce``) what it picked.
+    a replica name/path. ``auto`` says what it picked and why: to ``announce`` when given,
+    else to the ``pyshm.engine`` logger when logging is configured to show it, else on
+    stderr (a silent choice of engine would hide why replication is slow).
     """
     if ring is None or replica is None:
         raise InvalidParameterError("open_engine needs a ring and a replica")
     if name == "auto":
         name, why = pick_engine()
-        (announce or log.info)(why)
+        (announce or _announce)(why)
     cls = engine_class(name)
     return cls(ring, replica, **options)  # type: ignore[call-arg]
+
+
+def _announce(message: str) -> None:
+    if log.isEnabledFor(logging.INFO) and log.hasHandlers():
+        log.info(message)
+    else:
+        print(f"pyshm: {message}", file=sys.stderr, flush=True)
 
 
 def clear_gate(ring: Any) -> bool:

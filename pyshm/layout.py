@@ -196,6 +196,22 @@ def check_params(capacity: int, max_record: int, partitions: int, where: str = "
                     f"{RECORD_HEADER} and partition size / 4 = {psize // 4}")
 
 
+POSITION_LIMIT = 1 << 62  # PYSHM_POS_LIMIT of ring.h: no valid position reaches it
+
+
+def counter_problem(tail: int, tail_intent: int) -> str | None:
+    """What is wrong with a header's ``tail``/``tail_intent`` pair, naming the damaged
+    field as the C core does, or None. A ``tail_intent`` below ``tail`` is not damage
+    (readers take it as ``tail``), nor is one more than a capacity above it (a replica
+    resynchronised after an overrun waits there)."""
+    if tail % RECORD_ALIGN or tail >= POSITION_LIMIT:
+        return (f"header field tail = {tail} is invalid (must be a multiple of 8 below "
+                f"2^62)")
+    if tail_intent >= POSITION_LIMIT:
+        return f"header field tail_intent = {tail_intent} is invalid (must be below 2^62)"
+    return None
+
+
 def pack_static_header(p: RingParams) -> bytes:
     """The first 0x80 bytes of a segment header (counters and slots are zero)."""
     name = p.name.encode()[:NAME_SIZE]

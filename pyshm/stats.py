@@ -67,18 +67,30 @@ def read_ring(name: str) -> dict[str, Any]:
         try:
             params = layout.unpack_static_header(buf, where=seg.name, size=seg.size)
             u64 = lambda off: _U64.unpack_from(buf, off)[0]  # noqa: E731
+            # mirrored before tail: each only grows, so the sample never shows a replica
+            # ahead of its ring
+            mirrored = u64(layout.OFF_MIRRORED)
             tail = u64(layout.OFF_TAIL)
             intent = u64(layout.OFF_TAIL_INTENT)
-            mirrored = u64(layout.OFF_MIRRORED)
             next_seq = u64(layout.OFF_NEXT_SEQUENCE)
             slots = [_SLOT.unpack_from(buf, layout.slot_offset(i))
                      for i in range(layout.MAX_CONSUMERS)]
         finally:
             buf.release()
         path = seg.path
-    if intent < tail or intent - tail > params.capacity:
-        raise CorruptSegmentError(f"{name}: tail intent {intent} is inconsistent with tail "
-                                  f"{tail} (capacity {params.capacity})")
+    problem = layout.counter_problem(tail, intent)
+    if problem:
+        raise CorruptSegmentError(f"{name}: corrupt segment: {problem}")
+    if not params.is_replica:
+        # a replica's intent may run ahead after an overrun; a producer's never does
+        if intent > tail + params.capacity:
+            raise CorruptSegmentError(
+                f"{name}: corrupt segment: header fields tail = {tail} and tail_intent = "
+                f"{intent} disagree (a producer never claims more than the capacity, "
+                f"{params.capacity}, beyond its tail)")
+        if mirrored > tail:
+            raise CorruptSegmentError(f"{name}: corrupt segment: header field mirrored = "
+                                      f"{mirrored} is beyond tail = {tail}")
     now_ns = time.time_ns()
     consumers = []
     for i, (pos, pid, hb, flags) in enumerate(slots):

@@ -34,10 +34,10 @@ from typing import IO, Any
 
 from .config import Config, RingConfig
 from .errors import ConfigError, EngineError, PyshmError
+from .images.format import IMAGE_SUFFIX
 
 log = logging.getLogger("pyshm.run")
 
-IMAGE_SUFFIX = ".pyshmimg"
 
 
 def _atomic_write_json(path: str, data: Any) -> None:

@@ -15,7 +15,7 @@ def test_readme_python_examples_run(shm_prefix, tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) >= 2, "README lost its Python examples"
     # "md..." names -> unique shm names; the image file lands in tmp_path (the cwd)
-    code = re.sub(r'"md(?!\.img)', f'"{shm_prefix}md', "\n".join(blocks))
+    code = re.sub(r'"md(?!\.pyimg)', f'"{shm_prefix}md', "\n".join(blocks))
     script = tmp_path / "readme_examples.py"
     script.write_text(code)
     out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
@@ -23,6 +23,6 @@ def test_readme_python_examples_run(shm_prefix, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "0 1 b'hello'" in out.stdout
     assert "records_mirrored=1" in out.stdout and "overruns=0" in out.stdout
-    assert (tmp_path / "md.img").exists()
+    assert (tmp_path / "md.pyimg").exists()
     left = sorted(n for n in os.listdir("/dev/shm") if n.startswith(shm_prefix))
     assert left == [f"{shm_prefix}md.restored"]  # the examples unlink everything else

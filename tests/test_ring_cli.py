@@ -51,7 +51,7 @@ def test_clear_errors(tmp_path, ring_name):
     r = run(tmp_path, "info", ring_name)
     assert r.returncode == 1 and "no ring named" in r.stderr
     r = run(tmp_path, "create", ring_name, "--capacity", "lots")
-    assert r.returncode == 1 and "size 'lots'" in r.stderr
+    assert r.returncode == 2 and "'lots' is not a size" in r.stderr
     not_ring = tmp_path / "file"
     not_ring.write_bytes(b"x" * 8192)
     r = run(tmp_path, "rm", str(not_ring))

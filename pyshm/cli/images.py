@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidParameterError
+from . import _args
 
 RAW = argparse.RawDescriptionHelpFormatter
 PROGRESS_THRESHOLD = 256 << 20  # below this an image is written or read in well under 1 s
@@ -47,11 +48,6 @@ class Progress:
             self._drawn = False
 
 
-def _size(text: str) -> int:
-    from ..ring import parse_size
-    return parse_size(text)
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "snapshot", formatter_class=RAW,
@@ -66,16 +62,16 @@ def register(sub: Any) -> None:
                    help="image file (or directory with --every/--every-bytes)")
     p.add_argument("--compress", choices=("none", "zstd"), default="none")
     p.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
-    p.add_argument("--chunk-size", type=_size, default="4MiB",
+    p.add_argument("--chunk-size", type=_args.size, default="4MiB",
                    help="bytes per checksummed chunk (default 4MiB)")
     p.add_argument("--force", action="store_true", help="replace an existing image file")
     p.add_argument("--every", type=float, metavar="SECONDS", help="snapshot every SECONDS")
-    p.add_argument("--every-bytes", type=_size, metavar="SIZE",
+    p.add_argument("--every-bytes", type=_args.size, metavar="SIZE",
                    help="snapshot whenever SIZE more bytes were published")
     p.add_argument("--keep", type=int, default=5, help="images a schedule keeps (default 5)")
     p.add_argument("--duration", type=float, help="stop a schedule after this many seconds")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_snapshot)
+    p.set_defaults(func=cmd_snapshot, keyword_flags={"overwrite": "--force"})
 
     p = sub.add_parser(
         "restore", formatter_class=RAW, help="build a ring from an image, verified first",
@@ -97,7 +93,8 @@ def register(sub: Any) -> None:
                    help="overwrite the existing, stopped ring --to in its own pages, after "
                         "the whole image is verified (same capacity and partitions)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_restore)
+    p.set_defaults(func=cmd_restore,
+                   keyword_flags={"overwrite": "--overwrite", "in_place": "--in-place"})
 
     p = sub.add_parser(
         "inspect", formatter_class=RAW,
@@ -181,6 +178,23 @@ def _is_ring(spec: str) -> bool:
         return False
 
 
+def _require_image(spec: str, command: str) -> None:
+    """Refuse a ring given where an image file is expected, saying how to get one."""
+    if (not os.path.isfile(spec) or not _has_image_magic(spec)) and _is_ring(spec):
+        raise InvalidParameterError(
+            f"{spec!r} is a ring, not an image file: `pyshm {command}` reads images. "
+            f"Take one first: pyshm snapshot {spec} -o {os.path.basename(spec)}.pyimg")
+
+
+def _has_image_magic(path: str) -> bool:
+    from ..images.format import MAGIC
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from ..images.format import is_image
     from ..images.restore import restore, restore_capture
@@ -191,6 +205,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise InvalidParameterError("--in-place and --overwrite are exclusive: --in-place "
                                     "already overwrites the existing ring")
     if args.in_place:
+        _require_image(args.image, "restore --in-place")
         if not is_image(args.image):
             raise InvalidParameterError(f"--in-place restores from an image file; "
                                         f"{args.image!r} is not one")
@@ -209,6 +224,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..images.inspect import inspect
+    _require_image(args.image, "inspect")
     bar = Progress("verify", not args.no_progress and not args.json)
     info = inspect(args.image, verify=not args.no_verify, progress=bar)
     bar.finish()
@@ -237,6 +253,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ..images.inspect import export
+    _require_image(args.image, "export")
     out = args.output or os.path.splitext(args.image)[0] + "." + args.format
     if out == "-":
         if args.format != "jsonl":

@@ -10,6 +10,7 @@ import json
 import time
 from typing import Any
 
+from ..human import size as _size
 from ..repair import SegmentInfo, list_segments, repair, stuck_claim
 from ..ring import Ring
 from ..segment import SHM_DIR
@@ -53,16 +54,6 @@ def _pid(pid: int, alive: bool) -> str:
     return "-" if not pid else f"{pid}{'' if alive else '(dead)'}"
 
 
-def _size(n: int) -> str:
-    for unit in ("", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n}{unit}"
-        if n % 1024:
-            return f"{n / 1024:.1f}{unit}" if unit else f"{n / 1024:.1f}K"
-        n //= 1024
-    return str(n)
-
-
 def cmd_ls(args: argparse.Namespace) -> int:
     infos: list[SegmentInfo] = [i for i in list_segments(args.dir)
                                 if i.stale or not args.stale]
@@ -72,19 +63,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not infos:
         print("no pyshm segments" + (" that are stale" if args.stale else ""))
         return 0
-    print(f"{'NAME':<32} {'KIND':<8} {'SIZE':>7} {'MODE':>4} {'CREATOR':>13} "
+    print(f"{'NAME':<32} {'KIND':<8} {'CAPACITY':>8} {'MODE':>4} {'CREATOR':>13} "
           f"{'PRODUCER':>13} {'CONSUMERS':>10} {'AGE':>8}  STATE")
     now = time.time_ns()
     for i in infos:
         if i.error:
-            print(f"{i.name:<32} {'?':<8} {_size(i.size):>7} {i.mode:04o}  damaged: {i.error}")
+            print(f"{i.name:<32} {'?':<8} {_size(i.size):>8} {i.mode:04o}  damaged: {i.error}")
             continue
         live = sum(1 for c in i.consumers if c["alive"])
         age = f"{(now - i.created_ns) / 1e9:.0f}s" if i.created_ns else "?"
         state = "stale" if i.stale else "live"
         if i.claim_pending and not i.producer_alive:
             state += ", uncommitted claim (pyshm repair)"
-        print(f"{i.name:<32} {i.kind:<8} {_size(i.size):>7} {i.mode:04o} "
+        print(f"{i.name:<32} {i.kind:<8} {_size(i.capacity):>8} {i.mode:04o} "
               f"{_pid(i.creator_pid, i.creator_alive):>13} "
               f"{_pid(i.producer_pid, i.producer_alive):>13} "
               f"{f'{live}/{len(i.consumers)}':>10} {age:>8}  {state}")

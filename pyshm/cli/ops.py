@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from . import _args
+
 RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -75,13 +77,16 @@ def register(sub: Any) -> None:
                     "snapshot. --serve exposes the same figures as Prometheus metrics.",
         epilog="examples:\n  pyshm stats                      # refresh every second\n"
                "  pyshm stats md --json            # one sample for scripts\n"
-               "  pyshm stats --serve 127.0.0.1:9464 --quiet   # Prometheus endpoint")
+               "  pyshm stats --serve 127.0.0.1:9464 --quiet   # Prometheus endpoint\n\n"
+               "Exit status 1 when a ring cannot be read (missing or damaged), as for "
+               "`pyshm info`.")
     p.add_argument("rings", nargs="*", metavar="RING")
     p.add_argument("--json", action="store_true", help="print one sample as JSON and exit")
     p.add_argument("--once", action="store_true", help="print one sample and exit")
-    p.add_argument("--interval", type=float, default=1.0,
+    p.add_argument("--interval", type=_args.seconds, default=1.0,
                    help="refresh period and rate window in seconds (default 1)")
-    p.add_argument("--serve", metavar="HOST:PORT", help="serve /metrics for Prometheus")
+    p.add_argument("--serve", metavar="HOST:PORT", type=_args.listen,
+                   help="serve /metrics for Prometheus")
     p.add_argument("--quiet", action="store_true", help="with --serve: no live view")
     p.add_argument("--state-dir", help="supervisors' status directory "
                    "(default $PYSHM_STATE_DIR or /tmp/pyshm-UID)")
@@ -132,12 +137,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.get("verified") else 1
 
 
+def _sample_status(sample: dict[str, Any], names: list[str] | None) -> int:
+    """1 when a ring of the sample could not be read (missing, damaged), else 0. Rings
+    the user named get their error on stderr too, as `pyshm info` gives it."""
+    bad = [r for r in sample.get("rings", {}).values() if "error" in r]
+    for r in bad:
+        if names and r.get("name") in names:
+            print(f"pyshm stats: error: {r['error']}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from ..stats import collect, render, serve_metrics
 
     names = args.rings or None
-    if args.interval <= 0:
-        raise SystemExit("pyshm stats: --interval must be > 0")
     server = None
     if args.serve:
         server = serve_metrics(args.serve, names, args.state_dir)
@@ -150,10 +163,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
             time.sleep(min(args.interval, 0.5))  # a short window is enough for rates
             sample = collect(names, args.state_dir, previous=first)
             print(json.dumps(sample, indent=2) if args.json else render(sample))
-            return 0
+            return _sample_status(sample, names)
         prev = None
         while True:
             sample = collect(names, args.state_dir, previous=prev)
+            if prev is None and names and server is None and _sample_status(sample, names):
+                return 1  # the rings asked for cannot be read: said once, like `pyshm info`
             prev = sample
             if not args.quiet:
                 if sys.stdout.isatty():

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..engine import DEFAULT_WAIT, WAIT_STRATEGIES, wait_strategy
 from ..errors import InvalidParameterError
+from . import _args
 
 EXAMPLE = """\
 example:
@@ -40,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--to", required=True, metavar="TARGET",
                    help="replica name (/dev/shm) or file path; created if missing")
     p.add_argument("--engine", default="auto", help="auto, cpu, pynq or sim (default auto)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=_args.count, default=0,
                    help="copy threads besides the poll thread (cpu engine; default 0)")
     p.add_argument("--gate", action="store_true",
                    help="hold a lossless producer back at the replica's position")
@@ -52,9 +53,9 @@ def register(sub: Any) -> None:
     p.add_argument("--numa-node", type=int, default=None,
                    help="bind a newly created replica's memory to this NUMA node")
     p.add_argument("--poll-cpu", type=int, default=None, help="pin the poll thread")
-    p.add_argument("--interval", type=float, default=1.0,
+    p.add_argument("--interval", type=_args.seconds, default=1.0,
                    help="seconds between status lines (default 1)")
-    p.add_argument("--duration", type=float, default=None,
+    p.add_argument("--duration", type=_args.seconds, default=None,
                    help="stop by itself after this many seconds")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no live status line")
@@ -73,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import open_engine
     from ..replica import Replica, source_params
 
-    if args.interval <= 0:
-        raise InvalidParameterError("--interval must be positive")
     params = source_params(args.ring)
     if params.is_replica:
         raise InvalidParameterError(f"{args.ring} is itself a replica; replicate its primary")

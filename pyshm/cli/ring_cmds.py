@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 from .. import layout
-from ..errors import PyshmError
-from ..ring import Ring, parse_size, pid_alive
+from ..errors import CorruptSegmentError, PyshmError
+from ..ring import Ring, pid_alive
 from ..segment import Segment
+from . import _args
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -22,15 +23,18 @@ def register(sub: Any) -> None:
                        epilog="example:\n  pyshm create md.eurusd --capacity 4M --lossless\n"
                               "  pyshm create /mnt/huge/ring --capacity 1G --max-record 64K")
     p.add_argument("name", help="/dev/shm name, or a file path containing '/'")
-    p.add_argument("--capacity", required=True, help="data bytes, power of two (K/M/G)")
-    p.add_argument("--max-record", help="largest record, header included (default: "
-                                        "partition size / 4)")
-    p.add_argument("--partitions", type=int, default=layout.DEFAULT_PARTITIONS)
+    p.add_argument("--capacity", required=True, type=_args.size,
+                   help="data bytes, power of two (K/M/G)")
+    p.add_argument("--max-record", type=_args.size,
+                   help="largest record, header included (default: partition size / 4)")
+    p.add_argument("--partitions", type=_args.positive_int, default=layout.DEFAULT_PARTITIONS,
+                   help=f"partition count, a power of two (default "
+                        f"{layout.DEFAULT_PARTITIONS})")
     p.add_argument("--lossless", action="store_true",
                    help="gating consumers hold the producer back")
     p.add_argument("--gate-on-mirror", action="store_true",
                    help="lossless: the producer also waits for the replication engine")
-    p.add_argument("--mode", type=lambda s: int(s, 8), default=0o600,
+    p.add_argument("--mode", type=_args.octal_mode, default=0o600,
                    help="permissions in octal (default 600)")
     p.set_defaults(func=cmd_create)
 
@@ -45,12 +49,13 @@ def register(sub: Any) -> None:
                        epilog="example:\n  pyshm tail md.eurusd -n 5\n"
                               "  pyshm tail md.eurusd --from latest --follow")
     p.add_argument("name")
-    p.add_argument("-n", type=int, default=10, help="print at most the last N records "
+    p.add_argument("-n", type=_args.count, default=10, help="print at most the last N records "
                                                     "before following (default 10)")
-    p.add_argument("--from", dest="start", default=None,
+    p.add_argument("--from", dest="start", default=None, type=_args.start,
                    help="oldest, latest or a sequence number (overrides -n)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
-    p.add_argument("--max-bytes", type=int, default=64, help="payload bytes shown per record")
+    p.add_argument("--max-bytes", type=_args.count, default=64,
+                   help="payload bytes shown per record")
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("rm", help="remove rings", formatter_class=_RAW,
@@ -65,8 +70,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    with Ring.create(args.name, parse_size(args.capacity),
-                     max_record=parse_size(args.max_record) if args.max_record else None,
+    with Ring.create(args.name, args.capacity, max_record=args.max_record,
                      partitions=args.partitions, lossless=args.lossless,
                      gate_on_mirror=args.gate_on_mirror, mode=args.mode) as r:
         print(f"created {r!r} at {r.path}")
@@ -74,7 +78,11 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def info_dict(r: Ring) -> dict[str, Any]:
+    mirrored = r.mirrored  # before tail: both only grow, so mirrored <= tail holds
     tail = r.tail
+    problem = layout.counter_problem(tail, r.tail_intent)
+    if problem:
+        raise CorruptSegmentError(f"ring {r.name!r}: corrupt segment: {problem}")
     now = time.time_ns()
     consumers = []
     for s in r.slots():
@@ -90,8 +98,8 @@ def info_dict(r: Ring) -> dict[str, Any]:
         "gate_on_mirror": bool(r.flags & layout.FLAG_GATE_ON_MIRROR),
         "created_ns": r.params.created_ns, "creator_pid": r.params.creator_pid,
         "producer_pid": prod, "producer_alive": pid_alive(prod) if prod else False,
-        "tail": tail, "tail_intent": r.tail_intent, "mirrored": r.mirrored,
-        "mirror_lag_bytes": max(0, tail - r.mirrored),
+        "tail": tail, "tail_intent": r.tail_intent, "mirrored": mirrored,
+        "mirror_lag_bytes": max(0, tail - mirrored) if mirrored else 0,
         "next_sequence": r.next_sequence, "oldest": r.oldest(),
         "consumers": consumers,
     }
@@ -129,8 +137,7 @@ def _show(m: Any, limit: int) -> str:
 def cmd_tail(args: argparse.Namespace) -> int:
     with Ring.attach(args.name, readonly=True) as r:
         if args.start is not None:
-            start: str | int = args.start if args.start in ("oldest", "latest") \
-                else int(args.start)
+            start: str | int = args.start
         else:
             start = max(0, r.next_sequence - args.n) if args.n > 0 else "latest"
         c = r.consumer(start)
@@ -154,7 +161,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
                   f"({info.kind}, creator pid {info.creator_pid})")
         return 0
     if not args.names:
-        print("pyshm rm: give ring names, or --stale", file=sys.stderr)
+        print("pyshm rm: error: give ring names, or --stale", file=sys.stderr)
         return 2
     rc = 0
     for name in args.names:
@@ -166,6 +173,6 @@ def cmd_rm(args: argparse.Namespace) -> int:
                 seg.close()
             seg.unlink()
         except PyshmError as exc:
-            print(f"pyshm rm: {exc}", file=sys.stderr)
+            print(f"pyshm rm: error: {exc}", file=sys.stderr)
             rc = 1
     return rc

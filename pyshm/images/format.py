@@ -47,6 +47,7 @@ from ..errors import (
 )
 
 MAGIC = b"PYSHMIMG"
+IMAGE_SUFFIX = ".pyimg"  # the one file suffix of images: CLI, schedules, supervisor
 TRAILER_MAGIC = b"PYSHMEND"
 VERSION = 1
 HEADER_SIZE = 256
@@ -246,7 +247,7 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
         raise ValueError(f"data is {total} bytes but the window holds "
                          f"{header.data_length}")
     if not overwrite and os.path.exists(path):
-        raise RingExistsError(f"image {path} already exists (pass overwrite to replace it)")
+        raise RingExistsError(f"image {path} already exists (pass overwrite=True to replace it)")
     if not os.path.isdir(os.path.dirname(path)):
         raise RingNotFoundError(f"cannot write {path}: its directory does not exist")
     count = expected_chunks(total, chunk_size)

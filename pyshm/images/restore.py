@@ -171,7 +171,7 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
     exists = os.path.exists(path)
     if exists and not overwrite:
         raise RingExistsError(f"ring {name!r} already exists ({path}); to replace a "
-                              f"stopped ring use --overwrite (overwrite=True)")
+                              f"stopped ring pass overwrite=True")
     if exists and not os.path.isfile(path):
         raise InvalidParameterError(f"refusing to replace {path}: not a regular file (a "
                                     f"device-backed ring cannot be swapped by rename)")

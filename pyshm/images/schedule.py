@@ -19,7 +19,7 @@ from ..errors import PyshmError
 from . import format as fmt
 from .snapshot import _Source, scratch_size, snapshot
 
-SUFFIX = ".pyimg"
+SUFFIX = fmt.IMAGE_SUFFIX
 
 
 class SnapshotSchedule:
