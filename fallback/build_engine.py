@@ -38,7 +38,8 @@ ffibuilder.cdef(_cdef_from_header())
 ffibuilder.set_source(
     "pyshm.fallback._engine_c",
     '#include "engine.h"\n',
-    sources=[os.path.relpath(os.path.join(HERE, "engine.c"))],
+    sources=[os.path.relpath(os.path.join(HERE, "engine.c")),
+             os.path.relpath(os.path.join(CORE, "crc32c.c"))],
     include_dirs=[HERE, CORE],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
                         "-Wno-unused-parameter"] + SANITIZE,

@@ -122,12 +122,25 @@ typedef struct {
 int pyshm_walk(pyshm_walk_t *w, const uint8_t *buf, uint64_t buf_len, uint64_t base,
                uint64_t mask, uint64_t end, uint64_t until, uint64_t psize,
                uint32_t max_record);
+
+uint32_t pyshm_crc32c(uint32_t crc, const void *buf, uint64_t len);
+uint32_t pyshm_crc32c_copy(uint32_t crc, void *dst, const void *src, uint64_t len,
+                           int nontemporal);
+void pyshm_crc32c_store_fence(void);
+uint32_t pyshm_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
+uint32_t pyshm_crc32c_x8n(uint64_t len);
+uint32_t pyshm_crc32c_mult(uint32_t a, uint32_t b);
+uint32_t pyshm_crc32c_fold(uint32_t crc, const uint32_t *block_crcs, uint64_t count,
+                           uint64_t block_len);
+int pyshm_crc32c_hardware(void);
+void pyshm_crc32c_force_portable(int on);
 """)
 
 ffibuilder.set_source(
     "pyshm._ring_c",
-    '#include "ring.h"\n',
-    sources=[os.path.relpath(os.path.join(HERE, "ring.c"))],
+    '#include "ring.h"\n#include "crc32c.h"\n',
+    sources=[os.path.relpath(os.path.join(HERE, "ring.c")),
+             os.path.relpath(os.path.join(HERE, "crc32c.c"))],
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wshadow",
                         "-Wstrict-prototypes", "-Wno-unused-parameter"] + SANITIZE,
