@@ -21,7 +21,7 @@ from collections import deque
 from typing import Any
 
 from .. import layout as L
-from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats
+from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, claim_replica
 from ..errors import (
     ClosedError,
     CorruptSegmentError,
@@ -109,7 +109,8 @@ class MirrorEngine(Engine):
 
     def __init__(self, ring: Any, replica: Any, *, gate: bool = False,
                  keep_gate: bool = False, poll_interval: int = 16,
-                 monitor_interval: float = 0.001, count_records: bool = True):
+                 monitor_interval: float = 0.001, count_records: bool = True,
+                 writer_lock: Any = None):
         self._owned: list[Any] = []
         self.ip: RingMirror | None = None
         self._state = "created"
@@ -150,6 +151,12 @@ class MirrorEngine(Engine):
             raise InvalidParameterError(f"poll_interval {poll_interval} must be 1..2^32-1")
         if monitor_interval <= 0:
             raise InvalidParameterError("monitor_interval must be positive")
+        try:
+            # one writer per replica (pyshm.lock), released with the segments
+            self._owned.append(claim_replica(self.rep_seg, writer_lock))
+        except BaseException:
+            self._release()
+            raise
         self.gate, self.keep_gate = gate, keep_gate
         self.poll_interval = poll_interval
         self.monitor_interval = monitor_interval

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, wait_strategy
+from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, claim_replica, wait_strategy
 from ..errors import (
     ClosedError,
     CorruptSegmentError,
@@ -73,7 +73,7 @@ class CpuEngine(Engine):
                  max_sleep: float = 50e-6, gate: bool = False, keep_gate: bool = False,
                  count_records: bool = True, poll_cpu: int | None = None,
                  copy_cpus: list[int] | None = None,
-                 flush: str | FlushPolicy | None = None):
+                 flush: str | FlushPolicy | None = None, writer_lock: Any = None):
         if lib is None:
             raise EngineError(f"the CPU engine's C extension is missing: {_IMPORT_ERROR}")
         wait = wait_strategy(wait)
@@ -124,9 +124,13 @@ class CpuEngine(Engine):
         # running C thread would be a crash, and an exported mmap refuses to close
         self._ring_buf = ffi.from_buffer(self._ring_seg.mmap)
         self._rep_buf = ffi.from_buffer(self._rep_seg.mmap)
+        # one writer per replica (pyshm.lock): held until close(), or process exit
+        self._writer = claim_replica(self._rep_seg, writer_lock)
         out = ffi.new("pyshm_engine_t **")
         rc = lib.pyshm_engine_create(self._ring_buf, self._ring_seg.size, self._rep_buf,
                                      self._rep_seg.size, cfg, out)
+        if rc != 0:
+            self._writer.release()
         self._check(rc, "create")
         self._e = out[0]
         self._stats = ffi.new("pyshm_engine_stats_t *")
@@ -219,6 +223,7 @@ class CpuEngine(Engine):
         rc = lib.pyshm_engine_destroy(self._e)
         self._check(rc, "close")
         self._e = None
+        self._writer.release()
         self._ring_buf = self._rep_buf = None
         for seg in self._owned:
             seg.close()

@@ -225,6 +225,27 @@ def _announce(message: str) -> None:
         print(f"pyshm: {message}", file=sys.stderr, flush=True)
 
 
+def claim_replica(replica: Any, writer_lock: Any = None) -> Any:
+    """The replica's writer lock for an engine: one writer per replica.
+
+    ``writer_lock`` is a lock the caller already holds for this replica (a
+    :class:`~pyshm.lock.SegmentLock`, or the number of an inherited descriptor holding
+    it, as ``pyshm run`` passes to its engine children); otherwise it is taken now, and
+    :class:`~pyshm.errors.SegmentLockedError` names the process that holds it. The
+    kernel releases it when the engine's process exits, ``kill -9`` included.
+    """
+    from .lock import SegmentLock
+
+    if isinstance(writer_lock, SegmentLock):
+        return writer_lock
+    if isinstance(writer_lock, int):
+        return SegmentLock.adopt(writer_lock, replica, "engine")
+    if writer_lock is not None:
+        raise InvalidParameterError(f"writer_lock: expected a SegmentLock or a descriptor, "
+                                    f"got {type(writer_lock).__name__}")
+    return SegmentLock.acquire(replica, "engine")
+
+
 def clear_gate(ring: Any) -> bool:
     """Clear FLAG_GATE_ON_MIRROR left set by an engine that crashed.
 

@@ -47,6 +47,29 @@ class ProducerBusyError(PyshmError):
     """Another live process is attached as this ring's producer."""
 
 
+class SegmentLockedError(PyshmError):
+    """Another live process holds the segment's lock: an engine writing a replica, a
+    supervisor managing a ring, or a restore rewriting it. ``pid`` names the holder
+    (None when the kernel does not say)."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        super().__init__(message)
+        self.pid = pid
+
+
+class FileAccessError(PyshmError, OSError):
+    """A file or segment could not be opened, read or written (permission, not a regular
+    file, disk full, ...); the message names the path and the OS error."""
+
+
+class PermissionDeniedError(FileAccessError, PermissionError):
+    """The file or segment exists but this user may not open it that way."""
+
+
+class SegmentTruncatedError(CorruptSegmentError):
+    """The segment's file was truncated while this process had it mapped."""
+
+
 class NoConsumerSlotError(PyshmError):
     """All consumer slots of the ring are taken by live consumers."""
 

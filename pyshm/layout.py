@@ -49,12 +49,20 @@ from dataclasses import dataclass
 from .errors import CorruptSegmentError, InvalidParameterError, VersionMismatchError
 
 MAGIC = b"PYSHMRNG"
+# Written over MAGIC while `restore --in-place` rewrites a ring: every reader refuses the
+# segment ("not a pyshm ring"), while restore and rm still recognise it, so a restore
+# killed halfway can be run again (or the segment removed). The rest of the static
+# header is the old ring's until the restore writes the new one, magic last.
+MAGIC_RESTORING = b"PYSHMRST"
 LAYOUT_VERSION = 1
 HEADER_SIZE = 0x1000
 MIN_CAPACITY = 4096
 SPAN = 128
 MAX_CONSUMERS = 27
 DEFAULT_PARTITIONS = 8
+# A record's length is an int32 in its header; 1 GiB keeps every length sum far from
+# overflow and is more than any message a ring is for.
+MAX_RECORD_LIMIT = 1 << 30
 
 # header field offsets
 OFF_MAGIC = 0x000
@@ -87,8 +95,14 @@ OFF_DATA = HEADER_SIZE
 FLAG_LOSSLESS = 0x1
 FLAG_REPLICA = 0x2
 FLAG_GATE_ON_MIRROR = 0x4
+# The creator declared the segment disposable: `pyshm rm --stale` may remove it once its
+# creator and every attached process are dead. Without it a segment is persistent and
+# only an explicit `pyshm rm NAME` removes it. A property of the segment, not of its
+# records: images do not carry it and a restored or replicated segment does not inherit it.
+FLAG_EPHEMERAL = 0x8
 FLAG_FOLLOWER = 0x10  # sequences are set by a bridge (pyshm bridge in); producers refused
-KNOWN_FLAGS = FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR | FLAG_FOLLOWER
+KNOWN_FLAGS = (FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR | FLAG_EPHEMERAL
+               | FLAG_FOLLOWER)
 
 # consumer slot flags
 SLOT_ACTIVE = 0x1
@@ -126,7 +140,7 @@ def segment_size(capacity: int) -> int:
 
 
 def default_max_record(capacity: int, partitions: int = DEFAULT_PARTITIONS) -> int:
-    return (capacity // partitions) // 4
+    return min((capacity // partitions) // 4, MAX_RECORD_LIMIT)
 
 
 def slot_offset(index: int) -> int:
@@ -169,6 +183,10 @@ class RingParams:
         return bool(self.flags & FLAG_FOLLOWER)
 
     @property
+    def ephemeral(self) -> bool:
+        return bool(self.flags & FLAG_EPHEMERAL)
+
+    @property
     def segment_size(self) -> int:
         return segment_size(self.capacity)
 
@@ -191,9 +209,11 @@ def check_params(capacity: int, max_record: int, partitions: int, where: str = "
         raise error(f"{where}: partition count {partitions} must be a power of two "
                     f"leaving partitions of at least 64 bytes")
     psize = capacity // partitions
-    if not RECORD_HEADER <= max_record <= psize // 4:
+    if not RECORD_HEADER <= max_record <= min(psize // 4, MAX_RECORD_LIMIT):
         raise error(f"{where}: max record length {max_record} must be between "
-                    f"{RECORD_HEADER} and partition size / 4 = {psize // 4}")
+                    f"{RECORD_HEADER} and partition size / 4 = {psize // 4}"
+                    + (f" and at most {MAX_RECORD_LIMIT} (1 GiB)"
+                       if psize // 4 > MAX_RECORD_LIMIT else ""))
 
 
 POSITION_LIMIT = 1 << 62  # PYSHM_POS_LIMIT of ring.h: no valid position reaches it

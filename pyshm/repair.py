@@ -31,12 +31,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import layout as L
-from .errors import CorruptSegmentError, ProducerBusyError, PyshmError
+from .errors import (
+    CorruptSegmentError,
+    ProducerBusyError,
+    PyshmError,
+    RingNotFoundError,
+    SegmentLockedError,
+)
+from .lock import SegmentLock, describe_pid, lock_holders
 from .ring import Ring, pid_alive
 from .segment import SHM_DIR, display_name, resolve_path
 
 __all__ = ["RepairReport", "SegmentInfo", "repair", "stuck_claim", "list_segments",
-           "remove_stale", "process_start_ns"]
+           "remove_stale", "remove_segment", "process_start_ns"]
 
 _C_INTENT, _C_NEXT_SEQ = 1, 3
 # Linux never hands out pids above PID_MAX_LIMIT (2^22); a larger value in a header is
@@ -275,6 +282,9 @@ class SegmentInfo:
     tail_intent: int = 0
     next_sequence: int = 0
     created_ns: int = 0
+    ephemeral: bool = False
+    lock_pid: int = 0            # holder of the segment's lock (engine, pyshm run, restore)
+    restoring: bool = False      # an in-place restore was interrupted: run it again
     error: str = ""
 
     @property
@@ -285,12 +295,29 @@ class SegmentInfo:
         if self.producer_alive:
             pids.append(self.producer_pid)
         pids.extend(c["pid"] for c in self.consumers if c["alive"])
+        if self.lock_pid:
+            pids.append(self.lock_pid)
         return pids
 
     @property
+    def users(self) -> list[str]:
+        """Live processes using the segment (the creator alone does not count)."""
+        out = []
+        if self.producer_alive:
+            out.append(f"producer {describe_pid(self.producer_pid)}")
+        out.extend(f"consumer {describe_pid(c['pid'])}" for c in self.consumers
+                   if c["alive"])
+        if self.lock_pid:
+            out.append(f"lock held by {describe_pid(self.lock_pid)}")
+        return out
+
+    @property
     def stale(self) -> bool:
-        """Every pid attached to it (creator, producer, consumer slots) is dead."""
-        return not self.error and not self.live_pids
+        """Declared ephemeral by its creator, and every pid attached to it (creator,
+        producer, consumer slots, lock holder) is dead. A persistent segment (the
+        default: ``pyshm create``, ``pyshm run`` without unlink_on_exit) is never
+        stale, whoever died."""
+        return not self.error and self.ephemeral and not self.live_pids
 
     @property
     def claim_pending(self) -> bool:
@@ -302,11 +329,14 @@ class SegmentInfo:
         return d
 
 
-def read_segment_info(path: str) -> SegmentInfo | None:
+def read_segment_info(path: str,
+                      holders: dict[tuple[int, int, int], int] | None = None
+                      ) -> SegmentInfo | None:
     """Header of a pyshm segment read with pread, or None if ``path`` is not one.
 
     Neither maps the file nor takes a slot, and opens with O_NOFOLLOW so a symlink in
-    /dev/shm cannot redirect the scan.
+    /dev/shm cannot redirect the scan. ``holders`` is :func:`lock_holders` (read once
+    for a whole directory).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -321,17 +351,24 @@ def read_segment_info(path: str) -> SegmentInfo | None:
         return None
     finally:
         os.close(fd)
-    if len(raw) < L.HEADER_SIZE or raw[:8] != L.MAGIC:
+    if len(raw) < L.HEADER_SIZE or raw[:8] not in (L.MAGIC, L.MAGIC_RESTORING):
         return None
     info = SegmentInfo(name=display_name(path), path=path, kind="ring", size=st.st_size,
                        mode=stat.S_IMODE(st.st_mode), uid=st.st_uid)
+    info.lock_pid = (lock_holders() if holders is None else holders).get(
+        (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino), 0)
+    if raw[:8] == L.MAGIC_RESTORING:
+        info.restoring = True
+        info.error = ("an in-place restore into it was interrupted: run that restore "
+                      "again, or remove it")
+        raw = L.MAGIC + raw[8:]
     try:
         p = L.unpack_static_header(raw[:0x80], where=info.name, size=st.st_size)
     except PyshmError as exc:
-        info.error = str(exc)
+        info.error = info.error or str(exc)
         return info
     info.kind = "replica" if p.is_replica else "ring"
-    info.capacity, info.lossless = p.capacity, p.lossless
+    info.capacity, info.lossless, info.ephemeral = p.capacity, p.lossless, p.ephemeral
     info.creator_pid, info.producer_pid, info.created_ns = \
         p.creator_pid, p.producer_pid, p.created_ns
     info.creator_alive = _creator_alive(p.creator_pid, p.created_ns)
@@ -354,19 +391,23 @@ def list_segments(directory: str = SHM_DIR) -> Iterator[SegmentInfo]:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return
+    holders = lock_holders()
     for n in names:
-        info = read_segment_info(os.path.join(directory, n))
+        info = read_segment_info(os.path.join(directory, n), holders)
         if info is not None:
             yield info
 
 
 def remove_stale(names: list[str] | None = None, *, directory: str = SHM_DIR,
                  dry_run: bool = False) -> list[SegmentInfo]:
-    """Unlink the stale rings/replicas among ``names`` (default: all in ``directory``).
+    """Unlink the stale rings/replicas among ``names`` (default: all in ``directory``):
+    those declared ephemeral whose creator and attached processes are all dead.
 
-    Each candidate is re-read right before its unlink, so a process that attached while
-    the scan ran keeps its ring. (A process that attaches between that re-read and the
-    unlink keeps its mapping but loses the name: the same window as ``rm`` on any file.)
+    Each candidate is locked (so no engine, supervisor or restore can start on it
+    meanwhile) and re-read right before its unlink, so a process that attached while
+    the scan ran keeps its ring. (A producer or consumer that attaches between that
+    re-read and the unlink keeps its mapping but loses the name: the same window as
+    ``rm`` on any file.)
     """
     if names is None:
         candidates = [i.path for i in list_segments(directory) if i.stale]
@@ -377,13 +418,78 @@ def remove_stale(names: list[str] | None = None, *, directory: str = SHM_DIR,
         info = read_segment_info(path)
         if info is None or not info.stale:
             continue
+        try:
+            lock = SegmentLock.acquire(path, "rm")
+        except PyshmError:
+            continue  # locked meanwhile (in use), or gone
+        try:
+            info = _reread_locked(path)
+            if info is None or not info.stale:
+                continue
+            if not dry_run:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+            removed.append(info)
+        finally:
+            lock.release()
+    return removed
+
+
+def _reread_locked(path: str) -> SegmentInfo | None:
+    """The segment's info while this process holds its lock (not counted as a user)."""
+    info = read_segment_info(path)
+    if info is not None and info.lock_pid == os.getpid():
+        info.lock_pid = 0
+    return info
+
+
+def remove_segment(name: str | os.PathLike[str], *, force: bool = False,
+                   dry_run: bool = False) -> SegmentInfo:
+    """``pyshm rm NAME``: unlink one pyshm segment; refuses a file that is not one.
+
+    Unless ``force``, a segment in use is refused: a live producer or consumer, or a
+    lock held by another process (an engine writing the replica, ``pyshm run``, a
+    restore). The segment is locked while it is checked and unlinked. A segment whose
+    header is damaged, or whose in-place restore was interrupted, can be removed.
+    ``dry_run`` checks everything and removes nothing.
+    """
+    path = resolve_path(name)
+    if not os.path.lexists(path):
+        raise RingNotFoundError(f"no ring named {display_name(path)!r} ({path} does not "
+                                f"exist)")
+    info = read_segment_info(path)
+    if info is None:
+        raise CorruptSegmentError(f"{display_name(path)}: not a pyshm ring (no ring magic "
+                                  f"in a regular file of at least {L.HEADER_SIZE} bytes); "
+                                  f"not removed")
+    lock = None
+    if not force:
+        try:
+            lock = SegmentLock.acquire(path, "rm")
+        except SegmentLockedError as exc:
+            raise SegmentLockedError(f"{info.name} is in use: {exc}; not removed "
+                                     f"(--force removes it anyway)", exc.pid) from None
+    try:
+        if not force:
+            info = _reread_locked(path) or info
+            users = info.users
+            if users:
+                raise ProducerBusyError(f"{info.name} is in use by {', '.join(users)}; not "
+                                        f"removed (stop them first, or pass --force)")
         if not dry_run:
             try:
                 os.unlink(path)
             except FileNotFoundError:
-                continue
-        removed.append(info)
-    return removed
+                pass
+            except OSError as exc:
+                from .segment import access_error
+                raise access_error(path, exc, "remove") from None
+        return info
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # ------------------------------------------------------------------ consumer restart

@@ -111,8 +111,12 @@ def source_params(source: Any) -> L.RingParams:
     raise InvalidParameterError(f"cannot take ring parameters from {type(source).__name__}")
 
 
-def replica_params(params: L.RingParams) -> L.RingParams:
-    flags = (params.flags | L.FLAG_REPLICA) & ~L.FLAG_GATE_ON_MIRROR
+def replica_params(params: L.RingParams, ephemeral: bool = False) -> L.RingParams:
+    """A replica's header: the ring's, flagged a replica, not gated, and persistent
+    unless asked (a replica is usually what is kept when the ring goes)."""
+    flags = (params.flags | L.FLAG_REPLICA) & ~(L.FLAG_GATE_ON_MIRROR | L.FLAG_EPHEMERAL)
+    if ephemeral:
+        flags |= L.FLAG_EPHEMERAL
     return replace(params, flags=flags, producer_pid=0, data_phys_addr=0)
 
 
@@ -129,13 +133,14 @@ class Replica:
     def create(cls, target: str | os.PathLike[str], source: Any, *,
                flush: str | FlushPolicy | None = None, numa_node: int | None = None,
                mode: int = DEFAULT_MODE, exist_ok: bool = False,
-               prefault: bool = True) -> Replica:
+               prefault: bool = True, ephemeral: bool = False) -> Replica:
         """Create a replica of ``source`` (a Ring, its params, or its name) at ``target``.
 
         With ``exist_ok`` an existing compatible replica is reused as it is, so that an
-        engine resumes from its tail; an incompatible one is refused.
+        engine resumes from its tail; an incompatible one is refused. ``ephemeral``
+        lets ``pyshm rm --stale`` remove it once its creator and users are dead.
         """
-        params = replica_params(source_params(source))
+        params = replica_params(source_params(source), ephemeral)
         policy = FlushPolicy.parse(flush)
         if exist_ok and os.path.exists(resolve_path(target)):
             rep = cls.open(target, flush=policy, prefault=prefault)

@@ -25,7 +25,6 @@ from .errors import (
     ProducerBusyError,
     PyshmError,
     RecordTooLargeError,
-    RingExistsError,
 )
 from .segment import Segment
 
@@ -207,7 +206,7 @@ class Ring:
                  mode: int = 0o600, exist_ok: bool = False, readonly: bool = False,
                  gate_on_mirror: bool = False, replica: bool = False,
                  prefault: bool = False, reap_grace: float = 0.0,
-                 follower_of: int | None = None):
+                 follower_of: int | None = None, ephemeral: bool = False):
         if reap_grace < 0:
             raise InvalidParameterError(f"ring {name}: reap_grace {reap_grace} is negative")
         # seconds a dead consumer's slot keeps gating after this process first sees it
@@ -232,36 +231,50 @@ class Ring:
             flags = (layout.FLAG_LOSSLESS if lossless else 0) | \
                 (layout.FLAG_GATE_ON_MIRROR if gate_on_mirror else 0) | \
                 (layout.FLAG_REPLICA if replica else 0) | \
-                (layout.FLAG_FOLLOWER if follower_of is not None else 0)
+                (layout.FLAG_FOLLOWER if follower_of is not None else 0) | \
+                (layout.FLAG_EPHEMERAL if ephemeral else 0)
             # follower_of: the ring_id of the ring whose records this one receives (see
             # pyshm.bridge.FollowerProducer); 0 for a source of unknown identity
             if follower_of is not None and not 0 <= follower_of < 1 << 64:
                 raise InvalidParameterError(f"ring {where}: follower_of {follower_of} is "
                                             f"not a 64-bit ring identity")
-            try:
-                seg = Segment(name, create=True, size=layout.segment_size(cap), mode=mode,
-                              exist_ok=exist_ok, prefault=prefault)
-            except RingExistsError:
-                raise
+            seg = Segment(name, create=True, size=layout.segment_size(cap), mode=mode,
+                          exist_ok=exist_ok)
             self._seg = seg
-            if seg.created:
-                params = layout.RingParams(capacity=cap, max_record=mr, partition_count=partitions,
-                                           flags=flags, created_ns=time.time_ns(),
-                                           creator_pid=os.getpid(), name=seg.name,
-                                           ring_id=layout.new_ring_id(),
-                                           origin_id=follower_of or 0)
-                raw = layout.pack_static_header(params)
-                # magic last: an attacher racing the creator sees "not a ring yet",
-                # never a half-written header
-                seg.buf[8:0x80] = raw[8:]
-                seg.buf[0:8] = raw[:8]
+            try:
+                if seg.created:
+                    params = layout.RingParams(capacity=cap, max_record=mr,
+                                               partition_count=partitions, flags=flags,
+                                               created_ns=time.time_ns(),
+                                               creator_pid=os.getpid(), name=seg.name,
+                                               ring_id=layout.new_ring_id(),
+                                               origin_id=follower_of or 0)
+                    raw = layout.pack_static_header(params)
+                    if prefault:
+                        seg.prefault()
+                    # magic last: an attacher racing the creator sees "not a ring yet",
+                    # never a half-written header
+                    seg.buf[8:0x80] = raw[8:]
+                    seg.buf[0:8] = raw[:8]
+                elif prefault:
+                    seg.prefault()
+            except BaseException:
+                # a half-created segment is removed, whatever failed
+                created = seg.created
+                seg.close()
+                if created:
+                    seg.unlink()
+                raise
         else:
             self._seg = Segment(name, readonly=readonly, prefault=prefault)
         try:
             self._attach(create and capacity is not None and not self._seg.created,
                          capacity, max_record)
         except BaseException:
+            created = self._seg.created
             self.close()
+            if created:
+                self._seg.unlink()
             raise
 
     def _attach(self, check: bool, capacity: Any, max_record: Any) -> None:

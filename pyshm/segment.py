@@ -12,6 +12,7 @@ half-finished setup. Segments are created owner-only (0600) unless a mode is giv
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
@@ -21,7 +22,10 @@ from typing import Any
 from .errors import (
     ClosedError,
     CorruptSegmentError,
+    FileAccessError,
     InvalidNameError,
+    InvalidParameterError,
+    PermissionDeniedError,
     RingExistsError,
     RingNotFoundError,
 )
@@ -46,6 +50,31 @@ def resolve_path(name: str | os.PathLike[str]) -> str:
             f"invalid ring name {name!r}: use 1-200 characters from [A-Za-z0-9_.-], not "
             f"starting with '.' or '-' and without '..' (or give a path containing '/')")
     return os.path.join(SHM_DIR, name)
+
+
+def access_error(path: str, exc: OSError, what: str = "open") -> FileAccessError:
+    """A FileAccessError naming ``path`` and the OS error (errno kept)."""
+    cls = PermissionDeniedError if isinstance(exc, PermissionError) else FileAccessError
+    err = cls(f"cannot {what} {path}: {exc.strerror or exc}")
+    err.errno = exc.errno
+    err.filename = path
+    return err
+
+
+def check_room(path: str, size: int, what: str = "segment") -> None:
+    """Refuse a ``size``-byte file in ``path``'s file system when it cannot hold it:
+    a sparse segment larger than the free space is created without complaint and then
+    kills its first writer with SIGBUS when a page cannot be allocated."""
+    directory = os.path.dirname(path) or "."
+    try:
+        vfs = os.statvfs(directory)
+    except OSError:
+        return  # the create itself will say what is wrong with the directory
+    free = vfs.f_bavail * vfs.f_frsize
+    if vfs.f_blocks and size > free:
+        raise InvalidParameterError(
+            f"cannot create {path}: a {what} of {size} bytes does not fit, the file "
+            f"system of {directory} has {free} bytes free")
 
 
 def display_name(path: str) -> str:
@@ -79,10 +108,14 @@ class Segment:
 
     def _open(self, create: bool, size: int | None, mode: int, exist_ok: bool,
               readonly: bool) -> None:
+        # O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer forever
+        # (it is refused below as not a regular file); it changes nothing for a mapping
+        cloexec = getattr(os, "O_CLOEXEC", 0) | os.O_NONBLOCK
         if create:
             if size is None or size <= 0:
                 raise ValueError("creating a segment needs a positive size")
-            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+            check_room(self.path, size)
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | cloexec
             try:
                 self._fd = os.open(self.path, flags, mode)
                 self.created = True
@@ -94,16 +127,23 @@ class Segment:
             except FileNotFoundError:
                 raise RingNotFoundError(f"cannot create {self.path}: its directory does "
                                         f"not exist") from None
+            except OSError as exc:
+                raise access_error(self.path, exc, "create") from None
             if self.created:
-                os.fchmod(self._fd, mode)  # umask must not widen or narrow the request
-                os.ftruncate(self._fd, size)
+                try:
+                    os.fchmod(self._fd, mode)  # umask must not widen or narrow the request
+                    os.ftruncate(self._fd, size)
+                except OSError as exc:
+                    raise access_error(self.path, exc, f"size to {size} bytes") from None
         if self._fd < 0:
-            flags = (os.O_RDONLY if readonly else os.O_RDWR) | getattr(os, "O_CLOEXEC", 0)
+            flags = (os.O_RDONLY if readonly else os.O_RDWR) | cloexec
             try:
                 self._fd = os.open(self.path, flags)
             except FileNotFoundError:
                 raise RingNotFoundError(f"no ring named {self.name!r} ({self.path} does "
                                         f"not exist)") from None
+            except OSError as exc:
+                raise access_error(self.path, exc) from None
         st = os.fstat(self._fd)
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISCHR(st.st_mode):
             raise CorruptSegmentError(f"{self.path} is not a regular file or device")
@@ -114,7 +154,10 @@ class Segment:
             raise CorruptSegmentError(f"segment {self.name!r} is {actual} bytes, "
                                       f"expected at least {size}")
         prot = mmap.PROT_READ | (0 if readonly else mmap.PROT_WRITE)
-        self._mmap = mmap.mmap(self._fd, actual, mmap.MAP_SHARED, prot)
+        try:
+            self._mmap = mmap.mmap(self._fd, actual, mmap.MAP_SHARED, prot)
+        except OSError as exc:
+            raise access_error(self.path, exc, "map") from None
         self.size = actual
 
     @property
@@ -143,8 +186,11 @@ class Segment:
                 s = start // pg * pg
                 m.madvise(mmap.MADV_POPULATE_WRITE, s, end - s)
                 return
-            except OSError:
-                pass
+            except OSError as exc:
+                if exc.errno in (errno.ENOMEM, errno.EFAULT, errno.ENOSPC):
+                    # the pages cannot be allocated (file system full): touching them
+                    # one by one would end in SIGBUS
+                    raise access_error(self.path, exc, "allocate the pages of") from None
         if hasattr(m, "madvise") and hasattr(mmap, "MADV_WILLNEED"):
             try:
                 m.madvise(mmap.MADV_WILLNEED)

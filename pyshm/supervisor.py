@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import glob
 import json
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -82,15 +82,23 @@ class EngineChild:
                 self.replica.engine, "threads": self.replica.threads, "gate": self.replica.gate,
                 "sync_timeout": self.replica.sync_timeout,
                 "status_interval": self.sup.cfg.metrics.status_interval,
-                "log_level": self.sup.log_level}
+                "log_level": self.sup.log_level, "writer_fd": self._lock_fd()}
+
+    def _lock_fd(self) -> int | None:
+        lock = self.sup.locks.get(self.replica.name)
+        return lock.fd if lock is not None and lock.held else None
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "pyshm.supervisor", "engine", json.dumps(self.spec())]
+        fd = self._lock_fd()
         # cwd: the state directory, never the caller's: `-m` puts cwd first on sys.path
         # stdin carries requests (snapshots of the replica, which need the engine paused),
-        # stdout the child's reports
+        # stdout the child's reports. The child inherits the replica's writer lock, which
+        # this process holds for its whole life: no other engine can take the replica
+        # between two children.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.PIPE,
-                                     cwd=self.sup.cfg.state_dir, close_fds=True)
+                                     cwd=self.sup.cfg.state_dir, close_fds=True,
+                                     pass_fds=() if fd is None else (fd,))
         self.state = "running"
         self.stats = {}
         threading.Thread(target=self._read, args=(self.proc.stdout, self.proc.pid), daemon=True,
@@ -224,6 +232,8 @@ def engine_child_main(spec_text: str) -> int:
         options["threads"] = spec["threads"]
     if spec.get("gate"):
         options["gate"] = True
+    if spec.get("writer_fd") is not None:
+        options["writer_lock"] = int(spec["writer_fd"])
     # names, not objects: the engine maps both segments itself and owns the mappings
     eng = open_engine(spec["engine"], spec["ring"], spec["replica"], announce=notes.append,
                       **options)
@@ -387,8 +397,11 @@ class SnapshotSchedule:
 
     def prune(self) -> None:
         base = os.path.basename(self.ring.name)
-        files = sorted(glob.glob(os.path.join(glob.escape(self.cfg.directory),
-                                              f"{glob.escape(base)}-*{IMAGE_SUFFIX}")))
+        # exactly this ring's names (image_path): a glob "md-*" would also match, and
+        # delete, the images of a ring named "md-2" sharing the directory
+        own = re.compile(re.escape(base) + r"-\d{8}T\d{6}-\d{9}" + re.escape(IMAGE_SUFFIX) + "$")
+        files = sorted(os.path.join(self.cfg.directory, f)
+                       for f in os.listdir(self.cfg.directory) if own.match(f))
         for old in files[: max(0, len(files) - self.cfg.keep)]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
@@ -417,6 +430,11 @@ class Supervisor:
         self.metrics_server: Any = None
         self.metrics_url: str | None = None
         self.failed = False
+        # segment name -> its lock (pyshm.lock), held while this supervisor runs: a second
+        # `pyshm run` naming the same ring or replica is refused, and so is any other
+        # engine on the replica
+        self.locks: dict[str, Any] = {}
+        self._created: list[str] = []  # paths this start created: removed if it fails
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -429,16 +447,31 @@ class Supervisor:
             root.addHandler(h)
         root.setLevel(self.log_level.upper())
 
+    def _lock(self, name: str) -> None:
+        from .lock import SegmentLock
+
+        if name not in self.locks:
+            self.locks[name] = SegmentLock.acquire(name, "supervisor")
+
     def _open_ring(self, rc: RingConfig) -> Any:
+        from .repair import read_segment_info
         from .ring import Ring
 
         exists = os.path.exists(rc.path)
         if exists and rc.existing == "fail":
             raise ConfigError(f"{self.cfg.source}: ring {rc.name!r} already exists and "
                               f"existing: fail was asked")
+        if exists:
+            self._lock(rc.name)  # refused while another supervisor (or restore) has it
         if exists and rc.existing == "recreate":
+            info = read_segment_info(rc.path)
+            users = [u for u in (info.users if info else []) if "lock held" not in u]
+            if users:
+                raise PyshmError(f"ring {rc.name!r}: existing: recreate refused, the ring "
+                                 f"is in use by {', '.join(users)}; stop them first")
             log.info("ring %s: exists, recreating it (existing: recreate)", rc.name)
             os.unlink(rc.path)
+            self.locks.pop(rc.name).release()
             exists = False
         if exists:
             ring = Ring(rc.name)
@@ -457,7 +490,10 @@ class Supervisor:
                      ring.next_sequence)
             return ring
         ring = Ring(rc.name, create=True, capacity=rc.capacity, max_record=rc.max_record,
-                    partitions=rc.partitions, lossless=rc.lossless)
+                    partitions=rc.partitions, lossless=rc.lossless,
+                    ephemeral=rc.unlink_on_exit)
+        self._created.append(ring.path)
+        self._lock(rc.name)
         log.info("ring %s: created (%d bytes, max record %d, %d partitions, %s)", rc.name,
                  rc.capacity, rc.max_record, rc.partitions,
                  "lossless" if rc.lossless else "overwrite")
@@ -465,9 +501,16 @@ class Supervisor:
 
     def _open_replica(self, rc: RingConfig, ring: Any) -> None:
         from .replica import Replica
+        from .segment import resolve_path
 
         assert rc.replica is not None
-        rep = Replica.create(rc.replica.name, ring, exist_ok=True)
+        if os.path.exists(resolve_path(rc.replica.name)):
+            self._lock(rc.replica.name)  # refused while another engine writes it
+        rep = Replica.create(rc.replica.name, ring, exist_ok=True,
+                             ephemeral=rc.unlink_on_exit)
+        if rc.replica.name not in self.locks:
+            self._created.append(rep.path)
+            self._lock(rc.replica.name)
         log.info("ring %s: replica %s ready (tail %d)", rc.name, rep.name, rep.tail)
         rep.close()
 
@@ -475,14 +518,27 @@ class Supervisor:
         self._setup_logging()
         os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
         log.info("starting from %s (pid %d)", self.cfg.source, os.getpid())
-        for rc in self.cfg.rings:
-            ring = self._open_ring(rc)
-            self.rings[rc.name] = ring
-            if rc.replica is not None:
-                self._open_replica(rc, ring)
-                self.engines[rc.name] = EngineChild(self, rc)
-            if rc.snapshots is not None:
-                self.snapshots[rc.name] = SnapshotSchedule(self, rc)
+        try:
+            for rc in self.cfg.rings:
+                ring = self._open_ring(rc)
+                self.rings[rc.name] = ring
+                if rc.replica is not None:
+                    self._open_replica(rc, ring)
+                    self.engines[rc.name] = EngineChild(self, rc)
+                if rc.snapshots is not None:
+                    self.snapshots[rc.name] = SnapshotSchedule(self, rc)
+        except BaseException:
+            # a failed start leaves nothing it made behind, and holds nothing
+            for ring in self.rings.values():
+                ring.close()
+            self.rings.clear()
+            for path in self._created:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    log.info("removed %s (created by this failed start)", path)
+            self._created.clear()
+            self._release_locks()
+            raise
         for child in self.engines.values():
             child.start()
         for sched in self.snapshots.values():
@@ -570,9 +626,15 @@ class Supervisor:
                 log.info("ring %s: unlinked (unlink_on_exit)", rc.name)
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        self._release_locks()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.cfg.status_path)
         log.info("stopped")
+
+    def _release_locks(self) -> None:
+        for lock in self.locks.values():
+            lock.release()
+        self.locks.clear()
 
     def run(self) -> int:
         """Start, watch until SIGINT/SIGTERM, shut down. Returns the exit status."""

@@ -24,17 +24,19 @@ from pyshm import Ring
 from pyshm.replica import Replica
 role, name = sys.argv[1], sys.argv[2]
 if role == "create":
+    Ring.create(name, 16 * 1024, ephemeral=True).close()
+elif role == "create-persistent":
     Ring.create(name, 16 * 1024).close()
 elif role == "create-stay":
-    r = Ring.create(name, 16 * 1024)
+    r = Ring.create(name, 16 * 1024, ephemeral=True)
 elif role == "producer":
     r = Ring.attach(name); p = r.producer(); p.publish(b"x")
 elif role == "consumer":
     r = Ring.attach(name); c = r.consumer()
 elif role == "replica":
-    Replica.create(name, Ring.attach(sys.argv[3])).close()
+    Replica.create(name, Ring.attach(sys.argv[3]), ephemeral=True).close()
 print(json.dumps({"ok": True}), flush=True)
-if role != "create" and role != "replica":
+if role not in ("create", "create-persistent", "replica"):
     time.sleep(120)
 '''
 
@@ -66,8 +68,10 @@ def kill9(p: subprocess.Popen) -> None:
 
 def test_ls_and_rm_stale(shm_prefix, run, capsys):
     n = {k: f"{shm_prefix}_{k}" for k in
-         ("dead", "creator", "producer", "consumer", "killed", "replica", "other")}
+         ("dead", "creator", "producer", "consumer", "killed", "replica", "other",
+          "kept")}
     run("create", n["dead"]).wait(timeout=10)                # everybody gone
+    run("create-persistent", n["kept"]).wait(timeout=10)     # gone, but persistent
     run("create-stay", n["creator"])                         # creator alive
     run("create", n["producer"]).wait(timeout=10)
     run("producer", n["producer"])                           # producer alive
@@ -101,7 +105,7 @@ def test_ls_and_rm_stale(shm_prefix, run, capsys):
     assert all(os.path.exists(f"/dev/shm/{x}") for x in names)
     assert cli_main(["rm", "--stale", *names]) == 0
     left = {x for x in names if os.path.exists(f"/dev/shm/{x}")}
-    assert left == {n["creator"], n["producer"], n["consumer"], n["other"]}
+    assert left == {n["creator"], n["producer"], n["consumer"], n["other"], n["kept"]}
     # the live rings still work
     with Ring.attach(n["producer"]) as r:
         assert r.tail > 0
@@ -110,7 +114,7 @@ def test_ls_and_rm_stale(shm_prefix, run, capsys):
 def test_reused_creator_pid_does_not_keep_a_ring_alive(ring_name):
     # A ring whose creator pid now belongs to a process that started after the ring was
     # created: pid reuse, not the creator. Our own pid with a creation time in the past.
-    with Ring.create(ring_name, 16 * 1024) as r:
+    with Ring.create(ring_name, 16 * 1024, ephemeral=True) as r:
         r.segment.buf[0x20:0x28] = (10**9).to_bytes(8, "little")  # created in 1970
     info = read_segment_info(f"/dev/shm/{ring_name}")
     assert info is not None and info.creator_pid == os.getpid()

@@ -77,8 +77,9 @@ try:
     try:
         Ring.attach(name, readonly=sys.argv[3] == "ro").close()
         out["result"] = "attached"
-    except Exception as e:
-        out["result"] = type(e).__name__
+    except Exception as e:  # pyshm's PermissionDeniedError is a PermissionError
+        out["result"] = "PermissionError" if isinstance(e, PermissionError) \
+            else type(e).__name__
 except ImportError:
     out["pyshm"] = False   # the installed package is not readable by this user
     try:

@@ -45,6 +45,7 @@
 #define PYSHM_FLAG_LOSSLESS 0x1u
 #define PYSHM_FLAG_REPLICA 0x2u
 #define PYSHM_FLAG_GATE_ON_MIRROR 0x4u /* lossless: producer also waits for `mirrored` */
+#define PYSHM_FLAG_EPHEMERAL 0x8u      /* disposable: `rm --stale` may remove it (no C use) */
 #define PYSHM_FLAG_FOLLOWER 0x10u      /* sequences set by a bridge; producers refused */
 
 /* consumer slot flags */

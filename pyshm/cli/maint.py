@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
                                    "attached to them and whether those still run.",
                        epilog="example:\n  pyshm ls\n  pyshm ls --stale\n  pyshm ls --json")
     p.add_argument("--stale", action="store_true",
-                   help="only segments whose every attached pid is dead")
+                   help="only the segments `rm --stale` would remove: declared ephemeral, "
+                        "and every attached pid dead")
     p.add_argument("--dir", default=SHM_DIR, help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_ls)
@@ -68,11 +69,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     now = time.time_ns()
     for i in infos:
         if i.error:
-            print(f"{i.name:<32} {'?':<8} {_size(i.size):>8} {i.mode:04o}  damaged: {i.error}")
+            what = "restore interrupted" if i.restoring else "damaged"
+            print(f"{i.name:<32} {'?':<8} {_size(i.size):>8} {i.mode:04o}  {what}: {i.error}")
             continue
         live = sum(1 for c in i.consumers if c["alive"])
         age = f"{(now - i.created_ns) / 1e9:.0f}s" if i.created_ns else "?"
-        state = "stale" if i.stale else "live"
+        state = "stale" if i.stale else "live" if i.live_pids else \
+            "unused, persistent" if not i.ephemeral else "live"
         if i.claim_pending and not i.producer_alive:
             state += ", uncommitted claim (pyshm repair)"
         print(f"{i.name:<32} {i.kind:<8} {_size(i.capacity):>8} {i.mode:04o} "

@@ -71,14 +71,37 @@ def _human_rate(bps: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine import open_engine
-    from ..replica import Replica, source_params
+    import os
 
+    from ..engine import engine_class, open_engine
+    from ..lock import SegmentLock
+    from ..replica import Replica, source_params
+    from ..segment import resolve_path
+
+    if args.engine != "auto":
+        engine_class(args.engine)  # an unknown engine is refused before anything is made
     params = source_params(args.ring)
     if params.is_replica:
         raise InvalidParameterError(f"{args.ring} is itself a replica; replicate its primary")
+    existed = os.path.exists(resolve_path(args.to))
+    if existed:
+        # one writer per replica: refuse before touching it (the engine takes the lock
+        # again for as long as it runs)
+        SegmentLock.acquire(args.to, "engine").release()
     replica = Replica.create(args.to, params, flush=args.flush, numa_node=args.numa_node,
                              exist_ok=True)
+    started = [False]
+    try:
+        return _run(args, replica, open_engine, started)
+    except BaseException:
+        if not existed and not started[0]:
+            replica.close()
+            replica.unlink()  # a replica this command created is not left half set up
+        raise
+
+
+def _run(args: argparse.Namespace, replica: Any, open_engine: Any,
+         started: list[bool]) -> int:
     stop: dict[str, int | None] = {"sig": None}
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -94,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
                           announce=lambda m: print(m, file=sys.stderr), **options)
         try:
             eng.start()
+            started[0] = True
             print(f"replicating {args.ring} -> {replica.path} from position "
                   f"{eng.mirrored:,d} ({eng.name} engine)", file=sys.stderr)
             t0 = last_t = time.monotonic()

@@ -11,7 +11,6 @@ from typing import Any
 from .. import layout
 from ..errors import CorruptSegmentError, PyshmError
 from ..ring import Ring, pid_alive
-from ..segment import Segment
 from . import _args
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -59,13 +58,28 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_tail)
 
     p = sub.add_parser("rm", help="remove rings", formatter_class=_RAW,
+                       description="Remove ring and replica segments. A segment still in "
+                                   "use (a live producer or consumer, or a lock held by an "
+                                   "engine, `pyshm run` or a restore) is refused unless "
+                                   "--force. --stale removes only segments their creator "
+                                   "declared ephemeral (`pyshm run` rings with "
+                                   "unlink_on_exit, Ring(..., ephemeral=True)) once every "
+                                   "process attached to them is dead; rings made by "
+                                   "`pyshm create` are persistent and never stale.",
                        epilog="example:\n  pyshm rm md.eurusd md.gbpusd\n"
-                              "  pyshm rm --stale        (every ring whose pids are all dead)")
+                              "  pyshm rm --dry-run md.eurusd   (only say what would go)\n"
+                              "  pyshm rm --stale        (ephemeral segments whose "
+                              "processes are all dead)")
     p.add_argument("names", nargs="*")
     p.add_argument("--stale", action="store_true",
-                   help="remove only rings/replicas whose every attached pid (creator, "
-                        "producer, consumers) is dead; all of /dev/shm if no name is given")
-    p.add_argument("--dry-run", "-n", action="store_true", help="with --stale: only list")
+                   help="remove only ephemeral rings/replicas whose creator and every "
+                        "attached pid (producer, consumers, lock holder) is dead; all of "
+                        "/dev/shm if no name is given")
+    p.add_argument("--dry-run", "-n", action="store_true",
+                   help="only list what would be removed; nothing is deleted")
+    p.add_argument("--force", action="store_true",
+                   help="remove even a segment that live processes still use (they keep "
+                        "their mapping; nobody new can attach)")
     p.set_defaults(func=cmd_rm)
 
 
@@ -163,15 +177,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     if not args.names:
         print("pyshm rm: error: give ring names, or --stale", file=sys.stderr)
         return 2
+    from ..repair import remove_segment
     rc = 0
     for name in args.names:
         try:
-            seg = Segment(name, readonly=True)
-            try:
-                layout.unpack_static_header(seg.buf[:0x80], where=name, size=seg.size)
-            finally:
-                seg.close()
-            seg.unlink()
+            info = remove_segment(name, force=args.force, dry_run=args.dry_run)
+            if args.dry_run:
+                print(f"would remove {info.name} ({info.kind})")
         except PyshmError as exc:
             print(f"pyshm rm: error: {exc}", file=sys.stderr)
             rc = 1

@@ -120,7 +120,8 @@ class ImageHeader:
         p = self.params
         raw = _HEADER.pack(
             MAGIC, VERSION, HEADER_SIZE, self.flags, self.compression, self.chunk_size,
-            self.chunk_count, p.capacity, p.max_record, p.partition_count, p.flags, 0,
+            self.chunk_count, p.capacity, p.max_record, p.partition_count,
+            p.flags & ~layout.FLAG_EPHEMERAL, 0,  # the segment's persistence, not data
             p.created_ns, self.first_position, self.end_position, self.first_sequence,
             self.next_sequence, self.record_count, self.created_ns, self.data_length,
             self.stored_length, self.table_crc, 0, p.name.encode()[:layout.NAME_SIZE])
