@@ -55,9 +55,9 @@ def resolve_path(name: str | os.PathLike[str]) -> str:
 def access_error(path: str, exc: OSError, what: str = "open") -> FileAccessError:
     """A FileAccessError naming ``path`` and the OS error (errno kept)."""
     cls = PermissionDeniedError if isinstance(exc, PermissionError) else FileAccessError
-    err = cls(f"cannot {what} {path}: {exc.strerror or exc}")
+    reason = exc.strerror or str(exc)
+    err = cls(f"cannot {what} {path}: {reason[:1].lower()}{reason[1:]}")
     err.errno = exc.errno
-    err.filename = path
     return err
 
 
