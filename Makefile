@@ -44,7 +44,7 @@ demo: install
 	$(BIN)/pyshm demo
 
 lint: install-test
-	$(BIN)/ruff check pyshm fallback driver tests bench
+	$(BIN)/ruff check pyshm fallback driver tests bench examples
 	$(BIN)/mypy pyshm fallback
 
 test: install-test lint

@@ -71,3 +71,12 @@ def test_design_doc_shows_every_header_offset_and_flag():
         assert row in text, f"docs/design.md's flag table lacks {name} ({row!r})"
     assert f"{L.MAX_CONSUMERS} slots" in text
     assert f"0x{L.HEADER_SIZE:X}" in text
+
+
+def test_license_file_matches_pyproject():
+    declared = re.search(r'^license\s*=\s*\{\s*text\s*=\s*"([^"]+)"',
+                         (ROOT / "pyproject.toml").read_text(), re.M)
+    assert declared and declared.group(1) == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
