@@ -11,8 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RTL = ROOT / "hw" / "rtl"
 TB_DIR = Path(__file__).resolve().parent
-SOURCES = [RTL / "ring_mirror.v", RTL / "ring_mirror_regs.v", RTL / "ring_mirror_core.v",
-           RTL / "rm_fifo.v"]
+RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_fifo.v")
+SOURCES = [RTL / f for f in RTL_FILES]
 SIMULATORS = ("icarus", "verilator")
 
 
@@ -41,9 +41,11 @@ def python_path() -> list[str]:
     return [str(TB_DIR)] + [p for p in keep if Path(p).resolve() != TB_DIR]
 
 
-def run(sim: str, build_dir: Path, parameters: dict, testcase: str | None = None,
-        extra_env: dict | None = None, test_module: str = "tb_ring_mirror") -> None:
-    """Build (once per build_dir) and run the cocotb tests; raises if a test fails."""
+def run(sim: str, build_dir: Path, parameters: dict, testcase: str | list[str] | None = None,
+        extra_env: dict | None = None, test_module: str = "tb_ring_mirror",
+        rtl_dir: Path = RTL) -> None:
+    """Build (once per build_dir) and run the cocotb tests; raises if a test fails.
+    ``rtl_dir``: another copy of hw/rtl (the checker's self-test mutates one)."""
     from cocotb_tools.runner import get_runner
 
     require(sim)
@@ -55,7 +57,8 @@ def run(sim: str, build_dir: Path, parameters: dict, testcase: str | None = None
         build_args: list[str] = []
         if sim == "verilator":
             build_args = ["-Wno-fatal", "-O2", "--x-assign", "fast", "--x-initial", "fast"]
-        runner.build(sources=SOURCES, includes=[RTL], hdl_toplevel="ring_mirror",
+        runner.build(sources=[rtl_dir / f for f in RTL_FILES], includes=[rtl_dir],
+                     hdl_toplevel="ring_mirror",
                      parameters=parameters, build_dir=build_dir, build_args=build_args,
                      timescale=("1ns", "1ps"), always=False)
         runner.test(test_module=test_module, hdl_toplevel="ring_mirror",

@@ -8,12 +8,14 @@ from pyshm.layout.RecordEncoder with the publish protocol (intent, record, tail)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
 from collections import deque
 
 import cocotb
+from axi4_checker import Axi4Checker
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event
 from cocotb.utils import get_sim_time
@@ -56,9 +58,7 @@ class DelayedAR:
         while True:
             ar = await self.sink.recv()
             addr, beats = int(ar.araddr), int(ar.arlen) + 1
-            nbytes = beats << int(ar.arsize)
-            self.tb.check_access("read", addr, nbytes, self.tb.read_regions)
-            self.tb.ar_log.append((addr, nbytes))
+            self.tb.ar_log.append((addr, beats << int(ar.arsize)))
             release = max(self.last_release, cycles_now() + self.tb.latency())
             self.last_release = release
             self.queue.append((release, ar))
@@ -119,6 +119,15 @@ class TB:
                               (self.replica_seg + L.OFF_TAIL, 8),
                               (self.rintent_addr, 8),
                               (self.ring_seg + L.OFF_MIRRORED, 8)]
+        # every AXI4 transaction of the IP goes through the protocol checker; rtl_test
+        # fails the test on any violation
+        self.checker = Axi4Checker(dut, dut.aclk, dut.aresetn, "m_axi",
+                                   data_bytes=self.data_bytes,
+                                   max_burst=int(dut.MAX_BURST_LEN.value),
+                                   read_windows=lambda: self.read_regions,
+                                   write_windows=lambda: self.write_regions, clk_ns=CLK_NS,
+                                   log_path=os.environ.get("RTL_CHECKER_LOG"))
+        ACTIVE.append(self)
         self._init_segments()
         self.enc = L.RecordEncoder(capacity, partitions)
         self.tail = 0
@@ -156,16 +165,9 @@ class TB:
         lo, hi = self.latency_range
         return self.rng.randint(lo, hi) if hi else 0
 
-    def check_access(self, kind: str, addr: int, nbytes: int, regions) -> None:
-        if not any(base <= addr and addr + nbytes <= base + size for base, size in regions):
-            self.errors.append(f"{kind} of {nbytes} bytes at 0x{addr:x} outside its regions")
-        if (addr & 0xFFF) + nbytes > 0x1000:
-            self.errors.append(f"{kind} burst at 0x{addr:x} of {nbytes} bytes crosses 4 KiB")
-
     def _wrap_ram(self) -> None:
         rd, wr = self.ram.read_if, self.ram.write_if
         orig_read, orig_write = rd._read, wr._write
-        aw_sink = wr.aw_channel
         tb = self
 
         async def read(address, length):
@@ -189,19 +191,8 @@ class TB:
                 tb.on_replica_data(address - tb.replica_data, len(data))
             return await orig_write(address, data)
 
-        class CheckedAW:
-            def clear(self):
-                aw_sink.clear()
-
-            async def recv(self):
-                aw = await aw_sink.recv()
-                nbytes = (int(aw.awlen) + 1) << int(aw.awsize)
-                tb.check_access("write", int(aw.awaddr), nbytes, tb.write_regions)
-                return aw
-
         rd._read = read
         wr._write = write
-        wr.aw_channel = CheckedAW()
 
         # SLVERR answers can be turned into DECERR to test both fault codes
         for chan, field in ((rd.r_channel, "rresp"), (wr.b_channel, "bresp")):
@@ -424,14 +415,31 @@ class TB:
 
     def assert_no_errors(self) -> None:
         assert not self.errors, "\n".join(self.errors[:10])
+        self.checker.assert_clean()
 
 
 def seed() -> int:
     return int(os.environ.get("RTL_SEED", "1"))
 
 
+# the testbenches of the running test: rtl_test checks their protocol checkers at the end
+ACTIVE: list[TB] = []
+
+
+def rtl_test(fn):
+    """cocotb.test that also fails on any AXI4 protocol violation the checker recorded,
+    whatever the test body asserted itself."""
+    @functools.wraps(fn)
+    async def wrapper(dut):
+        ACTIVE.clear()
+        await fn(dut)
+        for tb in ACTIVE:
+            tb.checker.assert_clean()
+    return cocotb.test()(wrapper)
+
+
 # ---------------------------------------------------------------------- tests
-@cocotb.test()
+@rtl_test
 async def test_register_reset_values(dut):
     """Every register reads its reset value from the map; unmapped offsets answer SLVERR."""
     tb = TB(dut, seed=seed())
@@ -499,19 +507,19 @@ async def mirror_while_publishing(dut, latency, backpressure, rounds=40):
     tb.assert_no_errors()
 
 
-@cocotb.test()
+@rtl_test
 async def test_mirror_no_latency(dut):
     """Continuous mirroring of real records while publishing, ideal memory."""
     await mirror_while_publishing(dut, (0, 0), False)
 
 
-@cocotb.test()
+@rtl_test
 async def test_mirror_latency_backpressure(dut):
     """Same with 20-50 cycle read latency, idle cycles on R/B and back-pressure on W."""
     await mirror_while_publishing(dut, (20, 50), True)
 
 
-@cocotb.test()
+@rtl_test
 async def test_sync_one_shot_and_start_position(dut):
     """SYNC copies once with ENABLE off; MIRRORED sets where copying starts."""
     tb = TB(dut, seed=seed())
@@ -540,7 +548,7 @@ async def test_sync_one_shot_and_start_position(dut):
     tb.assert_no_errors()
 
 
-@cocotb.test()
+@rtl_test
 async def test_overrun_detected_and_recovered(dut):
     """The producer laps the engine before and during a copy: counted, no torn publish."""
     tb = TB(dut, capacity=4096, seed=seed())
@@ -593,7 +601,7 @@ async def expect_fault(tb: TB, code: int) -> None:
     assert await tb.rd(R.CONTROL) & R.CONTROL_SOFT_RESET_MASK == 0
 
 
-@cocotb.test()
+@rtl_test
 async def test_fault_codes(dut):
     """Bus errors and bad configuration stop the engine with the numbered fault code."""
     tb = TB(dut, seed=seed())
@@ -645,7 +653,7 @@ async def test_fault_codes(dut):
     tb.assert_no_errors()
 
 
-@cocotb.test()
+@rtl_test
 async def test_throughput(dut):
     """A 64 KiB copy with 30-cycle read latency and no back-pressure: >= 0.9 beats/cycle."""
     cap = int(os.environ.get("RTL_THROUGHPUT_BYTES", 65536))
@@ -675,7 +683,7 @@ async def test_throughput(dut):
     tb.assert_no_errors()
 
 
-@cocotb.test()
+@rtl_test
 async def test_fast_producer_laps_every_copy(dut):
     """A producer faster than the copy laps the engine mid-copy round after round.
 
@@ -723,5 +731,37 @@ async def test_fast_producer_laps_every_copy(dut):
     assert st & R.STATUS_OVERRUN_MASK and not st & R.STATUS_ERROR_MASK, hex(st)
     await tb.wr(R.CONTROL, 0)
     await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
+    tb.assert_guards()
+    tb.assert_no_errors()
+
+
+@rtl_test
+async def test_checker_selftest(dut):
+    """Mirroring under back-pressure on every channel (AR and AW ready included), so that
+    each protocol rule is exercised. With RTL_EXPECT_VIOLATION set (test_rtl.py runs this
+    against deliberately broken copies of the RTL, with RTL_CHECKER_LOG) the violations
+    are left in that file for test_rtl.py to judge (the memory model may itself trip over
+    the broken bus and end the test early)."""
+    expect = os.environ.get("RTL_EXPECT_VIOLATION")
+    tb = TB(dut, capacity=8192, seed=seed())
+    tb.latency_range = (0, 20)
+    await tb.reset()
+    tb.set_backpressure(True)
+    for sink in (tb.ram.read_if.ar_channel.sink, tb.ram.write_if.aw_channel):
+        rng = random.Random(tb.rng.getrandbits(32))
+        sink.set_pause_generator(iter(lambda rng=rng: rng.random() < 0.5, None))
+    await tb.configure()
+    await tb.wr(R.CONTROL, R.CONTROL_ENABLE_MASK)
+    for _ in range(12):
+        for _ in range(tb.rng.randint(1, 12)):
+            tb.publish(tb.random_payload())
+        await ClockCycles(dut.aclk, tb.rng.randint(50, 300))
+    if expect:
+        await ClockCycles(dut.aclk, 2000)
+        return
+    await tb.wait_mirrored(tb.tail, 20000)
+    assert all(tb.checker.counts[c] > 10 for c in ("aw", "w", "b", "ar", "r")), \
+        tb.checker.counts
+    tb.assert_replica_matches()
     tb.assert_guards()
     tb.assert_no_errors()
