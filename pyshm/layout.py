@@ -232,6 +232,15 @@ def counter_problem(tail: int, tail_intent: int) -> str | None:
     return None
 
 
+def content_fingerprint(header) -> tuple[int, int, int, int]:
+    """(created_ns, ring_id, tail, next_sequence) of a mapped header: equal values mean no
+    record was committed in between (and the segment was not recreated), so an image taken
+    now would hold the same records as one taken then."""
+    u64 = struct.Struct("<Q").unpack_from
+    return (u64(header, OFF_CREATED_NS)[0], u64(header, OFF_RING_ID)[0],
+            u64(header, OFF_TAIL)[0], u64(header, OFF_NEXT_SEQUENCE)[0])
+
+
 def pack_static_header(p: RingParams) -> bytes:
     """The first 0x80 bytes of a segment header (counters and slots are zero)."""
     name = p.name.encode()[:NAME_SIZE]

@@ -32,6 +32,7 @@ import threading
 import time
 from typing import IO, Any
 
+from . import layout
 from .config import Config, RingConfig
 from .errors import ConfigError, EngineError, PyshmError
 from .images.format import IMAGE_SUFFIX
@@ -319,7 +320,13 @@ def _die_with_parent() -> None:
 
 
 class SnapshotSchedule:
-    """Periodic images of one ring (or its replica), keeping the newest ``keep``."""
+    """Periodic images of one ring (or its replica), keeping the newest ``keep``.
+
+    An interval that finds the source unchanged since the last image (same identity, tail
+    and next sequence), while that image still exists, writes nothing: it is counted in
+    ``skipped`` and logged once per idle stretch, so an idle ring does not rotate its
+    history away with identical copies.
+    """
 
     def __init__(self, sup: Supervisor, ring: RingConfig):
         assert ring.snapshots is not None
@@ -330,6 +337,9 @@ class SnapshotSchedule:
                        else ring.name)
         self.count = 0
         self.failures = 0
+        self.skipped = 0
+        self.skipped_streak = 0
+        self._last_fingerprint: tuple[int, ...] | None = None
         self.last_time: float | None = None
         self.last_duration: float | None = None
         self.last_path: str | None = None
@@ -353,10 +363,41 @@ class SnapshotSchedule:
         return os.path.join(self.cfg.directory,
                             f"{base}-{stamp}-{time.time_ns() % 10**9:09d}{IMAGE_SUFFIX}")
 
+    def _fingerprint(self) -> tuple[int, ...] | None:
+        from .segment import Segment
+
+        try:
+            with Segment(self.source, readonly=True) as seg:
+                buf = seg.buf
+                try:
+                    return layout.content_fingerprint(buf[:layout.OFF_SLOTS])
+                finally:
+                    buf.release()
+        except (PyshmError, OSError):
+            return None  # let the snapshot itself report what is wrong
+
+    def _skip_unchanged(self, fingerprint: tuple[int, ...] | None, final: bool) -> bool:
+        if (fingerprint is None or fingerprint != self._last_fingerprint
+                or self.last_path is None or not os.path.exists(self.last_path)):
+            return False
+        self.skipped += 1
+        if final:
+            log.info("ring %s: final snapshot: unchanged since %s, which stays the latest",
+                     self.ring.name, self.last_path)
+        else:
+            log.log(logging.INFO if self.skipped_streak == 0 else logging.DEBUG,
+                    "ring %s: unchanged since %s; no new snapshot until it changes",
+                    self.ring.name, self.last_path)
+        self.skipped_streak += 1
+        return True
+
     def take(self, final: bool = False) -> str | None:
         from . import images
 
         with self._lock:
+            fingerprint = self._fingerprint()
+            if self._skip_unchanged(fingerprint, final):
+                return None
             path = self.image_path()
             t0 = time.perf_counter()
             child = self.sup.engines.get(self.ring.name)
@@ -388,6 +429,8 @@ class SnapshotSchedule:
                 return None
             dt = time.perf_counter() - t0
             self.count += 1
+            self._last_fingerprint = fingerprint
+            self.skipped_streak = 0
             self.last_time, self.last_duration, self.last_path = time.time(), dt, path
             log.log(logging.INFO if final else logging.DEBUG,
                     "ring %s: %ssnapshot %s in %.3f s", self.ring.name,
@@ -409,7 +452,8 @@ class SnapshotSchedule:
 
     def status(self) -> dict[str, Any]:
         return {"source": self.source, "directory": self.cfg.directory, "count": self.count,
-                "failures": self.failures, "last_time": self.last_time,
+                "failures": self.failures, "skipped_unchanged": self.skipped,
+                "last_time": self.last_time,
                 "last_duration_s": self.last_duration, "last_path": self.last_path,
                 "last_error": self.last_error}
 

@@ -121,7 +121,7 @@ def test_schedule_thread_by_time(tmp_path, ring):
     publish(ring, 10)
     errors: list[Exception] = []
     s = SnapshotSchedule(ring, tmp_path, every_seconds=0.05, keep=2, poll=0.01,
-                         on_error=errors.append)
+                         on_error=errors.append, skip_unchanged=False)
     s.start()
     deadline = time.monotonic() + 10
     while s.taken < 4 and time.monotonic() < deadline:
@@ -175,10 +175,45 @@ def test_cli_scheduled_snapshots_in_a_process(tmp_path, ring):
     publish(ring, 10)
     out = subprocess.run([sys.executable, "-m", "pyshm", "snapshot", ring.name, "-o",
                           str(tmp_path), "--every", "0.05", "--keep", "2", "--duration",
-                          "1.0"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                          "1.0", "--even-if-unchanged"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("10 records") >= 3  # ~20 expected; slack for a loaded CI
     assert len(glob.glob(str(tmp_path / "snapshot-*.pyimg"))) == 2
+
+
+def test_cli_schedule_of_an_unchanged_ring_writes_one_image_and_says_so(tmp_path, ring):
+    publish(ring, 10)
+    out = subprocess.run([sys.executable, "-m", "pyshm", "snapshot", ring.name, "-o",
+                          str(tmp_path), "--every", "0.05", "--keep", "2", "--duration",
+                          "0.8"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (image,) = glob.glob(str(tmp_path / "snapshot-*.pyimg"))
+    assert out.stdout.count("10 records") == 1
+    # said once for the idle stretch, not once per interval
+    assert out.stdout.count(f"unchanged since {image}") == 1, out.stdout
+
+
+def test_schedule_skips_unchanged_and_resumes_on_change(tmp_path, ring):
+    publish(ring, 5)
+    skipped = []
+    with SnapshotSchedule(ring, tmp_path, every_seconds=0.01, keep=10,
+                          on_skip=skipped.append) as sched:
+        sched.start()
+        deadline = time.monotonic() + 30
+        while sched.skipped < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sched.taken == 1 and sched.skipped >= 3 and skipped[0] == sched.images()[0]
+        publish(ring, 1)
+        while sched.taken < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sched.taken == 2
+        # a lost image is replaced even though the ring did not change
+        for p in sched.images():
+            os.unlink(p)
+        while sched.taken < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sched.taken == 3 and len(sched.images()) == 1
 
 
 def test_cli_restore_from_a_replica(tmp_path, ring, capsys):

@@ -203,3 +203,40 @@ def test_engine_stops_when_the_supervisor_is_killed(tmp_path, stop_on_exit):
             return True
 
     wait_for(gone, 20, "the orphaned engine to stop")
+
+
+def test_unchanged_ring_is_not_snapshotted_again(tmp_path, caplog):
+    from pyshm.config import loads
+    from pyshm.supervisor import Supervisor
+
+    (tmp_path / "images").mkdir()
+    cfg = loads(f"""
+name: idle
+state_dir: {tmp_path}/state
+rings:
+  - name: {tmp_path}/md
+    capacity: 64K
+    unlink_on_exit: true
+    snapshots: {{directory: {tmp_path}/images, interval: 1h, keep: 5}}
+""", source="test")
+    sup = Supervisor(cfg)
+    sup.start()
+    try:
+        sched = sup.snapshots[f"{tmp_path}/md"]
+        first = sched.take()
+        assert first is not None
+        with caplog.at_level("DEBUG", logger="pyshm"):
+            assert sched.take() is None and sched.take() is None
+        assert sched.status()["skipped_unchanged"] == 2 and sched.count == 1
+        notes = [r.getMessage() for r in caplog.records if "unchanged since" in r.getMessage()]
+        assert len(notes) == 2 and [r.levelname for r in caplog.records
+                                    if "unchanged since" in r.getMessage()] == ["INFO", "DEBUG"]
+        ring = Ring(f"{tmp_path}/md")
+        publish(ring, 0, 3)
+        ring.close()
+        second = sched.take()
+        assert second is not None and second != first and sched.count == 2
+    finally:
+        sup.shutdown()
+    imgs = sorted((tmp_path / "images").iterdir())
+    assert len(imgs) == 2  # the final snapshot on shutdown found nothing new either

@@ -54,7 +54,9 @@ def register(sub: Any) -> None:
         help="write a crash-consistent image of a live ring (or replica) to a file",
         description="Copy the intact committed records of RING into an image file without "
                     "pausing its producer. With --every/--every-bytes, keep taking "
-                    "snapshots into the directory OUTPUT, keeping the last --keep.",
+                    "snapshots into the directory OUTPUT, keeping the last --keep; while "
+                    "RING is unchanged since the last image no new one is written "
+                    "(--even-if-unchanged writes them regardless).",
         epilog="examples:\n  pyshm snapshot md -o md.pyimg --compress zstd\n"
                "  pyshm snapshot md -o /var/snap --every 10 --keep 6")
     p.add_argument("ring", help="ring name (/dev/shm) or path; a replica works too")
@@ -65,11 +67,16 @@ def register(sub: Any) -> None:
     p.add_argument("--chunk-size", type=_args.size, default="4MiB",
                    help="bytes per checksummed chunk (default 4MiB)")
     p.add_argument("--force", action="store_true", help="replace an existing image file")
-    p.add_argument("--every", type=float, metavar="SECONDS", help="snapshot every SECONDS")
+    p.add_argument("--every", type=_args.seconds, metavar="SECONDS",
+                   help="snapshot every SECONDS")
     p.add_argument("--every-bytes", type=_args.size, metavar="SIZE",
                    help="snapshot whenever SIZE more bytes were published")
-    p.add_argument("--keep", type=int, default=5, help="images a schedule keeps (default 5)")
-    p.add_argument("--duration", type=float, help="stop a schedule after this many seconds")
+    p.add_argument("--keep", type=_args.positive_int, default=5,
+                   help="images a schedule keeps (default 5)")
+    p.add_argument("--duration", type=_args.seconds,
+                   help="stop a schedule after this many seconds")
+    p.add_argument("--even-if-unchanged", action="store_true",
+                   help="with --every: write an image even when nothing changed")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_snapshot, keyword_flags={"overwrite": "--force"})
 
@@ -138,11 +145,22 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from ..images.schedule import SnapshotSchedule
     from ..images.snapshot import snapshot
     if args.every is not None or args.every_bytes is not None:
+        streak = {"skipping": False}
+
+        def on_image(path: str, h: Any) -> None:
+            streak["skipping"] = False
+            print(f"{path}: {h.record_count} records", flush=True)
+
+        def on_skip(last: str) -> None:
+            if not streak["skipping"]:  # once per idle stretch, not every interval
+                print(f"{args.ring} unchanged since {last}: no new image until it changes",
+                      flush=True)
+            streak["skipping"] = True
+
         sched = SnapshotSchedule(args.ring, args.output, every_seconds=args.every,
                                  every_bytes=args.every_bytes, keep=args.keep,
-                                 compression=args.compress,
-                                 on_image=lambda p, h: print(f"{p}: {h.record_count} "
-                                                             f"records", flush=True),
+                                 compression=args.compress, on_image=on_image,
+                                 on_skip=on_skip, skip_unchanged=not args.even_if_unchanged,
                                  on_error=lambda e: print(f"snapshot failed: {e}",
                                                           file=sys.stderr, flush=True))
         end = None if args.duration is None else time.monotonic() + args.duration

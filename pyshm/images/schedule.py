@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import layout
 from ..errors import PyshmError
 from . import format as fmt
 from .snapshot import _Source, scratch_size, snapshot
@@ -28,6 +29,11 @@ class SnapshotSchedule:
     ``every_seconds`` and ``every_bytes`` are triggers (either one fires a snapshot);
     at least one is required. A failed snapshot is reported to ``on_error`` (default:
     kept in :attr:`errors`) and retried at the next trigger, never fatal to the thread.
+
+    A trigger that finds the source unchanged since the last image (same tail, next
+    sequence and identity), while that image still exists, takes no new one: it counts
+    in :attr:`skipped` and calls ``on_skip(last image path)``, so an idle ring does not
+    fill the directory with identical files. ``skip_unchanged=False`` takes them anyway.
     """
 
     def __init__(self, source: Any, directory: str | os.PathLike[str], *,
@@ -35,7 +41,9 @@ class SnapshotSchedule:
                  keep: int = 5, prefix: str = "snapshot", compression: str = "none",
                  engine: Any = None, poll: float = 0.05,
                  on_error: Callable[[Exception], None] | None = None,
-                 on_image: Callable[[str, fmt.ImageHeader], None] | None = None):
+                 on_image: Callable[[str, fmt.ImageHeader], None] | None = None,
+                 on_skip: Callable[[str], None] | None = None,
+                 skip_unchanged: bool = True):
         if every_seconds is None and every_bytes is None:
             raise ValueError("a snapshot schedule needs every_seconds and/or every_bytes")
         if every_seconds is not None and every_seconds <= 0 or \
@@ -57,8 +65,13 @@ class SnapshotSchedule:
         self.poll = poll
         self.on_error = on_error
         self.on_image = on_image
+        self.on_skip = on_skip
+        self.skip_unchanged = skip_unchanged
         self.errors: list[Exception] = []
         self.taken = 0
+        self.skipped = 0
+        self.last_path: str | None = None
+        self._last_fingerprint: tuple[int, ...] | None = None
         self._source_arg = source
         self._src = _Source(source)
         self._buffer = np.empty(scratch_size(self._src.params), dtype=np.uint8)
@@ -87,8 +100,18 @@ class SnapshotSchedule:
         return self.every_bytes is not None and \
             self._src.tail - self._last_tail >= self.every_bytes
 
+    def _fingerprint(self) -> tuple[int, ...]:
+        return layout.content_fingerprint(self._src.segment.buf[:layout.OFF_SLOTS])
+
+    def unchanged(self) -> bool:
+        """True when the last image still exists and holds what an image now would."""
+        return (self._last_fingerprint is not None and self.last_path is not None
+                and self._fingerprint() == self._last_fingerprint
+                and os.path.exists(self.last_path))
+
     def run_once(self) -> str:
         """Take one snapshot now and rotate; returns the image path."""
+        fingerprint = self._fingerprint()
         tail = self._src.tail
         stamp = time.time_ns()
         path = None
@@ -105,6 +128,10 @@ class SnapshotSchedule:
                           engine=self.engine, buffer=self._buffer)
         self._last_time = time.monotonic()
         self._last_tail = tail
+        # taken before the copy: if a record was committed meanwhile the next trigger
+        # sees a change and takes another image, never the other way round
+        self._last_fingerprint = fingerprint
+        self.last_path = path
         self.taken += 1
         if self.on_image is not None:
             self.on_image(path, header)
@@ -126,6 +153,14 @@ class SnapshotSchedule:
         while not self._stop.is_set():
             if self.due():
                 try:
+                    if self.skip_unchanged and self.unchanged():
+                        self._last_time = time.monotonic()
+                        self.skipped += 1
+                        if self.on_skip is not None:
+                            assert self.last_path is not None
+                            self.on_skip(self.last_path)
+                        self._stop.wait(self.poll)
+                        continue
                     self.run_once()
                 except Exception as exc:  # keep the schedule alive; report, retry later
                     self._last_time = time.monotonic()
