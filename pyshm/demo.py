@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from . import human
 from .errors import ConfigError, PyshmError
 from .images.format import IMAGE_SUFFIX
 
@@ -435,15 +436,19 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
             while time.monotonic() < end:
                 time.sleep(min(1.0, max(0.0, end - time.monotonic())))
                 now, seq = time.monotonic(), ring.next_sequence
+                # mirrored before tail: both only grow, so the difference is never negative
+                mirrored = ring.mirrored
+                lag_bytes = ring.tail - mirrored
                 st = status() or {}
                 e = (st.get("engine") or {}).get("stats") or {}
                 sn = st.get("snapshots") or {}
                 cons = [(_read_json(demo.path(f"{k}.progress")) or {}).get("received", 0)
                         for k in ("strategy", "logger")]
+                p99 = human.duration_ns(e.get("lag_p99_ns")) if e.get("lag_samples") else "-"
                 demo.say(f"{label}: published {seq:,} ({(seq - last[1]) / (now - last[0]):,.0f}"
                          f"/s)  consumers {cons[0]:,} / {cons[1]:,}  mirror lag "
-                         f"{ring.tail - ring.mirrored:,} B (p99 {e.get('lag_p99_ns', 0) / 1e3:.1f}"
-                         f" us)  snapshots {sn.get('count', 0)}")
+                         f"{human.size(lag_bytes, 'B')} (p99 {p99})  snapshots "
+                         f"{sn.get('count', 0)}")
                 last = (now, seq)
         finally:
             ring.close()
@@ -469,17 +474,20 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     with Ring(ring_path, readonly=True) as r:
         crashed_at = r.next_sequence
         crash_tail = r.tail
-    demo.say(f"kill -9 producer (pid {prod.pid}): {crashed_at:,} records committed")
+    demo.say(f"kill -9 producer (pid {prod.pid}): {crashed_at:,} records committed, "
+             f"sequences {_seq_range(0, crashed_at)}")
     st = status() or {}
     engine_stats.append(((st.get("engine") or {}).get("stats")) or {})
     t = time.monotonic()
     rc_sup = demo.stop("supervisor", 30)
     demo.say(f"supervisor stopped (exit {rc_sup}, final sync and final snapshot) in "
-             f"{time.monotonic() - t:.2f} s")
+             f"{human.duration_ns((time.monotonic() - t) * 1e9)}")
     with Replica.open(rc.replica.name) as rep:
         replica_seq, replica_tail = rep.next_sequence, rep.tail
-    demo.say(f"replica holds up to sequence {replica_seq:,} (tail {replica_tail:,}; ring "
-             f"tail {crash_tail:,})")
+    same = "the ring's tail too" if replica_tail == crash_tail else \
+        f"ring tail {crash_tail:,}"
+    demo.say(f"replica holds sequences {_seq_range(0, replica_seq)} (tail {replica_tail:,}, "
+             f"{same})")
 
     # -- recovery ------------------------------------------------------------------------
     os.unlink(ring_path)
@@ -487,8 +495,9 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     t = time.monotonic()
     info = images.promote(rc.replica.name, rc.name)
     restore_replica_s = time.monotonic() - t
-    demo.say(f"rebuilt {rc.name} from the replica in {restore_replica_s:.3f} s "
-             f"(sequences {info.first_sequence:,}..{info.next_sequence - 1:,})")
+    demo.say(f"rebuilt {rc.name} from the replica in "
+             f"{human.duration_ns(restore_replica_s * 1e9)} (sequences "
+             f"{_seq_range(info.first_sequence, info.next_sequence)})")
     # the newest image is the supervisor's final snapshot, taken after the final sync
     latest = sorted(f for f in os.listdir(rc.snapshots.directory) if f.endswith(IMAGE_SUFFIX))
     image_path = os.path.join(rc.snapshots.directory, latest[-1]) if latest else None
@@ -500,21 +509,24 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
         restore_image_s = time.monotonic() - t
         os.unlink(resolve_path(rc.name + ".check"))
         demo.say(f"latest image {os.path.basename(image_path)} verified and restored in "
-                 f"{restore_image_s:.3f} s ({image_info.record_count:,} records, up to "
-                 f"sequence {image_info.next_sequence - 1:,})")
+                 f"{human.duration_ns(restore_image_s * 1e9)} ({image_info.record_count:,} "
+                 f"records, sequences "
+                 f"{_seq_range(image_info.first_sequence, image_info.next_sequence)})")
     start_supervisor()
 
     # -- resume --------------------------------------------------------------------------
     prod = demo.role("producer2", {**producer_spec, "seed": 2, "resume": True,
                                    "result": demo.path("p2.json")})
-    demo.say(f"producer restarted (pid {prod.pid}), resuming at the ring's next sequence")
+    demo.say(f"producer restarted (pid {prod.pid}), resuming at the ring's next sequence, "
+             f"{info.next_sequence:,}")
     progress_loop(duration, "phase 2")
     demo.stop("producer2", 30)
     p2 = _read_json(demo.path("p2.json")) or {}
     with Ring(ring_path, readonly=True) as r:
         final_seq = r.next_sequence
         _wait_for(lambda: r.mirrored == r.tail, 30, "the replica to catch up")
-    demo.say(f"producer stopped cleanly at sequence {final_seq:,}; waiting for consumers")
+    demo.say(f"producer stopped cleanly after sequence {final_seq - 1:,} ({final_seq:,} "
+             f"records in all); waiting for consumers")
     _write_json(demo.path("stop.json"), {"final_sequence": final_seq})
     results = {}
     for role in ("strategy", "logger"):
@@ -621,6 +633,21 @@ def _window(data: memoryview, capacity: int, start: int, end: int) -> bytes:
     return bytes(data[a:b])
 
 
+def _seq_range(first: int, next_sequence: int) -> str:
+    """``"0..121,738"`` for the sequences in [first, next): the last one is shown, not the
+    next, so every line that names a range agrees with every other."""
+    return "none" if next_sequence <= first else f"{first:,}..{next_sequence - 1:,}"
+
+
+def _lag_text(lag_us: dict[str, float]) -> str:
+    return ", ".join(f"{name} {human.duration_ns(lag_us.get(key, 0) * 1e3)}" for name, key in
+                     (("p50", "p50"), ("p99", "p99"), ("p99.9", "p999"), ("max", "max")))
+
+
+def _seconds_text(value: float | None) -> str:
+    return "-" if value is None else human.duration_ns(value * 1e9)
+
+
 def render_summary(s: dict[str, Any]) -> str:
     ok = "VERIFIED" if s["verified"] else "FAILED"
     c = s["consumers"]
@@ -629,17 +656,19 @@ def render_summary(s: dict[str, Any]) -> str:
         f"engine               {s['engine']}",
         f"published            {s['published']:,} ({s['published_before_crash']:,} before "
         f"kill -9, {s['published_after_restore']:,} after; resumed at sequence "
-        f"{s['resumed_at_sequence']})",
+        f"{s['resumed_at_sequence']:,})" if s["resumed_at_sequence"] is not None else
+        f"published            {s['published']:,}",
         f"mirrored             {s['mirrored']:,}",
         f"received             strategy {c['strategy']['received']:,}, logger "
         f"{c['logger']['received']:,}",
         f"lost                 {s['lost']}",
-        f"replication lag (us) before crash {s['lag_us']['before_crash']}; after restore "
-        f"{s['lag_us']['after_restore']}",
-        f"snapshots            {s['snapshots']['count']} (mean {s['snapshots']['mean_s']} s, "
-        f"max {s['snapshots']['max_s']} s)",
-        f"restore              from replica {s['restore']['from_replica_s']} s, from image "
-        f"{s['restore']['from_image_s']} s",
+        f"replication lag      before the crash: {_lag_text(s['lag_us']['before_crash'])}",
+        f"                     after the restore: {_lag_text(s['lag_us']['after_restore'])}",
+        f"snapshots            {s['snapshots']['count']} (mean "
+        f"{_seconds_text(s['snapshots']['mean_s'])}, max "
+        f"{_seconds_text(s['snapshots']['max_s'])})",
+        f"restore              from the replica {_seconds_text(s['restore']['from_replica_s'])}"
+        f", from the image {_seconds_text(s['restore']['from_image_s'])}",
     ]
     lines += [f"  {'ok  ' if v else 'FAIL'} {k}" for k, v in s["checks"].items()]
     return "\n".join(lines)

@@ -7,17 +7,19 @@ _BINARY = (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
 
 
 def size(n: float | None, suffix: str = "") -> str:
-    """``16781312`` -> ``"16.0M"``; exact multiples lose the decimal (``65536`` ->
-    ``"64K"``); below 1 KiB the plain number (``"512"``). ``suffix`` is appended
-    (``"B"``, ``"B/s"``)."""
+    """A byte count in binary units. Without ``suffix`` as the command line takes sizes:
+    ``65536`` -> ``"64K"``, ``16781312`` -> ``"16.0M"`` (one decimal unless exact), ``512``
+    -> ``"512"``. With ``suffix`` (``"B"``, ``"B/s"``) for reading: ``"12.4 KiB"``,
+    ``"896 B"``."""
     if n is None:
         return "-"
     for unit, mult in _BINARY:
         if abs(n) >= mult:
             value = n / mult
             text = f"{value:.0f}" if n % mult == 0 else f"{value:.1f}"
-            return f"{text}{unit}{suffix}"
-    return f"{n:.0f}{suffix}" if isinstance(n, float) else f"{n}{suffix}"
+            return f"{text} {unit}i{suffix}" if suffix else f"{text}{unit}"
+    number = f"{n:.0f}" if isinstance(n, float) else f"{n}"
+    return f"{number} {suffix}" if suffix else number
 
 
 def count(n: float | None) -> str:
@@ -38,14 +40,18 @@ def rate(n: float | None, unit: str = "/s") -> str:
 
 
 def duration_ns(ns: float | None) -> str:
-    """Nanoseconds in the unit that reads best: ``850 ns``, ``12.3 us``, ``4.56 ms``,
-    ``1.23 s``."""
+    """Nanoseconds in the unit that reads best, three significant digits: ``240 ns``,
+    ``12.3 us``, ``267 ms``, ``1.64 s``."""
     if ns is None:
         return "-"
-    if abs(ns) < 1e3:
-        return f"{ns:.0f} ns"
-    if abs(ns) < 1e6:
-        return f"{ns / 1e3:.1f} us"
-    if abs(ns) < 1e9:
-        return f"{ns / 1e6:.2f} ms"
-    return f"{ns / 1e9:.2f} s"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if abs(ns) >= scale:
+            return f"{_significant(ns / scale)} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def _significant(value: float) -> str:
+    """Three significant digits, no exponent: 1.64, 12.3, 267, 1234."""
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"

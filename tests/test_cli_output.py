@@ -22,6 +22,17 @@ def test_human_sizes(n, text):
     assert human.size(n) == text
 
 
+@pytest.mark.parametrize("n,text", [(896, "896 B"), (12700, "12.4 KiB"), (1 << 20, "1 MiB")])
+def test_human_sizes_for_reading(n, text):
+    assert human.size(n, "B") == text
+
+
+@pytest.mark.parametrize("ns,text", [(240, "240 ns"), (12_345, "12.3 us"), (266_720_000, "267 ms"),
+                                     (1_640_000, "1.64 ms"), (2.5e9, "2.50 s")])
+def test_human_durations(ns, text):
+    assert human.duration_ns(ns) == text
+
+
 def test_ls_shows_the_capacity_in_the_units_create_takes(ring_name, capsys):
     with Ring(ring_name, create=True, capacity="16M"):
         assert main(["ls"]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,15 @@ def test_demo_small_run_is_verified(tmp_path):
     assert s["restore"]["from_replica_s"] > 0 and s["restore"]["from_image_s"] > 0
     assert s["lag_us"]["after_restore"]["p99"] >= s["lag_us"]["after_restore"]["p50"]
     assert "lost" in r.stderr and "phase 1" in r.stderr  # progress and summary on stderr
+    # figures for people: no negative lag, no raw dict, every line naming the sequences
+    # committed before the crash names the same last one
+    assert not re.search(r"lag -\d", r.stderr), r.stderr
+    assert "{'" not in r.stderr and "{\"" not in r.stderr, r.stderr
+    crash = r.stderr[r.stderr.index("kill -9 producer"):r.stderr.index("producer restarted")]
+    lasts = {int(x.replace(",", "")) for x in re.findall(r"sequences [\d,]+\.\.([\d,]+)", crash)}
+    assert lasts == {s["published_before_crash"] - 1}, crash
+    assert len(re.findall(r"sequences [\d,]+\.\.", crash)) == 4, crash
+    assert f"resuming at the ring's next sequence, {s['published_before_crash']:,}" in r.stderr
     # rings and replica are removed at the end (pid-suffixed names under /dev/shm)
     assert not [n for n in os.listdir("/dev/shm") if n.startswith("demo.md.")
                 and n.split(".")[-1] == str(_child_pid_hint(r.stderr))]
