@@ -144,7 +144,8 @@ class CpuEngine(Engine):
         where = f"cpu engine {what} ({self._ring_seg.name} -> {self._rep_seg.name})"
         if rc == lib.PYSHM_ETIMEDOUT:
             raise EngineTimeoutError(f"{where}: {msg}")
-        if rc in (lib.PYSHM_EBADRING, lib.PYSHM_EBADREPLICA, lib.PYSHM_ETOOSMALL):
+        if rc in (lib.PYSHM_EBADRING, lib.PYSHM_EBADREPLICA, lib.PYSHM_ETOOSMALL,
+                  lib.PYSHM_EBADTABLE):
             raise CorruptSegmentError(f"{where}: {msg}")
         if rc in (lib.PYSHM_EINVAL, lib.PYSHM_EMISMATCH, lib.PYSHM_ENOTLOSSLESS):
             raise InvalidParameterError(f"{where}: {msg}")
@@ -214,7 +215,9 @@ class CpuEngine(Engine):
                    "last_copy_bytes": int(s.last_copy_bytes),
                    "last_copy_ns": int(s.last_copy_ns),
                    "poll_busy_ns": int(s.poll_busy_ns), "copy_busy_ns": int(s.copy_busy_ns),
-                   "threads": int(s.threads)})
+                   "threads": int(s.threads), "crc_table": bool(s.crc_table),
+                   "crc_block": int(s.crc_block), "crc_blocks": int(s.crc_blocks),
+                   "crc_valid_from": int(s.crc_valid_from)})
 
     def close(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         if self._e is None:

@@ -15,7 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "layout.h"
+
+/* copies of at least this many bytes (per thread) use streaming stores: they would only
+ * evict the cache, and the fused loop keeps memcpy speed with them */
+#define NT_BYTES (1u << 20)
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -44,6 +49,12 @@ struct pyshm_engine {
     uint64_t cap, mask, psize;
     uint32_t max_record;
     pyshm_engine_config_t cfg;
+
+    /* the replica's CRC table, NULL when it has none */
+    pyshm_crc_header_t *crc;
+    uint32_t *crc_entries;
+    uint32_t bshift;
+    uint64_t bsize, bslots;
 
     pthread_t poll;
     int poll_started;
@@ -98,6 +109,7 @@ const char *pyshm_engine_strerror(int code) {
     case PYSHM_ENOMEM: return "out of memory";
     case PYSHM_ENUMA: return "NUMA binding failed";
     case PYSHM_EFAILED: return "engine stopped after an error";
+    case PYSHM_EBADTABLE: return "the replica's CRC table is invalid or truncated";
     default: return "unknown error";
     }
 }
@@ -149,6 +161,20 @@ int pyshm_engine_create(void *ring, uint64_t ring_len, void *replica, uint64_t r
         r->max_record != p->max_record)
         return PYSHM_EMISMATCH;
     if (cfg->gate && !(r->flags & PYSHM_FLAG_LOSSLESS)) return PYSHM_ENOTLOSSLESS;
+    pyshm_crc_header_t *tbl = NULL;
+    if (p->flags & PYSHM_FLAG_CRC_TABLE) {
+        /* validated once here; at run time only positions index it, masked */
+        uint64_t at = PYSHM_HEADER_SIZE + p->capacity;
+        if (replica_len < at + PYSHM_CRC_HEADER_SIZE) return PYSHM_EBADTABLE;
+        tbl = (pyshm_crc_header_t *)((uint8_t *)replica + at);
+        uint32_t sh = tbl->block_shift;
+        uint64_t psize = p->capacity / p->partition_count;
+        if (memcmp(tbl->magic, PYSHM_CRC_MAGIC, 8) != 0 || sh < PYSHM_CRC_MIN_BLOCK_SHIFT ||
+            sh > PYSHM_CRC_MAX_BLOCK_SHIFT || (1ull << sh) > psize ||
+            tbl->entries != (p->capacity >> sh) ||
+            replica_len - at - PYSHM_CRC_HEADER_SIZE < 4ull * tbl->entries)
+            return PYSHM_EBADTABLE;
+    }
 
     pyshm_engine_t *e = calloc(1, sizeof(*e));
     if (!e) return PYSHM_ENOMEM;
@@ -162,6 +188,13 @@ int pyshm_engine_create(void *ring, uint64_t ring_len, void *replica, uint64_t r
     e->psize = e->cap / r->partition_count;
     e->max_record = r->max_record;
     e->cfg = *cfg;
+    if (tbl) {
+        e->crc = tbl;
+        e->crc_entries = (uint32_t *)((uint8_t *)tbl + PYSHM_CRC_HEADER_SIZE);
+        e->bshift = tbl->block_shift;
+        e->bsize = 1ull << e->bshift;
+        e->bslots = e->cap >> e->bshift;
+    }
     if (e->cfg.spin_count == 0) e->cfg.spin_count = 1;
     if (e->cfg.max_sleep_ns == 0) e->cfg.max_sleep_ns = 1000;
     pthread_mutex_init(&e->mu, NULL);
@@ -252,14 +285,50 @@ void pyshm_engine_stats(pyshm_engine_t *e, pyshm_engine_stats_t *o) {
     for (int i = 0; i < e->nworkers; i++) cb += AL(&e->worker_busy[i]);
     o->copy_busy_ns = cb;
     o->threads = e->cfg.threads;
+    if (e->crc) {
+        o->crc_table = 1;
+        o->crc_block = (uint32_t)e->bsize;
+        o->crc_blocks = AL(&s->crc_blocks);
+        o->crc_valid_from = pyshm_load_relaxed(&e->crc->valid_from);
+    }
     o->poll_tid = AL(&s->poll_tid);
     for (int i = 0; i < PYSHM_ENGINE_MAX_THREADS; i++) o->worker_tids[i] = AL(&s->worker_tids[i]);
 }
 
 /* ---- copying --------------------------------------------------------------------- */
 
+/*
+ * Copy [start, end) with the fused copy+CRC loop and keep the table: each block's entry
+ * is the CRC of its bytes from the block start up to where they have been written. A
+ * piece that starts a block starts from 0; one that continues a block continues its
+ * entry (the previous round ended there, or start() rebuilt it). Blocks never straddle
+ * the wrap (the block size divides the capacity). Streaming stores are fenced here, by
+ * the thread that issued them, before anything is published.
+ */
+static void copy_range_crc(pyshm_engine_t *e, uint64_t start, uint64_t end) {
+    int nt = end - start >= NT_BYTES;
+    uint64_t completed = 0;
+    while (start < end) {
+        uint64_t bstart = start & ~(e->bsize - 1);
+        uint64_t stop = bstart + e->bsize < end ? bstart + e->bsize : end;
+        uint64_t off = start & e->mask;
+        uint32_t *entry = &e->crc_entries[(start >> e->bshift) & (e->bslots - 1)];
+        uint32_t crc = start == bstart ? 0 : pyshm_load_relaxed(entry);
+        crc = pyshm_crc32c_copy(crc, e->rep_data + off, e->ring_data + off, stop - start, nt);
+        pyshm_store_relaxed(entry, crc);
+        if (stop == bstart + e->bsize) completed++;
+        start = stop;
+    }
+    if (nt) pyshm_crc32c_store_fence();
+    AADD(&e->st.crc_blocks, completed);
+}
+
 /* Copy ring positions [start, end) to the replica; end - start <= capacity. */
 static void copy_range(pyshm_engine_t *e, uint64_t start, uint64_t end) {
+    if (e->crc) {
+        copy_range_crc(e, start, end);
+        return;
+    }
     while (start < end) {
         uint64_t off = start & e->mask;
         uint64_t n = end - start;
@@ -300,11 +369,16 @@ static void copy_backlog(pyshm_engine_t *e, uint64_t start, uint64_t end) {
         return;
     }
     int parts = e->nworkers + 1;
-    uint64_t chunk = ((n / (uint64_t)parts) + 63) & ~(uint64_t)63; /* whole cache lines */
+    /* cut at whole cache lines, or at whole CRC blocks so that every block's entry is
+     * written by one thread (only the first piece continues a block) */
+    uint64_t grain = e->crc ? e->bsize : 64;
+    uint64_t chunk = n / (uint64_t)parts;
     pthread_mutex_lock(&e->mu);
     uint64_t p = start;
     for (int i = 0; i < parts; i++) {
-        uint64_t q = (i == parts - 1 || p + chunk > end) ? end : p + chunk;
+        uint64_t q = (start + (uint64_t)(i + 1) * chunk) & ~(grain - 1);
+        if (i == parts - 1 || q > end) q = end;
+        if (q < p) q = p;
         e->jobs[i].start = p;
         e->jobs[i].end = q;
         p = q;
@@ -519,6 +593,9 @@ static void *poll_main(void *arg) {
             AADD(&e->st.records_mirrored, n);
             if (have) pyshm_store_release(&e->rep->next_sequence.value, seq + 1);
         }
+        /* the CRC table's tail before the replica's: a reader that finds them equal
+         * (engine paused or stopped) knows the entries describe the replica's bytes */
+        if (e->crc) pyshm_store_release(&e->crc->table_tail, tail);
         /* replica first: a crash in between leaves replica tail >= ring mirrored, never <= */
         pyshm_store_release(&e->rep->tail.value, tail);
         if (tail > pyshm_load_relaxed(&e->ring->mirrored.value))
@@ -569,6 +646,28 @@ static void clear_gate(pyshm_engine_t *e) {
     e->gate_set = 0;
 }
 
+/*
+ * Make the CRC table agree with the replica tail t before mirroring continues from it.
+ * When table_tail == t the last engine stopped cleanly: the entry of t's block already
+ * holds the CRC of [block start, t) and the copy continues it. Otherwise (a crash between
+ * the table's and the replica's tail, or an engine that does not keep the table mirrored
+ * meanwhile) nothing below t's block start is trusted: valid_from moves up to it and the
+ * part of t's block below t is checksummed again from the replica (under one block).
+ */
+static void crc_table_resume(pyshm_engine_t *e, uint64_t t) {
+    pyshm_crc_header_t *c = e->crc;
+    uint64_t bstart = t & ~(e->bsize - 1);
+    uint64_t from = pyshm_load_acquire(&c->valid_from);
+    if (pyshm_load_acquire(&c->table_tail) != t || from > t || (from & (e->bsize - 1))) {
+        if (t > bstart) {
+            uint32_t crc = pyshm_crc32c(0, e->rep_data + (bstart & e->mask), t - bstart);
+            pyshm_store_relaxed(&e->crc_entries[(t >> e->bshift) & (e->bslots - 1)], crc);
+        }
+        pyshm_store_release(&c->valid_from, bstart);
+        pyshm_store_release(&c->table_tail, t);
+    }
+}
+
 int pyshm_engine_start(pyshm_engine_t *e) {
     if (e->state != PYSHM_ENGINE_CREATED) return PYSHM_ESTATE;
     /* resume from what the replica already holds: a restart after a crash loses nothing */
@@ -579,6 +678,7 @@ int pyshm_engine_start(pyshm_engine_t *e) {
         __atomic_fetch_or(&e->ring->flags, PYSHM_FLAG_GATE_ON_MIRROR, __ATOMIC_SEQ_CST);
         e->gate_set = 1;
     }
+    if (e->crc) crc_table_resume(e, rtail);
     /* a crash between the two publishing stores leaves ring mirrored behind: repair */
     if (rtail > pyshm_load_acquire(&e->ring->mirrored.value))
         pyshm_store_release(&e->ring->mirrored.value, rtail);

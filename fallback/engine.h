@@ -2,7 +2,9 @@
  * pyshm CPU replication engine: pthreads that mirror a ring into a replica with memcpy.
  *
  * One poll thread watches the ring's tail and copies [mirrored, tail) into the replica at
- * the same offsets; a large backlog is split across persistent copy workers. After every
+ * the same offsets; a large backlog is split across persistent copy workers. When the
+ * replica carries a CRC table (PYSHM_FLAG_CRC_TABLE, layout.h) every copy is the fused
+ * copy+CRC loop of crc32c.h and the table is kept with the replica. After every
  * copy the poll thread re-reads tail_intent (seqlock check) and publishes only the bytes
  * that were provably intact: first the replica's tail, then the ring's mirrored.
  *
@@ -36,6 +38,7 @@ enum {
     PYSHM_ENOMEM = -12,
     PYSHM_ENUMA = -13,        /* mbind failed */
     PYSHM_EFAILED = -14,      /* engine stopped itself after an error (see last_error) */
+    PYSHM_EBADTABLE = -15,    /* the replica's CRC table header is invalid or truncated */
 };
 
 /* idle strategies of the poll thread (the ring's names: spin, yield, sleep) */
@@ -86,6 +89,10 @@ typedef struct {
     uint64_t poll_busy_ns;    /* poll thread time spent copying / checking / publishing */
     uint64_t copy_busy_ns;    /* sum over workers */
     int32_t threads;
+    int32_t crc_table;        /* 1: the replica carries a CRC table the engine keeps */
+    uint32_t crc_block;       /* its block size in bytes */
+    uint64_t crc_blocks;      /* blocks completed (their final CRC written) */
+    uint64_t crc_valid_from;  /* the table's valid_from */
     int32_t poll_tid;
     int32_t worker_tids[PYSHM_ENGINE_MAX_THREADS];
 } pyshm_engine_stats_t;

@@ -101,8 +101,9 @@ FLAG_GATE_ON_MIRROR = 0x4
 # records: images do not carry it and a restored or replicated segment does not inherit it.
 FLAG_EPHEMERAL = 0x8
 FLAG_FOLLOWER = 0x10  # sequences are set by a bridge (pyshm bridge in); producers refused
+FLAG_CRC_TABLE = 0x40  # replica: a CRC table follows the data area (see below)
 KNOWN_FLAGS = (FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR | FLAG_EPHEMERAL
-               | FLAG_FOLLOWER)
+               | FLAG_FOLLOWER | FLAG_CRC_TABLE)
 
 # consumer slot flags
 SLOT_ACTIVE = 0x1
@@ -113,6 +114,28 @@ RECORD_HEADER = 16
 RECORD_ALIGN = 8
 PADDING_TYPE = -1
 PADDING_MIN = 8
+
+# Replica CRC table (FLAG_CRC_TABLE): right after the data area, page aligned::
+#
+#   HEADER_SIZE + capacity
+#   +0x00 magic "PYSHMCRC"     +0x08 block_shift u32   +0x0C entries u32
+#   +0x10 valid_from u64: lowest position whose blocks the table describes
+#   +0x18 table_tail u64: the replica tail the entries agree with (engine, release)
+#   +0x20 reserved (zero)
+#   +0x40 entries[capacity >> block_shift] u32: CRC32C of the replica bytes of a block
+#
+# Block b covers positions [b * B, (b + 1) * B), B = 1 << block_shift, and its entry is
+# entries[b % entries]. The rules (docs/design.md, "Replica CRC table") are the engines'
+# contract with readers; pyshm.replica.CrcTable reads it.
+CRC_MAGIC = b"PYSHMCRC"
+CRC_HEADER_SIZE = 0x40
+CRC_OFF_BLOCK_SHIFT = 0x08
+CRC_OFF_ENTRIES = 0x0C
+CRC_OFF_VALID_FROM = 0x10
+CRC_OFF_TABLE_TAIL = 0x18
+CRC_MAX_BLOCK_SHIFT = 16  # 64 KiB blocks, or a partition if partitions are smaller
+CRC_MIN_BLOCK_SHIFT = 6
+PAGE = 4096
 
 _RECORD_HDR = struct.Struct("<iiQ")
 _PADDING_HDR = struct.Struct("<ii")
@@ -137,6 +160,29 @@ def is_power_of_two(n: int) -> bool:
 
 def segment_size(capacity: int) -> int:
     return HEADER_SIZE + capacity
+
+
+def crc_block_shift(capacity: int, partitions: int) -> int:
+    """log2 of a replica CRC block: 64 KiB, or one partition when partitions are
+    smaller, so that every partition start (where a window begins) starts a block."""
+    psize = capacity // partitions
+    return min(CRC_MAX_BLOCK_SHIFT, psize.bit_length() - 1)
+
+
+def crc_table_offset(capacity: int) -> int:
+    return HEADER_SIZE + capacity
+
+
+def crc_table_size(capacity: int, block_shift: int) -> int:
+    """Bytes of a CRC table (header + entries), rounded up to whole pages."""
+    raw = CRC_HEADER_SIZE + 4 * (capacity >> block_shift)
+    return (raw + PAGE - 1) // PAGE * PAGE
+
+
+def pack_crc_header(capacity: int, block_shift: int) -> bytes:
+    """A fresh table header: nothing described yet (valid_from = table_tail = 0)."""
+    raw = CRC_MAGIC + struct.pack("<IIQQ", block_shift, capacity >> block_shift, 0, 0)
+    return raw + bytes(CRC_HEADER_SIZE - len(raw))
 
 
 def default_max_record(capacity: int, partitions: int = DEFAULT_PARTITIONS) -> int:
@@ -187,8 +233,17 @@ class RingParams:
         return bool(self.flags & FLAG_EPHEMERAL)
 
     @property
+    def has_crc_table(self) -> bool:
+        return bool(self.flags & FLAG_CRC_TABLE)
+
+    @property
     def segment_size(self) -> int:
-        return segment_size(self.capacity)
+        """Header + data, + the CRC table of a replica that carries one."""
+        size = segment_size(self.capacity)
+        if self.has_crc_table:
+            size += crc_table_size(self.capacity,
+                                   crc_block_shift(self.capacity, self.partition_count))
+        return size
 
     def validate(self, where: str = "ring") -> RingParams:
         check_params(self.capacity, self.max_record, self.partition_count, where)
@@ -270,7 +325,12 @@ def unpack_static_header(buf, where: str = "segment", size: int | None = None) -
                         name=name.rstrip(b"\0").decode(errors="replace"),
                         data_phys_addr=phys, producer_pid=producer, version=version,
                         ring_id=ring_id, origin_id=origin_id)
-    return params.validate(where)
+    params.validate(where)
+    if size is not None and size < params.segment_size:
+        raise CorruptSegmentError(f"{where}: segment is {size} bytes but its header "
+                                  f"announces a CRC table after the data (flag "
+                                  f"0x{FLAG_CRC_TABLE:x}; needs {params.segment_size})")
+    return params
 
 
 # ----------------------------------------------------------------------------------

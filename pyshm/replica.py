@@ -111,12 +111,17 @@ def source_params(source: Any) -> L.RingParams:
     raise InvalidParameterError(f"cannot take ring parameters from {type(source).__name__}")
 
 
-def replica_params(params: L.RingParams, ephemeral: bool = False) -> L.RingParams:
+def replica_params(params: L.RingParams, ephemeral: bool = False,
+                   crc_table: bool = False) -> L.RingParams:
     """A replica's header: the ring's, flagged a replica, not gated, and persistent
-    unless asked (a replica is usually what is kept when the ring goes)."""
-    flags = (params.flags | L.FLAG_REPLICA) & ~(L.FLAG_GATE_ON_MIRROR | L.FLAG_EPHEMERAL)
+    unless asked (a replica is usually what is kept when the ring goes); with the
+    CRC_TABLE flag when it carries a CRC table."""
+    flags = (params.flags | L.FLAG_REPLICA) & ~(L.FLAG_GATE_ON_MIRROR | L.FLAG_EPHEMERAL
+                                                | L.FLAG_CRC_TABLE)
     if ephemeral:
         flags |= L.FLAG_EPHEMERAL
+    if crc_table:
+        flags |= L.FLAG_CRC_TABLE
     return replace(params, flags=flags, producer_pid=0, data_phys_addr=0)
 
 
@@ -133,14 +138,20 @@ class Replica:
     def create(cls, target: str | os.PathLike[str], source: Any, *,
                flush: str | FlushPolicy | None = None, numa_node: int | None = None,
                mode: int = DEFAULT_MODE, exist_ok: bool = False,
-               prefault: bool = True, ephemeral: bool = False) -> Replica:
+               prefault: bool = True, ephemeral: bool = False,
+               crc_table: bool = True) -> Replica:
         """Create a replica of ``source`` (a Ring, its params, or its name) at ``target``.
 
         With ``exist_ok`` an existing compatible replica is reused as it is, so that an
         engine resumes from its tail; an incompatible one is refused. ``ephemeral``
         lets ``pyshm rm --stale`` remove it once its creator and users are dead.
+
+        ``crc_table`` (default): the replica carries a CRC table after its data, kept by
+        engines that checksum while they mirror (the CPU engine does), so that a snapshot
+        of the replica takes its checksums from the table instead of reading the data
+        (see :class:`CrcTable`). It costs 4 bytes per 64 KiB block.
         """
-        params = replica_params(source_params(source), ephemeral)
+        params = replica_params(source_params(source), ephemeral, crc_table)
         policy = FlushPolicy.parse(flush)
         if exist_ok and os.path.exists(resolve_path(target)):
             rep = cls.open(target, flush=policy, prefault=prefault)
@@ -156,6 +167,11 @@ class Replica:
                 bind_numa(seg, numa_node)
             hdr = L.pack_static_header(params)
             seg.buf[: len(hdr)] = hdr
+            if crc_table:
+                shift = L.crc_block_shift(params.capacity, params.partition_count)
+                at = L.crc_table_offset(params.capacity)
+                table = L.pack_crc_header(params.capacity, shift)
+                seg.buf[at:at + len(table)] = table
             if prefault:
                 seg.prefault()
             return cls(seg, params, policy)
@@ -220,6 +236,12 @@ class Replica:
     def data(self) -> memoryview:
         return self.segment.buf[L.OFF_DATA: L.OFF_DATA + self.params.capacity]
 
+    def crc_table(self) -> CrcTable | None:
+        """The replica's CRC table, or None when it carries none."""
+        if not self.params.has_crc_table:
+            return None
+        return CrcTable(self.segment, self.params)
+
     def oldest(self) -> int:
         """First position whose record the replica holds intact."""
         return max(0, L.oldest_boundary(self.tail_intent, self.params.capacity,
@@ -262,6 +284,84 @@ class Replica:
 
     def __repr__(self) -> str:
         return f"<Replica {self.name!r} capacity={self.params.capacity}>"
+
+
+class CrcTable:
+    """Read access to the CRC table a replica carries (``FLAG_CRC_TABLE``).
+
+    Layout (pyshm.layout, docs/design.md "Replica CRC table"): a 64-byte header after the
+    data area, then one CRC32C per block of ``block_size`` bytes; block ``b`` covers
+    positions ``[b * block_size, (b + 1) * block_size)`` and its entry is
+    ``entries[b % count]``. The engine writes a block's entry as it writes the block (a
+    partial block's entry is the CRC of its bytes up to where they have been written),
+    then ``table_tail``, then the replica's tail. So, read while the engine is paused or
+    stopped, the table describes the replica's bytes when ``table_tail`` equals the
+    replica's tail ``t``: every block from ``max(valid_from, oldest)`` up to ``t``'s
+    block in full, and ``t``'s block from its start up to ``t``. Every field is
+    validated here before it is used.
+    """
+
+    def __init__(self, segment: Segment, params: L.RingParams):
+        cap = params.capacity
+        at = L.crc_table_offset(cap)
+        where = f"replica {segment.name}: CRC table"
+        if segment.size < at + L.CRC_HEADER_SIZE:
+            raise CorruptSegmentError(f"{where}: segment of {segment.size} bytes ends before "
+                                      f"the table header at {at}")
+        head = bytes(segment.buf[at:at + L.CRC_HEADER_SIZE])
+        magic = head[:8]
+        shift, count = struct.unpack_from("<II", head, L.CRC_OFF_BLOCK_SHIFT)
+        if magic != L.CRC_MAGIC:
+            raise CorruptSegmentError(f"{where}: magic {magic!r}, expected {L.CRC_MAGIC!r}")
+        if not L.CRC_MIN_BLOCK_SHIFT <= shift <= L.CRC_MAX_BLOCK_SHIFT \
+                or 1 << shift > params.partition_size:
+            raise CorruptSegmentError(f"{where}: block shift {shift} is out of range (blocks "
+                                      f"of 64 bytes .. min(64 KiB, a partition))")
+        if count != cap >> shift:
+            raise CorruptSegmentError(f"{where}: {count} entries, capacity {cap} in blocks "
+                                      f"of {1 << shift} needs {cap >> shift}")
+        if segment.size < at + L.CRC_HEADER_SIZE + 4 * count:
+            raise CorruptSegmentError(f"{where}: truncated (segment of {segment.size} bytes, "
+                                      f"table needs {at + L.CRC_HEADER_SIZE + 4 * count})")
+        import numpy as np
+
+        self.block_shift = shift
+        self.block_size = 1 << shift
+        self.count = count
+        self.capacity = cap
+        self._words = np.frombuffer(segment.mmap, dtype="<u8", count=4, offset=at)
+        self.entries = np.frombuffer(segment.mmap, dtype="<u4", count=count,
+                                     offset=at + L.CRC_HEADER_SIZE)
+
+    @property
+    def valid_from(self) -> int:
+        return int(self._words[L.CRC_OFF_VALID_FROM // 8])
+
+    @property
+    def table_tail(self) -> int:
+        return int(self._words[L.CRC_OFF_TABLE_TAIL // 8])
+
+    def block_crcs(self, start: int, end: int, tail: int) -> Any:
+        """The entries of the blocks of ``[start, end)`` in position order (a copy): all
+        whole blocks, the last one partial when ``end == tail`` is inside a block.
+
+        None when the table does not describe those bytes: ``table_tail != tail``,
+        ``start`` below ``valid_from`` or not at a block start, ``end`` inside a block
+        other than the tail's, or a window longer than the capacity.
+        """
+        import numpy as np
+
+        b = self.block_size
+        if self.table_tail != tail or start < self.valid_from or start % b \
+                or not start <= end <= tail or end - start > self.capacity \
+                or (end % b and end != tail):
+            return None
+        first, last = start >> self.block_shift, -(-end // b)
+        idx = np.arange(first, last, dtype=np.int64) % self.count
+        return self.entries[idx].astype(np.uint32)
+
+    def close(self) -> None:
+        self._words = self.entries = None  # type: ignore[assignment]
 
 
 def bind_numa(segment: Segment, node: int) -> None:
@@ -367,7 +467,8 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
         # origin, since it holds a prefix of the same records
         _U64.pack_into(buf, L.OFF_RING_ID, L.new_ring_id())
         flags = _U32.unpack_from(buf, L.OFF_FLAGS)[0]
-        _U32.pack_into(buf, L.OFF_FLAGS, flags & ~(L.FLAG_REPLICA | L.FLAG_GATE_ON_MIRROR))
+        _U32.pack_into(buf, L.OFF_FLAGS, flags & ~(L.FLAG_REPLICA | L.FLAG_GATE_ON_MIRROR
+                                                   | L.FLAG_CRC_TABLE))
         del buf, data
         rep.segment.mmap.flush()
         return Promotion(tail, next_seq, padded)

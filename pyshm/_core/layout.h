@@ -47,6 +47,7 @@
 #define PYSHM_FLAG_GATE_ON_MIRROR 0x4u /* lossless: producer also waits for `mirrored` */
 #define PYSHM_FLAG_EPHEMERAL 0x8u      /* disposable: `rm --stale` may remove it (no C use) */
 #define PYSHM_FLAG_FOLLOWER 0x10u      /* sequences set by a bridge; producers refused */
+#define PYSHM_FLAG_CRC_TABLE 0x40u     /* replica: a CRC table follows the data area */
 
 /* consumer slot flags */
 #define PYSHM_SLOT_ACTIVE 0x1u
@@ -113,6 +114,43 @@ _Static_assert(sizeof(pyshm_slot_t) == PYSHM_SPAN, "slot size");
 _Static_assert(sizeof(pyshm_header_t) == PYSHM_HEADER_SIZE, "header size");
 _Static_assert(sizeof(pyshm_record_t) == PYSHM_RECORD_HEADER, "record header");
 _Static_assert(offsetof(pyshm_record_t, sequence) == 8, "record sequence");
+
+/*
+ * Replica CRC table (PYSHM_FLAG_CRC_TABLE), at PYSHM_HEADER_SIZE + capacity:
+ *
+ *   +0x00 +----------------------------------------------------------------+
+ *         | magic "PYSHMCRC" | block_shift u32 | entries u32                |
+ *   +0x10 | valid_from u64: lowest position whose blocks are described     |
+ *   +0x18 | table_tail u64: replica tail the entries agree with (release)  |
+ *   +0x20 | reserved                                                       |
+ *   +0x40 +----------------------------------------------------------------+
+ *         | entries[capacity >> block_shift] u32, block b at b % entries    |
+ *         +----------------------------------------------------------------+
+ *
+ * Block b covers positions [b << block_shift, (b + 1) << block_shift). The engine writes
+ * an entry as it writes the block's bytes (the CRC32C of the bytes from the block start
+ * up to where it has written: a partial block's entry grows with it), then
+ * release-stores table_tail, then the replica's tail. docs/design.md has the rules.
+ */
+#define PYSHM_CRC_MAGIC "PYSHMCRC"
+#define PYSHM_CRC_HEADER_SIZE 0x40u
+#define PYSHM_CRC_MAX_BLOCK_SHIFT 16
+#define PYSHM_CRC_MIN_BLOCK_SHIFT 6
+
+typedef struct {
+    char magic[8];
+    uint32_t block_shift;
+    uint32_t entries;
+    uint64_t valid_from;
+    uint64_t table_tail;
+    uint8_t reserved_[PYSHM_CRC_HEADER_SIZE - 32];
+} pyshm_crc_header_t;
+
+_Static_assert(offsetof(pyshm_crc_header_t, block_shift) == 0x08, "crc block_shift");
+_Static_assert(offsetof(pyshm_crc_header_t, entries) == 0x0C, "crc entries");
+_Static_assert(offsetof(pyshm_crc_header_t, valid_from) == 0x10, "crc valid_from");
+_Static_assert(offsetof(pyshm_crc_header_t, table_tail) == 0x18, "crc table_tail");
+_Static_assert(sizeof(pyshm_crc_header_t) == PYSHM_CRC_HEADER_SIZE, "crc header size");
 
 /*
  * Shared-memory accesses. The ordering is part of every name, as in Agrona: a plain

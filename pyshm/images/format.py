@@ -30,7 +30,7 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import crc32c as _crc32c
@@ -225,12 +225,19 @@ def _remove_dead_temps(path: str) -> None:
 def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
                 compression: str | int = "none", level: int = 3,
                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, mode: int = 0o600,
-                sync: bool = True, progress: ProgressFn | None = None) -> ImageHeader:
+                sync: bool = True, progress: ProgressFn | None = None,
+                chunk_crcs: Sequence[int] | None = None,
+                before_publish: Callable[[], None] | None = None) -> ImageHeader:
     """Write ``data`` (the window's bytes, len == header.data_length) as an image.
 
     The file appears under ``path`` complete or not at all: it is written to a
     temporary name in the same directory, fsynced, then renamed (and the directory
     fsynced). Returns the header as written (chunk count, table CRC...).
+
+    ``chunk_crcs``: the CRC32C of each chunk's raw bytes, already known (a replica's CRC
+    table, :mod:`pyshm.images.table_snapshot`), so the data is only written, never read
+    for checksumming; uncompressed images only. ``before_publish`` runs after the last
+    byte is written and before the name appears; raising there abandons the file.
     """
     path = os.path.abspath(os.fspath(path))
     code = COMPRESSION_CODES.get(compression, compression) if isinstance(compression, str) \
@@ -252,6 +259,9 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
     if not os.path.isdir(os.path.dirname(path)):
         raise RingNotFoundError(f"cannot write {path}: its directory does not exist")
     count = expected_chunks(total, chunk_size)
+    if chunk_crcs is not None and (code != COMPRESS_NONE or len(chunk_crcs) != count):
+        raise ValueError(f"{len(chunk_crcs)} chunk CRCs given for {count} uncompressed "
+                         f"chunks")
     header = _replace(header, compression=code, chunk_size=chunk_size, chunk_count=count)
     _check_header_fields(header, path)
 
@@ -271,10 +281,12 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
         entries = []
         for i, raw_pieces in enumerate(_split(pieces, chunk_size)):
             raw_crc = 0
-            raw_len = 0
-            for piece in raw_pieces:
-                raw_crc = crc(piece, raw_crc)
-                raw_len += len(piece)
+            raw_len = sum(len(piece) for piece in raw_pieces)
+            if chunk_crcs is not None:
+                raw_crc = chunk_crcs[i]
+            else:
+                for piece in raw_pieces:
+                    raw_crc = crc(piece, raw_crc)
             if compressor is not None:
                 whole = raw_pieces[0] if len(raw_pieces) == 1 else b"".join(raw_pieces)
                 stored = compressor.compress(whole)
@@ -300,6 +312,8 @@ def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
         trailer = _TRAILER.pack(TRAILER_MAGIC, total, crc(table, crc(head)), count, 0)
         trailer = trailer[:24] + struct.pack("<I", crc(trailer[:24])) + trailer[28:]
         _write_all(fd, trailer, pos)
+        if before_publish is not None:
+            before_publish()
         if sync:
             os.fsync(fd)
         os.close(fd)

@@ -93,8 +93,10 @@ def _check_window(header: fmt.ImageHeader, cap: int, psize: int) -> int:
 
 def _new_params(params: layout.RingParams, header: fmt.ImageHeader,
                 name: str) -> layout.RingParams:
-    # a restored ring is the user's new ring: persistent, whatever the source was
-    flags = params.flags & ~(layout.FLAG_REPLICA | layout.FLAG_EPHEMERAL)
+    # a restored ring is the user's new ring: persistent, whatever the source was, a
+    # primary (no replica flag) and without a CRC table after its data
+    flags = params.flags & ~(layout.FLAG_REPLICA | layout.FLAG_EPHEMERAL
+                             | layout.FLAG_CRC_TABLE)
     if params.is_replica or header.from_replica:
         # a promoted replica has no engine yet: gating on `mirrored` would stall its
         # producer after one lap (pyshm.replica.promote clears it too)

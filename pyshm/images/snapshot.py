@@ -23,6 +23,7 @@ paused (after a sync) for the copy, or the replica must not change while it is c
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 from collections.abc import Callable
@@ -155,11 +156,21 @@ class Capture:
         return np.concatenate([np.frombuffer(x, dtype=np.uint8) for x in pieces])
 
     def header(self) -> fmt.ImageHeader:
-        return fmt.ImageHeader(
-            params=self.params, first_position=self.start, end_position=self.end,
-            first_sequence=self.first_sequence, next_sequence=self.next_sequence,
-            record_count=self.record_count, created_ns=fmt.now_ns(),
-            flags=fmt.IMAGE_FLAG_FROM_REPLICA if self.from_replica else 0)
+        return image_header(self.params, self.start, self.end, self.first_sequence,
+                            self.next_sequence, self.record_count, self.from_replica)
+
+
+def image_header(params: layout.RingParams, start: int, end: int, first_sequence: int,
+                 next_sequence: int, record_count: int,
+                 from_replica: bool) -> fmt.ImageHeader:
+    """The header of an image of window [start, end): a replica's CRC table is not part
+    of an image, so its flag is not either."""
+    params = dataclasses.replace(params, flags=params.flags & ~layout.FLAG_CRC_TABLE)
+    return fmt.ImageHeader(
+        params=params, first_position=start, end_position=end,
+        first_sequence=first_sequence, next_sequence=next_sequence,
+        record_count=record_count, created_ns=fmt.now_ns(),
+        flags=fmt.IMAGE_FLAG_FROM_REPLICA if from_replica else 0)
 
 
 def _copy_window(src: np.ndarray, dst: np.ndarray, start: int, end: int,
@@ -255,8 +266,25 @@ def snapshot(source: Any, path: str | os.PathLike[str], *, compression: str = "n
              level: int = 3, chunk_size: int = fmt.DEFAULT_CHUNK, engine: Any = None,
              overwrite: bool = False, mode: int = 0o600, sync: bool = True,
              retries: int = DEFAULT_RETRIES, buffer: np.ndarray | None = None,
-             progress: fmt.ProgressFn | None = None) -> fmt.ImageHeader:
-    """Snapshot ``source`` (ring name, path, Segment, Ring or replica) to an image file."""
+             progress: fmt.ProgressFn | None = None,
+             use_crc_table: bool = True) -> fmt.ImageHeader:
+    """Snapshot ``source`` (ring name, path, Segment, Ring or replica) to an image file.
+
+    An uncompressed snapshot of a replica that carries a CRC table kept by its engine
+    takes the chunks' checksums from the table and writes straight from the replica
+    (:mod:`pyshm.images.table_snapshot`; ``use_crc_table=False`` copies and checksums
+    instead, as for a ring).
+    """
+    if use_crc_table and compression in ("none", fmt.COMPRESS_NONE):
+        with _Source(source) as src:
+            if src.params.is_replica and src.params.has_crc_table:
+                from .table_snapshot import snapshot_from_table
+
+                h = snapshot_from_table(src, path, engine=engine, chunk_size=chunk_size,
+                                        overwrite=overwrite, mode=mode, sync=sync,
+                                        progress=progress)
+                if h is not None:
+                    return h
     cap = capture(source, engine=engine, retries=retries, buffer=buffer)
     return fmt.write_image(path, cap.header(), cap.pieces(), compression=compression,
                            level=level, chunk_size=chunk_size, overwrite=overwrite,
