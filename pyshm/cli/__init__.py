@@ -32,6 +32,7 @@ COMMAND_MODULES: list[str] = [
     "replicate",
     "images",
     "maint",
+    "bridge",
 ]
 
 EXIT_OK = 0
