@@ -139,7 +139,8 @@ class Replica:
                flush: str | FlushPolicy | None = None, numa_node: int | None = None,
                mode: int = DEFAULT_MODE, exist_ok: bool = False,
                prefault: bool = True, ephemeral: bool = False,
-               crc_table: bool = True) -> Replica:
+               crc_table: bool = True,
+               device: str | os.PathLike[str] | None = None) -> Replica:
         """Create a replica of ``source`` (a Ring, its params, or its name) at ``target``.
 
         With ``exist_ok`` an existing compatible replica is reused as it is, so that an
@@ -150,6 +151,9 @@ class Replica:
         engines that checksum while they mirror (the CPU engine does), so that a snapshot
         of the replica takes its checksums from the table instead of reading the data
         (see :class:`CrcTable`). It costs 4 bytes per 64 KiB block.
+
+        ``device``: create it in that u-dma-buf buffer (pyshm.udmabuf), for the FPGA
+        engine, with the buffer's bus address in the header.
         """
         params = replica_params(source_params(source), ephemeral, crc_table)
         policy = FlushPolicy.parse(flush)
@@ -161,10 +165,13 @@ class Replica:
                 rep.close()
                 raise
             return rep
-        seg = Segment(target, create=True, size=params.segment_size, mode=mode)
+        seg = Segment(target, create=True, size=params.segment_size, mode=mode,
+                      device=device)
         try:
             if numa_node is not None:
                 bind_numa(seg, numa_node)
+            if seg.bus_address:
+                params = replace(params, data_phys_addr=seg.bus_address + L.OFF_DATA)
             hdr = L.pack_static_header(params)
             seg.buf[: len(hdr)] = hdr
             if crc_table:

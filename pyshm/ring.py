@@ -206,7 +206,8 @@ class Ring:
                  mode: int = 0o600, exist_ok: bool = False, readonly: bool = False,
                  gate_on_mirror: bool = False, replica: bool = False,
                  prefault: bool = False, reap_grace: float = 0.0,
-                 follower_of: int | None = None, ephemeral: bool = False):
+                 follower_of: int | None = None, ephemeral: bool = False,
+                 device: str | os.PathLike[str] | None = None):
         if reap_grace < 0:
             raise InvalidParameterError(f"ring {name}: reap_grace {reap_grace} is negative")
         # seconds a dead consumer's slot keeps gating after this process first sees it
@@ -238,8 +239,9 @@ class Ring:
             if follower_of is not None and not 0 <= follower_of < 1 << 64:
                 raise InvalidParameterError(f"ring {where}: follower_of {follower_of} is "
                                             f"not a 64-bit ring identity")
+            # device: a u-dma-buf buffer to create the ring in (pyshm.udmabuf)
             seg = Segment(name, create=True, size=layout.segment_size(cap), mode=mode,
-                          exist_ok=exist_ok)
+                          exist_ok=exist_ok, device=device)
             self._seg = seg
             try:
                 if seg.created:
@@ -248,7 +250,9 @@ class Ring:
                                                created_ns=time.time_ns(),
                                                creator_pid=os.getpid(), name=seg.name,
                                                ring_id=layout.new_ring_id(),
-                                               origin_id=follower_of or 0)
+                                               origin_id=follower_of or 0,
+                                               data_phys_addr=seg.bus_address
+                                               and seg.bus_address + layout.OFF_DATA)
                     raw = layout.pack_static_header(params)
                     if prefault:
                         seg.prefault()

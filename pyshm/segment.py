@@ -85,19 +85,32 @@ def display_name(path: str) -> str:
 
 
 class Segment:
-    """A mapped file. ``size`` is required to create, and checked when attaching."""
+    """A mapped file. ``size`` is required to create, and checked when attaching.
+
+    ``device`` (with ``create``): make the segment in an existing u-dma-buf buffer
+    instead of a new file; the name becomes a link to the device (see pyshm.udmabuf) and
+    :attr:`bus_address` is the buffer's bus address (0 for ordinary segments).
+    """
 
     def __init__(self, name: str | os.PathLike[str], *, create: bool = False,
                  size: int | None = None, mode: int = DEFAULT_MODE, exist_ok: bool = False,
-                 readonly: bool = False, prefault: bool = False):
+                 readonly: bool = False, prefault: bool = False,
+                 device: str | os.PathLike[str] | None = None):
         self._fd = -1
         self._mmap: mmap.mmap | None = None
         self.path = resolve_path(name)
         self.name = display_name(self.path)
         self.readonly = readonly
         self.created = False
+        self.bus_address = 0
         try:
-            self._open(create, size, mode, exist_ok, readonly)
+            if device is not None:
+                if not create:
+                    raise InvalidParameterError("device= is for creating a segment; attach "
+                                                "to it by its name")
+                self._create_in_device(os.fspath(device), size, exist_ok)
+            else:
+                self._open(create, size, mode, exist_ok, readonly)
             if prefault:
                 self.prefault()
         except BaseException:
@@ -147,7 +160,11 @@ class Segment:
         st = os.fstat(self._fd)
         if not stat.S_ISREG(st.st_mode) and not stat.S_ISCHR(st.st_mode):
             raise CorruptSegmentError(f"{self.path} is not a regular file or device")
-        actual = st.st_size if stat.S_ISREG(st.st_mode) else (size or 0)
+        if stat.S_ISREG(st.st_mode):
+            actual = st.st_size
+        else:  # a device: a u-dma-buf buffer says its size in sysfs
+            from .udmabuf import device_size
+            actual = size or device_size(self.path) or 0
         if actual == 0:
             raise CorruptSegmentError(f"segment {self.name!r} is empty (0 bytes): not a ring")
         if size is not None and actual < size:
@@ -159,6 +176,45 @@ class Segment:
         except OSError as exc:
             raise access_error(self.path, exc, "map") from None
         self.size = actual
+
+    def _create_in_device(self, device: str, size: int | None, exist_ok: bool) -> None:
+        from . import udmabuf
+
+        if size is None or size <= 0:
+            raise ValueError("creating a segment needs a positive size")
+        dev = udmabuf.info(device)
+        if size > dev.size:
+            raise InvalidParameterError(f"a segment of {size} bytes does not fit the "
+                                        f"u-dma-buf buffer {dev.device} ({dev.size} bytes)")
+        if os.path.lexists(self.path):
+            if exist_ok and os.path.realpath(self.path) == dev.device:
+                self._open(False, size, DEFAULT_MODE, False, False)
+                self.bus_address = dev.phys_addr
+                return
+            raise RingExistsError(f"segment {self.name!r} already exists ({self.path}); "
+                                  f"remove it with `pyshm rm {self.name}`")
+        try:
+            self._fd = os.open(dev.device, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise access_error(dev.device, exc) from None
+        self._mmap = mmap.mmap(self._fd, size, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE)
+        self.size = size
+        from .layout import MAGIC, OFF_DATA
+        if bytes(self._mmap[:len(MAGIC)]) == MAGIC:
+            raise RingExistsError(f"{dev.device} already holds a ring; remove it by its name "
+                                  f"with `pyshm rm NAME` (which clears the buffer's header) "
+                                  f"before making another one there")
+        self._mmap[:OFF_DATA] = bytes(OFF_DATA)  # no counter or slot of a previous use
+        try:
+            os.symlink(dev.device, self.path)
+        except FileExistsError:
+            raise RingExistsError(f"segment {self.name!r} already exists ({self.path})") \
+                from None
+        except OSError as exc:
+            raise access_error(self.path, exc, "create") from None
+        self.created = True
+        self.bus_address = dev.phys_addr
 
     @property
     def buf(self) -> memoryview:
@@ -221,7 +277,14 @@ class Segment:
             self._fd = -1
 
     def unlink(self) -> None:
-        """Remove the name; processes that still map the segment keep their mapping."""
+        """Remove the name; processes that still map the segment keep their mapping.
+
+        A name that links to a u-dma-buf buffer loses its link and the buffer its ring
+        magic (so that a new ring can be made there); the device itself stays."""
+        if os.path.islink(self.path):
+            from .udmabuf import clear_ring_magic, sysfs_entry
+            if sysfs_entry(self.path) is not None:
+                clear_ring_magic(self.path)
         try:
             os.unlink(self.path)
         except FileNotFoundError:

@@ -118,6 +118,12 @@ def read_ring(name: str) -> dict[str, Any]:
     }
 
 
+def _device_link(path: str) -> bool:
+    """A name linking to a u-dma-buf buffer: a ring made with --udmabuf."""
+    from .udmabuf import sysfs_entry
+    return os.path.islink(path) and sysfs_entry(path) is not None
+
+
 def list_rings(directory: str = SHM_DIR) -> list[str]:
     """Names of the pyshm segments in ``directory`` (files that start with the magic)."""
     out = []
@@ -127,7 +133,7 @@ def list_rings(directory: str = SHM_DIR) -> list[str]:
         return []
     for e in entries:
         try:
-            if not e.is_file(follow_symlinks=False):
+            if not e.is_file(follow_symlinks=False) and not _device_link(e.path):
                 continue
             with open(e.path, "rb") as f:
                 if f.read(len(layout.MAGIC)) == layout.MAGIC:

@@ -52,6 +52,9 @@ def register(sub: Any) -> None:
                    help="file replicas: none | periodic[:SECONDS] | bytes[:SIZE]")
     p.add_argument("--numa-node", type=int, default=None,
                    help="bind a newly created replica's memory to this NUMA node")
+    p.add_argument("--udmabuf", metavar="DEVICE",
+                   help="create a missing replica in this u-dma-buf buffer (DMA-able memory "
+                        "for the pynq engine); TARGET becomes a link to it")
     p.add_argument("--poll-cpu", type=int, default=None, help="pin the poll thread")
     p.add_argument("--interval", type=_args.seconds, default=1.0,
                    help="seconds between status lines (default 1)")
@@ -89,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         # again for as long as it runs)
         SegmentLock.acquire(args.to, "engine").release()
     replica = Replica.create(args.to, params, flush=args.flush, numa_node=args.numa_node,
-                             exist_ok=True)
+                             exist_ok=True, device=args.udmabuf)
     started = [False]
     try:
         return _run(args, replica, open_engine, started)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from .. import layout
-from ..errors import CorruptSegmentError, PyshmError
+from ..errors import CorruptSegmentError, InvalidParameterError, PyshmError
 from ..ring import Ring, pid_alive
 from . import _args
 
@@ -18,9 +18,12 @@ _RAW = argparse.RawDescriptionHelpFormatter
 
 def register(sub: Any) -> None:
     p = sub.add_parser("create", help="create a ring", formatter_class=_RAW,
-                       description="Create a ring segment (owner-only permissions).",
+                       description="Create a ring segment (owner-only permissions). With "
+                                   "--udmabuf the ring is made in a u-dma-buf buffer (DMA-able "
+                                   "memory for the FPGA engine) and NAME links to it.",
                        epilog="example:\n  pyshm create md.eurusd --capacity 4M --lossless\n"
-                              "  pyshm create /mnt/huge/ring --capacity 1G --max-record 64K")
+                              "  pyshm create /mnt/huge/ring --capacity 1G --max-record 64K\n"
+                              "  pyshm create md --capacity 16M --udmabuf /dev/udmabuf0")
     p.add_argument("name", help="/dev/shm name, or a file path containing '/'")
     p.add_argument("--capacity", required=True, type=_args.size,
                    help="data bytes, power of two (K/M/G)")
@@ -34,7 +37,13 @@ def register(sub: Any) -> None:
     p.add_argument("--gate-on-mirror", action="store_true",
                    help="lossless: the producer also waits for the replication engine")
     p.add_argument("--mode", type=_args.octal_mode, default=0o600,
-                   help="permissions in octal (default 600)")
+                   help="permissions in octal (default 600; a u-dma-buf device keeps its own)")
+    p.add_argument("--udmabuf", metavar="DEVICE",
+                   help="make the ring in this u-dma-buf buffer (e.g. /dev/udmabuf0): its bus "
+                        "address goes into the header, NAME becomes a link to the device")
+    p.add_argument("--force", action="store_true",
+                   help="with --udmabuf: reuse a buffer that still holds a ring no live "
+                        "process uses")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("info", help="show a ring's layout, positions and consumers",
@@ -84,11 +93,38 @@ def register(sub: Any) -> None:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    if args.force and not args.udmabuf:
+        raise InvalidParameterError("--force is for --udmabuf (reusing a device buffer); a "
+                                    "ring in a file is removed with `pyshm rm NAME`")
+    if args.udmabuf and args.force:
+        _release_device(args.udmabuf)
     with Ring.create(args.name, args.capacity, max_record=args.max_record,
                      partitions=args.partitions, lossless=args.lossless,
-                     gate_on_mirror=args.gate_on_mirror, mode=args.mode) as r:
-        print(f"created {r!r} at {r.path}")
+                     gate_on_mirror=args.gate_on_mirror, mode=args.mode,
+                     device=args.udmabuf) as r:
+        where = r.path if not args.udmabuf else \
+            f"{r.path} -> {args.udmabuf} (data at bus address 0x{r.params.data_phys_addr:x})"
+        print(f"created {r!r} at {where}")
     return 0
+
+
+def _release_device(device: str) -> None:
+    """--force: clear the ring a u-dma-buf buffer still holds, if nobody uses it."""
+    from ..udmabuf import clear_ring_magic, info
+
+    dev = info(device)
+    try:
+        old = Ring.attach(dev.device, readonly=True)
+    except PyshmError:
+        return  # no valid ring there: nothing to protect
+    with old:
+        # who uses it, as `pyshm rm` counts: its producer and consumers (not its creator)
+        pids = {old.producer_pid} | {s["pid"] for s in old.slots()}
+        live = sorted(p for p in pids if p and pid_alive(p))
+    if live:
+        raise PyshmError(f"{dev.device} holds ring {old.name!r}, still used by pid(s) "
+                         f"{', '.join(map(str, live))}; stop them first")
+    clear_ring_magic(dev.device)
 
 
 def info_dict(r: Ring) -> dict[str, Any]:
@@ -179,8 +215,16 @@ def cmd_rm(args: argparse.Namespace) -> int:
         return 2
     from ..repair import remove_segment
     rc = 0
+    from ..segment import resolve_path
+    from ..udmabuf import is_device_link
+    from ..udmabuf import remove as remove_device_ring
     for name in args.names:
         try:
+            if is_device_link(resolve_path(name)):  # a ring made with --udmabuf
+                device = remove_device_ring(name, force=args.force, dry_run=args.dry_run)
+                print(f"{'would remove' if args.dry_run else 'removed'} {name} (its "
+                      f"u-dma-buf buffer {device} is free again)")
+                continue
             info = remove_segment(name, force=args.force, dry_run=args.dry_run)
             if args.dry_run:
                 print(f"would remove {info.name} ({info.kind})")
