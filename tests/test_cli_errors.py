@@ -103,6 +103,11 @@ MISSING_TARGET = {
     "diff": ["diff", MISSING, MISSING + "2"],
     "ls": None,  # takes no name
     "repair": ["repair", MISSING],
+    "bridge": None,  # a group
+    "bridge out": ["bridge", "out", MISSING, "--server", "nats://127.0.0.1:9", "--stream",
+                   "S", "--connect-timeout", "0.5"],
+    "bridge in": None,  # creates its ring; needs a server
+    "bridge promote": ["bridge", "promote", MISSING],
 }
 
 

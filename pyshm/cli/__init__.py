@@ -82,9 +82,16 @@ def _innermost_parser(parser: argparse.ArgumentParser,
         parser = subs[0].choices[chosen]
 
 
-def _command_name(args: argparse.Namespace) -> str:
-    words = [getattr(args, "command", None), getattr(args, "config_command", None)]
-    return " ".join(["pyshm", *[w for w in words if w]])
+def _command_name(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``pyshm config check``, ``pyshm bridge out``: the words the user typed."""
+    words = ["pyshm"]
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen is None or chosen not in subs[0].choices:
+            return " ".join(words)
+        words.append(chosen)
+        parser = subs[0].choices[chosen]
 
 
 def _in_user_terms(message: str, args: argparse.Namespace) -> str:
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    prog = _command_name(args)
+    prog = _command_name(parser, args)
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()
