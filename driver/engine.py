@@ -313,6 +313,7 @@ class MirrorEngine(Engine):
 
     @property
     def state(self) -> str:
+        """``created``, ``running``, ``paused``, ``stopped`` or ``failed``."""
         return self._state
 
     # ---- monitor -------------------------------------------------------------------

@@ -50,12 +50,14 @@ class _ShimMMIO:
                               f"the {self.length}-byte window")
 
     def read(self, offset: int = 0, length: int = 4) -> int:
+        """Read the 32-bit register at ``offset`` (4-byte accesses only)."""
         if length != 4:
             raise ValueError("only 4-byte register reads are supported")
         self._check(offset)
         return int.from_bytes(self.device.read_registers(self.base_addr + offset, 4), "little")
 
     def write(self, offset: int, data: int) -> None:
+        """Write the 32-bit register at ``offset``."""
         self._check(offset)
         self.device.write_registers(self.base_addr + offset,
                                     (data & 0xFFFFFFFF).to_bytes(4, "little"))
@@ -70,12 +72,15 @@ class _ShimDevice:
         self.tag = tag
 
     def has_capability(self, cap: str) -> bool:
+        """True for the capabilities this device declares (``REGISTER_RW``)."""
         return bool(self.capabilities.get(cap, False))
 
     def read_registers(self, address: int, length: int) -> bytes:
+        """Read ``length`` bytes of registers at bus ``address`` (subclasses)."""
         raise NotImplementedError
 
     def write_registers(self, address: int, data: bytes) -> None:
+        """Write ``data`` to the registers at bus ``address`` (subclasses)."""
         raise NotImplementedError
 
 
@@ -88,9 +93,11 @@ class _ShimIP:
                               self.device)
 
     def read(self, offset: int = 0) -> int:
+        """Read the 32-bit register at ``offset``."""
         return self.mmio.read(offset)
 
     def write(self, offset: int, value: int) -> None:
+        """Write the 32-bit register at ``offset``."""
         self.mmio.write(offset, value)
 
 
@@ -127,6 +134,7 @@ class HwConfig:
 
     @classmethod
     def decode(cls, word: int) -> HwConfig:
+        """Split a HW_CONFIG register value into its fields."""
         def f(mask: int, shift: int) -> int:
             return (word & mask) >> shift
         return cls(f(R.HW_CONFIG_DATA_BYTES_MASK, R.HW_CONFIG_DATA_BYTES_SHIFT),
@@ -141,22 +149,27 @@ class Status:
 
     @property
     def busy(self) -> bool:
+        """STATUS.BUSY: a copy round is in progress."""
         return bool(self.word & R.STATUS_BUSY_MASK)
 
     @property
     def idle(self) -> bool:
+        """STATUS.IDLE: waiting for the next poll, nothing outstanding on the bus."""
         return bool(self.word & R.STATUS_IDLE_MASK)
 
     @property
     def error(self) -> bool:
+        """STATUS.ERROR: stopped on a fault (only SOFT_RESET restarts it)."""
         return bool(self.word & R.STATUS_ERROR_MASK)
 
     @property
     def overrun(self) -> bool:
+        """STATUS.OVERRUN: the producer lapped the engine since the bit was cleared."""
         return bool(self.word & R.STATUS_OVERRUN_MASK)
 
     @property
     def fault(self) -> int:
+        """STATUS.FAULT: the fault code (0 when none; docs/regmap.md lists them)."""
         return (self.word & R.STATUS_FAULT_MASK) >> R.STATUS_FAULT_SHIFT
 
 
@@ -220,9 +233,11 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
 
     # ---- raw access --------------------------------------------------------------
     def read32(self, offset: int) -> int:
+        """Read one 32-bit register."""
         return int(self.mmio.read(offset)) & 0xFFFFFFFF
 
     def write32(self, offset: int, value: int) -> None:
+        """Write one 32-bit register (InvalidParameterError beyond 32 bits)."""
         if not 0 <= value <= 0xFFFFFFFF:
             raise InvalidParameterError(f"register value 0x{value:x} does not fit 32 bits")
         self.mmio.write(offset, value)
@@ -258,19 +273,25 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
         return self.hw_config()
 
     def hw_config(self) -> HwConfig:
+        """The IP's build parameters (HW_CONFIG)."""
         return HwConfig.decode(self.read32(R.HW_CONFIG))
 
     # ---- state -------------------------------------------------------------------
     def status(self) -> Status:
+        """The STATUS register, decoded."""
         return Status(self.read32(R.STATUS))
 
     def check_fault(self, st: Status | None = None) -> Status:
+        """STATUS, or MirrorFaultError when the IP stopped on a fault."""
         st = self.status() if st is None else st
         if st.error:
             raise MirrorFaultError(st.fault, self.where)
         return st
 
     def counters(self) -> dict[str, int]:
+        """The 64-bit counters (mirrored, tail seen, bytes copied, bursts, overruns,
+        busy cycles), each read ``_LO`` first.
+        """
         return {name.lower(): self.read64(name)
                 for name in ("MIRRORED", "TAIL_SEEN", "BYTES_COPIED", "BURSTS", "OVERRUNS",
                              "BUSY_CYCLES")}
@@ -354,6 +375,7 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
             self.write64("MIRRORED", position)
 
     def enable(self) -> None:
+        """Start continuous mirroring (CONTROL.ENABLE); refuses while a fault is latched."""
         self.check_fault()
         self._set_control(self._control | R.CONTROL_ENABLE_MASK)
 
@@ -375,8 +397,10 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
 
     @property
     def enabled(self) -> bool:
+        """True while CONTROL.ENABLE is set by this driver."""
         return bool(self._control & R.CONTROL_ENABLE_MASK)
 
     def clear_overrun(self) -> None:
+        """Clear STATUS.OVERRUN and the overrun interrupt."""
         self.write32(R.STATUS, R.STATUS_OVERRUN_MASK)
         self.write32(R.IRQ_STATUS, R.IRQ_STATUS_OVERRUN_MASK)

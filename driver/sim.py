@@ -118,6 +118,7 @@ class SimChannel:
             return resp, val
 
     def close(self) -> None:
+        """Close the socket to the simulator; safe to call twice."""
         with self._lock:
             self.closed = True
             try:
@@ -144,6 +145,7 @@ class SimDevice(DeviceBase):  # type: ignore[misc,valid-type]
         self.reg_range = reg_range
 
     def has_capability(self, cap: str) -> bool:
+        """True for ``REGISTER_RW``: pynq.MMIO then forwards register accesses here."""
         return bool(self.capabilities.get(cap, False))
 
     def _offset(self, address: int, length: int) -> int:
@@ -155,6 +157,7 @@ class SimDevice(DeviceBase):  # type: ignore[misc,valid-type]
         return off
 
     def read_registers(self, address: int, length: int) -> bytes:
+        """Read registers through the simulated AXI4-Lite bus (SLVERR raises)."""
         off = self._offset(address, length)
         out = bytearray()
         for word in range(off, off + length, 4):
@@ -166,6 +169,7 @@ class SimDevice(DeviceBase):  # type: ignore[misc,valid-type]
         return bytes(out)
 
     def write_registers(self, address: int, data: bytes) -> None:
+        """Write registers through the simulated AXI4-Lite bus (SLVERR raises)."""
         off = self._offset(address, len(data))
         for i in range(0, len(data), 4):
             value = int.from_bytes(data[i:i + 4], "little")
@@ -287,6 +291,7 @@ class SimProcess:
         self.terminate()
 
     def terminate(self) -> None:
+        """Stop the simulator's process group (SIGTERM, then SIGKILL)."""
         if self.proc is not None and self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -355,6 +360,7 @@ class SimEngine(MirrorEngine):
             raise
 
     def cycles(self) -> int:
+        """Simulated clock cycles so far."""
         return self.device.cycles()
 
     def _shutdown(self) -> None:

@@ -186,6 +186,9 @@ class CpuEngine(Engine):
 
     @property
     def state(self) -> str:
+        """``created``, ``running``, ``paused``, ``stopped`` or ``failed``, as the C engine
+        reports it.
+        """
         return _STATES.get(self._read_stats().state, "?")
 
     def thread_ids(self) -> list[int]:

@@ -72,6 +72,7 @@ def parse_duration(value: Any) -> float:
 
 
 def format_size(n: int) -> str:
+    """Bytes as the configuration writes them: ``16M`` when exact, else the number."""
     for unit in ("T", "G", "M", "K"):
         mult = _UNITS[unit]
         if n >= mult and n % mult == 0:
@@ -116,6 +117,7 @@ class RingConfig:
 
     @property
     def path(self) -> str:
+        """The file that holds the ring."""
         return segment.resolve_path(self.name)
 
 
@@ -135,6 +137,7 @@ class MetricsConfig:
 
     @property
     def address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of ``listen``, or None."""
         return None if self.listen is None else split_listen(self.listen)
 
 
@@ -149,6 +152,7 @@ class Config:
     source: str = "<string>"
 
     def ring(self, name: str) -> RingConfig:
+        """The ring configured as ``name`` (KeyError if none)."""
         for r in self.rings:
             if r.name == name:
                 return r
@@ -156,10 +160,12 @@ class Config:
 
     @property
     def status_path(self) -> str:
+        """The status file ``pyshm stats`` reads: ``STATE_DIR/NAME.status.json``."""
         return os.path.join(self.state_dir, f"{self.name}.status.json")
 
 
 def default_state_dir() -> str:
+    """``$PYSHM_STATE_DIR``, else ``/tmp/pyshm-UID``."""
     return os.environ.get("PYSHM_STATE_DIR") or f"/tmp/pyshm-{os.getuid()}"
 
 
@@ -181,6 +187,7 @@ Path = tuple[Any, ...]
 
 
 def format_path(path: Path) -> str:
+    """A key path as messages show it: ``rings[1].replica.engine``."""
     out = ""
     for part in path:
         if isinstance(part, int):

@@ -82,6 +82,7 @@ class EngineStats:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field as plain data (for JSON)."""
         return asdict(self)
 
     def line(self) -> str:
@@ -163,10 +164,14 @@ def register_engine(name: str, target: str, priority: int = 0) -> None:
 
 
 def engine_names() -> list[str]:
+    """Registered engine names, in the order ``auto`` tries them."""
     return sorted(_REGISTRY, key=lambda n: -_REGISTRY[n].priority)
 
 
 def engine_class(name: str) -> type[Engine]:
+    """The class registered as ``name``, imported now; EngineError names what is
+    missing when its optional dependency is not installed.
+    """
     try:
         entry = _REGISTRY[name]
     except KeyError:

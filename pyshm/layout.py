@@ -143,6 +143,7 @@ _STATIC = struct.Struct("<8sIIQIIQQ48sQQQQ")  # 0x000 .. 0x080
 
 
 def align8(n: int) -> int:
+    """``n`` rounded up to a multiple of 8 (record alignment)."""
     return (n + 7) & ~7
 
 
@@ -155,10 +156,12 @@ def new_ring_id() -> int:
 
 
 def is_power_of_two(n: int) -> bool:
+    """True for 1, 2, 4, 8, ..."""
     return n > 0 and (n & (n - 1)) == 0
 
 
 def segment_size(capacity: int) -> int:
+    """Bytes of a ring segment: the 4 KiB header plus the data area."""
     return HEADER_SIZE + capacity
 
 
@@ -170,6 +173,7 @@ def crc_block_shift(capacity: int, partitions: int) -> int:
 
 
 def crc_table_offset(capacity: int) -> int:
+    """Where a replica's CRC table starts: right after its data area."""
     return HEADER_SIZE + capacity
 
 
@@ -186,10 +190,12 @@ def pack_crc_header(capacity: int, block_shift: int) -> bytes:
 
 
 def default_max_record(capacity: int, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """The max record length a new ring gets: a quarter of a partition (capped)."""
     return min((capacity // partitions) // 4, MAX_RECORD_LIMIT)
 
 
 def slot_offset(index: int) -> int:
+    """Header offset of consumer slot ``index`` (IndexError outside 0..26)."""
     if not 0 <= index < MAX_CONSUMERS:
         raise IndexError(f"consumer slot {index} out of range 0..{MAX_CONSUMERS - 1}")
     return OFF_SLOTS + index * SLOT_SIZE
@@ -214,26 +220,32 @@ class RingParams:
 
     @property
     def partition_size(self) -> int:
+        """Bytes per partition."""
         return self.capacity // self.partition_count
 
     @property
     def lossless(self) -> bool:
+        """The LOSSLESS flag: gating consumers hold the producer back."""
         return bool(self.flags & FLAG_LOSSLESS)
 
     @property
     def is_replica(self) -> bool:
+        """The REPLICA flag: written by an engine, not a producer."""
         return bool(self.flags & FLAG_REPLICA)
 
     @property
     def is_follower(self) -> bool:
+        """The FOLLOWER flag: sequences are set by a bridge."""
         return bool(self.flags & FLAG_FOLLOWER)
 
     @property
     def ephemeral(self) -> bool:
+        """The EPHEMERAL flag: ``pyshm rm --stale`` may remove it once its users died."""
         return bool(self.flags & FLAG_EPHEMERAL)
 
     @property
     def has_crc_table(self) -> bool:
+        """The CRC_TABLE flag: a replica with a table of block checksums."""
         return bool(self.flags & FLAG_CRC_TABLE)
 
     @property
@@ -246,6 +258,7 @@ class RingParams:
         return size
 
     def validate(self, where: str = "ring") -> RingParams:
+        """Check the geometry and flags (errors name ``where``); returns self."""
         check_params(self.capacity, self.max_record, self.partition_count, where)
         if self.flags & ~KNOWN_FLAGS:
             raise CorruptSegmentError(f"{where}: unknown header flags 0x{self.flags:x}")
@@ -346,6 +359,7 @@ def encode_record(payload: bytes, type_: int, sequence: int) -> bytes:
 
 
 def encode_padding(nbytes: int) -> bytes:
+    """A padding record of ``nbytes`` (a multiple of 8, >= 8)."""
     if nbytes < PADDING_MIN or nbytes % RECORD_ALIGN:
         raise ValueError(f"padding of {nbytes} bytes: must be a multiple of 8, >= 8")
     return _PADDING_HDR.pack(nbytes, PADDING_TYPE) + bytes(nbytes - 8)
@@ -376,6 +390,9 @@ class RecordEncoder:
         self.sequence = sequence
 
     def place(self, payload: bytes, type_: int = 0) -> list[tuple[int, bytes]]:
+        """Lay out the next record: ``[(position, bytes), ...]``, a padding record first
+        when it would cross a partition boundary.
+        """
         length = RECORD_HEADER + len(payload)
         if length > self.max_record:
             raise ValueError(f"record of {length} bytes exceeds max record {self.max_record}")

@@ -149,10 +149,12 @@ class SegmentLock:
 
     @property
     def fd(self) -> int:
+        """The locked file descriptor (-1 once released)."""
         return self._fd
 
     @property
     def held(self) -> bool:
+        """True until :meth:`release`."""
         return self._fd >= 0
 
     def release(self) -> None:

@@ -88,14 +88,17 @@ class RepairReport:
 
     @property
     def changed(self) -> bool:
+        """True when the repair changed (or, dry run, would change) anything."""
         return (self.intent_before != self.intent_after
                 or self.next_sequence_before != self.next_sequence_after
                 or bool(self.reaped_slots) or (self.producer_pid != 0 and not self.dry_run))
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field as plain data (for JSON)."""
         return asdict(self)
 
     def lines(self) -> list[str]:
+        """The report as lines for a terminal."""
         verb = "would " if self.dry_run else ""
         out = [f"ring {self.name}: tail {self.tail}"]
         if self.producer_pid:
@@ -289,6 +292,7 @@ class SegmentInfo:
 
     @property
     def live_pids(self) -> list[int]:
+        """The creator, producer and consumer pids that still run."""
         pids = []
         if self.creator_alive:
             pids.append(self.creator_pid)
@@ -321,9 +325,11 @@ class SegmentInfo:
 
     @property
     def claim_pending(self) -> bool:
+        """True when the producer reserved space it has not committed (intent > tail)."""
         return self.tail_intent > self.tail
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field, plus ``stale``, ``live_pids`` and ``claim_pending``."""
         d = asdict(self)
         d.update(stale=self.stale, live_pids=self.live_pids, claim_pending=self.claim_pending)
         return d

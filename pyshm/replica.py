@@ -88,10 +88,12 @@ class FlushPolicy:
 
     @property
     def interval_ns(self) -> int:
+        """``periodic``: the msync interval in ns (else 0)."""
         return int(self.interval * 1e9) if self.kind == "periodic" else 0
 
     @property
     def flush_bytes(self) -> int:
+        """``bytes``: msync after this many bytes (else 0)."""
         return self.nbytes if self.kind == "bytes" else 0
 
 
@@ -192,6 +194,7 @@ class Replica:
     @classmethod
     def open(cls, target: str | os.PathLike[str], *, readonly: bool = False,
              flush: str | FlushPolicy | None = None, prefault: bool = False) -> Replica:
+        """Attach to an existing replica (validated: a ring header with the replica flag)."""
         seg = Segment(target, readonly=readonly)
         try:
             params = L.unpack_static_header(seg.buf[:0x80], seg.name, seg.size)
@@ -206,6 +209,7 @@ class Replica:
             raise
 
     def check_compatible(self, ring_params: L.RingParams) -> None:
+        """Refuse (InvalidParameterError) a replica whose geometry differs from the ring's."""
         p = self.params
         for field in ("capacity", "max_record", "partition_count"):
             a, b = getattr(p, field), getattr(ring_params, field)
@@ -221,26 +225,32 @@ class Replica:
 
     @property
     def tail(self) -> int:
+        """Position up to which the replica holds the ring's bytes."""
         return self._u64(L.OFF_TAIL)
 
     @property
     def tail_intent(self) -> int:
+        """Position the engine is about to write up to (the seqlock word)."""
         return self._u64(L.OFF_TAIL_INTENT)
 
     @property
     def next_sequence(self) -> int:
+        """Sequence after the last record mirrored."""
         return self._u64(L.OFF_NEXT_SEQUENCE)
 
     @property
     def name(self) -> str:
+        """The replica's name (a /dev/shm name, or its path)."""
         return self.segment.name
 
     @property
     def path(self) -> str:
+        """The file that holds the replica."""
         return self.segment.path
 
     @property
     def data(self) -> memoryview:
+        """The data area as a memoryview of the mapping."""
         return self.segment.buf[L.OFF_DATA: L.OFF_DATA + self.params.capacity]
 
     def crc_table(self) -> CrcTable | None:
@@ -270,17 +280,20 @@ class Replica:
         return Ring(self.path, readonly=True)
 
     def info(self) -> dict[str, int | str]:
+        """Name, capacity, tail, next sequence, oldest position and flush policy."""
         return {"name": self.name, "capacity": self.params.capacity, "tail": self.tail,
                 "next_sequence": self.next_sequence, "oldest": self.oldest(),
                 "flush": self.flush.kind}
 
     def close(self) -> None:
+        """Unmap (the replica stays); safe to call twice."""
         if self._q is not None:
             self._q.release()
             self._q = None
         self.segment.close()
 
     def unlink(self) -> None:
+        """Remove the replica's name."""
         self.segment.unlink()
 
     def __enter__(self) -> Replica:
@@ -342,10 +355,12 @@ class CrcTable:
 
     @property
     def valid_from(self) -> int:
+        """Position from which the table's checksums describe the data."""
         return int(self._words[L.CRC_OFF_VALID_FROM // 8])
 
     @property
     def table_tail(self) -> int:
+        """Position up to which the table's checksums are complete."""
         return int(self._words[L.CRC_OFF_TABLE_TAIL // 8])
 
     def block_crcs(self, start: int, end: int, tail: int) -> Any:
@@ -368,6 +383,7 @@ class CrcTable:
         return self.entries[idx].astype(np.uint32)
 
     def close(self) -> None:
+        """Drop the views of the table (the segment stays mapped)."""
         self._words = self.entries = None  # type: ignore[assignment]
 
 

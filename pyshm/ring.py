@@ -160,10 +160,12 @@ class Batch:
 
     @property
     def lengths(self) -> np.ndarray:
+        """Payload length of each record (uint64 array)."""
         return np.diff(self.ends, prepend=np.uint64(0))
 
     @property
     def offsets(self) -> np.ndarray:
+        """Start of each record's payload in :attr:`data`."""
         return self.ends - self.lengths
 
     def __getitem__(self, i: int) -> memoryview:
@@ -189,6 +191,7 @@ class Batch:
         return self.data[:n * size].view(dt).reshape((n, *shape))
 
     def copy(self) -> Batch:
+        """A copy that stays valid after the consumer's next ``read_batch``."""
         return Batch(self.data.copy(), self.ends.copy(), self.types.copy(),
                      self.sequences.copy())
 
@@ -198,7 +201,23 @@ class Batch:
 
 
 class Ring:
-    """A ring segment, created or attached by name (``/dev/shm`` name or file path)."""
+    """A ring segment, created or attached by name (``/dev/shm`` name or file path).
+
+    ``Ring(name)`` attaches to an existing ring; ``Ring(name, create=True,
+    capacity="1M")`` (or :meth:`create`) makes a new one, mode 0600, and ``exist_ok=True``
+    attaches instead when a ring of that capacity exists. Creation parameters:
+    ``capacity`` (a power of two >= 4 KiB; ints or "64K"/"16M"), ``max_record`` (header
+    included; default a quarter of a partition), ``partitions`` (default 8),
+    ``lossless`` (the producer waits for gating consumers instead of overwriting),
+    ``gate_on_mirror`` (lossless: also for the replication engine), ``mode``,
+    ``prefault`` (touch every page now), ``ephemeral`` (``pyshm rm --stale`` may remove
+    it once its users are dead), ``device`` (make it in a u-dma-buf buffer, see
+    :mod:`pyshm.udmabuf`). Attaching: ``readonly`` maps it read-only (consumers then
+    read without a slot), ``reap_grace`` delays reaping dead gating consumers.
+
+    ``close()`` unmaps (the ring stays); ``unlink()`` removes the name. Use it as a
+    context manager to close it. :meth:`producer` and :meth:`consumer` give the ends.
+    """
 
     def __init__(self, name: str | os.PathLike[str], *, create: bool = False,
                  capacity: int | str | None = None, max_record: int | str | None = None,
@@ -299,10 +318,12 @@ class Ring:
 
     @classmethod
     def create(cls, name: str | os.PathLike[str], capacity: int | str, **kw: Any) -> Ring:
+        """Make a new ring (``Ring(name, create=True, capacity=capacity, **kw)``)."""
         return cls(name, create=True, capacity=capacity, **kw)
 
     @classmethod
     def attach(cls, name: str | os.PathLike[str], **kw: Any) -> Ring:
+        """Attach to an existing ring (``Ring(name, **kw)``)."""
         return cls(name, **kw)
 
     # ------------------------------------------------------------ properties
@@ -313,44 +334,54 @@ class Ring:
 
     @property
     def segment(self) -> Segment:
+        """The mapped :class:`~pyshm.segment.Segment` under the ring."""
         if self._seg is None:
             raise ClosedError("ring is closed")
         return self._seg
 
     @property
     def name(self) -> str:
+        """The ring's name (a /dev/shm name, or its path)."""
         return self._seg.name if self._seg is not None else "?"
 
     @property
     def path(self) -> str:
+        """The file that holds the ring."""
         return self.segment.path
 
     @property
     def capacity(self) -> int:
+        """Data bytes (a power of two)."""
         return self.params.capacity
 
     @property
     def max_record(self) -> int:
+        """Largest record in bytes, its 16-byte header included."""
         return self.params.max_record
 
     @property
     def max_payload(self) -> int:
+        """Largest payload one record can carry (``max_record - 16``)."""
         return self.params.max_record - layout.RECORD_HEADER
 
     @property
     def partition_size(self) -> int:
+        """Bytes per partition (``capacity / partitions``); records never cross one."""
         return self.params.partition_size
 
     @property
     def lossless(self) -> bool:
+        """True when the producer waits for gating consumers instead of overwriting."""
         return self.params.lossless
 
     @property
     def is_replica(self) -> bool:
+        """True for a replica (written by a replication engine, not a producer)."""
         return self.params.is_replica
 
     @property
     def flags(self) -> int:
+        """The header flags as created (``layout.FLAG_*``)."""
         return self.params.flags
 
     @property
@@ -376,26 +407,32 @@ class Ring:
 
     @property
     def readonly(self) -> bool:
+        """True when mapped read-only."""
         return self.segment.readonly
 
     @property
     def tail(self) -> int:
+        """Position after the last committed record (acquire load)."""
         return int(lib.pyshm_get_counter(self._h(), _C_TAIL))
 
     @property
     def tail_intent(self) -> int:
+        """Position the producer is about to write up to (at least ``tail``)."""
         return int(lib.pyshm_get_counter(self._h(), _C_INTENT))
 
     @property
     def mirrored(self) -> int:
+        """Position up to which the replica is complete (written by the engine)."""
         return int(lib.pyshm_get_counter(self._h(), _C_MIRRORED))
 
     @property
     def next_sequence(self) -> int:
+        """Sequence number the next record will get."""
         return int(lib.pyshm_get_counter(self._h(), _C_NEXT_SEQ))
 
     @property
     def producer_pid(self) -> int:
+        """Pid of the attached producer, 0 when none."""
         return int.from_bytes(self._mv_checked()[layout.OFF_PRODUCER_PID:
                                                  layout.OFF_PRODUCER_PID + 8], "little")
 
@@ -466,13 +503,19 @@ class Ring:
         self._dead_seen = dead  # forget slots that were freed, pinned or re-used
         return n
 
-    # ------------------------------------------------------------ endpoints
     def producer(self) -> Producer:
+        """Attach as the ring's single producer (a second live one gets ProducerBusyError;
+        a dead one's role is taken over, resuming after its last committed record).
+        """
         p = Producer(self)
         self._children.append(p)
         return p
 
     def consumer(self, start: str | int = "oldest", gating: bool = False) -> Consumer:
+        """A consumer with its own cursor: ``start`` is ``"oldest"``, ``"latest"`` or a
+        sequence number; ``gating=True`` (lossless rings) holds the producer back at its
+        position.
+        """
         c = Consumer(self, start, gating)
         self._children.append(c)
         return c
@@ -480,6 +523,7 @@ class Ring:
     # ------------------------------------------------------------ lifetime
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran."""
         return self._ptr is None
 
     def close(self) -> None:
@@ -501,6 +545,7 @@ class Ring:
             self._seg.close()
 
     def unlink(self) -> None:
+        """Remove the ring's name; processes that have it mapped keep working."""
         if self._seg is not None:
             self._seg.unlink()
 
@@ -620,6 +665,7 @@ class Producer:
 
     @property
     def position(self) -> int:
+        """Position after the last record this producer committed (the ring's tail)."""
         return int(self._p.tail)
 
     def publish(self, data: Any, type: int = 0, timeout: float = 0.0) -> int:
@@ -902,6 +948,7 @@ class Consumer:
 
     @property
     def slot(self) -> int:
+        """Index of this consumer's slot in the header (-1 without one)."""
         return self._slot
 
     @property
@@ -932,6 +979,7 @@ class Consumer:
 
     @property
     def next_sequence(self) -> int | None:
+        """The sequence this consumer expects next; None before its first record."""
         return int(self._c.expect) if self._c.have_expect else None
 
     def read(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:

@@ -218,18 +218,21 @@ class Segment:
 
     @property
     def buf(self) -> memoryview:
+        """A memoryview of the whole mapping (ClosedError once closed)."""
         if self._mmap is None:
             raise ClosedError(f"segment {self.name!r} is closed")
         return memoryview(self._mmap)
 
     @property
     def mmap(self) -> mmap.mmap:
+        """The mmap object itself."""
         if self._mmap is None:
             raise ClosedError(f"segment {self.name!r} is closed")
         return self._mmap
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran."""
         return self._mmap is None
 
     def prefault(self, start: int = 0, end: int | None = None) -> None:

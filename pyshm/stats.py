@@ -280,9 +280,11 @@ class PyshmCollector:
         self.state_dir = state_dir
 
     def describe(self) -> list[Any]:
+        """Nothing at registration: the label sets are only known at scrape time."""
         return []  # unknown label sets until the first scrape; skip registration-time collect
 
     def collect(self) -> Iterator[Any]:
+        """One sample of every ring, engine and snapshot schedule, as metric families."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         sample = collect(self.names, self.state_dir)

@@ -76,9 +76,11 @@ class EngineChild:
 
     @property
     def pid(self) -> int | None:
+        """The engine process's pid, None while none runs."""
         return self.proc.pid if self.proc else None
 
     def spec(self) -> dict[str, Any]:
+        """What the engine process is started with (JSON on its command line)."""
         return {"ring": self.ring.path, "replica": self.replica.name, "engine":
                 self.replica.engine, "threads": self.replica.threads, "gate": self.replica.gate,
                 "sync_timeout": self.replica.sync_timeout,
@@ -90,6 +92,7 @@ class EngineChild:
         return lock.fd if lock is not None and lock.held else None
 
     def start(self) -> None:
+        """Start the engine process."""
         cmd = [sys.executable, "-m", "pyshm.supervisor", "engine", json.dumps(self.spec())]
         fd = self._lock_fd()
         # cwd: the state directory, never the caller's: `-m` puts cwd first on sys.path
@@ -204,6 +207,7 @@ class EngineChild:
         self.state = "stopped"
 
     def status(self) -> dict[str, Any]:
+        """Name, pid, state, restarts, last exit status and the engine's statistics."""
         with self._lock:
             return {"name": self.engine_name, "requested": self.replica.engine,
                     "pid": self.pid, "state": self.state, "restarts": self.restarts,
@@ -348,6 +352,7 @@ class SnapshotSchedule:
         self._lock = threading.Lock()  # one snapshot at a time (schedule vs final)
 
     def start(self) -> None:
+        """Start the schedule's thread (one image every ``interval``)."""
         os.makedirs(self.cfg.directory, mode=0o700, exist_ok=True)
         self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"snapshot-{self.ring.name}")
@@ -358,6 +363,7 @@ class SnapshotSchedule:
             self.take()
 
     def image_path(self) -> str:
+        """A new image name: ``RING-YYYYmmddTHHMMSS-NS.pyimg`` in the directory."""
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         base = os.path.basename(self.ring.name)
         return os.path.join(self.cfg.directory,
@@ -392,6 +398,9 @@ class SnapshotSchedule:
         return True
 
     def take(self, final: bool = False) -> str | None:
+        """Take one image now (through the engine process for a live replica); returns its
+        path, or None when it failed or the source was unchanged.
+        """
         from . import images
 
         with self._lock:
@@ -439,6 +448,7 @@ class SnapshotSchedule:
             return path
 
     def prune(self) -> None:
+        """Delete this ring's oldest images beyond ``keep`` (never other files)."""
         base = os.path.basename(self.ring.name)
         # exactly this ring's names (image_path): a glob "md-*" would also match, and
         # delete, the images of a ring named "md-2" sharing the directory
@@ -451,6 +461,7 @@ class SnapshotSchedule:
                 log.debug("ring %s: removed old image %s", self.ring.name, old)
 
     def status(self) -> dict[str, Any]:
+        """Counts, last image, last error: what the status file shows."""
         return {"source": self.source, "directory": self.cfg.directory, "count": self.count,
                 "failures": self.failures, "skipped_unchanged": self.skipped,
                 "last_time": self.last_time,
@@ -463,6 +474,11 @@ class SnapshotSchedule:
 
 
 class Supervisor:
+    """``pyshm run``: brings up what a :class:`~pyshm.config.Config` declares and keeps it
+    running. :meth:`run` does it all (start, watch, stop on SIGINT/SIGTERM); from Python,
+    :meth:`start`, :meth:`loop` and :meth:`shutdown` do the same in steps (see
+    examples/supervisor.py)."""
+
     def __init__(self, cfg: Config, log_level: str | None = None):
         self.cfg = cfg
         self.log_level = log_level or cfg.log_level
@@ -559,6 +575,7 @@ class Supervisor:
         rep.close()
 
     def start(self) -> None:
+        """Create or attach every ring and replica, start engines, schedules and metrics."""
         self._setup_logging()
         os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
         log.info("starting from %s (pid %d)", self.cfg.source, os.getpid())
@@ -602,6 +619,7 @@ class Supervisor:
     # -- running ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The whole run's status: what ``STATE_DIR/NAME.status.json`` holds."""
         rings: dict[str, Any] = {}
         for rc in self.cfg.rings:
             entry: dict[str, Any] = {"replica": rc.replica.name if rc.replica else None}
@@ -616,12 +634,14 @@ class Supervisor:
                 "metrics": self.metrics_url, "rings": rings}
 
     def write_status(self) -> None:
+        """Replace the status file atomically."""
         try:
             _atomic_write_json(self.cfg.status_path, self.status())
         except OSError as exc:
             log.warning("cannot write %s: %s", self.cfg.status_path, exc)
 
     def request_stop(self, signum: int | None = None, _frame: Any = None) -> None:
+        """Ask :meth:`loop` to return (also the SIGINT/SIGTERM handler)."""
         if signum is not None and not self.stopping.is_set():
             log.info("received %s: stopping", signal.Signals(signum).name)
         self.stopping.set()
@@ -647,6 +667,9 @@ class Supervisor:
             self.stopping.wait(sc.check_interval)
 
     def shutdown(self) -> None:
+        """Stop engines (final sync), take final snapshots, unlink ``unlink_on_exit`` rings,
+        remove the status file.
+        """
         self.stopping.set()
         timeout = self.cfg.supervisor.shutdown_timeout
         for child in self.engines.values():
@@ -700,6 +723,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of the engine processes (``python -m pyshm.supervisor engine SPEC``)."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "engine":
         try:

@@ -150,9 +150,11 @@ class FollowerProducer:
         return self._producer.sequence
 
     def room(self) -> int:
+        """Bytes the ring can take now without waiting (as :meth:`Producer.room`)."""
         return self._producer.room()
 
     def close(self) -> None:
+        """Detach the producer (and close the ring when this object opened it)."""
         self._producer.close()
         if self._own:
             self.ring.close()

@@ -102,21 +102,26 @@ class ImageHeader:
 
     @property
     def data_length(self) -> int:
+        """Bytes of the window (``end_position - first_position``)."""
         return self.end_position - self.first_position
 
     @property
     def compression_name(self) -> str:
+        """``none`` or ``zstd``."""
         return COMPRESSION_NAMES.get(self.compression, f"unknown({self.compression})")
 
     @property
     def from_replica(self) -> bool:
+        """True when the image was taken from a replica."""
         return bool(self.flags & IMAGE_FLAG_FROM_REPLICA)
 
     @property
     def last_sequence(self) -> int | None:
+        """Sequence of the last record, None for an image without records."""
         return self.next_sequence - 1 if self.record_count else None
 
     def pack(self) -> bytes:
+        """The 256-byte header as written to the file, CRC included."""
         p = self.params
         raw = _HEADER.pack(
             MAGIC, VERSION, HEADER_SIZE, self.flags, self.compression, self.chunk_size,
@@ -139,6 +144,7 @@ class ChunkEntry:
 
 
 def expected_chunks(data_length: int, chunk_size: int) -> int:
+    """How many chunks a window of ``data_length`` bytes takes."""
     return (data_length + chunk_size - 1) // chunk_size
 
 
@@ -581,9 +587,11 @@ class ImageReader:
                 progress(done, total)
 
     def fileno(self) -> int:
+        """The open file's descriptor."""
         return self._fd
 
     def close(self) -> None:
+        """Close the file; safe to call twice."""
         if getattr(self, "_fd", -1) >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -605,4 +613,5 @@ def is_image(path: str | os.PathLike[str]) -> bool:
 
 
 def now_ns() -> int:
+    """Wall-clock time in ns since the epoch (image creation times)."""
     return time.time_ns()

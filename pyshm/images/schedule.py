@@ -92,6 +92,7 @@ class SnapshotSchedule:
         return [os.path.join(self.directory, e) for _, e in sorted(found)]
 
     def due(self, now: float | None = None) -> bool:
+        """True when a trigger fired since the last image (always before the first)."""
         if self._last_time is None:
             return True
         now = time.monotonic() if now is None else now
@@ -170,6 +171,7 @@ class SnapshotSchedule:
             self._stop.wait(self.poll)
 
     def start(self) -> SnapshotSchedule:
+        """Run the schedule in a daemon thread; returns self."""
         if self._thread is not None:
             raise RuntimeError("schedule already started")
         self._thread = threading.Thread(target=self._loop, name="pyshm-snapshots",
@@ -178,6 +180,7 @@ class SnapshotSchedule:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread after the snapshot in progress (TimeoutError after ``timeout``)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -186,6 +189,7 @@ class SnapshotSchedule:
             self._thread = None
 
     def close(self) -> None:
+        """Stop and release the source."""
         self.stop()
         self._src.close()
 

@@ -156,6 +156,7 @@ class Capture:
         return np.concatenate([np.frombuffer(x, dtype=np.uint8) for x in pieces])
 
     def header(self) -> fmt.ImageHeader:
+        """The image header this capture would be written with."""
         return image_header(self.params, self.start, self.end, self.first_sequence,
                             self.next_sequence, self.record_count, self.from_replica)
 

@@ -212,10 +212,12 @@ class State:
 
     @classmethod
     def create(cls, name: str | os.PathLike[str], dtype: Any, rows: int, **kw: Any) -> State:
+        """Make a new region of ``rows`` rows of ``dtype`` (``State(name, create=True, ...)``)."""
         return cls(name, create=True, dtype=dtype, rows=rows, **kw)
 
     @classmethod
     def attach(cls, name: str | os.PathLike[str], **kw: Any) -> State:
+        """Attach to an existing region (``State(name, **kw)``)."""
         return cls(name, **kw)
 
     # ------------------------------------------------------------ properties
@@ -226,20 +228,24 @@ class State:
 
     @property
     def segment(self) -> Segment:
+        """The mapped :class:`~pyshm.segment.Segment` under the region."""
         if self._seg is None:
             raise ClosedError("state region is closed")
         return self._seg
 
     @property
     def name(self) -> str:
+        """The region's name (a /dev/shm name, or its path)."""
         return self._seg.name if self._seg is not None else "?"
 
     @property
     def path(self) -> str:
+        """The file that holds the region."""
         return self.segment.path
 
     @property
     def rows(self) -> int:
+        """Number of rows."""
         return self.params.row_count
 
     def __len__(self) -> int:
@@ -247,14 +253,17 @@ class State:
 
     @property
     def itemsize(self) -> int:
+        """Bytes per row (the dtype's size)."""
         return self.params.itemsize
 
     @property
     def readonly(self) -> bool:
+        """True when mapped read-only."""
         return self.segment.readonly
 
     @property
     def is_replica(self) -> bool:
+        """True for a replica of another region."""
         return self.params.is_replica
 
     def _load(self, which: str) -> int:
@@ -281,10 +290,12 @@ class State:
 
     @property
     def writer_pid(self) -> int:
+        """Pid of the attached writer, 0 when none."""
         return _signed(self._load("W_PID"))
 
     @property
     def region_id(self) -> int:
+        """The region's identity (random, written at creation)."""
         return self._load("I_REGION")
 
     @property
@@ -526,6 +537,7 @@ class State:
     # ------------------------------------------------------------ lifetime
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran."""
         return self._c is None
 
     def close(self) -> None:
@@ -544,6 +556,7 @@ class State:
             self._seg.close()
 
     def unlink(self) -> None:
+        """Remove the region's name; processes that have it mapped keep working."""
         if self._seg is not None:
             self._seg.unlink()
 
@@ -598,6 +611,7 @@ class StateWriter:
     # ------------------------------------------------------------ helpers
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` ran."""
         return self._closed
 
     def _live(self) -> Any:
@@ -723,6 +737,7 @@ class StateWriter:
         return self.state.read(i)
 
     def read_batch(self, indices: Any) -> np.ndarray:
+        """Consistent copies of the rows at ``indices`` (as :meth:`State.read_batch`)."""
         return self.state.read_batch(indices)
 
     def to_numpy(self) -> np.ndarray:
@@ -787,10 +802,12 @@ class StateWriter:
 
     @property
     def in_transaction(self) -> bool:
+        """True between the start and the commit of a transaction."""
         return bool(self._c.in_tx) if not self._closed else False
 
     @property
     def applied_seq(self) -> int | None:
+        """The region's applied sequence (see :attr:`State.applied_seq`)."""
         return self.state.applied_seq
 
     def stats(self) -> dict[str, int]:
