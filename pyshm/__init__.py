@@ -7,9 +7,9 @@ from . import layout
 from .errors import *  # noqa: F401,F403
 from .errors import PyshmError
 from .ring import FULL, Batch, Consumer, Message, Producer, Ring
-from .state import State
+from .state import State, recover
 
 __version__ = "0.1.0"
 
 __all__ = ["layout", "PyshmError", "__version__",
-           "Ring", "Producer", "Consumer", "Message", "Batch", "FULL", "State"]
+           "Ring", "Producer", "Consumer", "Message", "Batch", "FULL", "State", "recover"]

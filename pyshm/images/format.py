@@ -1,4 +1,4 @@
-"""Image file format, version 1: writer and verifying reader.
+"""Image file format, versions 1 and 2: writer and verifying reader.
 
 ::
 
@@ -22,6 +22,24 @@ The chunks hold the window's bytes in position order (unwrapped): byte ``i`` of 
 is the ring byte of position ``first_position + i``. Everything read from a file is
 checked before use; a damaged file raises an :class:`~pyshm.errors.ImageError` subclass
 naming the part (and chunk) that is wrong. The format never uses pickle.
+
+Kinds and versions. An image holds a ring window (kind ``ring``) or the rows of a state
+region at one ring sequence (kind ``state``, see :class:`StateImageHeader`). Version 2
+adds a ``kind`` field (u32 at header offset 184, inside bytes version 1 leaves zero);
+framing (header size, chunk table, chunks, trailer, checksums) is the same in both. The
+rule: a writer uses the lowest version that can express the image, so ring images are
+still written as version 1 and every older pyshm keeps reading them; state images are
+version 2, which an older pyshm refuses by its version check ("image format version 2")
+instead of misreading it. Readers accept both; version 1 means kind ``ring``. A new kind
+is a new value of the field; a reader refuses a kind it does not know by name.
+
+State image header (version 2, kind 1), where it differs from the ring header::
+
+    32  row_count u64 | 40 itemsize u32 | 44 desc_length u32 | 48 region flags u32
+    52  desc_crc u32  | 56 region created_ns u64 | 64 applied_seq u64 (S; 2^64-1: none)
+    72  region_id u64 | 80 epoch at the cut u64 | 88..103 reserved
+    data: the dtype description (canonical JSON, zero-padded to 8 bytes), then the
+          rows (row_count x itemsize), exactly as the region holds them at S
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import crc32c as _crc32c
 import numpy as np
@@ -49,7 +68,14 @@ from ..errors import (
 MAGIC = b"PYSHMIMG"
 IMAGE_SUFFIX = ".pyimg"  # the one file suffix of images: CLI, schedules, supervisor
 TRAILER_MAGIC = b"PYSHMEND"
-VERSION = 1
+VERSION = 1                 # ring images are written as version 1 (see "Kinds and versions")
+VERSION_KIND = 2            # version 2: the kind field at OFF_KIND
+READ_VERSIONS = (1, 2)
+KIND_RING = 0
+KIND_STATE = 1
+KIND_NAMES = {KIND_RING: "ring", KIND_STATE: "state"}
+KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
+OFF_KIND = 184
 HEADER_SIZE = 256
 ENTRY_SIZE = 24
 TRAILER_SIZE = 32
@@ -71,6 +97,12 @@ KNOWN_IMAGE_FLAGS = IMAGE_FLAG_FROM_REPLICA
 # record_count, created_ns, data_length, stored_length, table_crc, reserved, name
 _HEADER = struct.Struct("<8sIIIIII QIIII QQQQQQQQQ II 48s")
 _HEADER_CRC_OFF = HEADER_SIZE - 4
+# the state kind: magic ... chunk_count as above, then row_count, itemsize, desc_length,
+# region_flags, desc_crc, region_created_ns, applied_seq, region_id, cut_epoch,
+# reserved x2, created_ns, data_length, stored_length, table_crc, reserved, name, kind
+_STATE_HEADER = struct.Struct("<8sIIIIII QIIII QQQQQQ QQQ II 48s I")
+_KIND = struct.Struct("<I")
+assert _HEADER.size == OFF_KIND and _STATE_HEADER.size == OFF_KIND + 4
 _ENTRY = struct.Struct("<QIIII")
 _TRAILER = struct.Struct("<8sQIII4x")
 assert _HEADER.size <= _HEADER_CRC_OFF and _ENTRY.size == ENTRY_SIZE
@@ -135,6 +167,64 @@ class ImageHeader:
 
 
 @dataclass(frozen=True)
+class StateImageHeader:
+    """The header of a state image (kind ``state``, format version 2)."""
+
+    row_count: int
+    itemsize: int
+    desc_length: int
+    desc_crc: int
+    applied_seq: int | None
+    region_id: int
+    cut_epoch: int
+    name: str
+    region_created_ns: int
+    created_ns: int
+    compression: int = COMPRESS_NONE
+    chunk_size: int = DEFAULT_CHUNK
+    chunk_count: int = 0
+    stored_length: int = 0
+    table_crc: int = 0
+    flags: int = 0
+    region_flags: int = 0
+
+    kind = "state"
+
+    @property
+    def desc_area(self) -> int:
+        """Bytes of the description in the data, padded to 8."""
+        return (self.desc_length + 7) & ~7
+
+    @property
+    def rows_bytes(self) -> int:
+        return self.row_count * self.itemsize
+
+    @property
+    def data_length(self) -> int:
+        return self.desc_area + self.rows_bytes
+
+    @property
+    def compression_name(self) -> str:
+        return COMPRESSION_NAMES.get(self.compression, f"unknown({self.compression})")
+
+    @property
+    def from_replica(self) -> bool:
+        return bool(self.flags & IMAGE_FLAG_FROM_REPLICA)
+
+    def pack(self) -> bytes:
+        seq = (1 << 64) - 1 if self.applied_seq is None else self.applied_seq
+        raw = _STATE_HEADER.pack(
+            MAGIC, VERSION_KIND, HEADER_SIZE, self.flags, self.compression,
+            self.chunk_size, self.chunk_count, self.row_count, self.itemsize,
+            self.desc_length, self.region_flags, self.desc_crc, self.region_created_ns,
+            seq, self.region_id, self.cut_epoch, 0, 0, self.created_ns, self.data_length,
+            self.stored_length, self.table_crc, 0, self.name.encode()[:layout.NAME_SIZE],
+            KIND_STATE)
+        raw += bytes(_HEADER_CRC_OFF - len(raw))
+        return raw + struct.pack("<I", crc(raw))
+
+
+@dataclass(frozen=True)
 class ChunkEntry:
     offset: int
     stored_length: int
@@ -148,8 +238,34 @@ def expected_chunks(data_length: int, chunk_size: int) -> int:
     return (data_length + chunk_size - 1) // chunk_size
 
 
-def _check_header_fields(h: ImageHeader, where: str) -> None:
+def _check_framing(h: ImageHeader | StateImageHeader, where: str) -> None:
+    if h.flags & ~KNOWN_IMAGE_FLAGS:
+        raise ImageError(f"{where}: header has unknown image flags 0x{h.flags:x}")
+    if h.compression not in COMPRESSION_NAMES:
+        raise ImageError(f"{where}: header names unknown compression {h.compression}")
+    if not MIN_CHUNK <= h.chunk_size <= MAX_CHUNK or h.chunk_size % layout.RECORD_ALIGN:
+        raise ImageError(f"{where}: header chunk size {h.chunk_size} is out of range")
+    if h.chunk_count != expected_chunks(h.data_length, h.chunk_size):
+        raise ImageError(f"{where}: header says {h.chunk_count} chunks but {h.data_length} "
+                         f"bytes in chunks of {h.chunk_size} need "
+                         f"{expected_chunks(h.data_length, h.chunk_size)}")
+
+
+def _check_state_header_fields(h: StateImageHeader, where: str) -> None:
+    from ..state import layout as state_layout
+
+    state_layout.check_geometry(h.row_count, h.itemsize, h.desc_length, 1, where,
+                                ImageError)
+    if h.region_flags & ~state_layout.KNOWN_FLAGS:
+        raise ImageError(f"{where}: header has unknown region flags 0x{h.region_flags:x}")
+    _check_framing(h, where)
+
+
+def _check_header_fields(h: ImageHeader | StateImageHeader, where: str) -> None:
     """Every field that sizes a later read, checked before any of them is used."""
+    if isinstance(h, StateImageHeader):
+        _check_state_header_fields(h, where)
+        return
     p = h.params
     layout.check_params(p.capacity, p.max_record, p.partition_count, where, ImageError)
     if p.flags & ~layout.KNOWN_FLAGS:
@@ -228,13 +344,16 @@ def _remove_dead_temps(path: str) -> None:
             except OSError:
                 pass
 
-def write_image(path: str | os.PathLike[str], header: ImageHeader, data, *,
+def write_image(path: str | os.PathLike[str], header: Any, data, *,
                 compression: str | int = "none", level: int = 3,
                 chunk_size: int = DEFAULT_CHUNK, overwrite: bool = False, mode: int = 0o600,
                 sync: bool = True, progress: ProgressFn | None = None,
                 chunk_crcs: Sequence[int] | None = None,
-                before_publish: Callable[[], None] | None = None) -> ImageHeader:
+                before_publish: Callable[[], None] | None = None) -> Any:
     """Write ``data`` (the window's bytes, len == header.data_length) as an image.
+
+    ``header`` is an :class:`ImageHeader` (a ring window) or a :class:`StateImageHeader`
+    (a state region's rows); the header as written is returned, of the same class.
 
     The file appears under ``path`` complete or not at all: it is written to a
     temporary name in the same directory, fsynced, then renamed (and the directory
@@ -363,7 +482,7 @@ def _split(pieces: list[memoryview], chunk_size: int):
         yield cur
 
 
-def _replace(h: ImageHeader, **kw) -> ImageHeader:
+def _replace(h: Any, **kw) -> Any:
     import dataclasses
     return dataclasses.replace(h, **kw)
 
@@ -376,11 +495,14 @@ def _replace(h: ImageHeader, **kw) -> ImageHeader:
 class ImageReader:
     """An opened image whose header, trailer and chunk table are verified.
 
-    Chunks are verified as they are read (:meth:`read_into`, :meth:`verify`).
+    Chunks are verified as they are read (:meth:`read_into`, :meth:`verify`). ``kind``
+    is the kind of image the caller can use (``ring``, the default, or ``state``; None
+    for either): another kind is refused by name before anything else is read.
     """
 
     path: str | os.PathLike[str]
-    header: ImageHeader = field(init=False)
+    kind: str | None = "ring"
+    header: Any = field(init=False)
     chunks: list[ChunkEntry] = field(init=False)
     file_size: int = field(init=False)
 
@@ -419,9 +541,9 @@ class ImageReader:
             raise ImageTruncatedError(f"{where}: truncated: {self.file_size} bytes is "
                                       f"shorter than an image header ({HEADER_SIZE})")
         (version,) = struct.unpack_from("<I", first, 8)
-        if version != VERSION:
+        if version not in READ_VERSIONS:
             raise ImageVersionError(f"{where}: image format version {version}, this pyshm "
-                                    f"reads version {VERSION}")
+                                    f"reads versions {', '.join(map(str, READ_VERSIONS))}")
         if len(first) < HEADER_SIZE:
             raise ImageTruncatedError(f"{where}: truncated: {self.file_size} bytes is "
                                       f"shorter than an image header ({HEADER_SIZE})")
@@ -432,20 +554,44 @@ class ImageReader:
                                      part="header")
         if hsize != HEADER_SIZE:
             raise ImageError(f"{where}: header size {hsize}, expected {HEADER_SIZE}")
-        f = _HEADER.unpack_from(first, 0)
-        (_, _, _, flags, comp, chunk_size, chunk_count, capacity, max_record, partitions,
-         ring_flags, _, ring_created, first_pos, end_pos, first_seq, next_seq, nrec,
-         created, data_len, stored_len, table_crc, _, name) = f
-        params = layout.RingParams(
-            capacity=capacity, max_record=max_record, partition_count=partitions,
-            flags=ring_flags, created_ns=ring_created,
-            name=name.rstrip(b"\0").decode(errors="replace"))
-        h = ImageHeader(params, first_pos, end_pos, first_seq, next_seq, nrec, created,
-                        comp, chunk_size, chunk_count, stored_len, table_crc, flags)
+        code = KIND_RING if version == 1 else _KIND.unpack_from(first, OFF_KIND)[0]
+        kind = KIND_NAMES.get(code)
+        if kind is None:
+            raise ImageError(f"{where}: image kind {code} is unknown to this pyshm (it reads "
+                             f"{', '.join(KIND_NAMES.values())} images)")
+        if self.kind is not None and kind != self.kind:
+            raise ImageError(f"{where}: is a {kind} image, not a {self.kind} image"
+                             + (" (a state region's rows: use pyshm.recover or `pyshm state "
+                                "restore`)" if kind == "state" else
+                                " (a ring window: use pyshm.images.restore or `pyshm "
+                                "restore`)"))
+        if kind == "state":
+            (_, _, _, flags, comp, chunk_size, chunk_count, rows, itemsize, desc_len,
+             region_flags, desc_crc, region_created, seq, region_id, cut_epoch, _, _,
+             created, data_len, stored_len, table_crc, _, name, _) = \
+                _STATE_HEADER.unpack_from(first, 0)
+            h: Any = StateImageHeader(
+                rows, itemsize, desc_len, desc_crc, None if seq == (1 << 64) - 1 else seq,
+                region_id, cut_epoch, name.rstrip(b"\0").decode(errors="replace"),
+                region_created, created, comp, chunk_size, chunk_count, stored_len,
+                table_crc, flags, region_flags)
+        else:
+            f = _HEADER.unpack_from(first, 0)
+            (_, _, _, flags, comp, chunk_size, chunk_count, capacity, max_record,
+             partitions, ring_flags, _, ring_created, first_pos, end_pos, first_seq,
+             next_seq, nrec, created, data_len, stored_len, table_crc, _, name) = f
+            params = layout.RingParams(
+                capacity=capacity, max_record=max_record, partition_count=partitions,
+                flags=ring_flags, created_ns=ring_created,
+                name=name.rstrip(b"\0").decode(errors="replace"))
+            h = ImageHeader(params, first_pos, end_pos, first_seq, next_seq, nrec, created,
+                            comp, chunk_size, chunk_count, stored_len, table_crc, flags)
+        self.kind_name = kind
         _check_header_fields(h, where)
         if data_len != h.data_length:
-            raise ImageError(f"{where}: header data length {data_len} != window size "
-                             f"{h.data_length}")
+            raise ImageError(f"{where}: header data length {data_len} != "
+                             + ("window size" if kind == "ring" else "description + rows")
+                             + f" {h.data_length}")
         if comp == COMPRESS_NONE and stored_len != data_len or stored_len >= 1 << 62:
             raise ImageError(f"{where}: header stored length {stored_len} is impossible")
         table_len = chunk_count * ENTRY_SIZE
@@ -601,6 +747,15 @@ class ImageReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def image_kind(path: str | os.PathLike[str]) -> str | None:
+    """``"ring"`` or ``"state"`` for an image file (its header checksum verified), None
+    for anything that is not an image. A damaged image raises the reader's error."""
+    if not is_image(path):
+        return None
+    with ImageReader(path, kind=None) as r:
+        return r.kind_name
 
 
 def is_image(path: str | os.PathLike[str]) -> bool:

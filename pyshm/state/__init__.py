@@ -21,8 +21,10 @@ from .errors import (
     StateMismatchError,
     WriterBusyError,
 )
+from .recovery import Record, Recovery, recover
 from .region import Capture, State, StateWriter
 
-__all__ = ["State", "StateWriter", "Capture", "ApplyError", "HandoverError",
-           "MissingSequencesError", "StateBusyError", "StateInconsistentError",
+__all__ = ["State", "StateWriter", "Capture", "Record", "Recovery", "recover",
+           "ApplyError", "HandoverError", "MissingSequencesError", "StateBusyError",
+           "StateInconsistentError",
            "StateMismatchError", "WriterBusyError"]

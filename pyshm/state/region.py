@@ -35,7 +35,7 @@ from ..errors import (
     RingExistsError,
 )
 from ..ring import pid_alive
-from ..segment import Segment
+from ..segment import Segment, resolve_path
 from . import dtypes
 from . import layout as SL
 from ._state_c import ffi, lib
@@ -85,6 +85,22 @@ class Capture:
     copied_shadow: int = 0    # ... and from pre-images the writer saved
 
 
+def _remove_dead_temps(path: str) -> None:
+    """Remove ``NAME.creating-PID-*`` temporaries whose creator no longer runs."""
+    directory, base = os.path.dirname(path), os.path.basename(path)
+    prefix = f"{base}.creating-"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for entry in names:
+        if entry.startswith(prefix):
+            pid = entry[len(prefix):].split("-", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, entry))
+
+
 class State:
     """A state region, created or attached by name (``/dev/shm`` name or file path).
 
@@ -115,21 +131,8 @@ class State:
             itemsize = np.dtype(dtypes.parse(desc)).itemsize
             cr = int(chunk_rows) if chunk_rows is not None else SL.default_chunk_rows(itemsize)
             geo = SL.check_geometry(int(rows), itemsize, len(desc), cr, where)
-            try:
-                seg = Segment(name, create=True, size=geo.segment_size, mode=mode,
-                              exist_ok=exist_ok, prefault=prefault)
-            except RingExistsError:
-                raise RingExistsError(f"{where} already exists; attach to it, or remove it "
-                                      f"with `pyshm state rm {os.fspath(name)}`") from None
-            self._seg = seg
-            if seg.created:
-                try:
-                    self._initialise(seg, desc, int(rows), itemsize, cr, _replica_of)
-                except BaseException:
-                    seg.close()
-                    seg.unlink()
-                    self._seg = None
-                    raise
+            self._seg = self._create(name, desc, int(rows), itemsize, cr, geo.segment_size,
+                                     mode, exist_ok, prefault, _replica_of, where)
         else:
             self._seg = Segment(name, readonly=readonly, prefault=prefault)
         try:
@@ -141,6 +144,40 @@ class State:
             raise
 
     # ------------------------------------------------------------ set-up
+    @classmethod
+    def _create(cls, name: str | os.PathLike[str], desc: str, rows: int, itemsize: int,
+                chunk_rows: int, size: int, mode: int, exist_ok: bool, prefault: bool,
+                replica_of: State | None, where: str) -> Segment:
+        """Build the region under a temporary name and link it into place, so that a
+        creator killed half-way leaves no half-initialised region under the real name
+        (only a temporary that the next creation in the directory removes)."""
+        path = resolve_path(name)
+        if os.path.exists(path):
+            if exist_ok:
+                seg = Segment(name, prefault=prefault)
+                return seg
+            raise RingExistsError(f"{where} already exists; attach to it, or remove it "
+                                  f"with `pyshm state rm {os.fspath(name)}`")
+        _remove_dead_temps(path)
+        tmp = f"{path}.creating-{os.getpid()}-{secrets.token_hex(4)}"
+        seg = Segment(tmp, create=True, size=size, mode=mode)
+        try:
+            cls._initialise(seg, desc, rows, itemsize, chunk_rows, replica_of)
+            seg.close()
+            try:
+                os.link(tmp, path)  # unlike rename, refuses a name that appeared meanwhile
+            except FileExistsError:
+                if not exist_ok:
+                    raise RingExistsError(f"{where} already exists (created meanwhile by "
+                                          f"another process)") from None
+                return Segment(name, prefault=prefault)
+            out = Segment(name, prefault=prefault)
+            out.created = True
+            return out
+        finally:
+            seg.close()
+            seg.unlink()
+
     @staticmethod
     def _initialise(seg: Segment, desc: str, rows: int, itemsize: int, chunk_rows: int,
                     replica_of: State | None) -> None:
@@ -502,7 +539,7 @@ class State:
         return self._rows
 
     # ------------------------------------------------------------ writer role
-    def writer(self, *, force: bool = False) -> StateWriter:
+    def writer(self, *, force: bool = False, _taken: bool = False) -> StateWriter:
         """Take the writer role (one live process at a time; a dead writer's role is
         taken over). ``force`` also takes over a region whose dead writer left a
         transaction open, accepting its half-written rows."""
@@ -514,7 +551,7 @@ class State:
                                         f"by its mirror); promote it before writing")
         if self._writer is not None and not self._writer.closed:
             return self._writer
-        w = StateWriter(self, force=force)
+        w = StateWriter(self, force=force, taken=_taken)
         self._writer = w
         return w
 
@@ -582,14 +619,15 @@ class StateWriter:
     by themselves (each is one transaction) unless ``autocommit=False``.
     """
 
-    def __init__(self, state: State, force: bool = False):
+    def __init__(self, state: State, force: bool = False, taken: bool = False):
         self.state = state
         self.dtype = state.dtype
         self._c = state._h()
         self._pid = os.getpid()
         self._closed = False
         self._explicit = False
-        prev = state._claim_writer()
+        # taken: a handover already swapped the writer pid to ours
+        prev = 0 if taken else state._claim_writer()
         try:
             if state.epoch & 1:
                 # a transaction left open: by a dead writer (we took its role), never
@@ -786,6 +824,13 @@ class StateWriter:
             if not 0 <= seq < _NO_SEQ:
                 raise InvalidParameterError(f"sequence {seq} is out of range")
             self._run(lambda: lib.pyshm_state_commit(c, seq, 1), "commit")
+
+    def commit_applied(self, value: int) -> None:
+        """Commit with ``applied_seq = value`` exactly (``layout.NO_SEQUENCE``: none), for
+        restores that put a region back to an image's state."""
+        c = self._live()
+        self._explicit = False
+        self._run(lambda: lib.pyshm_state_commit(c, value, 1), "commit")
 
     @contextlib.contextmanager
     def transaction(self, seq: int | None = None) -> Iterator[StateWriter]:

@@ -1,0 +1,469 @@
+"""Recovery of a state region: a state image at sequence S, then the ring's records after S.
+
+``recover(state_name, image, ring, apply)``:
+
+1. reads and verifies the image (every chunk's CRC32C, the dtype description);
+2. opens the region (or plans to create it) and checks that its dtype and row count are
+   the image's;
+3. opens the record source (a live ring, its replica, or a ring image) and checks that it
+   holds S+1 onwards: an image ahead of the ring, or records the ring no longer holds,
+   are refused naming the sequences;
+4. only then takes the writer role (a dead writer's is taken over; a live one refuses)
+   and restores the rows in one transaction, ``applied_seq = S``;
+5. replays every record after S through ``apply(writer, record)``, one transaction per
+   record committed at its sequence, until the source has nothing more (or ``until``).
+
+Steps 1-3 write nothing: a damaged image, a dtype mismatch, an image whose S is ahead of
+the ring or a ring that lost S+1 leave the region exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    CorruptSegmentError,
+    ImageError,
+    InvalidParameterError,
+    PyshmError,
+    RingNotFoundError,
+)
+from ..images import format as fmt
+from . import layout as SL
+from .errors import ApplyError, MissingSequencesError, StateMismatchError
+from .images import StateImage, read_state_image
+from .region import State, StateWriter
+
+__all__ = ["Record", "Recovery", "recover", "latest_image", "image_name", "list_images",
+           "RecordSource", "open_source"]
+
+IMAGE_SUFFIX = fmt.IMAGE_SUFFIX
+
+
+class Record:
+    """One ring record handed to ``apply``: ``sequence``, ``type`` and ``data`` (a
+    memoryview valid during the call; copy it to keep it)."""
+
+    __slots__ = ("sequence", "type", "data")
+
+    def __init__(self, sequence: int, type: int, data: Any):
+        self.sequence = sequence
+        self.type = type
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"<Record seq={self.sequence} type={self.type} len={len(self.data)}>"
+
+
+ApplyFn = Callable[[StateWriter, Record], Any]
+ApplyBatchFn = Callable[[StateWriter, Any], Any]
+
+
+# ----------------------------------------------------------------------------------
+# image files of a region: NAME-SEQ-NS.pyimg
+
+
+_NAME_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def image_prefix(state_name: str) -> str:
+    return _NAME_SAFE.sub("_", os.path.basename(os.fspath(state_name)))
+
+
+def image_name(state_name: str, seq: int | None) -> str:
+    """``book-00000000000000012345-<ns>.pyimg``: name order is sequence order."""
+    s = "none" if seq is None else f"{seq:020d}"
+    return f"{image_prefix(state_name)}-{s}-{time.time_ns()}{IMAGE_SUFFIX}"
+
+
+def list_images(directory: str | os.PathLike[str], state_name: str) -> list[str]:
+    """This region's image files in ``directory``, oldest sequence first."""
+    pat = re.compile(re.escape(image_prefix(state_name)) + r"-(none|\d{20})-(\d+)" +
+                     re.escape(IMAGE_SUFFIX) + "$")
+    found = []
+    try:
+        entries = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for e in entries:
+        m = pat.match(e)
+        if m:
+            seq = -1 if m.group(1) == "none" else int(m.group(1))
+            found.append((seq, int(m.group(2)), e))
+    return [os.path.join(os.fspath(directory), e) for _, _, e in sorted(found)]
+
+
+def latest_image(directory: str | os.PathLike[str], state_name: str,
+                 skipped: list[str] | None = None) -> StateImage | None:
+    """The newest image of the region in ``directory`` that verifies; damaged ones are
+    skipped (and named in ``skipped``). None if there is none."""
+    for path in reversed(list_images(directory, state_name)):
+        try:
+            return read_state_image(path)
+        except (ImageError, CorruptSegmentError) as exc:
+            if skipped is not None:
+                skipped.append(f"{path}: {exc}")
+    return None
+
+
+# ----------------------------------------------------------------------------------
+# record sources
+
+
+class RecordSource:
+    """Records from a live ring or replica (a consumer) or from a ring image."""
+
+    kind = "?"
+    name = "?"
+
+    def next_sequence(self) -> int:
+        """The sequence the source's next new record will get (what it has reached)."""
+        raise NotImplementedError
+
+    def read(self, max_records: int) -> list[Record]:
+        """Up to ``max_records`` records, oldest first; [] when nothing more is there."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class RingSource(RecordSource):
+    """A live ring (or a replica): a consumer starting at a sequence."""
+
+    kind = "ring"
+
+    def __init__(self, ring: Any, start: int, gating: bool | None):
+        from ..ring import Ring
+
+        self._own = not isinstance(ring, Ring)
+        self.ring = Ring(ring) if self._own else ring
+        try:
+            r = self.ring
+            self.name = r.name
+            if r.is_replica:
+                self.kind = "replica"
+                if not r.readonly:
+                    self.ring.close()
+                    self.ring = Ring(ring if self._own else r.path, readonly=True)
+                    self._own = True
+                    r = self.ring
+            if gating is None:
+                gating = r.lossless and not r.readonly
+            self.consumer = r.consumer(start=start, gating=bool(gating) and not r.readonly)
+            self.start = start
+        except BaseException:
+            if self._own:
+                self.ring.close()
+            raise
+        self._first: list[Record] | None = None
+
+    def next_sequence(self) -> int:
+        return self.ring.next_sequence
+
+    def read(self, max_records: int) -> list[Record]:
+        b = self.consumer.read_batch(max_records)
+        if not len(b):
+            return []
+        data: Any = b.data
+        ends = b.ends.tolist()
+        seqs = b.sequences.tolist()
+        types = b.types.tolist()
+        out = []
+        start = 0
+        mv = memoryview(data)
+        for i, end in enumerate(ends):
+            out.append(Record(seqs[i], types[i], mv[start:end]))
+            start = end
+        return out
+
+    def close(self) -> None:
+        try:
+            self.consumer.close()
+        finally:
+            if self._own:
+                self.ring.close()
+
+
+class ImageSource(RecordSource):
+    """The records of a ring image (verified when opened)."""
+
+    kind = "ring image"
+
+    def __init__(self, path: str | os.PathLike[str], start: int):
+        from ..images.inspect import image_records
+
+        self.name = os.fspath(path)
+        self.header, recs = image_records(path)
+        self._it = (r for r in recs if r[2] >= start)
+
+    def next_sequence(self) -> int:
+        return int(self.header.next_sequence)
+
+    def read(self, max_records: int) -> list[Record]:
+        out = []
+        for _pos, type_, seq, payload in self._it:
+            out.append(Record(seq, type_, memoryview(payload)))
+            if len(out) >= max_records:
+                break
+        return out
+
+
+def open_source(ring: Any, start: int, gating: bool | None = None) -> Any:
+    """A live ring, a replica (name, path or Ring) or a ring image path."""
+    if isinstance(ring, (str, os.PathLike)) and fmt.is_image(ring):
+        return ImageSource(ring, start)
+    return RingSource(ring, start, gating)
+
+
+# ----------------------------------------------------------------------------------
+# recover
+
+
+@dataclass
+class Recovery:
+    """The result of :func:`recover`: the region (writer role held), the record source
+    positioned after the last record applied, and the figures."""
+
+    state: State
+    writer: StateWriter
+    source: Any
+    image_path: str | None
+    image_seq: int | None
+    last_applied: int | None
+    replayed: int = 0
+    image_load_s: float = 0.0
+    restore_s: float = 0.0
+    replay_s: float = 0.0
+    created: bool = False
+    skipped_images: list[str] = field(default_factory=list)
+    pending: list[Record] = field(default_factory=list)
+
+    @property
+    def records_per_s(self) -> float:
+        return self.replayed / self.replay_s if self.replay_s > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"state": self.state.name, "image": self.image_path,
+                "image_seq": self.image_seq, "last_applied": self.last_applied,
+                "replayed": self.replayed, "source": f"{self.source.kind} {self.source.name}",
+                "image_load_s": round(self.image_load_s, 6),
+                "restore_s": round(self.restore_s, 6), "replay_s": round(self.replay_s, 6),
+                "records_per_s": round(self.records_per_s), "created": self.created,
+                "skipped_images": self.skipped_images}
+
+    def close(self, unlink: bool = False) -> None:
+        self.source.close()
+        self.writer.close()
+        self.state.close()
+        if unlink:
+            self.state.unlink()
+
+
+def _check_coverage(source: Any, first: list[Record], start: int, where: str) -> None:
+    """The source must hold ``start`` (= S+1) unless it has not reached it yet, and
+    must not be behind the image."""
+    reached = source.next_sequence()
+    if reached < start:
+        raise InvalidParameterError(
+            f"{where}: the image is at sequence {start - 1} but {source.kind} "
+            f"{source.name!r} has only reached sequence {reached - 1} (next {reached}): the "
+            f"image is ahead of the ring (taken from another ring, or the ring was reset); "
+            f"nothing was changed")
+    if first and first[0].sequence > start:
+        raise MissingSequencesError(
+            f"{where}: {source.kind} {source.name!r} no longer holds sequences "
+            f"{start}..{first[0].sequence - 1} (its oldest record is "
+            f"{first[0].sequence}): the image at sequence {start - 1} is too old to "
+            f"replay from; use a newer image or a ring image that holds them; nothing was "
+            f"changed", start, first[0].sequence - 1, first[0].sequence)
+    if not first and reached > start:
+        raise MissingSequencesError(
+            f"{where}: {source.kind} {source.name!r} no longer holds sequences "
+            f"{start}..{reached - 1}: nothing was changed", start, reached - 1, None)
+
+
+def apply_records(writer: StateWriter, records: list[Record], apply: ApplyFn | None,
+                  apply_batch: ApplyBatchFn | None, expect: int | None,
+                  until: int | None = None) -> tuple[int, int | None]:
+    """Apply records (each its own transaction, committed at its sequence) and return
+    (how many, last sequence). Refuses a gap or a repeat against ``expect``."""
+    n = 0
+    last = None
+    if until is not None:
+        records = [r for r in records if r.sequence <= until]
+    if not records:
+        return 0, None
+    if expect is not None and records[0].sequence != expect:
+        if records[0].sequence > expect:
+            raise MissingSequencesError(
+                f"state region {writer.state.name!r}: records {expect}.."
+                f"{records[0].sequence - 1} were lost before they could be applied (the "
+                f"producer lapped this consumer)", expect, records[0].sequence - 1,
+                records[0].sequence)
+        raise PyshmError(f"state region {writer.state.name!r}: record {records[0].sequence} "
+                         f"arrived again (expected {expect})")
+    if apply_batch is not None:
+        writer.begin()
+        try:
+            apply_batch(writer, records)
+        except Exception as exc:
+            writer.commit(None)
+            raise ApplyError(f"apply_batch raised on records {records[0].sequence}.."
+                             f"{records[-1].sequence}: {exc!r}", records[0].sequence) from exc
+        last = records[-1].sequence
+        writer.commit(last)
+        return len(records), last
+    assert apply is not None
+    commit = writer.commit
+    begin = writer.begin
+    for rec in records:
+        begin()
+        try:
+            apply(writer, rec)
+        except Exception as exc:
+            commit(None)
+            raise ApplyError(f"apply raised on record {rec.sequence}: {exc!r}",
+                             rec.sequence) from exc
+        commit(rec.sequence)
+        n += 1
+    return n, records[-1].sequence
+
+
+def restore_rows(st: State, w: StateWriter, rows: np.ndarray, seq: int | None) -> None:
+    """Every row from ``rows`` and applied_seq = ``seq``, in one transaction."""
+    w.begin()
+    w.write_range(0, rows)
+    w.commit_applied(SL.NO_SEQUENCE if seq is None else seq)
+
+
+def recover(state_name: str | os.PathLike[str], image: Any, ring: Any,
+            apply: ApplyFn | None = None, *, apply_batch: ApplyBatchFn | None = None,
+            until: int | None = None, create: bool = True, gating: bool | None = None,
+            batch: int = 1024, max_seconds: float | None = None,
+            progress: fmt.ProgressFn | None = None) -> Recovery:
+    """Restore region ``state_name`` from ``image`` and replay ``ring`` after it.
+
+    ``image``: a state image path, a directory (the newest image of this region that
+    verifies), a :class:`StateImage`, or None to rebuild from an empty region (the ring
+    must then hold every record from sequence 0). ``ring``: a live ring or a replica
+    (name, path or Ring; a live lossless ring is read by a gating consumer) or a ring
+    image path. ``apply(writer, record)`` is called for every record after S, in order;
+    ``apply_batch(writer, records)`` instead takes a list per batch (one transaction per
+    batch). Replay stops when the source has nothing more, at ``until`` (a sequence,
+    inclusive), or after ``max_seconds``. The region is created when missing if
+    ``create``. The returned :class:`Recovery` holds the writer role and the record
+    source positioned after the last record applied; close it (or keep applying).
+    """
+    if (apply is None) == (apply_batch is None):
+        raise InvalidParameterError("recover needs apply or apply_batch (one of them)")
+    name = os.fspath(state_name)
+    where = f"recover {name!r}"
+    t0 = time.perf_counter()
+    skipped: list[str] = []
+    img: StateImage | None
+    image_path: str | None = None
+    if image is None:
+        img = None
+    elif isinstance(image, StateImage):
+        img = image
+        image_path = img.path
+    elif os.path.isdir(image):
+        img = latest_image(image, name, skipped)
+        if img is None:
+            raise RingNotFoundError(f"{where}: no state image of this region in {image}"
+                                    + (f" that verifies ({'; '.join(skipped)})" if skipped
+                                       else ""))
+        image_path = img.path
+    else:
+        img = read_state_image(image, progress)
+        image_path = img.path
+    seq = img.applied_seq if img is not None else None
+    start = 0 if seq is None else seq + 1
+    t_loaded = time.perf_counter()
+
+    # the region: existing (checked against the image) or to be created
+    st: State | None = None
+    created = False
+    try:
+        try:
+            st = State(name)
+        except RingNotFoundError:
+            if not create:
+                raise
+            st = None
+        if st is not None and img is not None:
+            if st.description != img.description or st.rows != img.header.row_count:
+                raise StateMismatchError(
+                    f"{where}: the region holds {st.rows} rows of {st.dtype}, the image "
+                    f"{img.header.row_count} rows of {img.dtype}; nothing was changed")
+        if st is None and img is None:
+            raise InvalidParameterError(f"{where}: the region does not exist and there is "
+                                        f"no image to create it from")
+        if st is not None:
+            # refuse a live writer before anything else is touched
+            wpid = st.writer_pid
+            from ..ring import pid_alive
+            if wpid and wpid != os.getpid() and pid_alive(wpid):
+                from .errors import WriterBusyError
+                raise WriterBusyError(f"{where}: the region's writer (pid {wpid}) is alive; "
+                                      f"stop it first (or hand over with `pyshm handover`)")
+
+        source = open_source(ring, start, gating)
+        try:
+            first = source.read(batch)
+            _check_coverage(source, first, start, where)
+            if st is None:
+                assert img is not None
+                st = State(name, create=True, dtype=img.dtype, rows=img.header.row_count)
+                created = True
+            w = st.writer(force=True)
+            t_restore = time.perf_counter()
+            # no image: fold from an empty region
+            restore_rows(st, w, img.rows if img is not None else np.zeros(st.rows, st.dtype),
+                         seq)
+            t_replay = time.perf_counter()
+            rec = Recovery(st, w, source, image_path, seq, seq, image_load_s=t_loaded - t0,
+                           restore_s=t_replay - t_restore, created=created,
+                           skipped_images=skipped)
+            _replay(rec, first, apply, apply_batch, until, batch, max_seconds, start)
+            rec.replay_s = time.perf_counter() - t_replay
+            return rec
+        except BaseException:
+            source.close()
+            raise
+    except BaseException:
+        if st is not None:
+            st.close()
+            if created:
+                st.unlink()
+        raise
+
+
+def _replay(rec: Recovery, first: list[Record], apply: ApplyFn | None,
+            apply_batch: ApplyBatchFn | None, until: int | None, batch: int,
+            max_seconds: float | None, start: int) -> None:
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    expect = start
+    recs = first
+    while recs:
+        n, last = apply_records(rec.writer, recs, apply, apply_batch, expect, until)
+        rec.replayed += n
+        if last is not None:
+            rec.last_applied = last
+            expect = last + 1
+        if until is not None and (last is None or last >= until):
+            # copied: the views point into a buffer the next read reuses
+            rec.pending = [Record(r.sequence, r.type, memoryview(bytes(r.data)))
+                           for r in recs if r.sequence > until]
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        recs = rec.source.read(batch)
