@@ -197,21 +197,26 @@ class StateImageHeader:
 
     @property
     def rows_bytes(self) -> int:
+        """Bytes of the rows in the data (row_count x itemsize)."""
         return self.row_count * self.itemsize
 
     @property
     def data_length(self) -> int:
+        """Bytes of the data: the padded description, then the rows."""
         return self.desc_area + self.rows_bytes
 
     @property
     def compression_name(self) -> str:
+        """``none`` or ``zstd``."""
         return COMPRESSION_NAMES.get(self.compression, f"unknown({self.compression})")
 
     @property
     def from_replica(self) -> bool:
+        """True if the image was taken from a state replica."""
         return bool(self.flags & IMAGE_FLAG_FROM_REPLICA)
 
     def pack(self) -> bytes:
+        """The 256 header bytes, header CRC included (format version 2, kind state)."""
         seq = (1 << 64) - 1 if self.applied_seq is None else self.applied_seq
         raw = _STATE_HEADER.pack(
             MAGIC, VERSION_KIND, HEADER_SIZE, self.flags, self.compression,

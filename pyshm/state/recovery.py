@@ -248,9 +248,12 @@ class Recovery:
 
     @property
     def records_per_s(self) -> float:
+        """Replay rate: records applied per second of replay."""
         return self.replayed / self.replay_s if self.replay_s > 0 else 0.0
 
     def summary(self) -> dict[str, Any]:
+        """The figures as plain data: image, sequences, timings split in image load,
+        restore and replay."""
         return {"state": self.state.name, "image": self.image_path,
                 "image_seq": self.image_seq, "last_applied": self.last_applied,
                 "replayed": self.replayed, "source": f"{self.source.kind} {self.source.name}",
@@ -260,6 +263,8 @@ class Recovery:
                 "skipped_images": self.skipped_images}
 
     def close(self, unlink: bool = False) -> None:
+        """Release the record source (its consumer slot), the writer role and the
+        mapping; ``unlink`` also removes the region."""
         self.source.close()
         self.writer.close()
         self.state.close()
