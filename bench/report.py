@@ -12,9 +12,19 @@ keys: it reads the numeric leaves of ``summary`` and recognises figures by their
 * ``hist`` / ``histogram`` objects ``{edges|bins, counts}``: latency histograms;
 * ``..._bytes_per_s`` / ``..._gb_per_s``: bandwidth bars (memcpy baselines included, so
   replication is drawn against memcpy of the same size);
-* ``..._msgs_per_s``: throughput bars.
+* ``..._msgs_per_s``: throughput bars, on a log scale (peers differ by orders of
+  magnitude).
 
-Tables show every summary figure, so nothing a benchmark measured is hidden.
+Percentiles come in two spellings: fused with a metric (``pyshm.lat64_p99_ns``: line
+``pyshm`` of the family ``lat64``) or as keys of their own (``latency.idle.p99_ns``: line
+``idle`` of the family ``latency``), so that variants measured together (idle and
+snapshotting) share one plot.
+
+Tables show every figure, so nothing a benchmark measured is hidden; a long list of rows
+(a soak's per-second samples) is summarised (min, median, max, last) and drawn over time
+instead of printed. When a benchmark has a full run and a ``--quick`` one, the report uses
+the full run (and says the quick one was left out), so a smoke run never replaces or
+duplicates the real figures.
 """
 
 from __future__ import annotations
@@ -28,8 +38,9 @@ import sys
 import time
 from typing import Any
 
-PCT_RE = re.compile(r"^(?P<head>.*?)(?:^|[._])(?:p(?P<q>\d+(?:\.\d+)?)|(?P<max>max))"
+PCT_RE = re.compile(r"^(?P<head>.*?)(?P<sep>^|[._])(?:p(?P<q>\d+(?:\.\d+)?)|(?P<max>max))"
                     r"(?P<unit>_ns|_us)?$")
+LONG_TABLE = 20  # rows beyond which a list of rows is summarised rather than printed
 BW_RE = re.compile(r"(bytes_per_s|gb_per_s|gb_s|gbps)$", re.IGNORECASE)
 # fields that name a row of a results table rather than measure something
 IDENT_KEYS = ("peer", "engine", "name", "size", "capacity_mib", "capacity", "threads",
@@ -50,8 +61,33 @@ def load_results(results_dir: str) -> list[tuple[str, dict[str, Any]]]:
             print(f"report: skipping {path}: {exc}", file=sys.stderr)
             continue
         if isinstance(doc, dict):
-            name = str(doc.get("benchmark") or os.path.splitext(os.path.basename(path))[0])
+            name = str(doc.get("benchmark") or doc.get("bench")
+                       or os.path.splitext(os.path.basename(path))[0])
+            doc.setdefault("_file", os.path.basename(path))
             out.append((name, doc))
+    return choose_runs(out)
+
+
+def _is_quick(doc: dict[str, Any]) -> bool:
+    args = doc.get("args") if isinstance(doc.get("args"), dict) else {}
+    return bool(doc.get("quick") or args.get("quick") or
+                str(doc.get("_file", "")).endswith("_quick.json"))
+
+
+def choose_runs(docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """One document per benchmark: a full run rather than a --quick one, the newest of
+    several; the ones left out are named in the kept document's ``_left_out``."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for name, doc in docs:
+        by_name.setdefault(name, []).append(doc)
+    out = []
+    for name, group in by_name.items():
+        ranked = sorted(group, key=lambda d: (not _is_quick(d), str(d.get("time") or
+                                                                     d.get("when") or "")))
+        keep = ranked[-1]
+        keep["_left_out"] = [str(d.get("_file")) + (" (--quick)" if _is_quick(d) else "")
+                             for d in ranked[:-1]]
+        out.append((name, keep))
     return out
 
 
@@ -67,7 +103,7 @@ def leaves(obj: Any, prefix: str = "") -> dict[str, float]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             p = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, bool) or k in IDENT_KEYS:
+            if isinstance(v, bool) or (k in IDENT_KEYS and not isinstance(v, (dict, list))):
                 continue
             if isinstance(v, (int, float)) and math.isfinite(v):
                 out[p] = float(v)
@@ -121,6 +157,9 @@ def summary_table(summary: Any) -> str:
         rows = [[m] + [fmt(m, per_col[c][m]) if m in per_col[c] else "-" for c in cols]
                 for m in metrics]
         return md_table(["figure"] + cols, rows)
+    if isinstance(summary, list) and len(summary) > LONG_TABLE and \
+            all(isinstance(v, dict) for v in summary):
+        return long_table_summary(summary)
     if isinstance(summary, list) and summary and all(isinstance(v, dict) for v in summary):
         keys: list[str] = []
         for row in summary:
@@ -132,6 +171,21 @@ def summary_table(summary: Any) -> str:
     if not flat:
         return "_(no numeric summary)_"
     return md_table(["figure", "value"], [[k, fmt(k, v)] for k, v in flat.items()])
+
+
+def long_table_summary(rows: list[dict[str, Any]]) -> str:
+    """Per numeric column (nested ones dotted): rows, min, median, max and last value."""
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in leaves(row).items():
+            columns.setdefault(key, []).append(value)
+    out = []
+    for key, values in columns.items():
+        s = sorted(values)
+        out.append([key, str(len(values)), fmt(key, s[0]), fmt(key, s[len(s) // 2]),
+                    fmt(key, s[-1]), fmt(key, values[-1])])
+    return (f"{len(rows)} rows, summarised:\n\n" +
+            md_table(["column", "rows", "min", "median", "max", "last"], out))
 
 
 # ----------------------------------------------------------------------------------
@@ -167,10 +221,22 @@ def percentile_groups(flat: dict[str, float]) -> dict[str, dict[str, dict[float,
         q = _quantile(m)
         if not 0 < q <= 100:
             continue
-        label, _, metric = m.group("head").rpartition(".")
+        head = m.group("head")
+        if m.group("sep") == "_":
+            # "pyshm.lat64_p99_ns": the metric is fused with the percentile, the line is
+            # the component before it
+            label, _, metric = head.rpartition(".")
+            label = label or metric
+        else:
+            # "latency.idle.p99_ns" or "lag.p999_us": the percentile is a key of its own;
+            # its parent names the line and the grandparent the family, so variants
+            # measured together land on one plot
+            parent, _, label = head.rpartition(".")
+            metric = parent.rpartition(".")[2] or label
         metric = metric or "latency"
+        label = label or metric
         ns = v * 1e3 if m.group("unit") == "_us" else v
-        fam.setdefault(metric, {}).setdefault(label or metric, {})[q] = ns
+        fam.setdefault(metric, {}).setdefault(label, {})[q] = ns
     return {k: {lbl: pts for lbl, pts in lines.items() if len(pts) >= 2}
             for k, lines in fam.items() if any(len(p) >= 2 for p in lines.values())}
 
@@ -193,6 +259,7 @@ def plot_percentiles(name: str, metric: str, lines: dict[str, dict[float, float]
     ax.set_xticklabels(["max" if q == 100 else f"p{q:g}" for q in sorted(ticks)])
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_ylabel("microseconds (log)")
     ax.set_title(f"{name}: {metric} percentiles")
     ax.grid(True, which="both", alpha=0.3)
@@ -239,7 +306,7 @@ def plot_histograms(name: str, hists: dict[str, tuple[list[float], list[float]]]
 
 
 def plot_bars(name: str, what: str, values: dict[str, float], unit: str, scale: float,
-              out_dir: str) -> str:
+              out_dir: str, log: bool = False) -> str:
     plt = _plt()
     labels = list(values)
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(labels) + 1.5))
@@ -249,10 +316,40 @@ def plot_bars(name: str, what: str, values: dict[str, float], unit: str, scale: 
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(unit)
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel(unit + (" (log)" if log else ""))
     ax.set_title(f"{name}: {what} (grey: baselines)")
-    ax.grid(True, axis="x", alpha=0.3)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
     path = os.path.join(out_dir, f"{name}_{_safe(what)}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def series(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Top-level lists of rows with a time column ``t`` and more than LONG_TABLE rows."""
+    return {k: v for k, v in doc.items() if isinstance(v, list) and len(v) > LONG_TABLE
+            and all(isinstance(r, dict) and isinstance(r.get("t"), (int, float)) for r in v)}
+
+
+def plot_series(name: str, key: str, rows: list[dict[str, Any]], out_dir: str) -> str:
+    """Each top-level numeric column of ``rows`` against ``t``, one panel each."""
+    plt = _plt()
+    cols = [c for c in rows[0] if c != "t" and isinstance(rows[0][c], (int, float))
+            and not isinstance(rows[0][c], bool)]
+    fig, axes = plt.subplots(len(cols), 1, figsize=(7.5, 1.9 * len(cols) + 0.6), sharex=True,
+                             squeeze=False)
+    ts = [float(r["t"]) for r in rows]
+    for ax, col in zip(axes[:, 0], cols, strict=True):
+        ax.plot(ts, [float(r.get(col, math.nan)) for r in rows], linewidth=1)
+        ax.set_ylabel(col, fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds")
+    axes[0, 0].set_title(f"{name}: {key} over time")
+    path = os.path.join(out_dir, f"{name}_{_safe(key)}_over_time.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -293,7 +390,8 @@ def render(results_dir: str) -> str:
     if machine:
         lines += ["## Machine", "", md_table(["", ""], [[str(k), str(v)]
                                                        for k, v in machine.items()]), ""]
-    targets = [(n, t) for n, d in docs for t in (d.get("targets") or []) if isinstance(t, dict)]
+    targets = [(n, t) for n, d in docs if isinstance(d.get("targets"), list)
+               for t in d["targets"] if isinstance(t, dict)]
     if targets:
         lines += ["## Targets (docs/design.md)", "",
                   md_table(["benchmark", "target", "measured", "verdict"],
@@ -305,13 +403,30 @@ def render(results_dir: str) -> str:
         if isinstance(cfg, dict) and cfg:
             lines += ["Configuration: " + ", ".join(f"`{k}={v}`" for k, v in cfg.items()), ""]
         mach = doc.get("machine") or {}
-        if isinstance(mach, dict) and mach.get("loadavg"):
-            lines += [f"Load average at the end: {mach['loadavg']}", ""]
+        load = (mach.get("loadavg") or mach.get("load_avg")) if isinstance(mach, dict) \
+            else None
+        if load or doc.get("load"):
+            lines += [f"Load average: {load or doc.get('load')}", ""]
+        if doc.get("_left_out"):
+            lines += ["Left out: " + ", ".join(f"`{f}`" for f in doc["_left_out"]) +
+                      " (the report uses one run per benchmark, a full one when there is "
+                      "one).", ""]
+        if _is_quick(doc):
+            lines += ["_This is a --quick run: its figures check that the benchmark works "
+                      "and are not comparable with full runs._", ""]
+        meta = ("machine", "config", "time", "when", "benchmark", "bench", "quick", "args",
+                "load", "errors")
         summary = doc.get("summary", {k: v for k, v in doc.items()
-                                      if k not in ("machine", "config", "targets", "time",
-                                                   "benchmark", "quick")})
+                                      if k not in meta and not k.startswith("_")
+                                      and not (k == "targets" and isinstance(v, list))})
         if "summary" not in doc and isinstance(summary, dict):
-            for key, part in summary.items():  # no summary section: one table per part
+            scalars = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+            if scalars:  # figures at the top level (rtl_throughput, soak)
+                lines += [md_table(["figure", "value"],
+                                   [[k, fmt(k, v) if isinstance(v, (int, float))
+                                     and not isinstance(v, bool) else str(v)]
+                                    for k, v in scalars.items()]), ""]
+            for key, part in summary.items():  # one table per part
                 if isinstance(part, (dict, list)):
                     lines += [f"### {key}", "", summary_table(part), ""]
         else:
@@ -331,7 +446,9 @@ def render(results_dir: str) -> str:
             tp = {k: v for k, v in flat.items() if MSGS_RE.search(k)}
             if tp:
                 images.append(plot_bars(name, "throughput", tp, "million messages/s", 1e6,
-                                        results_dir))
+                                        results_dir, log=True))
+            for key, rows in series(doc).items():
+                images.append(plot_series(name, key, rows, results_dir))
         except ImportError as exc:
             lines += [f"_(plots skipped: {exc}; install the bench extra)_", ""]
         lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in images]
@@ -341,8 +458,17 @@ def render(results_dir: str) -> str:
     return "\n".join(lines)
 
 
+PLOT_SUFFIXES = ("_percentiles.png", "_histograms.png", "_bandwidth.png", "_throughput.png",
+                 "_over_time.png")
+
+
 def write_report(results_dir: str) -> str:
+    """Render REPORT.md and its plots into ``results_dir``; returns the report's path.
+    Plots of an earlier report are removed first, so none of them outlives its data."""
     os.makedirs(results_dir, exist_ok=True)
+    for old in glob.glob(os.path.join(results_dir, "*.png")):
+        if old.endswith(PLOT_SUFFIXES):
+            os.unlink(old)
     text = render(results_dir)
     path = os.path.join(results_dir, "REPORT.md")
     with open(path, "w", encoding="utf-8") as f:

@@ -210,11 +210,15 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
             time.sleep(sample_every)
             now = time.monotonic()
             pub = int(published.value)
+            # positions and mirrored before tail: each only grows, so no lag is negative
+            # (tail read first gave consumer lags of -1.5 MB in the report)
+            slots = ring.slots()
+            mirrored = ring.mirrored
             tail = ring.tail
-            lag_c = max((tail - s["position"] for s in ring.slots()), default=0)
+            lag_c = max((tail - s["position"] for s in slots), default=0)
             samples.append({
                 "t": round(now - t0, 2), "rate": (pub - last_pub) / (now - last_t),
-                "consumer_lag_bytes": lag_c, "mirror_lag_bytes": max(0, tail - ring.mirrored),
+                "consumer_lag_bytes": lag_c, "mirror_lag_bytes": tail - mirrored,
                 "rss": {k: rss_kib(p.pid) for k, p in procs.items()},
             })
             last_pub, last_t = pub, now

@@ -60,3 +60,42 @@ def test_percentile_keys_are_understood():
                                        "lag.p50_us": 0.5, "thr64_msgs_per_s": 9.0})
     assert groups["lat64"]["pyshm"] == {50.0: 1.0, 99.9: 2.0}
     assert groups["lag"]["lag"] == {99.9: 3000.0, 100.0: 4000.0, 50.0: 500.0}
+
+
+def test_report_of_the_committed_results(tmp_path, monkeypatch):
+    """On the JSON of the last full run: no empty or duplicate section, full runs rather
+    than quick ones, the soak summarised, throughput on a log scale, idle and
+    snapshotting latency on one plot."""
+    import glob
+    import re
+    import shutil
+
+    for path in glob.glob(os.path.join(BENCH, "results", "*.json")):
+        shutil.copy(path, tmp_path)
+    report = load_report()
+    calls = []
+    real_bars = report.plot_bars
+    monkeypatch.setattr(report, "plot_bars",
+                        lambda *a, **kw: calls.append((a[1], kw)) or real_bars(*a, **kw))
+    (tmp_path / "stale_percentiles.png").write_bytes(b"old")
+    text = open(report.write_report(str(tmp_path))).read()
+    sections = re.findall(r"^## (.+)$", text, re.M)
+    assert len(sections) == len(set(sections)), sections
+    body = dict(zip(sections, re.split(r"^## .+$", text, flags=re.M)[1:], strict=True))
+    for name in ("fuzz", "rtl_throughput", "soak", "replication", "snapshot"):
+        assert body[name].count("|") > 10, f"section {name} is empty"
+    assert "executions" in body["fuzz"] and "beats_per_cycle" in body["rtl_throughput"]
+    # the full replication run, not the quick one (4 MiB): its plots too
+    assert "replication_quick.json (--quick)" in body["replication"]
+    assert "| 64 |" in body["replication"] and "| 4 |" not in body["replication"]
+    # the soak's per-second samples: a summary and a plot, not hundreds of rows
+    assert "rows, summarised" in body["soak"] and body["soak"].count("\n|") < 80
+    assert "soak_samples_over_time.png" in body["soak"]
+    assert ("throughput", {"log": True}) in calls
+    groups = report.percentile_groups(report.leaves(json.load(
+        open(tmp_path / "snapshot.json"))["latency"], "latency"))
+    assert {"idle", "snapshotting"} <= set(groups["latency"])
+    assert "snapshot_latency_percentiles.png" in body["snapshot"]
+    assert not (tmp_path / "stale_percentiles.png").exists()
+    for png in re.findall(r"\]\(([^)]+\.png)\)", text):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
