@@ -270,7 +270,7 @@ def test_cli_restore_in_place(image, names, capsys):
     assert main(["restore", img, "--to", target, "--in-place", "--overwrite"]) == 1
     assert "exclusive" in capsys.readouterr().err
     assert main(["restore", target, "--to", target, "--in-place"]) == 1
-    assert "is not one" in capsys.readouterr().err
+    assert "not an image file" in capsys.readouterr().err
     # no such ring: nothing is created
     missing = names()
     assert main(["restore", img, "--to", missing, "--in-place"]) == 1

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, PyshmError
 from . import _args
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -188,12 +188,18 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def _is_ring(spec: str) -> bool:
     from .. import layout
     from ..errors import InvalidNameError
+    from ..images.format import open_regular
     from ..segment import resolve_path
     try:
-        with open(resolve_path(spec), "rb") as f:
-            return f.read(len(layout.MAGIC)) == layout.MAGIC
-    except (OSError, InvalidNameError):
+        fd = open_regular(resolve_path(spec))  # never waits on a FIFO
+    except (PyshmError, InvalidNameError):
         return False
+    try:
+        return os.pread(fd, len(layout.MAGIC), 0) == layout.MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def _require_image(spec: str, command: str) -> None:
@@ -205,12 +211,8 @@ def _require_image(spec: str, command: str) -> None:
 
 
 def _has_image_magic(path: str) -> bool:
-    from ..images.format import MAGIC
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
-    except OSError:
-        return False
+    from ..images.format import is_image
+    return is_image(path)  # never waits on a FIFO
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -277,15 +279,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.format != "jsonl":
             print("pyshm export: error: only jsonl can go to stdout", file=sys.stderr)
             return 2
-        out = "/dev/stdout"
     try:
-        n = export(args.image, out, format=args.format, payload=args.payload)
+        n = export(args.image, sys.stdout if out == "-" else out, format=args.format,
+                   payload=args.payload)
     except BrokenPipeError:
         # `pyshm export X -o - | head`: the reader left; that is not an error
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    if out != "/dev/stdout":
+    if out != "-":
         print(f"{out}: {n} records")
     return 0
 

@@ -44,13 +44,15 @@ State image header (version 2, kind 1), where it differs from the ring header::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import stat
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import crc32c as _crc32c
 import numpy as np
@@ -61,9 +63,11 @@ from ..errors import (
     ImageError,
     ImageTruncatedError,
     ImageVersionError,
+    PyshmError,
     RingExistsError,
     RingNotFoundError,
 )
+from ..segment import access_error
 
 MAGIC = b"PYSHMIMG"
 IMAGE_SUFFIX = ".pyimg"  # the one file suffix of images: CLI, schedules, supervisor
@@ -403,6 +407,23 @@ def write_image(path: str | os.PathLike[str], header: Any, data, *,
     _remove_dead_temps(path)
     tmp = os.path.join(os.path.dirname(path),
                        f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        return _write_tmp(path, tmp, header, pieces, total, count, compressor, chunk_size,
+                          overwrite, mode, sync, progress, chunk_crcs, before_publish)
+    except PyshmError:
+        raise
+    except OSError as exc:
+        # disk full, quota, permission, I/O error: the temporary is gone (_write_tmp
+        # removes it), the image name untouched
+        err = access_error(path, exc, "write image")
+        raise type(err)(f"{err}; nothing was written (no partial file is left)") from None
+
+
+def _write_tmp(path: str, tmp: str, header: ImageHeader, pieces: list[memoryview],
+               total: int, count: int, compressor: Any, chunk_size: int, overwrite: bool,
+               mode: int, sync: bool, progress: ProgressFn | None,
+               chunk_crcs: Sequence[int] | None,
+               before_publish: Callable[[], None] | None) -> ImageHeader:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     try:
         os.fchmod(fd, mode)
@@ -470,6 +491,63 @@ def write_image(path: str | os.PathLike[str], header: Any, data, *,
     return header
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], mode: int = 0o600,
+                  source: str | os.PathLike[str] | None = None) -> Iterator[IO[bytes]]:
+    """A binary file that appears under ``path`` complete or not at all.
+
+    Written to ``.NAME.tmp-PID-RANDOM`` beside it (created ``mode``), fsynced, renamed
+    over ``path``. Any failure (a full disk included) removes the temporary and raises
+    a :class:`~pyshm.errors.FileAccessError` naming ``path``; ``path`` keeps its old
+    content. ``path`` must not be an existing non-regular file, nor ``source`` itself.
+    """
+    path = os.path.abspath(os.fspath(path))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise access_error(path, exc, "write") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"refusing to write {path}: it exists and is not a regular file")
+    if st is not None and source is not None:
+        try:
+            same = os.path.samefile(path, source)
+        except OSError:
+            same = False
+        if same:
+            raise ImageError(f"refusing to write {path}: it is the image being read")
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        raise RingNotFoundError(f"cannot write {path}: its directory does not exist")
+    _remove_dead_temps(path)
+    tmp = os.path.join(directory,
+                       f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise access_error(path, exc, "write") from None
+    done = False
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        done = True
+        _fsync_dir(path)
+    except PyshmError:
+        raise
+    except OSError as exc:
+        err = access_error(path, exc, "write")
+        raise type(err)(f"{err}; nothing was written (no partial file is left)") from None
+    finally:
+        if not done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
 def _split(pieces: list[memoryview], chunk_size: int):
     """Cut the concatenation of ``pieces`` into chunks: lists of 1 or more views."""
     cur: list[memoryview] = []
@@ -514,20 +592,23 @@ class ImageReader:
     def __post_init__(self) -> None:
         self.path = where = os.fspath(self.path)
         self._where = where
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise RingNotFoundError(f"image {self.path} does not exist") from None
-        except IsADirectoryError:
-            raise ImageError(f"{self.path} is a directory, not an image") from None
+        self._fd = open_regular(self.path, "image")
         try:
             self._load()
+        except OSError as exc:
+            self.close()
+            if isinstance(exc, PyshmError):
+                raise
+            raise access_error(self.path, exc, "read image") from None
         except BaseException:
             self.close()
             raise
 
     def _pread(self, n: int, off: int) -> bytes:
-        out = os.pread(self._fd, n, off)
+        try:
+            out = os.pread(self._fd, n, off)
+        except OSError as exc:
+            raise access_error(os.fspath(self.path), exc, "read image") from None
         if len(out) != n:
             raise ImageTruncatedError(f"{self.path}: truncated: wanted {n} bytes at offset "
                                       f"{off}, file has {self.file_size}")
@@ -616,6 +697,11 @@ class ImageReader:
         if crc(trailer[:24]) != t_crc:
             raise ImageChecksumError(f"{where}: trailer checksum mismatch (trailer damaged)",
                                      part="trailer")
+        if trailer[28:] != bytes(TRAILER_SIZE - 28):
+            # outside the trailer's own CRC: checked so that no byte of a file goes
+            # unchecked (the writer writes zeros)
+            raise ImageChecksumError(f"{where}: trailer padding (its last 4 bytes) is not "
+                                     f"zero (trailer damaged)", part="trailer")
         if t_len != self.file_size or t_count != chunk_count:
             raise ImageTruncatedError(f"{where}: trailer says {t_len} bytes and {t_count} "
                                       f"chunks, file has {self.file_size} bytes and its "
@@ -658,7 +744,10 @@ class ImageReader:
             value = 0
             off = e.offset
             for piece in out:
-                n = os.preadv(self._fd, [piece], off)
+                try:
+                    n = os.preadv(self._fd, [piece], off)
+                except OSError as exc:
+                    raise access_error(os.fspath(self.path), exc, "read image") from None
                 if n != len(piece):
                     raise ImageTruncatedError(f"{self.path}: truncated inside chunk {i}")
                 value = crc(piece, value)
@@ -763,13 +852,47 @@ def image_kind(path: str | os.PathLike[str]) -> str | None:
         return r.kind_name
 
 
-def is_image(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a file starting with the image magic."""
+def open_regular(path: str | os.PathLike[str], what: str = "file") -> int:
+    """A read-only descriptor of ``path``, which must be a regular file.
+
+    Opened with O_NONBLOCK so that a FIFO is refused at once instead of waiting for a
+    writer forever; a directory, a device or a socket is refused too, and every OS
+    error becomes a :class:`~pyshm.errors.FileAccessError` naming the path.
+    """
+    path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            return f.read(len(MAGIC)) == MAGIC
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise RingNotFoundError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise access_error(path, exc, f"open {what}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else \
+                "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+            raise ImageError(f"{path} is {kind}, not an {what}" if what == "image" else
+                             f"{path} is {kind}, not a {what}")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def is_image(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a regular file starting with the image magic (never waits:
+    a FIFO is not an image)."""
+    try:
+        fd = open_regular(path)
+    except PyshmError:
+        return False
+    try:
+        return os.pread(fd, len(MAGIC), 0) == MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def now_ns() -> int:

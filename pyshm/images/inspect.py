@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -74,30 +75,43 @@ def open_records(spec: str) -> tuple[fmt.ImageHeader, Iterator[Rec]]:
     if fmt.is_image(spec):
         return image_records(spec)
     if "/" in spec and os.path.isfile(spec):
-        with open(spec, "rb") as f:
-            is_ring = f.read(len(layout.MAGIC)) == layout.MAGIC
+        fd = fmt.open_regular(spec)
+        try:
+            is_ring = os.pread(fd, len(layout.MAGIC), 0) == layout.MAGIC
+        finally:
+            os.close(fd)
         if not is_ring:
             return image_records(spec)  # neither: the image reader says what is wrong
     return ring_records(spec)
 
 
-def export(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
-           format: str = "jsonl", payload: str = "base64") -> int:
-    """Write the image's records to ``out``; returns the number of records."""
+def export(path: str | os.PathLike[str], out: str | os.PathLike[str] | IO[str], *,
+           format: str = "jsonl", payload: str = "base64", mode: int = 0o600) -> int:
+    """Write the image's records to ``out``; returns the number of records.
+
+    ``out`` is a file path, written atomically (a temporary in the same directory,
+    created ``mode``, fsynced and renamed: a failure such as a full disk leaves no
+    partial file and the previous ``out``, if any, untouched), or an open text stream
+    (jsonl only) written as it goes.
+    """
+    if format not in ("jsonl", "npz"):
+        raise ValueError(f"export format {format!r}: use jsonl or npz")
+    enc = {"base64": lambda b: base64.b64encode(b).decode(),
+           "hex": lambda b: b.hex()}.get(payload)
+    if enc is None:
+        raise ValueError(f"payload encoding {payload!r}: use base64 or hex")
+    if not isinstance(out, (str, os.PathLike)):
+        if format != "jsonl":
+            raise ValueError("only jsonl can be written to a stream")
+        h, recs = image_records(path)
+        return _write_jsonl(recs, out, enc)
     h, recs = image_records(path)
-    if format == "jsonl":
-        enc = {"base64": lambda b: base64.b64encode(b).decode(),
-               "hex": lambda b: b.hex()}.get(payload)
-        if enc is None:
-            raise ValueError(f"payload encoding {payload!r}: use base64 or hex")
-        n = 0
-        with open(out, "w", encoding="utf-8") as f:
-            for pos, type_, seq, data in recs:
-                f.write(json.dumps({"sequence": seq, "type": type_, "position": pos,
-                                    "length": len(data), "payload": enc(data)}) + "\n")
-                n += 1
-        return n
-    if format == "npz":
+    with fmt.atomic_output(out, mode, source=path) as f:
+        if format == "jsonl":
+            text = io.TextIOWrapper(f, encoding="utf-8")
+            n = _write_jsonl(recs, text, enc)
+            text.detach()  # the binary file stays open for atomic_output to fsync, rename
+            return n
         seqs, types, poss, lens, chunks = [], [], [], [], []
         for pos, type_, seq, data in recs:
             seqs.append(seq)
@@ -107,13 +121,23 @@ def export(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
             chunks.append(data)
         offsets = np.zeros(len(lens) + 1, dtype=np.uint64)
         np.cumsum(np.asarray(lens, dtype=np.uint64), out=offsets[1:])
-        # plain numeric arrays only: np.load(..., allow_pickle=False) reads them
-        np.savez(out, sequence=np.asarray(seqs, dtype=np.uint64),
+        # plain numeric arrays only: np.load(..., allow_pickle=False) reads them; a file
+        # object, so numpy does not append ".npz" to a name that lacks it
+        np.savez(f, sequence=np.asarray(seqs, dtype=np.uint64),
                  type=np.asarray(types, dtype=np.int32),
                  position=np.asarray(poss, dtype=np.uint64), offsets=offsets,
                  payload=np.frombuffer(b"".join(chunks), dtype=np.uint8))
         return len(seqs)
-    raise ValueError(f"export format {format!r}: use jsonl or npz")
+
+
+def _write_jsonl(recs: Iterator[Rec], f: IO[str], enc: Any) -> int:
+    n = 0
+    for pos, type_, seq, data in recs:
+        f.write(json.dumps({"sequence": seq, "type": type_, "position": pos,
+                            "length": len(data), "payload": enc(data)}) + "\n")
+        n += 1
+    f.flush()
+    return n
 
 
 @dataclass

@@ -56,15 +56,24 @@ class RestoreInfo:
 
 
 
+def target_header(seg: Segment) -> layout.RingParams:
+    """The static header of a ring about to be overwritten. A ring whose in-place
+    restore was interrupted (magic ``MAGIC_RESTORING``) is accepted: running the restore
+    again is its documented recovery."""
+    head = bytes(seg.buf[:0x80])
+    if head[:len(layout.MAGIC_RESTORING)] == layout.MAGIC_RESTORING:
+        head = layout.MAGIC + head[len(layout.MAGIC):]
+    try:
+        return layout.unpack_static_header(head, where=seg.name, size=seg.size)
+    except CorruptSegmentError as exc:
+        raise CorruptSegmentError(f"refusing to overwrite {seg.name!r}: it is not a "
+                                  f"pyshm ring ({exc})") from None
+
+
 def check_stopped(target: str) -> None:
     """Refuse to overwrite a ring that a live producer or consumer is still using."""
     with Segment(target, readonly=True) as seg:
-        try:
-            params = layout.unpack_static_header(seg.buf[:0x80], where=seg.name,
-                                                 size=seg.size)
-        except CorruptSegmentError as exc:
-            raise CorruptSegmentError(f"refusing to overwrite {seg.name!r}: it is not a "
-                                      f"pyshm ring ({exc})") from None
+        params = target_header(seg)
         users = []
         if params.producer_pid and pid_alive(params.producer_pid):
             users.append(f"producer pid {params.producer_pid}")
@@ -178,8 +187,28 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
     if exists and not os.path.isfile(path):
         raise InvalidParameterError(f"refusing to replace {path}: not a regular file (a "
                                     f"device-backed ring cannot be swapped by rename)")
-    if exists and not force:
-        check_stopped(path)
+    lock = None
+    if exists:
+        # an engine, `pyshm run` or another restore holding the target keeps it: a
+        # rename would leave them writing a file nobody can open any more
+        from ..lock import SegmentLock
+        lock = SegmentLock.acquire(path, "restore")
+    try:
+        if exists and not force:
+            check_stopped(path)
+        return _build_unlocked(path, name, params, header, fill, overwrite=overwrite,
+                               mode=mode, prefault=prefault, verify_first=verify_first,
+                               write_file=write_file)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _build_unlocked(path: str, name: str, params: layout.RingParams,
+                    header: fmt.ImageHeader, fill: Callable[[memoryview], None], *,
+                    overwrite: bool, mode: int, prefault: bool,
+                    verify_first: Callable[[], None] | None,
+                    write_file: Callable[[str], bool] | None) -> RestoreInfo:
     cap, psize = params.capacity, params.partition_size
     try:
         vfs = os.statvfs(os.path.dirname(path))
@@ -250,7 +279,7 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
         finally:
             data.release()
             buf.release()
-        if "/" in os.fspath(target):
+        if display_name(path) == path:
             seg.mmap.flush()  # a file-backed ring must reach its file before it is named
         if overwrite:
             os.replace(tmp, path)
@@ -344,14 +373,35 @@ def _decompressed_ring(reader: fmt.ImageReader, progress: fmt.ProgressFn | None)
 
 def _restore_in_place(reader: fmt.ImageReader, target: Any, *, force: bool,
                       progress: fmt.ProgressFn | None) -> RestoreInfo:
+    """:func:`_restore_in_place_locked` holding the target's lock (pyshm.lock): no
+    second restore, engine or ``pyshm run`` can write the ring meanwhile."""
+    from ..lock import SegmentLock
+
+    if not isinstance(target, (str, os.PathLike)):
+        given = getattr(target, "segment", target)
+        if not isinstance(given, Segment) or given.readonly:
+            raise InvalidParameterError(f"cannot restore in place into {target!r}: give "
+                                        f"a ring name, or a Ring/Segment opened writable")
+    try:
+        lock = SegmentLock.acquire(target, "restore")
+    except RingNotFoundError:
+        raise RingNotFoundError(f"cannot restore in place: no ring named {target!r}") \
+            from None
+    with lock:
+        return _restore_in_place_locked(reader, target, force=force, progress=progress)
+
+
+def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: bool,
+                             progress: fmt.ProgressFn | None) -> RestoreInfo:
     """Overwrite the existing, stopped ring ``target`` with the image, verified first.
 
     Every chunk's CRC32C and the whole record walk run over the image's page cache (a
     mapping of the file, nothing copied) before the first byte of the target changes;
     then each byte is copied once, file mapping -> ring mapping, into pages the ring
-    already has. The ring's magic is cleared during the copy and written last, so a
-    restore killed halfway leaves a segment refused as "not a pyshm ring" instead of a
-    mix of two rings: run the restore again.
+    already has. The ring's magic is replaced by ``MAGIC_RESTORING`` during the copy
+    and the real one written last, so a restore killed halfway leaves a segment that
+    readers refuse as "not a pyshm ring" instead of a mix of two rings, and that this
+    function (``pyshm restore --in-place`` again) and ``pyshm rm`` still accept.
     """
     h = reader.header
     params = h.params
@@ -375,14 +425,7 @@ def _restore_in_place(reader: fmt.ImageReader, target: Any, *, force: bool,
     start, end = h.first_position, h.end_position
     oldest = _check_window(h, cap, psize)
     with (Segment(path) if given is None else contextlib.nullcontext(given)) as seg:
-        head = seg.buf[:0x80]
-        try:
-            cur = layout.unpack_static_header(head, where=seg.name, size=seg.size)
-        except CorruptSegmentError as exc:
-            raise CorruptSegmentError(f"refusing to overwrite {seg.name!r}: it is not a "
-                                      f"pyshm ring ({exc})") from None
-        finally:
-            head.release()
+        cur = target_header(seg)
         if (cur.capacity, cur.partition_count) != (cap, params.partition_count):
             raise InvalidParameterError(
                 f"cannot restore in place: ring {name!r} has capacity {cur.capacity} and "
@@ -415,7 +458,8 @@ def _restore_in_place(reader: fmt.ImageReader, target: Any, *, force: bool,
             buf = seg.buf
             data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
             try:
-                buf[:len(layout.MAGIC)] = bytes(len(layout.MAGIC))
+                # readers refuse the ring from here on; restore and rm still know it
+                buf[:len(layout.MAGIC)] = layout.MAGIC_RESTORING
                 if window is not None:
                     _copy_window(data, window.data, start, cap)
                 else:
@@ -427,7 +471,13 @@ def _restore_in_place(reader: fmt.ImageReader, target: Any, *, force: bool,
                 for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT, layout.OFF_MIRRORED):
                     struct.pack_into("<Q", buf, off, end)
                 struct.pack_into("<Q", buf, layout.OFF_NEXT_SEQUENCE, h.next_sequence)
-                buf[:0x80] = layout.pack_static_header(new_params)
+                static = layout.pack_static_header(new_params)
+                buf[len(layout.MAGIC):0x80] = static[len(layout.MAGIC):]
+                if display_name(path) == path:
+                    # a file-backed ring: everything reaches the file before the magic
+                    # that declares it whole
+                    seg.mmap.flush()
+                buf[:len(layout.MAGIC)] = static[:len(layout.MAGIC)]
             finally:
                 data.release()
                 buf.release()
