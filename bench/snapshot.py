@@ -8,6 +8,13 @@ In one run, for each ring size (default 64 MiB and 1 GiB):
   * (b) restore IN PLACE over an existing, stopped, already-faulted ring (the recovery
     case: verify every chunk and record first, then one copy) vs warm memcpy, the
     target of docs/design.md (<= 1.5x; the check below still uses the earlier 2x);
+  * (c) snapshot of a REPLICA kept by the CPU engine, its chunk CRCs taken from the
+    replica's CRC table (no pass over the data but the write itself) vs a raw write of
+    the same bytes with fsync, interleaved round by round; the same snapshot with the CPU
+    computing the CRCs (use_crc_table=False) alongside. Target: <= 1.1x;
+  * (d) in-place restore into a ring held open THROUGH THE ENGINE (its copy mode: the
+    engine verifies every chunk, then copies and checks again) vs the CPU path, vs warm
+    memcpy of the same bytes. Target: <= 1.5x at 256 MiB and 1 GiB;
 and the producer's publish latency (p50/p99/p99.9, 64 B, paced, separate process) with
 and without snapshots running. Medians of --repeats; JSON in bench/results/.
 
@@ -31,8 +38,10 @@ import time
 
 import numpy as np
 
+from pyshm.engine import open_copier, open_engine
 from pyshm.images import restore, snapshot
 from pyshm.images.snapshot import scratch_size
+from pyshm.replica import Replica
 from pyshm.ring import Ring, parse_size
 from pyshm.segment import Segment
 
@@ -136,16 +145,38 @@ def bench_size(size: int, repeats: int, directory: str, payload_size: int) -> di
         # (b) recovery in place: a stopped ring of the same geometry, already faulted.
         # Held open by the recovering process (its mapping is faulted, like memcpy's
         # destination), and by name (this process maps it anew: page-table work).
+        # (d) the same through the engine's copy mode, interleaved with the CPU path and
+        # with memcpy of the same bytes round by round.
         inplace = f"{tag}-inplace"
         held = Ring(inplace, create=True, capacity=size, prefault=True)
         try:
-            out["restore_in_place_s"] = median_time(
-                lambda: restore(img, held, in_place=True), max(3, repeats))
+            copier = open_copier("cpu")
+            rounds = {"engine": [], "cpu": [], "memcpy": []}
+            for _ in range(max(3, repeats)):
+                for key, fn in (("memcpy", lambda: np.copyto(dst, src)),
+                                ("engine", lambda: restore(img, held, in_place=True,
+                                                           engine=copier)),
+                                ("cpu", lambda: restore(img, held, in_place=True,
+                                                        engine=None))):
+                    t0 = time.perf_counter()
+                    fn()
+                    rounds[key].append(time.perf_counter() - t0)
+            out["restore_in_place_s"] = statistics.median(rounds["cpu"])
+            out["restore_in_place_engine_s"] = statistics.median(rounds["engine"])
+            out["memcpy_interleaved_s"] = statistics.median(rounds["memcpy"])
+            out["restore_in_place_engine_vs_memcpy"] = round(
+                out["restore_in_place_engine_s"] / out["memcpy_interleaved_s"], 2)
+            out["restore_in_place_cpu_vs_memcpy_interleaved"] = round(
+                out["restore_in_place_s"] / out["memcpy_interleaved_s"], 2)
+            out["restore_engine_threads"] = copier.threads
+            out["target_in_place_engine_le_1_5x_memcpy"] = \
+                out["restore_in_place_engine_vs_memcpy"] <= 1.5
             out["restore_in_place_by_name_s"] = median_time(
                 lambda: restore(img, inplace, in_place=True), max(3, repeats))
         finally:
             held.close()
             unlink(f"/dev/shm/{inplace}")
+        out.update(replica_snapshot(ring, size, repeats, directory, tag))
         # warm memcpy again, right after: the machine is shared, take the fairer of two
         out["memcpy_s"] = min(out["memcpy_s"], median_time(lambda: np.copyto(dst, src),
                                                            max(3, repeats)))
@@ -159,6 +190,70 @@ def bench_size(size: int, repeats: int, directory: str, payload_size: int) -> di
     finally:
         ring.close()
         unlink(f"/dev/shm/{name}")
+        unlink(img)
+        unlink(raw)
+    return out
+
+
+def replica_snapshot(ring: Ring, size: int, repeats: int, directory: str, tag: str) -> dict:
+    """(c): a replica of ``ring`` kept by the CPU engine (running, producer idle), its
+    snapshot from the CRC table, the same with CPU CRCs, and a raw write of the same
+    bytes from the replica with fsync: one of each per round, interleaved."""
+    rep = Replica.create(f"{tag}-rep-{size}", ring)
+    img = os.path.join(directory, f"{tag}-rep.pyimg")
+    raw = os.path.join(directory, f"{tag}-rep.raw")
+    out: dict = {}
+    try:
+        with open_engine("cpu", ring, rep) as eng:
+            eng.start()
+            eng.sync(60)
+            # a view of the replica's data, dropped before the replica is unmapped
+            views = [np.frombuffer(rep.segment.mmap, np.uint8, size, 4096)]
+            h = snapshot(rep, img, engine=eng, overwrite=True)  # warm-up, and the window
+            unlink(img)
+            off = h.first_position & (size - 1)
+
+            def raw_write() -> None:
+                fd = os.open(raw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    pos, left = off, h.data_length
+                    while left:
+                        n = min(left, 4 << 20, size - pos)
+                        os.write(fd, views[0][pos:pos + n])
+                        pos, left = (pos + n) & (size - 1), left - n
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+            rounds = {"raw": [], "table": [], "cpu": []}
+            for _ in range(max(3, repeats)):
+                for key, fn in (
+                        ("raw", raw_write),
+                        ("table", lambda: snapshot(rep, img, engine=eng, overwrite=True)),
+                        ("cpu", lambda: snapshot(rep, img, engine=eng, overwrite=True,
+                                                 use_crc_table=False))):
+                    t0 = time.perf_counter()
+                    fn()
+                    rounds[key].append(time.perf_counter() - t0)
+                    unlink(img)
+                    unlink(raw)
+            views.clear()
+            med = {k: statistics.median(v) for k, v in rounds.items()}
+            ratios = [t / r for t, r in zip(rounds["table"], rounds["raw"], strict=True)]
+            out = {"replica_window_bytes": h.data_length,
+                   "replica_raw_write_s": med["raw"],
+                   "replica_snapshot_table_s": med["table"],
+                   "replica_snapshot_cpu_crc_s": med["cpu"],
+                   "replica_snapshot_table_vs_raw_write": round(med["table"] / med["raw"], 2),
+                   "replica_snapshot_table_vs_raw_write_per_round": [round(x, 2)
+                                                                     for x in ratios],
+                   "replica_snapshot_cpu_crc_vs_raw_write": round(med["cpu"] / med["raw"], 2),
+                   "target_replica_snapshot_le_1_1x_raw_write":
+                       med["table"] / med["raw"] <= 1.1,
+                   "load_avg_after_replica": os.getloadavg()}
+    finally:
+        rep.close()
+        rep.unlink()
         unlink(img)
         unlink(raw)
     return out
@@ -302,7 +397,7 @@ def crash_trials(trials: int, directory: str, seed: int = 1) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="64MiB,1GiB")
+    ap.add_argument("--sizes", default="64MiB,256MiB,1GiB")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--payload", type=int, default=1000, help="payload bytes per record")
     ap.add_argument("--dir", default="/tmp", help="where images and raw writes go")
@@ -331,6 +426,14 @@ def main() -> int:
     for s in args.sizes.split(","):
         r = bench_size(parse_size(s), args.repeats, args.dir, args.payload)
         print(json.dumps(r), flush=True)
+        print(f"{s}: (c) replica snapshot from the CRC table "
+              f"{r['replica_snapshot_table_s']:.3f} s = "
+              f"{r['replica_snapshot_table_vs_raw_write']}x raw write+fsync (target <= 1.1x; "
+              f"CPU CRCs: {r['replica_snapshot_cpu_crc_vs_raw_write']}x); (d) in-place "
+              f"restore through the engine {r['restore_in_place_engine_s']:.3f} s = "
+              f"{r['restore_in_place_engine_vs_memcpy']}x memcpy (target <= 1.5x; CPU path "
+              f"{r['restore_in_place_cpu_vs_memcpy_interleaved']}x); load "
+              f"{os.getloadavg()[0]:.2f}", flush=True)
         print(f"{s}: (a) restore into a new segment {r['restore_s']:.3f} s = "
               f"{r['restore_vs_memcpy_fresh_shm']}x memcpy into fresh shm, "
               f"{r['restore_vs_memcpy']}x warm memcpy; (b) in place "

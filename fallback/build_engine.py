@@ -39,6 +39,7 @@ ffibuilder.set_source(
     "pyshm.fallback._engine_c",
     '#include "engine.h"\n',
     sources=[os.path.relpath(os.path.join(HERE, "engine.c")),
+             os.path.relpath(os.path.join(HERE, "copy.c")),
              os.path.relpath(os.path.join(CORE, "crc32c.c"))],
     include_dirs=[HERE, CORE],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",

@@ -5,7 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, claim_replica, wait_strategy
+from ..engine import (
+    DEFAULT_TIMEOUT,
+    Copier,
+    CopyChecksumError,
+    CopyChunk,
+    Engine,
+    EngineStats,
+    claim_replica,
+    wait_strategy,
+)
 from ..errors import (
     ClosedError,
     CorruptSegmentError,
@@ -48,6 +57,55 @@ def _ns(timeout: float) -> int:
     return int(min(timeout, 1e9) * 1e9)
 
 
+class CpuCopier(Copier):
+    """Copy mode of the CPU engine: ``threads`` threads (the caller's included) share the
+    chunks, cut into 4 MiB pieces; copies use the fused copy+CRC loop."""
+
+    name = "cpu"
+
+    def __init__(self, threads: int | None = None):
+        if lib is None:
+            raise EngineError(f"the CPU engine's C extension is missing: {_IMPORT_ERROR}")
+        if threads is None:
+            threads = min(4, os.cpu_count() or 1)
+        if not 1 <= threads <= 17:
+            raise InvalidParameterError(f"copy threads={threads}: use 1..17")
+        self.threads = threads
+
+    def _run(self, source: Any, target: Any, capacity: int, chunks: list[CopyChunk]) -> None:
+        src = memoryview(source).cast("B")
+        table = ffi.new("pyshm_copy_chunk_t[]", max(1, len(chunks)))
+        for i, c in enumerate(chunks):
+            table[i].src_off = c.source_offset
+            table[i].position = c.position
+            table[i].len = c.length
+            table[i].crc = c.crc
+        bad = ffi.new("uint64_t *")
+        src_p = ffi.from_buffer(src)
+        dst_p = ffi.NULL if target is None else ffi.from_buffer(target, require_writable=True)
+        try:
+            rc = lib.pyshm_copy_chunks(src_p, len(src), dst_p, capacity, table, len(chunks),
+                                       self.threads, bad)
+        finally:
+            ffi.release(src_p)
+            if target is not None:
+                ffi.release(dst_p)
+        if rc == lib.PYSHM_ECHECKSUM:
+            i = int(bad[0])
+            raise CopyChecksumError(f"chunk {i} of {len(chunks)}: checksum mismatch", i)
+        if rc != 0:
+            msg = ffi.string(lib.pyshm_engine_strerror(rc)).decode()
+            raise InvalidParameterError(f"cpu engine copy: {msg} (code {rc})")
+
+    def verify(self, source: Any, chunks: list[CopyChunk]) -> None:
+        self._run(source, None, 0, chunks)
+
+    def copy(self, source: Any, target: Any, capacity: int, chunks: list[CopyChunk]) -> None:
+        if len(memoryview(target).cast("B")) < capacity:
+            raise InvalidParameterError(f"copy target is smaller than its capacity {capacity}")
+        self._run(source, target, capacity, chunks)
+
+
 class CpuEngine(Engine):
     """Mirror a ring into a replica with C threads (one poll thread + ``threads`` workers).
 
@@ -61,6 +119,13 @@ class CpuEngine(Engine):
     """
 
     name = "cpu"
+
+    @classmethod
+    def copier(cls, threads: int | None = None, **_: Any) -> Copier | None:
+        """Copy mode: :class:`CpuCopier` (restore through the engine's threads)."""
+        if lib is None:
+            return None
+        return CpuCopier(threads)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

@@ -110,6 +110,7 @@ const char *pyshm_engine_strerror(int code) {
     case PYSHM_ENUMA: return "NUMA binding failed";
     case PYSHM_EFAILED: return "engine stopped after an error";
     case PYSHM_EBADTABLE: return "the replica's CRC table is invalid or truncated";
+    case PYSHM_ECHECKSUM: return "checksum mismatch";
     default: return "unknown error";
     }
 }

@@ -39,6 +39,7 @@ enum {
     PYSHM_ENUMA = -13,        /* mbind failed */
     PYSHM_EFAILED = -14,      /* engine stopped itself after an error (see last_error) */
     PYSHM_EBADTABLE = -15,    /* the replica's CRC table header is invalid or truncated */
+    PYSHM_ECHECKSUM = -16,    /* copy mode: a chunk's bytes do not have its CRC */
 };
 
 /* idle strategies of the poll thread (the ring's names: spin, yield, sleep) */
@@ -113,6 +114,27 @@ void pyshm_engine_stats(pyshm_engine_t *e, pyshm_engine_stats_t *out);
 /* frees; refuses (ESTATE) while threads may still run */
 int pyshm_engine_destroy(pyshm_engine_t *e);
 const char *pyshm_engine_strerror(int code);
+/*
+ * Copy mode (copy.c): restore through the engine. Each chunk is `len` bytes at `src_off` in
+ * the source buffer that must have CRC32C `crc`; with dst == NULL they are only verified,
+ * else copied to the ring data area dst (capacity bytes, a power of two) at
+ * position & (capacity - 1) onwards (wrapping) and verified on the way, the CRC taken from
+ * the bytes stored. `threads` threads in all, the caller's included. Returns 0,
+ * PYSHM_ECHECKSUM with *bad_chunk the first chunk whose CRC differs (every chunk was
+ * processed: a copy has written them all), or PYSHM_EINVAL / PYSHM_ENOMEM.
+ */
+typedef struct {
+    uint64_t src_off;
+    uint64_t position;
+    uint64_t len;
+    uint32_t crc;
+    uint32_t reserved;
+} pyshm_copy_chunk_t;
+
+int pyshm_copy_chunks(const uint8_t *src, uint64_t src_len, uint8_t *dst, uint64_t capacity,
+                      const pyshm_copy_chunk_t *chunks, uint64_t count, int threads,
+                      uint64_t *bad_chunk);
+
 /* bind [addr, addr+len) to a NUMA node (MPOL_BIND via mbind); -errno style on failure */
 int pyshm_numa_bind(void *addr, uint64_t len, int node, int *err);
 

@@ -93,6 +93,69 @@ class EngineStats:
                 f"overruns {self.overruns} (lost {self.bytes_lost:,d} B)")
 
 
+@dataclass(frozen=True)
+class CopyChunk:
+    """One checksummed piece of a copy-mode job: ``length`` bytes at ``source_offset`` of
+    the source buffer, destined for ring position ``position`` onwards (wrapping at the
+    capacity), whose CRC32C must be ``crc``. An image chunk is one."""
+
+    source_offset: int
+    position: int
+    length: int
+    crc: int
+
+
+class Copier(abc.ABC):
+    """An engine's copy mode: restore through the engine.
+
+    The engine reads checksummed chunks from a source buffer and either only checks their
+    CRCs (:meth:`verify`) or copies them into a ring's data area and checks the CRCs on
+    the way (:meth:`copy`), the CRC being that of the bytes written. ``restore`` verifies
+    every chunk first (nothing in the target changes before), then copies with the
+    check, so the bytes that land are proven to be the verified ones.
+
+    The source must be readable by the engine: the CPU engine reads any buffer (an
+    image's mapping, with no copy); an engine that reads by DMA asks for a buffer of its
+    own with :meth:`staging_buffer` (the image's data is read into it once), and the
+    target ring must then live in DMA-able memory too.
+    """
+
+    name: str = "?"
+
+    def staging_buffer(self, size: int) -> Any:
+        """A buffer of ``size`` bytes the engine can read, or None if it reads any
+        buffer (then the caller passes the image's own mapping)."""
+        return None
+
+    @abc.abstractmethod
+    def verify(self, source: Any, chunks: list[CopyChunk]) -> None:
+        """Check every chunk's CRC over ``source``; raise :class:`CopyChecksumError`
+        naming the first chunk that differs."""
+
+    @abc.abstractmethod
+    def copy(self, source: Any, target: Any, capacity: int, chunks: list[CopyChunk]) -> None:
+        """Copy every chunk into ``target`` (a ring's data area, ``capacity`` bytes) at
+        its position and check its CRC from the bytes written; raise
+        :class:`CopyChecksumError` naming the first chunk that differs."""
+
+    def close(self) -> None:  # noqa: B027 - most copiers hold nothing
+        """Release what the copier holds (threads, buffers)."""
+
+    def __enter__(self) -> Copier:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class CopyChecksumError(EngineError):
+    """A chunk's bytes do not have its CRC; ``chunk`` is its index in the job."""
+
+    def __init__(self, message: str, chunk: int):
+        super().__init__(message)
+        self.chunk = chunk
+
+
 class Engine(abc.ABC):
     """What every replication engine implements. Subclasses set ``name``."""
 
@@ -102,6 +165,11 @@ class Engine(abc.ABC):
     def available(cls) -> tuple[bool, str]:
         """(usable on this machine?, why or why not) for auto selection."""
         return True, "always available"
+
+    @classmethod
+    def copier(cls, **options: Any) -> Copier | None:
+        """The engine's copy mode (restore through the engine), or None if it has none."""
+        return None
 
     @abc.abstractmethod
     def start(self) -> None:
@@ -249,6 +317,16 @@ def claim_replica(replica: Any, writer_lock: Any = None) -> Any:
         raise InvalidParameterError(f"writer_lock: expected a SegmentLock or a descriptor, "
                                     f"got {type(writer_lock).__name__}")
     return SegmentLock.acquire(replica, "engine")
+
+
+def open_copier(name: str | None = "auto", **options: Any) -> Copier | None:
+    """The copy mode of engine ``name`` (``auto`` as :func:`open_engine` picks), or None
+    when that engine offers none (or ``name`` is None)."""
+    if name is None:
+        return None
+    if name == "auto":
+        name, _ = pick_engine()
+    return engine_class(name).copier(**options)
 
 
 def clear_gate(ring: Any) -> bool:

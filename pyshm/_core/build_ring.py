@@ -123,6 +123,10 @@ int pyshm_walk(pyshm_walk_t *w, const uint8_t *buf, uint64_t buf_len, uint64_t b
                uint64_t mask, uint64_t end, uint64_t until, uint64_t psize,
                uint32_t max_record);
 
+int pyshm_walk_chains(pyshm_walk_t *w, const uint64_t *ends, int32_t count,
+                      const uint8_t *buf, uint64_t buf_len, uint64_t base, uint64_t mask,
+                      uint64_t psize, uint32_t max_record);
+
 uint32_t pyshm_crc32c(uint32_t crc, const void *buf, uint64_t len);
 uint32_t pyshm_crc32c_copy(uint32_t crc, void *dst, const void *src, uint64_t len,
                            int nontemporal);
@@ -138,9 +142,10 @@ void pyshm_crc32c_force_portable(int on);
 
 ffibuilder.set_source(
     "pyshm._ring_c",
-    '#include "ring.h"\n#include "crc32c.h"\n',
+    '#include "ring.h"\n#include "crc32c.h"\n#include "walk.h"\n',
     sources=[os.path.relpath(os.path.join(HERE, "ring.c")),
-             os.path.relpath(os.path.join(HERE, "crc32c.c"))],
+             os.path.relpath(os.path.join(HERE, "crc32c.c")),
+             os.path.relpath(os.path.join(HERE, "walk.c"))],
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wshadow",
                         "-Wstrict-prototypes", "-Wno-unused-parameter"] + SANITIZE,

@@ -31,6 +31,8 @@ import numpy as np
 from .. import layout
 from ..errors import (
     CorruptSegmentError,
+    EngineError,
+    ImageChecksumError,
     ImageError,
     InvalidParameterError,
     ProducerBusyError,
@@ -371,8 +373,90 @@ def _decompressed_ring(reader: fmt.ImageReader, progress: fmt.ProgressFn | None)
     return ring
 
 
+def _copy_chunks(reader: fmt.ImageReader, h: fmt.ImageHeader) -> list[Any]:
+    """The image's chunks as a copy-mode job: offsets in the window's data."""
+    from ..engine import CopyChunk
+
+    return [CopyChunk(i * h.chunk_size, h.first_position + i * h.chunk_size, e.raw_length,
+                      e.raw_crc) for i, e in enumerate(reader.chunks)]
+
+
+_ENGINE_BATCH = 64 << 20  # bytes per engine call: progress between calls
+
+
+def _engine_batches(chunks: list[Any]) -> list[list[Any]]:
+    out: list[list[Any]] = [[]]
+    size = 0
+    for c in chunks:
+        if size >= _ENGINE_BATCH:
+            out.append([])
+            size = 0
+        out[-1].append(c)
+        size += c.length
+    return out
+
+
+def _verify_by_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow,
+                      source: Any, progress: fmt.ProgressFn | None) -> list[Any]:
+    """Every chunk's CRC checked by the engine's copy mode (read only) while this process
+    walks the record headers on another thread (both read the image's mapping; the walk
+    waits on memory latency, the checksums on bandwidth, so they overlap well); returns
+    the copy job. Nothing is written anywhere. A damaged chunk is reported in preference
+    to the walk error it may have caused."""
+    from ..engine import CopyChecksumError
+
+    h = reader.header
+    chunks = _copy_chunks(reader, h)
+    walked: dict[str, Any] = {}
+
+    def walk() -> None:
+        try:
+            walked["summary"] = window.summarize()
+        except CorruptSegmentError as exc:
+            walked["error"] = exc
+
+    walker = threading.Thread(target=walk, name="pyshm-restore-walk", daemon=True)
+    walker.start()
+    try:
+        done = 0
+        for batch in _engine_batches(chunks):
+            try:
+                copier.verify(source, batch)
+            except CopyChecksumError as exc:
+                raise reader._chunk_error(chunks.index(batch[exc.chunk]),
+                                          "checksum mismatch (data damaged)") from None
+            done += sum(c.length for c in batch)
+            if progress:
+                progress(done, h.data_length)
+    finally:
+        walker.join()
+    if "error" in walked:
+        raise ImageError(f"image records are invalid: {walked['error']}")
+    _check_summary(walked["summary"], h)
+    return chunks
+
+
+def _copy_by_engine(copier: Any, reader: fmt.ImageReader, source: Any, data: memoryview,
+                    cap: int, chunks: list[Any], name: str) -> None:
+    """The verified chunks copied into the ring's data area by the engine, each CRC
+    checked again from the bytes written: a chunk that differs now was changed in the
+    image file during the restore."""
+    from ..engine import CopyChecksumError
+
+    for batch in _engine_batches(chunks):
+        try:
+            copier.copy(source, data, cap, batch)
+        except CopyChecksumError as exc:
+            i = chunks.index(batch[exc.chunk])
+            raise ImageChecksumError(
+                f"{reader.path}: chunk {i} changed while it was restored (verified, then "
+                f"different when copied); ring {name!r} is left unusable (not a pyshm ring "
+                f"until restored again)", part="chunk", chunk=i) from None
+
+
 def _restore_in_place(reader: fmt.ImageReader, target: Any, *, force: bool,
-                      progress: fmt.ProgressFn | None) -> RestoreInfo:
+                      progress: fmt.ProgressFn | None,
+                      copier: Any = None) -> RestoreInfo:
     """:func:`_restore_in_place_locked` holding the target's lock (pyshm.lock): no
     second restore, engine or ``pyshm run`` can write the ring meanwhile."""
     from ..lock import SegmentLock
@@ -388,11 +472,13 @@ def _restore_in_place(reader: fmt.ImageReader, target: Any, *, force: bool,
         raise RingNotFoundError(f"cannot restore in place: no ring named {target!r}") \
             from None
     with lock:
-        return _restore_in_place_locked(reader, target, force=force, progress=progress)
+        return _restore_in_place_locked(reader, target, force=force, progress=progress,
+                                        copier=copier)
 
 
 def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: bool,
-                             progress: fmt.ProgressFn | None) -> RestoreInfo:
+                             progress: fmt.ProgressFn | None,
+                             copier: Any = None) -> RestoreInfo:
     """Overwrite the existing, stopped ring ``target`` with the image, verified first.
 
     Every chunk's CRC32C and the whole record walk run over the image's page cache (a
@@ -402,6 +488,10 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
     and the real one written last, so a restore killed halfway leaves a segment that
     readers refuse as "not a pyshm ring" instead of a mix of two rings, and that this
     function (``pyshm restore --in-place`` again) and ``pyshm rm`` still accept.
+
+    With an engine's copy mode (``copier``, :class:`pyshm.engine.Copier`) the engine
+    checks the chunks' CRCs (its threads share the work) and then copies them, checking
+    each CRC again from the bytes written; the CPU only walks the record headers.
     """
     h = reader.header
     params = h.params
@@ -440,7 +530,15 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
             if h.compression == fmt.COMPRESS_NONE:
                 window = MappedWindow(reader.fileno(), reader.data_offset, params, start, end,
                                       where=f"image {reader.path}")
-                _verify_mapped(reader, window, progress)
+                if copier is not None:
+                    source = copier.staging_buffer(h.data_length)
+                    if source is None:
+                        source = window.data
+                    else:  # an engine that reads by DMA: the image's bytes into its buffer
+                        memoryview(source).cast("B")[:h.data_length] = window.data
+                    job = _verify_by_engine(copier, reader, window, source, progress)
+                else:
+                    _verify_mapped(reader, window, progress)
             else:
                 scratch = _decompressed_ring(reader, progress)
         except BaseException:
@@ -460,7 +558,9 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
             try:
                 # readers refuse the ring from here on; restore and rm still know it
                 buf[:len(layout.MAGIC)] = layout.MAGIC_RESTORING
-                if window is not None:
+                if window is not None and copier is not None:
+                    _copy_by_engine(copier, reader, source, data, cap, job, name)
+                elif window is not None:
                     _copy_window(data, window.data, start, cap)
                 else:
                     data[:] = memoryview(scratch.data)[layout.OFF_DATA:]
@@ -535,9 +635,25 @@ def _restore_mapped(reader: fmt.ImageReader, target: str, *, overwrite: bool, fo
                                                    cap))
 
 
+def _copier(engine: Any) -> Any:
+    """The copy mode to restore through: a Copier, an engine name's (``auto``: the
+    engine ``open_engine`` would pick), or None (the CPU path)."""
+    from ..engine import Copier, open_copier
+
+    if engine is None or isinstance(engine, Copier):
+        return engine
+    try:
+        return open_copier(engine)
+    except EngineError:
+        if engine == "auto":
+            return None  # no engine usable here: the CPU path
+        raise
+
+
 def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = False,
             in_place: bool = False, force: bool = False, mode: int = 0o600,
-            prefault: bool = True, progress: fmt.ProgressFn | None = None) -> RestoreInfo:
+            prefault: bool = True, progress: fmt.ProgressFn | None = None,
+            engine: Any = "auto") -> RestoreInfo:
     """Build ring ``target`` from ``image``; verified in full before the name appears.
 
     ``in_place=True`` instead overwrites the existing, stopped ring ``target`` (same
@@ -545,6 +661,11 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
     fast recovery path. ``target`` may then also be an open, writable ``Ring`` or
     ``Segment`` (a recovery process that keeps the ring mapped): its mapping is written
     directly, with no page-table work (see ``docs/images.md`` for the figures).
+
+    ``engine``: an in-place restore of an uncompressed image goes through this engine's
+    copy mode when it has one (``auto``: the engine ``open_engine`` would pick; a name;
+    a :class:`pyshm.engine.Copier`; None for the CPU path): the engine verifies the
+    chunks, then copies them and checks each CRC again from the bytes written.
     """
     if not in_place and not isinstance(target, (str, os.PathLike)):
         raise InvalidParameterError("a Ring or Segment object is only accepted with "
@@ -553,7 +674,9 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
         h = reader.header
         cap = h.params.capacity
         if in_place:
-            return _restore_in_place(reader, target, force=force, progress=progress)
+            copier = _copier(engine) if h.compression == fmt.COMPRESS_NONE else None
+            return _restore_in_place(reader, target, force=force, progress=progress,
+                                     copier=copier)
         if h.compression == fmt.COMPRESS_NONE:
             return _restore_mapped(reader, target, overwrite=overwrite, force=force,
                                    mode=mode, prefault=prefault, progress=progress)
