@@ -249,8 +249,11 @@ class _Checker:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return {dict: "a mapping", list: "a list", str: f"the string {value!r}",
-            bool: f"the boolean {value!r}"}.get(type(value), f"{type(value).__name__} {value!r}")
+    shown = repr(value)
+    if len(shown) > 60:  # a whole wrong file read as one string: say what it starts with
+        shown = shown[:50] + "..." + shown[-1]
+    return {dict: "a mapping", list: "a list", str: f"the string {shown}",
+            bool: f"the boolean {shown}"}.get(type(value), f"{type(value).__name__} {shown}")
 
 
 def _close_match(key: str, allowed: dict[str, str]) -> str | None:

@@ -174,6 +174,12 @@ BAD_VALUES = [
     (["repair", "{image}"], ["not a pyshm ring"], 1),
     (["rm", "{image}"], ["not a pyshm ring"], 1),
     (["config", "check", "{image}"], [], 1),
+    (["snapshot", "{ring}", "-o", "{tmp}"], ["is a directory", "--every"], 1),
+    (["export", "{tmp}"], ["is a directory"], 1),
+    (["inspect", "{tmp}"], ["is a directory"], 1),
+    (["restore", "{tmp}", "--to", "{new}"], ["is a directory"], 1),
+    (["diff", "{tmp}", "{image}"], ["is a directory"], 1),
+    (["run", "{text}"], ["configuration must be a mapping", "..."], 1),
 ]
 
 
@@ -181,7 +187,10 @@ BAD_VALUES = [
                          ids=[" ".join(a[:2] + a[3:5]) for a, _, _ in BAD_VALUES])
 def test_bad_values_are_refused_in_the_users_words(capsys, tmp_path, ring, image, new_name,
                                                    argv, phrases, status):
-    subst = {"{ring}": ring.name, "{image}": image, "{tmp}": str(tmp_path), "{new}": new_name()}
+    text = tmp_path / "notes.txt"  # a long text that is not a configuration
+    text.write_text("word " * 2000)
+    subst = {"{ring}": ring.name, "{image}": image, "{tmp}": str(tmp_path), "{new}": new_name(),
+             "{text}": str(text)}
     args = []
     for a in argv:
         for k, v in subst.items():
@@ -192,6 +201,7 @@ def test_bad_values_are_refused_in_the_users_words(capsys, tmp_path, ring, image
         assert rc == 1 and "Traceback" not in err and err
         return
     assert_clean_failure(rc, err, *phrases, status=status)
+    assert len(err) < 600, f"a message for people, not a dump: {err[:300]}..."
 
 
 def test_stats_exits_non_zero_on_a_missing_or_damaged_ring_like_info(capsys, ring, new_name):

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidParameterError, PyshmError
+from ..images.format import IMAGE_SUFFIX
 from . import _args
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -172,6 +173,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 pass
         return 1 if sched.errors and not sched.taken else 0
+    if os.path.isdir(args.output):
+        raise InvalidParameterError(
+            f"{args.output} is a directory: give an image file name (e.g. "
+            f"{os.path.join(args.output, os.path.basename(args.ring) + IMAGE_SUFFIX)}), or "
+            f"--every SECONDS to keep taking images into that directory")
     bar = Progress("snapshot", not args.no_progress)
     t0 = time.perf_counter()
     h = snapshot(args.ring, args.output, compression=args.compress, level=args.level,
@@ -203,7 +209,10 @@ def _is_ring(spec: str) -> bool:
 
 
 def _require_image(spec: str, command: str) -> None:
-    """Refuse a ring given where an image file is expected, saying how to get one."""
+    """Refuse a ring or a directory given where an image file is expected."""
+    if os.path.isdir(spec):
+        raise InvalidParameterError(f"{spec} is a directory, not an image file "
+                                    f"(images end in {IMAGE_SUFFIX})")
     if (not os.path.isfile(spec) or not _has_image_magic(spec)) and _is_ring(spec):
         raise InvalidParameterError(
             f"{spec!r} is a ring, not an image file: `pyshm {command}` reads images. "
@@ -224,6 +233,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.in_place and args.overwrite:
         raise InvalidParameterError("--in-place and --overwrite are exclusive: --in-place "
                                     "already overwrites the existing ring")
+    if os.path.isdir(args.image):
+        raise InvalidParameterError(f"{args.image} is a directory, not an image file or a "
+                                    f"replica")
     if args.in_place:
         _require_image(args.image, "restore --in-place")
         if not is_image(args.image):
@@ -294,6 +306,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from ..images.inspect import diff
+    for spec in (args.a, args.b):
+        if os.path.isdir(spec):
+            raise InvalidParameterError(f"{spec} is a directory, not an image file or a ring")
     d = diff(args.a, args.b)
     if args.json:
         print(json.dumps({"a": list(d.a), "b": list(d.b), "common": d.common,
