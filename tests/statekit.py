@@ -81,7 +81,7 @@ def make_orders(n: int, seed: int = 7, symbols: int = SYMBOLS) -> np.ndarray:
     return o
 
 
-def apply_order(state: Any, record: Any) -> None:
+def apply_order(state: Any, record: Any, increment: int = 1) -> None:
     """The order-book builder's fold: one record changes one symbol's row."""
     o = np.frombuffer(record.data, ORDER, count=1)[0]
     sym = int(o["symbol"])
@@ -100,12 +100,19 @@ def apply_order(state: Any, record: Any) -> None:
             row["ask_px"][lvl] = o["px"]
             row["ask_qty"][lvl] = o["qty"]
         row["last_seq"] = record.sequence
-        row["updates"] += 1
+        row["updates"] += increment
+
+
+def apply_order_v2(state: Any, record: Any) -> None:
+    """A new version of the fold that counts updates twice: it folds differently, so a
+    handover to it must copy the rows where the two versions disagree."""
+    apply_order(state, record, increment=2)
 
 
 def reference_book(orders: np.ndarray, first_seq: int = 0, symbols: int = SYMBOLS,
-                   upto: int | None = None) -> np.ndarray:
-    """The same fold in plain numpy, over records ``first_seq ..`` (``upto`` exclusive)."""
+                   upto: int | None = None, v2_after: int | None = None) -> np.ndarray:
+    """The same fold in plain numpy, over records ``first_seq ..`` (``upto`` exclusive);
+    records after sequence ``v2_after`` are folded as ``apply_order_v2`` does."""
     book = np.zeros(symbols, BOOK)
     n = len(orders) if upto is None else upto - first_seq
     for k in range(n):
@@ -123,5 +130,5 @@ def reference_book(orders: np.ndarray, first_seq: int = 0, symbols: int = SYMBOL
             row["ask_px"][lvl] = o["px"]
             row["ask_qty"][lvl] = o["qty"]
         row["last_seq"] = first_seq + k
-        row["updates"] += 1
+        row["updates"] += 2 if v2_after is not None and first_seq + k > v2_after else 1
     return book

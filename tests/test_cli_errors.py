@@ -108,6 +108,18 @@ MISSING_TARGET = {
                    "S", "--connect-timeout", "0.5"],
     "bridge in": None,  # creates its ring; needs a server
     "bridge promote": ["bridge", "promote", MISSING],
+    "state": None,  # a group
+    "state create": None,  # creates its argument; bad --dtype cases in test_state_cli.py
+    "state info": ["state", "info", MISSING],
+    "state read": ["state", "read", MISSING, "0"],
+    "state snapshot": ["state", "snapshot", MISSING, "-o", "{tmp}/x.pyimg"],
+    "state recover": ["state", "recover", MISSING, "--image", MISSING + ".pyimg"],
+    "state follow": ["state", "follow", MISSING, "--ring", MISSING + ".md", "--apply",
+                     "os:getcwd"],
+    "state ls": None,  # takes no name
+    "state rm": ["state", "rm", MISSING],
+    "handover": ["handover", MISSING, "--ring", MISSING + ".md", "--apply", "os:getcwd",
+                 "--exit-after"],
 }
 
 

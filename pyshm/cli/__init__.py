@@ -33,6 +33,7 @@ COMMAND_MODULES: list[str] = [
     "images",
     "maint",
     "bridge",
+    "state",
 ]
 
 EXIT_OK = 0

@@ -257,6 +257,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ..images.inspect import inspect
     _require_image(args.image, "inspect")
+    if _state_kind(args.image):  # a state region's rows: dtype, rows, sequence
+        from .state import inspect_state_cmd
+        return inspect_state_cmd(args)
     bar = Progress("verify", not args.no_progress and not args.json)
     info = inspect(args.image, verify=not args.no_verify, progress=bar)
     bar.finish()
@@ -286,6 +289,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ..images.inspect import export
     _require_image(args.image, "export")
+    if _state_kind(args.image):
+        from .state import export_state_cmd
+        return export_state_cmd(args)
     out = args.output or os.path.splitext(args.image)[0] + "." + args.format
     if out == "-":
         if args.format != "jsonl":
@@ -304,11 +310,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _state_kind(spec: str) -> bool:
+    """A state image file, or a state region (pyshm/cli/state.py handles those)."""
+    from ..state.region import is_region
+    if _has_image_magic(spec):
+        from ..images.format import image_kind
+        return image_kind(spec) == "state"
+    return is_region(spec)
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from ..images.inspect import diff
     for spec in (args.a, args.b):
         if os.path.isdir(spec):
             raise InvalidParameterError(f"{spec} is a directory, not an image file or a ring")
+    if _state_kind(args.a) or _state_kind(args.b):  # row by row
+        from .state import diff_state_cmd
+        return diff_state_cmd(args)
     d = diff(args.a, args.b)
     if args.json:
         print(json.dumps({"a": list(d.a), "b": list(d.b), "common": d.common,

@@ -155,6 +155,7 @@ class Follower:
         self.expect = 0
         self.pending: list[Record] = []
         self.applied = 0
+        self._run_mark = 0
         self.last_applied: int | None = None
         self.start_info: dict[str, Any] = {}
         self.handover_info: dict[str, Any] = {}
@@ -167,6 +168,7 @@ class Follower:
         if self.state is not None:
             return self.start_info
         t0 = time.perf_counter()
+        note = None
         exists = os.path.exists(resolve_path(self.name))
         if self.handover and exists:
             with State(self.name) as probe:
@@ -176,7 +178,7 @@ class Follower:
                 self.start_info["seconds"] = round(time.perf_counter() - t0, 6)
                 self._after_start()
                 return self.start_info
-            self.start_info["note"] = "no live writer to hand over from: started normally"
+            note = "no live writer to hand over from: started normally"
         if exists:
             st = State(self.name)
             wpid = st.writer_pid
@@ -204,6 +206,8 @@ class Follower:
                 if img is None:
                     State(self.name, create=True, dtype=self.dtype, rows=self.rows).close()
                 self._recover("the region did not exist", 0, img)
+        if note:
+            self.start_info["note"] = note
         self.start_info["seconds"] = round(time.perf_counter() - t0, 6)
         self._after_start()
         return self.start_info
@@ -486,10 +490,11 @@ class Follower:
             max_seconds: float | None = None) -> FollowerResult:
         """Apply records until ``stop`` is set, sequence ``until`` is applied,
         ``max_seconds`` pass, or the region is handed over to a new process."""
+        # counted since the previous run (the first one includes start's replay)
+        applied_before = self._run_mark
         self.start()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         reason = "stopped"
-        applied_before = self.applied
         while True:
             if stop is not None and stop.is_set():
                 break
@@ -523,6 +528,7 @@ class Follower:
                 break
             if not n:
                 time.sleep(self.idle_sleep)
+        self._run_mark = self.applied
         return FollowerResult(reason, self.applied - applied_before, self.last_applied,
                               dict(self.start_info), dict(self.handover_info))
 

@@ -41,8 +41,8 @@ from .errors import ApplyError, MissingSequencesError, StateMismatchError
 from .images import StateImage, read_state_image
 from .region import State, StateWriter
 
-__all__ = ["Record", "Recovery", "recover", "latest_image", "image_name", "list_images",
-           "RecordSource", "open_source"]
+__all__ = ["Record", "Recovery", "recover", "restore_image", "latest_image", "image_name",
+           "list_images", "RecordSource", "open_source"]
 
 IMAGE_SUFFIX = fmt.IMAGE_SUFFIX
 
@@ -347,6 +347,40 @@ def restore_rows(st: State, w: StateWriter, rows: np.ndarray, seq: int | None) -
     w.begin()
     w.write_range(0, rows)
     w.commit_applied(SL.NO_SEQUENCE if seq is None else seq)
+
+
+def restore_image(state_name: str | os.PathLike[str], image: Any, *,
+                  create: bool = True) -> dict[str, Any]:
+    """Put region ``state_name`` back to a state image (no replay): the rows and
+    ``applied_seq = S``. Checked like :func:`recover` before anything is written."""
+    name = os.fspath(state_name)
+    where = f"restore {name!r}"
+    skipped: list[str] = []
+    if isinstance(image, StateImage):
+        img = image
+    elif os.path.isdir(image):
+        found = latest_image(image, name, skipped)
+        if found is None:
+            raise RingNotFoundError(f"{where}: no state image of this region in {image}")
+        img = found
+    else:
+        img = read_state_image(image)
+    try:
+        st = State(name)
+    except RingNotFoundError:
+        if not create:
+            raise
+        st = State(name, create=True, dtype=img.dtype, rows=img.header.row_count)
+    with st:
+        if st.description != img.description or st.rows != img.header.row_count:
+            raise StateMismatchError(
+                f"{where}: the region holds {st.rows} rows of {st.dtype}, the image "
+                f"{img.header.row_count} rows of {img.dtype}; nothing was changed")
+        w = st.writer(force=True)
+        restore_rows(st, w, img.rows, img.applied_seq)
+        w.close()
+    return {"state": name, "image": img.path, "image_seq": img.applied_seq,
+            "skipped_images": skipped}
 
 
 def recover(state_name: str | os.PathLike[str], image: Any, ring: Any,

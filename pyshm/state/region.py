@@ -101,6 +101,58 @@ def _remove_dead_temps(path: str) -> None:
                     os.unlink(os.path.join(directory, entry))
 
 
+def is_region(spec: str | os.PathLike[str]) -> bool:
+    """True when ``spec`` names a segment (or file) starting with the state magic."""
+    from ..errors import InvalidNameError
+    try:
+        with open(resolve_path(spec), "rb") as f:
+            return f.read(len(SL.MAGIC)) == SL.MAGIC
+    except (OSError, InvalidNameError):
+        return False
+
+
+def list_regions(directory: str = "/dev/shm") -> list[dict[str, Any]]:
+    """The state regions in ``directory`` (recognised by their magic, headers read with
+    ``pread``: nothing is mapped, no role is taken)."""
+    import struct
+
+    out: list[dict[str, Any]] = []
+    try:
+        entries = sorted(os.listdir(directory))
+    except OSError:
+        return out
+    for entry in entries:
+        path = os.path.join(directory, entry)
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            continue
+        try:
+            head = os.pread(fd, SL.HEADER_SIZE, 0)
+            size = os.fstat(fd).st_size
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        if head[:8] != SL.MAGIC:
+            continue
+        try:
+            p = SL.unpack_static_header(head, f"state region {entry!r}", size)
+        except PyshmError as exc:
+            out.append({"name": entry, "error": str(exc)})
+            continue
+        if len(head) < SL.HEADER_SIZE:
+            continue
+        seq, = struct.unpack_from("<Q", head, SL.OFF_APPLIED_SEQ)
+        wpid, = struct.unpack_from("<q", head, SL.OFF_WRITER + SL.W_PID)
+        out.append({"name": entry, "rows": p.row_count, "itemsize": p.itemsize,
+                    "replica": p.is_replica, "applied_seq": _seq_or_none(seq),
+                    "writer_pid": wpid or None,
+                    "writer_alive": pid_alive(wpid) if wpid else None,
+                    "bytes": size})
+    return out
+
+
 class State:
     """A state region, created or attached by name (``/dev/shm`` name or file path).
 
