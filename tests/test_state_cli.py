@@ -149,5 +149,6 @@ def test_recover_errors_are_one_line(capsys, md, new_name, tmp_path):
     rc, _, err = run(capsys, "state", "read", name)
     assert rc == 1 and "give ROW numbers, or --all" in err
     rc, _, err = run(capsys, "inspect", name)
-    assert rc == 1
+    assert rc == 1 and "is a state region, not an image file" in err
+    assert "pyshm state snapshot" in err
     os.unlink(f"/dev/shm/{name}")

@@ -544,8 +544,21 @@ def cmd_rm(args: argparse.Namespace) -> int:
 # (`pyshm inspect|export|diff` hand state images and regions to these)
 
 
+def _require_state_image(spec: str, command: str) -> None:
+    from ..images.format import is_image
+    from ..state.region import is_region
+
+    if is_region(spec) and not is_image(spec):
+        raise InvalidParameterError(
+            f"{spec!r} is a state region, not an image file: `pyshm {command}` reads "
+            f"images. Take one first: pyshm state snapshot {spec} -o "
+            f"{os.path.basename(spec)}.pyimg")
+
+
 def inspect_state_cmd(args: argparse.Namespace) -> int:
     from ..state.images import inspect_state_image
+
+    _require_state_image(args.image, "inspect")
 
     info = inspect_state_image(args.image, verify=not args.no_verify)
     if args.json:
@@ -571,6 +584,8 @@ def inspect_state_cmd(args: argparse.Namespace) -> int:
 
 def export_state_cmd(args: argparse.Namespace) -> int:
     from ..state.images import export_state_image, read_state_image
+
+    _require_state_image(args.image, "export")
 
     out = args.output or os.path.splitext(args.image)[0] + "." + args.format
     if args.format == "npz":
