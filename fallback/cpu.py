@@ -278,14 +278,20 @@ class CpuEngine(Engine):
             errors=int(s.errors), last_error=last, lag_bytes=max(0, tail - mirrored),
             lag_ns=int(s.lag_ns), lag_p50_ns=int(s.lag_p50_ns), lag_p99_ns=int(s.lag_p99_ns),
             lag_p999_ns=int(s.lag_p999_ns), lag_max_ns=int(s.lag_max_ns),
-            lag_samples=int(s.lag_samples), elapsed_ns=elapsed, utilisation=util,
+            lag_samples=int(s.lag_samples), e2e_lag_p50_ns=int(s.e2e_p50_ns),
+            e2e_lag_p99_ns=int(s.e2e_p99_ns), e2e_lag_p999_ns=int(s.e2e_p999_ns),
+            e2e_lag_max_ns=int(s.e2e_max_ns), e2e_lag_samples=int(s.e2e_samples),
+            elapsed_ns=elapsed, utilisation=util,
             extra={"split_copies": int(s.split_copies), "flushes": int(s.flushes),
                    "last_copy_bytes": int(s.last_copy_bytes),
                    "last_copy_ns": int(s.last_copy_ns),
                    "poll_busy_ns": int(s.poll_busy_ns), "copy_busy_ns": int(s.copy_busy_ns),
                    "threads": int(s.threads), "crc_table": bool(s.crc_table),
                    "crc_block": int(s.crc_block), "crc_blocks": int(s.crc_blocks),
-                   "crc_valid_from": int(s.crc_valid_from)})
+                   "crc_valid_from": int(s.crc_valid_from),
+                   "e2e_after_sleep": int(s.e2e_after_sleep),
+                   "poll_stalls": int(s.poll_stalls),
+                   "poll_stall_ns": int(s.poll_stall_ns)})
 
     def close(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         if self._e is None:

@@ -21,6 +21,12 @@
 /* copies of at least this many bytes (per thread) use streaming stores: they would only
  * evict the cache, and the fused loop keeps memcpy speed with them */
 #define NT_BYTES (1u << 20)
+/* publishes remembered to date a probe found after the round that covered it */
+#define PUB_HISTORY 8
+/* the ring's end-to-end lag summary is refreshed at most this often */
+#define SUMMARY_EVERY_NS 5000000ull
+/* a spinning poll loop that went this long between two iterations was descheduled */
+#define STALL_NS 20000ull
 
 #if defined(__x86_64__) || defined(__i386__)
 #define cpu_relax() __builtin_ia32_pause()
@@ -79,6 +85,16 @@ struct pyshm_engine {
     uint64_t first_seen_ns;
     uint64_t worker_busy[PYSHM_ENGINE_MAX_THREADS];
     uint64_t hist[PYSHM_ENGINE_HIST_BUCKETS];
+
+    /* end-to-end lag: the producer's probes (layout.h), poll thread only but the
+     * histogram, read by stats() */
+    uint64_t e2e_hist[PYSHM_ENGINE_HIST_BUCKETS];
+    int probe_pending;
+    uint64_t probe_acked, probe_gen, probe_pos, probe_ns;
+    uint64_t pub_tail[PUB_HISTORY], pub_ns[PUB_HISTORY]; /* recent publishes */
+    unsigned pub_n;
+    uint64_t summary_ns;     /* when the ring's lag summary words were last refreshed */
+    uint64_t last_wake_ns;   /* end of the poll thread's last sleep or yield */
 };
 
 static uint64_t now_ns(void) {
@@ -223,13 +239,13 @@ static uint64_t hist_value(int idx) {
     return lo + (1ull << (exp - 4)) / 2; /* middle of the bucket */
 }
 
-static uint64_t hist_bucket_quantile(pyshm_engine_t *e, uint64_t total, double q) {
+static uint64_t hist_bucket_quantile(const uint64_t *hist, uint64_t total, double q) {
     if (!total) return 0;
     uint64_t want = (uint64_t)(q * (double)total);
     if (want >= total) want = total - 1;
     uint64_t acc = 0;
     for (int i = 0; i < PYSHM_ENGINE_HIST_BUCKETS; i++) {
-        acc += AL(&e->hist[i]);
+        acc += AL(&hist[i]);
         if (acc > want) return hist_value(i);
     }
     return hist_value(PYSHM_ENGINE_HIST_BUCKETS - 1);
@@ -237,8 +253,8 @@ static uint64_t hist_bucket_quantile(pyshm_engine_t *e, uint64_t total, double q
 
 /* The middle of the bucket holding quantile q, clamped to the largest sample: a bucket's
  * middle can lie above every sample in it, and a p50 above the max is nonsense. */
-static uint64_t hist_quantile(pyshm_engine_t *e, uint64_t total, double q, uint64_t max) {
-    uint64_t v = hist_bucket_quantile(e, total, q);
+static uint64_t hist_quantile(const uint64_t *hist, uint64_t total, double q, uint64_t max) {
+    uint64_t v = hist_bucket_quantile(hist, total, q);
     return v > max ? max : v;
 }
 
@@ -246,6 +262,73 @@ static void record_lag(pyshm_engine_t *e, uint64_t lag) {
     AADD(&e->hist[hist_index(lag)], 1);
     AADD(&e->st.lag_samples, 1);
     if (lag > AL(&e->st.lag_max_ns)) AS(&e->st.lag_max_ns, lag);
+}
+
+/* ---- end-to-end lag ------------------------------------------------------------ */
+
+static void note_publish(pyshm_engine_t *e, uint64_t tail, uint64_t t) {
+    unsigned i = e->pub_n++ % PUB_HISTORY;
+    e->pub_tail[i] = tail;
+    e->pub_ns[i] = t;
+}
+
+/* When the earliest remembered publish that covered pos happened; 0 if none did yet. */
+static uint64_t covered_at(const pyshm_engine_t *e, uint64_t pos) {
+    unsigned n = e->pub_n < PUB_HISTORY ? e->pub_n : PUB_HISTORY;
+    for (unsigned k = n; k > 0; k--) {
+        unsigned i = (e->pub_n - k) % PUB_HISTORY;
+        if (e->pub_tail[i] >= pos) return e->pub_ns[i];
+    }
+    return 0;
+}
+
+/* Percentiles of the end-to-end histogram into the ring's header, for readers in other
+ * processes (pyshm stats): each word is written alone, a reader may mix two refreshes. */
+static void publish_summary(pyshm_engine_t *e, uint64_t now) {
+    pyshm_mirrored_span_t *m = &e->ring->mirrored;
+    uint64_t total = AL(&e->st.e2e_samples), max = AL(&e->st.e2e_max_ns);
+    pyshm_store_relaxed(&m->lag_p50_ns, hist_quantile(e->e2e_hist, total, 0.50, max));
+    pyshm_store_relaxed(&m->lag_p99_ns, hist_quantile(e->e2e_hist, total, 0.99, max));
+    pyshm_store_relaxed(&m->lag_p999_ns, hist_quantile(e->e2e_hist, total, 0.999, max));
+    pyshm_store_relaxed(&m->lag_max_ns, max);
+    pyshm_store_relaxed(&m->lag_samples, total);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    pyshm_store_release(&m->lag_updated_ns,
+                        (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+    e->summary_ns = now;
+}
+
+/*
+ * Take the producer's probe if there is a new one, and settle it once a publish covers
+ * its position: lag = that publish's time - the producer's stamp (both CLOCK_MONOTONIC).
+ * The engine looks at the probe on every poll, so the covering publish is the current
+ * round's or one just before (kept in pub_tail/pub_ns). A stamp can land after the round
+ * that copied its record (lag 0, the record was readable before the stamp). Only after
+ * settling is the probe acknowledged, which lets the producer offer the next one.
+ */
+static void probe_check(pyshm_engine_t *e) {
+    pyshm_header_t *h = e->ring;
+    if (!e->probe_pending) {
+        uint64_t g = pyshm_load_acquire(&h->next_sequence.probe_gen);
+        if (g == e->probe_acked) return;
+        e->probe_gen = g;
+        e->probe_pos = pyshm_load_relaxed(&h->next_sequence.probe_pos);
+        e->probe_ns = pyshm_load_relaxed(&h->next_sequence.probe_ns);
+        e->probe_pending = 1;
+    }
+    uint64_t t = covered_at(e, e->probe_pos);
+    if (!t) return;
+    uint64_t lag = t > e->probe_ns ? t - e->probe_ns : 0;
+    AADD(&e->e2e_hist[hist_index(lag)], 1);
+    AADD(&e->st.e2e_samples, 1);
+    if (lag > AL(&e->st.e2e_max_ns)) AS(&e->st.e2e_max_ns, lag);
+    if (e->last_wake_ns > e->probe_ns) AADD(&e->st.e2e_after_sleep, 1);
+    pyshm_store_relaxed(&h->mirrored.lag_last_ns, lag);
+    pyshm_store_release(&h->mirrored.probe_ack, e->probe_gen);
+    e->probe_acked = e->probe_gen;
+    e->probe_pending = 0;
+    if (t - e->summary_ns >= SUMMARY_EVERY_NS) publish_summary(e, t);
 }
 
 void pyshm_engine_stats(pyshm_engine_t *e, pyshm_engine_stats_t *o) {
@@ -272,10 +355,20 @@ void pyshm_engine_stats(pyshm_engine_t *e, pyshm_engine_stats_t *o) {
     /* every quantile is clamped to the max reported with it (a later sample may land in
      * the buckets while they are summed: clamped, it still never passes that max) */
     uint64_t max = AL(&s->lag_max_ns);
-    o->lag_p50_ns = hist_quantile(e, total, 0.50, max);
-    o->lag_p99_ns = hist_quantile(e, total, 0.99, max);
-    o->lag_p999_ns = hist_quantile(e, total, 0.999, max);
+    o->lag_p50_ns = hist_quantile(e->hist, total, 0.50, max);
+    o->lag_p99_ns = hist_quantile(e->hist, total, 0.99, max);
+    o->lag_p999_ns = hist_quantile(e->hist, total, 0.999, max);
     o->lag_max_ns = max;
+    total = AL(&s->e2e_samples);
+    max = AL(&s->e2e_max_ns);
+    o->e2e_samples = total;
+    o->e2e_p50_ns = hist_quantile(e->e2e_hist, total, 0.50, max);
+    o->e2e_p99_ns = hist_quantile(e->e2e_hist, total, 0.99, max);
+    o->e2e_p999_ns = hist_quantile(e->e2e_hist, total, 0.999, max);
+    o->e2e_max_ns = max;
+    o->e2e_after_sleep = AL(&s->e2e_after_sleep);
+    o->poll_stalls = AL(&s->poll_stalls);
+    o->poll_stall_ns = AL(&s->poll_stall_ns);
     o->last_copy_bytes = AL(&s->last_copy_bytes);
     o->last_copy_ns = AL(&s->last_copy_ns);
     uint64_t st = AL(&e->started_ns);
@@ -473,6 +566,7 @@ static void *poll_main(void *arg) {
     unsigned idle = 0;
     uint64_t sleep = 1000;
     uint64_t dirty = 0, last_flush = now_ns();
+    uint64_t last_spin = 0; /* time of the previous spinning poll, 0 after anything else */
     int gap = 0;
 
     for (;;) {
@@ -482,11 +576,14 @@ static void *poll_main(void *arg) {
             maybe_flush(e, &dirty, &last_flush, 1);
             __atomic_store_n(&e->state, PYSHM_ENGINE_PAUSED, __ATOMIC_RELEASE);
             sleep_ns(20000);
+            e->last_wake_ns = now_ns();
+            last_spin = 0;
             continue;
         }
         if (__atomic_load_n(&e->state, __ATOMIC_RELAXED) != PYSHM_ENGINE_RUNNING)
             __atomic_store_n(&e->state, PYSHM_ENGINE_RUNNING, __ATOMIC_RELEASE);
 
+        probe_check(e);
         uint64_t tail = pyshm_load_acquire(&e->ring->tail.value);
         if (tail >= pub && tail <= pos && !(tail & 7)) {
             AS(&e->st.tail, tail);
@@ -494,15 +591,28 @@ static void *poll_main(void *arg) {
             /* idle: wait according to the strategy */
             idle++;
             if (e->cfg.wait == PYSHM_ENGINE_WAIT_SPIN || idle < e->cfg.spin_count) {
+                /* a spinning poll that comes long after the last one was descheduled:
+                 * count it, it is where an end-to-end lag tail comes from on a busy box */
+                uint64_t t = now_ns();
+                if (last_spin && t - last_spin > STALL_NS) {
+                    AADD(&e->st.poll_stalls, 1);
+                    AADD(&e->st.poll_stall_ns, t - last_spin);
+                }
+                last_spin = t;
                 cpu_relax();
             } else if (e->cfg.wait == PYSHM_ENGINE_WAIT_YIELD) {
                 sched_yield();
+                e->last_wake_ns = now_ns();
+                last_spin = 0;
             } else {
                 sleep_ns(sleep);
+                e->last_wake_ns = now_ns();
+                last_spin = 0;
                 sleep = sleep * 2 > e->cfg.max_sleep_ns ? e->cfg.max_sleep_ns : sleep * 2;
             }
             continue;
         }
+        last_spin = 0;
         idle = 0;
         sleep = 1000;
         uint64_t t0 = now_ns();
@@ -603,6 +713,8 @@ static void *poll_main(void *arg) {
             pyshm_store_release(&e->ring->mirrored.value, tail);
         __atomic_store_n(&e->st.mirrored, tail, __ATOMIC_RELEASE);
         uint64_t t1 = now_ns();
+        note_publish(e, tail, t1);
+        probe_check(e);
         record_lag(e, t1 - AL(&e->first_seen_ns));
         AS(&e->first_seen_ns, 0);
         AADD(&e->st.bytes_mirrored, tail - s);
@@ -616,6 +728,7 @@ static void *poll_main(void *arg) {
         gap = 0;
     }
     maybe_flush(e, &dirty, &last_flush, 1);
+    if (AL(&e->st.e2e_samples)) publish_summary(e, now_ns());
     AS(&e->st.elapsed_ns, now_ns() - e->started_ns);
     __atomic_store_n(&e->state, PYSHM_ENGINE_STOPPED, __ATOMIC_RELEASE);
     return NULL;
@@ -685,6 +798,18 @@ int pyshm_engine_start(pyshm_engine_t *e) {
         pyshm_store_release(&e->ring->mirrored.value, rtail);
     AS(&e->st.start_position, rtail);
     AS(&e->st.mirrored, rtail);
+    /* a probe stamped before this engine ran would measure the time it was not running:
+     * consume it unmeasured; the lag summary in the ring is this engine's from now on */
+    e->probe_acked = pyshm_load_acquire(&e->ring->next_sequence.probe_gen);
+    pyshm_store_release(&e->ring->mirrored.probe_ack, e->probe_acked);
+    pyshm_mirrored_span_t *m = &e->ring->mirrored;
+    pyshm_store_relaxed(&m->lag_samples, 0);
+    pyshm_store_relaxed(&m->lag_last_ns, 0);
+    pyshm_store_relaxed(&m->lag_p50_ns, 0);
+    pyshm_store_relaxed(&m->lag_p99_ns, 0);
+    pyshm_store_relaxed(&m->lag_p999_ns, 0);
+    pyshm_store_relaxed(&m->lag_max_ns, 0);
+    pyshm_store_release(&m->lag_updated_ns, 0);
     e->started_ns = now_ns();
     e->cmd = CMD_RUN;
     e->exit_workers = 0;

@@ -85,6 +85,14 @@ typedef struct {
     uint64_t lag_ns;          /* age of the oldest unpublished committed byte, 0 when caught up */
     uint64_t lag_samples;
     uint64_t lag_p50_ns, lag_p99_ns, lag_p999_ns, lag_max_ns;
+    /* end to end: from the producer's commit of a probed record to the publish of a
+     * replica tail covering it (the producer's lag probes, layout.h) */
+    uint64_t e2e_samples;
+    uint64_t e2e_p50_ns, e2e_p99_ns, e2e_p999_ns, e2e_max_ns;
+    uint64_t e2e_after_sleep; /* samples whose record waited while the poll thread slept */
+    uint64_t poll_stalls;     /* spinning poll iterations more than 20 us apart: the
+                               * thread was descheduled */
+    uint64_t poll_stall_ns;   /* the time those gaps add up to */
     uint64_t last_copy_bytes, last_copy_ns;
     uint64_t elapsed_ns;      /* since start */
     uint64_t poll_busy_ns;    /* poll thread time spent copying / checking / publishing */

@@ -70,11 +70,20 @@ class EngineStats:
     last_error: str = ""
     lag_bytes: int = 0
     lag_ns: int = 0
+    # engine-internal lag: from the engine seeing a new tail to publishing it
     lag_p50_ns: int = 0
     lag_p99_ns: int = 0
     lag_p999_ns: int = 0
     lag_max_ns: int = 0
     lag_samples: int = 0
+    # end-to-end lag, the headline figure: from the producer's commit of a record to a
+    # replica tail covering it being published (sampled by the producer's lag probes;
+    # 0 samples for an engine or a producer that does not take part)
+    e2e_lag_p50_ns: int = 0
+    e2e_lag_p99_ns: int = 0
+    e2e_lag_p999_ns: int = 0
+    e2e_lag_max_ns: int = 0
+    e2e_lag_samples: int = 0
     elapsed_ns: int = 0
     utilisation: float = 0.0
     """Fraction of elapsed time the engine spent copying (poll thread + workers, each
@@ -86,10 +95,14 @@ class EngineStats:
         return asdict(self)
 
     def line(self) -> str:
-        """One status line for a terminal."""
-        return (f"{self.state:<7} mirrored {self.mirrored:>14,d} B  "
-                f"records {self.records_mirrored:>11,d}  lag {self.lag_bytes:>10,d} B "
-                f"{self.lag_ns / 1e3:8.1f} us  p99 {self.lag_p99_ns / 1e3:7.1f} us  "
+        """One status line for a terminal, end-to-end lag first."""
+        if self.e2e_lag_samples:
+            e2e = (f"lag p50 {self.e2e_lag_p50_ns / 1e3:6.1f} p99 "
+                   f"{self.e2e_lag_p99_ns / 1e3:7.1f} us")
+        else:
+            e2e = "lag p50      - p99       - us"
+        return (f"{self.state:<7} {e2e}  mirrored {self.mirrored:>14,d} B  "
+                f"records {self.records_mirrored:>11,d}  behind {self.lag_bytes:>10,d} B  "
                 f"overruns {self.overruns} (lost {self.bytes_lost:,d} B)")
 
 

@@ -14,7 +14,9 @@ Segment::
     0x080 | tail           producer, release store     (128-byte span)  |
     0x100 | tail_intent    producer, store + fence     (128-byte span)  |
     0x180 | mirrored       engine, release store       (128-byte span)  |
+    0x188 |   lag summary, 0x1C0 probe_ack              (engine, lag probes) |
     0x200 | next_sequence  producer                    (128-byte span)  |
+    0x240 |   probe_gen, probe_pos, probe_ns          (producer, lag probes) |
     0x280 | 27 consumer slots {position, pid, heartbeat_ns, flags}      |
     0x1000+-------------------------------------------------------------+
           | data[capacity]: byte of position p at data[p & (capacity-1)] |
@@ -82,7 +84,20 @@ OFF_ORIGIN_ID = 0x078
 OFF_TAIL = 0x080
 OFF_TAIL_INTENT = 0x100
 OFF_MIRRORED = 0x180
+# end-to-end lag (docs/design.md): engine-written summary and probe acknowledgement in
+# the mirrored span, producer-written probe in next_sequence's second cache line
+OFF_LAG_SAMPLES = 0x188
+OFF_LAG_LAST_NS = 0x190
+OFF_LAG_P50_NS = 0x198
+OFF_LAG_P99_NS = 0x1A0
+OFF_LAG_P999_NS = 0x1A8
+OFF_LAG_MAX_NS = 0x1B0
+OFF_LAG_UPDATED_NS = 0x1B8
+OFF_PROBE_ACK = 0x1C0
 OFF_NEXT_SEQUENCE = 0x200
+OFF_PROBE_GEN = 0x240
+OFF_PROBE_POS = 0x248
+OFF_PROBE_NS = 0x250
 OFF_SLOTS = 0x280
 SLOT_SIZE = SPAN
 SLOT_OFF_POSITION = 0

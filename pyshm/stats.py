@@ -41,6 +41,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "pyshm_consumer_lag_bytes": ("gauge", "tail - consumer position"),
     "pyshm_consumer_alive": ("gauge", "1 when the consumer's process exists"),
     "pyshm_consumer_heartbeat_age_seconds": ("gauge", "Time since the consumer's heartbeat"),
+    "pyshm_ring_replication_lag_seconds": ("gauge", "End-to-end replication lag, producer "
+                                           "commit to readable in the replica (label "
+                                           "quantile; the engine's figures in the ring)"),
     "pyshm_engine_up": ("gauge", "1 when the ring's engine process is running"),
     "pyshm_engine_restarts": ("counter", "Engine restarts by the supervisor"),
     "pyshm_engine_lag_bytes": ("gauge", "Replication lag in bytes (engine's last report)"),
@@ -73,6 +76,12 @@ def read_ring(name: str) -> dict[str, Any]:
             tail = u64(layout.OFF_TAIL)
             intent = u64(layout.OFF_TAIL_INTENT)
             next_seq = u64(layout.OFF_NEXT_SEQUENCE)
+            # the engine's end-to-end lag summary (docs/design.md, "End-to-end lag")
+            e2e = {key: u64(off) for key, off in (
+                ("samples", layout.OFF_LAG_SAMPLES), ("last_ns", layout.OFF_LAG_LAST_NS),
+                ("p50_ns", layout.OFF_LAG_P50_NS), ("p99_ns", layout.OFF_LAG_P99_NS),
+                ("p999_ns", layout.OFF_LAG_P999_NS), ("max_ns", layout.OFF_LAG_MAX_NS),
+                ("updated_ns", layout.OFF_LAG_UPDATED_NS))}
             slots = [_SLOT.unpack_from(buf, layout.slot_offset(i))
                      for i in range(layout.MAX_CONSUMERS)]
         finally:
@@ -115,6 +124,7 @@ def read_ring(name: str) -> dict[str, Any]:
         "tail": tail, "tail_intent": intent, "mirrored": mirrored,
         "mirror_lag_bytes": max(0, tail - mirrored) if mirrored else 0,
         "next_sequence": next_seq, "consumers": consumers,
+        "replication_lag": e2e if e2e["samples"] and e2e["updated_ns"] else None,
     }
 
 
@@ -227,6 +237,14 @@ def _fmt_rate(n: float | None) -> str:
     return f"{n:.0f}"
 
 
+def _fmt_ns(ns: int) -> str:
+    if ns < 1000:
+        return f"{ns} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.1f} us"
+    return f"{ns / 1e6:.2f} ms"
+
+
 def render(sample: dict[str, Any]) -> str:
     """The text table ``pyshm stats`` prints (one block per ring)."""
     lines = []
@@ -241,6 +259,13 @@ def render(sample: dict[str, Any]) -> str:
         if r["producer_pid"]:
             prod = f"{prod}{'' if r['producer_alive'] else ' (dead)'}"
         lines.append(f"{name}  [{kind}, {_fmt_bytes(r['capacity'])}]  producer {prod}")
+        e2e = r.get("replication_lag")
+        if e2e:
+            age = max(0.0, time.time() - e2e["updated_ns"] / 1e9)
+            lines.append(f"  replication lag, commit -> readable in the replica: p50 "
+                         f"{_fmt_ns(e2e['p50_ns'])}  p99 {_fmt_ns(e2e['p99_ns'])}  p99.9 "
+                         f"{_fmt_ns(e2e['p999_ns'])}  max {_fmt_ns(e2e['max_ns'])}  "
+                         f"({e2e['samples']:,} samples, {age:.0f}s ago)")
         lines.append(f"  tail {r['tail']}  seq {r['next_sequence']}  "
                      f"rate {_fmt_rate(r.get('rate_records_s'))} rec/s "
                      f"{_fmt_bytes(r.get('rate_bytes_s'))}B/s  "
@@ -309,6 +334,12 @@ class PyshmCollector:
             fam("pyshm_ring_published_records", ["ring"]).add_metric(lbl, r["next_sequence"])
             fam("pyshm_ring_mirrored_bytes", ["ring"]).add_metric(lbl, r["mirrored"])
             fam("pyshm_ring_mirror_lag_bytes", ["ring"]).add_metric(lbl, r["mirror_lag_bytes"])
+            e2e = r.get("replication_lag")
+            if e2e:
+                for q, key in (("0.5", "p50_ns"), ("0.99", "p99_ns"), ("0.999", "p999_ns"),
+                               ("1", "max_ns")):
+                    fam("pyshm_ring_replication_lag_seconds", ["ring", "quantile"]).add_metric(
+                        [name, q], e2e[key] / 1e9)
             fam("pyshm_ring_producer_alive", ["ring"]).add_metric(
                 lbl, 1 if r["producer_alive"] else 0)
             fam("pyshm_ring_consumers", ["ring"]).add_metric(lbl, len(r["consumers"]))

@@ -120,9 +120,30 @@ def test_status_files_are_merged_and_rates_computed(tmp_path, ring):
     assert "consumer slot  1" in text and "(dead)" in text
 
 
+def _engine_lag_summary(ring: str) -> None:
+    """The end-to-end lag words an engine keeps in the ring header (layout.OFF_LAG_*)."""
+    seg = Segment(ring)
+    for off, v in ((layout.OFF_LAG_SAMPLES, 1234), (layout.OFF_LAG_P50_NS, 2_000),
+                   (layout.OFF_LAG_P99_NS, 15_000), (layout.OFF_LAG_P999_NS, 40_000),
+                   (layout.OFF_LAG_MAX_NS, 90_000), (layout.OFF_LAG_UPDATED_NS, time.time_ns())):
+        struct.pack_into("<Q", seg.buf, off, v)
+    seg.close()
+
+
+def test_replication_lag_is_the_headline(tmp_path, ring):
+    assert stats.collect([ring])["rings"][ring]["replication_lag"] is None
+    _engine_lag_summary(ring)
+    r = stats.collect([ring])["rings"][ring]
+    assert r["replication_lag"]["p99_ns"] == 15_000
+    lines = stats.render(stats.collect([ring])).splitlines()
+    assert lines[1].startswith("  replication lag, commit -> readable in the replica: p50 "
+                               "2.0 us  p99 15.0 us  p99.9 40.0 us  max 90.0 us")
+
+
 def test_metrics_endpoint_serves_documented_names(tmp_path, ring):
     state = str(tmp_path / "state")
     write_status(state, ring)
+    _engine_lag_summary(ring)
     server = stats.serve_metrics("127.0.0.1:0", [ring], state)
     try:
         port = server.server_address[1]
@@ -147,6 +168,8 @@ def test_metrics_endpoint_serves_documented_names(tmp_path, ring):
     assert value("pyshm_consumer_alive", ring=ring, slot="1") == 0
     assert value("pyshm_engine_restarts", ring=ring) == 2
     assert value("pyshm_engine_lag_seconds", ring=ring, quantile="0.99") == pytest.approx(5e-6)
+    assert value("pyshm_ring_replication_lag_seconds", ring=ring, quantile="0.99") == \
+        pytest.approx(15e-6)
 
 
 def test_metrics_endpoint_bad_address():

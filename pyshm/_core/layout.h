@@ -11,7 +11,9 @@
  *   0x080 | tail          (producer, store_release)        128-byte span |
  *   0x100 | tail_intent   (producer, store then fence)     128-byte span |
  *   0x180 | mirrored      (engine, store_release)          128-byte span |
+ *   0x188 |   end-to-end lag summary (engine) | 0x1C0 probe_ack (engine)  |
  *   0x200 | next_sequence (producer)                       128-byte span |
+ *   0x240 |   probe_gen | probe_pos | probe_ns (producer: lag probe)       |
  *   0x280 | consumer slots[27] {position, pid, heartbeat_ns, flags}      |
  *   0x1000+--------------------------------------------------------------+
  *         | data[capacity]                                               |
@@ -58,6 +60,38 @@ typedef struct {
     uint8_t pad_[PYSHM_SPAN - 8];
 } pyshm_counter_t;
 
+/*
+ * End-to-end lag probes (docs/design.md, "End-to-end lag"). Now and then the producer
+ * stamps a committed record: its end position and the CLOCK_MONOTONIC time right after
+ * the tail store, in the next_sequence span's second cache line, then bumps probe_gen.
+ * The engine notes when a replica tail covering that position was published, records
+ * the difference, and acknowledges with probe_ack = probe_gen; only then does the
+ * producer offer the next probe. Each side writes only its own words; the producer
+ * reads probe_ack (on its own line, written once per probe) only when it considers
+ * stamping, so the engine's per-round stores to mirrored never touch its cache.
+ */
+typedef struct {
+    uint64_t value;          /* 0x180 mirrored */
+    uint64_t lag_samples;    /* 0x188 probes measured by the current engine */
+    uint64_t lag_last_ns;    /* 0x190 the last one */
+    uint64_t lag_p50_ns;     /* 0x198 percentiles since the engine started, refreshed */
+    uint64_t lag_p99_ns;     /* 0x1A0   at most every few milliseconds */
+    uint64_t lag_p999_ns;    /* 0x1A8 */
+    uint64_t lag_max_ns;     /* 0x1B0 */
+    uint64_t lag_updated_ns; /* 0x1B8 CLOCK_REALTIME of that refresh, 0: never */
+    uint64_t probe_ack;      /* 0x1C0 the probe_gen the engine consumed last */
+    uint8_t pad_[PYSHM_SPAN - 0x48];
+} pyshm_mirrored_span_t;
+
+typedef struct {
+    uint64_t value;          /* 0x200 next_sequence */
+    uint8_t line0_[56];      /* the rest of the line the producer writes on every publish */
+    uint64_t probe_gen;      /* 0x240 bumped (release) after pos and ns are stored */
+    uint64_t probe_pos;      /* 0x248 tail right after the stamped record */
+    uint64_t probe_ns;       /* 0x250 CLOCK_MONOTONIC just after that tail store */
+    uint8_t pad_[PYSHM_SPAN - 0x58];
+} pyshm_next_sequence_span_t;
+
 typedef struct {
     int64_t position;
     int64_t pid;
@@ -82,8 +116,8 @@ typedef struct {
     uint64_t origin_id;      /* follower ring: ring_id of the ring it follows */
     pyshm_counter_t tail;
     pyshm_counter_t tail_intent;
-    pyshm_counter_t mirrored;
-    pyshm_counter_t next_sequence;
+    pyshm_mirrored_span_t mirrored;
+    pyshm_next_sequence_span_t next_sequence;
     pyshm_slot_t slots[PYSHM_MAX_CONSUMERS];
 } pyshm_header_t;
 
@@ -109,6 +143,13 @@ _Static_assert(offsetof(pyshm_header_t, tail) == 0x080, "tail");
 _Static_assert(offsetof(pyshm_header_t, tail_intent) == 0x100, "tail_intent");
 _Static_assert(offsetof(pyshm_header_t, mirrored) == 0x180, "mirrored");
 _Static_assert(offsetof(pyshm_header_t, next_sequence) == 0x200, "next_sequence");
+_Static_assert(offsetof(pyshm_header_t, mirrored.lag_samples) == 0x188, "lag_samples");
+_Static_assert(offsetof(pyshm_header_t, mirrored.lag_updated_ns) == 0x1B8, "lag_updated_ns");
+_Static_assert(offsetof(pyshm_header_t, mirrored.probe_ack) == 0x1C0, "probe_ack");
+_Static_assert(offsetof(pyshm_header_t, next_sequence.probe_gen) == 0x240, "probe_gen");
+_Static_assert(offsetof(pyshm_header_t, next_sequence.probe_ns) == 0x250, "probe_ns");
+_Static_assert(sizeof(pyshm_mirrored_span_t) == PYSHM_SPAN, "mirrored span");
+_Static_assert(sizeof(pyshm_next_sequence_span_t) == PYSHM_SPAN, "next_sequence span");
 _Static_assert(offsetof(pyshm_header_t, slots) == 0x280, "slots");
 _Static_assert(sizeof(pyshm_slot_t) == PYSHM_SPAN, "slot size");
 _Static_assert(sizeof(pyshm_header_t) == PYSHM_HEADER_SIZE, "header size");

@@ -174,6 +174,35 @@ static int load_static(void *hdr, uint64_t mapped_size, uint64_t *cap, uint64_t 
     return PYSHM_OK;
 }
 
+/* ------------------------------------------------------------------ lag probes
+ *
+ * The producer's half of the end-to-end lag measurement (layout.h, "End-to-end lag
+ * probes"): every PYSHM_PROBE_EVERY publishes on average, if the engine acknowledged
+ * the previous probe, stamp this record's end position and the time. What a publish
+ * pays is a countdown; a probe costs a clock read and three stores to a line nobody
+ * else writes, and a load of the engine's acknowledgement, about once per 64 records
+ * and never more often than the engine consumes them. */
+static uint32_t probe_interval(pyshm_producer_t *p)
+{
+    uint32_t x = p->probe_rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    p->probe_rng = x;
+    return 1u + x % (2u * PYSHM_PROBE_EVERY - 1u);
+}
+
+static __attribute__((noinline)) void lag_probe(pyshm_producer_t *p, uint64_t end)
+{
+    pyshm_header_t *h = H(p->hdr);
+    p->probe_countdown = probe_interval(p);
+    uint64_t gen = pyshm_load_relaxed(&h->next_sequence.probe_gen);
+    if (pyshm_load_acquire(&h->mirrored.probe_ack) != gen) return; /* not consumed yet */
+    pyshm_store_relaxed(&h->next_sequence.probe_pos, end);
+    pyshm_store_relaxed(&h->next_sequence.probe_ns, (uint64_t)now_ns());
+    pyshm_store_release(&h->next_sequence.probe_gen, gen + 1);
+}
+
 /* ------------------------------------------------------------------ producer */
 
 static int producer_corrupt(pyshm_producer_t *p, uint64_t value, int32_t field)
@@ -251,6 +280,9 @@ int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size)
     rc = reconcile_sequence(p);
     if (rc) return rc;
     p->gate_limit = 0; /* force a scan on first publish */
+    p->probe_rng = (uint32_t)now_ns() ^ ((uint32_t)(uintptr_t)p << 7) ^ 0x9E3779B9u;
+    if (!p->probe_rng) p->probe_rng = 1;
+    p->probe_countdown = probe_interval(p);
     return PYSHM_OK;
 }
 
@@ -335,6 +367,7 @@ static inline void finish(pyshm_producer_t *p, uint64_t end)
      * producer corrects from the records (reconcile_sequence); stored first, it could be
      * one ahead of a record that was never committed, with nothing to tell */
     pyshm_store_release(&h->next_sequence.value, p->sequence);
+    if (__builtin_expect(--p->probe_countdown == 0, 0)) lag_probe(p, end);
 }
 
 static inline int64_t publish_one(pyshm_producer_t *p, const void *buf, uint64_t len,

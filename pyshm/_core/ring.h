@@ -55,7 +55,14 @@ typedef struct {
     uint32_t claim_len;
     int64_t last_error_pos;  /* position a PYSHM_E_CORRUPT refers to */
     int32_t last_error_field; /* PYSHM_FIELD_*: which value was invalid */
+    uint32_t probe_countdown; /* publishes until the next end-to-end lag probe is offered */
+    uint32_t probe_rng;      /* xorshift32 state: random intervals, so probes do not beat
+                              * with a periodic producer or engine */
 } pyshm_producer_t;
+
+/* mean number of publishes between two lag probes the producer offers (the engine must
+ * also have consumed the previous one) */
+#define PYSHM_PROBE_EVERY 64u
 
 typedef struct {
     void *hdr;
