@@ -9,12 +9,20 @@ Measured, ns per call:
 
 * ``publish64``      publish 64 bytes (a ``bytes`` object)
 * ``publish64_mv``   publish 64 bytes given as a memoryview (what a pong sends back)
-* ``read``           read one waiting record (and drop the returned view)
+* ``read``           read one waiting record (and drop what it returned)
+* ``read_data``      read one waiting record and take its payload view (pyshm: ``m.data``;
+                     the naive ring returns the view itself)
+* ``read_wait``      ``read(timeout=None)`` with a record waiting (pyshm; naive: ``read()``)
+* ``read_copy``      read one record as bytes (pyshm ``read_copy``; naive ``read_bytes``)
+* ``read_into``      copy one record into a bytearray (pyshm ``read_into``; naive: read,
+                     then a slice assignment)
 * ``read_empty``     read with nothing committed
 
 Usage::
 
     python bench/ring_calls.py [--rounds 301] [--n 200]
+
+bench/ring.py measures the same paths end to end across two processes.
 """
 
 from __future__ import annotations
@@ -35,31 +43,58 @@ from naive_ring import NaiveRing  # noqa: E402
 CAP = 1 << 20
 
 
-def _pyshm_ends() -> tuple[Any, Any, Any, Callable[[], None]]:
+class Ends:
+    """One peer's calls: publish, and the read variants measured."""
+
+    def __init__(self, publish: Any, read: Any, read_data: Any, read_wait: Any,
+                 read_copy: Any, read_into: Any, close: Callable[[], None]):
+        self.publish, self.read, self.read_data, self.read_wait = \
+            publish, read, read_data, read_wait
+        self.read_copy, self.read_into, self.close = read_copy, read_into, close
+
+
+def _pyshm_ends() -> Ends:
     import pyshm
     name = f"pyshm-calls-{os.getpid()}"
     ring = pyshm.Ring(name, create=True, capacity=CAP, lossless=True, prefault=True)
     prod = ring.producer()
     cons = ring.consumer(start="oldest", gating=True)
+    read = cons.read
+    buf = bytearray(256)
+
+    def read_data() -> Any:
+        m = read()
+        return m.data if m is not None else None
 
     def close() -> None:
         prod.close()
         cons.close()
         ring.close()
         ring.unlink()
-    return prod.publish, (lambda d: prod.publish(d) >= 0), cons.read, close
+    return Ends(prod.publish, read, read_data, lambda: read(None), cons.read_copy,
+                lambda: cons.read_into(buf), close)
 
 
-def _naive_ends() -> tuple[Any, Any, Any, Callable[[], None]]:
+def _naive_ends() -> Ends:
     ring = NaiveRing(capacity=CAP)
+    read = ring.read
+    buf = bytearray(256)
+
+    def read_into() -> int | None:
+        v = read()
+        if v is None:
+            return None
+        n = len(v)
+        buf[:n] = v
+        return n
 
     def close() -> None:
         ring.close()
         ring.unlink()
-    return ring.try_publish, ring.try_publish, ring.read, close
+    return Ends(ring.try_publish, read, read, read, ring.read_bytes, read_into, close)
 
 
-def _round(pub: Any, read: Any, n: int) -> dict[str, float]:
+def _round(e: Ends, n: int) -> dict[str, float]:
     """One timing of each operation over ``n`` calls (n records fit in the ring).
 
     ``n`` is small (a few hundred) on purpose: on a shared machine a timing that spans a
@@ -68,15 +103,23 @@ def _round(pub: Any, read: Any, n: int) -> dict[str, float]:
     msg = bytes(range(64))
     mv = memoryview(bytearray(msg))
     pc = time.perf_counter_ns
+    pub = e.publish
     out = {}
     t0 = pc()
     for _ in range(n):
         pub(msg)
     out["publish64"] = (pc() - t0) / n
-    t0 = pc()
-    for _ in range(n):
-        read()
-    out["read"] = (pc() - t0) / n
+    for key in ("read", "read_data", "read_wait", "read_copy", "read_into"):
+        fn = getattr(e, key)
+        t0 = pc()
+        for _ in range(n):
+            fn()
+        out[key] = (pc() - t0) / n
+        for _ in range(n):
+            pub(msg)
+    read = e.read
+    while read() is not None:
+        pass
     t0 = pc()
     for _ in range(n):
         read()
@@ -85,8 +128,8 @@ def _round(pub: Any, read: Any, n: int) -> dict[str, float]:
     for _ in range(n):
         pub(mv)
     out["publish64_mv"] = (pc() - t0) / n
-    for _ in range(n):
-        read()
+    while read() is not None:
+        pass
     return out
 
 
@@ -96,26 +139,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=200,
                     help="calls per timing (n * 80 bytes must fit in 1 MiB)")
     a = ap.parse_args(argv)
-    if a.n * 80 > CAP:
-        ap.error(f"--n {a.n}: that many 64-byte records do not fit in the 1 MiB rings")
+    if a.n * 80 * 2 > CAP:
+        ap.error(f"--n {a.n}: twice that many 64-byte records must fit in the 1 MiB rings")
     peers = {"pyshm": _pyshm_ends(), "naive": _naive_ends()}
     res: dict[str, dict[str, list[float]]] = {p: {} for p in peers}
     gc.disable()
     try:
         for _ in range(a.rounds):
-            for p, (pub, _ok, read, _c) in peers.items():
-                for k, v in _round(pub, read, a.n).items():
+            for p, ends in peers.items():
+                for k, v in _round(ends, a.n).items():
                     res[p].setdefault(k, []).append(v)
     finally:
         gc.enable()
-        for *_, close in peers.values():
-            close()
+        for ends in peers.values():
+            ends.close()
     keys = list(res["pyshm"])
-    print(f"{'ns/call (median of ' + str(a.rounds) + ')':28}" + "".join(f"{k:>14}" for k in keys))
+    print(f"{'ns/call (median of ' + str(a.rounds) + ')':22}" + "".join(f"{k:>13}" for k in keys))
     for p in peers:
-        print(f"{p:28}" + "".join(f"{statistics.median(res[p][k]):14.0f}" for k in keys))
-    print(f"{'pyshm / naive':28}" + "".join(
-        f"{statistics.median(res['pyshm'][k]) / statistics.median(res['naive'][k]):14.2f}"
+        print(f"{p:22}" + "".join(f"{statistics.median(res[p][k]):13.0f}" for k in keys))
+    print(f"{'pyshm / naive':22}" + "".join(
+        f"{statistics.median(res['pyshm'][k]) / statistics.median(res['naive'][k]):13.2f}"
         for k in keys))
     print(f"load average {os.getloadavg()[0]:.2f}")
     return 0

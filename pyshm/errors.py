@@ -113,3 +113,10 @@ class ConfigError(PyshmError, ValueError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class ConcurrentUseError(PyshmError, RuntimeError):
+    """A Producer or Consumer was called from a second thread while a call was running.
+
+    Each is one cursor: give every thread its own consumer, and serialise the calls of
+    the single producer (docs/ring.md, "Threads")."""

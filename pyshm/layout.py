@@ -12,6 +12,7 @@ Segment::
           | creator_pid u64 | name[48] | data_phys_addr u64             |
           | producer_pid u64 | ring_id u64 | origin_id u64              |
     0x080 | tail           producer, release store     (128-byte span)  |
+    0x088 |   wake_seq u32, sleepers u64, wake_ack u64 (wait="block")   |
     0x100 | tail_intent    producer, store + fence     (128-byte span)  |
     0x180 | mirrored       engine, release store       (128-byte span)  |
     0x188 |   lag summary, 0x1C0 probe_ack              (engine, lag probes) |
@@ -82,6 +83,10 @@ OFF_PRODUCER_PID = 0x068
 OFF_RING_ID = 0x070
 OFF_ORIGIN_ID = 0x078
 OFF_TAIL = 0x080
+# the block wait strategy's words, in tail's span (docs/ring.md, "The block wait strategy")
+OFF_WAKE_SEQ = 0x088
+OFF_SLEEPERS = 0x090
+OFF_WAKE_ACK = 0x098
 OFF_TAIL_INTENT = 0x100
 OFF_MIRRORED = 0x180
 # end-to-end lag (docs/design.md): engine-written summary and probe acknowledgement in
@@ -116,9 +121,12 @@ FLAG_GATE_ON_MIRROR = 0x4
 # records: images do not carry it and a restored or replicated segment does not inherit it.
 FLAG_EPHEMERAL = 0x8
 FLAG_FOLLOWER = 0x10  # sequences are set by a bridge (pyshm bridge in); producers refused
+# consumers may sleep in the kernel: producers must run the wake check (set by the first
+# consumer that blocks, never cleared; builds without it refuse the ring)
+FLAG_WAKE = 0x20
 FLAG_CRC_TABLE = 0x40  # replica: a CRC table follows the data area (see below)
 KNOWN_FLAGS = (FLAG_LOSSLESS | FLAG_REPLICA | FLAG_GATE_ON_MIRROR | FLAG_EPHEMERAL
-               | FLAG_FOLLOWER | FLAG_CRC_TABLE)
+               | FLAG_FOLLOWER | FLAG_WAKE | FLAG_CRC_TABLE)
 
 # consumer slot flags
 SLOT_ACTIVE = 0x1

@@ -1,8 +1,10 @@
 """The shared-memory ring: one producer, many consumers, zero-copy reads.
 
-The hot paths are single calls into the C core (``pyshm._ring_c``) on pointers that were
-taken once when the ring was mapped; this module does registration, validation, waiting
-policy and error mapping. See docs/ring.md for the protocol and the wait strategies.
+The single-record hot calls (publish, read, read_copy, read_into and their waits) are a
+CPython extension (``pyshm._ring_fast``); everything else calls the C core through cffi
+(``pyshm._ring_c``). Both run the same protocol code (pyshm/_core/ring.c) on pointers
+taken once when the ring was mapped; this module does registration, validation and error
+mapping. See docs/ring.md for the protocol, the wait strategies and the threading rules.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 
 from . import layout
 from ._ring_c import ffi, lib
+from ._ring_fast import Message
+from ._ring_fast import Reader as _Reader
+from ._ring_fast import Writer as _Writer
 from .errors import (
     ClosedError,
     CorruptSegmentError,
@@ -34,12 +39,11 @@ __all__ = ["Ring", "Producer", "Consumer", "Message", "Batch", "FULL", "WAIT_STR
 FULL = -1
 """What ``Producer.publish`` returns when a lossless ring stays full for ``timeout``."""
 
-WAIT_STRATEGIES = {"spin": 0, "yield": 1, "sleep": 2}
+WAIT_STRATEGIES = {"spin": int(lib.PYSHM_WAIT_SPIN), "yield": int(lib.PYSHM_WAIT_YIELD),
+                   "sleep": int(lib.PYSHM_WAIT_SLEEP), "block": int(lib.PYSHM_WAIT_BLOCK)}
+"""Consumer wait strategies, by name (docs/ring.md, "Waiting for data")."""
 
 _C_TAIL, _C_INTENT, _C_MIRRORED, _C_NEXT_SEQ = 0, 1, 2, 3
-# A blocking wait is cut into slices this long so that Ctrl-C and other Python
-# signal handlers run while a consumer waits in C.
-_WAIT_SLICE_NS = 50_000_000
 # How often a full lossless producer looks for gating consumers that died.
 _REAP_INTERVAL = 0.01
 
@@ -119,26 +123,6 @@ def _raise(rc: int, where: str, pos: int = -1, field: int = 0) -> None:
     if rc == lib.PYSHM_E_STATE:
         raise PyshmError(f"{where}: claim()/commit() out of order")
     raise PyshmError(f"{where}: C core error {rc}")
-
-
-class Message:
-    """One record. ``data`` is a view into the ring, valid until the consumer's next read
-    (in overwrite mode, confirm with ``consumer.still_valid()`` after using it)."""
-
-    __slots__ = ("data", "type", "sequence", "position")
-
-    def __init__(self, data: Any, type: int, sequence: int, position: int):
-        self.data = data
-        self.type = type
-        self.sequence = sequence
-        self.position = position
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __repr__(self) -> str:
-        return (f"<Message seq={self.sequence} type={self.type} len={len(self.data)} "
-                f"pos={self.position}>")
 
 
 class Batch:
@@ -569,6 +553,49 @@ def _closed(*args: Any, **kw: Any) -> Any:
     raise ClosedError("this producer/consumer is closed")
 
 
+def _address(cdata: Any) -> int:
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+def _check_type(type: Any, where: str) -> int:
+    """A record type as the C core takes it: an int32 other than -1 (padding)."""
+    if not isinstance(type, int):
+        raise TypeError(f"{where}: type must be an int in [-2147483648, 2147483647] other "
+                        f"than -1, not {type.__class__.__name__}")
+    if not -(1 << 31) <= type < 1 << 31 or type == layout.PADDING_TYPE:
+        raise InvalidParameterError(f"{where}: type {type} is invalid: use an int in "
+                                    f"[-2147483648, 2147483647] other than -1 (type -1 is "
+                                    f"reserved for padding records)")
+    return type
+
+
+def _check_timeout(timeout: Any, where: str) -> float:
+    """Seconds >= 0 (None: no limit) as a float."""
+    if timeout is None:
+        return float("inf")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"{where}: timeout must be a number of seconds or None, not "
+                        f"{timeout.__class__.__name__}")
+    if not timeout >= 0:
+        raise InvalidParameterError(f"{where}: timeout {timeout} is invalid: use seconds "
+                                    f">= 0, or None to wait without limit")
+    return float(timeout)
+
+
+def _bytes_like(obj: Any) -> bool:
+    try:
+        memoryview(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _bytes_like_error(obj: Any, where: str) -> TypeError:
+    hint = ": encode text first, e.g. text.encode()" if isinstance(obj, str) else ""
+    return TypeError(f"{where}: records must be bytes-like (bytes, bytearray, memoryview, a "
+                     f"Message, a contiguous numpy array), not {obj.__class__.__name__}{hint}")
+
+
 class Producer:
     """The ring's single writer. Obtain with ``ring.producer()``."""
 
@@ -599,35 +626,17 @@ class Producer:
             _raise(rc, f"ring {ring.name!r} producer", self._p.last_error_pos,
                    self._p.last_error_field)
         self._data = ring.data
-        self.publish = self._fast_publish()  # type: ignore[method-assign]
+        # The hot call is C (pyshm._ring_fast): bound once, so publish() costs one
+        # vectorcall. Every other call that touches self._p holds the same guard
+        # (self._fast.enter/leave) because cffi releases the GIL around its calls.
+        self._fast = _Writer(_address(self._p), self._p, self._slow)
+        self.publish = self._fast.publish  # type: ignore[method-assign]
 
-    def _fast_publish(self) -> Any:
-        # A closure over locals skips the bound-method and attribute lookups of the
-        # method below (~100 ns of a ~300 ns call); same semantics.
-        P, pub, from_buffer, slow = self._p, lib.pyshm_publish, ffi.from_buffer, self._slow
-
-        def publish(data: Any, type: int = 0, timeout: float = 0.0) -> int:
-            cls = data.__class__
-            if cls is bytes:
-                rc = pub(P, data, len(data), type)
-            elif cls is memoryview and len(data) <= 1024:
-                # e.g. a Message.data forwarded: copying a small view into a bytes
-                # (~70 ns) is cheaper than ffi.from_buffer (~100 ns)
-                b = bytes(data)
-                rc = pub(P, b, len(b), type)
-            else:
-                buf = from_buffer(data)
-                rc = pub(P, buf, len(buf), type)
-            if rc >= 0:
-                return rc
-            return slow(rc, data, type, timeout)
-
-        publish.__doc__ = Producer.publish.__doc__
-        return publish
-
-    def _slow(self, rc: int, data: Any, type: int, timeout: float) -> int:
-        return self._retry(rc, timeout, lambda: Producer.publish(self, data, type, 0.0),
-                           len(data))
+    def _slow(self, rc: int, data: Any, type: int, timeout: Any, nbytes: int) -> int:
+        # publish() found the ring full with a timeout, or hit an error; it still holds
+        # the guard, so the retries go through the unguarded single attempt
+        wait = _check_timeout(timeout, f"ring {self.ring.name!r} publish")
+        return self._retry(rc, wait, lambda: self._fast._publish_once(data, type), nbytes)
 
     def _take_over(self) -> None:
         for _ in range(100):
@@ -655,7 +664,11 @@ class Producer:
                              f"sets sequence numbers")
         if not 0 <= sequence < (1 << 64) - 1:
             raise InvalidParameterError(f"sequence {sequence} is out of range")
-        rc = int(lib.pyshm_producer_set_sequence(self._p, sequence))
+        self._fast.enter()
+        try:
+            rc = int(lib.pyshm_producer_set_sequence(self._p, sequence))
+        finally:
+            self._fast.leave()
         if rc == lib.PYSHM_E_PARAM:
             raise InvalidParameterError(f"ring {self.ring.name!r}: sequence {sequence} is "
                                         f"below the next one ({self.sequence}): sequence "
@@ -668,17 +681,14 @@ class Producer:
         """Position after the last record this producer committed (the ring's tail)."""
         return int(self._p.tail)
 
-    def publish(self, data: Any, type: int = 0, timeout: float = 0.0) -> int:
+    def publish(self, data: Any, type: int = 0, timeout: float | None = 0.0) -> int:
         """Append one record; return its sequence number, or FULL (-1) if a lossless ring
-        stayed full for ``timeout`` seconds."""
-        if data.__class__ is bytes:
-            rc = lib.pyshm_publish(self._p, data, len(data), type)
-        else:
-            buf = ffi.from_buffer(data)
-            rc = lib.pyshm_publish(self._p, buf, len(buf), type)
-        if rc >= 0:
-            return rc
-        return self._retry(rc, timeout, lambda: self.publish(data, type, 0.0), len(data))
+        stayed full for ``timeout`` seconds (None: until there is room).
+
+        ``data`` is bytes-like: bytes, bytearray, memoryview, a ``Message`` (forwarded
+        without a copy of its own), a C-contiguous numpy array. ``type`` is an int32
+        other than -1."""
+        return int(self._fast.publish(data, type, timeout))
 
     def _retry(self, rc: int, timeout: float, again: Any, size: int = 0) -> int:
         if rc != FULL:
@@ -701,12 +711,27 @@ class Producer:
                 return int(rc)
             now = time.monotonic()
 
-    def claim(self, n: int, timeout: float = 0.0) -> memoryview:
+    def claim(self, n: int, timeout: float | None = 0.0) -> memoryview:
         """Reserve ``n`` payload bytes and return a writable view of them; ``commit()``
         publishes. Nothing is visible to consumers before ``commit()``."""
-        rc = lib.pyshm_claim(self._p, n)
-        if rc == FULL:
-            rc = self._retry(rc, timeout, lambda: lib.pyshm_claim(self._p, n))
+        where = f"ring {self.ring.name!r} claim"
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{where}: n is a payload size, an int in [0, "
+                            f"{self.ring.max_payload}], not {n.__class__.__name__}")
+        if n < 0:
+            raise InvalidParameterError(f"{where}({n}): n is a payload size in bytes, an "
+                                        f"int in [0, {self.ring.max_payload}]")
+        if n > self.ring.max_payload:
+            raise RecordTooLargeError(f"{where}({n}): larger than the ring's max payload "
+                                      f"{self.ring.max_payload}")
+        wait = _check_timeout(timeout, where)
+        self._fast.enter()
+        try:
+            rc = lib.pyshm_claim(self._p, n)
+            if rc == FULL:
+                rc = self._retry(rc, wait, lambda: lib.pyshm_claim(self._p, n))
+        finally:
+            self._fast.leave()
         if rc < 0:
             if rc == FULL:
                 raise PyshmError(f"ring {self.ring.name!r}: full, no room to claim {n} bytes "
@@ -717,10 +742,20 @@ class Producer:
 
     def commit(self, type: int = 0, length: int | None = None) -> int:
         """Publish the claimed record (``length`` may shrink it); return its sequence."""
-        n = int(self._p.claim_len) - layout.RECORD_HEADER if length is None else length
+        _check_type(type, f"ring {self.ring.name!r} commit")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int)):
+            raise TypeError(f"commit length must be an int, not {length.__class__.__name__}")
         if length is not None and length < 0:
             raise InvalidParameterError(f"commit length {length} is negative")
-        rc = lib.pyshm_commit(self._p, type, max(n, 0))
+        self._fast.enter()
+        try:
+            n = int(self._p.claim_len) - layout.RECORD_HEADER if length is None else length
+            if n > self.ring.max_payload:
+                raise RecordTooLargeError(f"ring {self.ring.name!r} commit: length {n} is "
+                                          f"larger than the claim")
+            rc = lib.pyshm_commit(self._p, type, max(n, 0))
+        finally:
+            self._fast.leave()
         if rc < 0:
             _raise(rc, f"ring {self.ring.name!r} commit")
         self._claim_view.release()
@@ -731,6 +766,18 @@ class Producer:
         first axis, e.g. a structured array or a 2-D uint8 array) or a sequence of
         bytes-like objects. Returns how many were published (fewer only when a lossless
         ring stays full for ``timeout``)."""
+        _check_type(type, f"ring {self.ring.name!r} publish_batch")
+        if isinstance(records, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"ring {self.ring.name!r} publish_batch: records is a sequence "
+                            f"of records (or a numpy array of rows), not one "
+                            f"{records.__class__.__name__}; use publish() for one record")
+        self._fast.enter()
+        try:
+            return self._publish_batch(records, type, timeout)
+        finally:
+            self._fast.leave()
+
+    def _publish_batch(self, records: Any, type: int, timeout: float) -> int:
         if isinstance(records, np.ndarray):
             arr = np.ascontiguousarray(records)
             count = arr.shape[0] if arr.ndim else 1
@@ -782,7 +829,12 @@ class Producer:
             joined = b"".join(records)
             lens = np.fromiter(map(len, records), dtype=np.uint64, count=len(records))
         else:
-            views = [memoryview(r).cast("B") for r in records]
+            try:
+                views = [memoryview(r).cast("B") for r in records]
+            except TypeError:
+                bad = next(r for r in records if not _bytes_like(r))
+                raise _bytes_like_error(bad, f"ring {self.ring.name!r} publish_batch") \
+                    from None
             joined = b"".join(views)
             lens = np.fromiter((v.nbytes for v in views), dtype=np.uint64, count=len(views))
         return self._packed_once(joined, np.cumsum(lens, dtype=np.uint64), type)
@@ -800,6 +852,14 @@ class Producer:
                        timeout: float = 0.0) -> int:
         """Publish records laid end to end in ``data``; record i ends at ``ends[i]``
         (the layout ``Batch`` uses). One C call; returns how many were published."""
+        _check_type(type, f"ring {self.ring.name!r} publish_packed")
+        self._fast.enter()
+        try:
+            return self._publish_packed(data, ends, type, timeout)
+        finally:
+            self._fast.leave()
+
+    def _publish_packed(self, data: Any, ends: Any, type: int, timeout: float) -> int:
         e = np.ascontiguousarray(ends, dtype=np.uint64)
         nbytes = memoryview(data).nbytes
         if len(e) and (int(e[-1]) > nbytes or (e[1:] < e[:-1]).any()):
@@ -830,14 +890,22 @@ class Producer:
 
     def room(self) -> int:
         """Bytes that can be written now without passing a gate (capacity if ungated)."""
-        return int(lib.pyshm_room(self._p))
+        self._fast.enter()
+        try:
+            return int(lib.pyshm_room(self._p))
+        finally:
+            self._fast.leave()
 
     def close(self) -> None:
         """Give up the producer role (the header's producer pid goes back to 0)."""
+        fast = getattr(self, "_fast", None)
+        if fast is not None:
+            fast.close()  # a publish bound before close() is refused from now on
         if getattr(self, "_p", None) is not None and not self.ring.closed:
             lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)
         self._p = None
         self.publish = self.claim = self.commit = self.publish_batch = _closed  # type: ignore
+        self.publish_packed = self.room = _closed  # type: ignore
 
     def __enter__(self) -> Producer:
         return self
@@ -889,40 +957,16 @@ class Consumer:
             lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
         self._data = ring.data
         self._where = f"ring {ring.name!r} consumer"
-        # meta[] = {payload length, type, sequence, position} of the last record, as
-        # unsigned words (lengths, sequence, position) and signed ones (type)
-        meta = memoryview(ffi.buffer(self._c)).cast("B")
-        moff = ffi.offsetof("pyshm_consumer_t", "meta")
-        self._meta_u = meta[moff:moff + 32].cast("Q")
-        self._meta_s = meta[moff:moff + 32].cast("q")
-        self.read = self._fast_read()  # type: ignore[method-assign]
+        # The hot calls are C (pyshm._ring_fast), bound once. The error callback closes
+        # over the struct, not over self: no reference cycle keeps the mapping's export.
+        c, where = self._c, self._where
 
-    def _fast_read(self) -> Any:
-        # Closure over locals: see Producer._fast_publish. The C read takes one argument
-        # (cffi then skips tuple parsing), its return value is the payload offset, and
-        # the other fields come from meta[] through memoryviews (~20 ns a value against
-        # ~35 ns for a cffi struct field).
-        c, rd, data, wait_, err = self._c, lib.pyshm_read, self._data, self._wait, self._err
-        # Message(...) runs a Python-level __init__ (a frame, ~100 ns more than filling
-        # the slots of a bare instance here).
-        u, s, new, M = self._meta_u, self._meta_s, object.__new__, Message
-
-        def read(timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
-            # `timeout is None or timeout` is "wait": cheaper than `timeout == 0.0`
-            off = wait_(timeout, wait) if timeout is None or timeout else rd(c)
-            if off > 0:
-                m = new(M)
-                m.data = data[off:off + u[0]]
-                m.type = s[1]
-                m.sequence = u[2]
-                m.position = u[3]
-                return m
-            if off == 0:
-                return None
-            return err(off)
-
-        read.__doc__ = Consumer.read.__doc__
-        return read
+        def on_error(rc: int) -> None:
+            _raise(rc, where, c.last_error_pos, c.last_error_field)
+        self._fast = _Reader(_address(self._c), self._c, self._data, on_error)
+        self.read = self._fast.read  # type: ignore[method-assign]
+        self.read_copy = self._fast.read_copy  # type: ignore[method-assign]
+        self.read_into = self._fast.read_into  # type: ignore[method-assign]
 
     def _err(self, rc: int) -> None:
         _raise(rc, self._where, self._c.last_error_pos, self._c.last_error_field)
@@ -984,61 +1028,57 @@ class Consumer:
 
     def read(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
         """The next record as a zero-copy Message, or None if nothing arrived within
-        ``timeout`` seconds (0: do not wait; None: wait forever)."""
-        off = self._wait(timeout, wait) if timeout is None or timeout else \
-            lib.pyshm_read(self._c)
-        if off > 0:
-            u = self._meta_u
-            return Message(self._data[off:off + u[0]], self._meta_s[1], u[2], u[3])
-        if off == 0:
-            return None
-        _raise(off, self._where, self._c.last_error_pos, self._c.last_error_field)
-        return None
+        ``timeout`` seconds (0: do not wait; None: wait forever). ``wait`` is the wait
+        strategy: spin, yield, sleep or block (docs/ring.md, "Waiting for data")."""
+        return self._fast.read(timeout, wait)
 
-    def _wait(self, timeout: float | None, wait: str) -> int:
-        strategy = WAIT_STRATEGIES.get(wait)
-        if strategy is None:
-            raise InvalidParameterError(f"wait strategy {wait!r}: use one of "
-                                        f"{', '.join(WAIT_STRATEGIES)}")
-        if timeout is not None and timeout < 0:
-            raise InvalidParameterError(f"timeout {timeout} is negative")
-        deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
-        while True:
-            left = _WAIT_SLICE_NS if deadline is None else \
-                min(_WAIT_SLICE_NS, deadline - time.monotonic_ns())
-            rc = int(lib.pyshm_wait_read(self._c, max(left, 0), strategy))
-            if rc != 0 or left <= 0 or (deadline is not None
-                                        and time.monotonic_ns() >= deadline):
-                return rc
-            lib.pyshm_consumer_touch(self._c)
+    @property
+    def last_sequence(self) -> int:
+        """Sequence number of the last record read (by any read call)."""
+        return int(self._fast.last_sequence)
+
+    @property
+    def last_type(self) -> int:
+        """Type of the last record read (by any read call)."""
+        return int(self._fast.last_type)
 
     def still_valid(self) -> bool:
         """True if the last Message's bytes were not overwritten yet (overwrite mode).
         Check it after using ``message.data``: the seqlock re-check of docs/design.md."""
-        return bool(lib.pyshm_still_valid(self._c))
+        return bool(self._fast.still_valid())
 
     def read_copy(self, timeout: float | None = 0.0, wait: str = "spin") -> Message | None:
         """Like read(), but ``data`` is a bytes copy proven intact. A record overwritten
         while it was copied counts in ``lost``; after a ring's worth of those in one call
         (a producer lapping the copy every time) None is returned."""
-        for _ in range(self.ring.capacity // 8 + 64):
-            m = self.read(timeout, wait)
-            if m is None:
-                return None
-            data = bytes(m.data)
-            m.data.release()
-            if lib.pyshm_still_valid(self._c):
-                m.data = data
-                return m
-            # overwritten while copying: that record is lost; the next read resyncs
-            self._c.lost += 1
-        return None
+        return self._fast.read_copy(timeout, wait)
+
+    def read_into(self, buffer: Any, timeout: float | None = 0.0,
+                  wait: str = "spin") -> int | None:
+        """Copy the next record's payload into ``buffer`` (writable, contiguous: a
+        bytearray, memoryview or numpy array), proven intact, and return its length; None
+        if nothing arrived within ``timeout``. No object is created for the record: its
+        sequence and type are ``last_sequence`` and ``last_type``. A buffer too small
+        for the record raises InvalidParameterError and leaves the record unread."""
+        return self._fast.read_into(buffer, timeout, wait)
 
     def read_batch(self, max_records: int = 1024, timeout: float | None = 0.0,
                    wait: str = "spin", max_bytes: int | None = None) -> Batch:
         """Copy up to ``max_records`` records into numpy arrays (one C call)."""
         if max_records <= 0:
             raise InvalidParameterError(f"max_records {max_records} must be positive")
+        if wait not in WAIT_STRATEGIES:
+            raise InvalidParameterError(f"wait strategy {wait!r}: use one of "
+                                        f"{', '.join(WAIT_STRATEGIES)}")
+        limit = _check_timeout(timeout, f"{self._where} read_batch")
+        self._fast.enter()
+        try:
+            return self._read_batch(max_records, limit, wait, max_bytes)
+        finally:
+            self._fast.leave()
+
+    def _read_batch(self, max_records: int, timeout: float, wait: str,
+                    max_bytes: int | None) -> Batch:
         need = max(self.ring.max_payload,
                    max_bytes if max_bytes is not None else
                    min(max_records * self.ring.max_payload, 1 << 22))
@@ -1048,7 +1088,7 @@ class Consumer:
                               np.empty(max_records, np.int32), np.empty(max_records, np.uint64))
             self._cbufs = tuple(ffi.from_buffer(x) for x in b)
         out, ends, types, seqs = self._cbufs
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while True:
             n = int(lib.pyshm_read_batch(self._c, ffi.cast("uint8_t *", out), len(b[0]),
                                          ffi.cast("uint64_t *", ends),
@@ -1056,12 +1096,11 @@ class Consumer:
                                          ffi.cast("uint64_t *", seqs), max_records))
             if n < 0:
                 _raise(n, self._where, self._c.last_error_pos, self._c.last_error_field)
-            if n or timeout == 0.0 or (deadline is not None and time.monotonic() >= deadline):
+            left = deadline - time.monotonic()
+            if n or timeout == 0.0 or left <= 0:
                 break
-            if wait == "sleep":
-                time.sleep(50e-6)
-            elif wait == "yield":
-                time.sleep(0)
+            # in C with the GIL released; True once tail passed the position
+            self._fast.wait(None if left == float("inf") else left, wait)
         used = int(b[1][n - 1]) if n else 0
         return Batch(b[0][:used], b[1][:n], b[2][:n], b[3][:n])
 
@@ -1075,9 +1114,13 @@ class Consumer:
 
     def close(self) -> None:
         """Release the consumer slot; safe to call twice."""
+        fast = getattr(self, "_fast", None)
+        if fast is not None:
+            # refuses later calls and, once no Message of it is alive, lets the mapping go
+            fast.close()
         self._release_slot()
         self._bufs = None
-        self.read = self.read_copy = self.read_batch = _closed  # type: ignore
+        self.read = self.read_copy = self.read_batch = self.read_into = _closed  # type: ignore
 
     def __enter__(self) -> Consumer:
         return self

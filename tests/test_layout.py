@@ -33,6 +33,9 @@ EXPECTED = {
     24: layout.NAME_SIZE,
     25: layout.OFF_RING_ID,
     26: layout.OFF_ORIGIN_ID,
+    27: layout.OFF_WAKE_SEQ,
+    28: layout.OFF_SLEEPERS,
+    29: layout.OFF_WAKE_ACK,
 }
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pyshm import Ring, layout
+from pyshm import Ring, _ring_fast, layout
 from pyshm.errors import CorruptSegmentError
 
 CAP = 16 * 1024
@@ -223,19 +223,20 @@ def test_lost_is_exact_from_start_sequence_when_the_first_copy_is_overwritten(ri
             p.publish(b"a" * 100)
         c = r.consumer("oldest")
         assert c.start_sequence is None
-        plain_read = c.read
 
-        def read_then_lap(*args, **kw):
-            m = plain_read(*args, **kw)
-            if m is not None and p.sequence < 1000:
-                for _ in range(1000):  # several laps while the caller copies
+        def lap() -> None:
+            if p.sequence < 1000:
+                for _ in range(1000):  # several laps while read_copy copies
                     p.publish(b"b" * 100)
-            return m
 
-        c.read = read_then_lap
+        # read_copy is C: the fault is injected between its finding a record and copying
+        _ring_fast._inject_before_copy(lap)
         got = []
-        while (m := c.read_copy()) is not None:
-            got.append(m.sequence)
+        try:
+            while (m := c.read_copy()) is not None:
+                got.append(m.sequence)
+        finally:
+            _ring_fast._inject_before_copy(None)
         assert c.start_sequence == 0 and got[0] > 1 and c.laps >= 1
         assert got == list(range(got[0], got[-1] + 1)) and got[-1] == p.sequence - 1
         assert len(got) + c.lost == got[-1] - c.start_sequence + 1

@@ -9,6 +9,7 @@
  *         | partitions | created_ns | creator_pid | name[48] | data_phys |
  *         | producer_pid | ring_id | origin_id                           |
  *   0x080 | tail          (producer, store_release)        128-byte span |
+ *   0x088 |   wake_seq u32 (futex word) | sleepers u64 | wake_ack u64     |
  *   0x100 | tail_intent   (producer, store then fence)     128-byte span |
  *   0x180 | mirrored      (engine, store_release)          128-byte span |
  *   0x188 |   end-to-end lag summary (engine) | 0x1C0 probe_ack (engine)  |
@@ -50,6 +51,10 @@
 #define PYSHM_FLAG_EPHEMERAL 0x8u      /* disposable: `rm --stale` may remove it (no C use) */
 #define PYSHM_FLAG_FOLLOWER 0x10u      /* sequences set by a bridge; producers refused */
 #define PYSHM_FLAG_CRC_TABLE 0x40u     /* replica: a CRC table follows the data area */
+/* consumers may sleep in the kernel (wait="block"): every producer must run the wake
+ * check after each tail store. Set by the first consumer that blocks, never cleared;
+ * builds that predate it refuse the ring (unknown flag) instead of never waking. */
+#define PYSHM_FLAG_WAKE 0x20u
 
 /* consumer slot flags */
 #define PYSHM_SLOT_ACTIVE 0x1u
@@ -59,6 +64,25 @@ typedef struct {
     uint64_t value;
     uint8_t pad_[PYSHM_SPAN - 8];
 } pyshm_counter_t;
+
+/* The tail's span also carries the `block` wait strategy's words (docs/ring.md, "The
+ * block wait strategy"): they share tail's cache line, which the producer writes anyway
+ * and whose last store it is ordered against. */
+typedef struct {
+    uint64_t value;          /* 0x080 tail */
+    uint32_t wake_seq;       /* 0x088 futex word: the producer adds 1 before each FUTEX_WAKE */
+    uint32_t wake_reserved_; /* 0x08C zero */
+    uint64_t sleepers;       /* 0x090 bit i: slot i's consumer is asleep or about to be;
+                              * bit 32 + i: slot i's asyncio waker thread */
+    uint64_t wake_ack;       /* 0x098 (mode << 32) | pid of the producer that runs the wake
+                              * check; mode PYSHM_WAKE_FENCE or PYSHM_WAKE_MEMBARRIER */
+    uint8_t pad_[PYSHM_SPAN - 32];
+} pyshm_tail_span_t;
+
+#define PYSHM_WAKE_FENCE 1u      /* producer: seq_cst fence between tail store and check */
+#define PYSHM_WAKE_MEMBARRIER 2u /* producer: compiler barrier only; a sleeper must run
+                                  * membarrier(GLOBAL_EXPEDITED) after registering */
+#define PYSHM_SLEEPER_WAKER_SHIFT 32
 
 /*
  * End-to-end lag probes (docs/design.md, "End-to-end lag"). Now and then the producer
@@ -114,7 +138,7 @@ typedef struct {
     uint64_t producer_pid;   /* pid of the attached producer, 0 if none */
     uint64_t ring_id;        /* random nonzero identity written at creation, 0: legacy */
     uint64_t origin_id;      /* follower ring: ring_id of the ring it follows */
-    pyshm_counter_t tail;
+    pyshm_tail_span_t tail;
     pyshm_counter_t tail_intent;
     pyshm_mirrored_span_t mirrored;
     pyshm_next_sequence_span_t next_sequence;
@@ -140,6 +164,11 @@ _Static_assert(offsetof(pyshm_header_t, producer_pid) == 0x068, "producer_pid");
 _Static_assert(offsetof(pyshm_header_t, ring_id) == 0x070, "ring_id");
 _Static_assert(offsetof(pyshm_header_t, origin_id) == 0x078, "origin_id");
 _Static_assert(offsetof(pyshm_header_t, tail) == 0x080, "tail");
+_Static_assert(offsetof(pyshm_header_t, tail.wake_seq) == 0x088, "wake_seq");
+_Static_assert(offsetof(pyshm_header_t, tail.sleepers) == 0x090, "sleepers");
+_Static_assert(offsetof(pyshm_header_t, tail.wake_ack) == 0x098, "wake_ack");
+_Static_assert(sizeof(pyshm_tail_span_t) == PYSHM_SPAN, "tail span");
+_Static_assert(PYSHM_MAX_CONSUMERS <= PYSHM_SLEEPER_WAKER_SHIFT, "a sleeper bit per slot");
 _Static_assert(offsetof(pyshm_header_t, tail_intent) == 0x100, "tail_intent");
 _Static_assert(offsetof(pyshm_header_t, mirrored) == 0x180, "mirrored");
 _Static_assert(offsetof(pyshm_header_t, next_sequence) == 0x200, "next_sequence");
@@ -203,6 +232,12 @@ _Static_assert(sizeof(pyshm_crc_header_t) == PYSHM_CRC_HEADER_SIZE, "crc header 
 #define pyshm_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define pyshm_fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)
 #define pyshm_fence_release() __atomic_thread_fence(__ATOMIC_RELEASE)
+#define pyshm_fence_seq_cst() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+/* orders the compiler only: the CPU side of an asymmetric (membarrier) pairing */
+#define pyshm_compiler_barrier() __atomic_signal_fence(__ATOMIC_SEQ_CST)
+#define pyshm_fetch_add_seq_cst(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define pyshm_fetch_or_seq_cst(p, v) __atomic_fetch_or((p), (v), __ATOMIC_SEQ_CST)
+#define pyshm_fetch_and_seq_cst(p, v) __atomic_fetch_and((p), (v), __ATOMIC_SEQ_CST)
 #define pyshm_cas_acq_rel(p, expected, desired) \
     __atomic_compare_exchange_n((p), (expected), (desired), 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
 

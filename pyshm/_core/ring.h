@@ -40,6 +40,7 @@
 #define PYSHM_WAIT_SPIN 0
 #define PYSHM_WAIT_YIELD 1
 #define PYSHM_WAIT_SLEEP 2
+#define PYSHM_WAIT_BLOCK 3       /* futex sleep, woken by the producer (docs/ring.md) */
 
 typedef struct {
     void *hdr;               /* pyshm_header_t * */
@@ -58,6 +59,9 @@ typedef struct {
     uint32_t probe_countdown; /* publishes until the next end-to-end lag probe is offered */
     uint32_t probe_rng;      /* xorshift32 state: random intervals, so probes do not beat
                               * with a periodic producer or engine */
+    uint32_t wake_mode;      /* 0 until the header's FLAG_WAKE is seen, then the
+                              * PYSHM_WAKE_* this producer acknowledged in wake_ack */
+    uint32_t wake_idle;      /* wakes in a row that found nobody in the futex */
 } pyshm_producer_t;
 
 /* mean number of publishes between two lag probes the producer offers (the engine must
@@ -88,6 +92,8 @@ typedef struct {
     uint64_t msg_off;        /* offset of the payload in data[] */
     int64_t last_error_pos;
     int32_t last_error_field; /* PYSHM_FIELD_*: which value was invalid */
+    uint32_t need_len;       /* payload length of a record that did not fit the buffer
+                              * given to pyshm_read_into (it returned 2) */
     /* the last record again, as four 8-byte words {payload length, type, sequence,
      * position}: Python reads them through a memoryview of this struct, which costs a
      * third of a cffi field access per value (the hot read path reads all four) */
@@ -129,6 +135,15 @@ int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
                          uint64_t *ends, int32_t *types, uint64_t *seqs, uint64_t max);
 int pyshm_still_valid(const pyshm_consumer_t *c);
 void pyshm_consumer_touch(pyshm_consumer_t *c);
+/* one record's payload copied into dst (proven intact by the seqlock check): 1 copied
+ * (meta[] describes it), 0 nothing committed, 2 dst_room too small (need_len says how
+ * much is needed; the record stays unread), < 0 an error */
+int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room);
+/* wait until tail passes the consumer's position (a record may be there), without
+ * reading: 1 ready, 0 timed out or interrupted by a signal, < 0 an error. `sleeper` is
+ * the bit this waiter registers in the sleepers word for PYSHM_WAIT_BLOCK (0: the
+ * consumer's own slot bit; PYSHM_SLEEPER_WAKER_SHIFT: its asyncio waker's). */
+int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper);
 
 /* Quiescent walk (pyshm_walk): validates records reading headers only. error codes: */
 #define PYSHM_WALK_E_PARAM 1     /* bad walk arguments (alignment, psize, window) */
