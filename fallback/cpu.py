@@ -114,7 +114,9 @@ class CpuEngine(Engine):
     ``spin_count`` polls, then sched_yield; ``sleep`` = spin, then nanosleep doubling up to
     ``max_sleep`` seconds, the default), ``spin_count``, ``gate`` (hold a lossless producer back at
     ``mirrored``), ``keep_gate`` (leave the gate set after stop), ``count_records``,
-    ``poll_cpu`` / ``copy_cpus`` (pinning), ``flush`` (a FlushPolicy or its spec; the
+    ``poll_cpu`` / ``copy_cpus`` (pinning), ``poll_priority`` (1..99: the poll thread
+    runs SCHED_FIFO at that priority, so ordinary work never preempts it; needs
+    CAP_SYS_NICE), ``flush`` (a FlushPolicy or its spec; the
     replica's own policy by default).
     """
 
@@ -137,6 +139,7 @@ class CpuEngine(Engine):
                  split_bytes: int = 1 << 20, wait: str = "sleep", spin_count: int = 2000,
                  max_sleep: float = 50e-6, gate: bool = False, keep_gate: bool = False,
                  count_records: bool = True, poll_cpu: int | None = None,
+                 poll_priority: int = 0,
                  copy_cpus: list[int] | None = None,
                  flush: str | FlushPolicy | None = None, writer_lock: Any = None):
         if lib is None:
@@ -181,6 +184,10 @@ class CpuEngine(Engine):
         cfg.keep_gate = int(keep_gate)
         cfg.count_records = int(count_records)
         cfg.poll_cpu = -1 if poll_cpu is None else poll_cpu
+        if not 0 <= poll_priority <= 99:
+            raise InvalidParameterError(f"poll_priority={poll_priority}: 0 (ordinary "
+                                        f"scheduling) or a SCHED_FIFO priority 1..99")
+        cfg.poll_priority = poll_priority
         for i, c in enumerate(copy_cpus or []):
             cfg.copy_cpus[i] = c
         cfg.flush_bytes = policy.flush_bytes
@@ -212,7 +219,8 @@ class CpuEngine(Engine):
         if rc in (lib.PYSHM_EBADRING, lib.PYSHM_EBADREPLICA, lib.PYSHM_ETOOSMALL,
                   lib.PYSHM_EBADTABLE):
             raise CorruptSegmentError(f"{where}: {msg}")
-        if rc in (lib.PYSHM_EINVAL, lib.PYSHM_EMISMATCH, lib.PYSHM_ENOTLOSSLESS):
+        if rc in (lib.PYSHM_EINVAL, lib.PYSHM_EMISMATCH, lib.PYSHM_ENOTLOSSLESS,
+                  lib.PYSHM_EPRIORITY):
             raise InvalidParameterError(f"{where}: {msg}")
         if rc == lib.PYSHM_EFAILED:
             self._read_stats()

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,6 +128,8 @@ const char *pyshm_engine_strerror(int code) {
     case PYSHM_EFAILED: return "engine stopped after an error";
     case PYSHM_EBADTABLE: return "the replica's CRC table is invalid or truncated";
     case PYSHM_ECHECKSUM: return "checksum mismatch";
+    case PYSHM_EPRIORITY:
+        return "real-time priority refused (needs CAP_SYS_NICE or an RLIMIT_RTPRIO that allows it)";
     default: return "unknown error";
     }
 }
@@ -164,6 +167,7 @@ int pyshm_engine_create(void *ring, uint64_t ring_len, void *replica, uint64_t r
     if (cfg->threads < 0 || cfg->threads > PYSHM_ENGINE_MAX_THREADS) return PYSHM_EINVAL;
     if (cfg->wait < PYSHM_ENGINE_WAIT_SPIN || cfg->wait > PYSHM_ENGINE_WAIT_SLEEP) return PYSHM_EINVAL;
     if (cfg->split_bytes < 4096) return PYSHM_EINVAL;
+    if (cfg->poll_priority < 0 || cfg->poll_priority > 99) return PYSHM_EINVAL;
     if ((uint8_t *)ring < (uint8_t *)replica + replica_len &&
         (uint8_t *)replica < (uint8_t *)ring + ring_len)
         return PYSHM_EINVAL; /* overlapping mappings: mirroring a ring into itself */
@@ -558,6 +562,9 @@ static void maybe_flush(pyshm_engine_t *e, uint64_t *dirty, uint64_t *last_flush
 static void *poll_main(void *arg) {
     pyshm_engine_t *e = arg;
     AS(&e->st.poll_tid, (int32_t)syscall(SYS_gettid));
+    /* Linux rounds a thread's sleeps up by its timer slack, 50 us by default: every
+     * `sleep` back-off step would last at least that long, whatever it asked for */
+    prctl(PR_SET_TIMERSLACK, 1000ul, 0ul, 0ul, 0ul);
     /* pos: next byte to copy; above pub (the last published tail) only while a resync
      * point r waits for the producer to commit past it */
     uint64_t pos = AL(&e->st.mirrored);
@@ -835,14 +842,22 @@ int pyshm_engine_start(pyshm_engine_t *e) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     int bad = pin(&attr, e->cfg.poll_cpu) != 0;
+    if (!bad && e->cfg.poll_priority > 0) {
+        /* a spinning SCHED_FIFO thread is never preempted by ordinary work: the lowest
+         * lag a shared box allows (the kernel's RT throttling still leaves others 5%) */
+        struct sched_param sp = {.sched_priority = e->cfg.poll_priority};
+        bad = pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED) != 0 ||
+              pthread_attr_setschedpolicy(&attr, SCHED_FIFO) != 0 ||
+              pthread_attr_setschedparam(&attr, &sp) != 0;
+    }
     __atomic_store_n(&e->state, PYSHM_ENGINE_RUNNING, __ATOMIC_RELEASE);
-    if (!bad) bad = pthread_create(&e->poll, &attr, poll_main, e) != 0;
+    int err = bad ? EINVAL : pthread_create(&e->poll, &attr, poll_main, e);
     pthread_attr_destroy(&attr);
-    if (bad) {
+    if (err) {
         stop_workers(e);
         clear_gate(e);
         __atomic_store_n(&e->state, PYSHM_ENGINE_CREATED, __ATOMIC_RELEASE);
-        return PYSHM_ETHREAD;
+        return err == EPERM && e->cfg.poll_priority ? PYSHM_EPRIORITY : PYSHM_ETHREAD;
     }
     e->poll_started = 1;
     return 0;

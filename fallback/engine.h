@@ -40,6 +40,7 @@ enum {
     PYSHM_EFAILED = -14,      /* engine stopped itself after an error (see last_error) */
     PYSHM_EBADTABLE = -15,    /* the replica's CRC table header is invalid or truncated */
     PYSHM_ECHECKSUM = -16,    /* copy mode: a chunk's bytes do not have its CRC */
+    PYSHM_EPRIORITY = -17,    /* the real-time priority asked for was refused */
 };
 
 /* idle strategies of the poll thread (the ring's names: spin, yield, sleep) */
@@ -63,6 +64,7 @@ typedef struct {
     int32_t keep_gate;        /* leave the flag set after a clean stop */
     int32_t count_records;    /* walk copied headers: records count + replica next_sequence */
     int32_t poll_cpu;         /* -1: no pinning */
+    int32_t poll_priority;    /* 0: ordinary scheduling; 1..99: SCHED_FIFO at that priority */
     int32_t copy_cpus[PYSHM_ENGINE_MAX_THREADS]; /* -1: no pinning */
     uint64_t flush_bytes;     /* msync the replica after this many bytes (0: never) */
     uint64_t flush_interval_ns; /* msync the replica at most this often while dirty (0: never) */

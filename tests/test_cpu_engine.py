@@ -581,3 +581,37 @@ def test_cli_replicate_wait_names(names, capsys):
                      "--duration", "0.05", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "backoff" not in err and "deprecated" not in err
+
+
+def _poll_tid(eng: CpuEngine) -> int:
+    deadline = time.monotonic() + 5
+    while not eng.thread_ids()[0] and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return eng.thread_ids()[0]
+
+
+def test_poll_thread_sleeps_with_a_short_timer_slack(pair):
+    """Linux rounds a thread's sleeps up by its timer slack (50 us by default), which made
+    every back-off step of the `sleep` strategy last at least 50 us."""
+    with CpuEngine(*pair) as eng:
+        eng.start()
+        with open(f"/proc/{_poll_tid(eng)}/timerslack_ns") as f:
+            assert int(f.read()) == 1000
+
+
+def test_poll_priority(pair):
+    for bad in (-1, 100):
+        with pytest.raises(InvalidParameterError, match="poll_priority"):
+            CpuEngine(*pair, poll_priority=bad)
+    eng = CpuEngine(*pair, poll_priority=7)
+    try:
+        if os.geteuid() == 0:
+            eng.start()
+            tid = _poll_tid(eng)
+            assert os.sched_getscheduler(tid) == os.SCHED_FIFO
+            assert os.sched_getparam(tid).sched_priority == 7
+        else:  # without CAP_SYS_NICE the refusal says what is missing
+            with pytest.raises(InvalidParameterError, match="CAP_SYS_NICE"):
+                eng.start()
+    finally:
+        eng.close()

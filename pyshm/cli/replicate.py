@@ -56,6 +56,10 @@ def register(sub: Any) -> None:
                    help="create a missing replica in this u-dma-buf buffer (DMA-able memory "
                         "for the pynq engine); TARGET becomes a link to it")
     p.add_argument("--poll-cpu", type=int, default=None, help="pin the poll thread")
+    p.add_argument("--poll-priority", type=int, default=0, metavar="PRIO",
+                   help="cpu engine: run the poll thread SCHED_FIFO at this priority (1-99), "
+                        "so ordinary work never preempts it (needs CAP_SYS_NICE; with "
+                        "--wait spin it keeps a core busy)")
     p.add_argument("--interval", type=_args.seconds, default=1.0,
                    help="seconds between status lines (default 1)")
     p.add_argument("--duration", type=_args.seconds, default=None,
@@ -115,6 +119,8 @@ def _run(args: argparse.Namespace, replica: Any, open_engine: Any,
     options: dict[str, Any] = {"gate": args.gate}
     if args.engine in ("auto", "cpu"):
         options.update(threads=args.threads, wait=args.wait, poll_cpu=args.poll_cpu)
+        if args.poll_priority:
+            options["poll_priority"] = args.poll_priority
     try:
         eng = open_engine(args.engine, args.ring, replica,
                           announce=lambda m: print(m, file=sys.stderr), **options)
