@@ -109,13 +109,11 @@ def apply_order_v2(state: Any, record: Any) -> None:
     apply_order(state, record, increment=2)
 
 
-def reference_book(orders: np.ndarray, first_seq: int = 0, symbols: int = SYMBOLS,
-                   upto: int | None = None, v2_after: int | None = None) -> np.ndarray:
-    """The same fold in plain numpy, over records ``first_seq ..`` (``upto`` exclusive);
-    records after sequence ``v2_after`` are folded as ``apply_order_v2`` does."""
-    book = np.zeros(symbols, BOOK)
-    n = len(orders) if upto is None else upto - first_seq
-    for k in range(n):
+def fold_into(book: np.ndarray, orders: np.ndarray, first_seq: int = 0,
+              v2_after: int | None = None) -> np.ndarray:
+    """Fold ``orders`` (sequences ``first_seq``..) into ``book`` in place, in plain numpy:
+    the reference the tests compare regions with."""
+    for k in range(len(orders)):
         o = orders[k]
         row = book[int(o["symbol"])]
         lvl = int(o["level"]) & 3
@@ -132,3 +130,11 @@ def reference_book(orders: np.ndarray, first_seq: int = 0, symbols: int = SYMBOL
         row["last_seq"] = first_seq + k
         row["updates"] += 2 if v2_after is not None and first_seq + k > v2_after else 1
     return book
+
+
+def reference_book(orders: np.ndarray, first_seq: int = 0, symbols: int = SYMBOLS,
+                   upto: int | None = None, v2_after: int | None = None) -> np.ndarray:
+    """The fold of records ``first_seq ..`` (``upto`` exclusive) from an empty book;
+    records after sequence ``v2_after`` are folded as ``apply_order_v2`` does."""
+    n = len(orders) if upto is None else upto - first_seq
+    return fold_into(np.zeros(symbols, BOOK), orders[:n], first_seq, v2_after)

@@ -117,6 +117,8 @@ MISSING_TARGET = {
     "state follow": ["state", "follow", MISSING, "--ring", MISSING + ".md", "--apply",
                      "os:getcwd"],
     "state ls": None,  # takes no name
+    "state replicate": ["state", "replicate", MISSING, "--to", MISSING + ".replica",
+                        "--duration", "0.1"],
     "state rm": ["state", "rm", MISSING],
     "handover": ["handover", MISSING, "--ring", MISSING + ".md", "--apply", "os:getcwd",
                  "--exit-after"],

@@ -152,3 +152,19 @@ def test_recover_errors_are_one_line(capsys, md, new_name, tmp_path):
     assert rc == 1 and "is a state region, not an image file" in err
     assert "pyshm state snapshot" in err
     os.unlink(f"/dev/shm/{name}")
+
+
+def test_replicate_command(capsys, md, new_name):
+    ring, orders = md
+    name, rep = new_name(), new_name()
+    run(capsys, "state", "follow", name, "--ring", ring.name, "--apply", APPLY, "--dtype",
+        BOOK_SPEC, "--rows", "64", "--duration", "0.5")
+    rc, out, _ = run(capsys, "state", "replicate", name, "--to", rep, "--duration", "0.3",
+                     "--interval", "0.1")
+    assert rc == 0 and "consistent at 2999" in out.splitlines()[-1]
+    with State(rep, readonly=True) as r:
+        assert r.is_replica and r.to_numpy().tobytes() == reference_book(orders).tobytes()
+    rc, out, _ = run(capsys, "state", "info", rep)
+    assert "replica of region" in out and "consistent at sequence 2999" in out
+    for n in (name, rep):
+        os.unlink(f"/dev/shm/{n}")

@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from ..errors import InvalidParameterError, PyshmError
@@ -237,6 +238,24 @@ def register(sub: Any) -> None:
                    help="auto: resume a consistent region; image: always restore the newest "
                         "image (default auto)")
     c.set_defaults(func=cmd_follow)
+
+    c = ssub.add_parser(
+        "replicate", formatter_class=RAW,
+        help="mirror a region into a state replica (changed rows, with their versions)",
+        description="Create (or reuse) the state replica --to and keep it a copy of region "
+                    "NAME: each round fixes a cut of the region (its writer waits at most "
+                    "one chunk copy) and copies the rows whose version changed. The "
+                    "replica's applied_seq is the sequence it is consistent at. A status "
+                    "line every --interval; stops on SIGINT/SIGTERM or after --duration "
+                    "(after a final sync).",
+        epilog="example:\n  pyshm state replicate book --to book.replica --duration 60")
+    c.add_argument("name")
+    c.add_argument("--to", required=True, dest="target", help="replica name or path")
+    c.add_argument("--duration", type=_args.seconds, help="stop after SECONDS")
+    c.add_argument("--interval", type=_args.seconds, default=1.0,
+                   help="seconds between status lines (default 1)")
+    c.add_argument("--json", action="store_true", help="status lines as JSON")
+    c.set_defaults(func=cmd_replicate)
 
     c = ssub.add_parser(
         "ls", formatter_class=RAW, help="list the state regions in /dev/shm",
@@ -498,6 +517,41 @@ def cmd_handover(args: argparse.Namespace) -> int:
         res = f.run(stop=stop, max_seconds=args.duration)
     _report(args, res)
     return 0
+
+
+def cmd_replicate(args: argparse.Namespace) -> int:
+    from ..state import State
+    from ..state.replica import CpuStateEngine, create_replica
+
+    stop = _stop_event()
+    with State(args.name) as src:
+        rep = create_replica(args.target, src)
+        try:
+            with CpuStateEngine(src, rep) as eng:
+                eng.start()
+                end = None if args.duration is None else time.monotonic() + args.duration
+                while not stop.is_set():
+                    left = args.interval if end is None else min(args.interval,
+                                                                  end - time.monotonic())
+                    if left <= 0 or stop.wait(left):
+                        break
+                    _status(args, eng)
+                eng.sync(10.0)
+                _status(args, eng)
+        finally:
+            rep.close()
+    return 0
+
+
+def _status(args: argparse.Namespace, eng: Any) -> None:
+    st = eng.stats()
+    seq = st.extra["consistent_seq"]
+    if args.json:
+        print(json.dumps(st.as_dict()), flush=True)
+        return
+    print(f"{st.state:<8} consistent at {'-' if seq is None else seq}  rounds {st.copies}  "
+          f"rows copied {st.records_mirrored}  last round {st.extra['last_round_ns'] / 1e3:.1f}"
+          f" us  lag {st.lag_ns / 1e3:.1f} us  resyncs {st.extra['full_resyncs']}", flush=True)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

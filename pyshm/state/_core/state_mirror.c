@@ -119,7 +119,9 @@ static int round_once(pyshm_mirror_t *m)
     uint64_t parity = m->parity;
     if (full) parity = (pyshm_load_relaxed(&rep->versions[0]) & PYSHM_STATE_PARITY) ^
                        PYSHM_STATE_PARITY;
-    rc = pyshm_state_begin(rep);
+    /* a transaction adopted from a mirror that died mid-round stays open: this round
+     * (a full one: create saw the odd epoch) closes it */
+    rc = rep->in_tx ? PYSHM_STATE_OK : pyshm_state_begin(rep);
     if (rc) {
         pyshm_state_cut_end(src, m->pid);
         return rc;
