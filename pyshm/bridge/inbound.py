@@ -338,18 +338,27 @@ class BridgeIn:
             if not await self._apply(env, m.data):
                 return False
             self._done(sseq, m)
-            self._last_progress = time.monotonic()
-            while fp.sequence in self._held:
-                env2, m2, s2 = self._held.pop(fp.sequence)
-                if not await self._apply(env2, m2.data):
-                    self._held[env2.sequence] = (env2, m2, s2)
-                    return False
-                self._done(s2, m2)
-            # a held message may already be covered (a gap marker overlapping it)
-            for s in [s for s in self._held if self._held[s][0].last < fp.sequence]:
-                env3, m3, s3 = self._held.pop(s)
-                self.stats["duplicates"] += 1
-                self._done(s3, m3)
+            if not await self._drain_held():
+                return False
+        self.stats["held"] = len(self._held)
+        return True
+
+    async def _drain_held(self) -> bool:
+        """Commit the held records that are now next in sequence."""
+        fp = self.fp
+        assert fp is not None
+        self._last_progress = time.monotonic()
+        while fp.sequence in self._held:
+            env2, m2, s2 = self._held.pop(fp.sequence)
+            if not await self._apply(env2, m2.data):
+                self._held[env2.sequence] = (env2, m2, s2)
+                return False
+            self._done(s2, m2)
+        # a held message may already be covered (a gap marker overlapping it)
+        for s in [s for s in self._held if self._held[s][0].last < fp.sequence]:
+            _, m3, s3 = self._held.pop(s)
+            self.stats["duplicates"] += 1
+            self._done(s3, m3)
         self.stats["held"] = len(self._held)
         return True
 
@@ -386,8 +395,7 @@ class BridgeIn:
         log.error("bridge in %s: stream %r has no message for sequences %d..%d: recorded "
                   "as gap records (--allow-gaps)", self.cfg.to, self.cfg.stream, first, last)
         await self._apply(Envelope(fp.ring.origin_id, first, 0, 0, last), b"")
-        self._last_progress = time.monotonic()
-        await self._take([])
+        await self._drain_held()
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> int:
@@ -446,7 +454,11 @@ class BridgeIn:
                 await self._ack()
             else:
                 await self._ack()
-                await self._check_hole(psub)
+                try:
+                    await self._check_hole(psub)
+                except BridgeError as exc:
+                    # the cluster is electing leaders (a node died): ask again later
+                    log.warning("bridge in %s: %s; retrying", cfg.to, exc)
             self.stats["in_flight"] = len(self._held)
             now = time.monotonic()
             if now >= next_stats:

@@ -577,8 +577,8 @@ async def _main(bridge: Any, on_stats: Any) -> int:
     if on_stats is not None:
         async def report() -> None:
             while True:
-                await asyncio.sleep(bridge.cfg.stats_interval)
                 on_stats(dict(bridge.stats))
+                await asyncio.sleep(bridge.cfg.stats_interval)
         reporter = asyncio.ensure_future(report())
     try:
         return int(await bridge.run())

@@ -264,3 +264,87 @@ def cmd_promote(args: argparse.Namespace) -> int:
     nxt = promote(args.ring, force=args.force)
     print(f"ring {args.ring!r} is now an ordinary ring; producers continue at sequence {nxt}")
     return 0
+
+
+# ----------------------------------------------------------------------------------
+# remote images: `pyshm snapshot/restore/inspect` with nats://HOST:PORT/BUCKET/NAME
+
+
+def remote_snapshot(args: argparse.Namespace) -> int:
+    from ..bridge import objstore
+
+    if args.every_bytes is not None:
+        from ..errors import InvalidParameterError
+        raise InvalidParameterError("--every-bytes is for local schedules; remote ones take "
+                                    "--every SECONDS")
+    if args.every is not None:
+        sched = objstore.RemoteSnapshotSchedule(
+            args.ring, args.output, every_seconds=args.every, keep=args.keep,
+            compression=args.compress,
+            on_image=lambda u, h: print(f"{objstore.redact(u)}: {h.record_count} records",
+                                        flush=True),
+            on_error=lambda e: print(f"snapshot failed: {e}", file=sys.stderr, flush=True))
+        end = None if args.duration is None else time.monotonic() + args.duration
+        with sched:
+            sched.start()
+            try:
+                while end is None or time.monotonic() < end:
+                    time.sleep(min(0.2, max(0.0, (end or 1e18) - time.monotonic())))
+            except KeyboardInterrupt:
+                pass
+        return 1 if sched.errors and not sched.taken else 0
+    t0 = time.perf_counter()
+    h = objstore.snapshot(args.ring, args.output, compression=args.compress, level=args.level,
+                          chunk_size=args.chunk_size, overwrite=args.force)
+    seqs = f"sequences {h.first_sequence}..{h.next_sequence - 1}" if h.record_count \
+        else "no records"
+    print(f"{objstore.redact(args.output)}: {h.record_count} records, {seqs}, "
+          f"{h.data_length} bytes ({h.stored_length} stored, {h.compression_name}) in "
+          f"{time.perf_counter() - t0:.3f} s")
+    return 0
+
+
+def remote_restore(args: argparse.Namespace) -> int:
+    import copy
+
+    from ..bridge import objstore
+    from .images import cmd_restore
+
+    with objstore.downloaded(objstore.parse_url(args.image)) as path:
+        local = copy.copy(args)
+        local.image = path
+        return cmd_restore(local)
+
+
+def remote_inspect(args: argparse.Namespace) -> int:
+    import contextlib
+    import copy
+    import io
+
+    from ..bridge import objstore
+    from .images import cmd_inspect
+
+    t = objstore.parse_url(args.image, need_name=False)
+    shown = objstore.redact(args.image)
+    if not t.name or t.name.endswith("/"):
+        items = objstore.list_images(args.image)
+        if args.json:
+            print(json.dumps(items, indent=2))
+            return 0
+        if not items:
+            print(f"{shown}: no images")
+        for d in items:
+            h = d["headers"]
+            nxt = h.get("Pyshm-Next-Seq")
+            print(f"{d['name']}  {d['size']} bytes  ring {h.get('Pyshm-Ring', '-')}  "
+                  f"{h.get('Pyshm-Records', '?')} records"
+                  + (f", next sequence {nxt}" if nxt else ""))
+        return 0
+    with objstore.downloaded(t) as path:
+        local = copy.copy(args)
+        local.image = path
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = cmd_inspect(local)
+    sys.stdout.write(out.getvalue().replace(path, shown))
+    return rc

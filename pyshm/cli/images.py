@@ -145,6 +145,9 @@ def register(sub: Any) -> None:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from ..images.schedule import SnapshotSchedule
     from ..images.snapshot import snapshot
+    if args.output.startswith("nats://"):  # the JetStream object store (pyshm.bridge)
+        from .bridge import remote_snapshot
+        return remote_snapshot(args)
     if args.every is not None or args.every_bytes is not None:
         streak = {"skipping": False}
 
@@ -225,6 +228,9 @@ def _has_image_magic(path: str) -> bool:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    if args.image.startswith("nats://"):  # the JetStream object store (pyshm.bridge)
+        from .bridge import remote_restore
+        return remote_restore(args)
     from ..images.format import is_image
     from ..images.restore import restore, restore_capture
     from ..images.snapshot import capture
@@ -255,6 +261,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if args.image.startswith("nats://"):  # the JetStream object store (pyshm.bridge)
+        from .bridge import remote_inspect
+        return remote_inspect(args)
     from ..images.inspect import inspect
     _require_image(args.image, "inspect")
     if _state_kind(args.image):  # a state region's rows: dtype, rows, sequence

@@ -1,0 +1,275 @@
+"""The bridge under faults, with real processes and a real 3-node JetStream cluster
+(stream replicas 3): kill -9 of bridge out and bridge in at random moments and of one
+server node mid-stream, the whole cluster stopped and restarted while the producer keeps
+publishing to a lossless ring, the slot grace running out, and JetStream delivering out
+of order, twice, or not at all. In every case the far ring ends with exactly the records
+the source published (bytes, types, sequence numbers) or names exactly what is missing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import sys
+
+import pytest
+from natsfix import next_seq, records, wait_for
+
+from pyshm import Ring
+from pyshm.bridge import GAP_TYPE
+
+PRODUCER = r'''
+import sys, time
+from pyshm import Ring
+def payload(seq, size):
+    return (seq.to_bytes(8, "little") * (size // 8 + 1))[:size]
+name, start, n, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+with Ring(name) as ring, ring.producer() as p:
+    t0 = time.monotonic()
+    for s in range(start, start + n):
+        if p.publish(payload(s, s % 97), type=s % 5, timeout=120.0) != s:
+            sys.exit(f"publish {s} failed")
+        if rate and s % 50 == 0:
+            ahead = (s - start) / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+print("done", flush=True)
+'''
+
+
+def expected(start: int, n: int) -> list[tuple[int, int, bytes]]:
+    def payload(seq: int, size: int) -> bytes:
+        return (seq.to_bytes(8, "little") * (size // 8 + 1))[:size]
+    return [(s, s % 5, payload(s, s % 97)) for s in range(start, start + n)]
+
+
+def running(procs, pid: int) -> bool:
+    """The bridge ``pid`` reports state running in its status file."""
+    import glob
+    import os
+
+    for path in glob.glob(os.path.join(procs.env["PYSHM_STATE_DIR"], "bridge-*.status.json")):
+        try:
+            with open(path) as f:
+                st = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if st.get("pid") == pid:
+            return any(b.get("state") == "running" for r in st["rings"].values()
+                       for b in r["bridges"])
+    return False
+
+
+def gating(name: str) -> bool:
+    with Ring(name) as ring:
+        return any(s["gating"] and s["alive"] for s in ring.slots())
+
+
+def start_producer(tmp_path, name: str, start: int, n: int, rate: float):
+    script = tmp_path / "producer.py"
+    script.write_text(PRODUCER)
+    return subprocess.Popen([sys.executable, str(script), name, str(start), str(n), str(rate)],
+                            cwd=tmp_path, stdout=subprocess.PIPE)
+
+
+def out_cmd(src: str, url: str, stream: str, *extra: str) -> list[str]:
+    return ["bridge", "out", src, "--server", url, "--stream", stream, "--replicas", "3",
+            "--ack-timeout", "2", *extra]
+
+
+def in_cmd(far: str, url: str, stream: str, *extra: str) -> list[str]:
+    return ["bridge", "in", "--server", url, "--stream", stream, "--to", far,
+            "--capacity", "4M", "--max-record", "64K", "--ack-wait", "5", *extra]
+
+
+def stream_name(tag: str) -> str:
+    return tag.replace("_", "")[-16:].upper()
+
+
+def test_kill_bridges_and_a_server_node_at_random_moments(nats_cluster, procs, new_name,
+                                                          tmp_path):
+    src, far = new_name(), new_name()
+    stream = stream_name("K" + src)
+    total = 12000
+    Ring.create(src, 1 << 16, lossless=True).close()  # small: the gate is exercised
+    url = nats_cluster.url
+    out = procs.start(*out_cmd(src, url, stream), log="out.log")
+    inn = procs.start(*in_cmd(far, url, stream), log="in.log")
+    wait_for(lambda: gating(src), 30, "bridge out's gating slot")
+    prod = start_producer(tmp_path, src, 0, total, 1500.0)
+    rng = random.Random(16)
+    killed_node = False
+    try:
+        kills = {"out": 0, "in": 0}
+        while prod.poll() is None:
+            subprocess.run(["sleep", str(rng.uniform(0.4, 1.6))])
+            if not killed_node and next_seq(far) > total // 3:
+                nats_cluster.kill_node(1)  # the stream (R3) keeps a quorum of two
+                killed_node = True
+                continue
+            what = rng.choice(["out", "in"])
+            kills[what] += 1
+            if what == "out":
+                out.send_signal(signal.SIGKILL)
+                out.wait(10)
+                out = procs.start(*out_cmd(src, url, stream), log="out.log")
+            elif what == "in":
+                inn.send_signal(signal.SIGKILL)
+                inn.wait(10)
+                inn = procs.start(*in_cmd(far, url, stream), log="in.log")
+        assert prod.wait(120) == 0
+        assert killed_node and kills["out"] >= 2 and kills["in"] >= 2, kills
+        wait_for(lambda: next_seq(far) >= total, 90, "the far ring to catch up")
+        assert records(far) == expected(0, total)
+        for p in (out, inn):
+            wait_for(lambda: running(procs, p.pid), 30, "the bridge to run")  # noqa: B023
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(30) == 0
+    finally:
+        if prod.poll() is None:
+            prod.kill()
+        nats_cluster.start_node(1)
+        nats_cluster.wait_ready()
+
+
+def test_whole_cluster_restart_while_the_producer_keeps_publishing(nats_cluster, procs,
+                                                                   new_name, tmp_path):
+    src, far = new_name(), new_name()
+    stream = stream_name("C" + src)
+    total = 6000
+    Ring.create(src, 1 << 16, lossless=True).close()
+    url = nats_cluster.url
+    out = procs.start(*out_cmd(src, url, stream), log="out.log")
+    inn = procs.start(*in_cmd(far, url, stream), log="in.log")
+    wait_for(lambda: gating(src), 30, "bridge out's gating slot")
+    prod = start_producer(tmp_path, src, 0, total, 1000.0)
+    try:
+        wait_for(lambda: next_seq(far) > 1000, 60, "records to flow")
+        nats_cluster.stop()
+        # the producer fills the ring and then waits on the bridge's gate
+        subprocess.run(["sleep", "3"])
+        held = next_seq(src)
+        subprocess.run(["sleep", "1"])
+        assert next_seq(src) == held < total
+        nats_cluster.start()
+        assert prod.wait(120) == 0
+        wait_for(lambda: next_seq(far) >= total, 120, "the far ring to catch up")
+        assert records(far) == expected(0, total)
+        assert out.poll() is None and inn.poll() is None  # they rode the outage out
+        for p in (out, inn):
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(30) == 0
+    finally:
+        if prod.poll() is None:
+            prod.kill()
+        nats_cluster.start()
+
+
+def test_past_the_grace_the_loss_is_reported_exactly(nats_server, procs, new_name, tmp_path):
+    src, far = new_name(), new_name()
+    stream = stream_name("G" + src)
+    Ring.create(src, 1 << 14, lossless=True).close()
+    url = nats_server.url
+    out = procs.start("bridge", "out", src, "--server", url, "--stream", stream,
+                      "--grace", "1", log="out.log")
+    procs.start(*in_cmd(far, url, stream), log="in.log")
+    wait_for(lambda: gating(src), 30, "bridge out's gating slot")
+    prod = start_producer(tmp_path, src, 0, 500, 0.0)
+    assert prod.wait(60) == 0
+    wait_for(lambda: next_seq(far) == 500, 60, "the first records")
+    out.send_signal(signal.SIGKILL)
+    out.wait(10)
+    # while the guard holds the slot, a lossless producer waits instead of overwriting
+    prod = start_producer(tmp_path, src, 500, 3000, 0.0)
+    with pytest.raises(subprocess.TimeoutExpired):
+        prod.wait(0.5)
+    assert prod.wait(60) == 0  # the grace ran out: the slot is gone, the ring laps
+    with Ring(src) as ring:
+        oldest = next(iter(ring.records())).sequence
+    assert oldest > 500
+    r = procs.start("bridge", "out", src, "--server", url, "--stream", stream,
+                    log="out2.log")
+    wait_for(lambda: next_seq(far) == 3500, 60, "the far ring to catch up")
+    got = records(far)
+    lost = [s for s, t, d in got if t == GAP_TYPE]
+    assert lost == list(range(500, oldest))  # exactly the overwritten sequences
+    assert [x for x in got if x[1] != GAP_TYPE] == expected(0, 500) + expected(oldest,
+                                                                              3500 - oldest)
+    log = (tmp_path / "out2.log").read_text()
+    assert f"no longer holds sequences 500..{oldest - 1}" in log
+    r.send_signal(signal.SIGTERM)
+    assert r.wait(30) == 0
+
+
+# ----------------------------------------------------------------------------------
+# JetStream misbehaving on purpose: messages published by hand, out of order
+
+
+async def _hand_publish(url: str, stream: str, subject: str, order: list[int],
+                        ring_id: int) -> None:
+    import nats
+
+    from pyshm.bridge.protocol import SourceInfo, meta_key
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    info = SourceInfo(ring_id, "hand", 1 << 14, 512, 8, False)
+    await js.add_stream(name=stream, subjects=[subject],
+                        metadata={meta_key(subject): info.to_json()})
+    for s in order:
+        await js.publish(subject, bytes([s]) * s, headers={
+            "Nats-Msg-Id": f"{ring_id:016x}.{s}", "Pyshm-Ring": f"{ring_id:016x}",
+            "Pyshm-Seq": str(s), "Pyshm-Type": str(s % 3)})
+    await nc.close()
+
+
+@pytest.mark.parametrize("order,allow_gaps,want,error", [
+    ([0, 1, 3, 4, 2, 5, 3, 1], False, [0, 1, 2, 3, 4, 5], None),
+    ([0, 1, 3, 4], False, [0, 1], "sequences 2..2 (1 records) are missing"),
+    ([0, 1, 3, 4], True, [0, 1, 2, 3, 4], None),
+])
+def test_bridge_in_orders_drops_duplicates_and_stops_on_holes(nats_server, procs, new_name,
+                                                              order, allow_gaps, want, error):
+    far = new_name()
+    stream = stream_name("H" + far)
+    subject = f"hand.{stream.lower()}"
+    asyncio.run(_hand_publish(nats_server.url, stream, subject, order, 0xABCDEF))
+    args = ["bridge", "in", "--server", nats_server.url, "--stream", stream, "--to", far,
+            "--hole-wait", "1"] + (["--allow-gaps"] if allow_gaps else [])
+    if error:
+        r = procs.run(*args, timeout=60)
+        assert r.returncode == 1 and error in r.stderr, r.stderr
+    else:
+        p = procs.start(*args, log="in.log")
+        wait_for(lambda: next_seq(far) == want[-1] + 1, 30, "the far ring")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+    got = records(far)
+    assert [s for s, _, _ in got] == want
+    for s, t, d in got:
+        if s in order:
+            assert (t, d) == (s % 3, bytes([s]) * s)
+        else:
+            assert (t, d) == (GAP_TYPE, b"")
+
+
+def test_stats_lines_name_no_secret(nats_server, procs, new_name):
+    src = new_name()
+    Ring.create(src, 1 << 14).close()
+    stream = stream_name("S" + src)
+    url = nats_server.url.replace("nats://", "nats://alice:s3cret@")
+    p = subprocess.Popen([sys.executable, "-m", "pyshm", "bridge", "out", src, "--server",
+                          url, "--stream", stream, "--stats-json", "--stats-interval", "0.2"],
+                         cwd=procs.cwd, env=procs.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    procs.procs.append(p)
+    assert p.stdout is not None
+    line = json.loads(p.stdout.readline())
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert "s3cret" not in json.dumps(line) and b"s3cret" not in err
+    assert line["servers"] == [url.replace("s3cret", "***")]
+    for key in ("in_flight", "redeliveries", "reconnects", "lag_records", "lag_us"):
+        assert key in line
