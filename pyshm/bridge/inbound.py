@@ -59,7 +59,7 @@ class InConfig:
     hole_wait: float = DEFAULT_HOLE_WAIT
     allow_gaps: bool = False
     stats_interval: float = 1.0
-    api_timeout: float = 10.0
+    api_timeout: float = 30.0
     wait_stream: float = 30.0
 
 

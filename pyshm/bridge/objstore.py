@@ -200,7 +200,8 @@ def downloaded(t: RemoteTarget) -> Iterator[str]:
 def snapshot(source: Any, url: str, *, overwrite: bool = False, replicas: int = 1,
              **kw: Any) -> Any:
     """Snapshot ``source`` into object ``url``; returns the image header."""
-    from ..images.snapshot import _Source, snapshot as local_snapshot
+    from ..images.snapshot import _Source
+    from ..images.snapshot import snapshot as local_snapshot
 
     t = parse_url(url)
     with _Source(source) as src:

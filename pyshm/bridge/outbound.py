@@ -66,7 +66,7 @@ class OutConfig:
     start: str = "oldest"              # where a ring new to the stream starts
     drain_timeout: float = 10.0
     stats_interval: float = 1.0
-    api_timeout: float = 10.0          # JetStream API calls (stream info, creation)
+    api_timeout: float = 30.0          # JetStream API calls (stream info, creation)
 
 
 @dataclass
@@ -430,7 +430,8 @@ class BridgeOut:
         # producer keeps everything the ring holds (the slot moves up once the resume
         # point is known)
         early = min(self.ro.oldest(), self.ro.tail) if held is None else held[2]
-        self.slot = S.claim_gating_slot(self.rw, early)
+        self.guard = S.Guard(self.rw, key, cfg.grace)
+        self.slot = self.guard.start(early)
         self._slot_pos = early
         await self._connect()
         await self._ensure_stream(self.rw)
@@ -438,8 +439,6 @@ class BridgeOut:
         self.reader = self._position_reader(self.ro, last, held)
         self._move_slot(min(self._reader_pos(), early) if held is not None
                         else self._reader_pos())
-        self.guard = S.Guard(self.rw, self.slot, key, cfg.grace)
-        self.guard.start()
         if held is not None:
             S.adopt(self.rw, held)
             log.info("bridge out %s: resumed at position %d held by the previous bridge's "
@@ -545,11 +544,9 @@ class BridgeOut:
         return 0
 
     async def _close(self) -> None:
-        if self.guard is None and self.slot >= 0 and self.rw is not None and \
-                not self.rw.closed:
-            S.release(self.rw, self.slot, os.getpid())  # set-up failed: nothing to keep
         if self.guard is not None:
-            # an error left records unacknowledged: the guard keeps them for the grace
+            # an error (NATS unreachable, a refused stream...) before everything was
+            # acknowledged: the guard keeps the records for the grace period
             self.guard.finish(release_slot=False)
             self.guard = None
         if self.nc is not None:

@@ -3,9 +3,10 @@
 ``bridge out`` must never let a lossless producer overwrite a record that JetStream has
 not acknowledged, even when the bridge is killed with SIGKILL. Its gating slot therefore
 belongs to a tiny *guard* process (``python -m pyshm.bridge.slot``), not to the bridge:
-the slot's pid is the guard's, so producers, ``pyshm repair`` and new consumers, which
-free the slots of dead pids, see a live owner. The bridge moves the slot's position
-(the start of the oldest unacknowledged batch); the guard only holds it.
+the guard claims the slot in its own name as the bridge starts, so producers, ``pyshm
+repair`` and new consumers, which free the slots of dead pids, always see a live owner.
+The bridge moves the slot's position (the start of the oldest unacknowledged batch); the
+guard only holds it.
 
 * Clean stop: the bridge releases the slot and tells the guard, which exits.
 * Crash of the bridge: the guard sees its stdin close without that word, keeps the slot
@@ -67,12 +68,6 @@ def move_slot(ring: Ring, index: int, position: int) -> None:
     lib.pyshm_slot_activate(ring._h(), index, position, _FLAGS, time.time_ns())
 
 
-def hand_over(ring: Ring, index: int, from_pid: int, to_pid: int) -> bool:
-    """Compare-and-swap the slot's owner pid."""
-    _, lib = _lib()
-    return bool(lib.pyshm_slot_claim(ring._h(), index, from_pid, to_pid) == 1)
-
-
 def release(ring: Ring, index: int, pid: int) -> bool:
     _, lib = _lib()
     return bool(lib.pyshm_slot_release(ring._h(), index, pid) > 0)
@@ -108,16 +103,19 @@ def find_guard(ring: Ring, key: str) -> tuple[int, int, int] | None:
 class Guard:
     """The guard child of one bridge: started by :meth:`start`, told by :meth:`finish`."""
 
-    def __init__(self, ring: Ring, index: int, key: str, grace: float):
+    def __init__(self, ring: Ring, key: str, grace: float):
         self.ring = ring
-        self.index = index
+        self.index = -1
         self.key = key
         self.grace = grace
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, position: int, timeout: float = 20.0) -> int:
+        """Start the guard, which claims a free slot gating at ``position`` in its own
+        name (so there is no moment when the bridge's protection hangs on the bridge's
+        pid); returns the slot index."""
         cmd = [sys.executable, "-m", GUARD_MODULE, f"--key={self.key}",
-               f"--ring={self.ring.path}", f"--slot={self.index}",
+               f"--ring={self.ring.path}", f"--position={position}",
                f"--parent={os.getpid()}", f"--grace={self.grace}"]
         # cwd /: `-m` puts the cwd first on sys.path, and a source tree there would
         # shadow the installed package; stdin is the lifeline (EOF: the bridge is gone)
@@ -125,16 +123,13 @@ class Guard:
                                      cwd="/", close_fds=True)
         assert self.proc.stdout is not None
         line = _readline(self.proc, timeout)
-        if line != b"ready\n":
+        if not line.startswith(b"ready "):
             self.proc.kill()
             self.proc.wait(5)
             raise NoConsumerSlotError(f"ring {self.ring.name!r}: the slot guard did not "
-                                      f"start (said {line!r})")
-        if not hand_over(self.ring, self.index, os.getpid(), self.proc.pid):
-            self.proc.kill()
-            self.proc.wait(5)
-            raise NoConsumerSlotError(f"ring {self.ring.name!r}: consumer slot "
-                                      f"{self.index} changed owner while the guard started")
+                                      f"start ({line.decode(errors='replace').strip()!r})")
+        self.index = int(line.split()[1])
+        return self.index
 
     @property
     def pid(self) -> int:
@@ -192,13 +187,20 @@ def adopt(ring: Ring, found: tuple[int, int, int]) -> None:
 
 def guard_main(argv: list[str]) -> int:
     opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    ring_path, index = opts["ring"], int(opts["slot"])
+    ring_path, position = opts["ring"], int(opts["position"])
     parent, grace = int(opts["parent"]), float(opts["grace"])
     # only the bridge decides when the slot goes: a terminal's Ctrl-C or a SIGTERM to
     # the process group must not free it while the bridge still flushes
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    sys.stdout.write("ready\n")
+    with Ring(ring_path) as ring:
+        try:
+            index = claim_gating_slot(ring, position)
+        except NoConsumerSlotError as exc:
+            sys.stdout.write(f"error {exc}\n")
+            sys.stdout.flush()
+            return 1
+    sys.stdout.write(f"ready {index}\n")
     sys.stdout.flush()
     word = sys.stdin.readline().strip()
     if word == "done":
@@ -234,5 +236,17 @@ def guard_main(argv: list[str]) -> int:
     return 0
 
 
+def _main() -> int:
+    from ..errors import PyshmError
+
+    try:
+        return guard_main(sys.argv[1:])
+    except PyshmError as exc:  # the ring was removed meanwhile: nothing left to guard
+        sys.stderr.write(f"pyshm bridge guard: {exc}\n")
+        return 0
+    except KeyboardInterrupt:
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(guard_main(sys.argv[1:]))
+    sys.exit(_main())
