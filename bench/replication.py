@@ -176,6 +176,13 @@ def _steal_ticks() -> int:
     return int(fields[8]) if len(fields) > 8 else 0
 
 
+def _engine_options(variant: str) -> dict:
+    """'sleep', 'spin', ... or 'spin+fifo': the wait strategy, and with '+fifo' the poll
+    thread at SCHED_FIFO priority 10 (ordinary work can no longer preempt it)."""
+    wait, _, rt = variant.partition("+")
+    return {"wait": wait, **({"poll_priority": 10} if rt == "fifo" else {})}
+
+
 def lag_run(rate: float, seconds: float, wait: str) -> dict:
     """End-to-end lag (the producer's probes) with a paced producer in its own process
     and the CPU engine in this one, plus what explains the tail: samples that waited
@@ -190,7 +197,7 @@ def lag_run(rate: float, seconds: float, wait: str) -> dict:
     ring = Ring(f"bench_lag_ring_{tag}", create=True, capacity=64 * MiB, prefault=True)
     rep = Replica.create(f"bench_lag_rep_{tag}", ring)
     try:
-        with open_engine("cpu", ring, rep, wait=wait) as eng:
+        with open_engine("cpu", ring, rep, **_engine_options(wait)) as eng:
             eng.start()
             eng.sync(5)
             deadline = time.monotonic() + 5
@@ -250,21 +257,29 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "replication.json"))
     ap.add_argument("--producer", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--part", choices=["all", "bandwidth", "lag"], default="all",
+                    help="run only one half (the JSON then holds only that half)")
+    ap.add_argument("--waits", default=None,
+                    help="engine variants for the lag runs, comma separated (default "
+                         "sleep,yield,spin,spin+fifo; '+fifo' = poll thread SCHED_FIFO)")
     args = ap.parse_args()
     if args.producer:
         producer_main(args.producer[0], float(args.producer[1]), float(args.producer[2]))
         return
     sizes = [4 * MiB] if args.quick else [64 * MiB, 256 * MiB]
     repeats = 1 if args.quick else args.repeats
-    bw = [row for cap in sizes for row in bandwidth(cap, repeats)]
+    bw = [row for cap in sizes for row in bandwidth(cap, repeats)] \
+        if args.part in ("all", "bandwidth") else []
     for row in bw:
         print(f"bandwidth {row['capacity_mib']:>4} MiB {row['threads']} thr: with CRC "
               f"{row['engine_gb_s']:6.2f} GB/s, without {row['engine_no_crc_gb_s']:6.2f} "
               f"GB/s vs copyto {row['numpy_copyto_gb_s']:6.2f} GB/s  ratio with CRC "
               f"{row['ratio']:.3f} (target >= 0.9), without {row['ratio_no_crc']:.3f}; "
               f"load {row['load']:.2f}")
-    waits = ["sleep", "spin"] if args.quick else ["sleep", "yield", "spin"]
-    lg = lag([1e6, 1e5], waits, 0.5 if args.quick else 3.0, 1 if args.quick else 3)
+    waits = args.waits.split(",") if args.waits else \
+        ["sleep", "spin"] if args.quick else ["sleep", "yield", "spin", "spin+fifo"]
+    lg = lag([1e6, 1e5], waits, 0.5 if args.quick else 3.0, 1 if args.quick else 3) \
+        if args.part in ("all", "lag") else {}
     for key, r in lg.items():
         print(f"end-to-end lag {key:>9}: {r['achieved_rate'] / 1e6:.2f} M rec/s  p50 "
               f"{r['p50_us']} us  p99 {r['p99_us']} us (target <= 20 at 1 M/s)  p99.9 "
@@ -278,7 +293,7 @@ def main() -> None:
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform()},
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "bandwidth": bw, "lag": lg}
+              "load_avg": os.getloadavg(), "bandwidth": bw, "lag": lg}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     out = args.out if not args.quick else args.out.replace(".json", "_quick.json")
     with open(out, "w") as f:
