@@ -19,7 +19,11 @@ from pyshm.repair import read_segment_info
 
 CAP = 256 * 1024
 
-KILLED_MID_COPY = r'''
+# Killed half-way through each of the two copy paths an in-place restore can take: the
+# CPU's copy of the window, and the engine's copy mode (the default when an engine is
+# usable, so `pyshm restore --in-place` takes it).
+KILLED_MID_COPY = {
+    "cpu": r'''
 import importlib, sys, time
 R = importlib.import_module("pyshm.images.restore")
 real = R._copy_window
@@ -28,8 +32,20 @@ def half(data, src, start, cap):
     print("half", flush=True)
     time.sleep(120)                                 # ... and the process is killed here
 R._copy_window = half
-R.restore(sys.argv[1], sys.argv[2], in_place=True)
-'''
+R.restore(sys.argv[1], sys.argv[2], in_place=True, engine=None)
+''',
+    "engine": r'''
+import importlib, sys, time
+R = importlib.import_module("pyshm.images.restore")
+real = R._copy_by_engine
+def half(copier, reader, source, data, cap, chunks, name):
+    real(copier, reader, source, data, cap, chunks[:len(chunks) // 2], name)
+    print("half", flush=True)
+    time.sleep(120)
+R._copy_by_engine = half
+R.restore(sys.argv[1], sys.argv[2], in_place=True, engine="cpu")
+''',
+}
 
 
 def _records(name: str) -> list[tuple[int, bytes]]:
@@ -37,8 +53,8 @@ def _records(name: str) -> list[tuple[int, bytes]]:
         return [(rec.sequence, rec.payload) for rec in r.records()]
 
 
-def _killed_restore(image: str, target: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_COPY, image, target],
+def _killed_restore(image: str, target: str, path: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_COPY[path], image, target],
                             stdout=subprocess.PIPE, text=True, cwd="/")
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "half"
@@ -60,9 +76,10 @@ def setup(tmp_path, ring_name):
     return image, want
 
 
-def test_a_killed_in_place_restore_can_be_run_again(setup, ring_name, capsys):
+@pytest.mark.parametrize("path", sorted(KILLED_MID_COPY))
+def test_a_killed_in_place_restore_can_be_run_again(setup, ring_name, capsys, path):
     image, want = setup
-    _killed_restore(image, ring_name)
+    _killed_restore(image, ring_name, path)
     with pytest.raises(CorruptSegmentError, match="not a pyshm ring"):
         Ring.attach(ring_name)  # no reader takes a half-restored ring for a ring
     info = read_segment_info(f"/dev/shm/{ring_name}")
@@ -76,9 +93,10 @@ def test_a_killed_in_place_restore_can_be_run_again(setup, ring_name, capsys):
         assert p.publish(b"next") == want[-1][0] + 1
 
 
-def test_a_killed_in_place_restore_can_be_removed(setup, ring_name):
+@pytest.mark.parametrize("path", sorted(KILLED_MID_COPY))
+def test_a_killed_in_place_restore_can_be_removed(setup, ring_name, path):
     image, _ = setup
-    _killed_restore(image, ring_name)
+    _killed_restore(image, ring_name, path)
     assert cli_main(["rm", ring_name]) == 0
     assert not os.path.exists(f"/dev/shm/{ring_name}")
 
