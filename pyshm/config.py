@@ -101,6 +101,8 @@ class SnapshotConfig:
     source: str = "replica"
     compress: str = "none"
     on_shutdown: bool = True
+    remote: str | None = None
+    remote_keep: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,27 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class BridgeConfig:
+    """One NATS JetStream bridge run by the supervisor (``pyshm bridge out`` / ``in``).
+
+    ``options`` are the bridge's own settings (window, grace, durable...); ``nats`` the
+    connection (servers, credentials, TLS). Secrets in ``nats`` reach the bridge process
+    on its standard input, never its command line, a log line or a status file."""
+
+    kind: str                       # "out" or "in"
+    ring: str                       # out: the ring published; in: the follower ring built
+    stream: str
+    nats: dict[str, Any] = field(default_factory=dict, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``out:RING->STREAM`` or ``in:STREAM->RING``."""
+        return (f"out:{self.ring}->{self.stream}" if self.kind == "out"
+                else f"in:{self.stream}->{self.ring}")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     state_dir: str
@@ -150,6 +173,8 @@ class Config:
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "<string>"
+    bridges: tuple[BridgeConfig, ...] = ()
+    nats: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def ring(self, name: str) -> RingConfig:
         """The ring configured as ``name`` (KeyError if none)."""
@@ -329,6 +354,39 @@ TOP_KEYS = {
     "rings": "list of rings to create or attach",
     "supervisor": "restart and shutdown policy",
     "metrics": "status refresh and the Prometheus endpoint",
+    "bridges": "NATS JetStream bridges: {out: RING, stream: S} publishes a ring, "
+               "{in: RING, stream: S} builds a follower ring from a stream",
+    "nats": "default NATS connection of bridges and remote snapshots",
+}
+NATS_KEYS = {
+    "servers": "server URL(s): a list, or one string with commas (required)",
+    "creds": "user credentials file (JWT + nkey seed)",
+    "nkey": "nkey seed file",
+    "user": "user name",
+    "password": "password (never logged; prefer a credentials file)",
+    "token": "authentication token (never logged)",
+    "tls_ca": "CA certificate file: connect with TLS",
+    "tls_cert": "client certificate file (mutual TLS)",
+    "tls_key": "client key file (mutual TLS)",
+    "connect_timeout": "seconds per connection attempt (default 5s)",
+}
+BRIDGE_KEYS = {
+    "out": "ring to publish (one of out / in is required)",
+    "in": "follower ring to create or continue from the stream",
+    "stream": "JetStream stream name (required)",
+    "subject": "subject (default pyshm.<ring>; in: needed when a stream carries several)",
+    "nats": "connection of this bridge (default: the top-level nats section)",
+    "replicas": "out: replicas of a stream it creates (default 1)",
+    "window": "out: records in flight (default 4096)",
+    "grace": "out: how long its slot keeps gating after it died (default 30s)",
+    "ack_timeout": "out: resend what stays unacknowledged this long (default 5s)",
+    "start": "out: oldest (default) or latest, for a ring new to the stream",
+    "durable": "in: durable consumer name (default pyshm-in-<ring>)",
+    "capacity": "in: far ring capacity (default: the source's)",
+    "max_record": "in: far ring max record (default: the source's)",
+    "lossless": "in: far ring mode (default: the source's)",
+    "allow_gaps": "in: record sequences missing from the stream as gap records "
+                  "(default false: stop)",
 }
 RING_KEYS = {
     "name": "ring name in /dev/shm, or a path containing '/' (required)",
@@ -356,6 +414,9 @@ SNAPSHOT_KEYS = {
     "source": "replica (default when there is one) or ring",
     "compress": "none (default) or zstd",
     "on_shutdown": "take a final snapshot on a clean stop (default true)",
+    "remote": "nats://HOST:PORT/BUCKET[/PREFIX]: upload every image to this object store "
+              "bucket too (connection settings from the top-level nats section)",
+    "remote_keep": "how many images the bucket keeps (default: keep)",
 }
 SUPERVISOR_KEYS = {
     "restart_delay": "wait before restarting a dead engine (default 0.5s)",
@@ -440,6 +501,8 @@ def _check_ring(ck: _Checker, raw: Any, path: Path, base: str) -> RingConfig | N
                           "replica" if replica else "ring"),
             compress=ck.get(sm, "compress", spath, _choice(COMPRESSIONS), "none"),
             on_shutdown=ck.get(sm, "on_shutdown", spath, _bool, True),
+            remote=ck.get(sm, "remote", spath, _nats_url),
+            remote_keep=ck.get(sm, "remote_keep", spath, _int(1, 100000)),
         )
         if snaps.source == "replica" and replica is None:
             ck.error(spath + ("source",), "source is replica but this ring has no replica "
@@ -469,7 +532,11 @@ def validate(data: Any, source: str = "<string>", lines: dict[Path, int] | None 
 
     rings: list[RingConfig] = []
     raw_rings = top.get("rings")
-    if raw_rings is None:
+    nats = _check_nats(ck, top.get("nats"), ("nats",)) if "nats" in top else {}
+    bridges = _check_bridges(ck, top.get("bridges"), nats) if "bridges" in top else []
+    if raw_rings is None and bridges:
+        raw_rings = None  # a far host may only run bridges in
+    elif raw_rings is None:
         ck.error(("rings",), "required key is missing: declare at least one ring")
     elif not isinstance(raw_rings, list):
         ck.error(("rings",), f"expected a list of rings, got {_kind(raw_rings)}")
@@ -499,7 +566,84 @@ def validate(data: Any, source: str = "<string>", lines: dict[Path, int] | None 
     if ck.problems:
         raise ConfigError(ck.problems)
     return Config(name=name, state_dir=state_dir, log_level=log_level, rings=tuple(rings),
-                  supervisor=sup, metrics=met, source=source)
+                  supervisor=sup, metrics=met, source=source, bridges=tuple(bridges),
+                  nats=nats)
+
+
+def _nats_url(v: Any) -> str:
+    text = _str(v)
+    if not text.startswith("nats://") or len(text.split("/")) < 4 or not text.split("/")[3]:
+        raise ValueError(f"{text!r} is not nats://HOST:PORT/BUCKET[/PREFIX]")
+    return text
+
+
+def _check_nats(ck: _Checker, raw: Any, path: Path) -> dict[str, Any]:
+    m = ck.mapping(raw, path, NATS_KEYS)
+    out: dict[str, Any] = {}
+    servers = m.get("servers")
+    if isinstance(servers, str):
+        servers = [s.strip() for s in servers.split(",") if s.strip()]
+    if not servers or not isinstance(servers, list) or \
+            not all(isinstance(s, str) and s for s in servers):
+        ck.error(path + ("servers",), "expected one or more NATS server URLs "
+                 "(nats://HOST:PORT)")
+    else:
+        out["servers"] = servers
+    for key in ("creds", "nkey", "user", "password", "token", "tls_ca", "tls_cert", "tls_key"):
+        v = ck.get(m, key, path, _str)
+        if v is not None:
+            out[key] = v
+    ct = ck.get(m, "connect_timeout", path, _positive_duration)
+    if ct is not None:
+        out["connect_timeout"] = ct
+    return out
+
+
+def _check_bridges(ck: _Checker, raw: Any, default_nats: dict[str, Any]) -> list[BridgeConfig]:
+    if not isinstance(raw, list):
+        ck.error(("bridges",), f"expected a list of bridges, got {_kind(raw)}")
+        return []
+    out = []
+    for i, item in enumerate(raw):
+        path: Path = ("bridges", i)
+        m = ck.mapping(item, path, BRIDGE_KEYS)
+        if not isinstance(item, dict):
+            continue
+        kinds = [k for k in ("out", "in") if k in m]
+        if len(kinds) != 1:
+            ck.error(path, "give exactly one of out: RING (publish a ring) or in: RING "
+                     "(build a follower ring)")
+            continue
+        kind = kinds[0]
+        ring = ck.get(m, kind, path, _ring_name, required=True)
+        stream = ck.get(m, "stream", path, _str, required=True)
+        if stream is not None and not re.match(r"^[A-Za-z0-9_\-]+$", stream):
+            ck.error(path + ("stream",), f"{stream!r}: a stream name is letters, digits, "
+                     f"'_' and '-'")
+        nats = _check_nats(ck, m["nats"], path + ("nats",)) if "nats" in m else default_nats
+        if not nats.get("servers"):
+            ck.error(path, "no NATS servers: give this bridge a nats section or add a "
+                     "top-level nats section")
+        opts: dict[str, Any] = {}
+        only = {"replicas": "out", "window": "out", "grace": "out", "ack_timeout": "out",
+                "start": "out", "durable": "in", "capacity": "in", "max_record": "in",
+                "lossless": "in", "allow_gaps": "in"}
+        conv: dict[str, Callable[[Any], Any]] = {
+            "subject": _str, "replicas": _int(1, 5), "window": _int(1), "grace":
+            parse_duration, "ack_timeout": _positive_duration, "start":
+            _choice(("oldest", "latest")), "durable": _str, "capacity": parse_size,
+            "max_record": parse_size, "lossless": _bool, "allow_gaps": _bool}
+        for key, fn in conv.items():
+            if key in m and only.get(key, kind) != kind:
+                ck.error(path + (key,), f"{key} is a setting of `{only[key]}` bridges")
+                continue
+            v = ck.get(m, key, path, fn)
+            if v is not None:
+                opts[key] = v
+        if ring is not None and stream is not None:
+            out.append(BridgeConfig(kind=kind, ring=ring, stream=stream, nats=nats,
+                                    options=opts))
+    return out
 
 
 def _check_unique(ck: _Checker, raw_rings: list[Any]) -> None:

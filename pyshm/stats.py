@@ -54,6 +54,20 @@ METRICS: dict[str, tuple[str, str]] = {
     "pyshm_snapshot_failures": ("counter", "Snapshots that failed"),
     "pyshm_snapshot_last_timestamp_seconds": ("gauge", "Unix time of the last snapshot"),
     "pyshm_snapshot_last_duration_seconds": ("gauge", "Duration of the last snapshot"),
+    "pyshm_bridge_up": ("gauge", "1 when the NATS bridge process runs"),
+    "pyshm_bridge_lag_records": ("gauge", "Records the bridge is behind (out: ring "
+                                          "records not yet acknowledged by JetStream; in: "
+                                          "stream messages not yet in the far ring)"),
+    "pyshm_bridge_lag_seconds": ("gauge", "Age of the oldest unacknowledged record (out) "
+                                          "or of the last committed one (in)"),
+    "pyshm_bridge_in_flight": ("gauge", "Records published and not yet acknowledged (out), "
+                                        "or held back for order (in)"),
+    "pyshm_bridge_records": ("counter", "Records acknowledged by JetStream (out) or "
+                                        "committed to the far ring (in)"),
+    "pyshm_bridge_redeliveries": ("counter", "Records sent again (out) or delivered again "
+                                             "by JetStream (in)"),
+    "pyshm_bridge_reconnects": ("counter", "Reconnections to NATS"),
+    "pyshm_bridge_lost": ("counter", "Records the source lost before the bridge read them"),
 }
 
 
@@ -198,9 +212,14 @@ def collect(names: Iterable[str] | None = None, state_dir: str | None = None,
             continue
         for rname, rst in (run.get("rings") or {}).items():
             if rname in rings and isinstance(rst, dict):
-                rings[rname]["engine"] = rst.get("engine")
-                rings[rname]["snapshots"] = rst.get("snapshots")
-                rings[rname]["run"] = run.get("run")
+                if not str(run.get("run", "")).startswith("bridge-"):
+                    rings[rname]["engine"] = rst.get("engine")
+                    rings[rname]["snapshots"] = rst.get("snapshots")
+                    rings[rname]["run"] = run.get("run")
+                # NATS bridges: from pyshm run, or a standalone `pyshm bridge` process
+                bridges = [b for b in rst.get("bridges") or [] if isinstance(b, dict)]
+                if bridges:
+                    rings[rname].setdefault("bridges", []).extend(bridges)
     if previous:
         for n, r in rings.items():
             p = (previous.get("rings") or {}).get(n)
@@ -245,6 +264,16 @@ def _fmt_ns(ns: int) -> str:
     return f"{ns / 1e6:.2f} ms"
 
 
+def _fmt_us(us: Any) -> str:
+    if not isinstance(us, (int, float)):
+        return "-"
+    if us >= 1e6:
+        return f"{us / 1e6:.1f} s"
+    if us >= 1e3:
+        return f"{us / 1e3:.1f} ms"
+    return f"{us:.0f} us"
+
+
 def render(sample: dict[str, Any]) -> str:
     """The text table ``pyshm stats`` prints (one block per ring)."""
     lines = []
@@ -284,6 +313,15 @@ def render(sample: dict[str, Any]) -> str:
                          f"  restarts {eng.get('restarts', 0)}  lag "
                          f"{_fmt_bytes(est.get('lag_bytes'))}B  overruns "
                          f"{est.get('overruns', '-')}")
+        for b in r.get("bridges") or []:
+            arrow = f"-> stream {b.get('stream')}" if b.get("kind") == "out" else \
+                f"<- stream {b.get('stream')}"
+            lines.append(f"  bridge {b.get('kind')} {arrow} pid {b.get('pid', '-')} "
+                         f"{b.get('state', '?')}  lag {b.get('lag_records', '-')} records / "
+                         f"{_fmt_us(b.get('lag_us'))}  in flight {b.get('in_flight', '-')}  "
+                         f"redeliveries {b.get('redeliveries', 0)}  reconnects "
+                         f"{b.get('reconnects', 0)}"
+                         + (f"  lost {b['lost']}" if b.get("lost") else ""))
         snaps = r.get("snapshots")
         if snaps and snaps.get("count"):
             age = time.time() - snaps["last_time"]
@@ -369,6 +407,23 @@ class PyshmCollector:
                     if isinstance(v, (int, float)):
                         fam("pyshm_engine_lag_seconds", ["ring", "engine", "quantile"]
                             ).add_metric(el + [str(q)], v / 1e9)
+            for b in r.get("bridges") or []:
+                bl = [name, str(b.get("kind")), str(b.get("stream"))]
+                labels = ["ring", "kind", "stream"]
+                fam("pyshm_bridge_up", labels).add_metric(
+                    bl, 1 if b.get("state") == "running" else 0)
+                done = b.get("acked") if b.get("kind") == "out" else b.get("committed")
+                for key, metric, scale in (
+                        ("lag_records", "pyshm_bridge_lag_records", 1.0),
+                        ("lag_us", "pyshm_bridge_lag_seconds", 1e-6),
+                        ("in_flight", "pyshm_bridge_in_flight", 1.0),
+                        ("redeliveries", "pyshm_bridge_redeliveries", 1.0),
+                        ("reconnects", "pyshm_bridge_reconnects", 1.0),
+                        ("lost", "pyshm_bridge_lost", 1.0)):
+                    if isinstance(b.get(key), (int, float)):
+                        fam(metric, labels).add_metric(bl, b[key] * scale)
+                if isinstance(done, (int, float)):
+                    fam("pyshm_bridge_records", labels).add_metric(bl, done)
             snaps = r.get("snapshots")
             if isinstance(snaps, dict):
                 fam("pyshm_snapshots", ["ring"]).add_metric(lbl, snaps.get("count", 0))

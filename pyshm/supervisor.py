@@ -341,6 +341,8 @@ class SnapshotSchedule:
                        else ring.name)
         self.count = 0
         self.failures = 0
+        self.remote_count = 0
+        self.remote_failures = 0
         self.skipped = 0
         self.skipped_streak = 0
         self._last_fingerprint: tuple[int, ...] | None = None
@@ -445,7 +447,39 @@ class SnapshotSchedule:
                     "ring %s: %ssnapshot %s in %.3f s", self.ring.name,
                     "final " if final else "", path, dt)
             self.prune()
+            if self.cfg.remote:
+                self.upload(path)
             return path
+
+    def upload(self, path: str) -> None:
+        """Copy an image to the remote bucket (nats://) and keep its newest remote_keep;
+        a failure is counted and logged, the local image stays."""
+        from .bridge import objstore
+
+        t = objstore.parse_url(self.cfg.remote or "", need_name=False)
+        if self.sup.cfg.nats:
+            opts = objstore.NatsOptions.from_mapping({**self.sup.cfg.nats,
+                                                      "servers": t.options.servers})
+            t = objstore.RemoteTarget(opts, t.bucket, t.name)
+        prefix = t.name.rstrip("/") or os.path.basename(self.ring.name)
+        base = os.path.basename(path)
+        name = f"{prefix}-{time.time_ns():020d}-{base}"
+        keep = self.cfg.remote_keep or self.cfg.keep
+        try:
+            from .images.format import ImageReader
+
+            with ImageReader(path) as r:
+                headers = objstore._summary(r.header)
+            objstore.upload_file(path, objstore.RemoteTarget(t.options, t.bucket, name),
+                                 headers=headers)
+            names = [d["name"] for d in objstore.list_images_at(t, prefix + "-")]
+            if len(names) > keep:
+                objstore.delete_at(t, names[:len(names) - keep])
+            self.remote_count += 1
+        except (PyshmError, OSError) as exc:
+            self.remote_failures += 1
+            log.error("ring %s: upload of %s to %s failed: %s", self.ring.name, base,
+                      objstore.redact(self.cfg.remote or ""), exc)
 
     def prune(self) -> None:
         """Delete this ring's oldest images beyond ``keep`` (never other files)."""
@@ -462,15 +496,120 @@ class SnapshotSchedule:
 
     def status(self) -> dict[str, Any]:
         """Counts, last image, last error: what the status file shows."""
+        from .bridge.connect import redact
+
         return {"source": self.source, "directory": self.cfg.directory, "count": self.count,
                 "failures": self.failures, "skipped_unchanged": self.skipped,
                 "last_time": self.last_time,
                 "last_duration_s": self.last_duration, "last_path": self.last_path,
-                "last_error": self.last_error}
+                "last_error": self.last_error,
+                "remote": redact(self.cfg.remote) if self.cfg.remote else None,
+                "remote_count": self.remote_count, "remote_failures": self.remote_failures}
 
 
 # ----------------------------------------------------------------------------------
 # The supervisor
+
+
+class BridgeChild:
+    """One NATS bridge process (``python -m pyshm.bridge.child``): its spec, secrets
+    included, goes in on stdin; its statistics come back as JSON lines. A bridge that
+    dies is restarted (``bridge out`` resumes from its guard's slot, ``bridge in`` after
+    the far ring's last record), within the supervisor's restart budget."""
+
+    def __init__(self, sup: Supervisor, bc: Any):
+        self.sup = sup
+        self.bc = bc
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.state = "starting"
+        self.restarts = 0
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.next_start = 0.0
+        self.stats: dict[str, Any] = {}
+        self.last_exit: int | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start (or restart) the bridge process."""
+        spec = {"kind": self.bc.kind, "ring": self.bc.ring, "stream": self.bc.stream,
+                "nats": self.bc.nats, "options": self.bc.options,
+                "status_interval": self.sup.cfg.metrics.status_interval,
+                "log_level": self.sup.log_level}
+        self.proc = subprocess.Popen([sys.executable, "-m", "pyshm.bridge.child"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     cwd=self.sup.cfg.state_dir, close_fds=True)
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(spec) + "\n").encode())
+            self.proc.stdin.close()
+        except OSError:
+            pass  # it died at once: check() sees it
+        self.state = "running"
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True,
+                         name=f"bridge-{self.bc.label}").start()
+        log.info("bridge %s started (pid %d)", self.bc.label, self.proc.pid)
+
+    def _read(self, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for line in stream:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and isinstance(msg.get("stats"), dict):
+                with self._lock:
+                    self.stats = msg["stats"]
+        stream.close()
+
+    def check(self, now: float) -> None:
+        """Restart a dead bridge after restart_delay, within the restart budget."""
+        if self.state == "running" and self.proc is not None:
+            rc = self.proc.poll()
+            if rc is None:
+                return
+            self.last_exit = rc
+            window = self.sup.cfg.supervisor.restart_window
+            while self.restart_times and now - self.restart_times[0] > window:
+                self.restart_times.popleft()
+            if len(self.restart_times) >= self.sup.cfg.supervisor.max_restarts:
+                self.state = "failed"
+                log.error("bridge %s (pid %d) exited with %s; %d restarts in %.0f s, "
+                          "giving up", self.bc.label, self.proc.pid, rc,
+                          len(self.restart_times), window)
+                return
+            self.state = "restarting"
+            self.next_start = now + self.sup.cfg.supervisor.restart_delay
+            log.warning("bridge %s (pid %d) exited with %s; restarting", self.bc.label,
+                        self.proc.pid, rc)
+        if self.state == "restarting" and now >= self.next_start:
+            self.restart_times.append(now)
+            self.restarts += 1
+            self.start()
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM (the bridge flushes what is in flight), SIGKILL after ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.state = "stopped"
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout + 10)
+        except subprocess.TimeoutExpired:
+            log.error("bridge %s (pid %d) did not stop in time; killing it", self.bc.label,
+                      self.proc.pid)
+            self.proc.kill()
+            self.proc.wait(5)
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        """Statistics as `pyshm stats` shows them (no secret: servers are redacted)."""
+        with self._lock:
+            st = dict(self.stats)
+        st.update(kind=self.bc.kind, ring=self.bc.ring, stream=self.bc.stream,
+                  pid=self.proc.pid if self.proc else None, state=self.state,
+                  restarts=self.restarts, last_exit=self.last_exit)
+        return st
 
 
 class Supervisor:
@@ -484,6 +623,7 @@ class Supervisor:
         self.log_level = log_level or cfg.log_level
         self.stopping = threading.Event()
         self.engines: dict[str, EngineChild] = {}
+        self.bridges: list[BridgeChild] = []
         self.snapshots: dict[str, SnapshotSchedule] = {}
         self.rings: dict[str, Any] = {}
         self.started = time.time()
@@ -602,6 +742,9 @@ class Supervisor:
             raise
         for child in self.engines.values():
             child.start()
+        for bc in self.cfg.bridges:
+            self.bridges.append(BridgeChild(self, bc))
+            self.bridges[-1].start()
         for sched in self.snapshots.values():
             sched.start()
         if self.cfg.metrics.listen:
@@ -628,6 +771,8 @@ class Supervisor:
             if rc.name in self.snapshots:
                 entry["snapshots"] = self.snapshots[rc.name].status()
             rings[rc.name] = entry
+        for b in self.bridges:
+            rings.setdefault(b.bc.ring, {}).setdefault("bridges", []).append(b.status())
         return {"run": self.cfg.name, "pid": os.getpid(), "config": self.cfg.source,
                 "started": self.started, "updated": time.time(),
                 "state": "stopping" if self.stopping.is_set() else "running",
@@ -658,6 +803,10 @@ class Supervisor:
                 child.check(now)
                 if child.state == "failed":
                     self.failed = True
+            for bridge in self.bridges:
+                bridge.check(now)
+                if bridge.state == "failed":
+                    self.failed = True
             if self.failed:
                 log.error("an engine could not be kept running; stopping")
                 break
@@ -672,6 +821,8 @@ class Supervisor:
         """
         self.stopping.set()
         timeout = self.cfg.supervisor.shutdown_timeout
+        for bridge in self.bridges:
+            bridge.stop(timeout)
         for child in self.engines.values():
             child.stop(timeout)
         for sched in self.snapshots.values():

@@ -48,7 +48,10 @@ def write_status(state_dir, ring_name):
                          "stats": {"lag_bytes": 128, "overruns": 1, "errors": 0,
                                    "lag_percentiles_ns": {"0.5": 1000, "0.99": 5000}}},
               "snapshots": {"count": 3, "failures": 0, "last_time": time.time() - 1,
-                            "last_duration_s": 0.01, "last_path": "/x/img"}}}}
+                            "last_duration_s": 0.01, "last_path": "/x/img"},
+              "bridges": [{"kind": "out", "stream": "MD", "state": "running", "acked": 90,
+                           "lag_records": 10, "lag_us": 250.0, "in_flight": 4,
+                           "redeliveries": 1, "reconnects": 2, "lost": 0}]}}}
     with open(os.path.join(state_dir, "t.status.json"), "w") as f:
         json.dump(st, f)
 
@@ -167,6 +170,8 @@ def test_metrics_endpoint_serves_documented_names(tmp_path, ring):
     assert value("pyshm_consumer_lag_bytes", ring=ring, slot="0") == 3072
     assert value("pyshm_consumer_alive", ring=ring, slot="1") == 0
     assert value("pyshm_engine_restarts", ring=ring) == 2
+    assert value("pyshm_bridge_lag_records", ring=ring, kind="out") == 10
+    assert value("pyshm_bridge_lag_seconds", ring=ring, kind="out") == pytest.approx(250e-6)
     assert value("pyshm_engine_lag_seconds", ring=ring, quantile="0.99") == pytest.approx(5e-6)
     assert value("pyshm_ring_replication_lag_seconds", ring=ring, quantile="0.99") == \
         pytest.approx(15e-6)

@@ -238,7 +238,11 @@ def inspect(url: str, **kw: Any) -> dict[str, Any]:
 def list_images(url: str, prefix: str | None = None) -> list[dict[str, Any]]:
     """Objects of the bucket (name, size, summary headers), oldest name first."""
     t = parse_url(url, need_name=False)
-    pre = t.name if prefix is None else prefix
+    return list_images_at(t, t.name if prefix is None else prefix)
+
+
+def list_images_at(t: RemoteTarget, pre: str) -> list[dict[str, Any]]:
+    """Objects of ``t``'s bucket whose names start with ``pre``, by name."""
 
     async def go() -> list[dict[str, Any]]:
         from nats.js.errors import NotFoundError
@@ -258,8 +262,12 @@ def list_images(url: str, prefix: str | None = None) -> list[dict[str, Any]]:
 
 
 def delete(url: str, names: list[str]) -> None:
-    t = parse_url(url, need_name=False)
+    """Delete objects ``names`` of the URL's bucket."""
+    delete_at(parse_url(url, need_name=False), names)
 
+
+def delete_at(t: RemoteTarget, names: list[str]) -> None:
+    """Delete objects ``names`` of ``t``'s bucket."""
     async def go() -> None:
         nc, obs = await _store(t, create=False)
         try:
