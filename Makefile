@@ -78,7 +78,7 @@ ASAN_TESTS ?= tests/test_ring.py tests/test_ring_mp.py tests/test_cpu_engine.py 
   tests/test_replica.py tests/test_snapshot.py tests/test_restore.py tests/test_repair.py \
   tests/test_fuzz.py tests/test_fault_inject.py tests/test_follower.py tests/test_crc32c.py \
   tests/test_state_region.py tests/test_crc_table.py tests/test_ring_fast.py \
-  tests/test_ring_robust.py
+  tests/test_ring_robust.py tests/test_ring_block.py
 
 test-asan:
 	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
@@ -89,7 +89,7 @@ test-asan:
 	nm -D $(ASAN_VENV)/lib/python3*/site-packages/pyshm/_ring_fast*.so | grep -q __asan
 	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 PYSHM_TEST_BLOCK_TOTAL=200000 \
 	  $(ASAN_VENV)/bin/pytest -p no:cacheprovider $(ASAN_TESTS)
 
 # the RTL throughput bench needs the simulators of install-test

@@ -38,6 +38,8 @@ ffibuilder.cdef("""
 #define PYSHM_WAIT_YIELD ...
 #define PYSHM_WAIT_SLEEP ...
 #define PYSHM_WAIT_BLOCK ...
+#define PYSHM_WAKE_FENCE ...
+#define PYSHM_WAKE_MEMBARRIER ...
 #define PYSHM_WALK_E_PARAM ...
 #define PYSHM_WALK_E_STRAY ...
 #define PYSHM_WALK_E_PADDING ...
@@ -58,6 +60,7 @@ typedef struct {
     int64_t last_error_pos;
     int32_t last_error_field;
     uint32_t wake_mode;
+    uint64_t wakes;
     ...;
 } pyshm_producer_t;
 
@@ -80,6 +83,7 @@ typedef struct {
     int64_t last_error_pos;
     int32_t last_error_field;
     uint64_t meta[4];
+    uint64_t sleeps;
     ...;
 } pyshm_consumer_t;
 
@@ -114,6 +118,7 @@ int pyshm_still_valid(const pyshm_consumer_t *c);
 void pyshm_consumer_touch(pyshm_consumer_t *c);
 int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room);
 int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper);
+void pyshm_wake_force_fence(int on);
 
 typedef struct {
     uint64_t pos;
@@ -149,7 +154,7 @@ void pyshm_crc32c_force_portable(int on);
 
 ffibuilder.set_source(
     "pyshm._ring_c",
-    '#include "ring.h"\n#include "crc32c.h"\n#include "walk.h"\n',
+    '#include "layout.h"\n#include "ring.h"\n#include "crc32c.h"\n#include "walk.h"\n',
     sources=[os.path.relpath(os.path.join(HERE, "ring.c")),
              os.path.relpath(os.path.join(HERE, "crc32c.c")),
              os.path.relpath(os.path.join(HERE, "walk.c"))],

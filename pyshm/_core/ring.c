@@ -361,10 +361,20 @@ static int reconcile_sequence(pyshm_producer_t *p)
  * tail store is followed by the wake check. Acknowledge it in wake_ack with the barrier
  * mode used, then reset the sleepers word so that every sleeper registers again under
  * that mode (one that registered before, trusting nobody, used only a fence). */
+static int wake_force_fence;
+
+void pyshm_wake_force_fence(int on)
+{
+    __atomic_store_n(&wake_force_fence, on != 0, __ATOMIC_RELAXED);
+}
+
 static void wake_enable(pyshm_producer_t *p)
 {
     pyshm_header_t *h = H(p->hdr);
-    uint32_t mode = membarrier_register() ? PYSHM_WAKE_MEMBARRIER : PYSHM_WAKE_FENCE;
+    uint32_t mode = !__atomic_load_n(&wake_force_fence, __ATOMIC_RELAXED) &&
+                            membarrier_register()
+                        ? PYSHM_WAKE_MEMBARRIER
+                        : PYSHM_WAKE_FENCE;
     p->wake_mode = mode;
     p->wake_idle = 0;
     pyshm_store_release(&h->tail.wake_ack, ((uint64_t)mode << 32) | (uint32_t)getpid());
@@ -490,6 +500,7 @@ static void wake_check(pyshm_producer_t *p)
         pyshm_compiler_barrier();
     if (pyshm_load_relaxed(&h->tail.sleepers) == 0) return;
     pyshm_fetch_add_seq_cst(&h->tail.wake_seq, 1u);
+    p->wakes++;
     if (futex_wake_all(&h->tail.wake_seq) > 0) {
         p->wake_idle = 0;
     } else if (++p->wake_idle >= WAKE_IDLE_RESET) {
@@ -917,6 +928,7 @@ static int64_t block_sleep(pyshm_consumer_t *c, int64_t deadline, poll_fn poll, 
                 if (unacked_ns < BLOCK_UNACKED_MAX_NS) unacked_ns *= 2;
             }
         }
+        c->sleeps++;
         long r = futex_wait_ns(&h->tail.wake_seq, seen, ns);
         if (r != 0) {
             if (errno == EINTR) break; /* let the caller run signal handlers */

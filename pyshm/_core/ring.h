@@ -62,6 +62,7 @@ typedef struct {
     uint32_t wake_mode;      /* 0 until the header's FLAG_WAKE is seen, then the
                               * PYSHM_WAKE_* this producer acknowledged in wake_ack */
     uint32_t wake_idle;      /* wakes in a row that found nobody in the futex */
+    uint64_t wakes;          /* FUTEX_WAKE calls made (statistics, tests) */
 } pyshm_producer_t;
 
 /* mean number of publishes between two lag probes the producer offers (the engine must
@@ -94,6 +95,7 @@ typedef struct {
     int32_t last_error_field; /* PYSHM_FIELD_*: which value was invalid */
     uint32_t need_len;       /* payload length of a record that did not fit the buffer
                               * given to pyshm_read_into (it returned 2) */
+    uint64_t sleeps;         /* FUTEX_WAITs entered by `block` waits (statistics, tests) */
     /* the last record again, as four 8-byte words {payload length, type, sequence,
      * position}: Python reads them through a memoryview of this struct, which costs a
      * third of a cffi field access per value (the hot read path reads all four) */
@@ -144,6 +146,9 @@ int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room);
  * the bit this waiter registers in the sleepers word for PYSHM_WAIT_BLOCK (0: the
  * consumer's own slot bit; PYSHM_SLEEPER_WAKER_SHIFT: its asyncio waker's). */
 int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper);
+/* producers opened after this call in this process use the fence mode of the wake check
+ * even where membarrier is available (tests of the fallback, measurements) */
+void pyshm_wake_force_fence(int on);
 
 /* Quiescent walk (pyshm_walk): validates records reading headers only. error codes: */
 #define PYSHM_WALK_E_PARAM 1     /* bad walk arguments (alignment, psize, window) */
