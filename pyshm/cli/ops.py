@@ -66,6 +66,10 @@ def register(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--workdir", help="directory for images and logs (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep rings, replica and images")
+    p.add_argument("--far", action="store_true",
+                   help="instead: a far ring fed over a local NATS JetStream server, both "
+                        "bridges killed with SIGKILL midway, verified and promoted (needs "
+                        "the nats extra; about 15 s)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(
@@ -128,6 +132,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+
+    if args.far:
+        from ..bridge.demo import run_far_demo
+
+        far = run_far_demo(duration=args.duration or 6.0, rate=args.rate or 20_000.0,
+                           quiet=args.quiet, workdir=args.workdir)
+        if args.json:
+            print(json.dumps(far, indent=2))
+        return 0 if far.get("verified") else 1
 
     summary = run_demo(config=args.config, duration=args.duration, rate=args.rate,
                        instruments=args.instruments, workdir=args.workdir, keep=args.keep,
