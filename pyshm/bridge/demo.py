@@ -134,8 +134,8 @@ def run_far_demo(duration: float = 6.0, rate: float = 20_000.0, quiet: bool = Fa
         from .follower import promote
 
         nxt = promote(far)
-        with Ring(far) as f, f.producer() as p:
-            after = p.publish(b"after failover", type=2)
+        with Ring(far) as f, f.producer() as prod:
+            after = prod.publish(b"after failover", type=2)
         summary = {"verified": exact and origin_ok and after == nxt, "ticks": total,
                    "far_records": len(b), "compared_with_source": len(a),
                    "seconds": round(time.monotonic() - t0, 1), "promoted_next": nxt}
