@@ -30,6 +30,7 @@ ring_fast = Extension(
 setup(
     cffi_modules=[
         "pyshm/_core/build_ring.py:ffibuilder",  # -> pyshm._ring_c
+        "pyshm/_core/build_guard.py:ffibuilder",  # -> pyshm._guard_c
         "fallback/build_engine.py:ffibuilder",   # -> pyshm.fallback._engine_c
         "pyshm/state/_core/build_state.py:ffibuilder",  # -> pyshm.state._state_c
     ],

@@ -212,6 +212,8 @@ class CpuEngine(Engine):
     def _check(self, rc: int, what: str) -> None:
         if rc == 0:
             return
+        for seg in (self._ring_seg, self._rep_seg):
+            seg.check_intact()  # a file truncated under the engine (pyshm.guard)
         msg = ffi.string(lib.pyshm_engine_strerror(rc)).decode()
         where = f"cpu engine {what} ({self._ring_seg.name} -> {self._rep_seg.name})"
         if rc == lib.PYSHM_ETIMEDOUT:

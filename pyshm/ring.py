@@ -101,7 +101,9 @@ def _field_message(field: int, value: int) -> str | None:
     return None
 
 
-def _raise(rc: int, where: str, pos: int = -1, field: int = 0) -> None:
+def _raise(rc: int, where: str, pos: int = -1, field: int = 0, seg: Any = None) -> None:
+    if seg is not None:
+        seg.check_intact()  # a truncated file (pyshm.guard) explains any error below
     if pos < 0 and field:
         pos &= (1 << 64) - 1  # the C side keeps a uint64 value in an int64 field
     at = f" at position {pos}" if pos >= 0 else ""
@@ -549,6 +551,53 @@ class Ring:
                 f"next_seq={self.next_sequence}>")
 
 
+def _sequence_at(ring: Ring, c: Any) -> int | None:
+    """The sequence of the first record at or after consumer ``c``'s position (committed
+    or still to come), or None when the bytes it was read from were overwritten while
+    they were read (the seqlock check failed) or cannot be walked."""
+    hdr, cap, psize = ring._h(), ring.capacity, ring.partition_size
+    mr, pos = ring.max_record, int(c.pos)
+    tail = int(lib.pyshm_get_counter(hdr, _C_TAIL))
+    if pos > tail or pos % layout.RECORD_ALIGN:
+        return None
+    buf = ffi.from_buffer(ring.data)
+    w = ffi.new("pyshm_walk_t *")
+    read_from = pos
+    seq: int | None = None
+    # the first record at or after pos below tail (padding skipped), one record a call
+    w.pos = pos
+    while w.count == 0 and w.pos < tail:
+        if lib.pyshm_walk(w, buf, cap, 0, cap - 1, tail, w.pos + 1, psize, mr) != 0:
+            return None
+    if w.count:
+        seq = int(w.first_seq)
+    else:
+        # nothing committed at or after pos yet: the next record will follow the last
+        # one below pos; partitions start with a record, so walk back one at a time
+        oldest = layout.oldest_boundary(int(lib.pyshm_get_counter(hdr, _C_INTENT)), cap,
+                                        psize)
+        end = pos
+        while end > oldest and seq is None:
+            start = max(oldest, (end - 1) // psize * psize)
+            w = ffi.new("pyshm_walk_t *")
+            w.pos = start
+            if lib.pyshm_walk(w, buf, cap, 0, cap - 1, end, end, psize, mr) != 0:
+                return None
+            if w.count:
+                seq = int(w.last_seq) + 1
+            read_from, end = start, start
+        if seq is None:
+            # no record below pos in the readable window. Only a ring nothing was ever
+            # published to has an exact answer: the header's next sequence (a follower's
+            # first sequence comes from its source, so it has none)
+            if tail or int(lib.pyshm_get_counter(hdr, _C_INTENT)) \
+                    or ring.flags & layout.FLAG_FOLLOWER:
+                return None
+            seq = int(lib.pyshm_get_counter(hdr, _C_NEXT_SEQ))
+    c.msg_pos = read_from
+    return seq if lib.pyshm_still_valid(c) else None
+
+
 def _closed(*args: Any, **kw: Any) -> Any:
     raise ClosedError("this producer/consumer is closed")
 
@@ -693,7 +742,12 @@ class Producer:
     def _retry(self, rc: int, timeout: float, again: Any, size: int = 0) -> int:
         if rc != FULL:
             _raise(rc, f"ring {self.ring.name!r} publish of {size} bytes",
-                   self._p.last_error_pos, self._p.last_error_field)
+                   self._p.last_error_pos, self._p.last_error_field, seg=self.ring._seg)
+        # FULL is the slow path: a file truncated under this process (pyshm.guard closes
+        # the gate of its poisoned mapping) is reported here, not as a full ring
+        seg = self.ring._seg
+        if seg is not None:
+            seg.check_intact()
         now = time.monotonic()
         deadline = now + timeout
         while True:
@@ -952,24 +1006,50 @@ class Consumer:
             self._release_slot()
             _raise(rc, f"ring {ring.name!r} consumer", self._c.last_error_pos,
                    self._c.last_error_field)
+        flags = layout.SLOT_ACTIVE | (layout.SLOT_GATING if gating else 0)
         if self._slot >= 0:
-            flags = layout.SLOT_ACTIVE | (layout.SLOT_GATING if gating else 0)
             lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
+        if whence != 2:
+            self._count_from_registration(whence, flags)
         self._data = ring.data
         self._where = f"ring {ring.name!r} consumer"
         # The hot calls are C (pyshm._ring_fast), bound once. The error callback closes
         # over the struct, not over self: no reference cycle keeps the mapping's export.
-        c, where = self._c, self._where
+        c, where, seg = self._c, self._where, ring._seg
 
         def on_error(rc: int) -> None:
-            _raise(rc, where, c.last_error_pos, c.last_error_field)
+            # seg: a file truncated under this process (pyshm.guard) names the cause
+            _raise(rc, where, c.last_error_pos, c.last_error_field, seg=seg)
         self._fast = _Reader(_address(self._c), self._c, self._data, on_error)
         self.read = self._fast.read  # type: ignore[method-assign]
         self.read_copy = self._fast.read_copy  # type: ignore[method-assign]
         self.read_into = self._fast.read_into  # type: ignore[method-assign]
 
+    def _count_from_registration(self, whence: int, flags: int) -> None:
+        """Fix the sequence ``lost`` counts from at registration: the sequence of the
+        first record at or after this consumer's position, whether it is committed yet
+        or not. Without it a consumer lapped before its first read (registered on an
+        empty ring, say) took the first record it met as its start and reported lost=0.
+
+        Exact or nothing: the bytes read are proven intact by the reader's seqlock check
+        (``pyshm_still_valid``); when the producer laps the registration itself, the
+        consumer seeks again (a few times) and otherwise keeps the older rule (count
+        from the first record met), never a guess that could be too high."""
+        c, ring = self._c, self.ring
+        for _ in range(4):
+            seq = _sequence_at(ring, c)
+            if seq is not None:
+                c.expect = c.start_seq = seq
+                c.have_expect = 1
+                return
+            if lib.pyshm_consumer_seek(c, whence, 0) < 0:
+                return
+            if self._slot >= 0:
+                lib.pyshm_slot_activate(self._hdr, self._slot, c.pos, flags, time.time_ns())
+
     def _err(self, rc: int) -> None:
-        _raise(rc, self._where, self._c.last_error_pos, self._c.last_error_field)
+        _raise(rc, self._where, self._c.last_error_pos, self._c.last_error_field,
+               seg=self.ring._seg)
 
     def _claim_slot(self) -> int:
         buf = ffi.new("int64_t[4]")
@@ -1005,15 +1085,18 @@ class Consumer:
         """Records this consumer never returned, exactly: every sequence from
         ``start_sequence`` to the last one read was either returned or counted here
         (gaps from overruns, and records ``read_copy`` found overwritten while copying).
-        Records before ``start_sequence`` are not counted, even when the first read
-        already finds the ring lapped."""
+        ``start_sequence`` is fixed at registration, so a consumer lapped before its
+        first read counts what it missed too."""
         return int(self._c.lost)
 
     @property
     def start_sequence(self) -> int | None:
         """The first sequence ``lost`` accounts from: the sequence asked for with
-        ``start=<int>``, else the first record this consumer met (returned, or lost by
-        ``read_copy``); None before that."""
+        ``start=<int>``; else the sequence of the first record at or after the position
+        the consumer registered at ("oldest": the oldest record then readable;
+        "latest": the next one to be published). In the rare case the producer laps
+        the registration itself (several times running), or on a follower ring nothing
+        was published to yet, it is the first record this consumer meets; None before."""
         return int(self._c.start_seq) if self._c.have_expect else None
 
     @property
@@ -1095,7 +1178,8 @@ class Consumer:
                                          ffi.cast("int32_t *", types),
                                          ffi.cast("uint64_t *", seqs), max_records))
             if n < 0:
-                _raise(n, self._where, self._c.last_error_pos, self._c.last_error_field)
+                _raise(n, self._where, self._c.last_error_pos, self._c.last_error_field,
+                       seg=self.ring._seg)
             left = deadline - time.monotonic()
             if n or timeout == 0.0 or left <= 0:
                 break

@@ -19,6 +19,7 @@ import re
 import stat
 from typing import Any
 
+from . import guard
 from .errors import (
     ClosedError,
     CorruptSegmentError,
@@ -28,6 +29,7 @@ from .errors import (
     PermissionDeniedError,
     RingExistsError,
     RingNotFoundError,
+    SegmentTruncatedError,
 )
 
 SHM_DIR = "/dev/shm"
@@ -98,6 +100,7 @@ class Segment:
                  device: str | os.PathLike[str] | None = None):
         self._fd = -1
         self._mmap: mmap.mmap | None = None
+        self._guard = -1
         self.path = resolve_path(name)
         self.name = display_name(self.path)
         self.readonly = readonly
@@ -176,6 +179,29 @@ class Segment:
         except OSError as exc:
             raise access_error(self.path, exc, "map") from None
         self.size = actual
+        # a truncated file must not kill this process with SIGBUS (pyshm.guard)
+        self._guard = guard.register(self._mmap, readonly)
+
+    @property
+    def truncated(self) -> bool:
+        """True once an access found the file shorter than this mapping (SIGBUS caught
+        by pyshm.guard; the mapping now holds poisoned private pages)."""
+        return guard.faulted(self._guard)
+
+    def check_intact(self) -> None:
+        """Raise :class:`SegmentTruncatedError` if the file was truncated under this
+        mapping. Error paths call it, so the error names the cause."""
+        if not self.truncated:
+            return
+        try:
+            now = f"{os.stat(self.path).st_size} bytes"
+        except OSError:
+            now = "removed"
+        raise SegmentTruncatedError(
+            f"segment {self.name!r}: its file {self.path} was truncated while mapped "
+            f"here (mapped {self.size} bytes, the file is now {now}); this process "
+            f"stopped using it instead of dying with SIGBUS. Recreate or restore the "
+            f"ring, then reattach")
 
     def _create_in_device(self, device: str, size: int | None, exist_ok: bool) -> None:
         from . import udmabuf
@@ -267,6 +293,8 @@ class Segment:
 
     def close(self) -> None:
         """Unmap and close; safe to call twice and after a failed constructor."""
+        guard.unregister(self._guard)  # before unmapping: the range may be reused
+        self._guard = -1
         if self._mmap is not None:
             try:
                 self._mmap.close()

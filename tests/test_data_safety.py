@@ -308,3 +308,51 @@ def test_snapshot_retention_keeps_other_rings_images(tmp_path):
     sched.prune()
     assert other.exists(), "pruning ring md deleted an image of ring md-2"
     assert [m.exists() for m in mine] == [False, False, True]
+
+
+# ------------------------------------------------------------------ loss accounting
+
+def test_a_consumer_lapped_before_its_first_read_counts_the_loss(ring_name):
+    with Ring.create(ring_name, CAP) as r:
+        oldest = r.consumer()            # registered on an empty ring
+        latest = r.consumer("latest")
+        assert oldest.start_sequence == latest.start_sequence == 0
+        p = r.producer()
+        for _ in range(2000):            # laps both many times before they read
+            p.publish(b"x" * 100)
+        for c in (oldest, latest):
+            got = [m.sequence for m in c]
+            assert got[0] > 0 and got == list(range(got[0], 2000))
+            assert c.lost == got[0], "records lost before the first read went uncounted"
+            assert c.lost + len(got) == 2000 and c.laps >= 1
+
+
+def test_registration_on_a_busy_ring_counts_nothing_it_did_not_miss(ring_name):
+    with Ring.create(ring_name, CAP) as r:
+        p = r.producer()
+        for _ in range(500):
+            p.publish(b"y" * 100)
+        oldest, latest = r.consumer(), r.consumer("latest")
+        assert latest.start_sequence == 500
+        first = oldest.start_sequence
+        assert first is not None and 0 < first < 500
+        for _ in range(10):
+            p.publish(b"z")
+        assert [m.sequence for m in latest] == list(range(500, 510)) and latest.lost == 0
+        assert [m.sequence for m in oldest] == list(range(first, 510)) and oldest.lost == 0
+
+
+def test_latest_is_exact_when_the_header_sequence_lags(ring_name):
+    # a producer killed between storing tail and next_sequence leaves the header one
+    # behind: the registration baseline comes from the records, not from that word
+    with Ring.create(ring_name, CAP) as r:
+        p = r.producer()
+        for _ in range(5):
+            p.publish(b"q")
+        p.close()
+        r.segment.buf[0x200:0x208] = (4).to_bytes(8, "little")  # one behind
+        c = r.consumer("latest")
+        assert c.start_sequence == 5
+        p = r.producer()
+        assert p.publish(b"next") == 5
+        assert [m.sequence for m in c] == [5] and c.lost == 0

@@ -64,6 +64,12 @@ class _Source:
             self._u64 = np.frombuffer(seg.mmap, dtype="<u8", count=layout.HEADER_SIZE // 8)
             self.data = np.frombuffer(seg.mmap, dtype=np.uint8, count=self.params.capacity,
                                       offset=layout.OFF_DATA)
+        except CorruptSegmentError:
+            try:
+                seg.check_intact()  # truncated under this process (pyshm.guard)?
+            finally:
+                self.close()
+            raise
         except BaseException:
             self.close()
             raise
@@ -197,15 +203,19 @@ def capture(source: Any, *, engine: Any = None, retries: int = DEFAULT_RETRIES,
     allocation; the returned capture points into it).
     """
     with _Source(source) as src:
-        if engine is not None and src.params.is_replica:
-            if hasattr(engine, "sync"):
-                engine.sync(sync_timeout)
-            engine.pause()
-            try:
-                return _capture(src, retries, buffer, _after_copy)
-            finally:
-                engine.resume()
-        return _capture(src, retries, buffer, _after_copy)
+        try:
+            if engine is not None and src.params.is_replica:
+                if hasattr(engine, "sync"):
+                    engine.sync(sync_timeout)
+                engine.pause()
+                try:
+                    return _capture(src, retries, buffer, _after_copy)
+                finally:
+                    engine.resume()
+            return _capture(src, retries, buffer, _after_copy)
+        except (CorruptSegmentError, SnapshotError):
+            src.segment.check_intact()  # a file truncated under the copy (pyshm.guard)
+            raise
 
 
 def _capture(src: _Source, retries: int, buffer: np.ndarray | None,
