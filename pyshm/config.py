@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -724,7 +725,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a configuration file."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        # non-blocking open: a FIFO given by mistake is refused instead of waited on
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError([f"{path}: not a regular file (a configuration is a "
+                                   f"YAML file)"])
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        with open(fd, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
         raise ConfigError([f"{path}: configuration file not found"]) from None

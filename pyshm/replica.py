@@ -452,10 +452,15 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
     sequences continue from the replica's ``next_sequence`` header (the engine's value:
     no record is left to derive it from). ``Promotion.tail`` reports the new tail.
     """
+    from .lock import SegmentLock
+
     rep = target if isinstance(target, Replica) else Replica.open(target)
+    lock = None
     try:
         if rep.segment.readonly:
             raise InvalidParameterError(f"replica {rep.name} is open read-only")
+        # an engine still writing the replica would keep writing into the new primary
+        lock = SegmentLock.acquire(rep.segment, "promote")
         p = rep.params
         tail, intent = rep.tail, rep.tail_intent
         if tail % L.RECORD_ALIGN or intent < tail or intent >= _POS_LIMIT:
@@ -496,5 +501,7 @@ def promote(target: str | os.PathLike[str] | Replica) -> Promotion:
         rep.segment.mmap.flush()
         return Promotion(tail, next_seq, padded)
     finally:
+        if lock is not None:
+            lock.release()
         if not isinstance(target, Replica):
             rep.close()

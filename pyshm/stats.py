@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterable, Iterator
@@ -176,7 +177,14 @@ def read_status_files(state_dir: str) -> list[dict[str, Any]]:
         return []
     for n in names:
         try:
-            with open(os.path.join(state_dir, n), encoding="utf-8") as f:
+            fd = os.open(os.path.join(state_dir, n), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO must not hang `stats`
+                os.close(fd)
+                continue
+            with open(fd, encoding="utf-8") as f:
                 st = json.load(f)
         except (OSError, ValueError):
             continue

@@ -356,3 +356,30 @@ def test_latest_is_exact_when_the_header_sequence_lags(ring_name):
         p = r.producer()
         assert p.publish(b"next") == 5
         assert [m.sequence for m in c] == [5] and c.lost == 0
+
+
+def test_a_replica_is_not_promoted_under_its_engine(names):
+    from pyshm.engine import open_engine
+    from pyshm.errors import SegmentLockedError
+    from pyshm.replica import promote
+
+    ring_name, replica_name = names
+    with Ring.create(ring_name, CAP) as ring:
+        ring.producer().publish(b"x")
+        Replica.create(replica_name, ring).close()
+        with open_engine("cpu", ring, replica_name) as eng:
+            eng.start()
+            eng.sync(5)
+            with pytest.raises(SegmentLockedError, match=f"pid {os.getpid()}"):
+                promote(replica_name)
+        assert promote(replica_name).next_sequence == 1  # engine gone: allowed
+
+
+def test_a_fifo_configuration_is_refused_not_waited_on(tmp_path):
+    from pyshm.config import load_config
+    from pyshm.errors import ConfigError
+
+    fifo = tmp_path / "run.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        _in_time(lambda: load_config(str(fifo)))
