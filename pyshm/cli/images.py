@@ -200,7 +200,8 @@ def _is_ring(spec: str) -> bool:
     from ..images.format import open_regular
     from ..segment import resolve_path
     try:
-        fd = open_regular(resolve_path(spec))  # never waits on a FIFO
+        # never waits on a FIFO; a u-dma-buf ring is a character device
+        fd = open_regular(resolve_path(spec), devices=True)
     except (PyshmError, InvalidNameError):
         return False
     try:

@@ -852,7 +852,8 @@ def image_kind(path: str | os.PathLike[str]) -> str | None:
         return r.kind_name
 
 
-def open_regular(path: str | os.PathLike[str], what: str = "file") -> int:
+def open_regular(path: str | os.PathLike[str], what: str = "file",
+                 devices: bool = False) -> int:
     """A read-only descriptor of ``path``, which must be a regular file.
 
     Opened with O_NONBLOCK so that a FIFO is refused at once instead of waiting for a
@@ -868,7 +869,7 @@ def open_regular(path: str | os.PathLike[str], what: str = "file") -> int:
         raise access_error(path, exc, f"open {what}") from None
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode) and not (devices and stat.S_ISCHR(st.st_mode)):
             kind = "a directory" if stat.S_ISDIR(st.st_mode) else \
                 "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
             raise ImageError(f"{path} is {kind}, not an {what}" if what == "image" else

@@ -103,12 +103,18 @@ def _remove_dead_temps(path: str) -> None:
 
 def is_region(spec: str | os.PathLike[str]) -> bool:
     """True when ``spec`` names a segment (or file) starting with the state magic."""
-    from ..errors import InvalidNameError
+    from ..errors import InvalidNameError, PyshmError
+    from ..images.format import open_regular
     try:
-        with open(resolve_path(spec), "rb") as f:
-            return f.read(len(SL.MAGIC)) == SL.MAGIC
-    except (OSError, InvalidNameError):
+        fd = open_regular(resolve_path(spec))  # never waits on a FIFO
+    except (PyshmError, InvalidNameError):
         return False
+    try:
+        return os.pread(fd, len(SL.MAGIC), 0) == SL.MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def list_regions(directory: str = "/dev/shm") -> list[dict[str, Any]]:
