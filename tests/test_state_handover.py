@@ -107,14 +107,15 @@ def test_handover_chain_under_load_applies_each_record_once(lossless, new_name, 
             except (ProcessLookupError, ChildProcessError):
                 pass
     res = [_result(o) for o in outs]
+    summary = [r["result"] for r in res]  # shown if an assertion below fails
     for i in (0, 1):
-        assert res[i]["result"]["reason"] == "handed_over", res[i]["result"]
+        assert res[i]["result"]["reason"] == "handed_over", summary
     finals = [res[i]["result"]["handover"]["final_seq"] for i in (0, 1)]
     for i in (1, 2):
         h = res[i]["result"]["start"]  # how it started; "handover" is how it ended
-        assert h["how"] == "handover" and h["final_seq"] == finals[i - 1]
-        assert h["rows_differing"] == 0 and h["gap_ns"] > 0
-        assert h["old_pid"] == pids[i - 1]
+        assert h["how"] == "handover" and h["final_seq"] == finals[i - 1], summary
+        assert h["rows_differing"] == 0 and h["gap_ns"] > 0, summary
+        assert h["old_pid"] == pids[i - 1], summary
     applied = [s for r in res for s in r["applied"]]
     assert applied == list(range(N))  # each sequence exactly once, in order across processes
     assert res[0]["applied"][-1] == finals[0] and res[1]["applied"][0] == finals[0] + 1

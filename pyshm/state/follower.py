@@ -387,15 +387,19 @@ class Follower:
                 R._cas("H_STATE", SL.HO_RELEASED, SL.HO_ABORTED)
                 raise HandoverError(f"handover {self.name!r}: staging reached {expect - 1}, "
                                     f"the old writer stopped at {final}")
-            # the commit point: from here the region is ours
-            ok, cur = R._cas("H_STATE", SL.HO_RELEASED, SL.HO_DONE)
-            if not ok:
-                raise HandoverError(f"handover {self.name!r}: the old writer took the region "
-                                    f"back ({SL.HO_STATE_NAMES.get(cur, cur)})")
+            # the writer role first, so that no third process ever sees the old (about
+            # to exit) writer's pid on a region already handed over; then the commit
+            # point (released -> done), after which the old writer never writes again
             ok, cur = R._cas("W_PID", old, me)
             if not ok:
+                R._cas("H_STATE", SL.HO_RELEASED, SL.HO_ABORTED)
                 raise HandoverError(f"handover {self.name!r}: the writer role moved to pid "
                                     f"{cur} meanwhile")
+            ok, cur = R._cas("H_STATE", SL.HO_RELEASED, SL.HO_DONE)
+            if not ok:
+                R._cas("W_PID", me, old)  # the old writer took the region back: its role
+                raise HandoverError(f"handover {self.name!r}: the old writer took the region "
+                                    f"back ({SL.HO_STATE_NAMES.get(cur, cur)})")
             w = R.writer(_taken=True)
             differ = 0
             if self.sync == "diff":
@@ -463,6 +467,8 @@ class Follower:
             if not pid_alive(new) or time.monotonic() > deadline:
                 ok, h = st._cas("H_STATE", SL.HO_RELEASED, SL.HO_ABORTED)
                 if ok:
+                    # the new process may have taken the writer pid before it died
+                    st._cas("W_PID", new, self._me)
                     log.warning("state %s: handover to pid %d abandoned; carrying on",
                                 self.name, new)
                     return False
