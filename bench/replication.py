@@ -261,7 +261,8 @@ def main() -> None:
                     help="run only one half (the JSON then holds only that half)")
     ap.add_argument("--waits", default=None,
                     help="engine variants for the lag runs, comma separated (default "
-                         "sleep,yield,spin,spin+fifo; '+fifo' = poll thread SCHED_FIFO)")
+                         "sleep,yield,block,spin,spin+fifo; '+fifo' = poll thread "
+                         "SCHED_FIFO)")
     args = ap.parse_args()
     if args.producer:
         producer_main(args.producer[0], float(args.producer[1]), float(args.producer[2]))
@@ -277,7 +278,7 @@ def main() -> None:
               f"{row['ratio']:.3f} (target >= 0.9), without {row['ratio_no_crc']:.3f}; "
               f"load {row['load']:.2f}")
     waits = args.waits.split(",") if args.waits else \
-        ["sleep", "spin"] if args.quick else ["sleep", "yield", "spin", "spin+fifo"]
+        ["sleep", "spin"] if args.quick else ["sleep", "yield", "block", "spin", "spin+fifo"]
     lg = lag([1e6, 1e5], waits, 0.5 if args.quick else 3.0, 1 if args.quick else 3) \
         if args.part in ("all", "lag") else {}
     for key, r in lg.items():

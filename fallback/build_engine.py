@@ -40,7 +40,9 @@ ffibuilder.set_source(
     '#include "engine.h"\n',
     sources=[os.path.relpath(os.path.join(HERE, "engine.c")),
              os.path.relpath(os.path.join(HERE, "copy.c")),
-             os.path.relpath(os.path.join(CORE, "crc32c.c"))],
+             os.path.relpath(os.path.join(CORE, "crc32c.c")),
+             # the ring's wake-up protocol, for wait="block"
+             os.path.relpath(os.path.join(CORE, "ring.c"))],
     include_dirs=[HERE, CORE],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra",
                         "-Wno-unused-parameter"] + SANITIZE,

@@ -34,7 +34,7 @@ else:
     _IMPORT_ERROR = None
 
 # the poll thread's idle strategies (engine.h PYSHM_ENGINE_WAIT_*), by their ring names
-WAIT_STRATEGIES = {"spin": 0, "yield": 1, "sleep": 2}
+WAIT_STRATEGIES = {"spin": 0, "yield": 1, "sleep": 2, "block": 3}
 _STATES = {0: "created", 1: "running", 2: "paused", 3: "stopped", 4: "failed"}
 
 
@@ -112,8 +112,10 @@ class CpuEngine(Engine):
     Options: ``threads`` (copy workers, 0-16), ``split_bytes`` (backlog size from which
     the workers share a copy), ``wait`` (when idle: ``spin``; ``yield`` = spin
     ``spin_count`` polls, then sched_yield; ``sleep`` = spin, then nanosleep doubling up to
-    ``max_sleep`` seconds, the default), ``spin_count``, ``gate`` (hold a lossless producer back at
-    ``mirrored``), ``keep_gate`` (leave the gate set after stop), ``count_records``,
+    ``max_sleep`` seconds, the default; ``block`` = spin, then sleep until the producer's
+    next commit wakes it, the ring's wake-up protocol), ``spin_count``, ``gate`` (hold a
+    lossless producer back at ``mirrored``), ``keep_gate`` (leave the gate set after
+    stop), ``count_records``,
     ``poll_cpu`` / ``copy_cpus`` (pinning), ``poll_priority`` (1..99: the poll thread
     runs SCHED_FIFO at that priority, so ordinary work never preempts it; needs
     CAP_SYS_NICE), ``flush`` (a FlushPolicy or its spec; the

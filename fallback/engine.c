@@ -18,6 +18,7 @@
 
 #include "crc32c.h"
 #include "layout.h"
+#include "ring.h"
 
 /* copies of at least this many bytes (per thread) use streaming stores: they would only
  * evict the cache, and the fused loop keeps memcpy speed with them */
@@ -26,6 +27,8 @@
 #define PUB_HISTORY 8
 /* the ring's end-to-end lag summary is refreshed at most this often */
 #define SUMMARY_EVERY_NS 5000000ull
+/* `block`: the longest single sleep in the ring's wake-up protocol */
+#define BLOCK_SLICE_NS 20000000ll
 /* a spinning poll loop that went this long between two iterations was descheduled */
 #define STALL_NS 20000ull
 
@@ -165,7 +168,7 @@ int pyshm_engine_create(void *ring, uint64_t ring_len, void *replica, uint64_t r
     *out = NULL;
     if (!ring || !replica || !cfg) return PYSHM_EINVAL;
     if (cfg->threads < 0 || cfg->threads > PYSHM_ENGINE_MAX_THREADS) return PYSHM_EINVAL;
-    if (cfg->wait < PYSHM_ENGINE_WAIT_SPIN || cfg->wait > PYSHM_ENGINE_WAIT_SLEEP) return PYSHM_EINVAL;
+    if (cfg->wait < PYSHM_ENGINE_WAIT_SPIN || cfg->wait > PYSHM_ENGINE_WAIT_BLOCK) return PYSHM_EINVAL;
     if (cfg->split_bytes < 4096) return PYSHM_EINVAL;
     if (cfg->poll_priority < 0 || cfg->poll_priority > 99) return PYSHM_EINVAL;
     if ((uint8_t *)ring < (uint8_t *)replica + replica_len &&
@@ -611,6 +614,13 @@ static void *poll_main(void *arg) {
                 sched_yield();
                 e->last_wake_ns = now_ns();
                 last_spin = 0;
+            } else if (e->cfg.wait == PYSHM_ENGINE_WAIT_BLOCK) {
+                /* the producer's wake-up ends it; the bound is how soon a stop or pause
+                 * that did not reach it (pyshm_wake_sleepers) is noticed anyway */
+                if (pyshm_engine_block(e->ring, tail, BLOCK_SLICE_NS) < 0)
+                    AADD(&e->st.errors, 1);
+                e->last_wake_ns = now_ns();
+                last_spin = 0;
             } else {
                 sleep_ns(sleep);
                 e->last_wake_ns = now_ns();
@@ -879,6 +889,7 @@ int pyshm_engine_pause(pyshm_engine_t *e, uint64_t timeout_ns) {
     if (s == PYSHM_ENGINE_FAILED) return PYSHM_EFAILED;
     if (s != PYSHM_ENGINE_RUNNING && s != PYSHM_ENGINE_PAUSED) return PYSHM_ESTATE;
     __atomic_store_n(&e->cmd, CMD_PAUSE, __ATOMIC_RELEASE);
+    if (e->cfg.wait == PYSHM_ENGINE_WAIT_BLOCK) pyshm_wake_sleepers(e->ring);
     return wait_state(e, PYSHM_ENGINE_PAUSED, timeout_ns);
 }
 
@@ -916,6 +927,7 @@ int pyshm_engine_stop(pyshm_engine_t *e, uint64_t timeout_ns) {
     }
     if (!e->poll_started) return 0; /* already stopped and joined */
     __atomic_store_n(&e->cmd, CMD_STOP, __ATOMIC_RELEASE);
+    if (e->cfg.wait == PYSHM_ENGINE_WAIT_BLOCK) pyshm_wake_sleepers(e->ring);
     if (s != PYSHM_ENGINE_FAILED) {
         int rc = wait_state(e, PYSHM_ENGINE_STOPPED, timeout_ns);
         if (rc == PYSHM_ETIMEDOUT) return rc;

@@ -44,7 +44,12 @@ enum {
 };
 
 /* idle strategies of the poll thread (the ring's names: spin, yield, sleep) */
-enum { PYSHM_ENGINE_WAIT_SPIN = 0, PYSHM_ENGINE_WAIT_YIELD = 1, PYSHM_ENGINE_WAIT_SLEEP = 2 };
+enum {
+    PYSHM_ENGINE_WAIT_SPIN = 0,
+    PYSHM_ENGINE_WAIT_YIELD = 1,
+    PYSHM_ENGINE_WAIT_SLEEP = 2,
+    PYSHM_ENGINE_WAIT_BLOCK = 3, /* sleep in the ring's wake-up protocol (ring.h) */
+};
 
 enum {
     PYSHM_ENGINE_CREATED = 0,

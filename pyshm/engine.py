@@ -35,8 +35,10 @@ DEFAULT_TIMEOUT = 5.0
 
 # What an engine's poll loop does while the ring is idle: the ring's wait-strategy names.
 # ``spin`` polls (lowest lag, one core busy); ``yield`` spins a while, then calls
-# sched_yield; ``sleep`` spins a while, then sleeps with a doubling back-off (default).
-WAIT_STRATEGIES = ("spin", "yield", "sleep")
+# sched_yield; ``sleep`` spins a while, then sleeps with a doubling back-off (default);
+# ``block`` spins a while, then sleeps until the producer's next commit wakes it (the
+# ring's wake-up protocol: no CPU at all while idle).
+WAIT_STRATEGIES = ("spin", "yield", "sleep", "block")
 DEFAULT_WAIT = "sleep"
 # names of earlier releases, still accepted but not advertised
 WAIT_ALIASES = {"spin-yield": "yield", "backoff": "sleep"}

@@ -615,3 +615,43 @@ def test_poll_priority(pair):
                 eng.start()
     finally:
         eng.close()
+
+
+def test_block_wait_sleeps_in_the_rings_wake_protocol(names):
+    """wait="block": once idle the poll thread sleeps in FUTEX_WAIT under its own sleepers
+    bit, the producer's next commit wakes it, and stop reaches it at once."""
+    from pyshm.ring import Ring
+
+    ring = Ring(names[0], create=True, capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    p = ring.producer()
+    eng = CpuEngine(ring, rep, wait="block", spin_count=10)
+    try:
+        eng.start()
+        tid = _poll_tid(eng)
+        bit = 1 << 27  # layout.h PYSHM_SLEEPER_ENGINE_BIT
+        for round_ in range(3):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with open(f"/proc/{tid}/syscall") as f:
+                    in_futex = f.read().split()[0] == "202"  # SYS_futex on x86-64
+                sleepers = struct.unpack_from("<Q", ring.segment.buf, 0x90)[0]
+                if in_futex and sleepers & bit:
+                    break
+                time.sleep(0.002)
+            else:
+                raise AssertionError("the idle poll thread never slept in the futex")
+            flags = struct.unpack_from("<I", ring.segment.buf, L.OFF_FLAGS)[0]
+            assert flags & 0x20  # FLAG_WAKE: producers now run the wake check
+            p.publish(b"wake up %d" % round_)
+            eng.sync(5)
+            assert rep.tail == ring.tail
+        t0 = time.monotonic()
+        eng.stop(5)
+        assert eng.state == "stopped"
+        assert time.monotonic() - t0 < 5
+    finally:
+        eng.close()
+        p.close()
+        rep.close()
+        ring.close()

@@ -83,6 +83,9 @@ typedef struct {
 #define PYSHM_WAKE_MEMBARRIER 2u /* producer: compiler barrier only; a sleeper must run
                                   * membarrier(GLOBAL_EXPEDITED) after registering */
 #define PYSHM_SLEEPER_WAKER_SHIFT 32
+/* the replication engine's poll thread (wait="block"): not a consumer slot, so a bit of
+ * its own between the slots' (0..26) and the wakers' (32..) */
+#define PYSHM_SLEEPER_ENGINE_BIT 27
 
 /*
  * End-to-end lag probes (docs/design.md, "End-to-end lag"). Now and then the producer
@@ -169,6 +172,8 @@ _Static_assert(offsetof(pyshm_header_t, tail.sleepers) == 0x090, "sleepers");
 _Static_assert(offsetof(pyshm_header_t, tail.wake_ack) == 0x098, "wake_ack");
 _Static_assert(sizeof(pyshm_tail_span_t) == PYSHM_SPAN, "tail span");
 _Static_assert(PYSHM_MAX_CONSUMERS <= PYSHM_SLEEPER_WAKER_SHIFT, "a sleeper bit per slot");
+_Static_assert(PYSHM_SLEEPER_ENGINE_BIT >= PYSHM_MAX_CONSUMERS &&
+               PYSHM_SLEEPER_ENGINE_BIT < PYSHM_SLEEPER_WAKER_SHIFT, "the engine's bit");
 _Static_assert(offsetof(pyshm_header_t, tail_intent) == 0x100, "tail_intent");
 _Static_assert(offsetof(pyshm_header_t, mirrored) == 0x180, "mirrored");
 _Static_assert(offsetof(pyshm_header_t, next_sequence) == 0x200, "next_sequence");

@@ -943,6 +943,25 @@ static int64_t block_sleep(pyshm_consumer_t *c, int64_t deadline, poll_fn poll, 
     return rc;
 }
 
+int64_t pyshm_engine_block(void *hdr, uint64_t seen_tail, int64_t timeout_ns)
+{
+    /* the consumer's machinery with the engine's bit: block_sleep uses only hdr, the
+     * bit derived from slot, and the position poll_ready compares tail with */
+    pyshm_consumer_t c;
+    memset(&c, 0, sizeof(c));
+    c.hdr = hdr;
+    c.slot = PYSHM_SLEEPER_ENGINE_BIT;
+    c.pos = seen_tail;
+    return block_sleep(&c, now_ns() + timeout_ns, poll_ready, 0);
+}
+
+void pyshm_wake_sleepers(void *hdr)
+{
+    pyshm_header_t *h = H(hdr);
+    pyshm_fetch_add_seq_cst(&h->tail.wake_seq, 1u);
+    futex_wake_all(&h->tail.wake_seq);
+}
+
 /* The wait loops. The caller (the CPython extension releases the GIL around this) cuts
  * long waits into slices to run signal handlers; a 0 before the deadline is allowed
  * (EINTR). */

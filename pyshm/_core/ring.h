@@ -149,6 +149,13 @@ int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, i
 /* producers opened after this call in this process use the fence mode of the wake check
  * even where membarrier is available (tests of the fallback, measurements) */
 void pyshm_wake_force_fence(int on);
+/* The `block` wait of a replication engine (not a consumer): sleep in the ring's wake-up
+ * protocol, under PYSHM_SLEEPER_ENGINE_BIT, until tail passes `seen_tail` or timeout_ns
+ * runs out. 1 tail moved, 0 timed out or interrupted, < 0 corrupt tail. */
+int64_t pyshm_engine_block(void *hdr, uint64_t seen_tail, int64_t timeout_ns);
+/* Wake every sleeper of the ring once (they re-check and sleep again): how an engine's
+ * stop or pause reaches its own blocked poll thread at once. */
+void pyshm_wake_sleepers(void *hdr);
 
 /* Quiescent walk (pyshm_walk): validates records reading headers only. error codes: */
 #define PYSHM_WALK_E_PARAM 1     /* bad walk arguments (alignment, psize, window) */

@@ -47,7 +47,8 @@ def register(sub: Any) -> None:
                    help="hold a lossless producer back at the replica's position")
     p.add_argument("--wait", type=_wait, default=DEFAULT_WAIT, metavar="STRATEGY",
                    help="what the poll thread does while the ring is idle: spin (lowest "
-                        "lag, one core busy), yield or sleep (default sleep)")
+                        "lag, one core busy), yield, sleep (the default) or block (sleeps "
+                        "until the producer's next commit wakes it: no CPU while idle)")
     p.add_argument("--flush", default="none",
                    help="file replicas: none | periodic[:SECONDS] | bytes[:SIZE]")
     p.add_argument("--numa-node", type=int, default=None,

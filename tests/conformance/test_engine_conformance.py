@@ -51,6 +51,8 @@ class EngineCase:
 ENGINES = [
     EngineCase("cpu"),
     EngineCase("cpu", options={"threads": 2, "split_bytes": 4096, "wait": "yield"}),
+    # the poll thread sleeping in the ring's wake-up protocol whenever it is idle
+    EngineCase("cpu", options={"wait": "block", "spin_count": 10}),
     # RTL on Icarus copies some 20-60 kB/s: pace the producer to ~20 kB/s
     EngineCase("sim", capacity=8192, records=200, timeout=60.0, producer_pace=0.005),
 ]
