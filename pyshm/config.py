@@ -92,6 +92,8 @@ class ReplicaConfig:
     threads: int = 0
     gate: bool = False
     sync_timeout: float = 5.0
+    wait: str = "sleep"
+    poll_priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,16 @@ def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
     return conv
 
 
+def _engine_wait(v: Any) -> str:
+    from .engine import WAIT_STRATEGIES, wait_strategy
+    from .errors import InvalidParameterError
+
+    try:
+        return wait_strategy(v)
+    except InvalidParameterError:
+        raise ValueError(f"{_kind(v)} is not one of: {', '.join(WAIT_STRATEGIES)}") from None
+
+
 def _positive_duration(v: Any) -> float:
     d = parse_duration(v)
     if d <= 0:
@@ -407,6 +419,10 @@ REPLICA_KEYS = {
                "thread copies alone (default 0)",
     "gate": "lossless ring: the producer also waits for the mirror (default false)",
     "sync_timeout": "how long the final sync may take on shutdown (default 5s)",
+    "wait": "cpu engine: what the poll thread does while the ring is idle: spin (lowest "
+            "lag, a core busy), yield, sleep (default) or block",
+    "poll_priority": "cpu engine: run the poll thread SCHED_FIFO at this priority 1-99 "
+                     "(needs CAP_SYS_NICE; default 0, ordinary scheduling)",
 }
 SNAPSHOT_KEYS = {
     "directory": "where image files go (required)",
@@ -485,6 +501,8 @@ def _check_ring(ck: _Checker, raw: Any, path: Path, base: str) -> RingConfig | N
             threads=ck.get(rm, "threads", rpath, _int(0, 16), 0),
             gate=ck.get(rm, "gate", rpath, _bool, False),
             sync_timeout=ck.get(rm, "sync_timeout", rpath, _positive_duration, 5.0),
+            wait=ck.get(rm, "wait", rpath, _engine_wait, "sleep"),
+            poll_priority=ck.get(rm, "poll_priority", rpath, _int(0, 99), 0),
         )
         if replica.gate and not lossless:
             ck.error(rpath + ("gate",), "gating on the mirror needs a lossless ring "

@@ -83,6 +83,7 @@ class EngineChild:
         """What the engine process is started with (JSON on its command line)."""
         return {"ring": self.ring.path, "replica": self.replica.name, "engine":
                 self.replica.engine, "threads": self.replica.threads, "gate": self.replica.gate,
+                "wait": self.replica.wait, "poll_priority": self.replica.poll_priority,
                 "sync_timeout": self.replica.sync_timeout,
                 "status_interval": self.sup.cfg.metrics.status_interval,
                 "log_level": self.sup.log_level, "writer_fd": self._lock_fd()}
@@ -237,6 +238,11 @@ def engine_child_main(spec_text: str) -> int:
         options["threads"] = spec["threads"]
     if spec.get("gate"):
         options["gate"] = True
+    # cpu engine options, passed only when asked for (other engines do not take them)
+    if spec.get("wait") not in (None, "sleep"):
+        options["wait"] = spec["wait"]
+    if spec.get("poll_priority"):
+        options["poll_priority"] = spec["poll_priority"]
     if spec.get("writer_fd") is not None:
         options["writer_lock"] = int(spec["writer_fd"])
     # names, not objects: the engine maps both segments itself and owns the mappings

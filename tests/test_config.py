@@ -206,3 +206,23 @@ def test_cli_config_check(tmp_path):
     assert r.returncode == 1 and out["valid"] is False and len(out["problems"]) == 2
     r = _cli("config", "check", "--help", cwd=tmp_path)
     assert "example:" in r.stdout
+
+
+def test_replica_engine_wait_and_priority():
+    base = """
+        rings:
+          - name: r
+            capacity: 64K
+            replica: {%s}
+    """
+    cfg = config.loads(textwrap.dedent(base % "wait: block, poll_priority: 10"),
+                       source="c.yaml", base_dir="/base")
+    rep = cfg.ring("r").replica
+    assert rep is not None and (rep.wait, rep.poll_priority) == ("block", 10)
+    old = config.loads(textwrap.dedent(base % "wait: backoff"), source="c.yaml",
+                       base_dir="/base")
+    assert old.ring("r").replica.wait == "sleep"  # the engine's earlier name, still accepted
+    (msg,) = problems(base % "wait: nap")
+    assert "replica.wait" in msg and "spin, yield, sleep, block" in msg
+    (msg,) = problems(base % "poll_priority: 100")
+    assert "replica.poll_priority" in msg and "0..99" in msg
