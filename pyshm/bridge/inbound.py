@@ -434,9 +434,14 @@ class BridgeIn:
         self.stats["state"] = "running"
         self.stats["subject"] = self.subject
         next_stats = 0.0
+        draining = False
         while not self._stop.is_set():
+            # Latency vs throughput: a pull for N messages waits until N arrived (or its
+            # timeout), so a caught-up bridge asks for one message (answered as soon as
+            # it exists) and then drains what else is there with short pulls of N.
+            want, wait = (cfg.batch, 0.005) if draining else (1, 0.25)
             try:
-                msgs = await psub.fetch(cfg.batch, timeout=0.25)
+                msgs = await psub.fetch(want, timeout=wait)
             except (asyncio.TimeoutError, nats.errors.TimeoutError):
                 msgs = []
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
@@ -448,6 +453,7 @@ class BridgeIn:
                             scrub(str(exc)))
                 await asyncio.sleep(0.2)
                 continue
+            draining = bool(msgs)
             if msgs:
                 if not await self._take(msgs):
                     break

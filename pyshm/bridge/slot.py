@@ -119,7 +119,17 @@ class Guard:
                f"--parent={os.getpid()}", f"--grace={self.grace}"]
         # cwd /: `-m` puts the cwd first on sys.path, and a source tree there would
         # shadow the installed package; stdin is the lifeline (EOF: the bridge is gone)
+        # its notices go to our stderr when that is a file or a terminal; not into a pipe,
+        # which the guard would keep open through the grace period (a `| tee` would hang)
+        import stat
+
+        try:
+            mode = os.fstat(2).st_mode
+            quiet = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+        except OSError:
+            quiet = True
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL if quiet else None,
                                      cwd="/", close_fds=True)
         assert self.proc.stdout is not None
         line = _readline(self.proc, timeout)
