@@ -137,7 +137,7 @@ def latency(srv: LocalNats, label: str, replicas: int, quick: bool) -> dict[str,
     Ring.create(src, "16M", lossless=True).close()
     stream = f"LAT{tag}".upper()
     py = [sys.executable, "-m", "pyshm", "bridge"]
-    logs = open(os.path.join(RESULTS_DIR, "logs", f"bridge_latency_{label}.log"), "ab")
+    logs = open(os.path.join(RESULTS_DIR, "logs", f"bridge_latency_{label}.log"), "wb")
     # cwd: not the source tree, whose pyshm/ would shadow the installed package
     cwd = srv.workdir
     procs = [subprocess.Popen(py + ["out", src, "--server", srv.url, "--stream", stream,
