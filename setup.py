@@ -23,8 +23,8 @@ ring_fast = Extension(
     # hidden: ring.c's symbols stay private to this module (pyshm._ring_c has its own)
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wshadow",
                         "-Wno-unused-parameter", "-Wno-missing-field-initializers",
-                        "-fvisibility=hidden"] + SANITIZE,
-    extra_link_args=SANITIZE,
+                        "-fvisibility=hidden", "-pthread"] + SANITIZE,
+    extra_link_args=["-pthread"] + SANITIZE,
 )
 
 setup(

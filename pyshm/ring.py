@@ -24,6 +24,7 @@ from ._ring_fast import Reader as _Reader
 from ._ring_fast import Writer as _Writer
 from .errors import (
     ClosedError,
+    ConcurrentUseError,
     CorruptSegmentError,
     InvalidParameterError,
     NoConsumerSlotError,
@@ -983,6 +984,7 @@ class Consumer:
         self.gating = gating
         self._slot = -1
         self._bufs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._aread_pending = False
         if isinstance(start, str):
             if start not in ("oldest", "latest"):
                 raise InvalidParameterError(f"consumer start {start!r}: use 'oldest', "
@@ -1144,6 +1146,77 @@ class Consumer:
         sequence and type are ``last_sequence`` and ``last_type``. A buffer too small
         for the record raises InvalidParameterError and leaves the record unread."""
         return self._fast.read_into(buffer, timeout, wait)
+
+    # ------------------------------------------------------------ asyncio and selectors
+    def fileno(self) -> int:
+        """An eventfd that becomes readable when a record may be waiting, for selectors,
+        epoll or an event loop's ``add_reader``.
+
+        The first call starts a waker thread (C, no GIL) that sleeps in the ring's futex
+        with the ``block`` protocol and signals the eventfd once the tail passes the
+        position the consumer had then; every read that finds nothing re-arms it at the
+        new position (and clears the eventfd). So: register the fd, and when it is
+        readable, read until ``read()`` returns None. Wake-ups can be spurious, never
+        missed. docs/ring.md ("asyncio and selectors") gives the latency it adds."""
+        return int(self._fast.fileno())
+
+    async def aread(self, timeout: float | None = None) -> Message | None:
+        """``await consumer.aread()``: the next record, waiting without blocking the event
+        loop (no polling: the loop sleeps on ``fileno()``); None after ``timeout``
+        seconds (None: no limit). A record already there is returned without a round
+        trip through the loop. One ``aread`` at a time per consumer."""
+        import asyncio
+
+        m = self._fast.read()
+        if m is not None:
+            return m
+        if self._aread_pending:
+            raise ConcurrentUseError(f"{self._where}: another aread() is already waiting "
+                                     f"on this consumer")
+        loop = asyncio.get_running_loop()
+        fd = self.fileno()  # armed at the position the read above stopped at
+        deadline = None if timeout is None else loop.time() + _check_timeout(timeout,
+                                                                             "aread")
+        self._aread_pending = True
+        try:
+            while True:
+                ready = loop.create_future()
+
+                def wake(fut: asyncio.Future[None] = ready) -> None:
+                    if not fut.done():
+                        fut.set_result(None)
+                loop.add_reader(fd, wake)
+                try:
+                    if deadline is None:
+                        await ready
+                    else:
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            return None
+                        try:
+                            await asyncio.wait_for(ready, left)
+                        except asyncio.TimeoutError:
+                            return self._fast.read()
+                finally:
+                    loop.remove_reader(fd)
+                m = self._fast.read()  # re-arms when it finds nothing (a spurious wake)
+                if m is not None:
+                    return m
+        finally:
+            self._aread_pending = False
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> Message:
+        """``async for msg in consumer``: records as they come, for ever (until the
+        consumer is closed)."""
+        try:
+            m = await self.aread()
+        except ClosedError:
+            raise StopAsyncIteration from None
+        assert m is not None  # no timeout: aread returns a record
+        return m
 
     def read_batch(self, max_records: int = 1024, timeout: float | None = 0.0,
                    wait: str = "spin", max_bytes: int | None = None) -> Batch:

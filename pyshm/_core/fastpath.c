@@ -31,10 +31,19 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
 
 #include "layout.h"
 #include "ring.h"
@@ -167,6 +176,94 @@ static int parse_wait(const char *fname, PyObject *w)
     return -1;
 }
 
+/* ------------------------------------------------------------------ waker (asyncio)
+ *
+ * A consumer's fileno(): an eventfd that a thread of this process signals once tail
+ * passes the position it was armed with. The thread is plain C (it never takes the
+ * GIL, so a busy event loop cannot delay it), sleeps in the ring's futex with the
+ * `block` protocol under its own sleeper bit (32 + slot), and reads only the header
+ * through a private copy of the consumer's struct: the consumer itself stays owned by
+ * the thread that reads. A read that finds nothing re-arms it at the new position.
+ */
+#define DISARMED UINT64_MAX
+#define WAKER_SLICE_NS 1000000000LL
+
+typedef struct {
+    pthread_t thread;
+    int efd;
+    int stop;               /* set once, by waker_stop */
+    int signaled;           /* efd holds a count nobody drained yet */
+    uint32_t ctl;           /* private futex: bumped on every arm and on stop */
+    uint64_t armed_pos;     /* signal when tail passes this; DISARMED: idle */
+    pyshm_consumer_t shadow; /* the thread's copy: hdr, geometry, slot, its own pos */
+    uint64_t signals;       /* statistics */
+} waker_t;
+
+static long futex_private(uint32_t *word, int op, uint32_t val)
+{
+    return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, val, NULL, NULL, 0);
+}
+
+static void *waker_main(void *arg)
+{
+    waker_t *w = (waker_t *)arg;
+    for (;;) {
+        uint32_t seen = __atomic_load_n(&w->ctl, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&w->stop, __ATOMIC_SEQ_CST)) break;
+        uint64_t pos = __atomic_load_n(&w->armed_pos, __ATOMIC_SEQ_CST);
+        if (pos == DISARMED) {
+            futex_private(&w->ctl, FUTEX_WAIT, seen);
+            continue;
+        }
+        w->shadow.pos = pos;
+        int64_t rc = pyshm_wait_data_cancel(&w->shadow, WAKER_SLICE_NS, PYSHM_WAIT_BLOCK,
+                                            PYSHM_SLEEPER_WAKER_SHIFT, &w->stop);
+        if (rc == 0) continue; /* a slice ended, or stop */
+        /* ready, or an error the reader will meet at its next read: signal either way,
+         * unless the reader re-armed meanwhile (then wait for the new position) */
+        uint64_t expected = pos;
+        if (__atomic_compare_exchange_n(&w->armed_pos, &expected, DISARMED, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+            __atomic_store_n(&w->signaled, 1, __ATOMIC_SEQ_CST);
+            uint64_t one = 1;
+            ssize_t n = write(w->efd, &one, sizeof one);
+            (void)n; /* EAGAIN only if the count overflowed: readable anyway */
+            w->signals++;
+        }
+    }
+    return NULL;
+}
+
+/* with the GIL: wait for tail to pass `pos` (drains a signal nobody consumed first) */
+static void waker_arm(waker_t *w, uint64_t pos)
+{
+    if (__atomic_load_n(&w->signaled, __ATOMIC_SEQ_CST)) {
+        __atomic_store_n(&w->signaled, 0, __ATOMIC_SEQ_CST);
+        uint64_t v;
+        ssize_t n = read(w->efd, &v, sizeof v);
+        (void)n;
+    }
+    if (__atomic_load_n(&w->armed_pos, __ATOMIC_SEQ_CST) == pos) return;
+    __atomic_store_n(&w->armed_pos, pos, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&w->ctl, 1u, __ATOMIC_SEQ_CST);
+    futex_private(&w->ctl, FUTEX_WAKE, 1);
+}
+
+static void waker_stop(waker_t *w)
+{
+    __atomic_store_n(&w->stop, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&w->ctl, 1u, __ATOMIC_SEQ_CST);
+    futex_private(&w->ctl, FUTEX_WAKE, 1);
+    /* it may sleep in the ring's futex: a writable attachment kicks it; a read-only one
+     * sleeps in bounded steps and sees stop within a millisecond */
+    if (w->shadow.slot >= 0) pyshm_wake_sleepers(w->shadow.hdr);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(w->thread, NULL);
+    Py_END_ALLOW_THREADS
+    close(w->efd);
+    free(w);
+}
+
 /* ------------------------------------------------------------------ Reader */
 
 typedef struct {
@@ -181,6 +278,8 @@ typedef struct {
     Py_ssize_t live;      /* Messages of this reader not yet freed: they point into the
                            * mapping, so the export is released when close() finds none,
                            * or with the last of them */
+    waker_t *waker;       /* fileno()'s thread and eventfd, NULL until asked for */
+    pid_t waker_pid;      /* the process that started it (a forked child has no thread) */
 } ReaderObject;
 
 typedef struct {
@@ -332,7 +431,10 @@ static PyObject *Reader_read(ReaderObject *self, PyObject *const *args, Py_ssize
     if (rc == 0 && timeout) rc = reader_wait(self, timeout, strategy, 1, 0);
     self->busy = 0;
     if (rc > 0) return message_new(self, NULL);
-    if (rc == 0) Py_RETURN_NONE;
+    if (rc == 0) {
+        if (self->waker) waker_arm(self->waker, self->c->pos);
+        Py_RETURN_NONE;
+    }
     if (rc == WAIT_RAISED) return NULL;
     return reader_error(self, rc);
 }
@@ -370,7 +472,10 @@ static PyObject *Reader_read_copy(ReaderObject *self, PyObject *const *args,
         }
         if (rc <= 0) {
             self->busy = 0;
-            if (rc == 0) Py_RETURN_NONE;
+            if (rc == 0) {
+                if (self->waker) waker_arm(self->waker, c->pos);
+                Py_RETURN_NONE;
+            }
             if (rc == WAIT_RAISED) return NULL;
             return reader_error(self, rc);
         }
@@ -441,7 +546,10 @@ static PyObject *Reader_read_into(ReaderObject *self, PyObject *const *args,
     self->busy = 0;
     PyBuffer_Release(&out);
     if (rc == 1) return PyLong_FromUnsignedLong(c->msg_len);
-    if (rc == 0) Py_RETURN_NONE;
+    if (rc == 0) {
+        if (self->waker) waker_arm(self->waker, c->pos);
+        Py_RETURN_NONE;
+    }
     if (rc == 2) {
         PyErr_Format(InvalidParameterError, "read_into(): the buffer of %zd bytes is too "
                      "small for the next record's %u bytes (it stays unread)", out.len,
@@ -496,9 +604,58 @@ static PyObject *Reader_still_valid(ReaderObject *self, PyObject *unused)
     return PyBool_FromLong(pyshm_still_valid(self->c));
 }
 
+static void reader_stop_waker(ReaderObject *self)
+{
+    waker_t *w = self->waker;
+    if (!w) return;
+    self->waker = NULL;
+    if (self->waker_pid == getpid()) {
+        waker_stop(w);
+    } else {
+        close(w->efd); /* forked: the thread stayed in the parent */
+        free(w);
+    }
+}
+
+static PyObject *Reader_fileno(ReaderObject *self, PyObject *unused)
+{
+    if (self->closed) return PyErr_Format(ClosedError, "fileno(): this consumer is closed");
+    if (self->waker && self->waker_pid != getpid()) reader_stop_waker(self);
+    if (!self->waker) {
+        waker_t *w = calloc(1, sizeof *w);
+        if (!w) return PyErr_NoMemory();
+        w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (w->efd < 0) {
+            free(w);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        memcpy(&w->shadow, self->c, sizeof w->shadow);
+        w->shadow.sleeps = 0;
+        w->armed_pos = self->c->pos; /* armed from the start: nothing between */
+        int err = pthread_create(&w->thread, NULL, waker_main, w);
+        if (err) {
+            close(w->efd);
+            free(w);
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        self->waker = w;
+        self->waker_pid = getpid();
+    }
+    return PyLong_FromLong(self->waker->efd);
+}
+
+static PyObject *Reader_arm(ReaderObject *self, PyObject *unused)
+{
+    if (self->closed) return PyErr_Format(ClosedError, "arm(): this consumer is closed");
+    if (self->waker) waker_arm(self->waker, self->c->pos);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Reader_close(ReaderObject *self, PyObject *unused)
 {
     self->closed = 1;
+    reader_stop_waker(self);
     if (self->live == 0) reader_release_view(self);
     Py_RETURN_NONE;
 }
@@ -566,6 +723,7 @@ static int Reader_clear(ReaderObject *self)
 static void Reader_dealloc(ReaderObject *self)
 {
     PyObject_GC_UnTrack(self);
+    reader_stop_waker(self);
     reader_release_view(self);
     Py_CLEAR(self->owner);
     Py_CLEAR(self->on_error);
@@ -587,10 +745,23 @@ static PyMethodDef Reader_methods[] = {
     {"still_valid", (PyCFunction)Reader_still_valid, METH_NOARGS,
      "True if the last record's bytes were not overwritten yet"},
     {"close", (PyCFunction)Reader_close, METH_NOARGS, "refuse every later call"},
+    {"fileno", (PyCFunction)Reader_fileno, METH_NOARGS,
+     "the waker's eventfd (started on the first call, armed at the current position)"},
+    {"arm", (PyCFunction)Reader_arm, METH_NOARGS,
+     "drain the eventfd and wait for tail to pass the current position"},
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *Reader_get_waker_stats(ReaderObject *self, void *unused)
+{
+    if (!self->waker) Py_RETURN_NONE;
+    return Py_BuildValue("{sKsK}", "signals", (unsigned long long)self->waker->signals,
+                         "sleeps", (unsigned long long)self->waker->shadow.sleeps);
+}
+
 static PyGetSetDef Reader_getset[] = {
+    {"waker_stats", (getter)Reader_get_waker_stats, NULL,
+     "{signals, sleeps} of the fileno() thread, None before fileno()", NULL},
     {"last_sequence", (getter)Reader_get_last, NULL, "sequence of the last record read",
      (void *)0},
     {"last_type", (getter)Reader_get_last, NULL, "type of the last record read", (void *)1},

@@ -881,7 +881,8 @@ typedef int64_t (*poll_fn)(pyshm_consumer_t *c);
  * waiter's bit stays set across its futex sleeps and is cleared when it returns; if the
  * producer reset the word meanwhile, the fetch_or below finds the bit clear and the
  * waiter registers again, barrier included. */
-static int64_t block_sleep(pyshm_consumer_t *c, int64_t deadline, poll_fn poll, int shift)
+static int64_t block_sleep(pyshm_consumer_t *c, int64_t deadline, poll_fn poll, int shift,
+                           const int *cancel)
 {
     pyshm_header_t *h = H(c->hdr);
     uint64_t bit = 0;
@@ -915,6 +916,8 @@ static int64_t block_sleep(pyshm_consumer_t *c, int64_t deadline, poll_fn poll, 
         }
         rc = poll(c);
         if (rc != 0) break;
+        /* after reading wake_seq: whoever sets *cancel then bumps wake_seq ends our wait */
+        if (cancel && __atomic_load_n(cancel, __ATOMIC_SEQ_CST)) break;
         int64_t now = now_ns();
         if (now >= deadline) break;
         int64_t ns = deadline - now;
@@ -952,7 +955,7 @@ int64_t pyshm_engine_block(void *hdr, uint64_t seen_tail, int64_t timeout_ns)
     c.hdr = hdr;
     c.slot = PYSHM_SLEEPER_ENGINE_BIT;
     c.pos = seen_tail;
-    return block_sleep(&c, now_ns() + timeout_ns, poll_ready, 0);
+    return block_sleep(&c, now_ns() + timeout_ns, poll_ready, 0, NULL);
 }
 
 void pyshm_wake_sleepers(void *hdr)
@@ -966,7 +969,7 @@ void pyshm_wake_sleepers(void *hdr)
  * long waits into slices to run signal handlers; a 0 before the deadline is allowed
  * (EINTR). */
 static inline int64_t wait_loop(pyshm_consumer_t *c, int64_t timeout_ns, int strategy,
-                                poll_fn poll, int shift)
+                                poll_fn poll, int shift, const int *cancel)
 {
     int64_t rc = poll(c);
     if (rc != 0 || timeout_ns <= 0) return rc;
@@ -981,7 +984,7 @@ static inline int64_t wait_loop(pyshm_consumer_t *c, int64_t timeout_ns, int str
             if ((n & 15) == 0 && now_ns() >= spin_end) break;
         }
         if (now_ns() >= deadline) return 0;
-        return block_sleep(c, deadline, poll, shift);
+        return block_sleep(c, deadline, poll, shift, cancel);
     }
     uint64_t sleep_ns = 1000;
     for (uint64_t n = 1;; n++) {
@@ -1009,14 +1012,21 @@ static inline int64_t wait_loop(pyshm_consumer_t *c, int64_t timeout_ns, int str
 int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy)
 {
     publish_position(c);
-    return wait_loop(c, timeout_ns, strategy, poll_read, 0);
+    return wait_loop(c, timeout_ns, strategy, poll_read, 0, NULL);
 }
 
 int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper)
 {
-    if (sleeper != 0 && sleeper != PYSHM_SLEEPER_WAKER_SHIFT) return PYSHM_E_PARAM;
-    return wait_loop(c, timeout_ns, strategy, poll_ready, sleeper);
+    return pyshm_wait_data_cancel(c, timeout_ns, strategy, sleeper, NULL);
 }
+
+int64_t pyshm_wait_data_cancel(pyshm_consumer_t *c, int64_t timeout_ns, int strategy,
+                               int sleeper, const int *cancel)
+{
+    if (sleeper != 0 && sleeper != PYSHM_SLEEPER_WAKER_SHIFT) return PYSHM_E_PARAM;
+    return wait_loop(c, timeout_ns, strategy, poll_ready, sleeper, cancel);
+}
+
 
 int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
 {

@@ -146,6 +146,10 @@ int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room);
  * the bit this waiter registers in the sleepers word for PYSHM_WAIT_BLOCK (0: the
  * consumer's own slot bit; PYSHM_SLEEPER_WAKER_SHIFT: its asyncio waker's). */
 int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper);
+/* the same, ending early (0) once *cancel is nonzero and pyshm_wake_sleepers() was
+ * called */
+int64_t pyshm_wait_data_cancel(pyshm_consumer_t *c, int64_t timeout_ns, int strategy,
+                               int sleeper, const int *cancel);
 /* producers opened after this call in this process use the fence mode of the wake check
  * even where membarrier is available (tests of the fallback, measurements) */
 void pyshm_wake_force_fence(int on);
