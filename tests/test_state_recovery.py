@@ -330,3 +330,18 @@ def test_records_are_read_exactly_once_per_sequence(md, new_name):
 
 def test_order_records_are_64_bytes_or_less():
     assert ORDER.itemsize <= 64
+
+
+def test_record_batch_views_splits_and_copies():
+    from pyshm.state.recovery import RecordBatch
+
+    b = RecordBatch.from_records([(10 + i, 1, ORDERS[i].tobytes()) for i in range(5)])
+    assert len(b) == 5 and (b.first, b.last) == (10, 14)
+    assert b.array(ORDER).tobytes() == ORDERS[:5].tobytes()
+    assert bytes(b[2].data) == ORDERS[2].tobytes() and b[-1].sequence == 14
+    head, tail = b.split(12)
+    assert [r.sequence for r in head] == [10, 11, 12] and [r.sequence for r in tail] == [13, 14]
+    assert tail.array(ORDER).tobytes() == ORDERS[3:5].tobytes()
+    assert b.split(99)[1].__len__() == 0 and len(b.split(9)[0]) == 0
+    with pytest.raises(InvalidParameterError, match="not all 8 bytes"):
+        b.array("<u8")

@@ -42,7 +42,7 @@ from .images import read_state_image
 from .recovery import (
     ApplyBatchFn,
     ApplyFn,
-    Record,
+    RecordBatch,
     _check_coverage,
     apply_records,
     latest_image,
@@ -153,7 +153,7 @@ class Follower:
         self.writer: StateWriter | None = None
         self.source: Any = None
         self.expect = 0
-        self.pending: list[Record] = []
+        self.pending = RecordBatch.empty()
         self.applied = 0
         self._run_mark = 0
         self.last_applied: int | None = None
@@ -322,18 +322,16 @@ class Follower:
                 """Apply staging records up to ``limit`` (inclusive), never beyond."""
                 nonlocal pending, expect
                 while limit is not None and expect <= limit:
-                    recs = pending or source.read(self.batch)
-                    pending = []
+                    recs = pending if pending else source.read(self.batch)
+                    pending = RecordBatch.empty()
                     if not recs:
                         return
-                    keep = [r for r in recs if r.sequence > limit]
-                    n, last = apply_records(sw, recs, self.apply, self.apply_batch, expect,
-                                            limit)
+                    head, tail = recs.split(limit)
+                    n, last = apply_records(sw, head, self.apply, self.apply_batch, expect)
                     if last is not None:
                         expect = last + 1
-                    if keep:
-                        pending = [Record(r.sequence, r.type, memoryview(bytes(r.data)))
-                                   for r in keep]
+                    if tail:
+                        pending = tail
                         return
 
             # catch up while the old writer runs, trailing it (never past its sequence)
@@ -480,8 +478,8 @@ class Follower:
         """Apply the next batch of records (0 if none arrived)."""
         if self.state is None:
             self.start()
-        recs = self.pending or self.source.read(self.batch)
-        self.pending = []
+        recs = self.pending if self.pending else self.source.read(self.batch)
+        self.pending = RecordBatch.empty()
         if not recs:
             return 0
         assert self.writer is not None
@@ -512,11 +510,8 @@ class Follower:
                 reason = "max_seconds"
                 break
             if until is not None:
-                recs = self.pending or self.source.read(self.batch)
-                self.pending = [r for r in recs if r.sequence > until]
-                self.pending = [Record(r.sequence, r.type, memoryview(bytes(r.data)))
-                                for r in self.pending]
-                recs = [r for r in recs if r.sequence <= until]
+                recs = self.pending if self.pending else self.source.read(self.batch)
+                recs, self.pending = recs.split(until)
                 if recs:
                     assert self.writer is not None
                     n, last = apply_records(self.writer, recs, self.apply, self.apply_batch,

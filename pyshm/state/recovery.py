@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +41,8 @@ from .errors import ApplyError, MissingSequencesError, StateMismatchError
 from .images import StateImage, read_state_image
 from .region import State, StateWriter
 
-__all__ = ["Record", "Recovery", "recover", "restore_image", "latest_image", "image_name",
-           "list_images", "RecordSource", "open_source"]
+__all__ = ["Record", "RecordBatch", "Recovery", "recover", "restore_image", "latest_image",
+           "image_name", "list_images", "RecordSource", "open_source"]
 
 IMAGE_SUFFIX = fmt.IMAGE_SUFFIX
 
@@ -62,8 +62,112 @@ class Record:
         return f"<Record seq={self.sequence} type={self.type} len={len(self.data)}>"
 
 
+class RecordBatch:
+    """Consecutive records handed to ``apply_batch`` (and read from a source): arrays
+    ``sequences`` (uint64), ``types`` (int32), ``data`` (the payloads end to end, uint8)
+    and ``ends`` (where each payload ends in ``data``). Iterating yields :class:`Record`
+    objects; :meth:`array` views equal-sized payloads as one numpy array of a dtype. The
+    arrays may be views of a buffer the source reuses: valid during the call."""
+
+    __slots__ = ("sequences", "types", "data", "ends")
+
+    def __init__(self, sequences: np.ndarray, types: np.ndarray, data: np.ndarray,
+                 ends: np.ndarray):
+        self.sequences = sequences
+        self.types = types
+        self.data = data
+        self.ends = ends
+
+    @classmethod
+    def empty(cls) -> RecordBatch:
+        return cls(np.empty(0, np.uint64), np.empty(0, np.int32), np.empty(0, np.uint8),
+                   np.empty(0, np.uint64))
+
+    @classmethod
+    def from_records(cls, records: list[tuple[int, int, bytes]]) -> RecordBatch:
+        """(sequence, type, payload) tuples -> a batch (copies the payloads)."""
+        if not records:
+            return cls.empty()
+        lens = np.fromiter((len(r[2]) for r in records), np.uint64, len(records))
+        return cls(np.fromiter((r[0] for r in records), np.uint64, len(records)),
+                   np.fromiter((r[1] for r in records), np.int32, len(records)),
+                   np.frombuffer(b"".join(r[2] for r in records), np.uint8),
+                   np.cumsum(lens, dtype=np.uint64))
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __bool__(self) -> bool:
+        return len(self.sequences) > 0
+
+    @property
+    def first(self) -> int:
+        """The first record's sequence."""
+        return int(self.sequences[0])
+
+    @property
+    def last(self) -> int:
+        """The last record's sequence."""
+        return int(self.sequences[-1])
+
+    def __iter__(self) -> Iterator[Record]:
+        mv = memoryview(self.data)  # type: ignore[arg-type]
+        start = 0
+        for seq, type_, end in zip(self.sequences.tolist(), self.types.tolist(),
+                                   self.ends.tolist(), strict=True):
+            yield Record(seq, type_, mv[start:end])
+            start = end
+
+    def __getitem__(self, i: int) -> Record:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"record {i} of a batch of {n}")
+        start = int(self.ends[i - 1]) if i else 0
+        mv = memoryview(self.data)  # type: ignore[arg-type]
+        return Record(int(self.sequences[i]), int(self.types[i]),
+                      mv[start:int(self.ends[i])])
+
+    def array(self, dtype: Any) -> np.ndarray:
+        """The payloads as one array of ``dtype`` (every payload must have its size)."""
+        dt = np.dtype(dtype)
+        n = len(self)
+        if not n:
+            return np.empty(0, dt)
+        lengths = np.diff(self.ends, prepend=np.uint64(0))
+        if (lengths != dt.itemsize).any():
+            raise InvalidParameterError(f"records are not all {dt.itemsize} bytes (dtype "
+                                        f"{dt}): cannot view them as one array")
+        return self.data[:n * dt.itemsize].view(dt)
+
+    def split(self, until: int) -> tuple[RecordBatch, RecordBatch]:
+        """(records <= ``until``, the rest copied: they outlive the source's buffer)."""
+        k = int(np.searchsorted(self.sequences, np.uint64(until), side="right"))
+        if k >= len(self):
+            return self, RecordBatch.empty()
+        cut = int(self.ends[k - 1]) if k else 0
+        head = RecordBatch(self.sequences[:k], self.types[:k], self.data[:cut],
+                           self.ends[:k])
+        tail = RecordBatch(self.sequences[k:].copy(), self.types[k:].copy(),
+                           self.data[cut:int(self.ends[-1])].copy(),
+                           self.ends[k:] - np.uint64(cut))
+        return head, tail
+
+    def copy(self) -> RecordBatch:
+        """A batch that owns its arrays."""
+        return RecordBatch(self.sequences.copy(), self.types.copy(),
+                           self.data[:int(self.ends[-1]) if len(self) else 0].copy(),
+                           self.ends.copy())
+
+    def __repr__(self) -> str:
+        if not self:
+            return "<RecordBatch empty>"
+        return f"<RecordBatch {len(self)} records {self.first}..{self.last}>"
+
+
 ApplyFn = Callable[[StateWriter, Record], Any]
-ApplyBatchFn = Callable[[StateWriter, Any], Any]
+ApplyBatchFn = Callable[[StateWriter, RecordBatch], Any]
 
 
 # ----------------------------------------------------------------------------------
@@ -127,8 +231,9 @@ class RecordSource:
         """The sequence the source's next new record will get (what it has reached)."""
         raise NotImplementedError
 
-    def read(self, max_records: int) -> list[Record]:
-        """Up to ``max_records`` records, oldest first; [] when nothing more is there."""
+    def read(self, max_records: int) -> RecordBatch:
+        """Up to ``max_records`` records, oldest first; an empty batch when nothing more
+        is there (the batch's arrays are valid until the next read)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -168,21 +273,9 @@ class RingSource(RecordSource):
     def next_sequence(self) -> int:
         return self.ring.next_sequence
 
-    def read(self, max_records: int) -> list[Record]:
+    def read(self, max_records: int) -> RecordBatch:
         b = self.consumer.read_batch(max_records)
-        if not len(b):
-            return []
-        data: Any = b.data
-        ends = b.ends.tolist()
-        seqs = b.sequences.tolist()
-        types = b.types.tolist()
-        out = []
-        start = 0
-        mv = memoryview(data)
-        for i, end in enumerate(ends):
-            out.append(Record(seqs[i], types[i], mv[start:end]))
-            start = end
-        return out
+        return RecordBatch(b.sequences, b.types, b.data, b.ends)
 
     def close(self) -> None:
         try:
@@ -207,13 +300,13 @@ class ImageSource(RecordSource):
     def next_sequence(self) -> int:
         return int(self.header.next_sequence)
 
-    def read(self, max_records: int) -> list[Record]:
-        out = []
+    def read(self, max_records: int) -> RecordBatch:
+        out: list[tuple[int, int, bytes]] = []
         for _pos, type_, seq, payload in self._it:
-            out.append(Record(seq, type_, memoryview(payload)))
+            out.append((seq, type_, bytes(payload)))
             if len(out) >= max_records:
                 break
-        return out
+        return RecordBatch.from_records(out)
 
 
 def open_source(ring: Any, start: int, gating: bool | None = None) -> Any:
@@ -244,7 +337,7 @@ class Recovery:
     replay_s: float = 0.0
     created: bool = False
     skipped_images: list[str] = field(default_factory=list)
-    pending: list[Record] = field(default_factory=list)
+    pending: RecordBatch = field(default_factory=RecordBatch.empty)
 
     @property
     def records_per_s(self) -> float:
@@ -272,7 +365,7 @@ class Recovery:
             self.state.unlink()
 
 
-def _check_coverage(source: Any, first: list[Record], start: int, where: str) -> None:
+def _check_coverage(source: Any, first: RecordBatch, start: int, where: str) -> None:
     """The source must hold ``start`` (= S+1) unless it has not reached it yet, and
     must not be behind the image."""
     reached = source.next_sequence()
@@ -282,48 +375,50 @@ def _check_coverage(source: Any, first: list[Record], start: int, where: str) ->
             f"{source.name!r} has only reached sequence {reached - 1} (next {reached}): the "
             f"image is ahead of the ring (taken from another ring, or the ring was reset); "
             f"nothing was changed")
-    if first and first[0].sequence > start:
+    if first and first.first > start:
         raise MissingSequencesError(
             f"{where}: {source.kind} {source.name!r} no longer holds sequences "
-            f"{start}..{first[0].sequence - 1} (its oldest record is "
-            f"{first[0].sequence}): the image at sequence {start - 1} is too old to "
+            f"{start}..{first.first - 1} (its oldest record is "
+            f"{first.first}): the image at sequence {start - 1} is too old to "
             f"replay from; use a newer image or a ring image that holds them; nothing was "
-            f"changed", start, first[0].sequence - 1, first[0].sequence)
+            f"changed", start, first.first - 1, first.first)
     if not first and reached > start:
         raise MissingSequencesError(
             f"{where}: {source.kind} {source.name!r} no longer holds sequences "
             f"{start}..{reached - 1}: nothing was changed", start, reached - 1, None)
 
 
-def apply_records(writer: StateWriter, records: list[Record], apply: ApplyFn | None,
+def apply_records(writer: StateWriter, records: RecordBatch, apply: ApplyFn | None,
                   apply_batch: ApplyBatchFn | None, expect: int | None,
                   until: int | None = None) -> tuple[int, int | None]:
-    """Apply records (each its own transaction, committed at its sequence) and return
-    (how many, last sequence). Refuses a gap or a repeat against ``expect``."""
-    n = 0
-    last = None
+    """Apply a batch (one transaction per record committed at its sequence, or one per
+    batch with ``apply_batch``) and return (how many, last sequence). Records after
+    ``until`` are not applied. Refuses a gap or a repeat against ``expect``."""
     if until is not None:
-        records = [r for r in records if r.sequence <= until]
+        records, _ = records.split(until)
     if not records:
         return 0, None
-    if expect is not None and records[0].sequence != expect:
-        if records[0].sequence > expect:
+    first = records.first
+    if expect is not None and first != expect:
+        if first > expect:
             raise MissingSequencesError(
-                f"state region {writer.state.name!r}: records {expect}.."
-                f"{records[0].sequence - 1} were lost before they could be applied (the "
-                f"producer lapped this consumer)", expect, records[0].sequence - 1,
-                records[0].sequence)
-        raise PyshmError(f"state region {writer.state.name!r}: record {records[0].sequence} "
-                         f"arrived again (expected {expect})")
+                f"state region {writer.state.name!r}: records {expect}..{first - 1} were "
+                f"lost before they could be applied (the producer lapped this consumer)",
+                expect, first - 1, first)
+        raise PyshmError(f"state region {writer.state.name!r}: record {first} arrived "
+                         f"again (expected {expect})")
+    last = records.last
+    if last - first + 1 != len(records):
+        raise PyshmError(f"state region {writer.state.name!r}: records {first}..{last} are "
+                         f"not consecutive")
     if apply_batch is not None:
         writer.begin()
         try:
             apply_batch(writer, records)
         except Exception as exc:
             writer.commit(None)
-            raise ApplyError(f"apply_batch raised on records {records[0].sequence}.."
-                             f"{records[-1].sequence}: {exc!r}", records[0].sequence) from exc
-        last = records[-1].sequence
+            raise ApplyError(f"apply_batch raised on records {first}..{last}: {exc!r}",
+                             first) from exc
         writer.commit(last)
         return len(records), last
     assert apply is not None
@@ -338,8 +433,7 @@ def apply_records(writer: StateWriter, records: list[Record], apply: ApplyFn | N
             raise ApplyError(f"apply raised on record {rec.sequence}: {exc!r}",
                              rec.sequence) from exc
         commit(rec.sequence)
-        n += 1
-    return n, records[-1].sequence
+    return len(records), last
 
 
 def restore_rows(st: State, w: StateWriter, rows: np.ndarray, seq: int | None) -> None:
@@ -486,7 +580,7 @@ def recover(state_name: str | os.PathLike[str], image: Any, ring: Any,
         raise
 
 
-def _replay(rec: Recovery, first: list[Record], apply: ApplyFn | None,
+def _replay(rec: Recovery, first: RecordBatch, apply: ApplyFn | None,
             apply_batch: ApplyBatchFn | None, until: int | None, batch: int,
             max_seconds: float | None, start: int) -> None:
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
@@ -499,9 +593,7 @@ def _replay(rec: Recovery, first: list[Record], apply: ApplyFn | None,
             rec.last_applied = last
             expect = last + 1
         if until is not None and (last is None or last >= until):
-            # copied: the views point into a buffer the next read reuses
-            rec.pending = [Record(r.sequence, r.type, memoryview(bytes(r.data)))
-                           for r in recs if r.sequence > until]
+            rec.pending = recs.split(until)[1]  # copied: the buffer is reused
             return
         if deadline is not None and time.monotonic() > deadline:
             return
