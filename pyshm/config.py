@@ -178,6 +178,7 @@ class Config:
     source: str = "<string>"
     bridges: tuple[BridgeConfig, ...] = ()
     nats: dict[str, Any] = field(default_factory=dict, repr=False)
+    states: tuple[Any, ...] = ()  # pyshm.state.config.StateConfig
 
     def ring(self, name: str) -> RingConfig:
         """The ring configured as ``name`` (KeyError if none)."""
@@ -370,6 +371,8 @@ TOP_KEYS = {
     "bridges": "NATS JetStream bridges: {out: RING, stream: S} publishes a ring, "
                "{in: RING, stream: S} builds a follower ring from a stream",
     "nats": "default NATS connection of bridges and remote snapshots",
+    "states": "state regions: process state folded from a ring by a writer this run keeps "
+              "(see pyshm/state/config.py)",
 }
 NATS_KEYS = {
     "servers": "server URL(s): a list, or one string with commas (required)",
@@ -582,11 +585,17 @@ def validate(data: Any, source: str = "<string>", lines: dict[Path, int] | None 
     met = MetricsConfig(listen=ck.get(mm, "listen", mp, _listen, None),
                         status_interval=ck.get(mm, "status_interval", mp,
                                                _positive_duration, 1.0))
+    states = []
+    if "states" in top:
+        from .state.config import check_states
+        taken = {segment.resolve_path(n): ("rings",) for r in rings
+                 for n in [r.name] + ([r.replica.name] if r.replica else [])}
+        states = check_states(ck, top.get("states"), base, taken)
     if ck.problems:
         raise ConfigError(ck.problems)
     return Config(name=name, state_dir=state_dir, log_level=log_level, rings=tuple(rings),
                   supervisor=sup, metrics=met, source=source, bridges=tuple(bridges),
-                  nats=nats)
+                  nats=nats, states=tuple(states))
 
 
 def _nats_url(v: Any) -> str:
@@ -779,6 +788,12 @@ def check_resources(cfg: Config) -> list[str]:
                 continue
             d = os.path.dirname(p)
             need[d] = need.get(d, 0) + layout.segment_size(r.capacity)
+    if cfg.states:
+        from .state.config import segment_sizes
+        for p, size in segment_sizes(cfg.states):
+            if not os.path.exists(p):
+                d = os.path.dirname(p)
+                need[d] = need.get(d, 0) + size
     problems = []
     for d, n in need.items():
         try:

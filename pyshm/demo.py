@@ -178,6 +178,12 @@ def consumer_main(spec: dict[str, Any]) -> int:
     received = gaps = dups = lost = crossed = bad_type = reattached = 0
     checksum = 0
     log = open(spec["log"], "w", encoding="utf-8") if role == "logger" else None
+    book = None
+    if role == "strategy" and spec.get("book_ref"):
+        # the reference the state region is checked against: the same fold over every
+        # tick this consumer receives (pyshm.state.demo_book)
+        from .state.demo_book import BOOK, fold
+        book = np.zeros(n_instr, BOOK)
     next_poll = 0.0
     deadline_idle = float(spec.get("idle_timeout", 60.0))
     last_data = time.monotonic()
@@ -208,6 +214,9 @@ def consumer_main(spec: dict[str, Any]) -> int:
             bad_type += int((b.types != TICK_TYPE).sum())
             t = b.array(TICK)
             bad = t["instrument"] >= n_instr  # never index with unchecked shared data
+            if book is not None:
+                ticks = b.types == TICK_TYPE  # as the region's apply_batch does
+                fold(book, t[ticks], b.sequences[ticks])  # drops bad instruments itself
             if bad.any():
                 bad_type += int(bad.sum())
                 t = t[~bad]
@@ -249,6 +258,8 @@ def consumer_main(spec: dict[str, Any]) -> int:
     ring.close()
     if log is not None:
         log.close()
+    if book is not None:
+        np.save(spec["book_ref"], book)
     _write_json(spec["result"], {
         "role": role, "received": received, "next_sequence": expected, "gaps": gaps,
         "duplicates": dups, "lost": lost, "crossed_books": crossed, "bad_type": bad_type,
@@ -323,7 +334,8 @@ class _Demo:
                     p.wait(5)
 
 
-def _prepare_config(config: str | None, workdir: str) -> tuple[str, Any]:
+def _prepare_config(config: str | None, workdir: str,
+                    instruments: int = DEFAULT_INSTRUMENTS) -> tuple[str, Any]:
     from .config import load_config
 
     src = config or EMBEDDED
@@ -349,6 +361,18 @@ def _prepare_config(config: str | None, workdir: str) -> tuple[str, Any]:
     ring["unlink_on_exit"] = False
     ring["snapshots"]["directory"] = os.path.join(workdir, "images")
     data["rings"] = [ring]
+    states = [s for s in data.get("states") or [] if isinstance(s, dict)
+              and s.get("ring") == ring["name"][:-len(suffix)]]
+    for st in states[:1]:  # the strategy's book, on the demo's ring
+        st["name"] = f"{st['name']}{suffix}"
+        st["ring"] = ring["name"]
+        st["rows"] = instruments
+        if isinstance(st.get("snapshots"), dict):
+            st["snapshots"]["directory"] = os.path.join(workdir, "state-images")
+        if isinstance(st.get("replica"), dict):
+            given = st["replica"].get("name")
+            st["replica"]["name"] = f"{given}{suffix}" if given else f"{st['name']}.replica"
+    data["states"] = states[:1]
     data["name"] = "demo"
     data["state_dir"] = os.path.join(workdir, "state")
     data["metrics"] = dict(data.get("metrics") or {})
@@ -373,13 +397,15 @@ def run_demo(config: str | None = None, duration: float | None = None,
     own_dir = workdir is None
     workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="pyshm-demo-"))
     os.makedirs(workdir, exist_ok=True)
-    cfg_path, cfg = _prepare_config(config, workdir)
+    cfg_path, cfg = _prepare_config(config, workdir, instruments)
     rc = cfg.rings[0]
     assert rc.replica is not None and rc.snapshots is not None
     demo = _Demo(workdir, quiet)
     from .segment import resolve_path
 
-    for n in (rc.name, rc.replica.name):
+    state_names = [n for sc in cfg.states for n in
+                   [sc.name] + ([sc.replica.name] if sc.replica else [])]
+    for n in (rc.name, rc.replica.name, *state_names):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(resolve_path(n))
     try:
@@ -387,7 +413,7 @@ def run_demo(config: str | None = None, duration: float | None = None,
     finally:
         demo.kill_all()
         if not keep:
-            for n in (rc.name, rc.replica.name, rc.name + ".check"):
+            for n in (rc.name, rc.replica.name, rc.name + ".check", *state_names):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(resolve_path(n))
             if own_dir:
@@ -459,10 +485,12 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     start_supervisor()
     consumer_spec = {"ring_path": ring_path, "instruments": instruments,
                      "stop": demo.path("stop.json"), "idle_timeout": 60.0}
+    sc = cfg.states[0] if cfg.states else None  # the strategy's state region
     for role in ("strategy", "logger"):
         demo.role(role, {**consumer_spec, "cmd": "consumer", "role": role,
                          "progress": demo.path(f"{role}.progress"),
-                         "result": demo.path(f"{role}.json"), "log": demo.path("ticks.log")})
+                         "result": demo.path(f"{role}.json"), "log": demo.path("ticks.log"),
+                         "book_ref": demo.path("book_ref.npy") if sc else None})
     producer_spec = {"cmd": "producer", "ring": ring_path, "rate": rate,
                      "instruments": instruments, "progress": demo.path("producer.progress")}
     prod = demo.role("producer1", {**producer_spec, "seed": 1, "result": demo.path("p1.json")})
@@ -521,7 +549,15 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
                                    "result": demo.path("p2.json")})
     demo.say(f"producer restarted (pid {prod.pid}), resuming at the ring's next sequence, "
              f"{info.next_sequence:,}")
-    progress_loop(duration, "phase 2")
+    state_kill: dict[str, Any] = {}
+    if sc is not None:
+        # kill -9 the strategy's state writer half-way: pyshm run restarts it, and it
+        # recovers the book from its newest state image + the ring after it
+        progress_loop(duration / 2, "phase 2")
+        state_kill = _kill_state_writer(demo, cfg, sc)
+        progress_loop(duration / 2, "phase 2")
+    else:
+        progress_loop(duration, "phase 2")
     demo.stop("producer2", 30)
     p2 = _read_json(demo.path("p2.json")) or {}
     with Ring(ring_path, readonly=True) as r:
@@ -542,6 +578,12 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     engine = st.get("engine") or {}
     engine_stats.append(engine.get("stats") or {})
     snaps_before_stop = dict(st.get("snapshots") or {})
+    if sc is not None:
+        from .state import State
+
+        with State(sc.name, readonly=True) as book_region:
+            _wait_for(lambda: book_region.applied_seq == final_seq - 1, 60,
+                      "the state writer to apply every tick")
     demo.stop("supervisor", 30)
 
     # -- verification ----------------------------------------------------------------------
@@ -590,6 +632,13 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
         "ring_window_contiguous": window_ok,
         "final_image_complete": image_info is not None and image_info.next_sequence == crashed_at,
     }
+    state_summary: dict[str, Any] | None = None
+    if sc is not None:
+        state_summary = _check_state(demo, sc, final_seq, state_kill)
+        checks["state_writer_recovered_from_image"] = bool(
+            state_kill.get("how") == "recovered" and state_kill.get("image"))
+        checks["state_book_bit_identical"] = state_summary["identical"]
+        checks["state_replica_identical"] = state_summary["replica_identical"]
     durations = sorted(snap_seen.values())
 
     def lag(st: dict[str, Any]) -> dict[str, float]:
@@ -619,6 +668,7 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
                     "from_image_s": None if restore_image_s is None
                     else round(restore_image_s, 4),
                     "image_records": image_info.record_count if image_info else None},
+        "state": state_summary,
         "rate_target": rate,
         "seconds": round(time.monotonic() - t_start, 1),
         "workdir": demo.workdir,
@@ -626,6 +676,72 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     if not demo.quiet:
         print(render_summary(summary), file=sys.stderr)
     return summary
+
+
+def _kill_state_writer(demo: _Demo, cfg: Any, sc: Any) -> dict[str, Any]:
+    """kill -9 the state writer that ``pyshm run`` keeps, and wait for its successor to
+    recover the region; returns how it started (image, sequences, timings)."""
+    def entry() -> dict[str, Any]:
+        st = _read_json(cfg.status_path) or {}
+        return (st.get("states") or {}).get(sc.name) or {}
+
+    from .state import State
+
+    e = _wait_for(lambda: (x := entry()).get("pid") and x.get("applied_seq") is not None
+                  and x, 30, "the state writer")
+    pid = e["pid"]
+    with State(sc.name, readonly=True) as region:
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+        applied = region.applied_seq or 0
+    demo.say(f"kill -9 the strategy's state writer (pid {pid}) with the book at sequence "
+             f"{applied:,}")
+    new = _wait_for(lambda: (x := entry()).get("pid") not in (None, pid) and
+                    (x.get("started") or {}).get("caught_up") and x, 60,
+                    "the state writer to be restarted and catch up")
+    start = dict(new["started"])
+    caught = start.get("caught_up") or {}
+    start["replayed"] = caught.get("records")
+    start["replay_s"] = caught.get("seconds")
+    if start.get("how") == "recovered" and start.get("image_seq") is not None:
+        demo.say(f"state writer restarted (pid {new['pid']}): the image at sequence "
+                 f"{start['image_seq']:,} loaded in "
+                 f"{human.duration_ns(start.get('image_load_s', 0) * 1e9)}, then "
+                 f"{caught.get('records', 0):,} records replayed to the live end in "
+                 f"{human.duration_ns((caught.get('seconds') or 0) * 1e9)}")
+    else:
+        demo.say(f"state writer restarted (pid {new['pid']}): {start.get('how')}")
+    start.update(killed_pid=pid, killed_at_applied_seq=applied, new_pid=new["pid"])
+    return start
+
+
+def _check_state(demo: _Demo, sc: Any, final_seq: int,
+                 kill: dict[str, Any]) -> dict[str, Any]:
+    """The region against the strategy's reference fold of every tick, bit for bit."""
+    from .state import State
+
+    ref_path = demo.path("book_ref.npy")
+    ref = np.load(ref_path, allow_pickle=False) if os.path.exists(ref_path) else None
+    with State(sc.name, readonly=True) as st:
+        rows = st.to_numpy()
+        seq = st.applied_seq
+    identical = ref is not None and rows.tobytes() == ref.tobytes() and seq == final_seq - 1
+    rep_identical = True
+    if sc.replica is not None:
+        with State(sc.replica.name, readonly=True) as rep:
+            rep_identical = rep.to_numpy().tobytes() == rows.tobytes() and \
+                rep.applied_seq == seq
+    demo.say(f"state region {sc.name}: {len(rows)} instruments at sequence {seq:,}: "
+             f"{'bit-identical to' if identical else 'DIFFERENT from'} the strategy's fold "
+             f"of all {final_seq:,} ticks"
+             + (f"; replica {'identical' if rep_identical else 'DIFFERENT'}"
+                if sc.replica is not None else ""))
+    return {"name": sc.name, "applied_seq": seq, "identical": identical,
+            "replica_identical": rep_identical,
+            "positions": int(np.abs(rows["position"]).sum()),
+            "recovery": {k: kill.get(k) for k in (
+                "killed_at_applied_seq", "image_seq", "replayed", "image_load_s",
+                "restore_s", "replay_s", "records_per_s")}}
 
 
 def _window(data: memoryview, capacity: int, start: int, end: int) -> bytes:
@@ -674,6 +790,16 @@ def render_summary(s: dict[str, Any]) -> str:
         f"restore              from the replica {_seconds_text(s['restore']['from_replica_s'])}"
         f", from the image {_seconds_text(s['restore']['from_image_s'])}",
     ]
+    st = s.get("state")
+    if st:
+        r = st["recovery"]
+        if r.get("image_seq") is not None:
+            lines.append(
+                f"state                book of {st['name']}: writer killed at sequence "
+                f"{r['killed_at_applied_seq']:,}, recovered from the image at "
+                f"{r['image_seq']:,} (loaded in {_seconds_text(r['image_load_s'])}) + "
+                f"{r['replayed']:,} records replayed in {_seconds_text(r['replay_s'])}; "
+                f"{'bit-identical' if st['identical'] else 'DIFFERENT'} at the end")
     lines += [f"  {'ok  ' if v else 'FAIL'} {k}" for k, v in s["checks"].items()]
     return "\n".join(lines)
 

@@ -641,6 +641,8 @@ class Supervisor:
         # engine on the replica
         self.locks: dict[str, Any] = {}
         self._created: list[str] = []  # paths this start created: removed if it fails
+        self.states: list[Any] = []  # pyshm.state.supervise.StateService, per states: entry
+        self.upgrade_requested = threading.Event()  # SIGHUP: hand state writers over
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -734,6 +736,13 @@ class Supervisor:
                     self.engines[rc.name] = EngineChild(self, rc)
                 if rc.snapshots is not None:
                     self.snapshots[rc.name] = SnapshotSchedule(self, rc)
+            if self.cfg.states:
+                from .state.supervise import StateService
+
+                for sc in self.cfg.states:
+                    svc = StateService(self, sc)
+                    svc.prepare()
+                    self.states.append(svc)
         except BaseException:
             # a failed start leaves nothing it made behind, and holds nothing
             for ring in self.rings.values():
@@ -753,6 +762,8 @@ class Supervisor:
             self.bridges[-1].start()
         for sched in self.snapshots.values():
             sched.start()
+        for svc in self.states:
+            svc.start()
         if self.cfg.metrics.listen:
             from .stats import serve_metrics
 
@@ -779,10 +790,13 @@ class Supervisor:
             rings[rc.name] = entry
         for b in self.bridges:
             rings.setdefault(b.bc.ring, {}).setdefault("bridges", []).append(b.status())
-        return {"run": self.cfg.name, "pid": os.getpid(), "config": self.cfg.source,
-                "started": self.started, "updated": time.time(),
-                "state": "stopping" if self.stopping.is_set() else "running",
-                "metrics": self.metrics_url, "rings": rings}
+        out = {"run": self.cfg.name, "pid": os.getpid(), "config": self.cfg.source,
+               "started": self.started, "updated": time.time(),
+               "state": "stopping" if self.stopping.is_set() else "running",
+               "metrics": self.metrics_url, "rings": rings}
+        if self.states:
+            out["states"] = {svc.sc.name: svc.status() for svc in self.states}
+        return out
 
     def write_status(self) -> None:
         """Replace the status file atomically."""
@@ -813,6 +827,8 @@ class Supervisor:
                 bridge.check(now)
                 if bridge.state == "failed":
                     self.failed = True
+            if self.states:
+                self._check_states(now)
             if self.failed:
                 log.error("an engine could not be kept running; stopping")
                 break
@@ -821,12 +837,31 @@ class Supervisor:
                 next_status = now + self.cfg.metrics.status_interval
             self.stopping.wait(sc.check_interval)
 
+    def _check_states(self, now: float) -> None:
+        """State writers: handover requests (SIGHUP, ``pyshm handover --run``) and
+        restarts of dead writers (which recover their region)."""
+        from .state.supervise import request_file, take_requests
+
+        asked = take_requests(request_file(self.cfg.state_dir, self.cfg.name))
+        if self.upgrade_requested.is_set():
+            self.upgrade_requested.clear()
+            asked += [svc.sc.name for svc in self.states]
+        for svc in self.states:
+            if svc.sc.name in asked:
+                log.info("state %s: upgrade asked: %s", svc.sc.name, svc.sc.upgrade)
+                svc.upgrade()
+            svc.check(now)
+            if svc.state == "failed":
+                self.failed = True
+
     def shutdown(self) -> None:
         """Stop engines (final sync), take final snapshots, unlink ``unlink_on_exit`` rings,
         remove the status file.
         """
         self.stopping.set()
         timeout = self.cfg.supervisor.shutdown_timeout
+        for svc in self.states:  # writers first: the rings they read stay up meanwhile
+            svc.stop(timeout)
         for bridge in self.bridges:
             bridge.stop(timeout)
         for child in self.engines.values():
@@ -863,6 +898,8 @@ class Supervisor:
     def run(self) -> int:
         """Start, watch until SIGINT/SIGTERM, shut down. Returns the exit status."""
         old = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        old[signal.SIGHUP] = signal.signal(signal.SIGHUP,
+                                           lambda *_: self.upgrade_requested.set())
         try:
             try:
                 self.start()

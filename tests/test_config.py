@@ -35,6 +35,9 @@ def test_example_config_is_valid_and_complete():
     assert orders.max_record == (4 << 20) // 8 // 4  # default: partition size / 4
     assert cfg.metrics.address == ("127.0.0.1", 9464)
     assert cfg.supervisor.restart_delay == 0.5
+    (book,) = cfg.states
+    assert book.ring == "md.eurex" and book.rows == 64 and book.upgrade == "handover"
+    assert book.replica is not None and book.snapshots is not None
 
 
 @pytest.mark.parametrize("text,value", [

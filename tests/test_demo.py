@@ -40,9 +40,19 @@ def test_demo_small_run_is_verified(tmp_path):
     assert lasts == {s["published_before_crash"] - 1}, crash
     assert len(re.findall(r"sequences [\d,]+\.\.", crash)) == 4, crash
     assert f"resuming at the ring's next sequence, {s['published_before_crash']:,}" in r.stderr
-    # rings and replica are removed at the end (pid-suffixed names under /dev/shm)
-    assert not [n for n in os.listdir("/dev/shm") if n.startswith("demo.md.")
-                and n.split(".")[-1] == str(_child_pid_hint(r.stderr))]
+    # the strategy's state region: its writer was killed with kill -9 and recovered from
+    # a state image + replay; the book ends bit-identical to the fold of every tick
+    st = s["state"]
+    assert st["identical"] and st["replica_identical"]
+    assert st["applied_seq"] == s["published"] - 1
+    rec = st["recovery"]
+    assert rec["image_seq"] is not None and rec["replayed"] > 0, st
+    assert rec["image_seq"] <= rec["killed_at_applied_seq"]
+    assert "kill -9 the strategy's state writer" in r.stderr
+    # rings, replica and state regions are removed at the end (pid-suffixed names)
+    pid = str(_child_pid_hint(r.stderr))
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(("demo.md.", "demo.book."))
+                and n.split(".")[-1] == pid]
 
 
 def _child_pid_hint(stderr: str) -> str:

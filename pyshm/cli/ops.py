@@ -117,8 +117,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
     else:
         assert cfg is not None
+        states = (f"; {len(cfg.states)} state region(s): "
+                  f"{', '.join(s.name for s in cfg.states)}" if cfg.states else "")
         print(f"{args.file}: valid ({len(cfg.rings)} ring(s): "
-              f"{', '.join(r.name for r in cfg.rings)})")
+              f"{', '.join(r.name for r in cfg.rings)}{states})")
     return 1 if problems else 0
 
 

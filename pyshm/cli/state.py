@@ -289,9 +289,14 @@ def register(sub: Any) -> None:
                     "no process applying, then keeps following until SIGINT/SIGTERM "
                     "(--exit-after: return once the handover is done). With no live writer "
                     "it simply starts (recovering the region if needed).",
-        epilog="example:\n  pyshm handover book --ring md --apply mybook.fold_v2:apply "
-               "--images /var/lib/book")
-    _follow_args(p)
+        epilog="examples:\n  pyshm handover book --ring md --apply mybook.fold_v2:apply "
+               "--images /var/lib/book\n"
+               "  pyshm handover book --run pyshm.yaml   # ask `pyshm run` to do it")
+    _follow_args(p, required=False)
+    p.add_argument("--run", metavar="CONFIG",
+                   help="ask the `pyshm run CONFIG` that keeps region NAME to hand it over "
+                        "to a new writer process (new code: it imports apply afresh), and "
+                        "wait for the outcome")
     p.add_argument("--image", help="start from this state image instead of the newest one")
     p.add_argument("--sync", choices=("diff", "trust"), default="diff",
                    help="diff: copy the rows where this version's state differs from the "
@@ -303,10 +308,10 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_handover)
 
 
-def _follow_args(c: argparse.ArgumentParser) -> None:
+def _follow_args(c: argparse.ArgumentParser, required: bool = True) -> None:
     c.add_argument("name", help="region name (/dev/shm) or path")
-    c.add_argument("--ring", required=True, help="the ring (or replica) to fold")
-    c.add_argument("--apply", required=True,
+    c.add_argument("--ring", required=required, help="the ring (or replica) to fold")
+    c.add_argument("--apply", required=required,
                    help="MODULE:FUNCTION or FILE.py:FUNCTION, called as apply(writer, record)")
     c.add_argument("--images", help="directory of this region's state images")
     c.add_argument("--every", type=_args.seconds, metavar="SECONDS",
@@ -503,6 +508,11 @@ def _start_line(info: dict[str, Any]) -> str:
 
 
 def cmd_handover(args: argparse.Namespace) -> int:
+    if args.run:
+        return _handover_by_supervisor(args)
+    if not args.ring or not args.apply:
+        raise InvalidParameterError("--ring and --apply are required (or --run CONFIG to "
+                                    "ask a running `pyshm run`)")
     f = _follower(args, handover=True, image=args.image, sync=args.sync,
                   handover_timeout=args.timeout)
     stop = _stop_event()
@@ -552,6 +562,50 @@ def _status(args: argparse.Namespace, eng: Any) -> None:
     print(f"{st.state:<8} consistent at {'-' if seq is None else seq}  rounds {st.copies}  "
           f"rows copied {st.records_mirrored}  last round {st.extra['last_round_ns'] / 1e3:.1f}"
           f" us  lag {st.lag_ns / 1e3:.1f} us  resyncs {st.extra['full_resyncs']}", flush=True)
+
+
+def _handover_by_supervisor(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..state.supervise import request_file, write_request
+
+    cfg = load_config(args.run)
+    if args.name not in [s.name for s in cfg.states]:
+        raise InvalidParameterError(f"{args.run} declares no state region {args.name!r} "
+                                    f"(states: {', '.join(s.name for s in cfg.states) or '-'})")
+
+    def status() -> dict[str, Any]:
+        try:
+            with open(cfg.status_path, encoding="utf-8") as f:
+                st = json.load(f)
+            return (st.get("states") or {}).get(args.name) or {}
+        except (OSError, ValueError):
+            return {}
+
+    before = status()
+    if not before:
+        raise PyshmError(f"no running `pyshm run {args.run}` (no status in "
+                         f"{cfg.status_path})")
+    seen = len(before.get("handovers") or [])
+    write_request(request_file(cfg.state_dir, cfg.name), args.name)
+    deadline = time.monotonic() + args.timeout + 10
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        st = status()
+        done = st.get("handovers") or []
+        if len(done) > seen or (done and done[-1] != (before.get("handovers") or [None])[-1]
+                                and not st.get("handover_in_progress")):
+            last = done[-1]
+            if args.json:
+                print(json.dumps(last, indent=2))
+            elif "failed" in last:
+                raise PyshmError(f"handover of {args.name} failed: {last['failed']}")
+            else:
+                print(f"state {args.name}: handed over from pid {last['old_pid']} at "
+                      f"sequence {last['final_seq']}, gap {last['gap_ns'] / 1e6:.3f} ms with "
+                      f"no process applying, {last['rows_differing']} rows differed")
+            return 1 if "failed" in last else 0
+    raise PyshmError(f"the supervisor did not report a handover of {args.name} within "
+                     f"{args.timeout + 10:.0f} s")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

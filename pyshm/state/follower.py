@@ -160,6 +160,8 @@ class Follower:
         self.start_info: dict[str, Any] = {}
         self.handover_info: dict[str, Any] = {}
         self.schedule: StateSnapshotSchedule | None = None
+        self.caught_up: dict[str, Any] | None = None
+        self._started_at = 0.0
         self._me = os.getpid()
 
     # ------------------------------------------------------------ start
@@ -177,6 +179,8 @@ class Follower:
                 self._take_over(old)
                 self.start_info["seconds"] = round(time.perf_counter() - t0, 6)
                 self._after_start()
+                self._started_at = t0
+                self.caught_up = None
                 return self.start_info
             note = "no live writer to hand over from: started normally"
         if exists:
@@ -210,7 +214,17 @@ class Follower:
             self.start_info["note"] = note
         self.start_info["seconds"] = round(time.perf_counter() - t0, 6)
         self._after_start()
+        self._started_at = t0
+        self.caught_up = None
         return self.start_info
+
+    def _note_caught_up(self) -> None:
+        """The first time the source has nothing more after start: how many records the
+        start (recovery replay included) took to reach the live end, and how long."""
+        if self.caught_up is None and self.state is not None:
+            self.caught_up = {"records": self.applied, "last_applied": self.last_applied,
+                              "seconds": round(time.perf_counter() - self._started_at, 6)}
+            self.start_info["caught_up"] = self.caught_up
 
     def _latest_image(self) -> Any:
         if self.image is not None:
@@ -249,8 +263,10 @@ class Follower:
         if os.path.exists(resolve_path(self.name)):
             with State(self.name) as probe:
                 old_slot = probe._load("W_SLOT")
+        t_load = time.perf_counter()
         if img is None:
             img = self._latest_image()
+        load_s = time.perf_counter() - t_load
         # max_seconds=0: restore and apply the first batch only; the catch-up goes on in
         # run(), where state images are already being taken
         rec = recover(self.name, img, self.ring, self.apply, apply_batch=self.apply_batch,
@@ -260,6 +276,7 @@ class Follower:
         self.expect = 0 if rec.last_applied is None else rec.last_applied + 1
         self.pending = rec.pending
         self.applied += rec.replayed
+        rec.image_load_s += load_s  # found and verified here, before recover() ran
         self.start_info = {"how": "recovered", "why": why, **rec.summary()}
         self._release_dead_slot(dead_pid, old_slot)
 
@@ -481,6 +498,7 @@ class Follower:
         recs = self.pending if self.pending else self.source.read(self.batch)
         self.pending = RecordBatch.empty()
         if not recs:
+            self._note_caught_up()
             return 0
         assert self.writer is not None
         n, last = apply_records(self.writer, recs, self.apply, self.apply_batch, self.expect)
@@ -522,6 +540,7 @@ class Follower:
                     self.applied += n
                 else:
                     n = 0
+                    self._note_caught_up()
             else:
                 n = self.step()
             if self._answer_handover():
