@@ -106,7 +106,9 @@ def consumer_main(name: str, counters: Any, start: int, position: int = -1) -> N
     while True:
         m = c.read_copy(timeout=0.05, wait="yield")
         if m is None:
-            if counters[STOP] and c.position >= ring.tail:
+            # STOP == 2: the producer has exited, so the tail cannot move any more (at 1
+            # its last publish may still be in flight: leaving then lost that record)
+            if counters[STOP] == 2 and c.position >= ring.tail:
                 break
             continue
         s = m.sequence
@@ -275,6 +277,7 @@ def trial(kind: str, rng: random.Random, workdir: str, limit: int = 1 << 62) -> 
         prod.join(30)
         if prod.exitcode != 0:
             raise RuntimeError(f"producer exited with {prod.exitcode}")
+        counters[STOP] = 2
         committed = ring.next_sequence
         cons.join(30)
         if cons.exitcode != 0:
