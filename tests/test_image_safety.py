@@ -185,3 +185,16 @@ def test_export_refuses_to_overwrite_its_own_image(image, capsys):
     assert rc == 1 and "image being read" in capsys.readouterr().err
     ImageReader(image).close()
 
+
+
+def test_a_window_too_large_for_memory_is_an_image_error(image, monkeypatch):
+    import pyshm.images.format as fmt
+    from pyshm.errors import ImageError
+
+    def no_memory(*a, **k):
+        raise MemoryError
+
+    with ImageReader(image) as r:
+        monkeypatch.setattr(fmt.np, "empty", no_memory)
+        with pytest.raises(ImageError, match="does not fit in memory"):
+            r.read_data()

@@ -806,7 +806,13 @@ class ImageReader:
     def read_data(self, progress: ProgressFn | None = None) -> np.ndarray:
         """The whole window (verified) as a new uint8 array."""
         h = self.header
-        out = np.empty(h.data_length, dtype=np.uint8)
+        try:
+            out = np.empty(h.data_length, dtype=np.uint8)
+        except MemoryError:
+            # the header's window size (checked only against the ring's capacity, up to
+            # 64 TiB) sizes this buffer: a compressed image can claim more than fits
+            raise ImageError(f"{self.path}: its window of {h.data_length} bytes does not "
+                             f"fit in memory") from None
         mv = memoryview(out.data)
         for i, e in enumerate(self.chunks):
             start = i * h.chunk_size
