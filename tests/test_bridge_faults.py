@@ -283,3 +283,69 @@ def test_stats_lines_name_no_secret(nats_server, procs, new_name):
     assert line["servers"] == [url.replace("s3cret", "***")]
     for key in ("in_flight", "redeliveries", "reconnects", "lag_records", "lag_us"):
         assert key in line
+
+
+# ----------------------------------------------------------------------------------
+# a private server: stopped while an overwrite ring laps the bridge
+
+
+def test_overwrite_ring_loss_while_the_server_is_down_is_reported_exactly(procs, new_name,
+                                                                          tmp_path):
+    from pyshm.bridge.localserver import LocalNats
+
+    src, far = new_name(), new_name()
+    Ring.create(src, 1 << 14).close()  # overwrite: the producer never waits
+    with LocalNats(1, workdir=str(tmp_path / "nats")) as srv:
+        out = procs.start("bridge", "out", src, "--server", srv.url, "--stream", "OW",
+                          "--ack-timeout", "1", log="out.log")
+        procs.start(*in_cmd(far, srv.url, "OW"), log="in.log")
+        wait_for(lambda: gating(src), 30, "bridge out's gating slot")
+        prod = start_producer(tmp_path, src, 0, 300, 0.0)
+        assert prod.wait(60) == 0
+        wait_for(lambda: next_seq(far) == 300, 60, "the first records")
+        srv.stop()
+        prod = start_producer(tmp_path, src, 300, 3000, 0.0)  # laps the ring many times
+        assert prod.wait(60) == 0
+        srv.start()
+        wait_for(lambda: next_seq(far) == 3300, 90, "the far ring to catch up")
+        got = records(far)
+        lost = [s for s, t, _ in got if t == GAP_TYPE]
+        kept = [x for x in got if x[1] != GAP_TYPE]
+        assert [s for s, _, _ in got] == list(range(3300))
+        assert lost and kept == [x for x in expected(0, 3300) if x[0] not in set(lost)]
+        log = (tmp_path / "out.log").read_text()
+        # every lost range is named in the log as it was found
+        import re
+        named = [(int(a), int(b)) for a, b in
+                 re.findall(r"sequences (\d+)\.\.(\d+) \(\d+ records\) were overwritten", log)]
+        assert sorted(s for a, b in named for s in range(a, b + 1)) == lost
+        out.send_signal(signal.SIGTERM)
+        assert out.wait(30) == 0
+
+
+def test_credentials_pass_through_and_a_wrong_password_is_a_clear_error(procs, new_name,
+                                                                       tmp_path):
+    from pyshm.bridge.localserver import LocalNats
+
+    src, far = new_name(), new_name()
+    Ring.create(src, 1 << 14, lossless=True).close()
+    auth = "authorization {\n  user: alice\n  password: s3cret-pw\n}"
+    with LocalNats(1, workdir=str(tmp_path / "nats"), extra_conf=auth) as srv:
+        procs.env["PYSHM_NATS_PASSWORD"] = "wrong"
+        r = procs.run("bridge", "out", src, "--server", srv.url, "--stream", "AUTH",
+                      "--user", "alice", "--connect-timeout", "1")
+        assert r.returncode == 1 and "cannot connect to NATS" in r.stderr
+        assert "wrong" not in r.stderr and "Traceback" not in r.stderr
+        procs.env["PYSHM_NATS_PASSWORD"] = "s3cret-pw"
+        out = procs.start("bridge", "out", src, "--server", srv.url, "--stream", "AUTH",
+                          "--user", "alice", log="out.log")
+        procs.start("bridge", "in", "--server", srv.url, "--stream", "AUTH", "--to", far,
+                    "--user", "alice", log="in.log")
+        wait_for(lambda: gating(src), 30, "bridge out's gating slot")
+        prod = start_producer(tmp_path, src, 0, 200, 0.0)
+        assert prod.wait(60) == 0
+        wait_for(lambda: next_seq(far) == 200, 60, "the far ring")
+        assert records(far) == expected(0, 200)
+        out.send_signal(signal.SIGTERM)
+        assert out.wait(30) == 0
+    assert "s3cret-pw" not in (tmp_path / "out.log").read_text()

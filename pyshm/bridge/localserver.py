@@ -67,11 +67,14 @@ class _Node:
 
 
 class LocalNats:
-    """``nodes`` JetStream servers on 127.0.0.1 (a cluster when ``nodes`` > 1)."""
+    """``nodes`` JetStream servers on 127.0.0.1 (a cluster when ``nodes`` > 1).
+
+    ``extra_conf`` is appended to every node's configuration file (e.g. an
+    ``authorization { ... }`` block)."""
 
     def __init__(self, nodes: int = 1, *, workdir: str | None = None,
                  max_file_store: str = "4GB", max_memory_store: str = "256MB",
-                 cluster_name: str = "pyshm"):
+                 cluster_name: str = "pyshm", extra_conf: str = ""):
         if nodes < 1:
             raise ValueError("a NATS deployment has at least one node")
         self.binary = find_server_binary()
@@ -93,7 +96,8 @@ class LocalNats:
                         f"http: 127.0.0.1:{n.http_port}\n"
                         f"jetstream {{\n  store_dir: \"{n.store}\"\n"
                         f"  max_file_store: {max_file_store}\n"
-                        f"  max_memory_store: {max_memory_store}\n}}\n{cluster}")
+                        f"  max_memory_store: {max_memory_store}\n}}\n{cluster}"
+                        f"{extra_conf}\n")
 
     # ------------------------------------------------------------------ addresses
     @property

@@ -109,6 +109,7 @@ class BridgeOut:
         self._inflight_records = 0
         self._inflight_bytes = 0
         self._expect: int | None = None   # next ring sequence the stream should get
+        self._start_seq: int | None = None
         self._last_acked: int | None = None
         self._slot_pos = -1
         self._connected = True
@@ -267,8 +268,22 @@ class BridgeOut:
         if last is not None:
             self._expect = last + 1
             return ro.consumer(last + 1)
-        self._expect = None
+        self._expect = self._start_seq
         return ro.consumer(self.cfg.start)
+
+    @staticmethod
+    def _first_seq(ro: Ring, start: str) -> int:
+        """The sequence a new bridge starts from: the oldest record the ring holds now
+        (``oldest``), or the next one (``latest``, or an empty ring)."""
+        if start == "oldest":
+            c = ro.consumer("oldest")
+            try:
+                m = c.read()
+                if m is not None:
+                    return int(m.sequence)
+            finally:
+                c.close()
+        return ro.next_sequence
 
     # ------------------------------------------------------------------ publishing
     def _frames(self, batch: Any, read_ns: int) -> tuple[bytes, range, int, int]:
@@ -433,6 +448,9 @@ class BridgeOut:
         self.guard = S.Guard(self.rw, key, cfg.grace)
         self.slot = self.guard.start(early)
         self._slot_pos = early
+        # what the bridge is answerable for from now on: on an overwrite ring, records
+        # lapped while it connects are reported as lost, not silently skipped
+        self._start_seq = self._first_seq(self.ro, cfg.start)
         await self._connect()
         await self._ensure_stream(self.rw)
         last = await self._last_in_stream(self.rw)
