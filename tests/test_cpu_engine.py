@@ -239,7 +239,7 @@ def test_lag_percentiles_are_ordered(pair):
         st = eng.stats()
         assert st.lag_samples >= 200
         assert 0 < st.lag_p50_ns <= st.lag_p99_ns <= st.lag_p999_ns
-        assert st.lag_p999_ns <= st.lag_max_ns * 1.07  # bucket midpoint vs exact max
+        assert st.lag_p999_ns <= st.lag_max_ns  # clamped: never above the max
         assert isinstance(st, EngineStats) and "overruns 0" in st.line()
 
 

@@ -163,15 +163,17 @@ def _run(args: argparse.Namespace, replica: Any, open_engine: Any,
         print(file=sys.stderr)
     summary = {**st.as_dict(), "replica": args.to, "seconds": round(elapsed, 3),
                "mean_rate_bps": st.bytes_mirrored / elapsed if elapsed else 0.0}
+    e2e = (f"{st.e2e_lag_p50_ns / 1e3:.1f}/{st.e2e_lag_p99_ns / 1e3:.1f}/"
+           f"{st.e2e_lag_p999_ns / 1e3:.1f}/{st.e2e_lag_max_ns / 1e3:.1f} us "
+           f"({st.e2e_lag_samples:,} samples)") if st.e2e_lag_samples else "- (no samples)"
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"stopped ({'signal ' + str(stop['sig']) if stop['sig'] else 'done'}): "
               f"mirrored {st.bytes_mirrored:,d} bytes, {st.records_mirrored:,d} records in "
               f"{elapsed:.1f} s ({_human_rate(summary['mean_rate_bps']).strip()}); "
-              f"replica tail {st.mirrored:,d}; lag p50/p99/p99.9/max "
-              f"{st.lag_p50_ns / 1e3:.1f}/{st.lag_p99_ns / 1e3:.1f}/"
-              f"{st.lag_p999_ns / 1e3:.1f}/{st.lag_max_ns / 1e3:.1f} us; "
+              f"replica tail {st.mirrored:,d}; replication lag (commit -> readable in the "
+              f"replica) p50/p99/p99.9/max {e2e}; "
               f"overruns {st.overruns} ({st.bytes_lost:,d} bytes lost); errors {st.errors}")
     if failed:
         print(f"pyshm replicate: engine failed: {st.last_error}", file=sys.stderr)
