@@ -6,10 +6,11 @@ needs no pass of its own over the data:
 
 1. with the engine paused for a moment (sync, pause, read, resume): the window
    ``[oldest, tail)`` and a copy of its blocks' table entries;
-2. engine running again: the records of the window are walked in place (headers only,
-   for the image header's sequences), each image chunk's CRC is combined from its
-   blocks' CRCs (``crc32c_combine``: multiplications, no data), and the chunks are
-   written straight from the replica's mapping, never read back;
+2. engine running again: each image chunk's CRC is combined from its blocks' CRCs
+   (``crc32c_combine``: multiplications, no data) and the chunks are written straight
+   from the replica's mapping, never read back; the header's sequences come from the
+   replica's ``next_sequence`` and the window's first record, and the full record walk
+   (headers only) runs on another thread meanwhile and must agree;
 3. before the image's name appears, the replica's ``tail_intent`` is read again: the
    engine raises it before it overwrites bytes of an earlier lap, so if the window's
    start is still at or above its oldest boundary, not one byte written or walked can
@@ -26,6 +27,7 @@ tail a live engine published).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +38,7 @@ from .. import checksum, layout
 from ..errors import CorruptSegmentError, SnapshotError
 from ..replica import CrcTable
 from . import format as fmt
-from .records import walk
+from .records import iter_records, walk
 
 
 class _Lapped(Exception):
@@ -161,25 +163,60 @@ def snapshot_from_table(src: Any, path: str | os.PathLike[str], *, engine: Any,
             raise SnapshotError(f"{src.name}: the replica changed during the snapshot (tail "
                                 f"{view.end} -> {src.tail}); pass its engine so it is paused")
 
+    # The image header's sequences come from the replica's next_sequence (the engine's,
+    # read while it was paused) and the window's first record; the full walk that
+    # validates every record runs on another thread while the chunks are written (it
+    # waits on memory, the write on the kernel's copy) and must agree before the name
+    # appears. Disagreement (an engine that does not count records) means the copy path.
     try:
+        first = _first_sequence(src.data, cap, p, view.start, view.end, where)
+    except CorruptSegmentError:
+        unchanged()  # bytes overwritten under the reader: not a corrupt replica
+        raise
+    nxt = view.next_sequence if first is not None else None
+    if first is None or nxt is None or nxt < first:
+        first = nxt = view.next_sequence
+    walked: dict[str, Any] = {}
+
+    def run_walk() -> None:
         try:
-            summary = walk(src.data, 0, cap - 1, view.start, view.end, p.partition_size,
-                           p.max_record, where)
-        except CorruptSegmentError:
-            unchanged()  # bytes overwritten under the walker: not a corrupt replica
-            raise
-        if summary.record_count:
-            assert summary.first_sequence is not None and summary.last_sequence is not None
-            first, nxt = summary.first_sequence, summary.last_sequence + 1
-        else:
-            first = nxt = view.next_sequence
+            walked["summary"] = walk(src.data, 0, cap - 1, view.start, view.end,
+                                     p.partition_size, p.max_record, where)
+        except CorruptSegmentError as exc:
+            walked["error"] = exc
+
+    walker = threading.Thread(target=run_walk, name="pyshm-snapshot-walk", daemon=True)
+
+    def check() -> None:
+        walker.join()
+        unchanged()
+        if "error" in walked:
+            raise walked["error"]
+        got = walked["summary"]
+        want_first = first if nxt > first else None
+        if (got.record_count, got.first_sequence) != (nxt - first, want_first):
+            raise _Lapped()  # the header's next_sequence is not the records': copy instead
+
+    walker.start()
+    try:
         crcs, _ = chunk_crcs(view, chunk_size, _read(src.data, cap))
-        header = image_header(p, view.start, view.end, first, nxt, summary.record_count,
-                              True)
+        header = image_header(p, view.start, view.end, first, nxt, nxt - first, True)
         return fmt.write_image(path, header,
                                _window_pieces(src.data, cap, view.start, view.end),
                                chunk_size=chunk_size, overwrite=overwrite, mode=mode,
                                sync=sync, progress=progress, chunk_crcs=crcs,
-                               before_publish=unchanged)
+                               before_publish=check)
     except _Lapped:
         return None
+    finally:
+        walker.join()
+
+
+def _first_sequence(data: np.ndarray, cap: int, p: Any, start: int, end: int,
+                    where: str) -> int | None:
+    """Sequence of the window's first record (after any padding), None if it has none."""
+    for _pos, _type, seq, _payload in iter_records(data, 0, cap - 1, start, end,
+                                                   p.partition_size, p.max_record, where,
+                                                   copy=False):
+        return int(seq)
+    return None
