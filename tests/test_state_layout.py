@@ -65,7 +65,7 @@ def test_c_constants_match():
     assert lib.PYSHM_CHUNK_COPYING == SL.CHUNK_COPYING
     assert lib.PYSHM_CHUNK_COPIED == SL.CHUNK_COPIED
     assert lib.PYSHM_CHUNK_SAVED == SL.CHUNK_SAVED
-    assert lib.PYSHM_STATE_EPOCH_HOLD == SL.EPOCH_HOLD
+    assert lib.PYSHM_STATE_EPOCH_CUT == SL.EPOCH_CUT
     assert lib.PYSHM_STATE_NO_SEQ == SL.NO_SEQUENCE
     assert lib.PYSHM_STATE_PARITY == SL.VERSION_PARITY
     assert lib.PYSHM_STATE_MAX_ROWS == SL.MAX_ROWS

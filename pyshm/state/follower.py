@@ -31,8 +31,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from ..errors import InvalidParameterError, PyshmError, RingNotFoundError
 from ..ring import pid_alive
 from ..segment import resolve_path
@@ -380,11 +378,18 @@ class Follower:
             if not ok:
                 raise HandoverError(f"handover {self.name!r}: the handover state changed "
                                     f"under this request ({SL.HO_STATE_NAMES.get(cur, cur)})")
+            polls = 0
             while True:
                 h = R._load("H_STATE")
                 if h == SL.HO_RELEASED:
                     break
                 catch_up(R.applied_seq)
+                polls += 1
+                if polls % 256 and h == SL.HO_REQUESTED:
+                    # the gap runs from the old writer's release until we notice it:
+                    # yield rather than sleep (a sleep is milliseconds on a busy box)
+                    os.sched_yield()
+                    continue
                 if h != SL.HO_REQUESTED or not pid_alive(old) or time.monotonic() > deadline:
                     R._cas("H_STATE", SL.HO_REQUESTED, SL.HO_ABORTED)
                     why = ("it died" if not pid_alive(old) else
@@ -394,10 +399,12 @@ class Follower:
                     raise HandoverError(f"handover {self.name!r}: the old writer (pid {old}) "
                                         f"did not release the region: {why}")
                 time.sleep(50e-6)
+            t_seen = time.monotonic_ns()
             final_raw = R._load("H_FINAL")
             final = None if final_raw == SL.NO_SEQUENCE else final_raw
             released_ns = R._load("H_NS")
             catch_up(final)
+            t_applied = time.monotonic_ns()
             if (final is None and expect != start) or (final is not None and expect != final + 1):
                 R._cas("H_STATE", SL.HO_RELEASED, SL.HO_ABORTED)
                 raise HandoverError(f"handover {self.name!r}: staging reached {expect - 1}, "
@@ -418,15 +425,14 @@ class Follower:
             w = R.writer(_taken=True)
             differ = 0
             if self.sync == "diff":
-                mine = staging.raw_rows()
-                live = R.raw_rows()  # quiescent: we hold the role, the old writer stopped
-                a = mine.view(np.uint8).reshape(len(mine), -1)
-                b = live.view(np.uint8).reshape(len(live), -1)
-                idx = np.nonzero((a != b).any(axis=1))[0]
-                differ = int(len(idx))
-                if differ:
-                    with w.transaction(final):
-                        w.write_batch(idx, mine[idx])
+                # compare row by row in C and write only what differs (none when both
+                # versions fold alike), in one transaction at the handover sequence
+                w.begin()
+                differ = w.sync_rows(staging.raw_rows())
+                if final is None:
+                    w.commit_applied(SL.NO_SEQUENCE)
+                else:
+                    w.commit(final)
             t_ready_ns = time.monotonic_ns()
             self.state, self.writer, self.source = R, w, source
             R = None
@@ -437,7 +443,12 @@ class Follower:
                 "role": "new", "old_pid": old, "final_seq": final, "image": origin,
                 "image_seq": seq, "rows_differing": differ,
                 "catch_up_s": round(t_caught - t_start, 6),
-                "gap_ns": gap_ns}
+                "gap_ns": gap_ns,
+                # where the gap goes: noticing the release, applying up to its sequence,
+                # taking the role and copying the rows that differ
+                "gap_parts_ns": {"notice": t_seen - released_ns if released_ns else None,
+                                 "apply_to_final": t_applied - t_seen,
+                                 "take_and_sync": t_ready_ns - t_applied}}
             self.start_info = {"how": "handover", **self.handover_info}
             # the old process releases its own gating slot when it sees DONE (its
             # Follower returns handed_over and is closed); if it dies instead, the slot

@@ -13,7 +13,7 @@ Segment::
           | itemsize u32 | desc_length u32 | chunk_rows u32 | desc_crc u32      |
           | created_ns u64 | creator_pid u64 | name[56] | reserved[12]          |
           | header_crc u32: CRC32C of 0x000..0x07B (the immutable fields)      |
-    0x080 | epoch          writer CAS even->odd, release even; cut HOLD bit 63 |
+    0x080 | epoch          writer CAS even->odd, release even; bit 63: cut fixing|
     0x100 | applied_seq    writer, release store before the epoch goes even    |
     0x180 | writer         {pid (CAS), ring slot, ring id, heartbeat_ns}        |
     0x200 | cut            {pid (CAS), gen, active gen, seq, epoch, started_ns} |
@@ -90,8 +90,9 @@ OFF_DESC = HEADER_SIZE
 FLAG_REPLICA = 0x1
 KNOWN_FLAGS = FLAG_REPLICA
 
-# epoch: bit 63 is held by a snapshot while it fixes its cut; the rest counts
-EPOCH_HOLD = 1 << 63
+# epoch: bit 63 is set while a cut is being fixed (by its owner, or finished by the
+# writer, who never waits for it); the rest counts
+EPOCH_CUT = 1 << 63
 # applied_seq before anything was applied
 NO_SEQUENCE = (1 << 64) - 1
 

@@ -80,7 +80,7 @@ class Capture:
     epoch: int
     method: str               # "optimistic" (no writer active) or "cut" (copy-on-write)
     seconds: float            # the whole capture
-    hold_ns: int = 0          # how long the epoch was held to fix the cut
+    hold_ns: int = 0          # how long fixing the cut took (the epoch's cut bit was set)
     copied_live: int = 0      # chunks copied from the live rows ...
     copied_shadow: int = 0    # ... and from pre-images the writer saved
 
@@ -381,7 +381,7 @@ class State:
     @property
     def epoch(self) -> int:
         """The region epoch: odd while a transaction is in progress."""
-        return self._load("EPOCH") & ~SL.EPOCH_HOLD
+        return self._load("EPOCH") & ~SL.EPOCH_CUT
 
     @property
     def writer_pid(self) -> int:
@@ -716,34 +716,17 @@ class StateWriter:
         return self._c
 
     def _run(self, call: Any, what: str) -> int:
-        """A C write/commit; waits (bounded) for a snapshot's hold or chunk copy, and
-        stops a dead snapshot's cut."""
+        """A C write/commit: they never wait (a cut in progress is helped, not waited
+        for), so a negative code is an error to name."""
+        rc = int(call())
+        if rc >= 0:
+            return rc
         st = self.state
-        deadline = None
-        while True:
-            rc = int(call())
-            if rc >= 0:
-                return rc
-            if rc not in (lib.PYSHM_STATE_E_HELD, lib.PYSHM_STATE_E_CHUNK):
-                if rc == lib.PYSHM_STATE_E_TX:
-                    raise StateInconsistentError(
-                        f"state region {st.name!r} {what}: the epoch is odd "
-                        f"({st.epoch}): another writer's transaction is open")
-                raise st._error(rc, what)
-            owner = _signed(st._load("C_PID"))
-            if owner and owner != self._pid and not pid_alive(owner):
-                lib.pyshm_state_cut_abandon(self._c, owner)
-                continue
-            if rc == lib.PYSHM_STATE_E_HELD and not owner:
-                lib.pyshm_state_break_hold(self._c)  # a holder that died before its pid
-                continue
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + st.timeout
-            elif now > deadline:
-                raise StateBusyError(f"state region {st.name!r} {what}: a snapshot (pid "
-                                     f"{owner}) kept this writer waiting for "
-                                     f"{st.timeout:.0f} s")
+        if rc == lib.PYSHM_STATE_E_TX:
+            raise StateInconsistentError(
+                f"state region {st.name!r} {what}: the epoch is odd ({st.epoch}): another "
+                f"writer's transaction is open")
+        raise st._error(rc, what)
 
     def _row_ptr(self, row: Any) -> Any:
         """A pointer to ``row``'s bytes (np.void of the dtype, tuple, or bytes-like)."""
@@ -827,6 +810,17 @@ class StateWriter:
         auto = 0 if self._explicit else 1
         return self._run(lambda: lib.pyshm_state_write_range(c, start, p, len(arr), auto),
                          "write_range")
+
+    def sync_rows(self, rows: np.ndarray) -> int:
+        """Make the region's rows equal to ``rows`` (an array of every row), writing only
+        the rows that differ, inside the open transaction (or one of its own); returns
+        how many rows were written."""
+        c = self._live()
+        arr, p = self._rows_arg(rows, self.state.rows)
+        n = self._run(lambda: lib.pyshm_state_sync_rows(c, p), "sync_rows")
+        if not self._explicit:
+            self._commit_raw(0, False)
+        return n
 
     def read(self, i: int) -> np.void:
         """Row ``i`` as this writer last wrote it (a copy)."""
@@ -914,11 +908,14 @@ class StateWriter:
         return self.state.applied_seq
 
     def stats(self) -> dict[str, int]:
-        """This writer's counters: writes, commits, copy-on-write saves, waits."""
+        """This writer's counters: writes, commits, copy-on-write saves (and how many of
+        them took a chunk from under a cut), cuts it finished fixing, its longest save."""
         c = self._c
         return {"writes": int(c.writes), "commits": int(c.commits),
                 "cow_chunks": int(c.cow_chunks), "cow_ns": int(c.cow_ns),
-                "wait_ns": int(c.wait_ns), "max_stall_ns": int(c.max_stall_ns)}
+                "chunks_taken": int(c.chunks_taken), "cuts_fixed": int(c.cuts_fixed),
+                "max_stall_ns": int(c.max_stall_ns), "cow_cpu_ns": int(c.cow_cpu_ns),
+                "max_stall_cpu_ns": int(c.max_stall_cpu_ns)}
 
     def close(self) -> None:
         """Commit an open transaction (without a sequence) and give up the role."""

@@ -29,6 +29,14 @@ static uint64_t mono_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* this thread's CPU time: a save's cost without the time the OS took the CPU away */
+static uint64_t cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static int64_t wall_ns(void)
 {
     struct timespec ts;
@@ -229,20 +237,36 @@ int pyshm_state_cas(pyshm_state_t *s, int which, uint64_t *expected, uint64_t de
 
 /* ------------------------------------------------------------------ writer */
 
+/* A cut is fixed at an even epoch e while the epoch word reads e | CUT: no transaction
+ * can begin or commit then, so applied_seq is stable and everyone who looks computes the
+ * same cut (generation from cut.gen, published before the CUT bit was set). Both the
+ * cut's owner and a writer that finds the bit store these values (identical, in any
+ * order) before clearing the bit: the writer never waits for the cut's owner. */
+static void fix_cut(pyshm_state_header_t *h, uint64_t e, uint64_t gen, uint64_t seq)
+{
+    pyshm_store_relaxed(&h->cut.seq, seq);
+    pyshm_store_relaxed(&h->cut.epoch, e);
+    pyshm_store_release(&h->cut.active, gen);
+}
+
 int pyshm_state_begin(pyshm_state_t *s)
 {
     if (s->in_tx) return PYSHM_STATE_E_TX;
-    uint64_t *ep = &SH(s)->epoch.value;
-    spin_t sp = {0, 0};
-    uint64_t t0 = 0;
+    pyshm_state_header_t *h = SH(s);
+    uint64_t *ep = &h->epoch.value;
     for (;;) {
         uint64_t e = pyshm_load_acquire(ep);
-        if (e & PYSHM_STATE_EPOCH_HOLD) {
-            /* a cut is being fixed: it takes well under a microsecond */
-            if (!t0) t0 = mono_ns();
-            if (spin_expired(&sp, s->spin_ns)) {
-                s->last_error_value = e;
-                return PYSHM_STATE_E_HELD;
+        if (e & PYSHM_STATE_EPOCH_CUT) {
+            /* a cut being fixed (its owner may be descheduled, or dead): finish it
+             * here and begin in the same step */
+            uint64_t base = e & ~PYSHM_STATE_EPOCH_CUT;
+            fix_cut(h, base, pyshm_load_acquire(&h->cut.gen),
+                    pyshm_load_acquire(&h->applied_seq.value));
+            if (CAS(ep, &e, base + 1)) {
+                s->cuts_fixed++;
+                s->epoch = base + 1;
+                s->in_tx = 1;
+                return PYSHM_STATE_OK;
             }
             continue;
         }
@@ -252,11 +276,6 @@ int pyshm_state_begin(pyshm_state_t *s)
             return PYSHM_STATE_E_TX;
         }
         if (CAS(ep, &e, e + 1)) {
-            if (t0) {
-                uint64_t w = mono_ns() - t0;
-                s->wait_ns += w;
-                note_stall(s, w);
-            }
             s->epoch = e + 1;
             s->in_tx = 1;
             return PYSHM_STATE_OK;
@@ -279,60 +298,46 @@ int pyshm_state_commit(pyshm_state_t *s, uint64_t seq, int set_seq)
     return PYSHM_STATE_OK;
 }
 
-/* Before the first write into chunk c during a cut: save its pre-image (rows and
- * versions) into the shadow area, unless the cut already has it; wait while the cut
- * copies it. */
-static int cow_chunk(pyshm_state_t *s, uint64_t c, uint64_t gen)
+/* Before the first write into chunk c during a cut: unless the cut already has the
+ * chunk (copied, or saved by us), save its pre-image (rows and versions) into the shadow
+ * area and mark it saved. A chunk the cut is copying at that moment is taken over the
+ * same way: the cut then finds it saved and takes the shadow copy instead of what it
+ * read (which our writes may have torn). Never waits. */
+static void cow_chunk(pyshm_state_t *s, uint64_t c, uint64_t gen)
 {
     pyshm_state_chunk_t *ce = &CH(s)[c];
     uint64_t f = pyshm_load_acquire(&ce->cow);
-    spin_t sp = {0, 0};
-    uint64_t t0 = 0;
+    if ((f >> 2) == gen && (f & 3u) != PYSHM_CHUNK_COPYING) return; /* copied or saved */
+    uint64_t t = mono_ns(), tc = cpu_ns();
+    uint64_t first = c * s->chunk_rows;
+    uint64_t n = s->row_count - first < s->chunk_rows ? s->row_count - first : s->chunk_rows;
+    memcpy(s->shadow_rows + first * s->itemsize, s->rows + first * s->itemsize,
+           n * s->itemsize);
+    for (uint64_t i = 0; i < n; i++)
+        s->shadow_versions[first + i] = pyshm_load_relaxed(&s->versions[first + i]);
+    /* the CAS releases the pre-image to the cut (which acquires the flag before it reads
+     * the shadow); our row writes come after it */
     for (;;) {
-        if ((f >> 2) == gen) {
-            if ((f & 3u) != PYSHM_CHUNK_COPYING) {
-                if (t0) {
-                    uint64_t w = mono_ns() - t0;
-                    s->wait_ns += w;
-                    note_stall(s, w);
-                }
-                return PYSHM_STATE_OK;
-            }
-            if (!t0) t0 = mono_ns();
-            if (spin_expired(&sp, s->spin_ns)) {
-                s->last_error_row = (int64_t)c;
-                return PYSHM_STATE_E_CHUNK;
-            }
-            f = pyshm_load_acquire(&ce->cow);
-            continue;
-        }
-        uint64_t t = mono_ns();
-        uint64_t first = c * s->chunk_rows;
-        uint64_t n = s->row_count - first < s->chunk_rows ? s->row_count - first : s->chunk_rows;
-        memcpy(s->shadow_rows + first * s->itemsize, s->rows + first * s->itemsize,
-               n * s->itemsize);
-        for (uint64_t i = 0; i < n; i++)
-            s->shadow_versions[first + i] = pyshm_load_relaxed(&s->versions[first + i]);
-        /* the CAS releases the copy to the cut, which acquires the flag before reading */
         if (CAS(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_SAVED)) {
-            uint64_t w = mono_ns() - t;
-            s->cow_chunks++;
-            s->cow_ns += w;
-            note_stall(s, w);
-            return PYSHM_STATE_OK;
+            if ((f >> 2) == gen) s->chunks_taken++; /* it was the cut's, being copied */
+            break;
         }
-        /* the cut claimed the chunk meanwhile (f holds what it wrote): wait for it */
+        if ((f >> 2) == gen && (f & 3u) == PYSHM_CHUNK_COPIED) break; /* it finished first */
+        /* f is now COPYING (claimed meanwhile): take it over */
     }
+    uint64_t w = mono_ns() - t, wc = cpu_ns() - tc;
+    s->cow_chunks++;
+    s->cow_ns += w;
+    s->cow_cpu_ns += wc;
+    note_stall(s, w);
+    if (wc > s->max_stall_cpu_ns) s->max_stall_cpu_ns = wc;
 }
 
 static inline int prepare_row(pyshm_state_t *s, uint64_t row)
 {
     uint64_t c = row / s->chunk_rows;
     uint64_t gen = pyshm_load_acquire(&SH(s)->cut.active);
-    if (__builtin_expect(gen != 0, 0)) {
-        int rc = cow_chunk(s, c, gen);
-        if (rc) return rc;
-    }
+    if (__builtin_expect(gen != 0, 0)) cow_chunk(s, c, gen);
     pyshm_state_chunk_t *ce = &CH(s)[c];
     if (pyshm_load_relaxed(&ce->dirty_epoch) != s->epoch)
         pyshm_store_relaxed(&ce->dirty_epoch, s->epoch);
@@ -436,6 +441,25 @@ int64_t pyshm_state_write_range(pyshm_state_t *s, uint64_t start, const uint8_t 
     return (int64_t)n;
 }
 
+int64_t pyshm_state_sync_rows(pyshm_state_t *s, const uint8_t *src)
+{
+    if (!s->in_tx) {
+        int rc = pyshm_state_begin(s);
+        if (rc) return rc;
+    }
+    int64_t written = 0;
+    for (uint64_t r = 0; r < s->row_count; r++) {
+        /* our own rows: nobody else writes them, a plain compare is exact */
+        if (memcmp(s->rows + r * s->itemsize, src + r * s->itemsize, s->itemsize) == 0)
+            continue;
+        prepare_row(s, r);
+        put_row(s, r, src + r * s->itemsize);
+        written++;
+    }
+    s->writes += (uint64_t)written;
+    return written;
+}
+
 int64_t pyshm_state_reset_dead_writer(pyshm_state_t *s)
 {
     uint64_t e = pyshm_load_acquire(&SH(s)->epoch.value);
@@ -497,8 +521,8 @@ int pyshm_state_read_all(pyshm_state_t *s, uint8_t *dst, uint64_t *versions,
     pyshm_state_header_t *h = SH(s);
     uint64_t deadline = 0;
     for (;;) {
-        /* a cut's hold keeps the epoch even and the rows still: reading through it is
-         * fine, so the hold bit is ignored when the two loads are compared */
+        /* a cut being fixed keeps the epoch even and the rows still: reading through it
+         * is fine, so the cut bit is ignored when the two loads are compared */
         uint64_t e1 = pyshm_load_acquire(&h->epoch.value);
         if (!(e1 & 1u)) {
             uint64_t seq = pyshm_load_acquire(&h->applied_seq.value);
@@ -506,9 +530,9 @@ int pyshm_state_read_all(pyshm_state_t *s, uint8_t *dst, uint64_t *versions,
             if (versions) memcpy(versions, s->versions, s->row_count * 8);
             pyshm_fence_acquire();
             uint64_t e2 = pyshm_load_relaxed(&h->epoch.value);
-            if ((e1 & ~PYSHM_STATE_EPOCH_HOLD) == (e2 & ~PYSHM_STATE_EPOCH_HOLD)) {
+            if ((e1 & ~PYSHM_STATE_EPOCH_CUT) == (e2 & ~PYSHM_STATE_EPOCH_CUT)) {
                 *seq_out = seq;
-                *epoch_out = e1 & ~PYSHM_STATE_EPOCH_HOLD;
+                *epoch_out = e1 & ~PYSHM_STATE_EPOCH_CUT;
                 return PYSHM_STATE_OK;
             }
         } else {
@@ -534,12 +558,24 @@ int pyshm_state_cut_begin(pyshm_state_t *s, int64_t pid)
         s->last_error_value = (uint64_t)owner;
         return PYSHM_STATE_E_CUT;
     }
+    /* a cut bit left by a dead owner: clear it before our generation is published (a
+     * writer that finishes it first does so with that owner's generation: harmless) */
+    uint64_t e = pyshm_load_acquire(&h->epoch.value);
+    if (e & PYSHM_STATE_EPOCH_CUT) {
+        CAS(&h->epoch.value, &e, e & ~PYSHM_STATE_EPOCH_CUT);
+        pyshm_store_release(&h->cut.active, 0);
+    }
+    uint64_t gen = pyshm_load_relaxed(&h->cut.gen) + 1;
+    pyshm_store_release(&h->cut.gen, gen);
     spin_t sp = {0, 0};
-    uint64_t e;
+    uint64_t seq;
     for (;;) {
         e = pyshm_load_acquire(&h->epoch.value);
-        if (!(e & 1u) && !(e & PYSHM_STATE_EPOCH_HOLD)) {
-            if (CAS(&h->epoch.value, &e, e | PYSHM_STATE_EPOCH_HOLD)) break;
+        if (!(e & 1u) && !(e & PYSHM_STATE_EPOCH_CUT)) {
+            /* read before the CAS: if the epoch is still e at the CAS, nothing was
+             * committed in between, so this is the applied_seq of epoch e */
+            seq = pyshm_load_acquire(&h->applied_seq.value);
+            if (CAS(&h->epoch.value, &e, e | PYSHM_STATE_EPOCH_CUT)) break;
             continue;
         }
         if (spin_expired(&sp, s->spin_ns)) {
@@ -549,60 +585,62 @@ int pyshm_state_cut_begin(pyshm_state_t *s, int64_t pid)
             return PYSHM_STATE_E_TX;
         }
     }
-    /* held: no transaction can begin, every committed row is final for this cut */
     uint64_t t = mono_ns();
-    uint64_t gen = pyshm_load_relaxed(&h->cut.gen) + 1;
-    uint64_t seq = pyshm_load_acquire(&h->applied_seq.value);
-    pyshm_store_relaxed(&h->cut.gen, gen);
-    pyshm_store_relaxed(&h->cut.seq, seq);
-    pyshm_store_relaxed(&h->cut.epoch, e);
-    pyshm_store_relaxed(&h->cut.started_ns, wall_ns());
-    pyshm_store_release(&h->cut.active, gen);
-    /* the writer's next begin acquires this store and then sees cut.active */
-    pyshm_store_release(&h->epoch.value, e);
+    fix_cut(h, e, gen, seq);
+    uint64_t fixed = e | PYSHM_STATE_EPOCH_CUT;
+    /* fails when a writer finished the cut for us meanwhile: same values, moved on */
+    CAS(&h->epoch.value, &fixed, e);
     s->hold_ns = mono_ns() - t;
     s->cut_gen = gen;
     s->cut_seq = seq;
     s->cut_epoch = e;
+    pyshm_store_relaxed(&h->cut.started_ns, wall_ns());
     s->copied_live = s->copied_shadow = 0;
     return PYSHM_STATE_OK;
+}
+
+/* Claim chunk c for the cut (gen) and copy it into dst_rows/dst_versions: from the live
+ * rows if the writer does not touch it meanwhile, else from the pre-image it saved.
+ * Returns 0 live, 1 shadow, < 0 error. */
+static int copy_chunk(pyshm_state_t *s, uint64_t c, uint64_t gen, uint8_t *dst_rows,
+                      uint64_t *dst_versions)
+{
+    pyshm_state_chunk_t *ce = &CH(s)[c];
+    uint64_t isz = s->itemsize;
+    uint64_t first = c * s->chunk_rows;
+    uint64_t n = s->row_count - first < s->chunk_rows ? s->row_count - first : s->chunk_rows;
+    uint64_t f = pyshm_load_acquire(&ce->cow);
+    for (;;) {
+        if ((f >> 2) == gen) {
+            uint64_t st = f & 3u;
+            if (st == PYSHM_CHUNK_SAVED) goto shadow;
+            if (st == PYSHM_CHUNK_COPIED) return PYSHM_STATE_E_CUT; /* copied twice */
+            break; /* COPYING: ours already */
+        }
+        if (CAS(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_COPYING)) break;
+    }
+    memcpy(dst_rows + first * isz, s->rows + first * isz, n * isz);
+    if (dst_versions)
+        for (uint64_t i = 0; i < n; i++)
+            dst_versions[first + i] = pyshm_load_relaxed(&s->versions[first + i]);
+    f = (gen << 2) | PYSHM_CHUNK_COPYING;
+    if (CAS(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_COPIED)) return 0;
+    /* the writer took the chunk while we copied: its saved pre-image is the cut's */
+shadow:
+    memcpy(dst_rows + first * isz, s->shadow_rows + first * isz, n * isz);
+    if (dst_versions) memcpy(dst_versions + first, s->shadow_versions + first, n * 8);
+    return 1;
 }
 
 int64_t pyshm_state_cut_copy(pyshm_state_t *s, uint8_t *dst_rows, uint64_t *dst_versions)
 {
     uint64_t gen = s->cut_gen;
     if (!gen || pyshm_load_acquire(&SH(s)->cut.active) != gen) return PYSHM_STATE_E_CUT;
-    uint64_t isz = s->itemsize;
     for (uint64_t c = 0; c < s->chunk_count; c++) {
-        pyshm_state_chunk_t *ce = &CH(s)[c];
-        uint64_t first = c * s->chunk_rows;
-        uint64_t n = s->row_count - first < s->chunk_rows ? s->row_count - first : s->chunk_rows;
-        uint64_t f = pyshm_load_acquire(&ce->cow);
-        for (;;) {
-            if ((f >> 2) == gen) {
-                uint64_t st = f & 3u;
-                if (st == PYSHM_CHUNK_SAVED) {
-                    memcpy(dst_rows + first * isz, s->shadow_rows + first * isz, n * isz);
-                    if (dst_versions)
-                        memcpy(dst_versions + first, s->shadow_versions + first, n * 8);
-                    s->copied_shadow++;
-                    goto next;
-                }
-                if (st == PYSHM_CHUNK_COPIED) return PYSHM_STATE_E_CUT; /* copied twice */
-                /* COPYING: ours already */
-            } else if (!CAS(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_COPYING)) {
-                continue; /* the writer saved it meanwhile: f is now SAVED */
-            }
-            /* ours (claimed now, or left from an earlier call of this cut) */
-            memcpy(dst_rows + first * isz, s->rows + first * isz, n * isz);
-            if (dst_versions)
-                for (uint64_t i = 0; i < n; i++)
-                    dst_versions[first + i] = pyshm_load_relaxed(&s->versions[first + i]);
-            pyshm_store_release(&ce->cow, (gen << 2) | PYSHM_CHUNK_COPIED);
-            s->copied_live++;
-            break;
-        }
-    next:;
+        int rc = copy_chunk(s, c, gen, dst_rows, dst_versions);
+        if (rc < 0) return rc;
+        if (rc) s->copied_shadow++;
+        else s->copied_live++;
     }
     return (int64_t)s->chunk_count;
 }
@@ -622,17 +660,10 @@ int pyshm_state_cut_abandon(pyshm_state_t *s, int64_t dead_pid)
 {
     pyshm_state_header_t *h = SH(s);
     if (dead_pid == 0 || pyshm_load_acquire(&h->cut.pid) != dead_pid) return 0;
-    /* writers stop saving and stop waiting for chunks the dead cut claimed */
+    /* writers stop saving pre-images for the dead cut */
     pyshm_store_release(&h->cut.active, 0);
-    pyshm_state_break_hold(s);
+    uint64_t e = pyshm_load_acquire(&h->epoch.value);
+    if (e & PYSHM_STATE_EPOCH_CUT) CAS(&h->epoch.value, &e, e & ~PYSHM_STATE_EPOCH_CUT);
     int64_t owner = dead_pid;
     return CAS(&h->cut.pid, &owner, 0) ? 1 : 0;
-}
-
-int pyshm_state_break_hold(pyshm_state_t *s)
-{
-    uint64_t *ep = &SH(s)->epoch.value;
-    uint64_t e = pyshm_load_acquire(ep);
-    if (!(e & PYSHM_STATE_EPOCH_HOLD)) return 0;
-    return CAS(ep, &e, e & ~PYSHM_STATE_EPOCH_HOLD) ? 1 : 0;
 }

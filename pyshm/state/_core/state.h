@@ -17,8 +17,6 @@
 #define PYSHM_STATE_E_PARAM (-1)   /* bad argument: row index out of range, ... */
 #define PYSHM_STATE_E_CORRUPT (-2) /* header sizing fields disagree with the mapping */
 #define PYSHM_STATE_E_BUSY (-3)    /* a row stayed odd (being written) for spin_ns */
-#define PYSHM_STATE_E_HELD (-4)    /* the epoch stayed held by a cut for spin_ns */
-#define PYSHM_STATE_E_CHUNK (-5)   /* a chunk stayed "copying" by a cut for spin_ns */
 #define PYSHM_STATE_E_TX (-6)      /* transaction state: epoch odd at begin (a dead
                                     * writer's transaction), or a cut found the writer
                                     * inside one for spin_ns */
@@ -56,13 +54,16 @@ typedef struct {
     uint64_t writes, commits;
     uint64_t cow_chunks;       /* chunks this writer saved into the shadow area */
     uint64_t cow_ns;           /* time spent saving them */
-    uint64_t wait_ns;          /* time spent waiting for a cut's hold or copy */
-    uint64_t max_stall_ns;     /* longest single save or wait */
+    uint64_t chunks_taken;     /* of those, chunks a cut was copying at that moment */
+    uint64_t cuts_fixed;       /* cuts this writer finished fixing (owner descheduled) */
+    uint64_t max_stall_ns;     /* longest single save, wall time (the writer never waits) */
+    uint64_t cow_cpu_ns;       /* the saves' CPU time (wall time minus preemption) */
+    uint64_t max_stall_cpu_ns; /* longest single save, CPU time */
     /* cut (snapshot or mirror round) */
     uint64_t cut_gen;
     uint64_t cut_seq;
     uint64_t cut_epoch;
-    uint64_t hold_ns;          /* how long the epoch was held to fix the cut */
+    uint64_t hold_ns;          /* how long fixing the cut took (the cut bit was set) */
     uint64_t copied_live, copied_shadow; /* chunks of the last cut, by source */
 } pyshm_state_t;
 
@@ -91,6 +92,10 @@ int64_t pyshm_state_write_many(pyshm_state_t *s, const uint64_t *rows, const uin
                                uint64_t n, int autocommit);
 int64_t pyshm_state_write_range(pyshm_state_t *s, uint64_t start, const uint8_t *src,
                                 uint64_t n, int autocommit);
+/* make every row equal to src's (row_count x itemsize bytes) inside the open
+ * transaction (one is opened if needed), writing only the rows that differ; returns
+ * how many were written (a handover's sync of the live region to the new state) */
+int64_t pyshm_state_sync_rows(pyshm_state_t *s, const uint8_t *src);
 /* a writer taking over from a dead one: close the transaction it left open (the epoch
  * goes back to even, rows half-written by it become even again); returns how many rows
  * were odd. The caller restores the region right after. */
@@ -112,15 +117,14 @@ int64_t pyshm_state_read_many(pyshm_state_t *s, const uint64_t *rows, uint8_t *d
 int pyshm_state_read_all(pyshm_state_t *s, uint8_t *dst, uint64_t *versions,
                          uint64_t *seq_out, uint64_t *epoch_out);
 
-/* cuts: begin fixes the cut at a commit boundary (the epoch is held for well under a
- * microsecond), copy walks the chunks (the writer saves a chunk's pre-image before its
- * first write into it, so it waits at most one chunk copy), end closes it. */
+/* cuts: begin fixes the cut at a commit boundary (a few stores while the epoch's cut bit
+ * is set; a writer finds the bit, finishes them itself and goes on), copy walks the
+ * chunks (the writer saves a chunk's pre-image before its first write into it, even
+ * from under the copy, so the writer never waits for a cut), end closes it. */
 int pyshm_state_cut_begin(pyshm_state_t *s, int64_t pid);
 int64_t pyshm_state_cut_copy(pyshm_state_t *s, uint8_t *dst_rows, uint64_t *dst_versions);
 int pyshm_state_cut_end(pyshm_state_t *s, int64_t pid);
 /* a cut whose process died: stop it (writers no longer wait for it); 1 if it was */
 int pyshm_state_cut_abandon(pyshm_state_t *s, int64_t dead_pid);
-/* the epoch held by a process that died during the hold: release it; 1 if it was */
-int pyshm_state_break_hold(pyshm_state_t *s);
 
 #endif /* PYSHM_STATE_H */

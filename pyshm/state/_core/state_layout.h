@@ -9,7 +9,7 @@
  *         | magic "PYSHMSTA" | version | flags | row_count | itemsize | desc_len |
  *         | chunk_rows | desc_crc | created_ns | creator_pid | name[56]          |
  *         | reserved[12] | header_crc (CRC32C of 0x000..0x07B)                   |
- *   0x080 | epoch        writer CAS even->odd, release even; bit 63: cut hold    |
+ *   0x080 | epoch        writer CAS even->odd, release even; bit 63: cut fixing  |
  *   0x100 | applied_seq  writer, release store before the epoch goes even        |
  *   0x180 | writer       {pid, ring slot, ring id, heartbeat_ns}                 |
  *   0x200 | cut          {pid, gen, active, seq, epoch, started_ns}              |
@@ -39,7 +39,7 @@
 #define PYSHM_STATE_HEADER_SIZE 0x1000u
 #define PYSHM_STATE_PAGE 4096u
 #define PYSHM_STATE_FLAG_REPLICA 0x1u
-#define PYSHM_STATE_EPOCH_HOLD ((uint64_t)1 << 63)
+#define PYSHM_STATE_EPOCH_CUT ((uint64_t)1 << 63)
 #define PYSHM_STATE_NO_SEQ UINT64_MAX
 #define PYSHM_STATE_MAX_ROWS ((uint64_t)1 << 40)
 #define PYSHM_STATE_MAX_ITEMSIZE (1u << 20)
@@ -63,7 +63,8 @@ typedef struct {
 
 typedef struct {
     int64_t pid;           /* the process running the cut (snapshot or mirror round) */
-    uint64_t gen;          /* generation of the last cut started */
+    uint64_t gen;          /* generation of the cut being (or last) fixed, published
+                            * before the epoch's cut bit is set */
     uint64_t active;       /* generation of the cut in progress, 0 when none */
     uint64_t seq;          /* applied_seq at the cut */
     uint64_t epoch;        /* epoch at the cut */

@@ -35,6 +35,8 @@ struct pyshm_mirror {
     uint64_t parity;         /* PYSHM_STATE_PARITY or 0: the replica's current parity */
     uint64_t pending_ns;     /* when a source change was first seen unmirrored */
     uint64_t started_ns;
+    uint64_t st_taken;       /* chunks the writer took from under a round */
+    uint8_t *row;            /* one row, read with the source's seqlock */
     pyshm_mirror_stats_t st;
 };
 
@@ -66,6 +68,11 @@ int pyshm_mirror_create(pyshm_state_t *src, pyshm_state_t *rep, int64_t pid,
         return PYSHM_MIRROR_E_MISMATCH;
     pyshm_mirror_t *m = calloc(1, sizeof(*m));
     if (!m) return PYSHM_MIRROR_E_NOMEM;
+    m->row = malloc(src->itemsize);
+    if (!m->row) {
+        free(m);
+        return PYSHM_MIRROR_E_NOMEM;
+    }
     m->src = src;
     m->rep = rep;
     m->pid = pid;
@@ -89,12 +96,91 @@ int pyshm_mirror_create(pyshm_state_t *src, pyshm_state_t *rep, int64_t pid,
     return PYSHM_STATE_OK;
 }
 
+static int mirror_rows(pyshm_mirror_t *m, uint64_t first, uint64_t n, const uint8_t *rows,
+                       const uint64_t *vers, uint64_t parity, int full, uint64_t *copied)
+{
+    pyshm_state_t *rep = m->rep;
+    uint64_t isz = m->src->itemsize;
+    for (uint64_t r = first; r < first + n; r++) {
+        uint64_t sv = pyshm_load_relaxed(&vers[r]) & ~PYSHM_STATE_PARITY;
+        uint64_t rv = pyshm_load_relaxed(&rep->versions[r]);
+        if (!full && (rv & ~PYSHM_STATE_PARITY) == sv && (rv & PYSHM_STATE_PARITY) == parity)
+            continue;
+        int rc = pyshm_state_prepare_row(rep, r);
+        if (rc) return rc;
+        pyshm_state_put_row_version(rep, r, rows + r * isz, sv | parity);
+        (*copied)++;
+    }
+    return PYSHM_STATE_OK;
+}
+
+/* Mirror chunk c of the cut (gen): from the live rows, each read with its seqlock,
+ * unless the writer takes the chunk meanwhile (its first write during the cut saves the
+ * pre-image and marks the chunk saved, even from under us); then again from the saved
+ * pre-image, which is the cut's. The writer never waits for this. */
+static int mirror_chunk(pyshm_mirror_t *m, uint64_t c, uint64_t gen, uint64_t parity,
+                        int full, uint64_t *copied)
+{
+    pyshm_state_t *src = m->src, *rep = m->rep;
+    pyshm_state_chunk_t *ce = &CH(src)[c];
+    uint64_t isz = src->itemsize;
+    uint64_t first = c * src->chunk_rows;
+    uint64_t n = src->row_count - first < src->chunk_rows ? src->row_count - first
+                                                           : src->chunk_rows;
+    uint64_t f = pyshm_load_acquire(&ce->cow);
+    for (;;) {
+        if ((f >> 2) == gen) {
+            if ((f & 3u) == PYSHM_CHUNK_SAVED)
+                return mirror_rows(m, first, n, src->shadow_rows, src->shadow_versions,
+                                   parity, full, copied);
+            if ((f & 3u) == PYSHM_CHUNK_COPIED) return PYSHM_STATE_OK; /* done already */
+            break; /* COPYING: ours */
+        }
+        if (pyshm_cas_acq_rel(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_COPYING)) break;
+    }
+    int torn = 0;
+    for (uint64_t r = first; r < first + n && !torn; r++) {
+        uint64_t v1 = pyshm_load_acquire(&src->versions[r]);
+        if (v1 & 1u) {
+            torn = 1; /* being written: the writer has taken the chunk */
+            break;
+        }
+        uint64_t sv = v1 & ~PYSHM_STATE_PARITY;
+        uint64_t rv = pyshm_load_relaxed(&rep->versions[r]);
+        if (!full && (rv & ~PYSHM_STATE_PARITY) == sv && (rv & PYSHM_STATE_PARITY) == parity)
+            continue;
+        memcpy(m->row, src->rows + r * isz, isz);
+        pyshm_fence_acquire();
+        if (pyshm_load_relaxed(&src->versions[r]) != v1) {
+            torn = 1;
+            break;
+        }
+        int rc = pyshm_state_prepare_row(rep, r);
+        if (rc) return rc;
+        pyshm_state_put_row_version(rep, r, m->row, sv | parity);
+        (*copied)++;
+    }
+    if (!torn) {
+        f = (gen << 2) | PYSHM_CHUNK_COPYING;
+        if (pyshm_cas_acq_rel(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_COPIED))
+            return PYSHM_STATE_OK;
+    }
+    /* taken by the writer (it marks the chunk saved before its first row write, so the
+     * mark is visible once we saw that write): its pre-image rewrites whatever we
+     * copied after the cut */
+    f = pyshm_load_acquire(&ce->cow);
+    if ((f & 3u) != PYSHM_CHUNK_SAVED || (f >> 2) != gen) return PYSHM_STATE_E_CORRUPT;
+    m->st_taken++;
+    return mirror_rows(m, first, n, src->shadow_rows, src->shadow_versions, parity, full,
+                       copied);
+}
+
 /* 0 nothing new, 1 postponed (busy), 2 a round ran, < 0 error */
 static int round_once(pyshm_mirror_t *m)
 {
     pyshm_state_t *src = m->src, *rep = m->rep;
     pyshm_state_header_t *sh = SH(src), *rh = SH(rep);
-    uint64_t e_now = pyshm_load_acquire(&sh->epoch.value) & ~PYSHM_STATE_EPOCH_HOLD;
+    uint64_t e_now = pyshm_load_acquire(&sh->epoch.value) & ~PYSHM_STATE_EPOCH_CUT;
     uint64_t src_id = pyshm_load_acquire(&sh->identity.region_id);
     int full = !m->synced || pyshm_load_acquire(&rh->identity.source_id) != src_id;
     if (!full && e_now == m->last_epoch) {
@@ -128,41 +214,9 @@ static int round_once(pyshm_mirror_t *m)
     }
     uint64_t isz = src->itemsize, copied = 0, scanned = 0;
     for (uint64_t c = 0; c < src->chunk_count; c++) {
-        pyshm_state_chunk_t *ce = &CH(src)[c];
-        if (!full && pyshm_load_acquire(&ce->dirty_epoch) <= m->last_epoch) continue;
-        uint64_t first = c * src->chunk_rows;
-        uint64_t n = src->row_count - first < src->chunk_rows ? src->row_count - first
-                                                               : src->chunk_rows;
-        const uint8_t *rows = src->rows;
-        const uint64_t *vers = src->versions;
-        int claimed = 0;
-        uint64_t f = pyshm_load_acquire(&ce->cow);
-        for (;;) {
-            if ((f >> 2) == gen) {
-                if ((f & 3u) == PYSHM_CHUNK_SAVED) {
-                    rows = src->shadow_rows;
-                    vers = src->shadow_versions;
-                }
-                break;
-            }
-            if (pyshm_cas_acq_rel(&ce->cow, &f, (gen << 2) | PYSHM_CHUNK_COPYING)) {
-                claimed = 1;
-                break;
-            }
-        }
+        if (!full && pyshm_load_acquire(&CH(src)[c].dirty_epoch) <= m->last_epoch) continue;
         scanned++;
-        for (uint64_t r = first; r < first + n; r++) {
-            uint64_t sv = pyshm_load_relaxed(&vers[r]) & ~PYSHM_STATE_PARITY;
-            uint64_t rv = pyshm_load_relaxed(&rep->versions[r]);
-            if (!full && (rv & ~PYSHM_STATE_PARITY) == sv &&
-                (rv & PYSHM_STATE_PARITY) == parity)
-                continue;
-            rc = pyshm_state_prepare_row(rep, r);
-            if (rc) break;
-            pyshm_state_put_row_version(rep, r, rows + r * isz, sv | parity);
-            copied++;
-        }
-        if (claimed) pyshm_store_release(&ce->cow, (gen << 2) | PYSHM_CHUNK_COPIED);
+        rc = mirror_chunk(m, c, gen, parity, full, &copied);
         if (rc) break;
     }
     if (rc) {
@@ -269,7 +323,7 @@ int pyshm_mirror_resume(pyshm_mirror_t *m, uint64_t timeout_ns)
 
 int pyshm_mirror_sync(pyshm_mirror_t *m, uint64_t timeout_ns)
 {
-    uint64_t e = pyshm_load_acquire(&SH(m->src)->epoch.value) & ~PYSHM_STATE_EPOCH_HOLD;
+    uint64_t e = pyshm_load_acquire(&SH(m->src)->epoch.value) & ~PYSHM_STATE_EPOCH_CUT;
     uint64_t target = (e & 1u) ? e + 1 : e; /* an open transaction: its commit */
     uint64_t deadline = mono_ns() + timeout_ns;
     for (;;) {
@@ -338,6 +392,7 @@ int pyshm_mirror_destroy(pyshm_mirror_t *m)
 {
     if (!m) return PYSHM_STATE_OK;
     if (m->thread_started) return PYSHM_MIRROR_E_STATE;
+    free(m->row);
     free(m);
     return PYSHM_STATE_OK;
 }
