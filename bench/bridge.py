@@ -230,8 +230,9 @@ def images(url: str, quick: bool) -> dict[str, Any]:
             objstore.snapshot(name, obj, overwrite=True)
             res["upload"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
+            # the baseline: the client's own put of the same bytes
             objstore.upload_file(tmp, objstore.parse_url(f"{url}/benchimg/plain{r}"),
-                                 overwrite=True)
+                                 overwrite=True, pipelined=False)
             res["put"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             with objstore.downloaded(objstore.parse_url(obj)) as path:

@@ -40,7 +40,9 @@ log = logging.getLogger("pyshm.bridge")
 
 DEFAULT_FETCH = 256
 DEFAULT_ACK_WAIT = 30.0
-DEFAULT_HOLE_WAIT = 5.0
+# longer than a killed bridge out takes to come back and resend (its guard's 30 s grace
+# plus an ack timeout): before that, a missing sequence is on its way, not a hole
+DEFAULT_HOLE_WAIT = 60.0
 
 
 @dataclass
@@ -89,7 +91,8 @@ class BridgeIn:
         self._held: dict[int, tuple[Envelope, Any, int]] = {}   # ring seq -> (env, msg, sseq)
         self._done_max: tuple[int, Any] | None = None           # (sseq, msg) to ack
         self._connected = True
-        self._last_progress = time.monotonic()
+        self._connected_since = time.monotonic()
+        self._held_since = time.monotonic()   # since when records wait for a predecessor
         self.stats: dict[str, Any] = {
             "kind": "in", "ring": cfg.to, "stream": cfg.stream, "received": 0,
             "committed": 0, "committed_bytes": 0, "duplicates": 0, "redeliveries": 0,
@@ -333,6 +336,8 @@ class BridgeIn:
                 self._done(sseq, m)
                 continue
             if env.sequence > fp.sequence:
+                if not self._held:
+                    self._held_since = time.monotonic()
                 self._held[env.sequence] = (env, m, sseq)
                 continue
             if not await self._apply(env, m.data):
@@ -347,7 +352,6 @@ class BridgeIn:
         """Commit the held records that are now next in sequence."""
         fp = self.fp
         assert fp is not None
-        self._last_progress = time.monotonic()
         while fp.sequence in self._held:
             env2, m2, s2 = self._held.pop(fp.sequence)
             if not await self._apply(env2, m2.data):
@@ -360,6 +364,7 @@ class BridgeIn:
             self.stats["duplicates"] += 1
             self._done(s3, m3)
         self.stats["held"] = len(self._held)
+        self._held_since = time.monotonic()  # what is still held waits afresh
         return True
 
     def _done(self, sseq: int, msg: Any) -> None:
@@ -384,7 +389,9 @@ class BridgeIn:
         """Held records wait for a sequence no message carries: stop, or record a gap."""
         fp = self.fp
         assert fp is not None
-        if not self._held or time.monotonic() - self._last_progress < self.cfg.hole_wait:
+        now = time.monotonic()
+        if not self._held or not self._connected or \
+                now - max(self._held_since, self._connected_since) < self.cfg.hole_wait:
             return
         ci = await self._api("consumer info", psub.consumer_info)
         if ci.num_pending:
@@ -418,6 +425,7 @@ class BridgeIn:
 
         async def reconnected() -> None:
             self._connected = True
+            self._connected_since = time.monotonic()
             self.stats["reconnects"] += 1
             log.warning("bridge in %s: reconnected to NATS", cfg.to)
 

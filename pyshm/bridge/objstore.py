@@ -136,8 +136,9 @@ def _summary(h: Any) -> dict[str, str]:
 
 
 def upload_file(path: str, t: RemoteTarget, *, headers: dict[str, str] | None = None,
-                overwrite: bool = False, replicas: int = 1) -> Any:
-    """Put the file at ``path`` as object ``t.name`` (the bucket is created if missing)."""
+                overwrite: bool = False, replicas: int = 1, pipelined: bool = True) -> Any:
+    """Put the file at ``path`` as object ``t.name`` (the bucket is created if missing).
+    ``pipelined=False``: the client's own put, one chunk acknowledged at a time."""
     async def go() -> Any:
         from nats.js.api import ObjectMeta, ObjectMetaOptions
         from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -149,13 +150,71 @@ def upload_file(path: str, t: RemoteTarget, *, headers: dict[str, str] | None = 
                     await obs.get_info(t.name)
                     raise RingExistsError(f"{t.display} already exists (pass --force to "
                                           f"replace it)")
-            meta = ObjectMeta(name=t.name, headers=headers,
-                              options=ObjectMetaOptions(max_chunk_size=CHUNK))
-            with open(path, "rb") as f:
-                return await obs.put(t.name, f, meta=meta)
+            if not pipelined:
+                meta = ObjectMeta(name=t.name, headers=headers,
+                                  options=ObjectMetaOptions(max_chunk_size=CHUNK))
+                with open(path, "rb") as f:
+                    return await obs.put(t.name, f, meta=meta)
+            return await _put_pipelined(nc.jetstream(timeout=30), obs, t, path, headers)
         finally:
             await nc.close()
     return _run(go())
+
+
+async def _put_pipelined(js: Any, obs: Any, t: RemoteTarget, path: str,
+                         headers: dict[str, str] | None, window: int = 16) -> Any:
+    """An object store put that keeps ``window`` chunks in flight (the client's put
+    waits for each chunk's acknowledgement in turn). Same layout on the wire: chunks on
+    ``$O.<bucket>.C.<nuid>``, then the object's info (SHA-256 digest) on its meta
+    subject with a rollup, so any client's get reads it; on any error the new chunks
+    are purged and nothing changes."""
+    import base64
+    import hashlib
+    import json
+    import uuid
+    from datetime import datetime, timezone
+
+    from nats.js import api
+    from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+    old = None
+    with contextlib.suppress(ObjectNotFoundError, NotFoundError):
+        old = await obs.get_info(t.name)
+    nuid = uuid.uuid4().hex
+    chunk_subj = f"$O.{t.bucket}.C.{nuid}"
+    stream = f"OBJ_{t.bucket}"
+    digest = hashlib.sha256()
+    total = chunks = 0
+    pending: list[Any] = []
+    try:
+        with open(path, "rb") as f:
+            while True:
+                data = f.read(CHUNK)
+                if not data:
+                    break
+                digest.update(data)
+                pending.append(await js.publish_async(chunk_subj, data))
+                total += len(data)
+                chunks += 1
+                if len(pending) >= window:
+                    await pending.pop(0)
+        for fut in pending:
+            await fut
+        info = api.ObjectInfo(
+            name=t.name, bucket=t.bucket, nuid=nuid, size=total, chunks=chunks,
+            digest="SHA-256=" + base64.urlsafe_b64encode(digest.digest()).decode(),
+            headers=headers, options=api.ObjectMetaOptions(max_chunk_size=CHUNK),
+            mtime=datetime.now(timezone.utc).isoformat())
+        meta = f"$O.{t.bucket}.M.{base64.urlsafe_b64encode(t.name.encode()).decode()}"
+        await js.publish(meta, json.dumps(info.as_dict()).encode(),
+                         headers={"Nats-Rollup": "sub"})
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await js.purge_stream(stream, subject=chunk_subj)
+        raise
+    if old is not None and not old.deleted and old.nuid:
+        await js.purge_stream(stream, subject=f"$O.{t.bucket}.C.{old.nuid}")
+    return info
 
 
 @contextlib.contextmanager

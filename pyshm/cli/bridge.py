@@ -127,9 +127,10 @@ def register(sub: Any) -> None:
                         "stopping")
     i.add_argument("--wait-stream", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for the stream to appear (default 30)")
-    i.add_argument("--hole-wait", type=float, default=5.0, metavar="SECONDS",
-                   help="how long held records wait for a missing one before it counts as "
-                        "a hole (default 5)")
+    i.add_argument("--hole-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="how long held records wait for a missing one, with nothing else "
+                        "pending, before it counts as a hole (default 60: longer than a "
+                        "killed bridge out takes to come back within its grace)")
     _common_args(i)
     i.set_defaults(func=cmd_in)
 
