@@ -490,15 +490,11 @@ static inline int64_t reserve(pyshm_producer_t *p, uint64_t rec_len, uint64_t *p
     return (int64_t)(pos + pad);
 }
 
-/* The producer's half of the wake-up protocol (see "wake-up primitives" above). */
-static void wake_check(pyshm_producer_t *p)
+/* Somebody sleeps (or a bit was left behind): wake them all. Out of line, so that the
+ * check inlined into every publish stays a barrier, a load and a branch. */
+static __attribute__((noinline)) void wake_sleepers_now(pyshm_producer_t *p)
 {
     pyshm_header_t *h = H(p->hdr);
-    if (p->wake_mode == PYSHM_WAKE_FENCE)
-        pyshm_fence_seq_cst();
-    else
-        pyshm_compiler_barrier();
-    if (pyshm_load_relaxed(&h->tail.sleepers) == 0) return;
     pyshm_fetch_add_seq_cst(&h->tail.wake_seq, 1u);
     p->wakes++;
     if (futex_wake_all(&h->tail.wake_seq) > 0) {
@@ -508,6 +504,17 @@ static void wake_check(pyshm_producer_t *p)
         p->wake_idle = 0;
         sleepers_reset(h);
     }
+}
+
+/* The producer's half of the wake-up protocol (see "wake-up primitives" above). */
+static inline void wake_check(pyshm_producer_t *p)
+{
+    pyshm_header_t *h = H(p->hdr);
+    if (p->wake_mode == PYSHM_WAKE_FENCE)
+        pyshm_fence_seq_cst();
+    else
+        pyshm_compiler_barrier();
+    if (__builtin_expect(pyshm_load_relaxed(&h->tail.sleepers) != 0, 0)) wake_sleepers_now(p);
 }
 
 static inline void finish(pyshm_producer_t *p, uint64_t end)
