@@ -32,9 +32,10 @@ pytestmark = pytest.mark.rtl
 CAP = 8192
 PYSHM = os.path.join(os.path.dirname(sys.executable), "pyshm")
 # EngineStats.line(), after the CLI's rate column: the same for every engine
-STATUS = re.compile(r"^\s*[\d.]+ [kKMGT]?B/s\s+(running|paused)\s+mirrored\s+[\d,]+ B\s+records\s+"
-                    r"[\d,]+\s+lag\s+[\d,]+ B\s+[\d.]+ us\s+p99\s+[\d.]+ us\s+overruns \d+ "
-                    r"\(lost [\d,]+ B\)$")
+# EngineStats.line(): end-to-end lag first ("-" until the first probe), then positions
+STATUS = re.compile(r"^\s*[\d.]+ [kKMGT]?B/s\s+(running|paused)\s+lag p50\s+([\d.]+|-)\s+p99\s+"
+                    r"([\d.]+|-) us\s+mirrored\s+[\d,]+ B\s+records\s+[\d,]+\s+behind\s+"
+                    r"[\d,]+ B\s+overruns \d+ \(lost [\d,]+ B\)$")
 
 
 def wait_until(pred, timeout: float, what: str) -> None:
