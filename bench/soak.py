@@ -74,7 +74,7 @@ def producer_main(name: str, stop: Any, published: Any) -> None:
     os._exit(0)
 
 
-def consumer_main(name: str, stop: Any, counters: Any) -> None:
+def consumer_main(name: str, producer_done: Any, counters: Any) -> None:
     ring = Ring.attach(name)
     c = ring.consumer("oldest", gating=True)
     expect = 0
@@ -83,7 +83,10 @@ def consumer_main(name: str, stop: Any, counters: Any) -> None:
             b = c.read_batch(4096, timeout=0.05, wait="yield")
             n = len(b)
             if not n:
-                if stop.value and c.position >= ring.tail:
+                # only once the producer has exited: `stop` is set while its last chunk
+                # may still be on the way, and leaving at a momentary catch-up would
+                # miss that chunk (reported as 2,048 records lost)
+                if producer_done.value and c.position >= ring.tail:
                     break
                 continue
             seqs = b.sequences
@@ -179,6 +182,7 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
     rep_name = name + "_rep"
     workdir = tempfile.mkdtemp(prefix="pyshm_soak_")
     stop = CTX.Value("b", 0, lock=False)
+    producer_done = CTX.Value("b", 0, lock=False)
     published = CTX.Value("q", 0, lock=False)
     ccount = [CTX.Array("q", 5, lock=False) for _ in range(consumers)]
     estats = CTX.Array("q", 6, lock=False)
@@ -192,7 +196,7 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
         procs["engine"] = CTX.Process(target=engine_main, args=(name, rep_name, stop, estats))
         for i in range(consumers):
             procs[f"consumer{i}"] = CTX.Process(target=consumer_main,
-                                                args=(name, stop, ccount[i]))
+                                                args=(name, producer_done, ccount[i]))
         for p in procs.values():
             p.start()
         # a producer reads the gate flags once, when it opens: start it only after the
@@ -210,15 +214,18 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
             time.sleep(sample_every)
             now = time.monotonic()
             pub = int(published.value)
-            # positions and mirrored before tail: each only grows, so no lag is negative
-            # (tail read first gave consumer lags of -1.5 MB in the report)
+            # tail first, then positions and mirrored: a lag from a tail read before its
+            # position can only come out too small (clamped at 0), never too large.
+            # Positions first overstated it by whatever the producer published while
+            # this process was descheduled between the reads (9 MB on a loaded machine,
+            # against a 4 MiB bound that gating really kept)
+            tail = ring.tail
             slots = ring.slots()
             mirrored = ring.mirrored
-            tail = ring.tail
-            lag_c = max((tail - s["position"] for s in slots), default=0)
+            lag_c = max((max(0, tail - s["position"]) for s in slots), default=0)
             samples.append({
                 "t": round(now - t0, 2), "rate": (pub - last_pub) / (now - last_t),
-                "consumer_lag_bytes": lag_c, "mirror_lag_bytes": tail - mirrored,
+                "consumer_lag_bytes": lag_c, "mirror_lag_bytes": max(0, tail - mirrored),
                 "rss": {k: rss_kib(p.pid) for k, p in procs.items()},
             })
             last_pub, last_t = pub, now
@@ -227,6 +234,8 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
                 out["died"] = dead
                 break
         stop.value = 1
+        procs["producer"].join(60)
+        producer_done.value = 1
         for p in procs.values():
             p.join(60)
         out["exit_codes"] = {k: p.exitcode for k, p in procs.items()}
