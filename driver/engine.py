@@ -101,7 +101,9 @@ class MirrorEngine(Engine):
 
     Options common to ``pynq`` and ``sim``: ``gate`` (hold a lossless producer back at
     ``mirrored``), ``keep_gate`` (leave the gate set after stop), ``poll_interval`` (IP
-    clock cycles between idle tail polls), ``monitor_interval`` (seconds between monitor
+    clock cycles between idle tail polls), ``watchdog`` (IP clock cycles without any bus
+    handshake, while work is outstanding, before the IP stops with fault WATCHDOG; 0 off,
+    None keeps the IP's reset value 2^20), ``monitor_interval`` (seconds between monitor
     passes), ``count_records``.
     """
 
@@ -109,8 +111,8 @@ class MirrorEngine(Engine):
 
     def __init__(self, ring: Any, replica: Any, *, gate: bool = False,
                  keep_gate: bool = False, poll_interval: int = 16,
-                 monitor_interval: float = 0.001, count_records: bool = True,
-                 writer_lock: Any = None):
+                 watchdog: int | None = None, monitor_interval: float = 0.001,
+                 count_records: bool = True, writer_lock: Any = None):
         self._owned: list[Any] = []
         self.ip: RingMirror | None = None
         self._state = "created"
@@ -151,6 +153,9 @@ class MirrorEngine(Engine):
             raise InvalidParameterError(f"poll_interval {poll_interval} must be 1..2^32-1")
         if monitor_interval <= 0:
             raise InvalidParameterError("monitor_interval must be positive")
+        if watchdog is not None and not 0 <= watchdog <= 0xFFFFFFFF:
+            raise InvalidParameterError(f"watchdog {watchdog} must be 0..2^32-1 cycles")
+        self.watchdog = watchdog
         try:
             # one writer per replica (pyshm.lock), released with the segments
             self._owned.append(claim_replica(self.rep_seg, writer_lock))
@@ -231,7 +236,7 @@ class MirrorEngine(Engine):
         # map 1.2 added BYTES_LOST; an older bitstream answers SLVERR there
         self._has_bytes_lost = (ip.read32(R.VERSION) & 0xFFFF) >= 2
         ip.soft_reset(timeout)
-        ip.configure(self.config, poll_interval=self.poll_interval)
+        ip.configure(self.config, poll_interval=self.poll_interval, watchdog=self.watchdog)
         start = self._rep(L.OFF_TAIL)
         tail = self._ring(L.OFF_TAIL)
         if start % 8 or start > tail:

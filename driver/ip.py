@@ -112,13 +112,26 @@ else:
 
 
 class MirrorFaultError(EngineError):
-    """The IP stopped on a fault; ``code`` is STATUS.FAULT, ``fault`` its name."""
+    """The IP stopped on a fault; ``code`` is STATUS.FAULT, ``fault`` its name,
+    ``address`` the bus address involved (FAULT_ADDR) and ``position`` the ring position
+    being copied (FAULT_POSITION), both None from an IP older than map 1.3."""
 
-    def __init__(self, code: int, where: str = "ring-mirror IP"):
+    def __init__(self, code: int, where: str = "ring-mirror IP", address: int | None = None,
+                 position: int | None = None):
         self.code = code
+        self.address = address
+        self.position = position
         text = R.FAULT_NAMES.get(code, f"UNKNOWN: fault code {code} is not in the map")
         self.fault = text.split(":", 1)[0]
-        super().__init__(f"{where}: stopped on fault {code} {text}")
+        detail = ""
+        if address is not None and position is not None:
+            detail = (f" (bus address 0x{address:x}, ring position {position})" if address
+                      else f" (ring position {position})")
+        super().__init__(f"{where}: stopped on fault {code} {text}{detail}")
+
+
+class RefusedError(EngineError):
+    """The IP ignored a register write because the engine was not stopped (STATUS bit)."""
 
 
 class IPMismatchError(EngineError):
@@ -171,6 +184,14 @@ class Status:
     def fault(self) -> int:
         """STATUS.FAULT: the fault code (0 when none; docs/regmap.md lists them)."""
         return (self.word & R.STATUS_FAULT_MASK) >> R.STATUS_FAULT_SHIFT
+
+    @property
+    def load_refused(self) -> bool:
+        return bool(self.word & R.STATUS_LOAD_REFUSED_MASK)
+
+    @property
+    def config_refused(self) -> bool:
+        return bool(self.word & R.STATUS_CONFIG_REFUSED_MASK)
 
 
 @dataclass(frozen=True)
@@ -228,6 +249,7 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
         # another value's high word, so compound accesses are serialised
         self._lock = threading.RLock()
         self._control = 0  # last value written, so single bits can be changed
+        self.map_minor = R.IP_VERSION & 0xFFFF  # check_id reads the IP's own
         self.poll_sleep = 0.0005
         self.fault_interval = 0.02
 
@@ -270,6 +292,7 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
             raise IPMismatchError(f"{self.where}: register map version {version >> 16}."
                                   f"{version & 0xFFFF}, this driver speaks "
                                   f"{R.IP_VERSION >> 16}.x")
+        self.map_minor = version & 0xFFFF
         return self.hw_config()
 
     def hw_config(self) -> HwConfig:
@@ -285,8 +308,15 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
         """STATUS, or MirrorFaultError when the IP stopped on a fault."""
         st = self.status() if st is None else st
         if st.error:
-            raise MirrorFaultError(st.fault, self.where)
+            raise self.fault_error(st)
         return st
+
+    def fault_error(self, st: Status, where: str | None = None) -> MirrorFaultError:
+        """The fault in ``st`` with its details (map 1.3 added FAULT_ADDR/POSITION)."""
+        addr = pos = None
+        if self.map_minor >= 3:
+            addr, pos = self.read64("FAULT_ADDR"), self.read64("FAULT_POSITION")
+        return MirrorFaultError(st.fault, where or self.where, addr, pos)
 
     def counters(self) -> dict[str, int]:
         """The 64-bit counters (mirrored, tail seen, bytes copied, bursts, overruns,
@@ -337,8 +367,13 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
             self.write32(R.CONTROL, value)
 
     def configure(self, cfg: MirrorConfig, poll_interval: int = 16,
-                  irq_progress: int = 0) -> None:
-        """Program addresses and geometry; only while stopped (the map requires it)."""
+                  irq_progress: int = 0, watchdog: int | None = None) -> None:
+        """Program addresses and geometry; only while stopped (the IP ignores address
+        writes otherwise and says so in STATUS.CONFIG_REFUSED). ``watchdog``: clock cycles
+        without any AXI4 handshake, while work is outstanding, before fault WATCHDOG
+        (0: off; None: leave the IP's value, 2^20 after reset)."""
+        if watchdog is not None and not 0 <= watchdog <= 0xFFFFFFFF:
+            raise InvalidParameterError(f"watchdog {watchdog} must be 0..2^32-1 cycles")
         with self._lock:
             if self.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
                 raise EngineError(f"{self.where}: configure while ENABLE is set")
@@ -353,6 +388,15 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
             self.write64("REPLICA_TAIL_ADDR", cfg.replica_tail_addr)
             self.write32(R.POLL_INTERVAL, poll_interval)
             self.write32(R.IRQ_PROGRESS, irq_progress)
+            if watchdog is not None:
+                if self.map_minor < 3:
+                    raise EngineError(f"{self.where}: register map 1.{self.map_minor} has no "
+                                      f"WATCHDOG (1.3 or later)")
+                self.write32(R.WATCHDOG, watchdog)
+            if self.map_minor >= 3 and self.status().config_refused:
+                self.write32(R.STATUS, R.STATUS_CONFIG_REFUSED_MASK)
+                raise RefusedError(f"{self.where}: the IP refused the configuration "
+                                   f"(STATUS.CONFIG_REFUSED): it was not stopped")
 
     def soft_reset(self, timeout: float) -> None:
         """Clear fault, counters, MIRRORED and interrupts (the IP waits until quiet)."""
@@ -363,7 +407,7 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
                   "SOFT_RESET", fault_check=False)
         st = self.status()
         if st.error:
-            raise MirrorFaultError(st.fault, self.where + " (still faulted after SOFT_RESET)")
+            raise self.fault_error(st, self.where + " (still faulted after SOFT_RESET)")
 
     def set_start(self, position: int) -> None:
         """Where copying starts: everything below ``position`` counts as mirrored."""
@@ -373,6 +417,10 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
             if self.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
                 raise EngineError(f"{self.where}: MIRRORED written while ENABLE is set")
             self.write64("MIRRORED", position)
+            if self.map_minor >= 3 and self.status().load_refused:
+                self.write32(R.STATUS, R.STATUS_LOAD_REFUSED_MASK)
+                raise RefusedError(f"{self.where}: the IP refused the start position "
+                                   f"{position} (STATUS.LOAD_REFUSED): it was not stopped")
 
     def enable(self) -> None:
         """Start continuous mirroring (CONTROL.ENABLE); refuses while a fault is latched."""
@@ -394,6 +442,8 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
             self.write32(R.CONTROL, self._control | R.CONTROL_SYNC_MASK)
         self.wait(lambda: not self.read32(R.CONTROL) & R.CONTROL_SYNC_MASK, timeout,
                   "SYNC round")
+        # map 1.3: a round that faulted ends SYNC too; say why instead of returning
+        self.check_fault()
 
     @property
     def enabled(self) -> bool:

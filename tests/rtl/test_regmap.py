@@ -79,3 +79,16 @@ def test_vivado_scripts_use_the_map_vlnv_and_rtl_ports():
     assert params
     for param in params:
         assert re.search(rf"parameter\s+(\[[^\]]*\]\s*)?{param}\b", top), param
+
+
+def test_one_list_of_rtl_sources():
+    """The testbench, the sim engine and the synthesis script name the same RTL files,
+    and hw/rtl holds no Verilog outside that list."""
+    import rtl_sim
+    from pyshm.driver import sim
+
+    assert tuple(rtl_sim.RTL_FILES) == tuple(sim.RTL_FILES)
+    on_disk = {p.name for p in (ROOT / "hw" / "rtl").glob("*.v")}
+    assert on_disk == set(sim.RTL_FILES)
+    synth = (ROOT / "hw" / "synth_yosys.sh").read_text()
+    assert all(f"$RTL/{f}" in synth for f in sim.RTL_FILES)

@@ -1,0 +1,472 @@
+// AXI4 data mover of the ring-mirror IP: copies one run of beats from a source ring area to a
+// destination area at the same offsets (offsets wrap at off_mask + 1), and performs the
+// single 8-byte word reads and writes of the control flow. It owns all five channels.
+//
+//   AR  bursts from a planner (rm_burst_plan), issued only against free FIFO space
+//       (credits), so RREADY is always high; up to MAX_OUTSTANDING in flight.
+//   R   data beats -> rm_fifo (registered output) -> W output register. The W register is
+//       loaded only when empty or accepted, so WDATA/WSTRB/WLAST never change while
+//       WVALID && !WREADY; after `abort` the beats still owed go out with WSTRB = 0 (bytes
+//       read after an error never land), the strobe decided when the beat is loaded.
+//       A CRC unit on the write data belongs between rm_fifo's output and this register
+//       (docs/hw.md, "Extending the data path").
+//   AW  one data burst per read burst already issued (a second planner on the same run),
+//       never before: W data for a burst exists only after its read was issued.
+//   B   a third planner follows the acknowledged bursts, so a write error names the first
+//       beat of its burst.
+// A word write holds data AW/W back until its response (the replica's tail intent must be
+// acknowledged before the round's first data write); data reads go on meanwhile. Word reads
+// are issued only while no data read is outstanding, word writes only while no data write
+// is (the controller's order), so R and B are never ambiguous with a single ID.
+//
+// Watchdog: while anything is outstanding and no channel hands anything over for
+// `watchdog` cycles (0: off), err_valid reports WATCHDOG once and names the oldest work
+// that is waiting (a word access, the next read beat, or the first unacknowledged write).
+`resetall
+`timescale 1ns / 1ps
+`default_nettype none
+
+module rm_mover #(
+    parameter DATA_WIDTH = 64,
+    parameter ADDR_WIDTH = 40,
+    parameter ID_WIDTH = 1,
+    parameter MAX_BURST_LEN = 16,
+    parameter MAX_OUTSTANDING = 4,
+    parameter FIFO_DEPTH = 64,
+    parameter [3:0] AXI_CACHE = 4'b1111,
+    parameter [2:0] AXI_PROT = 3'b010,
+    parameter BW = ADDR_WIDTH - $clog2(DATA_WIDTH / 8) + 1   // beat-count bits
+) (
+    input  wire                    clk,
+    input  wire                    rst,
+
+    // configuration, stable while anything runs (the register file refuses changes)
+    input  wire [ADDR_WIDTH-1:0]   src_base,
+    input  wire [ADDR_WIDTH-1:0]   dst_base,
+    input  wire [ADDR_WIDTH-1:0]   off_mask,       // area bytes - 1
+    input  wire [31:0]             watchdog,
+
+    // copy of one run
+    input  wire                    copy_start,
+    input  wire [ADDR_WIDTH-1:0]   copy_off,       // offset of the first beat, beat aligned
+    input  wire [BW-1:0]           copy_beats,     // >= 1
+    input  wire [DATA_WIDTH/8-1:0] copy_first_strb,
+    input  wire [DATA_WIDTH/8-1:0] copy_last_strb,
+    output wire                    copy_rd_done,   // every data beat arrived
+    output wire                    copy_wr_done,   // every data write acknowledged
+    output wire                    burst_issued,   // one data read burst went out
+
+    // single 8-byte words
+    input  wire                    word_rd,
+    input  wire                    word_wr,
+    input  wire [ADDR_WIDTH-1:0]   word_addr,      // 8-byte aligned
+    input  wire [63:0]             word_wdata,
+    output wire                    word_done,
+    output wire [63:0]             word_rdata,
+    output wire [1:0]              word_resp,
+    output wire                    word_busy,      // a word access has not completed
+
+    // faults
+    input  wire                    abort,          // issue no more reads; zero strobes
+    input  wire                    clear,          // forget an aborted run (when quiet)
+    output wire                    err_valid,      // a data error or the watchdog
+    output wire [7:0]              err_code,
+    output wire [1:0]              err_where,      // 0 word, 1 source beat, 2 dest beat
+    output wire [BW-1:0]           err_idx,        // beat index in the run
+    output wire                    quiet,          // nothing outstanding on any channel
+
+    output wire [ID_WIDTH-1:0]     m_axi_awid,
+    output wire [ADDR_WIDTH-1:0]   m_axi_awaddr,
+    output wire [7:0]              m_axi_awlen,
+    output wire [2:0]              m_axi_awsize,
+    output wire [1:0]              m_axi_awburst,
+    output wire                    m_axi_awlock,
+    output wire [3:0]              m_axi_awcache,
+    output wire [2:0]              m_axi_awprot,
+    output wire                    m_axi_awvalid,
+    input  wire                    m_axi_awready,
+    output wire [DATA_WIDTH-1:0]   m_axi_wdata,
+    output wire [DATA_WIDTH/8-1:0] m_axi_wstrb,
+    output wire                    m_axi_wlast,
+    output wire                    m_axi_wvalid,
+    input  wire                    m_axi_wready,
+    input  wire [1:0]              m_axi_bresp,
+    input  wire                    m_axi_bvalid,
+    output wire                    m_axi_bready,
+    output wire [ID_WIDTH-1:0]     m_axi_arid,
+    output wire [ADDR_WIDTH-1:0]   m_axi_araddr,
+    output wire [7:0]              m_axi_arlen,
+    output wire [2:0]              m_axi_arsize,
+    output wire [1:0]              m_axi_arburst,
+    output wire                    m_axi_arlock,
+    output wire [3:0]              m_axi_arcache,
+    output wire [2:0]              m_axi_arprot,
+    output wire                    m_axi_arvalid,
+    input  wire                    m_axi_arready,
+    input  wire [DATA_WIDTH-1:0]   m_axi_rdata,
+    input  wire [1:0]              m_axi_rresp,
+    input  wire                    m_axi_rlast,
+    input  wire                    m_axi_rvalid,
+    output wire                    m_axi_rready
+);
+
+`include "ring_mirror_regmap.vh"
+
+localparam BYTES = DATA_WIDTH / 8;
+localparam LSB = $clog2(BYTES);
+localparam [2:0] FULL_SIZE = LSB[2:0];
+localparam MB_LOG = $clog2(MAX_BURST_LEN);
+localparam MBW = MB_LOG > 0 ? MB_LOG : 1;
+localparam CW = 16;                             // FIFO credits (FIFO_DEPTH <= 16384)
+localparam OW = 16;                             // bursts owed / outstanding
+localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
+localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2;
+
+// ---------------------------------------------------------------- run state
+reg [BW-1:0] total_reg;                         // beats of the run
+reg [BW-1:0] r_idx_reg;                         // data beats received
+reg [BW-1:0] b_idx_reg;                         // data beats acknowledged
+reg [BW-1:0] w_left_reg;                        // data beats not yet loaded into W
+reg [MBW-1:0] w_low_reg;                        // beat index within its aligned group
+reg w_first_reg;
+reg [BYTES-1:0] first_strb_reg, last_strb_reg;
+reg [ADDR_WIDTH-1:0] ar_off_reg, aw_off_reg;
+reg [CW-1:0] credit_reg;
+reg [OW-1:0] rd_bursts_reg;                     // data read bursts in flight
+reg [OW-1:0] aw_owed_reg;                       // read bursts issued whose AW is not loaded
+reg [OW-1:0] b_owed_reg;                        // AW handshakes without a B yet
+
+// channel registers
+reg ar_valid_reg;
+reg [ADDR_WIDTH-1:0] ar_addr_reg;
+reg [7:0] ar_len_reg;
+reg [2:0] ar_size_reg;
+reg aw_valid_reg;
+reg [ADDR_WIDTH-1:0] aw_addr_reg;
+reg [7:0] aw_len_reg;
+reg [2:0] aw_size_reg;
+reg w_valid_reg;
+reg [DATA_WIDTH-1:0] w_data_reg;
+reg [BYTES-1:0] w_strb_reg;
+reg w_last_reg;
+
+// word accesses
+reg word_ar_pend_reg;                           // word read not yet on AR
+reg word_r_busy_reg;                            // word read waiting for R
+reg word_mode_reg;                              // word write until its B
+reg word_aw_pend_reg, word_w_pend_reg;
+reg [ADDR_WIDTH-1:0] word_addr_reg;
+reg [63:0] word_wdata_reg;
+reg word_done_reg;
+reg [63:0] word_rdata_reg;
+reg [1:0] word_resp_reg;
+
+reg err_valid_reg;
+reg [7:0] err_code_reg;
+reg [1:0] err_where_reg;
+reg [BW-1:0] err_idx_reg;
+reg [31:0] wd_cnt_reg;
+reg wd_fired_reg;
+reg burst_issued_reg;
+
+// ---------------------------------------------------------------- planners
+wire ar_plan_valid, aw_plan_valid, b_plan_valid;
+wire [8:0] ar_plan_beats, aw_plan_beats, b_plan_beats;
+/* verilator lint_off UNUSEDSIGNAL */
+wire ar_plan_done, aw_plan_done, b_plan_done;
+/* verilator lint_on UNUSEDSIGNAL */
+wire [7:0] copy_low = copy_off[LSB +: 8];
+wire ar_step, aw_step, b_step;
+
+rm_burst_plan #(.BW(BW), .MAX_BURST_LEN(MAX_BURST_LEN)) ar_plan (
+    .clk(clk), .rst(rst), .clear(clear), .load(copy_start), .load_beats(copy_beats),
+    .load_low(copy_low), .step(ar_step), .valid(ar_plan_valid), .beats(ar_plan_beats),
+    .done(ar_plan_done));
+rm_burst_plan #(.BW(BW), .MAX_BURST_LEN(MAX_BURST_LEN)) aw_plan (
+    .clk(clk), .rst(rst), .clear(clear), .load(copy_start), .load_beats(copy_beats),
+    .load_low(copy_low), .step(aw_step), .valid(aw_plan_valid), .beats(aw_plan_beats),
+    .done(aw_plan_done));
+rm_burst_plan #(.BW(BW), .MAX_BURST_LEN(MAX_BURST_LEN)) b_plan (
+    .clk(clk), .rst(rst), .clear(clear), .load(copy_start), .load_beats(copy_beats),
+    .load_low(copy_low), .step(b_step), .valid(b_plan_valid), .beats(b_plan_beats),
+    .done(b_plan_done));
+
+// ---------------------------------------------------------------- read side
+wire ar_free = !ar_valid_reg || m_axi_arready;
+wire word_ar_go = word_ar_pend_reg && ar_free;
+wire [CW-1:0] ar_beats_c = {{(CW-9){1'b0}}, ar_plan_beats};
+wire ar_issue = ar_plan_valid && !abort && !clear && ar_free && !word_ar_pend_reg
+    && rd_bursts_reg < MAX_OUTSTANDING[OW-1:0] && credit_reg >= ar_beats_c
+    && aw_owed_reg != {OW{1'b1}};
+assign ar_step = ar_issue;
+
+wire r_fire = m_axi_rvalid;                     // RREADY is always high
+wire r_data = r_fire && !word_r_busy_reg;
+wire r_err = m_axi_rresp[1];
+
+// data FIFO
+wire [DATA_WIDTH-1:0] fifo_data;
+wire fifo_valid, fifo_empty;
+/* verilator lint_off UNUSEDSIGNAL */
+wire fifo_full;   // cannot happen: reads are issued against FIFO credits
+/* verilator lint_on UNUSEDSIGNAL */
+wire w_free = !w_valid_reg || m_axi_wready;
+wire w_data_load = fifo_valid && !word_mode_reg && w_free;
+
+rm_fifo #(.WIDTH(DATA_WIDTH), .DEPTH(FIFO_DEPTH)) data_fifo (
+    .clk(clk), .rst(rst),
+    .in_data(m_axi_rdata), .in_valid(r_data), .full(fifo_full),
+    .out_data(fifo_data), .out_valid(fifo_valid), .out_ready(w_data_load),
+    .empty(fifo_empty)
+);
+
+// ---------------------------------------------------------------- write side
+wire aw_free = !aw_valid_reg || m_axi_awready;
+wire word_aw_go = word_aw_pend_reg && aw_free;
+wire aw_data_go = aw_owed_reg != 0 && aw_plan_valid && !word_mode_reg && aw_free && !clear;
+assign aw_step = aw_data_go;
+wire word_w_go = word_w_pend_reg && w_free;
+wire b_fire = m_axi_bvalid;                     // BREADY is always high
+wire b_data = b_fire && !word_mode_reg;
+assign b_step = b_data && b_plan_valid;
+
+wire w_is_last = w_left_reg == {{(BW-1){1'b0}}, 1'b1};
+wire w_group_end = w_low_reg == MAX_BURST_LEN[MBW-1:0] - 1'b1 || MAX_BURST_LEN == 1;
+wire [BYTES-1:0] w_beat_strb = abort ? {BYTES{1'b0}}
+    : ((w_first_reg ? first_strb_reg : STRB_ALL) & (w_is_last ? last_strb_reg : STRB_ALL));
+wire [BYTES-1:0] word_strb = {{(BYTES-8){1'b0}}, 8'hFF} << word_addr_reg[LSB-1:0];
+
+/* verilator lint_off UNUSEDSIGNAL */
+wire [DATA_WIDTH-1:0] r_shifted = m_axi_rdata >> {word_addr_reg[LSB-1:0], 3'b000};
+/* verilator lint_on UNUSEDSIGNAL */
+
+wire any_hs = (m_axi_arvalid && m_axi_arready) || (m_axi_awvalid && m_axi_awready)
+    || (m_axi_wvalid && m_axi_wready) || r_fire || b_fire;
+assign quiet = !ar_valid_reg && rd_bursts_reg == 0 && !word_ar_pend_reg && !word_r_busy_reg
+    && aw_owed_reg == 0 && !aw_valid_reg && fifo_empty && !w_valid_reg && b_owed_reg == 0
+    && !word_mode_reg;
+
+always @(posedge clk) begin
+    burst_issued_reg <= 1'b0;
+    word_done_reg <= 1'b0;
+    err_valid_reg <= 1'b0;
+
+    // run start: the controller starts a run only when the mover is quiet
+    if (copy_start) begin
+        total_reg <= copy_beats;
+        r_idx_reg <= 0;
+        b_idx_reg <= 0;
+        w_left_reg <= copy_beats;
+        w_low_reg <= copy_low[MBW-1:0] & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
+        w_first_reg <= 1'b1;
+        first_strb_reg <= copy_first_strb;
+        last_strb_reg <= copy_last_strb;
+        ar_off_reg <= copy_off;
+        aw_off_reg <= copy_off;
+    end
+
+    // AR: word reads first (never while a run reads), then data bursts
+    if (ar_valid_reg && m_axi_arready) begin
+        ar_valid_reg <= 1'b0;
+    end
+    if (word_rd) begin
+        word_ar_pend_reg <= 1'b1;
+        word_r_busy_reg <= 1'b1;
+        word_addr_reg <= word_addr;
+    end
+    if (word_ar_go) begin
+        word_ar_pend_reg <= 1'b0;
+        ar_valid_reg <= 1'b1;
+        ar_addr_reg <= word_addr_reg;
+        ar_len_reg <= 8'd0;
+        ar_size_reg <= 3'd3;
+    end else if (ar_issue) begin
+        ar_valid_reg <= 1'b1;
+        ar_addr_reg <= src_base + ar_off_reg;
+        ar_len_reg <= ar_plan_beats[7:0] - 8'd1;
+        ar_size_reg <= FULL_SIZE;
+        ar_off_reg <= (ar_off_reg + ({{(ADDR_WIDTH-9){1'b0}}, ar_plan_beats} << LSB)) & off_mask;
+        burst_issued_reg <= 1'b1;
+    end
+
+    // R
+    if (r_fire && word_r_busy_reg) begin
+        word_r_busy_reg <= 1'b0;
+        word_rdata_reg <= r_shifted[63:0];
+        word_resp_reg <= m_axi_rresp;
+        word_done_reg <= 1'b1;
+    end
+    if (r_data) begin
+        r_idx_reg <= r_idx_reg + 1'b1;
+        if (r_err && !err_valid_reg) begin
+            err_valid_reg <= 1'b1;
+            err_code_reg <= m_axi_rresp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
+            err_where_reg <= W_SRC;
+            err_idx_reg <= r_idx_reg;
+        end
+    end
+
+    // AW: a word write, else a data burst owed by an issued read
+    if (aw_valid_reg && m_axi_awready) begin
+        aw_valid_reg <= 1'b0;
+    end
+    if (word_wr) begin
+        word_mode_reg <= 1'b1;
+        word_aw_pend_reg <= 1'b1;
+        word_w_pend_reg <= 1'b1;
+        word_addr_reg <= word_addr;
+        word_wdata_reg <= word_wdata;
+    end
+    if (word_aw_go) begin
+        word_aw_pend_reg <= 1'b0;
+        aw_valid_reg <= 1'b1;
+        aw_addr_reg <= word_addr_reg;
+        aw_len_reg <= 8'd0;
+        aw_size_reg <= 3'd3;
+    end else if (aw_data_go) begin
+        aw_valid_reg <= 1'b1;
+        aw_addr_reg <= dst_base + aw_off_reg;
+        aw_len_reg <= aw_plan_beats[7:0] - 8'd1;
+        aw_size_reg <= FULL_SIZE;
+        aw_off_reg <= (aw_off_reg + ({{(ADDR_WIDTH-9){1'b0}}, aw_plan_beats} << LSB)) & off_mask;
+    end
+
+    // W: the register changes only when empty or accepted
+    if (w_valid_reg && m_axi_wready) begin
+        w_valid_reg <= 1'b0;
+    end
+    if (word_w_go) begin
+        word_w_pend_reg <= 1'b0;
+        w_valid_reg <= 1'b1;
+        w_data_reg <= {(DATA_WIDTH/64){word_wdata_reg}};
+        w_strb_reg <= word_strb;
+        w_last_reg <= 1'b1;
+    end else if (w_data_load) begin
+        w_valid_reg <= 1'b1;
+        w_data_reg <= fifo_data;
+        w_strb_reg <= w_beat_strb;
+        w_last_reg <= w_group_end || w_is_last;
+        w_left_reg <= w_left_reg - 1'b1;
+        w_low_reg <= (w_low_reg + 1'b1) & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
+        w_first_reg <= 1'b0;
+    end
+
+    // B
+    if (b_fire && word_mode_reg) begin
+        word_mode_reg <= 1'b0;
+        word_resp_reg <= m_axi_bresp;
+        word_done_reg <= 1'b1;
+    end
+    if (b_data) begin
+        b_idx_reg <= b_idx_reg + {{(BW-9){1'b0}}, b_plan_beats};
+        if (m_axi_bresp[1] && !err_valid_reg) begin
+            err_valid_reg <= 1'b1;
+            err_code_reg <= m_axi_bresp == 2'b11 ? RM_FAULT_WRITE_DECERR : RM_FAULT_WRITE_SLVERR;
+            err_where_reg <= W_DST;
+            err_idx_reg <= b_idx_reg;
+        end
+    end
+
+    // counters of outstanding work
+    credit_reg <= credit_reg - (ar_issue ? ar_beats_c : {CW{1'b0}})
+                             + {{(CW-1){1'b0}}, w_data_load};
+    rd_bursts_reg <= rd_bursts_reg + {{(OW-1){1'b0}}, ar_issue}
+                                   - {{(OW-1){1'b0}}, r_data && m_axi_rlast};
+    aw_owed_reg <= aw_owed_reg + {{(OW-1){1'b0}}, ar_issue}
+                               - {{(OW-1){1'b0}}, aw_data_go};
+    b_owed_reg <= b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
+                             - {{(OW-1){1'b0}}, b_fire};
+
+    // watchdog: no handshake on any channel for `watchdog` cycles while work is waiting
+    if (quiet || any_hs || watchdog == 32'd0) begin
+        wd_cnt_reg <= watchdog;
+    end else if (wd_cnt_reg != 32'd0) begin
+        wd_cnt_reg <= wd_cnt_reg - 32'd1;
+        if (wd_cnt_reg == 32'd1 && !wd_fired_reg) begin
+            wd_fired_reg <= 1'b1;
+            err_valid_reg <= 1'b1;
+            err_code_reg <= RM_FAULT_WATCHDOG;
+            if (word_ar_pend_reg || word_r_busy_reg || word_mode_reg) begin
+                err_where_reg <= W_WORD;
+                err_idx_reg <= 0;
+            end else if (ar_valid_reg || rd_bursts_reg != 0) begin
+                err_where_reg <= W_SRC;
+                err_idx_reg <= r_idx_reg;
+            end else begin
+                err_where_reg <= W_DST;
+                err_idx_reg <= b_idx_reg;
+            end
+        end
+    end
+    if (clear) begin
+        wd_fired_reg <= 1'b0;
+    end
+
+    if (rst) begin
+        total_reg <= 0;
+        r_idx_reg <= 0;
+        b_idx_reg <= 0;
+        w_left_reg <= 0;
+        w_low_reg <= 0;
+        w_first_reg <= 1'b0;
+        credit_reg <= FIFO_DEPTH[CW-1:0];
+        rd_bursts_reg <= 0;
+        aw_owed_reg <= 0;
+        b_owed_reg <= 0;
+        ar_valid_reg <= 1'b0;
+        aw_valid_reg <= 1'b0;
+        w_valid_reg <= 1'b0;
+        word_ar_pend_reg <= 1'b0;
+        word_r_busy_reg <= 1'b0;
+        word_mode_reg <= 1'b0;
+        word_aw_pend_reg <= 1'b0;
+        word_w_pend_reg <= 1'b0;
+        word_done_reg <= 1'b0;
+        err_valid_reg <= 1'b0;
+        wd_cnt_reg <= 32'd0;
+        wd_fired_reg <= 1'b0;
+        burst_issued_reg <= 1'b0;
+    end
+end
+
+// ---------------------------------------------------------------- outputs
+assign copy_rd_done = r_idx_reg == total_reg;
+assign copy_wr_done = b_idx_reg == total_reg;
+assign burst_issued = burst_issued_reg;
+assign word_done = word_done_reg;
+assign word_rdata = word_rdata_reg;
+assign word_resp = word_resp_reg;
+assign word_busy = word_ar_pend_reg || word_r_busy_reg || word_mode_reg;
+assign err_valid = err_valid_reg;
+assign err_code = err_code_reg;
+assign err_where = err_where_reg;
+assign err_idx = err_idx_reg;
+
+assign m_axi_awid = {ID_WIDTH{1'b0}};
+assign m_axi_awaddr = aw_addr_reg;
+assign m_axi_awlen = aw_len_reg;
+assign m_axi_awsize = aw_size_reg;
+assign m_axi_awburst = 2'b01;
+assign m_axi_awlock = 1'b0;
+assign m_axi_awcache = AXI_CACHE;
+assign m_axi_awprot = AXI_PROT;
+assign m_axi_awvalid = aw_valid_reg;
+assign m_axi_wdata = w_data_reg;
+assign m_axi_wstrb = w_strb_reg;
+assign m_axi_wlast = w_last_reg;
+assign m_axi_wvalid = w_valid_reg;
+assign m_axi_bready = 1'b1;
+assign m_axi_arid = {ID_WIDTH{1'b0}};
+assign m_axi_araddr = ar_addr_reg;
+assign m_axi_arlen = ar_len_reg;
+assign m_axi_arsize = ar_size_reg;
+assign m_axi_arburst = 2'b01;
+assign m_axi_arlock = 1'b0;
+assign m_axi_arcache = AXI_CACHE;
+assign m_axi_arprot = AXI_PROT;
+assign m_axi_arvalid = ar_valid_reg;
+assign m_axi_rready = 1'b1;
+
+endmodule
+
+`resetall
