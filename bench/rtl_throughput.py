@@ -30,19 +30,25 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rtl_bench_") as tmp:
         out = Path(tmp) / "result.txt"
+        lat = Path(tmp) / "latency.txt"
         t0 = time.monotonic()
         rtl_sim.run(args.sim, Path(tmp) / "build",
                     {"DATA_WIDTH": args.width, "ADDR_WIDTH": 32, "MAX_BURST_LEN": 16,
                      "MAX_OUTSTANDING": 4, "FIFO_DEPTH": 64},
-                    testcase="test_throughput",
+                    testcase=["test_throughput", "test_round_latency"],
                     extra_env={"RTL_THROUGHPUT_BYTES": str(args.bytes),
-                               "RTL_THROUGHPUT_OUT": str(out)})
+                               "RTL_THROUGHPUT_OUT": str(out), "RTL_LATENCY_OUT": str(lat)})
         wall = time.monotonic() - t0
         copied, beats, busy, ratio = out.read_text().split()
+        lat_samples = sorted(int(x) for x in lat.read_text().split())
     result = {"figure": "rtl_mirror_beats_per_cycle", "simulator": args.sim,
               "data_width": args.width, "bytes": int(copied), "beats": int(beats),
               "busy_cycles": int(busy), "beats_per_cycle": float(ratio),
-              "read_latency_cycles": 30, "target": 0.9, "wall_s": round(wall, 1)}
+              "read_latency_cycles": 30, "target": 0.9,
+              "round_latency_cycles": {"median": lat_samples[len(lat_samples) // 2],
+                                       "min": lat_samples[0], "max": lat_samples[-1],
+                                       "samples": lat_samples},
+              "wall_s": round(wall, 1)}
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

@@ -197,7 +197,7 @@ def test_fault_names_bus_address_and_ring_position(ip, dev):
     err = ei.value
     assert (err.code, err.fault, err.address, err.position) == (
         R.FAULT_TAIL_BACKWARDS, "TAIL_BACKWARDS", 0x1_0000_0080, 4096)
-    assert "TAIL_BACKWARDS: the ring's tail moved backwards" in str(err)
+    assert "TAIL_BACKWARDS: the ring's tail went below one seen before" in str(err)
     assert "bus address 0x100000080, ring position 4096" in str(err)
     # every new fault code has a name and an explanation
     for code in (R.FAULT_INTENT_RANGE, R.FAULT_WATCHDOG, R.FAULT_OVERLAP,

@@ -184,9 +184,15 @@ localparam [4:0]
     S_DRAIN = 5'd19,      // a fault: let the bus go quiet
     S_FINFO1 = 5'd20,     // fault position
     S_FINFO2 = 5'd21,     // fault address
-    S_FAULT = 5'd22;
+    S_FAULT = 5'd22,
+    S_PLAN5 = 5'd23,      // replica intent wanted (its comparison registered in PLAN4)
+    S_RINT_C = 5'd24,     // let the grow comparison see the final intent values
+    S_CHK5 = 5'd25;       // same, after a kept partial round
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
+// header words, by a 3-bit selector: the 40-bit address mux sits after a register
+localparam [2:0] WS_TAIL = 3'd0, WS_INTENT = 3'd1, WS_RINT = 3'd2, WS_RTAIL = 3'd3,
+                 WS_MIRRORED = 3'd4;
 
 // ---------------------------------------------------------------- mover
 wire mv_rd_done, mv_wr_done, mv_burst, mv_word_done, mv_word_busy, mv_err, mv_quiet;
@@ -201,7 +207,7 @@ reg [4:0] state_reg, state_next;
 reg [7:0] fault_reg, fault_next;
 reg [1:0] fwhere_reg, fwhere_next;
 reg [BW-1:0] fidx_reg, fidx_next;
-reg [AW-1:0] fword_reg, fword_next;          // word address of a word-level fault
+reg [2:0] fsel_reg, fsel_next;               // header word of a word-level fault
 reg [63:0] fpos_reg, fpos_next;
 reg [AW-1:0] faddr_reg, faddr_next;
 
@@ -228,6 +234,13 @@ reg f_ngt_reg, f_ngt_next;                   // newest partition above the start
 reg f_low_reg, f_low_next;                   // intent below tail
 reg f_borrow_reg, f_borrow_next;             // second tail above the intent
 reg f_ovf_reg, f_ovf_next;                   // rwant passed 2^64 - 1
+// comparisons registered every cycle, read only in states where their inputs have been
+// stable for a cycle, so no 64-bit compare feeds a wide select in the same cycle
+reg f_grow_reg;                              // rwant > rint
+reg f_keep_reg;                              // oldest < tnew
+reg f_rw_gt_t_reg;                           // rwant > tnew
+reg [31:0] prog_sum_reg;                     // progress + len
+reg prog_hit_reg;                            // that reaches IRQ_PROGRESS
 reg gap_reg, gap_next;                       // resynchronised since the last publish
 reg torn_reg, torn_next;                     // this round keeps nothing
 reg keep_part_reg, keep_part_next;           // this round keeps only its intact part
@@ -251,7 +264,7 @@ reg ev_overrun_reg, ev_overrun_next;
 // requests to the mover (registered: one cycle after the decision)
 reg word_rd_reg, word_rd_next;
 reg word_wr_reg, word_wr_next;
-reg [AW-1:0] word_addr_reg, word_addr_next;
+reg [2:0] wsel_reg, wsel_next;               // header word of the current access
 reg [63:0] word_data_reg, word_data_next;
 reg copy_go_reg, copy_go_next;
 reg [AW-1:0] copy_off_reg, copy_off_next;
@@ -259,6 +272,17 @@ reg [BW-1:0] copy_beats_reg, copy_beats_next;
 reg [BYTES-1:0] first_strb_reg, first_strb_next;
 reg [BYTES-1:0] last_strb_reg, last_strb_next;
 reg clear_reg, clear_next;
+
+reg [AW-1:0] word_addr;
+always @* begin
+    case (wsel_reg)
+        WS_INTENT: word_addr = cfg_intent_addr;
+        WS_RINT: word_addr = cfg_rint_addr;
+        WS_RTAIL: word_addr = cfg_replica_tail_addr;
+        WS_MIRRORED: word_addr = cfg_mirrored_addr;
+        default: word_addr = cfg_tail_addr;
+    endcase
+end
 
 // ---------------------------------------------------------------- arithmetic helpers
 wire [63:0] pmask64 = {{(64-AW){1'b0}}, cfg_part_mask};
@@ -287,7 +311,7 @@ always @* begin
     fault_next = fault_reg;
     fwhere_next = fwhere_reg;
     fidx_next = fidx_reg;
-    fword_next = fword_reg;
+    fsel_next = fsel_reg;
     fpos_next = fpos_reg;
     faddr_next = faddr_reg;
     start_next = start_reg;
@@ -332,7 +356,7 @@ always @* begin
     ev_overrun_next = 1'b0;
     word_rd_next = 1'b0;
     word_wr_next = 1'b0;
-    word_addr_next = word_addr_reg;
+    wsel_next = wsel_reg;
     word_data_next = word_data_reg;
     copy_go_next = 1'b0;
     copy_off_next = copy_off_reg;
@@ -380,7 +404,7 @@ always @* begin
                     state_next = S_DRAIN;
                 end else begin
                     word_rd_next = 1'b1;
-                    word_addr_next = cfg_tail_addr;
+                    wsel_next = WS_TAIL;
                     sync_round_next = sync_req;
                     state_next = S_TAIL_R;
                 end
@@ -398,7 +422,7 @@ always @* begin
                 if (word_bad) begin
                     fault_next = word_rd_fault;
                     fwhere_next = W_WORD;
-                    fword_next = word_addr_reg;
+                    fsel_next = wsel_reg;
                     state_next = S_DRAIN;
                 end else begin
                     state_next = S_PLAN1;
@@ -412,7 +436,7 @@ always @* begin
             if (f_bad_reg || f_back_reg) begin
                 fault_next = f_bad_reg ? RM_FAULT_BAD_TAIL : RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
-                fword_next = cfg_tail_addr;
+                fsel_next = WS_TAIL;
                 state_next = S_DRAIN;
             end else if (f_nothing_reg) begin
                 // nothing new: a one-shot sync is complete, continuous mode waits a while
@@ -451,19 +475,22 @@ always @* begin
             first_strb_next = STRB_ALL << cstart_reg[LSB-1:0];
             last_strb_next = tnew_reg[LSB-1:0] == 0 ? STRB_ALL
                            : STRB_ALL >> (BYTES[LSB:0] - {1'b0, tnew_reg[LSB-1:0]});
+            state_next = S_PLAN5;
+        end
+        S_PLAN5: begin
             // replica readers must start at cstart after a resynchronisation
-            rwant_next = (gap_reg && rwant_reg > tnew_reg) ? rwant_reg : tnew_reg;
+            rwant_next = (gap_reg && f_rw_gt_t_reg) ? rwant_reg : tnew_reg;
             if (gap_reg && f_ovf_reg) begin
                 fault_next = RM_FAULT_POSITION_LIMIT;
                 fwhere_next = W_WORD;
-                fword_next = cfg_rint_addr;
+                fsel_next = WS_RINT;
                 state_next = S_DRAIN;
             end else if (rint_known_reg) begin
-                state_next = S_RINT_W;
+                state_next = S_RINT_C;
             end else begin
                 // first round since (re)start: "only if it grows" needs the current value
                 word_rd_next = 1'b1;
-                word_addr_next = cfg_rint_addr;
+                wsel_next = WS_RINT;
                 state_next = S_RINT_R;
             end
         end
@@ -473,20 +500,23 @@ always @* begin
                 if (word_bad) begin
                     fault_next = word_rd_fault;
                     fwhere_next = W_WORD;
-                    fword_next = word_addr_reg;
+                    fsel_next = wsel_reg;
                     state_next = S_DRAIN;
                 end else begin
                     rint_known_next = 1'b1;
-                    state_next = S_RINT_W;
+                    state_next = S_RINT_C;
                 end
             end
+        end
+        S_RINT_C: begin
+            state_next = S_RINT_W;
         end
         S_RINT_W: begin
             // the mover holds data writes back until this word write is acknowledged;
             // the reads of the run start at once
-            if (rwant_reg > rint_reg) begin
+            if (f_grow_reg) begin
                 word_wr_next = 1'b1;
-                word_addr_next = cfg_rint_addr;
+                wsel_next = WS_RINT;
                 word_data_next = rwant_reg;
                 rint_next = rwant_reg;
             end
@@ -500,12 +530,12 @@ always @* begin
                 // the replica tail-intent write failed
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
-                fword_next = word_addr_reg;
+                fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (mv_rd_done && !copy_go_reg && !mv_word_busy) begin
                 // every data beat has arrived: now tail intent proves the copy intact
                 word_rd_next = 1'b1;
-                word_addr_next = cfg_intent_addr;
+                wsel_next = WS_INTENT;
                 state_next = S_INTENT_R;
             end
         end
@@ -513,7 +543,7 @@ always @* begin
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
-                fword_next = word_addr_reg;
+                fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (mv_word_done) begin
                 intent_next = mv_rdata;
@@ -529,7 +559,7 @@ always @* begin
             if (f_low_reg) begin
                 fault_next = RM_FAULT_BAD_INTENT;
                 fwhere_next = W_WORD;
-                fword_next = cfg_intent_addr;
+                fsel_next = WS_INTENT;
                 state_next = S_DRAIN;
             end else begin
                 state_next = S_CHK2;
@@ -542,7 +572,7 @@ always @* begin
                 // bytes may have been overwritten while read; first make sure the intent
                 // is one a producer can have written: read the tail again
                 word_rd_next = 1'b1;
-                word_addr_next = cfg_tail_addr;
+                wsel_next = WS_TAIL;
                 state_next = S_TAIL2_R;
             end
         end
@@ -550,7 +580,7 @@ always @* begin
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
-                fword_next = word_addr_reg;
+                fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (mv_word_done) begin
                 tail_next = mv_rdata;
@@ -564,13 +594,13 @@ always @* begin
             if (f_back_reg) begin
                 fault_next = RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
-                fword_next = cfg_tail_addr;
+                fsel_next = WS_TAIL;
                 state_next = S_DRAIN;
             end else if (!f_borrow_reg && diff_gt_cap) begin
                 // a producer never has more than a capacity uncommitted
                 fault_next = RM_FAULT_INTENT_RANGE;
                 fwhere_next = W_WORD;
-                fword_next = cfg_intent_addr;
+                fsel_next = WS_INTENT;
                 state_next = S_DRAIN;
             end else begin
                 // lapped during the copy: bytes below intent - capacity may be torn,
@@ -579,7 +609,7 @@ always @* begin
                 ev_overrun_next = 1'b1;
                 gap_next = 1'b1;
                 dlost_next = oldest_reg - cstart_reg;
-                if (oldest_reg < tnew_reg) begin
+                if (f_keep_reg) begin
                     cstart_next = oldest_reg;
                     keep_part_next = 1'b1;
                 end else begin
@@ -594,6 +624,9 @@ always @* begin
         S_CHK4: begin
             lost_next = lost_reg + dlost_reg;
             {f_ovf_next, rwant_next} = {1'b0, cstart_reg} + {1'b0, cmp64} + 65'd1;
+            state_next = S_CHK5;
+        end
+        S_CHK5: begin
             state_next = S_WDRAIN;
         end
         S_WDRAIN: begin
@@ -605,19 +638,19 @@ always @* begin
                 end else if (keep_part_reg && f_ovf_reg) begin
                     fault_next = RM_FAULT_POSITION_LIMIT;
                     fwhere_next = W_WORD;
-                    fword_next = cfg_rint_addr;
+                    fsel_next = WS_RINT;
                     state_next = S_DRAIN;
-                end else if (keep_part_reg && rwant_reg > rint_reg) begin
+                end else if (keep_part_reg && f_grow_reg) begin
                     // a kept partial round: readers of the replica must start at its
                     // first kept partition before the replica's tail claims the round
                     word_wr_next = 1'b1;
-                    word_addr_next = cfg_rint_addr;
+                    wsel_next = WS_RINT;
                     word_data_next = rwant_reg;
                     rint_next = rwant_reg;
                     state_next = S_PUB_RINT;
                 end else begin
                     word_wr_next = 1'b1;
-                    word_addr_next = cfg_replica_tail_addr;
+                    wsel_next = WS_RTAIL;
                     word_data_next = tnew_reg;
                     state_next = S_PUB_REPLICA;
                 end
@@ -627,11 +660,11 @@ always @* begin
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
-                fword_next = word_addr_reg;
+                fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (word_ok) begin
                 word_wr_next = 1'b1;
-                word_addr_next = cfg_replica_tail_addr;
+                wsel_next = WS_RTAIL;
                 word_data_next = tnew_reg;
                 state_next = S_PUB_REPLICA;
             end
@@ -640,11 +673,11 @@ always @* begin
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
-                fword_next = word_addr_reg;
+                fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (word_ok) begin
                 word_wr_next = 1'b1;
-                word_addr_next = cfg_mirrored_addr;
+                wsel_next = WS_MIRRORED;
                 word_data_next = tnew_reg;
                 state_next = S_PUB_RING;
             end
@@ -653,7 +686,7 @@ always @* begin
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
-                fword_next = word_addr_reg;
+                fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (word_ok) begin
                 mirrored_next = tnew_reg;
@@ -662,11 +695,8 @@ always @* begin
                 torn_run_next = 2'd0;
                 bytes_next = bytes_reg + {{(64-AW){1'b0}}, len_reg};
                 // progress counts at most 4 GiB per round, far above any threshold
-                progress_next = progress_reg + len_reg[31:0];
-                if (cfg_irq_progress != 32'd0 && progress_next >= cfg_irq_progress) begin
-                    progress_next = 32'd0;
-                    ev_progress_next = 1'b1;
-                end
+                progress_next = prog_hit_reg ? 32'd0 : prog_sum_reg;
+                ev_progress_next = prog_hit_reg;
                 ev_sync_done_next = sync_round_reg;
                 poll_cnt_next = 32'd0;
                 state_next = S_IDLE;
@@ -680,6 +710,7 @@ always @* begin
             end
         end
         S_FINFO1: begin
+            wsel_next = fsel_reg;       // FINFO2 reads the word's address through word_addr
             fpos_next = (fwhere_reg == W_SRC || fwhere_reg == W_DST)
                       ? rbase_reg + ({{(64-BW){1'b0}}, fidx_reg} << LSB) : start_reg;
             state_next = S_FINFO2;
@@ -688,7 +719,7 @@ always @* begin
             case (fwhere_reg)
                 W_SRC: faddr_next = cfg_ring_base + (fpos_reg[AW-1:0] & cfg_cap_mask);
                 W_DST: faddr_next = cfg_replica_base + (fpos_reg[AW-1:0] & cfg_cap_mask);
-                W_WORD: faddr_next = fword_reg;
+                W_WORD: faddr_next = word_addr;
                 default: faddr_next = {AW{1'b0}};
             endcase
             ev_fault_next = 1'b1;
@@ -726,7 +757,7 @@ always @* begin
         fault_next = mv_err_code;
         fwhere_next = mv_err_where;
         fidx_next = mv_err_idx;
-        fword_next = word_addr_reg;
+        fsel_next = wsel_reg;
     end
     // a round stops at once on a mover error (registered there, so this stays short):
     // nothing it would issue in this cycle goes out
@@ -741,11 +772,16 @@ always @* begin
 end
 
 always @(posedge clk) begin
+    f_grow_reg <= rwant_reg > rint_reg;
+    f_keep_reg <= oldest_reg < tnew_reg;
+    f_rw_gt_t_reg <= rwant_reg > tnew_reg;
+    prog_sum_reg <= progress_reg + len_reg[31:0];
+    prog_hit_reg <= cfg_irq_progress != 32'd0 && prog_sum_reg >= cfg_irq_progress;
     state_reg <= state_next;
     fault_reg <= fault_next;
     fwhere_reg <= fwhere_next;
     fidx_reg <= fidx_next;
-    fword_reg <= fword_next;
+    fsel_reg <= fsel_next;
     fpos_reg <= fpos_next;
     faddr_reg <= faddr_next;
     start_reg <= start_next;
@@ -790,7 +826,7 @@ always @(posedge clk) begin
     ev_overrun_reg <= ev_overrun_next;
     word_rd_reg <= word_rd_next;
     word_wr_reg <= word_wr_next;
-    word_addr_reg <= word_addr_next;
+    wsel_reg <= wsel_next;
     word_data_reg <= word_data_next;
     copy_go_reg <= copy_go_next;
     copy_off_reg <= copy_off_next;
@@ -804,7 +840,7 @@ always @(posedge clk) begin
         fault_reg <= RM_FAULT_NONE;
         fwhere_reg <= W_CFG;
         fidx_reg <= 0;
-        fword_reg <= 0;
+        fsel_reg <= WS_TAIL;
         fpos_reg <= 64'd0;
         faddr_reg <= 0;
         start_reg <= 64'd0;
@@ -846,7 +882,7 @@ rm_mover #(
     .copy_start(copy_go_reg), .copy_off(copy_off_reg), .copy_beats(copy_beats_reg),
     .copy_first_strb(first_strb_reg), .copy_last_strb(last_strb_reg),
     .copy_rd_done(mv_rd_done), .copy_wr_done(mv_wr_done), .burst_issued(mv_burst),
-    .word_rd(word_rd_reg), .word_wr(word_wr_reg), .word_addr(word_addr_reg),
+    .word_rd(word_rd_reg), .word_wr(word_wr_reg), .word_addr(word_addr),
     .word_wdata(word_data_reg), .word_done(mv_word_done), .word_rdata(mv_rdata),
     .word_resp(mv_resp), .word_busy(mv_word_busy),
     .abort(fault_reg != RM_FAULT_NONE), .clear(clear_reg),

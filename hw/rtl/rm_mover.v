@@ -242,9 +242,14 @@ wire [DATA_WIDTH-1:0] r_shifted = m_axi_rdata >> {word_addr_reg[LSB-1:0], 3'b000
 
 wire any_hs = (m_axi_arvalid && m_axi_arready) || (m_axi_awvalid && m_axi_awready)
     || (m_axi_wvalid && m_axi_wready) || r_fire || b_fire;
-assign quiet = !ar_valid_reg && rd_bursts_reg == 0 && !word_ar_pend_reg && !word_r_busy_reg
+wire idle_now = !ar_valid_reg && rd_bursts_reg == 0 && !word_ar_pend_reg && !word_r_busy_reg
     && aw_owed_reg == 0 && !aw_valid_reg && fifo_empty && !w_valid_reg && b_owed_reg == 0
     && !word_mode_reg;
+// registered: the controller acts on it a cycle late, far from the mover's counters.
+// Nothing outstanding can start again without a request, so a cycle-old "idle and no
+// request" still holds.
+reg quiet_reg;
+assign quiet = quiet_reg;
 
 always @(posedge clk) begin
     burst_issued_reg <= 1'b0;
@@ -377,8 +382,9 @@ always @(posedge clk) begin
     b_owed_reg <= b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
                              - {{(OW-1){1'b0}}, b_fire};
 
+    quiet_reg <= idle_now && !word_rd && !word_wr && !copy_start;
     // watchdog: no handshake on any channel for `watchdog` cycles while work is waiting
-    if (quiet || any_hs || watchdog == 32'd0) begin
+    if (idle_now || any_hs || watchdog == 32'd0) begin
         wd_cnt_reg <= watchdog;
     end else if (wd_cnt_reg != 32'd0) begin
         wd_cnt_reg <= wd_cnt_reg - 32'd1;
@@ -426,6 +432,7 @@ always @(posedge clk) begin
         wd_cnt_reg <= 32'd0;
         wd_fired_reg <= 1'b0;
         burst_issued_reg <= 1'b0;
+        quiet_reg <= 1'b1;
     end
 end
 

@@ -31,6 +31,7 @@ def cocotb_tests() -> list[str]:
     return re.findall(r"@rtl_test\nasync def (test_\w+)", text)
 
 
+@pytest.mark.timeout(900)   # a Verilator build plus ~20 tests; on a loaded 2-core machine
 @pytest.mark.parametrize("width", [64, 128, 256])
 @pytest.mark.parametrize("sim", rtl_sim.SIMULATORS)
 def test_ring_mirror(sim, width, build_root):
