@@ -147,6 +147,10 @@ def test_publish_text_names_the_accepted_types(ring):
         p.publish("text")
     with pytest.raises(TypeError, match="not int"):
         p.publish(123)
+    gone = memoryview(b"released")
+    gone.release()
+    with pytest.raises(TypeError, match="bytes-like"):
+        p.publish(gone)  # never the stale pointer a released view keeps
     with pytest.raises(TypeError, match="not str.*encode"):
         p.publish_batch(["a", "b"])
     with pytest.raises(TypeError, match="sequence of records"):

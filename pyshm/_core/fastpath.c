@@ -942,7 +942,9 @@ static int payload_of(PyObject *data, const char **buf, Py_ssize_t *len, Py_buff
         }
         return 0;
     }
-    if (t == &PyMemoryView_Type) {
+    if (t == &PyMemoryView_Type &&
+        !(((PyMemoryViewObject *)data)->flags & _Py_MEMORYVIEW_RELEASED)) {
+        /* a released view keeps a stale pointer: it goes the GetBuffer way (an error) */
         Py_buffer *v = PyMemoryView_GET_BUFFER(data);
         if (v->buf && PyBuffer_IsContiguous(v, 'C')) {
             *buf = v->buf;
