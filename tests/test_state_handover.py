@@ -71,6 +71,16 @@ def _follower(region: str, ring: str, out: str, handover: bool, images: str,
         json.dump({"result": res.as_dict(), "applied": log}, fh)
 
 
+def _wait_writer(region: str, pid: int) -> None:
+    def holds() -> bool:
+        try:
+            with State(region) as st:
+                return st.writer_pid == pid
+        except Exception:
+            return False
+    wait_until(holds, 60, f"pid {pid} to be the writer")
+
+
 def _result(path: str) -> dict:
     with open(path) as f:
         return json.load(f)
@@ -94,7 +104,8 @@ def test_handover_chain_under_load_applies_each_record_once(lossless, new_name, 
     pids = [fork(_follower, region, lossless.name, outs[0], False, images)]
     try:
         for i in (1, 2):
-            time.sleep(0.8)
+            _wait_writer(region, pids[i - 1])  # (on a busy machine a start takes a while)
+            time.sleep(0.5)
             pids.append(fork(_follower, region, lossless.name, outs[i], True, images))
             assert reap(pids[i - 1], 60) == 0  # the old one returns once handed over
         assert reap(prod, 60) == 0
@@ -108,6 +119,7 @@ def test_handover_chain_under_load_applies_each_record_once(lossless, new_name, 
                 pass
     res = [_result(o) for o in outs]
     summary = [r["result"] for r in res]  # shown if an assertion below fails
+    print(json.dumps({"pids": pids, "results": summary}, indent=1), file=sys.stderr)
     for i in (0, 1):
         assert res[i]["result"]["reason"] == "handed_over", summary
     finals = [res[i]["result"]["handover"]["final_seq"] for i in (0, 1)]
@@ -138,7 +150,8 @@ def test_handover_to_a_version_that_folds_differently(lossless, new_name, tmp_pa
     prod = fork(_producer, lossless.name, 15000.0)
     a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
     pa = fork(_follower, region, lossless.name, a, False, images)
-    time.sleep(1.0)
+    _wait_writer(region, pa)
+    time.sleep(0.7)
     pb = fork(_follower, region, lossless.name, b, True, images, 2)
     assert reap(pa, 60) == 0 and reap(prod, 60) == 0 and reap(pb, 60) == 0
     ra, rb = _result(a)["result"], _result(b)["result"]
@@ -229,3 +242,36 @@ def test_pyshm_handover_command(lossless, new_name, tmp_path):
 
 def test_orders_are_deterministic():
     assert np.array_equal(ORDERS, make_orders(N, seed=21))
+
+
+def test_two_upgrades_asked_at_once_run_one_after_the_other(lossless, new_name, tmp_path):
+    region = new_name()
+    images = str(tmp_path / "images")
+    prod = fork(_producer, lossless.name, 15000.0)
+    outs = [str(tmp_path / f"g{i}.json") for i in range(3)]
+    pids = [fork(_follower, region, lossless.name, outs[0], False, images)]
+    try:
+        _wait_writer(region, pids[0])
+        time.sleep(0.3)
+        pids += [fork(_follower, region, lossless.name, outs[i], True, images)
+                 for i in (1, 2)]
+        assert reap(prod, 120) == 0
+        for p in pids:
+            assert reap(p, 120) == 0
+    finally:
+        for p in [prod, *pids]:
+            try:
+                os.kill(p, 9)
+                os.waitpid(p, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    res = [_result(o) for o in outs]
+    print(json.dumps({"pids": pids, "results": [r["result"] for r in res]}, indent=1),
+          file=sys.stderr)
+    reasons = sorted(r["result"]["reason"] for r in res)
+    assert reasons == ["handed_over", "handed_over", "until"], [r["result"] for r in res]
+    applied = sorted(s for r in res for s in r["applied"])
+    assert applied == list(range(N))
+    with State(region) as st:
+        assert st.to_numpy().tobytes() == reference_book(ORDERS).tobytes()
+    os.unlink(f"/dev/shm/{region}")

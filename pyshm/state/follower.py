@@ -56,6 +56,18 @@ log = logging.getLogger("pyshm.state")
 __all__ = ["Follower", "FollowerResult", "load_callable"]
 
 
+class _AnotherHandover(Exception):
+    """Another process is taking the region over: wait for it, then try again."""
+
+    def __init__(self, pid: int):
+        super().__init__(pid)
+        self.pid = pid
+
+
+def _signed_pid(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 def load_callable(spec: str) -> Callable[..., Any]:
     """``"package.module:function"`` or ``"path/to/file.py:function"`` -> the function."""
     mod_name, sep, attr = spec.rpartition(":")
@@ -171,10 +183,19 @@ class Follower:
         note = None
         exists = os.path.exists(resolve_path(self.name))
         if self.handover and exists:
-            with State(self.name) as probe:
-                old = probe.writer_pid
-            if old and old != self._me and pid_alive(old):
-                self._take_over(old)
+            old = self._wait_for_other_handover()
+            deadline = time.monotonic() + self.handover_timeout
+            while old and old != self._me and pid_alive(old):
+                try:
+                    self._take_over(old)
+                    break
+                except _AnotherHandover as exc:
+                    # two upgrades at once: let the other finish, then take over from it
+                    if time.monotonic() > deadline:
+                        raise HandoverError(f"handover {self.name!r}: pid {exc.pid} kept "
+                                            f"taking the region over") from None
+                    old = self._wait_for_other_handover()
+            if self.state is not None:
                 self.start_info["seconds"] = round(time.perf_counter() - t0, 6)
                 self._after_start()
                 self._started_at = t0
@@ -224,6 +245,21 @@ class Follower:
                               "seconds": round(time.perf_counter() - self._started_at, 6)}
             self.start_info["caught_up"] = self.caught_up
 
+    def _wait_for_other_handover(self) -> int:
+        """The current writer's pid, once no other process is in the middle of taking
+        the region over (two upgrades asked for at once run one after the other)."""
+        deadline = time.monotonic() + self.handover_timeout
+        with State(self.name) as probe:
+            while True:
+                other = _signed_pid(probe._load("H_CLAIM"))
+                if not other or other == self._me or not pid_alive(other):
+                    return probe.writer_pid
+                if time.monotonic() > deadline:
+                    raise HandoverError(f"handover {self.name!r}: pid {other} has been "
+                                        f"taking the region over for "
+                                        f"{self.handover_timeout} s")
+                time.sleep(0.005)
+
     def _latest_image(self) -> Any:
         if self.image is not None:
             return read_state_image(self.image) if not os.path.isdir(self.image) \
@@ -240,7 +276,7 @@ class Follower:
         seq = st.applied_seq
         start = 0 if seq is None else seq + 1
         old_slot = st._load("W_SLOT")
-        source = open_source(self.ring, start, self.gating)
+        source = open_source(self.ring, start, self.gating, state=self.name)
         try:
             first = source.read(self.batch)
             _check_coverage(source, first, start, f"resume {self.name!r}")
@@ -311,6 +347,7 @@ class Follower:
     def _take_over(self, old: int) -> None:
         R: State | None = State(self.name)
         assert R is not None
+        claimed: State | None = None
         staging: State | None = None
         source: Any = None
         me = self._me
@@ -364,16 +401,21 @@ class Follower:
                                         f"(at {expect - 1}, it at {a_seq})")
             t_caught = time.perf_counter()
             # ask it to stop at its next record boundary
+            # one handover at a time: the claim word (a dead claimer's is taken over)
+            holder = _signed_pid(R._load("H_CLAIM"))
+            if holder and holder != me and pid_alive(holder):
+                raise _AnotherHandover(holder)  # start() waits for it, then retries
+            ok, seen = R._cas("H_CLAIM", holder, me)
+            if not ok:
+                raise _AnotherHandover(_signed_pid(seen))
+            claimed = R
+            if R.writer_pid != old:
+                # another handover finished meanwhile: start again from its new writer
+                raise _AnotherHandover(R.writer_pid)
             cur = R._load("H_STATE")
-            if cur in (SL.HO_REQUESTED, SL.HO_RELEASED):
-                other = R._load("H_NEW_PID")
-                if other != me and pid_alive(other):
-                    raise HandoverError(f"handover {self.name!r}: pid {other} is already "
-                                        f"taking over")
             R._store("H_FINAL", SL.NO_SEQUENCE)
-            R._store("H_NEW_PID", me)
             R._store("H_OLD_PID", old)
-            R._store("H_TARGET", SL.NO_SEQUENCE)
+            R._store("H_NEW_PID", me)  # before the request: the old writer reads it
             ok, cur = R._cas("H_STATE", cur, SL.HO_REQUESTED)
             if not ok:
                 raise HandoverError(f"handover {self.name!r}: the handover state changed "
@@ -460,6 +502,11 @@ class Follower:
                 R.close()
             raise
         finally:
+            if claimed is not None and not claimed.closed:
+                claimed._cas("H_CLAIM", me, 0)
+            elif claimed is not None:
+                with State(self.name) as again:
+                    again._cas("H_CLAIM", me, 0)
             if staging is not None:
                 staging.close()
                 staging.unlink()

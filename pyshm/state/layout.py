@@ -17,8 +17,9 @@ Segment::
     0x100 | applied_seq    writer, release store before the epoch goes even    |
     0x180 | writer         {pid (CAS), ring slot, ring id, heartbeat_ns}        |
     0x200 | cut            {pid (CAS), gen, active gen, seq, epoch, started_ns} |
-    0x280 | handover       {state, new pid, old pid, target seq, final seq, ns}|
-    0x300 | identity       {region_id, source_id, source_seq}                  |
+    0x280 | handover       {state, new pid, old pid, claim pid, final seq, ns} |
+    0x300 | identity       {region_id, source_id, source_seq, retain_seq,      |
+          |                 retain_pos, retain_ring}: see I_RETAIN_*           |
     0x380 | (reserved, zero)                                                    |
     0x1000+--------------------------------------------------------------------+
           | dtype description: canonical JSON, desc_length bytes (see dtypes.py)|
@@ -81,9 +82,12 @@ W_PID, W_SLOT, W_RING_ID, W_HEARTBEAT = 0, 8, 16, 24
 OFF_CUT = 0x200             # snapshot cut block
 C_PID, C_GEN, C_ACTIVE, C_SEQ, C_EPOCH, C_STARTED = 0, 8, 16, 24, 32, 40
 OFF_HANDOVER = 0x280        # handover block
-H_STATE, H_NEW_PID, H_OLD_PID, H_TARGET, H_FINAL, H_NS = 0, 8, 16, 24, 32, 40
+H_STATE, H_NEW_PID, H_OLD_PID, H_CLAIM, H_FINAL, H_NS = 0, 8, 16, 24, 32, 40
 OFF_IDENTITY = 0x300
 I_REGION_ID, I_SOURCE_ID, I_SOURCE_SEQ = 0, 8, 16
+# where the ring is held for recovery (by `pyshm run`: a gating slot at the newest
+# state image's next sequence): sequence, ring position, ring created_ns
+I_RETAIN_SEQ, I_RETAIN_POS, I_RETAIN_RING = 24, 32, 40
 OFF_DESC = HEADER_SIZE
 
 # header flags

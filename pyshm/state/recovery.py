@@ -245,7 +245,8 @@ class RingSource(RecordSource):
 
     kind = "ring"
 
-    def __init__(self, ring: Any, start: int, gating: bool | None):
+    def __init__(self, ring: Any, start: int, gating: bool | None,
+                 held: tuple[int, int, int] | None = None):
         from ..ring import Ring
 
         self._own = not isinstance(ring, Ring)
@@ -262,7 +263,16 @@ class RingSource(RecordSource):
                     r = self.ring
             if gating is None:
                 gating = r.lossless and not r.readonly
-            self.consumer = r.consumer(start=start, gating=bool(gating) and not r.readonly)
+            gate = bool(gating) and not r.readonly
+            if held is not None and held[0] <= start and held[2] == r.params.created_ns \
+                    and not r.is_replica:
+                # the ring is held for us from a known record boundary (pyshm run's
+                # retention slot): start there; a seek by sequence could only start at
+                # the next partition start and would miss the records before it
+                from ..repair import resume_consumer
+                self.consumer = resume_consumer(r, held[1], start, gating=gate)
+            else:
+                self.consumer = r.consumer(start=start, gating=gate)
             self.start = start
         except BaseException:
             if self._own:
@@ -309,11 +319,27 @@ class ImageSource(RecordSource):
         return RecordBatch.from_records(out)
 
 
-def open_source(ring: Any, start: int, gating: bool | None = None) -> Any:
-    """A live ring, a replica (name, path or Ring) or a ring image path."""
+def open_source(ring: Any, start: int, gating: bool | None = None,
+                state: str | os.PathLike[str] | None = None) -> Any:
+    """A live ring, a replica (name, path or Ring) or a ring image path. With ``state``
+    (a region's name), a retention point recorded in the region is used when it covers
+    ``start`` (see :class:`RingSource`)."""
     if isinstance(ring, (str, os.PathLike)) and fmt.is_image(ring):
         return ImageSource(ring, start)
-    return RingSource(ring, start, gating)
+    return RingSource(ring, start, gating, _held(state) if state is not None else None)
+
+
+def _held(state: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """(sequence, ring position, ring created_ns) the region's supervisor holds the ring
+    from, or None."""
+    try:
+        with State(state, readonly=True) as st:
+            ring_id = st._load("I_RETAIN_RING")
+            if not ring_id:
+                return None
+            return st._load("I_RETAIN_SEQ"), st._load("I_RETAIN_POS"), ring_id
+    except PyshmError:
+        return None
 
 
 # ----------------------------------------------------------------------------------
@@ -549,7 +575,7 @@ def recover(state_name: str | os.PathLike[str], image: Any, ring: Any,
                 raise WriterBusyError(f"{where}: the region's writer (pid {wpid}) is alive; "
                                       f"stop it first (or hand over with `pyshm handover`)")
 
-        source = open_source(ring, start, gating)
+        source = open_source(ring, start, gating, state=name if st is not None else None)
         try:
             first = source.read(batch)
             _check_coverage(source, first, start, where)

@@ -54,7 +54,8 @@ _NO_SEQ = SL.NO_SEQUENCE
 W = {name: getattr(lib, f"PYSHM_SW_{name}") for name in (
     "EPOCH", "APPLIED", "W_PID", "W_SLOT", "W_RING_ID", "W_HEARTBEAT", "C_PID", "C_GEN",
     "C_ACTIVE", "C_SEQ", "C_EPOCH", "C_STARTED", "H_STATE", "H_NEW_PID", "H_OLD_PID",
-    "H_TARGET", "H_FINAL", "H_NS", "I_REGION", "I_SOURCE", "I_SOURCE_SEQ")}
+    "H_CLAIM", "H_FINAL", "H_NS", "I_REGION", "I_SOURCE", "I_SOURCE_SEQ",
+    "I_RETAIN_SEQ", "I_RETAIN_POS", "I_RETAIN_RING")}
 
 
 def _seq_or_none(v: int) -> int | None:

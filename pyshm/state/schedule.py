@@ -132,15 +132,20 @@ class StateSnapshotSchedule:
         return removed
 
     def _loop(self) -> None:
+        retry_at = 0.0
         while not self._stop.is_set():
             try:
-                if self.due():
+                if time.monotonic() >= retry_at and self.due():
                     self.run_once()
+                    self.last_error = None
             except (PyshmError, OSError, ValueError) as exc:
-                self._last_time = time.monotonic()
+                # a region being recovered refuses cuts for a while: retry within a
+                # second, and say each different problem once
+                retry_at = time.monotonic() + min(1.0, self.every_seconds or 1.0)
                 self.failures += 1
+                if str(exc) != self.last_error:
+                    log.warning("state %s: snapshot failed: %s", self.state_name, exc)
                 self.last_error = str(exc)
-                log.warning("state %s: snapshot failed: %s", self.state_name, exc)
                 if self.on_error is not None:
                     self.on_error(exc)
             self._stop.wait(self.poll)

@@ -22,6 +22,8 @@ import sys
 import threading
 from typing import IO, Any
 
+from ..errors import PyshmError
+
 log = logging.getLogger("pyshm.run")
 
 
@@ -89,6 +91,8 @@ class StateService:
         self.schedule: Any = None
         self.engine: Any = None
         self._replica: Any = None
+        self._retention: Any = None      # (ring, gating consumer) at the last image's S+1
+        self._retention_lock = threading.Lock()
 
     # -- set-up -------------------------------------------------------------------
     def prepare(self) -> None:
@@ -116,9 +120,11 @@ class StateService:
         if sn is not None:
             from .schedule import StateSnapshotSchedule
 
+            self._open_retention()
             self.schedule = StateSnapshotSchedule(
                 self.sc.name, sn.directory, every_seconds=sn.interval,
-                every_records=sn.every_records, keep=sn.keep, compression=sn.compress)
+                every_records=sn.every_records, keep=sn.keep, compression=sn.compress,
+                on_image=lambda res: self._retain_after(res.header.applied_seq))
             self.schedule.start()
         if self.sc.replica is not None:
             from .replica import CpuStateEngine, create_replica
@@ -128,6 +134,79 @@ class StateService:
             self.engine.start()
             log.info("state %s: replica %s mirrored by the cpu state engine", self.sc.name,
                      self.sc.replica.name)
+
+    # -- retention: what recovery replays stays in a lossless ring -------------------
+    def _open_retention(self) -> None:
+        """On a lossless ring, hold a gating slot at the sequence after the newest state
+        image: the producer then never overwrites a record that recovering the region
+        (image + replay) needs, even while its writer is dead and being restarted (the
+        writer's own slot is reaped with it). A ring must hold one image interval of
+        records, or the producer waits (FULL) for the next image."""
+        from ..ring import Ring
+        from .images import read_state_image
+        from .recovery import list_images
+
+        try:
+            ring = Ring(self.sc.ring)
+        except PyshmError as exc:
+            log.warning("state %s: no retention slot on ring %s: %s", self.sc.name,
+                        self.sc.ring, exc)
+            return
+        if not ring.lossless or ring.is_replica:
+            ring.close()
+            return
+        assert self.sc.snapshots is not None
+        seq = None
+        for path in reversed(list_images(self.sc.snapshots.directory, self.sc.name)):
+            with contextlib.suppress(PyshmError):
+                seq = read_state_image(path).applied_seq
+                break
+        if seq is None:
+            from .region import State
+            with State(self.sc.name, readonly=True) as st:
+                seq = None if st.epoch & 1 else st.applied_seq
+        cons = ring.consumer(start=0 if seq is None else seq + 1, gating=True)
+        self._retention = (ring, cons)
+        self._publish_retention(0 if seq is None else seq + 1)
+        log.info("state %s: holding ring %s from sequence %s for recovery", self.sc.name,
+                 self.sc.ring, 0 if seq is None else seq + 1)
+
+    def _retain_after(self, seq: int | None) -> None:
+        """A new image at ``seq``: let the ring reuse what came before seq + 1."""
+        if seq is None or self._retention is None:
+            return
+        with self._retention_lock:
+            _, cons = self._retention
+            while True:
+                nxt = cons.next_sequence
+                if nxt is not None and nxt > seq:
+                    break
+                want = seq + 1 - (nxt if nxt is not None else 0)
+                b = cons.read_batch(max(1, min(want, 65536)))
+                if not len(b):
+                    break
+            # read_batch published the position after the last record it returned
+            self._publish_retention(seq + 1)
+
+    def _publish_retention(self, seq: int) -> None:
+        """Tell the region's recovery where the held records start: a writer restored
+        from an image at seq - 1 starts reading there (a record boundary), not at the
+        next partition start a seek by sequence would find."""
+        from .region import State
+
+        ring, cons = self._retention
+        with State(self.sc.name) as st:
+            st._store("I_RETAIN_RING", ring.params.created_ns)
+            st._store("I_RETAIN_POS", cons.position)
+            st._store("I_RETAIN_SEQ", seq)
+
+    def _close_retention(self) -> None:
+        with self._retention_lock:
+            if self._retention is not None:
+                ring, cons = self._retention
+                cons.close()
+                ring.close()
+                self._retention = None
 
     def _spawn(self, handover: bool) -> _Child:
         sc = self.sc
@@ -250,6 +329,7 @@ class StateService:
                 with contextlib.suppress(Exception):
                     self.schedule.run_once()
             self.schedule.close()
+        self._close_retention()
         if self.engine is not None:
             with contextlib.suppress(Exception):
                 self.engine.sync(self.sup.cfg.supervisor.shutdown_timeout)
@@ -285,26 +365,42 @@ class StateService:
 
 
 def request_file(state_dir: str, run: str) -> str:
-    """Where ``pyshm handover --run`` leaves its request for the supervisor."""
+    """The prefix of the files ``pyshm handover --run`` leaves for the supervisor (one
+    file per request, ``PREFIX-RANDOM``, renamed into place complete)."""
     return os.path.join(state_dir, f"{run}.handover")
 
 
-def take_requests(path: str) -> list[str]:
-    """The region names asked for (one per line), removing the request file."""
+def take_requests(prefix: str) -> list[str]:
+    """The region names asked for, removing the request files."""
+    directory, base = os.path.split(prefix)
+    names: list[str] = []
     try:
-        with open(path, encoding="utf-8") as f:
-            names = [ln.strip() for ln in f if ln.strip()]
-        os.unlink(path)
-        return names
+        entries = os.listdir(directory)
     except FileNotFoundError:
-        return []
+        return names
+    for e in entries:
+        if not e.startswith(base + "-") or e.endswith(".tmp"):
+            continue
+        path = os.path.join(directory, e)
+        try:
+            with open(path, encoding="utf-8") as f:
+                names += [ln.strip() for ln in f if ln.strip()]
+            os.unlink(path)
+        except FileNotFoundError:
+            continue
+    return names
 
 
-def write_request(path: str, name: str) -> None:
-    """Append a handover request (the supervisor polls for the file)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "a", encoding="utf-8") as f:
+def write_request(prefix: str, name: str) -> None:
+    """Leave a handover request for the supervisor (written aside, then renamed, so the
+    supervisor never reads half of it)."""
+    import secrets
+
+    path = f"{prefix}-{secrets.token_hex(6)}"
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(name + "\n")
+    os.replace(path + ".tmp", path)
 
 
 __all__ = ["StateService", "request_file", "take_requests", "write_request"]

@@ -100,7 +100,7 @@ uint64_t pyshm_state_layout_offset(int which)
     case 24: return offsetof(pyshm_state_header_t, handover.state);
     case 25: return offsetof(pyshm_state_header_t, handover.new_pid);
     case 26: return offsetof(pyshm_state_header_t, handover.old_pid);
-    case 27: return offsetof(pyshm_state_header_t, handover.target_seq);
+    case 27: return offsetof(pyshm_state_header_t, handover.claim_pid);
     case 28: return offsetof(pyshm_state_header_t, handover.final_seq);
     case 29: return offsetof(pyshm_state_header_t, handover.ns);
     case 30: return offsetof(pyshm_state_header_t, identity.region_id);
@@ -109,6 +109,9 @@ uint64_t pyshm_state_layout_offset(int which)
     case 33: return sizeof(pyshm_state_header_t);
     case 34: return sizeof(pyshm_state_chunk_t);
     case 35: return PYSHM_SPAN;
+    case 36: return offsetof(pyshm_state_header_t, identity.retain_seq);
+    case 37: return offsetof(pyshm_state_header_t, identity.retain_pos);
+    case 38: return offsetof(pyshm_state_header_t, identity.retain_ring);
     default: return UINT64_MAX;
     }
 }
@@ -206,12 +209,15 @@ static uint64_t *word(pyshm_state_t *s, int which)
     case PYSHM_SW_H_STATE: return &h->handover.state;
     case PYSHM_SW_H_NEW_PID: return (uint64_t *)&h->handover.new_pid;
     case PYSHM_SW_H_OLD_PID: return (uint64_t *)&h->handover.old_pid;
-    case PYSHM_SW_H_TARGET: return &h->handover.target_seq;
+    case PYSHM_SW_H_CLAIM: return &h->handover.claim_pid;
     case PYSHM_SW_H_FINAL: return &h->handover.final_seq;
     case PYSHM_SW_H_NS: return (uint64_t *)&h->handover.ns;
     case PYSHM_SW_I_REGION: return &h->identity.region_id;
     case PYSHM_SW_I_SOURCE: return &h->identity.source_id;
     case PYSHM_SW_I_SOURCE_SEQ: return &h->identity.source_seq;
+    case PYSHM_SW_I_RETAIN_SEQ: return &h->identity.retain_seq;
+    case PYSHM_SW_I_RETAIN_POS: return &h->identity.retain_pos;
+    case PYSHM_SW_I_RETAIN_RING: return &h->identity.retain_ring;
     default: return NULL;
     }
 }

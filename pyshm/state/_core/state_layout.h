@@ -13,8 +13,8 @@
  *   0x100 | applied_seq  writer, release store before the epoch goes even        |
  *   0x180 | writer       {pid, ring slot, ring id, heartbeat_ns}                 |
  *   0x200 | cut          {pid, gen, active, seq, epoch, started_ns}              |
- *   0x280 | handover     {state, new_pid, old_pid, target_seq, final_seq, ns}    |
- *   0x300 | identity     {region_id, source_id, source_seq}                      |
+ *   0x280 | handover     {state, new_pid, old_pid, claim_pid, final_seq, ns}     |
+ *   0x300 | identity     {region_id, source_id, source_seq, retain seq/pos/ring} |
  *   0x1000+----------------------------------------------------------------------+
  *         | dtype description (canonical JSON), desc_length bytes                |
  *         | versions[row_count] u64        per-row seqlock                       |
@@ -76,7 +76,7 @@ typedef struct {
     uint64_t state;        /* HO_* of pyshm/state/layout.py */
     int64_t new_pid;
     int64_t old_pid;
-    uint64_t target_seq;
+    int64_t claim_pid;     /* the process running a handover (CAS): one at a time */
     uint64_t final_seq;
     int64_t ns;
     uint8_t pad_[PYSHM_SPAN - 48];
@@ -86,7 +86,10 @@ typedef struct {
     uint64_t region_id;    /* random, nonzero; new at every create and restore */
     uint64_t source_id;    /* replica: region_id of the region it mirrors */
     uint64_t source_seq;   /* replica: applied_seq of the source at the last round */
-    uint8_t pad_[PYSHM_SPAN - 24];
+    uint64_t retain_seq;   /* the ring holds records from this sequence on for recovery */
+    uint64_t retain_pos;   /* ... starting at this ring position (a record boundary) */
+    uint64_t retain_ring;  /* ... of the ring created at this time (its created_ns) */
+    uint8_t pad_[PYSHM_SPAN - 48];
 } pyshm_state_identity_t;
 
 typedef struct {
