@@ -110,7 +110,7 @@ def consumer_main(name: str, producer_done: Any, counters: Any) -> None:
     os._exit(0)
 
 
-def engine_main(name: str, replica: str, stop: Any, stats: Any) -> None:
+def engine_main(name: str, replica: str, producer_done: Any, stats: Any) -> None:
     from pyshm.engine import open_engine
     from pyshm.replica import Replica
 
@@ -118,7 +118,9 @@ def engine_main(name: str, replica: str, stop: Any, stats: Any) -> None:
     rep = Replica.open(replica)
     eng = open_engine("cpu", ring, rep, gate=True)
     eng.start()
-    while not stop.value:
+    # until the producer has exited: a final sync at `stop` could run before its last
+    # chunk was committed, leaving the replica one chunk short of the ring
+    while not producer_done.value:
         time.sleep(0.2)
         st = eng.stats()
         stats[0] = max(stats[0], st.lag_bytes)
@@ -193,7 +195,8 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
     samples: list[dict[str, Any]] = []
     out: dict[str, Any] = {"seconds": seconds, "capacity": capacity, "consumers": consumers}
     try:
-        procs["engine"] = CTX.Process(target=engine_main, args=(name, rep_name, stop, estats))
+        procs["engine"] = CTX.Process(target=engine_main,
+                                      args=(name, rep_name, producer_done, estats))
         for i in range(consumers):
             procs[f"consumer{i}"] = CTX.Process(target=consumer_main,
                                                 args=(name, producer_done, ccount[i]))
@@ -250,8 +253,17 @@ def run_soak(seconds: float, capacity: int = 4 << 20, consumers: int = 3,
                          "overruns": int(estats[2]), "errors": int(estats[3]),
                          "records_mirrored": int(estats[4]), "lag_max_ns": int(estats[5])}
         with Replica.open(rep_name) as rep:
-            out["replica_equal"] = rep.tail == ring.tail and \
-                bytes(rep.data) == bytes(ring.data)
+            a = np.frombuffer(rep.data, np.uint8)
+            b = np.frombuffer(ring.data, np.uint8)
+            diff = np.flatnonzero(a != b)
+            out["replica_equal"] = rep.tail == ring.tail and not len(diff)
+            if not out["replica_equal"]:  # what differs, for the failure message
+                out["replica_diff"] = {
+                    "replica_tail": rep.tail, "ring_tail": ring.tail,
+                    "ring_mirrored": ring.mirrored, "bytes_differing": int(len(diff)),
+                    "first_offset": int(diff[0]) if len(diff) else None,
+                    "last_offset": int(diff[-1]) if len(diff) else None}
+            del a, b
         out["snapshots"] = {"taken": int(sstats[0]), "retried_out": int(sstats[1])}
         for i in range(2):
             path = os.path.join(workdir, f"soak-{i}.img")

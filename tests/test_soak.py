@@ -42,7 +42,7 @@ def test_nothing_lost_or_torn_in_lossless_mode(result):
 
 
 def test_replica_equals_the_ring_and_snapshots_verify(result):
-    assert result["replica_equal"]
+    assert result["replica_equal"], result.get("replica_diff")
     assert result["engine"]["errors"] == 0
     assert result["snapshots"]["taken"] >= SECONDS / 2.0 * 0.5
     assert result["snapshots"].get("image0_records", 0) > 0
