@@ -463,6 +463,107 @@ def bench_handover(rows: int, handovers: int, rate: float, workdir: str, sync: s
 
 
 # ----------------------------------------------------------------------------------
+# kill -9 campaign: an order-book builder killed at random moments, recovered, compared
+
+
+def _apply_tick(w, rec):  # one tick into its instrument's row, as demo_book.fold does
+    from pyshm.demo import TICK
+
+    t = np.frombuffer(rec.data, TICK, count=1)
+    _fold_one(w, rec.sequence, t)
+
+
+def _fold_one(w, seq: int, t: np.ndarray) -> None:
+    """demo_book.fold of one tick, on a one-row book (the row of its instrument)."""
+    from pyshm.state.demo_book import fold
+
+    i = int(t["instrument"][0])
+    if i >= w.state.rows:
+        return
+    book = w.state.raw_rows()[i:i + 1].copy()  # our own rows: nobody else writes them
+    one = t.copy()
+    one["instrument"] = 0
+    fold(book, one, np.array([seq], np.uint64))
+    w.write(i, book[0])
+
+
+def _builder(name: str, ring: str, images: str, rows: int) -> None:
+    from pyshm.state.demo_book import BOOK
+
+    f = Follower(name, ring, _apply_tick, dtype=BOOK, rows=rows, images=images,
+                 snapshot_records=400, keep=2, snapshot_poll=0.002, batch=64)
+    f.run()
+
+
+def bench_kills(trials: int, records: int, workdir: str) -> dict:
+    import random
+
+    from pyshm.demo import TICK, TICK_TYPE
+    from pyshm.state.demo_book import BOOK, fold
+    from pyshm.state.recovery import list_images
+
+    rows = 64
+    rname = _name("killring")
+    _unlink(rname)
+    rng = np.random.default_rng(5)
+    ticks = np.zeros(records, TICK)
+    ticks["instrument"] = rng.integers(0, rows, records)
+    ticks["bid"] = np.round(100 + rng.normal(0, 1, records), 4)
+    ticks["ask"] = ticks["bid"] + 0.01
+    ticks["bid_size"] = rng.integers(1, 100, records) * 100
+    ticks["ask_size"] = rng.integers(1, 100, records) * 100
+    ticks["ts_ns"] = np.arange(records)
+    ring = Ring(rname, create=True, capacity=1 << 22)
+    p = ring.producer()
+    done = 0
+    while done < records:
+        done += p.publish_batch(ticks[done:done + 8192], type=TICK_TYPE)
+    p.close()
+    ref = np.zeros(rows, BOOK)
+    fold(ref, ticks, np.arange(records, dtype=np.uint64))
+    pick = random.Random(9)
+    out = {"trials": 0, "identical": 0, "inside_transaction": 0, "from_image": 0,
+           "resumed": 0, "from_scratch": 0}
+    recover_s: list[float] = []
+    for k in range(trials):
+        name = _name(f"kill{k}")
+        images = os.path.join(workdir, f"k{k}")
+        os.makedirs(images)
+        pid = _child(_builder, name, rname, images, rows)
+        time.sleep(pick.uniform(0.005, 0.4))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        in_tx = False
+        if os.path.exists(f"/dev/shm/{name}"):
+            with State(name) as probe:
+                in_tx = bool(probe.epoch & 1)
+        t0 = time.perf_counter()
+        with Follower(name, rname, _apply_tick, dtype=BOOK, rows=rows, images=images,
+                      batch=1024) as f:
+            f.run(until=records - 1, max_seconds=120)
+            how = f.start_info["how"]
+            got = f.state.to_numpy()
+        recover_s.append(time.perf_counter() - t0)
+        out["trials"] += 1
+        out["identical"] += int(got.tobytes() == ref.tobytes())
+        out["inside_transaction"] += int(in_tx)
+        if how == "resumed":
+            out["resumed"] += 1
+        elif list_images(images, name):
+            out["from_image"] += 1
+        else:
+            out["from_scratch"] += 1
+        _unlink(name)
+        shutil.rmtree(images, ignore_errors=True)
+    ring.close()
+    ring.unlink()
+    out["records"] = records
+    out["restart_to_caught_up_s_p50"] = round(median(recover_s), 4)
+    out["restart_to_caught_up_s_max"] = round(max(recover_s), 4)
+    return out
+
+
+# ----------------------------------------------------------------------------------
 
 
 def main() -> int:
@@ -473,10 +574,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--replay", type=int, default=500_000, help="records replayed")
     ap.add_argument("--handovers", type=int, default=12)
+    ap.add_argument("--kill-trials", type=int, default=200,
+                    help="order-book builder killed with kill -9 and recovered (the tests "
+                         "run 50)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "state.json"))
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.replay, args.handovers = 3, 100_000, 4
+        args.rounds, args.replay, args.handovers, args.kill_trials = 3, 100_000, 4, 10
     workdir = tempfile.mkdtemp(prefix="pyshm-bench-state-")
     t0 = time.time()
     try:
@@ -516,12 +620,18 @@ def main() -> int:
                   f"{fmt_ns(h['gap_p50_ns'])}, max {fmt_ns(h['gap_max_ns'])} over "
                   f"{h['handovers']} handovers at {h['producer_rate']:.0f} records/s",
                   flush=True)
+        res_kill = bench_kills(args.kill_trials, 20000, workdir)
+        print(f"kill -9 campaign: {res_kill['identical']}/{res_kill['trials']} bit-identical "
+              f"after recovery ({res_kill['inside_transaction']} killed inside a "
+              f"transaction, {res_kill['from_image']} recovered from an image, "
+              f"{res_kill['resumed']} resumed); restart to caught up p50 "
+              f"{res_kill['restart_to_caught_up_s_p50']} s", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     doc = {"config": vars(args), "seconds": round(time.time() - t0, 1),
            "loadavg_end": list(os.getloadavg()), "row_costs": res_rows,
            "snapshot": res_snap, "recovery": res_rec, "handover": res_ho,
-           "machine_start": machine_info()}
+           "kills": res_kill, "machine_start": machine_info()}
     write_json(args.out, doc)
     print(f"wrote {args.out}")
     return 0

@@ -215,9 +215,13 @@ def collect(names: Iterable[str] | None = None, state_dir: str | None = None,
         except PyshmError as exc:
             rings[n] = {"name": n, "error": str(exc)}
     runs = read_status_files(state_dir)
+    states: dict[str, Any] = {}
     for run in runs:
         if not run.get("supervisor_alive"):
             continue
+        for sname, sst in (run.get("states") or {}).items():  # pyshm run's state regions
+            if isinstance(sst, dict):
+                states[sname] = {**sst, "run": run.get("run")}
         for rname, rst in (run.get("rings") or {}).items():
             if rname in rings and isinstance(rst, dict):
                 if not str(run.get("run", "")).startswith("bridge-"):
@@ -237,7 +241,7 @@ def collect(names: Iterable[str] | None = None, state_dir: str | None = None,
             if dt > 0:
                 r["rate_bytes_s"] = (r["tail"] - p["tail"]) / dt
                 r["rate_records_s"] = (r["next_sequence"] - p["next_sequence"]) / dt
-    return {"time": time.time(), "state_dir": state_dir, "rings": rings,
+    return {"time": time.time(), "state_dir": state_dir, "rings": rings, "states": states,
             "runs": [{k: run.get(k) for k in ("run", "pid", "config", "started", "updated",
                                               "supervisor_alive")} for run in runs]}
 
@@ -336,6 +340,24 @@ def render(sample: dict[str, Any]) -> str:
             lines.append(f"  last snapshot {age:.0f}s ago ({snaps.get('last_duration_s', 0):.3f}"
                          f" s) {snaps.get('last_path')}  count {snaps['count']}  failures "
                          f"{snaps.get('failures', 0)}")
+    for name, st in (sample.get("states") or {}).items():
+        seq = st.get("applied_seq")
+        lines.append(f"state {name}  [folds {st.get('ring')}]  writer pid {st.get('pid')} "
+                     f"{st.get('state')}  applied_seq {'-' if seq is None else seq}  "
+                     f"restarts {st.get('restarts', 0)}")
+        sn = st.get("snapshots") or {}
+        if sn.get("count"):
+            lines.append(f"  last state image at sequence {sn.get('last_seq')}  count "
+                         f"{sn['count']}  failures {sn.get('failures', 0)}")
+        rep = st.get("replica") or {}
+        if rep:
+            lines.append(f"  replica {rep.get('name')} consistent at sequence "
+                         f"{rep.get('consistent_seq')}")
+        done = [h for h in st.get("handovers") or [] if h.get("gap_ns") is not None]
+        if done:
+            h = done[-1]
+            lines.append(f"  last handover at sequence {h.get('final_seq')}: gap "
+                         f"{_fmt_ns(int(h['gap_ns']))} with no process applying")
     return "\n".join(lines)
 
 

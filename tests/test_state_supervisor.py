@@ -152,6 +152,11 @@ def test_run_keeps_a_state_region_through_kill_and_handovers(new_name, tmp_path)
         assert r.returncode == 0, r.stderr
         h2 = json.loads(r.stdout)
         assert h2["final_seq"] >= h["final_seq"] and h2["rows_differing"] == 0
+        r = subprocess.run([PYSHM, "stats", ring, "--once", "--state-dir",
+                            str(tmp_path / "run")], capture_output=True, text=True,
+                           timeout=60)
+        assert f"state {state}  [folds {ring}]" in r.stdout, r.stdout
+        assert "last handover at sequence" in r.stdout and "replica" in r.stdout
         assert reap(prod, 120) == 0
         prod = None
         _wait(lambda: _status(cfg)["states"][state].get("applied_seq") == N - 1, 60,
