@@ -406,13 +406,32 @@ void pyshm_engine_stats(pyshm_engine_t *e, pyshm_engine_stats_t *o) {
  * the wrap (the block size divides the capacity). Streaming stores are fenced here, by
  * the thread that issued them, before anything is published.
  */
+#define RUN_BLOCKS 1024 /* whole blocks copied per pyshm_crc32c_copy_blocks call */
+
 static void copy_range_crc(pyshm_engine_t *e, uint64_t start, uint64_t end) {
     int nt = end - start >= NT_BYTES;
     uint64_t completed = 0;
+    uint32_t crcs[RUN_BLOCKS];
     while (start < end) {
+        uint64_t off = start & e->mask;
+        uint64_t whole = (end - start) >> e->bshift;
+        uint64_t before_wrap = (e->cap - off) >> e->bshift;
+        if (whole > before_wrap) whole = before_wrap;
+        if (whole > RUN_BLOCKS) whole = RUN_BLOCKS;
+        if (nt && !(start & (e->bsize - 1)) && whole >= 4) {
+            /* a run of whole blocks, none across the wrap: several far apart at once
+             * (crc32c.c); their entries are consecutive and each starts from 0 */
+            pyshm_crc32c_copy_blocks(crcs, e->rep_data + off, e->ring_data + off, whole,
+                                     e->bsize, 1);
+            uint64_t first = (start >> e->bshift) & (e->bslots - 1);
+            for (uint64_t i = 0; i < whole; i++)
+                pyshm_store_relaxed(&e->crc_entries[first + i], crcs[i]);
+            completed += whole;
+            start += whole << e->bshift;
+            continue;
+        }
         uint64_t bstart = start & ~(e->bsize - 1);
         uint64_t stop = bstart + e->bsize < end ? bstart + e->bsize : end;
-        uint64_t off = start & e->mask;
         uint32_t *entry = &e->crc_entries[(start >> e->bshift) & (e->bslots - 1)];
         uint32_t crc = start == bstart ? 0 : pyshm_load_relaxed(entry);
         crc = pyshm_crc32c_copy(crc, e->rep_data + off, e->ring_data + off, stop - start, nt);

@@ -8,7 +8,8 @@ SSE4.2 instruction when the CPU has it and a portable table otherwise. What it a
   length of ``B``, without reading either (how a snapshot of a replica builds each image
   chunk's CRC from the engine's block CRCs);
 - :func:`crc32c_fold`: the same over many equal-length blocks in one call;
-- :func:`copy_crc32c`: copy and checksum in one pass (the CPU engine's loop).
+- :func:`copy_crc32c`: copy and checksum in one pass (the CPU engine's loop);
+- :func:`copy_blocks_crc32c`: the same per block of a run of equal blocks.
 """
 
 from __future__ import annotations
@@ -56,6 +57,27 @@ def copy_crc32c(dst: Any, src: Any, value: int = 0, *, nontemporal: bool = False
     if nontemporal:
         lib.pyshm_crc32c_store_fence()
     return crc
+
+
+def copy_blocks_crc32c(dst: Any, src: Any, block_len: int, *,
+                       nontemporal: bool = False) -> Any:
+    """``dst[:] = src`` for a whole number of ``block_len``-byte blocks; returns each
+    block's CRC32C (of the bytes written) as a uint32 numpy array. The CPU engine's loop
+    for a replica's CRC table: several blocks far apart are copied at once."""
+    import numpy as np
+
+    d = memoryview(dst).cast("B")
+    s = memoryview(src).cast("B")
+    if len(d) != len(s):
+        raise ValueError(f"destination has {len(d)} bytes, source {len(s)}")
+    if block_len <= 0 or len(s) % block_len:
+        raise ValueError(f"{len(s)} bytes are not a whole number of {block_len}-byte blocks")
+    crcs = np.empty(len(s) // block_len, dtype=np.uint32)
+    lib.pyshm_crc32c_copy_blocks(ffi.cast("uint32_t *", ffi.from_buffer(crcs)), _ptr(d, True),
+                                 _ptr(s), len(crcs), block_len, int(nontemporal))
+    if nontemporal:
+        lib.pyshm_crc32c_store_fence()
+    return crcs
 
 
 def hardware() -> bool:

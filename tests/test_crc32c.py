@@ -1,6 +1,7 @@
 """The C CRC32C (pyshm.checksum) against the `crc32c` package: random data, every
-alignment and length around the three-stream loop's boundaries, the portable and the
-SSE4.2 paths, combination, folding and the fused copy."""
+alignment and length around the three-stream loop's boundaries and the far lanes of large
+buffers, the portable and the SSE4.2 paths, combination, folding, the fused copy and the
+fused copy of block runs."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from pyshm._ring_c import lib  # type: ignore[import-not-found]
 
 from pyshm import checksum
 
-# the loops' boundaries: 8-byte words, 16-byte vectors, 3 x 256 and 3 x 8192 lanes
+# the loops' boundaries: 8-byte words, 16-byte vectors, 3 x 256 and 3 x 8192 lanes, and
+# the far lanes of large buffers (3 x 256 KiB to read, 4 x 256 KiB to copy streaming),
+# with remainders that are not whole cache lines
+FAR = 256 << 10
 LENGTHS = [0, 1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 767, 768, 769, 1000, 3 * 8192 - 1,
-           3 * 8192, 3 * 8192 + 1, 3 * 8192 + 3 * 256 + 24 + 5, 100_003, 1 << 20]
+           3 * 8192, 3 * 8192 + 1, 3 * 8192 + 3 * 256 + 24 + 5, 100_003, 3 * FAR - 1,
+           3 * FAR, 3 * FAR + 200 + 3, 4 * FAR - 1, 1 << 20, 4 * FAR + 3 * 64 + 7,
+           (3 << 20) + 12_345]
+RAW = (3 << 20) + 12_345 + 64
 
 
 @pytest.fixture(params=["hardware", "portable"])
@@ -33,7 +40,7 @@ def test_check_value(path):
 
 def test_random_data_every_length_and_alignment(path):
     rng = np.random.default_rng(1)
-    raw = rng.integers(0, 256, (1 << 20) + 64, dtype=np.uint8).tobytes()
+    raw = rng.integers(0, 256, RAW, dtype=np.uint8).tobytes()
     for n in LENGTHS:
         for align in (0, 1, 3, 8, 13):
             data = raw[align:align + n]
@@ -44,7 +51,7 @@ def test_random_data_every_length_and_alignment(path):
 
 def test_fused_copy_writes_and_checksums(path):
     rng = np.random.default_rng(2)
-    src = rng.integers(0, 256, (1 << 20) + 64, dtype=np.uint8)
+    src = rng.integers(0, 256, RAW, dtype=np.uint8)
     for n in LENGTHS:
         for s_al, d_al in ((0, 0), (8, 0), (0, 8), (3, 5), (16, 16)):
             for nt in (False, True):
@@ -54,6 +61,28 @@ def test_fused_copy_writes_and_checksums(path):
                 assert crc == ref.crc32c(s.tobytes(), 7), (n, s_al, d_al, nt)
                 assert bytes(dst[d_al:d_al + n]) == s.tobytes()
                 assert not dst[:d_al].any() and not dst[d_al + n:].any()
+
+
+@pytest.mark.parametrize("nt", [False, True])
+def test_fused_copy_of_block_runs(path, nt):
+    """Each block's CRC as written, for runs shorter and longer than the four far lanes
+    (count not a multiple of 4), blocks that are not whole cache lines, and an
+    unaligned destination (the streaming lanes need 16-byte alignment)."""
+    rng = np.random.default_rng(5)
+    src = rng.integers(0, 256, (2 << 20) + 64, dtype=np.uint8)
+    for block, count, d_al in ((65536, 1, 0), (65536, 3, 0), (65536, 4, 0), (65536, 23, 0),
+                               (4096, 37, 0), (4096, 9, 8), (1000, 11, 0), (64, 4, 0)):
+        n = block * count
+        dst = np.zeros(n + 32, dtype=np.uint8)
+        crcs = checksum.copy_blocks_crc32c(dst[d_al:d_al + n], src[3:3 + n], block,
+                                           nontemporal=nt)
+        want = [ref.crc32c(src[3 + i * block:3 + (i + 1) * block].tobytes())
+                for i in range(count)]
+        assert list(crcs) == want, (block, count, d_al)
+        assert bytes(dst[d_al:d_al + n]) == src[3:3 + n].tobytes()
+        assert not dst[:d_al].any() and not dst[d_al + n:].any()
+    with pytest.raises(ValueError, match="whole number"):
+        checksum.copy_blocks_crc32c(bytearray(100), bytes(100), 64)
 
 
 def test_combine_equals_concatenation():

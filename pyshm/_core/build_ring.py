@@ -143,6 +143,8 @@ uint32_t pyshm_crc32c(uint32_t crc, const void *buf, uint64_t len);
 uint32_t pyshm_crc32c_copy(uint32_t crc, void *dst, const void *src, uint64_t len,
                            int nontemporal);
 void pyshm_crc32c_store_fence(void);
+void pyshm_crc32c_copy_blocks(uint32_t *crcs, void *dst, const void *src, uint64_t count,
+                              uint64_t block_len, int nontemporal);
 uint32_t pyshm_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 uint32_t pyshm_crc32c_x8n(uint64_t len);
 uint32_t pyshm_crc32c_mult(uint32_t a, uint32_t b);

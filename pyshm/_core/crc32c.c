@@ -22,6 +22,20 @@
 #define LONG_LANE 8192u
 #define SHORT_LANE 256u
 
+/*
+ * Large buffers are cut into lanes far apart (a third, or for copies a quarter, of the
+ * buffer each), read at once with a software prefetch ahead in every lane. One core
+ * reading from memory is bound by how many cache-line misses it has in flight, not by
+ * the crc32 instruction: lanes 8 KiB apart keep the hardware prefetcher on neighbouring
+ * pages, while lanes at least 256 KiB apart, each prefetched 1-2 KiB ahead, read a
+ * 256 MiB buffer about 1.5x faster (measured on this project's 2-vCPU VM: a CRC pass
+ * 0.61x -> 0.46x of a memcpy of the same size; the fused streaming copy 0.8x -> 0.7x).
+ * The lanes' CRCs are joined by multiplication with x^(8 lane) mod P.
+ */
+#define FAR_LANE_MIN (256u << 10)
+#define READ_AHEAD 2048u
+#define COPY_AHEAD 1024u
+
 static uint32_t x2n_table[32];          /* x^(2^k) mod P */
 static uint32_t slice8[8][256];         /* portable slicing-by-8 */
 static uint32_t shift_long[4][256];     /* multiply by x^(8 LONG_LANE), bytewise */
@@ -154,6 +168,33 @@ static uint32_t sw_copy(uint32_t s, uint8_t *dst, const uint8_t *src, uint64_t n
 /* ---- SSE4.2: three independent CRC streams over three lanes, then combined -------- */
 
 #ifdef PYSHM_CRC_X86
+/* prefetch an address computed as an integer: a lane's look-ahead may point past the
+ * buffer (a prefetch never faults), which pointer arithmetic may not */
+#define PREFETCH(base, off) \
+    _mm_prefetch((const char *)(uintptr_t)((uintptr_t)(base) + (off)), _MM_HINT_T0)
+
+/* three lanes of `len` bytes (a multiple of 64) at p0, p1, p2, one cache line of each in
+ * turn, continuing the raw registers c[0..2] */
+__attribute__((target("sse4.2"))) static void hw_read3(uint64_t c[3], const uint8_t *p0,
+                                                       const uint8_t *p1, const uint8_t *p2,
+                                                       uint64_t len)
+{
+    uint64_t c0 = c[0], c1 = c[1], c2 = c[2];
+    for (uint64_t i = 0; i < len; i += 64) {
+        PREFETCH(p0, i + READ_AHEAD);
+        PREFETCH(p1, i + READ_AHEAD);
+        PREFETCH(p2, i + READ_AHEAD);
+        for (unsigned j = 0; j < 64; j += 8) {
+            c0 = _mm_crc32_u64(c0, load64(p0 + i + j));
+            c1 = _mm_crc32_u64(c1, load64(p1 + i + j));
+            c2 = _mm_crc32_u64(c2, load64(p2 + i + j));
+        }
+    }
+    c[0] = c0;
+    c[1] = c1;
+    c[2] = c2;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t s, const uint8_t *p,
                                                             uint64_t n)
 {
@@ -161,6 +202,16 @@ __attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t s, const ui
     while (n && ((uintptr_t)p & 7)) {
         c0 = _mm_crc32_u8((uint32_t)c0, *p++);
         n--;
+    }
+    if (n >= 3 * (uint64_t)FAR_LANE_MIN) {
+        uint64_t lane = (n / 3) & ~(uint64_t)63;
+        uint64_t c[3] = {c0, 0, 0};
+        hw_read3(c, p, p + lane, p + 2 * lane, lane);
+        uint32_t x = pyshm_crc32c_x8n(lane);
+        c0 = pyshm_crc32c_mult(x, (uint32_t)c[0]) ^ (uint32_t)c[1];
+        c0 = pyshm_crc32c_mult(x, (uint32_t)c0) ^ (uint32_t)c[2];
+        p += 3 * lane;
+        n -= 3 * lane;
     }
     while (n >= 3 * LONG_LANE) {
         uint64_t c1 = 0, c2 = 0;
@@ -260,6 +311,42 @@ __attribute__((target("sse4.2"))) static uint32_t hw_copy_lanes(uint64_t c0, uin
     return (uint32_t)c0;
 }
 
+/* one cache line, streamed: stored from the register it is checksummed from */
+__attribute__((target("sse4.2"), always_inline)) static inline uint64_t
+line_nt(uint64_t c, uint8_t *dst, const uint8_t *src)
+{
+    for (unsigned k = 0; k < 64; k += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(src + k));
+        _mm_stream_si128((__m128i *)(void *)(dst + k), v);
+        c = _mm_crc32_u64(c, (uint64_t)_mm_cvtsi128_si64(v));
+        c = _mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(v, 1));
+    }
+    return c;
+}
+
+/* four lanes of `len` bytes (a multiple of 64) copied with streaming stores (every d[k]
+ * 16-byte aligned), one cache line of each in turn, continuing the raw registers c */
+__attribute__((target("sse4.2"))) static void hw_copy4(uint64_t c[4], uint8_t *const d[4],
+                                                       const uint8_t *const s[4],
+                                                       uint64_t len)
+{
+    uint64_t c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3];
+    for (uint64_t i = 0; i < len; i += 64) {
+        PREFETCH(s[0], i + COPY_AHEAD);
+        PREFETCH(s[1], i + COPY_AHEAD);
+        PREFETCH(s[2], i + COPY_AHEAD);
+        PREFETCH(s[3], i + COPY_AHEAD);
+        c0 = line_nt(c0, d[0] + i, s[0] + i);
+        c1 = line_nt(c1, d[1] + i, s[1] + i);
+        c2 = line_nt(c2, d[2] + i, s[2] + i);
+        c3 = line_nt(c3, d[3] + i, s[3] + i);
+    }
+    c[0] = c0;
+    c[1] = c1;
+    c[2] = c2;
+    c[3] = c3;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t hw_copy(uint32_t s, uint8_t *dst,
                                                           const uint8_t *src, uint64_t n,
                                                           int nt)
@@ -271,6 +358,19 @@ __attribute__((target("sse4.2"))) static uint32_t hw_copy(uint32_t s, uint8_t *d
         c0 = _mm_crc32_u8((uint32_t)c0, b);
         *dst++ = b;
         n--;
+    }
+    if (nt && n >= 4 * (uint64_t)FAR_LANE_MIN) {
+        uint64_t lane = (n / 4) & ~(uint64_t)63;
+        uint64_t c[4] = {c0, 0, 0, 0};
+        uint8_t *const d[4] = {dst, dst + lane, dst + 2 * lane, dst + 3 * lane};
+        const uint8_t *const sp[4] = {src, src + lane, src + 2 * lane, src + 3 * lane};
+        hw_copy4(c, d, sp, lane);
+        uint32_t x = pyshm_crc32c_x8n(lane);
+        c0 = c[0];
+        for (int k = 1; k < 4; k++) c0 = pyshm_crc32c_mult(x, (uint32_t)c0) ^ (uint32_t)c[k];
+        dst += 4 * lane;
+        src += 4 * lane;
+        n -= 4 * lane;
     }
     /* two copies of the loop, so the store kind is not decided per word */
     return nt ? hw_copy_lanes(c0, dst, src, n, 1) : hw_copy_lanes(c0, dst, src, n, 0);
@@ -294,6 +394,36 @@ uint32_t pyshm_crc32c_copy(uint32_t crc, void *dst, const void *src, uint64_t le
 #endif
     (void)nontemporal;
     return ~sw_copy(~crc, dst, src, len);
+}
+
+void pyshm_crc32c_copy_blocks(uint32_t *crcs, void *dst, const void *src, uint64_t count,
+                              uint64_t block_len, int nontemporal)
+{
+    uint8_t *d = dst;
+    const uint8_t *s = src;
+    uint64_t i = 0;
+#ifdef PYSHM_CRC_X86
+    if (use_hw && nontemporal && count >= 4 && block_len && !(block_len & 63) &&
+        !((uintptr_t)d & 15)) {
+        /* four blocks a quarter of the run apart at a time: far lanes, and each lane's
+         * CRC is its block's own, so nothing to combine */
+        uint64_t q = count / 4;
+        for (uint64_t j = 0; j < q; j++) {
+            uint64_t c[4] = {~0u, ~0u, ~0u, ~0u};
+            uint8_t *const dl[4] = {d + j * block_len, d + (j + q) * block_len,
+                                    d + (j + 2 * q) * block_len, d + (j + 3 * q) * block_len};
+            const uint8_t *const sl[4] = {s + j * block_len, s + (j + q) * block_len,
+                                          s + (j + 2 * q) * block_len,
+                                          s + (j + 3 * q) * block_len};
+            hw_copy4(c, dl, sl, block_len);
+            for (int k = 0; k < 4; k++) crcs[j + (uint64_t)k * q] = ~(uint32_t)c[k];
+        }
+        i = 4 * q;
+    }
+#endif
+    for (; i < count; i++)
+        crcs[i] = pyshm_crc32c_copy(0, d + i * block_len, s + i * block_len, block_len,
+                                    nontemporal);
 }
 
 void pyshm_crc32c_store_fence(void)

@@ -31,6 +31,12 @@ uint32_t pyshm_crc32c_copy(uint32_t crc, void *dst, const void *src, uint64_t le
                            int nontemporal);
 void pyshm_crc32c_store_fence(void);
 
+/* count consecutive blocks of block_len bytes copied from src to dst, crcs[i] the CRC
+ * (from 0) of block i as written; the same as count calls of pyshm_crc32c_copy, but
+ * several blocks far apart are copied at once (faster from memory: crc32c.c) */
+void pyshm_crc32c_copy_blocks(uint32_t *crcs, void *dst, const void *src, uint64_t count,
+                              uint64_t block_len, int nontemporal);
+
 /* crc(A || B) from crc(A), crc(B) and len(B) */
 uint32_t pyshm_crc32c_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 

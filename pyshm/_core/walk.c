@@ -26,7 +26,13 @@ int pyshm_walk_chains(pyshm_walk_t *w, const uint64_t *ends, int32_t count,
                 rc = PYSHM_E_CORRUPT;
                 continue;
             }
-            if (w[i].pos < ends[i]) active++;
+            if (w[i].pos < ends[i]) {
+                /* this chain's next header, fetched while the other chains step: its
+                 * address is known now, its load comes a round later */
+                __builtin_prefetch((const void *)(uintptr_t)((uintptr_t)buf +
+                                                             ((w[i].pos - base) & mask)));
+                active++;
+            }
         }
     }
     return rc;
