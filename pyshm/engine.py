@@ -129,13 +129,21 @@ class Copier(abc.ABC):
     every chunk first (nothing in the target changes before), then copies with the
     check, so the bytes that land are proven to be the verified ones.
 
+    Into a new segment (nobody can attach to it before it is published) there is nothing
+    to protect, so ``restore`` only copies: one pass, every chunk's CRC checked from the
+    bytes written, the segment discarded if one differs.
+
     The source must be readable by the engine: the CPU engine reads any buffer (an
     image's mapping, with no copy); an engine that reads by DMA asks for a buffer of its
-    own with :meth:`staging_buffer` (the image's data is read into it once), and the
-    target ring must then live in DMA-able memory too.
+    own with :meth:`staging_buffer` (the image's data is read into it once), and sets
+    :attr:`dma_only`: it then writes only rings that live in DMA-able memory (a segment
+    with a bus address, ``pyshm create --udmabuf``), and ``restore`` takes the CPU path
+    for any other target.
     """
 
     name: str = "?"
+    #: the engine writes only DMA-able memory (a ring in a u-dma-buf buffer)
+    dma_only: bool = False
 
     def staging_buffer(self, size: int) -> Any:
         """A buffer of ``size`` bytes the engine can read, or None if it reads any
@@ -336,8 +344,8 @@ def claim_replica(replica: Any, writer_lock: Any = None) -> Any:
 
 def open_copier(name: str | None = "auto", **options: Any) -> Copier | None:
     """The copy mode of engine ``name`` (``auto`` as :func:`open_engine` picks), or None
-    when that engine offers none (or ``name`` is None)."""
-    if name is None:
+    when that engine offers none (or ``name`` is None or ``"none"``)."""
+    if name is None or name == "none":
         return None
     if name == "auto":
         name, _ = pick_engine()

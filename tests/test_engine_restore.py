@@ -1,10 +1,14 @@
 """Restore through the engine: the CPU engine's copy mode (pyshm.engine.Copier) and the
-in-place restore that uses it: verified first, copied with the CRC checked again from the
-bytes written, a damaged image refused with the target untouched, an image changed
-during the copy detected, and the staging interface a DMA engine needs."""
+restores that use it. In place: verified first, copied with the CRC checked again from
+the bytes written, a damaged image refused with the target untouched, an image changed
+during the copy detected. Into a new segment: one pass (copy with the check), damage
+refused with no target and no temporary left. Which engine a restore takes (auto, a name,
+none, an engine without a copy mode, one that writes only DMA-able memory), the staging
+interface a DMA engine needs, and `pyshm restore --engine`."""
 
 from __future__ import annotations
 
+import glob
 import os
 
 import crc32c as ref
@@ -12,8 +16,14 @@ import numpy as np
 import pytest
 from pyshm.fallback.cpu import CpuCopier
 
+from pyshm.cli import main
 from pyshm.engine import CopyChecksumError, CopyChunk, open_copier
-from pyshm.errors import CorruptSegmentError, ImageChecksumError, InvalidParameterError
+from pyshm.errors import (
+    CorruptSegmentError,
+    ImageChecksumError,
+    ImageError,
+    InvalidParameterError,
+)
 from pyshm.images import format as fmt
 from pyshm.images import restore, snapshot
 from pyshm.ring import Ring
@@ -231,3 +241,167 @@ def test_chained_walk_matches_the_sequential_walk(new_name):
             except Corrupt as exc:
                 results.append(str(exc))
         assert results[0] == results[1]
+
+
+# ---- into a new segment ------------------------------------------------------------
+
+
+def test_new_segment_restore_is_one_engine_pass(image, new_name):
+    """No verify pass: the engine's copy checks every chunk from the bytes it wrote."""
+    path, want = image
+    spy = Spy()
+    name = new_name()
+    info = restore(path, name, engine=spy)
+    assert spy.calls and set(spy.calls) == {"copy"}
+    assert info.engine == "cpu"
+    with Ring(name) as ring:
+        assert _records(ring) == want
+    name2 = new_name()
+    assert restore(path, name2, engine=None).engine is None  # the CPU path
+    with open(f"/dev/shm/{name}", "rb") as a, open(f"/dev/shm/{name2}", "rb") as b:
+        # the same ring but for its identity and creation fields
+        assert a.read()[0x1000:] == b.read()[0x1000:]
+
+
+def _damage(path, chunk: int, at: int) -> None:
+    with fmt.ImageReader(path) as r:
+        off = r.chunks[chunk].offset + at
+    with open(path, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def test_new_segment_damaged_chunk_leaves_no_ring(image, new_name):
+    path, _ = image
+    _damage(path, 7, 2000)
+    name = new_name()
+    with pytest.raises(ImageChecksumError, match="chunk 7 of .*checksum mismatch") as exc:
+        restore(path, name, engine=Spy())
+    assert exc.value.chunk == 7
+    assert not os.path.exists(f"/dev/shm/{name}")
+    assert glob.glob(f"/dev/shm/{name}.restore-*") == []
+
+
+def test_new_segment_damaged_record_header_names_the_chunk(image, new_name):
+    """A flipped bit in a record's length fails the record walk, which runs before the
+    copy; the damage is still reported as the chunk that holds it."""
+    import struct
+
+    path, _ = image
+    with fmt.ImageReader(path) as r:
+        h, base = r.header, r.data_offset
+    window = path.read_bytes()[base:base + h.data_length]
+    psize = h.params.partition_size
+    pos = 0  # the first record boundary at or after chunk 4's start
+    while pos < 4 * h.chunk_size:
+        length, kind = struct.unpack_from("<ii", window, pos)
+        pos += psize - (h.first_position + pos) % psize if kind == -1 else -(-length // 8) * 8
+    assert pos < 5 * h.chunk_size
+    _damage(path, 4, pos - 4 * h.chunk_size + 2)  # the length's third byte
+    name = new_name()
+    spy = Spy()
+    with pytest.raises(ImageChecksumError, match="chunk 4 of .*checksum mismatch") as exc:
+        restore(path, name, engine=spy)
+    assert exc.value.chunk == 4 and "verify" in spy.calls
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_new_segment_engine_refuses_lying_records(tmp_path, new_name):
+    """Valid CRCs, records that contradict the header: the walk refuses, the engine
+    finds no damaged chunk, nothing is created."""
+    from pyshm import layout
+
+    cap = 1 << 14
+    enc = layout.RecordEncoder(cap)
+    data = b"".join(raw for i in range(20) for _, raw in enc.place(bytes([i]) * 30))
+    params = layout.RingParams(capacity=cap, max_record=layout.default_max_record(cap))
+    fmt.write_image(tmp_path / "lie", fmt.ImageHeader(params, 0, len(data), 0, 21, 21,
+                                                      fmt.now_ns()), data)
+    name = new_name()
+    with pytest.raises(ImageError, match="disagree with the image header"):
+        restore(tmp_path / "lie", name, engine=Spy())
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+# ---- which engine ------------------------------------------------------------------
+
+
+def test_engine_choice_rules(image, new_name):
+    path, want = image
+    # a registered engine without a copy mode, asked for by name: refused, named
+    with pytest.raises(InvalidParameterError, match="'sim' has no copy mode"):
+        restore(path, new_name(), engine="sim")
+    with pytest.raises(InvalidParameterError, match="unknown engine 'warp'"):
+        restore(path, new_name(), engine="warp")
+    with pytest.raises(InvalidParameterError, match="engine=3"):
+        restore(path, new_name(), engine=3)
+    assert restore(path, new_name(), engine="none").engine is None
+    assert restore(path, new_name()).engine == "cpu"  # auto, on this machine
+
+
+class DmaOnly(Spy):
+    """A copier that, like an FPGA engine, writes only DMA-able memory."""
+
+    dma_only = True
+
+
+def test_dma_only_engine_is_used_only_for_dma_rings(image, new_name, tmp_path, monkeypatch):
+    path, want = image
+    name = new_name()
+    with pytest.raises(InvalidParameterError, match="only into DMA-able memory"):
+        restore(path, name, engine=DmaOnly())
+    assert not os.path.exists(f"/dev/shm/{name}")
+    ring = _target(new_name)
+    with pytest.raises(InvalidParameterError, match="only into DMA-able memory"):
+        restore(path, ring, in_place=True, engine=DmaOnly())
+    ring.close()
+    # a ring in a (fake) u-dma-buf buffer: the engine copies into it
+    sysfs = tmp_path / "sys"
+    monkeypatch.setenv("PYSHM_SYSFS", str(sysfs))
+    dev = tmp_path / "udmabuf9"
+    size = 0x1000 + CAP
+    dev.write_bytes(bytes(size))
+    entry = sysfs / "class" / "u-dma-buf" / "udmabuf9"
+    entry.mkdir(parents=True)
+    (entry / "phys_addr").write_text("0x40000000\n")
+    (entry / "size").write_text(f"{size}\n")
+    dname = new_name()
+    Ring(dname, create=True, capacity=CAP, device=str(dev)).close()
+    try:
+        spy = DmaOnly()
+        info = restore(path, dname, in_place=True, engine=spy)
+        assert info.engine == "cpu" and "copy" in spy.calls
+        with Ring(dname) as r:
+            assert _records(r) == want
+    finally:
+        os.unlink(f"/dev/shm/{dname}")
+
+
+# ---- the command line ----------------------------------------------------------------
+
+
+def test_cli_restore_engine_option(image, new_name, capsys):
+    path, want = image
+    for engine, says in (("cpu", "cpu engine"), ("none", "CPU path"), ("auto", "cpu engine")):
+        name = new_name()
+        assert main(["restore", str(path), "--to", name, "--engine", engine]) == 0
+        out = capsys.readouterr().out
+        assert says in out, out
+        with Ring(name) as r:
+            assert _records(r) == want
+        assert main(["restore", str(path), "--to", name, "--in-place", "--engine",
+                     engine]) == 0
+        assert says in capsys.readouterr().out
+    assert main(["restore", str(path), "--to", new_name(), "--engine", "sim"]) == 1
+    err = capsys.readouterr().err
+    assert "'sim' has no copy mode" in err and "Traceback" not in err
+
+
+def test_cli_restore_help_teaches_the_engine_option(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["restore", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--engine" in out and "auto" in out and "none" in out and "--engine none" in out

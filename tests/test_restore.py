@@ -1,4 +1,5 @@
-"""Restore: continuation without gap or duplicate, target safety, overwrite rules."""
+"""Restore: continuation without gap or duplicate, target safety, overwrite rules; the
+new-segment tests run through the CPU engine's copy mode (the default) and the CPU path."""
 
 from __future__ import annotations
 
@@ -46,10 +47,12 @@ def image(tmp_path, names):
     return tmp_path / "img", before
 
 
-def test_producer_and_consumers_continue_without_gap_or_duplicate(image, names):
+@pytest.mark.parametrize("engine", ["cpu", None])
+def test_producer_and_consumers_continue_without_gap_or_duplicate(image, names, engine):
     path, before = image
     name = names()
-    info = restore(path, name)
+    info = restore(path, name, engine=engine)
+    assert info.engine == engine
     assert info.next_sequence == 2500 and info.record_count == len(before)
     with Ring(name) as ring:
         assert records(ring, start=info.first_sequence) == before
@@ -75,10 +78,11 @@ def test_restored_segment_is_owner_only_and_prefaulted_ring(image, names):
         assert ring.producer_pid == 0 and ring.name == name
 
 
-def test_restore_to_a_file_path(image, tmp_path):
+@pytest.mark.parametrize("engine", ["cpu", None])
+def test_restore_to_a_file_path(image, tmp_path, engine):
     path, before = image
     target = str(tmp_path / "ring.shm")
-    restore(path, target)
+    restore(path, target, engine=engine)
     with Ring(target) as ring:
         assert records(ring) == before
 
@@ -126,8 +130,9 @@ def test_overwrite_refused_while_producer_lives(image, names, tmp_path):
     restore(path, name, overwrite=True)  # its producer is gone now
 
 
+@pytest.mark.parametrize("engine", ["cpu", None])
 @pytest.mark.parametrize("where", ["chunk", "header", "trailer"])
-def test_damaged_image_never_touches_target(image, names, where):
+def test_damaged_image_never_touches_target(image, names, where, engine):
     path, _ = image
     name = names()
     with Ring(name, create=True, capacity=1 << 12) as other:
@@ -139,13 +144,14 @@ def test_damaged_image_never_touches_target(image, names, where):
     raw[off] ^= 0x40
     path.write_bytes(bytes(raw))
     with pytest.raises(ImageChecksumError):
-        restore(path, name, overwrite=True)
+        restore(path, name, overwrite=True, engine=engine)
     with open(f"/dev/shm/{name}", "rb") as f:
         assert f.read() == snap
     assert glob.glob(f"/dev/shm/{name}.restore-*") == []  # the temporary is gone too
 
 
-def test_image_whose_records_lie_is_refused(tmp_path, names):
+@pytest.mark.parametrize("engine", ["cpu", None])
+def test_image_whose_records_lie_is_refused(tmp_path, names, engine):
     """Valid checksums but records that contradict the header: refused, nothing created."""
     cap = 1 << 14
     enc = layout.RecordEncoder(cap)
@@ -155,7 +161,7 @@ def test_image_whose_records_lie_is_refused(tmp_path, names):
     fmt.write_image(tmp_path / "lie", h, data)
     name = names()
     with pytest.raises(ImageError, match="disagree with the image header"):
-        restore(tmp_path / "lie", name)
+        restore(tmp_path / "lie", name, engine=engine)
     assert not os.path.exists(f"/dev/shm/{name}")
 
 

@@ -89,9 +89,22 @@ def register(sub: Any) -> None:
                     "it. With --in-place an existing, stopped ring of the same capacity and "
                     "partitions is overwritten in its own pages instead (the fast recovery "
                     "path; the ring is untouched unless the whole image verifies). "
-                    "Producers continue with the next sequence, consumers resume at it.",
+                    "Producers continue with the next sequence, consumers resume at it.\n\n"
+                    "--engine: an uncompressed image is copied by a replication engine's "
+                    "copy mode, which checks every chunk's CRC32C from the bytes it "
+                    "writes. Into a new ring that is one pass over the data (the ring gets "
+                    "its name only if every chunk checks out); --in-place it is two (every "
+                    "chunk verified before the first byte of the ring changes, then copied "
+                    "and checked again). auto (default): the engine `pyshm replicate` would "
+                    "pick, when it has a copy mode that can write the target (today the "
+                    "cpu engine's threads); cpu (or another engine's name): that engine's "
+                    "copy mode, or an error saying why not; none: the CPU path without an "
+                    "engine (checksums by the crc32c package while the "
+                    "file is written). Compressed images and replicas are always copied by "
+                    "the CPU.",
         epilog="examples:\n  pyshm restore md.pyimg --to md\n"
                "  pyshm restore md.pyimg --to md --in-place   # overwrite the stopped ring md\n"
+               "  pyshm restore md.pyimg --to md --engine none   # no engine: the CPU path\n"
                "  pyshm restore md-replica --to md   # a stopped replica -> new primary")
     p.add_argument("image", help="image file, or a replica (or ring) to copy from")
     p.add_argument("--to", required=True, dest="target", help="ring name or path to create")
@@ -100,9 +113,13 @@ def register(sub: Any) -> None:
     p.add_argument("--in-place", action="store_true",
                    help="overwrite the existing, stopped ring --to in its own pages, after "
                         "the whole image is verified (same capacity and partitions)")
+    p.add_argument("--engine", default="auto", metavar="{auto,cpu,none,...}",
+                   help="which engine copies and checks an uncompressed image: auto "
+                        "(default), an engine name, or none (the CPU path); see above")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore,
-                   keyword_flags={"overwrite": "--overwrite", "in_place": "--in-place"})
+                   keyword_flags={"overwrite": "--overwrite", "in_place": "--in-place",
+                                  "engine": "--engine"})
 
     p = sub.add_parser(
         "inspect", formatter_class=RAW,
@@ -248,15 +265,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not is_image(args.image):
             raise InvalidParameterError(f"--in-place restores from an image file; "
                                         f"{args.image!r} is not one")
-        info = restore(args.image, args.target, in_place=True, progress=bar)
+        info = restore(args.image, args.target, in_place=True, progress=bar,
+                       engine=args.engine)
     elif not is_image(args.image) and _is_ring(args.image):
         # a replica (or a ring) as the source: copied as a snapshot would, then built
         info = restore_capture(capture(args.image), args.target, overwrite=args.overwrite)
     else:
-        info = restore(args.image, args.target, overwrite=args.overwrite, progress=bar)
+        info = restore(args.image, args.target, overwrite=args.overwrite, progress=bar,
+                       engine=args.engine)
     bar.finish()
+    how = f"the {info.engine} engine's copy mode" if info.engine else "the CPU path"
     print(f"restored {info.record_count} records into ring {info.name!r} in "
-          f"{time.perf_counter() - t0:.3f} s; producers continue at sequence "
+          f"{time.perf_counter() - t0:.3f} s through {how}; producers continue at sequence "
           f"{info.next_sequence}, consumers resume with start={info.next_sequence}")
     return 0
 

@@ -7,6 +7,11 @@ published under the target name (``link``, which refuses an existing name, or
 ``rename`` over a stopped ring when overwriting). A damaged image therefore never
 touches the target, and no process can attach to a half-built ring.
 
+An uncompressed image goes through an engine's copy mode (:class:`pyshm.engine.Copier`)
+when one is available (``engine="auto"``): into a new segment in one pass (copied with
+every chunk's CRC checked from the bytes written), in place in two (every chunk verified
+first, then copied and checked again), so the CPU itself never checksums.
+
 The restored ring holds the window's bytes at the same positions modulo capacity, with
 ``tail = tail_intent = mirrored = end position`` and ``next_sequence = last + 1``: a
 producer continues with the next sequence and a consumer resumes with
@@ -55,6 +60,8 @@ class RestoreInfo:
     first_sequence: int
     next_sequence: int
     record_count: int
+    engine: str | None = None
+    """The engine whose copy mode did the copy (``"cpu"``, ...), or None: the CPU path."""
 
 
 
@@ -135,30 +142,62 @@ def _check_summary(s: Summary, header: fmt.ImageHeader) -> None:
 _MADV_POPULATE_WRITE = 23  # Linux 5.14+; Python 3.11's mmap does not name it
 
 
+def _populate_call(seg: Segment) -> Callable[[], bool] | None:
+    """A call that maps every page of ``seg`` writable (MADV_POPULATE_WRITE through
+    ctypes, which drops the GIL) and says whether it worked; None without libc."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        anchor = ctypes.c_char.from_buffer(seg.mmap)
+        addr = ctypes.addressof(anchor)
+        del anchor  # the address stays valid while the segment is mapped
+    except (AttributeError, OSError, TypeError, ValueError):
+        return None
+    return lambda: madvise(addr, seg.size, _MADV_POPULATE_WRITE) == 0
+
+
+def _allocate(seg: Segment) -> bool:
+    """Allocate and map every page of a new segment in the kernel: ``fallocate`` (tmpfs
+    allocates them in one call, no fault per page), then MADV_POPULATE_WRITE (page tables
+    only). On this project's VM that is ~2x faster than faulting them in, and faster
+    than pwrite(2) into the file (docs/images.md). False when the pages are not mapped
+    yet (no fallocate or madvise here): the caller pre-faults them."""
+    from ..segment import access_error
+
+    try:
+        fd = os.open(seg.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise access_error(seg.path, exc) from None
+    try:
+        os.posix_fallocate(fd, 0, seg.size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            raise access_error(seg.path, exc, "allocate the pages of") from None
+        # EOPNOTSUPP, EINVAL, ENODEV: this file system allocates on first touch
+    finally:
+        os.close(fd)
+    call = _populate_call(seg)
+    return call is not None and call()
+
+
 class _Populate:
     """Fault in a new segment's pages on a second thread (ctypes drops the GIL), so the
     image is verified while the kernel allocates: first touch of fresh shm (~1 GB/s)
     is the largest cost of a restore into a new segment."""
 
     def __init__(self, seg: Segment):
-        import ctypes
-        import threading
-
         self.seg = seg
         self.ok = False
         self.thread: threading.Thread | None = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            madvise = libc.madvise
-            madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-            anchor = ctypes.c_char.from_buffer(seg.mmap)
-            addr = ctypes.addressof(anchor)
-            del anchor  # the address stays valid while the segment is mapped
-        except (AttributeError, OSError, TypeError, ValueError):
+        call = _populate_call(seg)
+        if call is None:
             return
 
         def run() -> None:
-            self.ok = madvise(addr, seg.size, _MADV_POPULATE_WRITE) == 0
+            self.ok = call()
 
         self.thread = threading.Thread(target=run, name="pyshm-restore-populate",
                                        daemon=True)
@@ -175,11 +214,17 @@ class _Populate:
             self.seg.prefault()
 
 
+# what a restore's write_file did to the new segment, on its own thread
+WROTE = "wrote"  # the window's bytes are in the file: no fill
+ALLOCATED = "allocated"  # every page allocated and mapped: fill without a prefault
+
+
 def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
            fill: Callable[[memoryview], None], *, overwrite: bool, mode: int,
            prefault: bool, force: bool,
            verify_first: Callable[[], None] | None = None,
-           write_file: Callable[[str], bool] | None = None) -> RestoreInfo:
+           write_file: Callable[[Segment], str] | None = None,
+           engine: str | None = None) -> RestoreInfo:
     path = resolve_path(target)
     name = display_name(path)
     exists = os.path.exists(path)
@@ -200,7 +245,7 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
             check_stopped(path)
         return _build_unlocked(path, name, params, header, fill, overwrite=overwrite,
                                mode=mode, prefault=prefault, verify_first=verify_first,
-                               write_file=write_file)
+                               write_file=write_file, engine=engine)
     finally:
         if lock is not None:
             lock.release()
@@ -210,7 +255,8 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
                     header: fmt.ImageHeader, fill: Callable[[memoryview], None], *,
                     overwrite: bool, mode: int, prefault: bool,
                     verify_first: Callable[[], None] | None,
-                    write_file: Callable[[str], bool] | None) -> RestoreInfo:
+                    write_file: Callable[[Segment], str] | None,
+                    engine: str | None = None) -> RestoreInfo:
     cap, psize = params.capacity, params.partition_size
     try:
         vfs = os.statvfs(os.path.dirname(path))
@@ -229,15 +275,16 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
     seg = Segment(tmp, create=True, size=layout.segment_size(cap), mode=mode)
     published = False
     try:
-        # write(2) into the new file allocates its pages in the kernel without a page
-        # fault each (tmpfs: ~0.8 s/GiB here against ~1.2 s/GiB for faulting them in);
-        # the file has no other name yet, so it runs while the image is verified
-        written: list[bool] = []
+        # write(2) into the new file, or fallocate, allocates its pages in the kernel
+        # without a page fault each (tmpfs: ~0.8 s/GiB here against ~1.2 s/GiB for
+        # faulting them in); the file has no other name yet, so it runs while the image
+        # is verified (or, for an engine copy, its records walked)
+        written: list[str] = []
         failed: list[BaseException] = []
 
         def run_writer() -> None:
             try:
-                written.append(write_file(tmp) if write_file is not None else False)
+                written.append(write_file(seg) if write_file is not None else "")
             except BaseException as exc:
                 failed.append(exc)
 
@@ -253,8 +300,8 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
                 writer.join()
         if failed:
             raise failed[0]
-        copied = bool(written and written[0])
-        if prefault and not copied:
+        copied = bool(written and written[0] == WROTE)
+        if prefault and not copied and not (written and written[0] == ALLOCATED):
             _Populate(seg).finish()
         buf = seg.buf
         data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
@@ -297,7 +344,7 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
         if not published:
             seg.unlink()
     return RestoreInfo(name, path, start, end, header.first_sequence, header.next_sequence,
-                       header.record_count)
+                       header.record_count, engine)
 
 
 def _copy_window(data: memoryview, src: memoryview, start: int, cap: int) -> None:
@@ -436,6 +483,57 @@ def _verify_by_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow
     return chunks
 
 
+def _engine_source(copier: Any, window: MappedWindow, length: int) -> Any:
+    """What the engine reads: the image's mapping, or for an engine that reads only its
+    own (DMA) buffers, its staging buffer with the image's bytes read into it once."""
+    source = copier.staging_buffer(length)
+    if source is None:
+        return window.data
+    memoryview(source).cast("B")[:length] = window.data
+    return source
+
+
+def _copy_new_by_engine(copier: Any, reader: fmt.ImageReader, source: Any,
+                        data: memoryview, cap: int, chunks: list[Any],
+                        progress: fmt.ProgressFn | None) -> None:
+    """The one pass of a restore into a new segment: the engine copies every chunk into
+    the (unpublished) segment and checks its CRC from the bytes written; a chunk that
+    differs is the image's damage, reported as such, and the segment is discarded."""
+    from ..engine import CopyChecksumError
+
+    total = sum(c.length for c in chunks)
+    done = 0
+    for batch in _engine_batches(chunks):
+        try:
+            copier.copy(source, data, cap, batch)
+        except CopyChecksumError as exc:
+            raise reader._chunk_error(chunks.index(batch[exc.chunk]),
+                                      "checksum mismatch (data damaged)") from None
+        done += sum(c.length for c in batch)
+        if progress:
+            progress(done, total)
+
+
+def _walk_for_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow,
+                     source: Any, chunks: list[Any]) -> None:
+    """The record walk of an engine restore into a new segment (the copy checks the
+    CRCs). A walk that fails may be the effect of a damaged chunk: the engine checks
+    them all then, so that the damage is what is reported."""
+    from ..engine import CopyChecksumError
+
+    try:
+        s = window.summarize()
+    except CorruptSegmentError as exc:
+        for batch in _engine_batches(chunks):
+            try:
+                copier.verify(source, batch)
+            except CopyChecksumError as bad:
+                raise reader._chunk_error(chunks.index(batch[bad.chunk]),
+                                          "checksum mismatch (data damaged)") from None
+        raise ImageError(f"image records are invalid: {exc}") from None
+    _check_summary(s, reader.header)
+
+
 def _copy_by_engine(copier: Any, reader: fmt.ImageReader, source: Any, data: memoryview,
                     cap: int, chunks: list[Any], name: str) -> None:
     """The verified chunks copied into the ring's data area by the engine, each CRC
@@ -531,11 +629,7 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
                 window = MappedWindow(reader.fileno(), reader.data_offset, params, start, end,
                                       where=f"image {reader.path}")
                 if copier is not None:
-                    source = copier.staging_buffer(h.data_length)
-                    if source is None:
-                        source = window.data
-                    else:  # an engine that reads by DMA: the image's bytes into its buffer
-                        memoryview(source).cast("B")[:h.data_length] = window.data
+                    source = _engine_source(copier, window, h.data_length)
                     job = _verify_by_engine(copier, reader, window, source, progress)
                 else:
                     _verify_mapped(reader, window, progress)
@@ -587,7 +681,8 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
             if window is not None:
                 window.close()
     return RestoreInfo(name, path, start, end, h.first_sequence, h.next_sequence,
-                       h.record_count)
+                       h.record_count, copier.name if window is not None and copier is not None
+                       else None)
 
 
 def _pwrite_window(path: str, view: memoryview, start: int, cap: int) -> bool:
@@ -617,37 +712,83 @@ def _pwrite_window(path: str, view: memoryview, start: int, cap: int) -> bool:
 
 
 def _restore_mapped(reader: fmt.ImageReader, target: str, *, overwrite: bool, force: bool,
-                    mode: int, prefault: bool,
-                    progress: fmt.ProgressFn | None) -> RestoreInfo:
-    """New segment from an uncompressed image mapped once: the chunks' CRC32C and the
-    record walk read the mapping while another thread writes it into the new file;
-    the name appears only after both succeed."""
+                    mode: int, prefault: bool, progress: fmt.ProgressFn | None,
+                    copier: Any = None) -> RestoreInfo:
+    """New segment from an uncompressed image mapped once.
+
+    CPU path: the chunks' CRC32C and the record walk read the mapping while another
+    thread writes it into the new file. Engine path (``copier``): another thread
+    allocates the new segment's pages (fallocate + populate) while the records are
+    walked, then the engine copies every chunk in and checks its CRC from the bytes
+    written: one pass over the data. Either way the name appears only after both
+    succeed."""
     h = reader.header
     cap = h.params.capacity
     with MappedWindow(reader.fileno(), reader.data_offset, h.params, h.first_position,
                       h.end_position, where=f"image {reader.path}") as window:
+        if copier is not None:
+            source = _engine_source(copier, window, h.data_length)
+            job = _copy_chunks(reader, h)
+            return _build(
+                target, h.params, h,
+                lambda data: _copy_new_by_engine(copier, reader, source, data, cap, job,
+                                                 progress),
+                overwrite=overwrite, mode=mode, prefault=prefault, force=force,
+                verify_first=lambda: _walk_for_engine(copier, reader, window, source, job),
+                write_file=lambda seg: ALLOCATED if prefault and _allocate(seg) else "",
+                engine=copier.name)
         return _build(
             target, h.params, h,
             lambda data: _copy_window(data, window.data, h.first_position, cap),
             overwrite=overwrite, mode=mode, prefault=prefault, force=force,
             verify_first=lambda: _verify_mapped(reader, window, progress),
-            write_file=lambda path: _pwrite_window(path, window.data, h.first_position,
-                                                   cap))
+            write_file=lambda seg: WROTE if _pwrite_window(seg.path, window.data,
+                                                           h.first_position, cap) else "")
 
 
-def _copier(engine: Any) -> Any:
-    """The copy mode to restore through: a Copier, an engine name's (``auto``: the
-    engine ``open_engine`` would pick), or None (the CPU path)."""
+ENGINE_CHOICES = ("auto", "none")  # besides the registered engine names
+
+
+def _copier(engine: Any, *, dma_target: bool) -> Any:
+    """The copy mode to restore through, or None for the CPU path.
+
+    ``engine``: a :class:`pyshm.engine.Copier` (used as given), None or ``"none"`` (the
+    CPU path), ``"auto"`` (the engine ``open_engine`` would pick, if it has a copy mode
+    that can write this target; else the CPU path, silently), or an engine name (its
+    copy mode, or a clear error when it has none or cannot write this target).
+    ``dma_target``: the target ring lives in DMA-able memory (a bus address)."""
     from ..engine import Copier, open_copier
 
-    if engine is None or isinstance(engine, Copier):
-        return engine
-    try:
-        return open_copier(engine)
-    except EngineError:
+    if engine is None or engine == "none":
+        return None
+    copier: Copier
+    if isinstance(engine, Copier):
+        copier = engine
+    elif not isinstance(engine, str):
+        raise InvalidParameterError(f"engine={engine!r}: give an engine name, 'auto', "
+                                    f"'none' or a pyshm.engine.Copier")
+    else:
+        try:
+            found = open_copier(engine)
+        except EngineError:
+            if engine == "auto":
+                return None  # no engine usable here: the CPU path
+            raise
+        if found is None:
+            if engine == "auto":
+                return None
+            raise InvalidParameterError(f"engine {engine!r} has no copy mode to restore "
+                                        f"through; use engine 'cpu' or 'none' (the CPU "
+                                        f"path)")
+        copier = found
+    if copier.dma_only and not dma_target:
         if engine == "auto":
-            return None  # no engine usable here: the CPU path
-        raise
+            copier.close()
+            return None
+        raise InvalidParameterError(f"engine {copier.name!r} copies only into DMA-able "
+                                    f"memory (a ring created with --udmabuf); restore this "
+                                    f"ring with engine 'cpu' or 'none'")
+    return copier
 
 
 def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = False,
@@ -662,10 +803,14 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
     ``Segment`` (a recovery process that keeps the ring mapped): its mapping is written
     directly, with no page-table work (see ``docs/images.md`` for the figures).
 
-    ``engine``: an in-place restore of an uncompressed image goes through this engine's
-    copy mode when it has one (``auto``: the engine ``open_engine`` would pick; a name;
-    a :class:`pyshm.engine.Copier`; None for the CPU path): the engine verifies the
-    chunks, then copies them and checks each CRC again from the bytes written.
+    ``engine``: an uncompressed image goes through this engine's copy mode (``auto``:
+    the engine ``open_engine`` would pick, when it has one that can write the target;
+    a name; a :class:`pyshm.engine.Copier`; None or ``"none"`` for the CPU path). Into
+    a new segment the engine copies every chunk and checks its CRC from the bytes
+    written (one pass: the segment has no name until it succeeds); in place it verifies
+    every chunk first, then copies and checks again. A compressed image is decompressed
+    and checked by the CPU whatever ``engine`` says. :attr:`RestoreInfo.engine` says
+    which engine copied (None: the CPU path).
     """
     if not in_place and not isinstance(target, (str, os.PathLike)):
         raise InvalidParameterError("a Ring or Segment object is only accepted with "
@@ -673,13 +818,20 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
     with fmt.ImageReader(image) as reader:
         h = reader.header
         cap = h.params.capacity
-        if in_place:
-            copier = _copier(engine) if h.compression == fmt.COMPRESS_NONE else None
-            return _restore_in_place(reader, target, force=force, progress=progress,
-                                     copier=copier)
-        if h.compression == fmt.COMPRESS_NONE:
-            return _restore_mapped(reader, target, overwrite=overwrite, force=force,
-                                   mode=mode, prefault=prefault, progress=progress)
+        uncompressed = h.compression == fmt.COMPRESS_NONE
+        copier = _copier(engine, dma_target=_dma_target(target, in_place)) \
+            if uncompressed else None
+        try:
+            if in_place:
+                return _restore_in_place(reader, target, force=force, progress=progress,
+                                         copier=copier)
+            if uncompressed:
+                return _restore_mapped(reader, target, overwrite=overwrite, force=force,
+                                       mode=mode, prefault=prefault, progress=progress,
+                                       copier=copier)
+        finally:
+            if copier is not None and copier is not engine:
+                copier.close()  # one we opened
 
         def fill(data: memoryview) -> None:
             total = h.data_length
@@ -695,6 +847,23 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
 
         return _build(target, h.params, h, fill, overwrite=overwrite, mode=mode,
                       prefault=prefault, force=force)
+
+
+def _dma_target(target: Any, in_place: bool) -> bool:
+    """Whether the ring the restore writes lives in DMA-able memory (a u-dma-buf buffer):
+    only an existing ring restored in place can; a new segment is ordinary shared
+    memory."""
+    if not in_place:
+        return False
+    from ..udmabuf import is_device_link
+
+    seg = getattr(target, "segment", target)
+    if isinstance(seg, Segment):
+        return bool(seg.bus_address) or is_device_link(seg.path)
+    try:
+        return is_device_link(resolve_path(target))
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def restore_capture(cap: Capture, target: str, *, overwrite: bool = False,
