@@ -298,3 +298,28 @@ def test_read_data_is_verified_copy(image):
     with fmt.ImageReader(path) as r:
         arr = r.read_data()
     assert isinstance(arr, np.ndarray) and bytes(arr) == data
+
+
+def test_durable_writes_start_writeback_chunk_by_chunk(tmp_path, monkeypatch):
+    """With sync=True the writer asks the kernel to start writing each chunk's whole
+    pages as soon as they are written (not all at the fsync): page-aligned, contiguous
+    ranges after the header and table, covering the data; never with sync=False."""
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(fmt, "_start_writeback", lambda fd, off, n: calls.append((off, n)))
+    data, n = encoded_window(3000)
+    assert len(data) > 5 * fmt.MIN_CHUNK
+    h = fmt.write_image(tmp_path / "a", header_for(data, n), data, chunk_size=fmt.MIN_CHUNK,
+                        sync=True)
+    data_start = fmt.HEADER_SIZE + h.chunk_count * fmt.ENTRY_SIZE
+    assert len(calls) >= h.chunk_count - 1
+    assert calls[0][0] == -(-data_start // 4096) * 4096
+    for (off, length), (nxt, _) in zip(calls, calls[1:], strict=False):
+        assert off % 4096 == 0 and length % 4096 == 0 and off + length == nxt
+    end = calls[-1][0] + calls[-1][1]
+    assert data_start + len(data) - 4096 < end <= data_start + len(data)
+    with fmt.ImageReader(tmp_path / "a") as r:  # and the image is intact
+        assert bytes(r.read_data()) == data and r.header == h
+    calls.clear()
+    fmt.write_image(tmp_path / "b", header_for(data, n), data, chunk_size=fmt.MIN_CHUNK,
+                    sync=False)
+    assert calls == []
