@@ -122,52 +122,60 @@ localparam OW = 16;                             // bursts owed / outstanding
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2;
 
-// ---------------------------------------------------------------- run state
-reg [BW-1:0] total_reg;                         // beats of the run
-reg [BW-1:0] r_idx_reg;                         // data beats received
-reg [BW-1:0] b_idx_reg;                         // data beats acknowledged
-reg [BW-1:0] w_left_reg;                        // data beats not yet loaded into W
-reg [MBW-1:0] w_low_reg;                        // beat index within its aligned group
-reg w_first_reg;
-reg [BYTES-1:0] first_strb_reg, last_strb_reg;
-reg [ADDR_WIDTH-1:0] ar_off_reg, aw_off_reg;
-reg [CW-1:0] credit_reg;
-reg [OW-1:0] rd_bursts_reg;                     // data read bursts in flight
-reg [OW-1:0] aw_owed_reg;                       // read bursts issued whose AW is not loaded
-reg [OW-1:0] b_owed_reg;                        // AW handshakes without a B yet
+// ---------------------------------------------------------------- state (x_reg / x_next)
+// run
+reg [BW-1:0] total_reg, total_next;            // beats of the run
+reg [BW-1:0] r_idx_reg, r_idx_next;            // data beats received
+reg [BW-1:0] b_idx_reg, b_idx_next;            // data beats acknowledged
+reg [BW-1:0] w_left_reg, w_left_next;          // data beats not yet loaded into W
+reg [MBW-1:0] w_low_reg, w_low_next;           // beat index within its aligned group
+reg w_first_reg, w_first_next;
+reg [BYTES-1:0] first_strb_reg, first_strb_next;
+reg [BYTES-1:0] last_strb_reg, last_strb_next;
+reg [ADDR_WIDTH-1:0] ar_off_reg, ar_off_next;
+reg [ADDR_WIDTH-1:0] aw_off_reg, aw_off_next;
+reg [CW-1:0] credit_reg, credit_next;
+reg [OW-1:0] rd_bursts_reg, rd_bursts_next;    // data read bursts in flight
+reg [OW-1:0] aw_owed_reg, aw_owed_next;        // read bursts issued whose AW is not loaded
+reg [OW-1:0] b_owed_reg, b_owed_next;          // AW handshakes without a B yet
 
 // channel registers
-reg ar_valid_reg;
-reg [ADDR_WIDTH-1:0] ar_addr_reg;
-reg [7:0] ar_len_reg;
-reg [2:0] ar_size_reg;
-reg aw_valid_reg;
-reg [ADDR_WIDTH-1:0] aw_addr_reg;
-reg [7:0] aw_len_reg;
-reg [2:0] aw_size_reg;
-reg w_valid_reg;
-reg [DATA_WIDTH-1:0] w_data_reg;
-reg [BYTES-1:0] w_strb_reg;
-reg w_last_reg;
+reg ar_valid_reg, ar_valid_next;
+reg [ADDR_WIDTH-1:0] ar_addr_reg, ar_addr_next;
+reg [7:0] ar_len_reg, ar_len_next;
+reg [2:0] ar_size_reg, ar_size_next;
+reg aw_valid_reg, aw_valid_next;
+reg [ADDR_WIDTH-1:0] aw_addr_reg, aw_addr_next;
+reg [7:0] aw_len_reg, aw_len_next;
+reg [2:0] aw_size_reg, aw_size_next;
+reg w_valid_reg, w_valid_next;
+reg [DATA_WIDTH-1:0] w_data_reg, w_data_next;
+reg [BYTES-1:0] w_strb_reg, w_strb_next;
+reg w_last_reg, w_last_next;
 
 // word accesses
-reg word_ar_pend_reg;                           // word read not yet on AR
-reg word_r_busy_reg;                            // word read waiting for R
-reg word_mode_reg;                              // word write until its B
-reg word_aw_pend_reg, word_w_pend_reg;
-reg [ADDR_WIDTH-1:0] word_addr_reg;
-reg [63:0] word_wdata_reg;
-reg word_done_reg;
-reg [63:0] word_rdata_reg;
-reg [1:0] word_resp_reg;
+reg word_ar_pend_reg, word_ar_pend_next;    // word read not yet on AR
+reg word_r_busy_reg, word_r_busy_next;      // word read waiting for R
+reg word_mode_reg, word_mode_next;          // word write until its B
+reg word_aw_pend_reg, word_aw_pend_next;
+reg word_w_pend_reg, word_w_pend_next;
+reg [ADDR_WIDTH-1:0] word_addr_reg, word_addr_next;
+reg [63:0] word_wdata_reg, word_wdata_next;
+reg word_done_reg, word_done_next;
+reg [63:0] word_rdata_reg, word_rdata_next;
+reg [1:0] word_resp_reg, word_resp_next;
 
-reg err_valid_reg;
-reg [7:0] err_code_reg;
-reg [1:0] err_where_reg;
-reg [BW-1:0] err_idx_reg;
-reg [31:0] wd_cnt_reg;
-reg wd_fired_reg;
-reg burst_issued_reg;
+reg err_valid_reg, err_valid_next;
+reg [7:0] err_code_reg, err_code_next;
+reg [1:0] err_where_reg, err_where_next;
+reg [BW-1:0] err_idx_reg, err_idx_next;
+reg [31:0] wd_cnt_reg, wd_cnt_next;
+reg wd_fired_reg, wd_fired_next;
+reg burst_issued_reg, burst_issued_next;
+// registered: the controller acts on it a cycle late, far from the mover's counters.
+// Nothing outstanding can start again without a request, so a cycle-old "idle and no
+// request" still holds.
+reg quiet_reg, quiet_next;
 
 // ---------------------------------------------------------------- planners
 wire ar_plan_valid, aw_plan_valid, b_plan_valid;
@@ -191,7 +199,7 @@ rm_burst_plan #(.BW(BW), .MAX_BURST_LEN(MAX_BURST_LEN)) b_plan (
     .load_low(copy_low), .step(b_step), .valid(b_plan_valid), .beats(b_plan_beats),
     .done(b_plan_done));
 
-// ---------------------------------------------------------------- read side
+// ---------------------------------------------------------------- handshake decisions
 wire ar_free = !ar_valid_reg || m_axi_arready;
 wire word_ar_go = word_ar_pend_reg && ar_free;
 wire [CW-1:0] ar_beats_c = {{(CW-9){1'b0}}, ar_plan_beats};
@@ -220,7 +228,6 @@ rm_fifo #(.WIDTH(DATA_WIDTH), .DEPTH(FIFO_DEPTH)) data_fifo (
     .empty(fifo_empty)
 );
 
-// ---------------------------------------------------------------- write side
 wire aw_free = !aw_valid_reg || m_axi_awready;
 wire word_aw_go = word_aw_pend_reg && aw_free;
 wire aw_data_go = aw_owed_reg != 0 && aw_plan_valid && !word_mode_reg && aw_free && !clear;
@@ -245,168 +252,238 @@ wire any_hs = (m_axi_arvalid && m_axi_arready) || (m_axi_awvalid && m_axi_awread
 wire idle_now = !ar_valid_reg && rd_bursts_reg == 0 && !word_ar_pend_reg && !word_r_busy_reg
     && aw_owed_reg == 0 && !aw_valid_reg && fifo_empty && !w_valid_reg && b_owed_reg == 0
     && !word_mode_reg;
-// registered: the controller acts on it a cycle late, far from the mover's counters.
-// Nothing outstanding can start again without a request, so a cycle-old "idle and no
-// request" still holds.
-reg quiet_reg;
-assign quiet = quiet_reg;
 
-always @(posedge clk) begin
-    burst_issued_reg <= 1'b0;
-    word_done_reg <= 1'b0;
-    err_valid_reg <= 1'b0;
+// ---------------------------------------------------------------- next state
+always @* begin
+    total_next = total_reg;
+    r_idx_next = r_idx_reg;
+    b_idx_next = b_idx_reg;
+    w_left_next = w_left_reg;
+    w_low_next = w_low_reg;
+    w_first_next = w_first_reg;
+    first_strb_next = first_strb_reg;
+    last_strb_next = last_strb_reg;
+    ar_off_next = ar_off_reg;
+    aw_off_next = aw_off_reg;
+    ar_valid_next = ar_valid_reg && !m_axi_arready;
+    ar_addr_next = ar_addr_reg;
+    ar_len_next = ar_len_reg;
+    ar_size_next = ar_size_reg;
+    aw_valid_next = aw_valid_reg && !m_axi_awready;
+    aw_addr_next = aw_addr_reg;
+    aw_len_next = aw_len_reg;
+    aw_size_next = aw_size_reg;
+    w_valid_next = w_valid_reg && !m_axi_wready;
+    w_data_next = w_data_reg;
+    w_strb_next = w_strb_reg;
+    w_last_next = w_last_reg;
+    word_ar_pend_next = word_ar_pend_reg;
+    word_r_busy_next = word_r_busy_reg;
+    word_mode_next = word_mode_reg;
+    word_aw_pend_next = word_aw_pend_reg;
+    word_w_pend_next = word_w_pend_reg;
+    word_addr_next = word_addr_reg;
+    word_wdata_next = word_wdata_reg;
+    word_done_next = 1'b0;
+    word_rdata_next = word_rdata_reg;
+    word_resp_next = word_resp_reg;
+    err_valid_next = 1'b0;
+    err_code_next = err_code_reg;
+    err_where_next = err_where_reg;
+    err_idx_next = err_idx_reg;
+    wd_cnt_next = wd_cnt_reg;
+    wd_fired_next = wd_fired_reg && !clear;
+    burst_issued_next = 1'b0;
 
     // run start: the controller starts a run only when the mover is quiet
     if (copy_start) begin
-        total_reg <= copy_beats;
-        r_idx_reg <= 0;
-        b_idx_reg <= 0;
-        w_left_reg <= copy_beats;
-        w_low_reg <= copy_low[MBW-1:0] & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
-        w_first_reg <= 1'b1;
-        first_strb_reg <= copy_first_strb;
-        last_strb_reg <= copy_last_strb;
-        ar_off_reg <= copy_off;
-        aw_off_reg <= copy_off;
+        total_next = copy_beats;
+        r_idx_next = 0;
+        b_idx_next = 0;
+        w_left_next = copy_beats;
+        w_low_next = copy_low[MBW-1:0] & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
+        w_first_next = 1'b1;
+        first_strb_next = copy_first_strb;
+        last_strb_next = copy_last_strb;
+        ar_off_next = copy_off;
+        aw_off_next = copy_off;
     end
 
     // AR: word reads first (never while a run reads), then data bursts
-    if (ar_valid_reg && m_axi_arready) begin
-        ar_valid_reg <= 1'b0;
-    end
     if (word_rd) begin
-        word_ar_pend_reg <= 1'b1;
-        word_r_busy_reg <= 1'b1;
-        word_addr_reg <= word_addr;
+        word_ar_pend_next = 1'b1;
+        word_r_busy_next = 1'b1;
+        word_addr_next = word_addr;
     end
     if (word_ar_go) begin
-        word_ar_pend_reg <= 1'b0;
-        ar_valid_reg <= 1'b1;
-        ar_addr_reg <= word_addr_reg;
-        ar_len_reg <= 8'd0;
-        ar_size_reg <= 3'd3;
+        word_ar_pend_next = 1'b0;
+        ar_valid_next = 1'b1;
+        ar_addr_next = word_addr_reg;
+        ar_len_next = 8'd0;
+        ar_size_next = 3'd3;
     end else if (ar_issue) begin
-        ar_valid_reg <= 1'b1;
-        ar_addr_reg <= src_base + ar_off_reg;
-        ar_len_reg <= ar_plan_beats[7:0] - 8'd1;
-        ar_size_reg <= FULL_SIZE;
-        ar_off_reg <= (ar_off_reg + ({{(ADDR_WIDTH-9){1'b0}}, ar_plan_beats} << LSB)) & off_mask;
-        burst_issued_reg <= 1'b1;
+        ar_valid_next = 1'b1;
+        ar_addr_next = src_base + ar_off_reg;
+        ar_len_next = ar_plan_beats[7:0] - 8'd1;
+        ar_size_next = FULL_SIZE;
+        ar_off_next = (ar_off_reg + ({{(ADDR_WIDTH-9){1'b0}}, ar_plan_beats} << LSB)) & off_mask;
+        burst_issued_next = 1'b1;
     end
 
     // R
     if (r_fire && word_r_busy_reg) begin
-        word_r_busy_reg <= 1'b0;
-        word_rdata_reg <= r_shifted[63:0];
-        word_resp_reg <= m_axi_rresp;
-        word_done_reg <= 1'b1;
+        word_r_busy_next = 1'b0;
+        word_rdata_next = r_shifted[63:0];
+        word_resp_next = m_axi_rresp;
+        word_done_next = 1'b1;
     end
     if (r_data) begin
-        r_idx_reg <= r_idx_reg + 1'b1;
+        r_idx_next = r_idx_reg + 1'b1;
         if (r_err && !err_valid_reg) begin
-            err_valid_reg <= 1'b1;
-            err_code_reg <= m_axi_rresp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
-            err_where_reg <= W_SRC;
-            err_idx_reg <= r_idx_reg;
+            err_valid_next = 1'b1;
+            err_code_next = m_axi_rresp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
+            err_where_next = W_SRC;
+            err_idx_next = r_idx_reg;
         end
     end
 
     // AW: a word write, else a data burst owed by an issued read
-    if (aw_valid_reg && m_axi_awready) begin
-        aw_valid_reg <= 1'b0;
-    end
     if (word_wr) begin
-        word_mode_reg <= 1'b1;
-        word_aw_pend_reg <= 1'b1;
-        word_w_pend_reg <= 1'b1;
-        word_addr_reg <= word_addr;
-        word_wdata_reg <= word_wdata;
+        word_mode_next = 1'b1;
+        word_aw_pend_next = 1'b1;
+        word_w_pend_next = 1'b1;
+        word_addr_next = word_addr;
+        word_wdata_next = word_wdata;
     end
     if (word_aw_go) begin
-        word_aw_pend_reg <= 1'b0;
-        aw_valid_reg <= 1'b1;
-        aw_addr_reg <= word_addr_reg;
-        aw_len_reg <= 8'd0;
-        aw_size_reg <= 3'd3;
+        word_aw_pend_next = 1'b0;
+        aw_valid_next = 1'b1;
+        aw_addr_next = word_addr_reg;
+        aw_len_next = 8'd0;
+        aw_size_next = 3'd3;
     end else if (aw_data_go) begin
-        aw_valid_reg <= 1'b1;
-        aw_addr_reg <= dst_base + aw_off_reg;
-        aw_len_reg <= aw_plan_beats[7:0] - 8'd1;
-        aw_size_reg <= FULL_SIZE;
-        aw_off_reg <= (aw_off_reg + ({{(ADDR_WIDTH-9){1'b0}}, aw_plan_beats} << LSB)) & off_mask;
+        aw_valid_next = 1'b1;
+        aw_addr_next = dst_base + aw_off_reg;
+        aw_len_next = aw_plan_beats[7:0] - 8'd1;
+        aw_size_next = FULL_SIZE;
+        aw_off_next = (aw_off_reg + ({{(ADDR_WIDTH-9){1'b0}}, aw_plan_beats} << LSB)) & off_mask;
     end
 
     // W: the register changes only when empty or accepted
-    if (w_valid_reg && m_axi_wready) begin
-        w_valid_reg <= 1'b0;
-    end
     if (word_w_go) begin
-        word_w_pend_reg <= 1'b0;
-        w_valid_reg <= 1'b1;
-        w_data_reg <= {(DATA_WIDTH/64){word_wdata_reg}};
-        w_strb_reg <= word_strb;
-        w_last_reg <= 1'b1;
+        word_w_pend_next = 1'b0;
+        w_valid_next = 1'b1;
+        w_data_next = {(DATA_WIDTH/64){word_wdata_reg}};
+        w_strb_next = word_strb;
+        w_last_next = 1'b1;
     end else if (w_data_load) begin
-        w_valid_reg <= 1'b1;
-        w_data_reg <= fifo_data;
-        w_strb_reg <= w_beat_strb;
-        w_last_reg <= w_group_end || w_is_last;
-        w_left_reg <= w_left_reg - 1'b1;
-        w_low_reg <= (w_low_reg + 1'b1) & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
-        w_first_reg <= 1'b0;
+        w_valid_next = 1'b1;
+        w_data_next = fifo_data;
+        w_strb_next = w_beat_strb;
+        w_last_next = w_group_end || w_is_last;
+        w_left_next = w_left_reg - 1'b1;
+        w_low_next = (w_low_reg + 1'b1) & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
+        w_first_next = 1'b0;
     end
 
     // B
     if (b_fire && word_mode_reg) begin
-        word_mode_reg <= 1'b0;
-        word_resp_reg <= m_axi_bresp;
-        word_done_reg <= 1'b1;
+        word_mode_next = 1'b0;
+        word_resp_next = m_axi_bresp;
+        word_done_next = 1'b1;
     end
     if (b_data) begin
-        b_idx_reg <= b_idx_reg + {{(BW-9){1'b0}}, b_plan_beats};
+        b_idx_next = b_idx_reg + {{(BW-9){1'b0}}, b_plan_beats};
         if (m_axi_bresp[1] && !err_valid_reg) begin
-            err_valid_reg <= 1'b1;
-            err_code_reg <= m_axi_bresp == 2'b11 ? RM_FAULT_WRITE_DECERR : RM_FAULT_WRITE_SLVERR;
-            err_where_reg <= W_DST;
-            err_idx_reg <= b_idx_reg;
+            err_valid_next = 1'b1;
+            err_code_next = m_axi_bresp == 2'b11 ? RM_FAULT_WRITE_DECERR : RM_FAULT_WRITE_SLVERR;
+            err_where_next = W_DST;
+            err_idx_next = b_idx_reg;
         end
     end
 
     // counters of outstanding work
-    credit_reg <= credit_reg - (ar_issue ? ar_beats_c : {CW{1'b0}})
+    credit_next = credit_reg - (ar_issue ? ar_beats_c : {CW{1'b0}})
                              + {{(CW-1){1'b0}}, w_data_load};
-    rd_bursts_reg <= rd_bursts_reg + {{(OW-1){1'b0}}, ar_issue}
+    rd_bursts_next = rd_bursts_reg + {{(OW-1){1'b0}}, ar_issue}
                                    - {{(OW-1){1'b0}}, r_data && m_axi_rlast};
-    aw_owed_reg <= aw_owed_reg + {{(OW-1){1'b0}}, ar_issue}
+    aw_owed_next = aw_owed_reg + {{(OW-1){1'b0}}, ar_issue}
                                - {{(OW-1){1'b0}}, aw_data_go};
-    b_owed_reg <= b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
+    b_owed_next = b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
                              - {{(OW-1){1'b0}}, b_fire};
 
-    quiet_reg <= idle_now && !word_rd && !word_wr && !copy_start;
+    quiet_next = idle_now && !word_rd && !word_wr && !copy_start;
     // watchdog: no handshake on any channel for `watchdog` cycles while work is waiting
     if (idle_now || any_hs || watchdog == 32'd0) begin
-        wd_cnt_reg <= watchdog;
+        wd_cnt_next = watchdog;
     end else if (wd_cnt_reg != 32'd0) begin
-        wd_cnt_reg <= wd_cnt_reg - 32'd1;
+        wd_cnt_next = wd_cnt_reg - 32'd1;
         if (wd_cnt_reg == 32'd1 && !wd_fired_reg) begin
-            wd_fired_reg <= 1'b1;
-            err_valid_reg <= 1'b1;
-            err_code_reg <= RM_FAULT_WATCHDOG;
+            wd_fired_next = 1'b1;
+            err_valid_next = 1'b1;
+            err_code_next = RM_FAULT_WATCHDOG;
             if (word_ar_pend_reg || word_r_busy_reg || word_mode_reg) begin
-                err_where_reg <= W_WORD;
-                err_idx_reg <= 0;
+                err_where_next = W_WORD;
+                err_idx_next = 0;
             end else if (ar_valid_reg || rd_bursts_reg != 0) begin
-                err_where_reg <= W_SRC;
-                err_idx_reg <= r_idx_reg;
+                err_where_next = W_SRC;
+                err_idx_next = r_idx_reg;
             end else begin
-                err_where_reg <= W_DST;
-                err_idx_reg <= b_idx_reg;
+                err_where_next = W_DST;
+                err_idx_next = b_idx_reg;
             end
         end
     end
     if (clear) begin
-        wd_fired_reg <= 1'b0;
+        wd_fired_next = 1'b0;
     end
+end
+
+always @(posedge clk) begin
+    total_reg <= total_next;
+    r_idx_reg <= r_idx_next;
+    b_idx_reg <= b_idx_next;
+    w_left_reg <= w_left_next;
+    w_low_reg <= w_low_next;
+    w_first_reg <= w_first_next;
+    first_strb_reg <= first_strb_next;
+    last_strb_reg <= last_strb_next;
+    ar_off_reg <= ar_off_next;
+    aw_off_reg <= aw_off_next;
+    credit_reg <= credit_next;
+    rd_bursts_reg <= rd_bursts_next;
+    aw_owed_reg <= aw_owed_next;
+    b_owed_reg <= b_owed_next;
+    ar_valid_reg <= ar_valid_next;
+    ar_addr_reg <= ar_addr_next;
+    ar_len_reg <= ar_len_next;
+    ar_size_reg <= ar_size_next;
+    aw_valid_reg <= aw_valid_next;
+    aw_addr_reg <= aw_addr_next;
+    aw_len_reg <= aw_len_next;
+    aw_size_reg <= aw_size_next;
+    w_valid_reg <= w_valid_next;
+    w_data_reg <= w_data_next;
+    w_strb_reg <= w_strb_next;
+    w_last_reg <= w_last_next;
+    word_ar_pend_reg <= word_ar_pend_next;
+    word_r_busy_reg <= word_r_busy_next;
+    word_mode_reg <= word_mode_next;
+    word_aw_pend_reg <= word_aw_pend_next;
+    word_w_pend_reg <= word_w_pend_next;
+    word_addr_reg <= word_addr_next;
+    word_wdata_reg <= word_wdata_next;
+    word_done_reg <= word_done_next;
+    word_rdata_reg <= word_rdata_next;
+    word_resp_reg <= word_resp_next;
+    err_valid_reg <= err_valid_next;
+    err_code_reg <= err_code_next;
+    err_where_reg <= err_where_next;
+    err_idx_reg <= err_idx_next;
+    wd_cnt_reg <= wd_cnt_next;
+    wd_fired_reg <= wd_fired_next;
+    burst_issued_reg <= burst_issued_next;
+    quiet_reg <= quiet_next;
 
     if (rst) begin
         total_reg <= 0;
@@ -448,6 +525,7 @@ assign err_valid = err_valid_reg;
 assign err_code = err_code_reg;
 assign err_where = err_where_reg;
 assign err_idx = err_idx_reg;
+assign quiet = quiet_reg;
 
 assign m_axi_awid = {ID_WIDTH{1'b0}};
 assign m_axi_awaddr = aw_addr_reg;
