@@ -454,6 +454,14 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
                  f"mirroring {rc.name} -> {rc.replica.name}")
         return sup
 
+    def first_tick(after: int, proc: subprocess.Popen[bytes]) -> None:
+        # a phase lasts `duration` s of publishing: the clock starts at the producer's
+        # first record, not at its spawn (starting Python and numpy can take longer than
+        # a short phase on a loaded machine, which then published nothing at all)
+        with Ring(ring_path, readonly=True) as r:
+            _wait_for(lambda: r.next_sequence > after, 60, "the producer's first tick",
+                      alive=proc)
+
     def progress_loop(seconds: float, label: str) -> None:
         end = time.monotonic() + seconds
         ring = Ring(ring_path, readonly=True)
@@ -496,6 +504,7 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
     prod = demo.role("producer1", {**producer_spec, "seed": 1, "result": demo.path("p1.json")})
     demo.say(f"producer pid {prod.pid} publishing ~{rate:,.0f} ticks/s over {instruments} "
              f"instruments; strategy and logger consuming")
+    first_tick(0, prod)
     progress_loop(duration, "phase 1")
 
     # -- crash -------------------------------------------------------------------------
@@ -549,6 +558,7 @@ def _script(demo: _Demo, cfg_path: str, cfg: Any, rc: Any, duration: float, rate
                                    "result": demo.path("p2.json")})
     demo.say(f"producer restarted (pid {prod.pid}), resuming at the ring's next sequence, "
              f"{info.next_sequence:,}")
+    first_tick(info.next_sequence, prod)
     state_kill: dict[str, Any] = {}
     if sc is not None:
         # kill -9 the strategy's state writer half-way: pyshm run restarts it, and it
