@@ -79,7 +79,10 @@ def run_one(name: str, quick: bool, timeout: float, extra: list[str]) -> dict[st
         with open(log_path, encoding="utf-8", errors="replace") as f:
             tail = f.read()[-1500:]
         print("  last lines of the log:\n    " + tail.replace("\n", "\n    "), flush=True)
-    return {"name": name, "command": cmd[1:], "status": status, "returncode": rc,
+    # paths relative to the repository, so the results say nothing about this checkout
+    command = [os.path.relpath(c, os.path.dirname(HERE)) if os.path.isabs(c) else c
+               for c in cmd[1:]]
+    return {"name": name, "command": command, "status": status, "returncode": rc,
             "seconds": round(dt, 1), "log": os.path.relpath(log_path, RESULTS)}
 
 

@@ -565,7 +565,8 @@ def main() -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg": os.getloadavg()},
-        "args": {k: v for k, v in vars(args).items() if k != "producer"},
+        "args": {k: (os.path.relpath(v) if k == "out" else v)
+                 for k, v in vars(args).items() if k != "producer"},
         "sizes": [],
     }
     parts = {x.strip() for x in args.parts.split(",") if x.strip()}

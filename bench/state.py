@@ -628,7 +628,8 @@ def main() -> int:
               f"{res_kill['restart_to_caught_up_s_p50']} s", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    doc = {"config": vars(args), "seconds": round(time.time() - t0, 1),
+    doc = {"config": {k: (os.path.relpath(v) if k == "out" else v)
+                      for k, v in vars(args).items()}, "seconds": round(time.time() - t0, 1),
            "loadavg_end": list(os.getloadavg()), "row_costs": res_rows,
            "snapshot": res_snap, "recovery": res_rec, "handover": res_ho,
            "kills": res_kill, "machine_start": machine_info()}
