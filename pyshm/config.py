@@ -392,7 +392,8 @@ BRIDGE_KEYS = {
     "stream": "JetStream stream name (required)",
     "subject": "subject (default pyshm.<ring>; in: needed when a stream carries several)",
     "nats": "connection of this bridge (default: the top-level nats section)",
-    "replicas": "out: replicas of a stream it creates (default 1)",
+    "replicas": "out: replicas of a stream it creates (default 1); an existing stream "
+                "with another count is refused",
     "window": "out: records in flight (default 4096)",
     "grace": "out: how long its slot keeps gating after it died (default 30s)",
     "ack_timeout": "out: resend what stays unacknowledged this long (default 5s)",

@@ -123,3 +123,35 @@ def test_far_ring_of_another_size_is_refused(nats_server, procs, new_name):
     assert records(far) == [] and records(plain) == []
     out.send_signal(signal.SIGTERM)
     assert out.wait(30) == 0
+
+
+async def _make_stream(url: str, stream: str, subjects: list[str]) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    await nc.jetstream().add_stream(name=stream, subjects=subjects, num_replicas=1)
+    await nc.close()
+
+
+def test_existing_stream_with_other_replicas_or_subjects_is_refused(nats_server, procs,
+                                                                    new_name):
+    src = new_name()
+    Ring.create(src, 1 << 14, lossless=True).close()
+    publish(src, 0, 10)
+    ours, other = "R" + src[-10:].replace("_", ""), "O" + src[-10:].replace("_", "")
+    asyncio.run(_make_stream(nats_server.url, ours, [f"pyshm.{src}"]))
+    asyncio.run(_make_stream(nats_server.url, other, ["elsewhere.>"]))
+    cmd = ["bridge", "out", src, "--server", nats_server.url, "--grace", "1"]
+    asked_three = procs.start(*cmd, "--stream", ours, "--replicas", "3", log="r3.log")
+    wrong_subject = procs.start(*cmd, "--stream", other, log="subj.log")
+    assert asked_three.wait(60) == 1 and wrong_subject.wait(60) == 1
+    err = (procs.cwd + "/r3.log", procs.cwd + "/subj.log")
+    r3, subj = (open(p, encoding="utf-8").read() for p in err)
+    assert f"stream '{ours}' exists with 1 replica(s), not the 3 asked (--replicas)" in r3
+    assert f"stream '{other}' exists but does not take subject 'pyshm.{src}' (its " \
+           f"subjects: elsewhere.>)" in subj
+    assert "Traceback" not in r3 + subj
+    r = procs.run("bridge", "out", src, "--server", nats_server.url, "--stream", ours,
+                  "--replicas", "0")
+    assert r.returncode == 1 and "--replicas 0: must be at least 1" in r.stderr
+    assert len(records(src)) == 10

@@ -41,7 +41,7 @@ def run_spec(spec: dict[str, Any]) -> int:
         from .outbound import OutConfig, run_out
 
         cfg = OutConfig(ring=spec["ring"], nats=opts, stream=spec["stream"],
-                        subject=o.get("subject"), replicas=o.get("replicas", 1),
+                        subject=o.get("subject"), replicas=o.get("replicas"),
                         window=o.get("window", 4096), grace=o.get("grace", 30.0),
                         ack_timeout=o.get("ack_timeout", 5.0), start=o.get("start", "oldest"),
                         stats_interval=interval)

@@ -57,7 +57,7 @@ class OutConfig:
     nats: NatsOptions
     stream: str
     subject: str | None = None
-    replicas: int = 1
+    replicas: int | None = None        # None: 1 for a new stream, any for an existing one
     window: int = DEFAULT_WINDOW
     window_bytes: int = DEFAULT_WINDOW_BYTES
     batch: int = DEFAULT_BATCH
@@ -179,8 +179,9 @@ class BridgeOut:
         except NotFoundError:
             si = None
         if si is None:
+            replicas = cfg.replicas or 1
             sc = StreamConfig(name=cfg.stream, subjects=[self.subject],
-                              num_replicas=cfg.replicas, storage=StorageType.FILE,
+                              num_replicas=replicas, storage=StorageType.FILE,
                               duplicate_window=DEFAULT_DUPLICATE_WINDOW,
                               metadata={key: info.to_json()})
             try:
@@ -191,13 +192,22 @@ class BridgeOut:
                 raise BridgeError(f"cannot create stream {cfg.stream!r}: "
                                   f"{scrub(str(exc))}") from None
             log.info("bridge out %s: created stream %s (subject %s, %d replica(s))",
-                     ring.name, cfg.stream, self.subject, cfg.replicas)
+                     ring.name, cfg.stream, self.subject, replicas)
             return
         subjects = list(si.config.subjects or [])
         if not any(P.subject_matches(s, self.subject) for s in subjects):
             raise BridgeError(f"stream {cfg.stream!r} exists but does not take subject "
                               f"{self.subject!r} (its subjects: {', '.join(subjects)}); "
                               f"pass --subject with one of them, or use another stream")
+        actual = si.config.num_replicas or 1
+        if cfg.replicas is not None and cfg.replicas != actual:
+            # the stream is what protects the records: never run on fewer copies than
+            # asked, and never change the replication of a stream others may use
+            raise BridgeError(f"stream {cfg.stream!r} exists with {actual} replica(s), not "
+                              f"the {cfg.replicas} asked (--replicas): the bridge does not "
+                              f"change an existing stream; change it with your NATS tools "
+                              f"(nats stream edit {cfg.stream} --replicas {cfg.replicas}), "
+                              f"or leave out --replicas to use it as it is")
         # the subject's messages must be ours before the stream is labelled as a ring's
         await self._last_in_stream(ring)
         meta = dict(si.config.metadata or {})

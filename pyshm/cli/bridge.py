@@ -77,8 +77,11 @@ def register(sub: Any) -> None:
     _nats_args(o)
     o.add_argument("--stream", required=True, help="JetStream stream name")
     o.add_argument("--subject", help="subject to publish on (default pyshm.<ring>)")
-    o.add_argument("--replicas", type=int, default=1,
-                   help="replicas of a stream created by the bridge (default 1)")
+    o.add_argument("--replicas", type=int, metavar="N",
+                   help="replicas of the stream when the bridge creates it (default 1); "
+                        "if the stream exists with another replica count the bridge "
+                        "refuses to start (it never changes an existing stream); without "
+                        "--replicas any count is accepted")
     o.add_argument("--window", type=int, default=4096,
                    help="records in flight (published, not yet acknowledged; default 4096)")
     o.add_argument("--window-bytes", type=_size, default="64M",
@@ -234,7 +237,8 @@ def cmd_out(args: argparse.Namespace) -> int:
                     window_bytes=args.window_bytes, batch=args.batch, grace=args.grace,
                     ack_timeout=args.ack_timeout, start=args.start,
                     drain_timeout=args.drain_timeout, stats_interval=args.stats_interval)
-    _check_positive(window=args.window, batch=args.batch, replicas=args.replicas)
+    _check_positive(window=args.window, batch=args.batch,
+                    **({"replicas": args.replicas} if args.replicas is not None else {}))
     return _run(args, "out", args.ring, f"out-{args.ring}-{args.stream}", run_out, cfg)
 
 
