@@ -44,7 +44,17 @@ bridges:
     assert "no NATS servers" in text and "a stream name is letters" in text
 
 
-def test_run_keeps_bridges_and_uploads_images(nats_server, procs, new_name, tmp_path):
+def test_run_keeps_bridges_and_uploads_images(procs, new_name, tmp_path):
+    # the server requires the nats section's user and password: the bridges (which get
+    # them on stdin) and the supervisor's uploads must both pass them on
+    from pyshm.bridge.localserver import LocalNats
+
+    auth = 'authorization {\n  users: [{user: alice, password: "hunter2-secret"}]\n}\n'
+    with LocalNats(1, workdir=str(tmp_path / "nats"), extra_conf=auth) as nats_server:
+        _run_with_bridges(nats_server, procs, new_name, tmp_path)
+
+
+def _run_with_bridges(nats_server, procs, new_name, tmp_path):
     src, far = new_name(), new_name()
     stream = "RUN" + src[-8:].replace("_", "")
     bucket = "run" + src[-8:].replace("_", "")
@@ -108,7 +118,8 @@ metrics: {{listen: "127.0.0.1:{port}", status_interval: 200ms}}
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10
                                          ).read().decode()
         assert "pyshm_bridge_lag_records" in metrics and "pyshm_bridge_in_flight" in metrics
-        wait_for(lambda: len(objstore.list_images(f"{nats_server.url}/{bucket}/")) == 2,
+        listing = nats_server.url.replace("nats://", "nats://alice:hunter2-secret@")
+        wait_for(lambda: len(objstore.list_images(f"{listing}/{bucket}/")) == 2,
                  30, "two remote images (remote_keep 2)")
         run.send_signal(signal.SIGTERM)
         assert run.wait(60) == 0
