@@ -600,10 +600,22 @@ def validate(data: Any, source: str = "<string>", lines: dict[Path, int] | None 
 
 
 def _nats_url(v: Any) -> str:
-    text = _str(v)
+    from .bridge.connect import redact
+
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {type(v).__name__}")
+    text = v
     if not text.startswith("nats://") or len(text.split("/")) < 4 or not text.split("/")[3]:
-        raise ValueError(f"{text!r} is not nats://HOST:PORT/BUCKET[/PREFIX]")
+        raise ValueError(f"{redact(text)!r} is not nats://HOST:PORT/BUCKET[/PREFIX]")
     return text
+
+
+def _secret(v: Any) -> str:
+    """A password or token: text, and never quoted back in an error."""
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {type(v).__name__} (value not "
+                         f"shown); write it in quotes, e.g. \"...\", so YAML keeps it as text")
+    return v
 
 
 def _check_nats(ck: _Checker, raw: Any, path: Path) -> dict[str, Any]:
@@ -619,7 +631,7 @@ def _check_nats(ck: _Checker, raw: Any, path: Path) -> dict[str, Any]:
     else:
         out["servers"] = servers
     for key in ("creds", "nkey", "user", "password", "token", "tls_ca", "tls_cert", "tls_key"):
-        v = ck.get(m, key, path, _str)
+        v = ck.get(m, key, path, _secret if key in ("password", "token") else _str)
         if v is not None:
             out[key] = v
     ct = ck.get(m, "connect_timeout", path, _positive_duration)

@@ -327,3 +327,19 @@ def test_malformed_credential_and_certificate_files_are_named_before_connecting(
     kw = NatsOptions(url, creds=secured.creds_file, tls_ca=p.ca, tls_cert=p.client_cert,
                      tls_key=p.client_key).connect_kwargs()
     assert kw["user_credentials"] == secured.creds_file and kw["tls"] is not None
+
+
+def test_configuration_errors_never_quote_a_secret():
+    from pyshm.config import loads
+    from pyshm.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        loads(f"nats: {{servers: 'nats://h:1', password: 98765432123, token: [{TOKEN}]}}\n"
+              f"rings:\n  - name: md\n    capacity: 64K\n    snapshots:\n"
+              f"      directory: /tmp\n      remote: nats://alice:{PASSWORD}@h:1\n")
+    text = str(err.value)
+    assert "nats.password: expected a non-empty string, got int (value not shown)" in text
+    assert "nats.token: expected a non-empty string, got list" in text
+    assert "'nats://alice:***@h:1' is not nats://HOST:PORT/BUCKET" in text
+    for secret in ("98765432123", TOKEN, PASSWORD):
+        assert secret not in text
