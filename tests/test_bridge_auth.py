@@ -343,3 +343,42 @@ def test_configuration_errors_never_quote_a_secret():
     assert "'nats://alice:***@h:1' is not nats://HOST:PORT/BUCKET" in text
     for secret in ("98765432123", TOKEN, PASSWORD):
         assert secret not in text
+
+
+def test_a_bridge_whose_credentials_stop_working_says_why(procs, new_name, tmp_path):
+    import json as _json
+    import urllib.request
+
+    rotated = "pw2-" + secrets.token_hex(8)
+    auth = f'authorization {{\n  users: [{{user: alice, password: "{PASSWORD}"}}]\n}}\n'
+    with LocalNats(1, workdir=str(tmp_path / "nats"), extra_conf=auth) as srv:
+        node = srv.nodes[0]
+        with open(node.conf, encoding="utf-8") as f:
+            conf = f.read()
+
+        def server_password(password: str) -> None:
+            with open(node.conf, "w", encoding="utf-8") as f:
+                f.write(conf.replace(PASSWORD, password))
+
+        def connections() -> int:
+            url = f"http://127.0.0.1:{node.http_port}/connz"
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return int(_json.load(r)["num_connections"])
+        procs.env["PYSHM_NATS_PASSWORD"] = PASSWORD
+        inn = procs.start("bridge", "in", "--server", srv.url, "--user", "alice",
+                          "--stream", "NOTYET", "--to", new_name(), "--wait-stream", "60",
+                          log="in.log")
+        log = tmp_path / "in.log"
+        wait_for(lambda: connections() == 1, 30, "bridge in connected")
+        # the password changes on the server (configuration reload): nats-py closes the
+        # live connection for good, and the bridge stops with the reason
+        server_password(rotated)
+        assert node.proc is not None
+        node.proc.send_signal(signal.SIGHUP)
+        assert inn.wait(30) == 1
+    text = log.read_text()
+    refused = "authorization violation: the server refused user 'alice' and its password"
+    assert f"closed the connection: {refused}" in text
+    assert text.splitlines()[-1] == \
+        f"pyshm bridge in: error: the NATS connection was closed: {refused}"
+    assert PASSWORD not in text and rotated not in text

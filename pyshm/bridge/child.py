@@ -72,6 +72,11 @@ def main() -> int:
     except PyshmError as exc:
         print(f"pyshm bridge {spec.get('kind')}: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # the client library's own errors: one line, no secret
+        from .connect import explain
+
+        print(f"pyshm bridge {spec.get('kind')}: error: {explain(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from urllib.parse import unquote, urlsplit
 from .protocol import BridgeError
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+
+log = logging.getLogger("pyshm.bridge")
 
 
 def require_nats() -> Any:
@@ -245,6 +248,17 @@ def _check_seed_file(path: str) -> None:
                           f"line starting with SU, as `nk -gen user` writes)")
 
 
+_closed_reasons: list[str] = []
+
+
+def explain(exc: BaseException) -> str:
+    """One line for an error of the client library, without any secret; a connection
+    the server closed for good is reported with the reason it gave."""
+    if type(exc).__name__ == "ConnectionClosedError" and _closed_reasons:
+        return f"the NATS connection was closed: {_closed_reasons[-1]}"
+    return f"{type(exc).__name__}: {scrub(str(exc))}"
+
+
 def scrub(text: str) -> str:
     """Remove URL passwords and tokens from a message (errors may quote a URL)."""
     return redact(text)
@@ -316,6 +330,7 @@ async def connect(opts: NatsOptions, attempts: int = 1, **callbacks: Any) -> Any
     connecting = True
     seen: list[BaseException] = []
     refused: asyncio.Future[Any] = loop.create_future()
+    reported: set[str] = set()     # refusals logged since the last (re)connection
 
     async def on_error(exc: Exception) -> None:
         if connecting:
@@ -324,6 +339,14 @@ async def connect(opts: NatsOptions, attempts: int = 1, **callbacks: Any) -> Any
                 refused.set_result(exc)
         elif user_error_cb is not None:
             await user_error_cb(exc)
+        elif _is_refusal(exc):
+            # once connected the client retries for ever: say why it cannot get back (a
+            # certificate expired or replaced), once per reason until it is back; the
+            # ordinary errors of an outage are already said as a disconnection
+            text = describe_connect_error(exc, opts)
+            if text not in reported:
+                reported.add(text)
+                log.warning("NATS at %s: %s (still trying)", opts.display, text)
 
     def after_connected(cb: Any) -> Any:
         # nats-py reports each failed first attempt as a disconnection: not one to the user
@@ -332,6 +355,29 @@ async def connect(opts: NatsOptions, attempts: int = 1, **callbacks: Any) -> Any
                 await cb()
         return call
 
+    user_reconnected = callbacks.pop("reconnected_cb", None)
+
+    async def reconnected() -> None:
+        reported.clear()
+        if user_reconnected is not None:
+            await user_reconnected()
+
+    callbacks["reconnected_cb"] = reconnected
+    user_closed = callbacks.pop("closed_cb", None)
+    current: list[Any] = []
+
+    async def closed() -> None:
+        # nats-py gives up (closes for good) when the server refuses the credentials of
+        # a live connection: say why, here and in the error the bridge then stops with
+        err = current[0].last_error if current else None
+        if err is not None and _is_refusal(err):
+            reason = describe_connect_error(err, opts)
+            _closed_reasons.append(reason)
+            log.error("NATS at %s closed the connection: %s", opts.display, reason)
+        if user_closed is not None:
+            await user_closed()
+
+    callbacks["closed_cb"] = closed
     kw.update({k: after_connected(v) if k.endswith("_cb") else v
                for k, v in callbacks.items()})
     kw["error_cb"] = on_error
@@ -342,6 +388,7 @@ async def connect(opts: NatsOptions, attempts: int = 1, **callbacks: Any) -> Any
     for _ in range(max(1, attempts)):
         seen.clear()
         nc = Client()
+        current[:] = [nc]
         task: asyncio.Future[Any] = asyncio.ensure_future(nc.connect(**kw))
         done, _pending = await asyncio.wait([task, refused], timeout=budget,
                                             return_when=asyncio.FIRST_COMPLETED)

@@ -222,9 +222,9 @@ def _run(args: argparse.Namespace, kind: str, ring: str, label: str, runner: Any
     except PyshmError:
         raise
     except Exception as exc:  # the client library's own errors: say it, no traceback
-        from ..bridge.connect import scrub
+        from ..bridge.connect import explain
 
-        raise BridgeError(f"{type(exc).__name__}: {scrub(str(exc))}") from None
+        raise BridgeError(explain(exc)) from None
     finally:
         status.remove()
 
