@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RTL = ROOT / "hw" / "rtl"
 TB_DIR = Path(__file__).resolve().parent
 RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_mover.v",
-             "rm_burst_plan.v", "rm_fifo.v")   # = pyshm.driver.sim.RTL_FILES (test_regmap checks)
+             "rm_burst_plan.v", "rm_fifo.v",
+             "rm_crc32c.v")   # = pyshm.driver.sim.RTL_FILES (test_regmap checks)
 SOURCES = [RTL / f for f in RTL_FILES]
 SIMULATORS = ("icarus", "verilator")
 
@@ -44,9 +45,11 @@ def python_path() -> list[str]:
 
 def run(sim: str, build_dir: Path, parameters: dict, testcase: str | list[str] | None = None,
         extra_env: dict | None = None, test_module: str = "tb_ring_mirror",
-        rtl_dir: Path = RTL) -> None:
+        rtl_dir: Path = RTL, toplevel: str = "ring_mirror",
+        files: tuple[str, ...] = RTL_FILES) -> None:
     """Build (once per build_dir) and run the cocotb tests; raises if a test fails.
-    ``rtl_dir``: another copy of hw/rtl (the checker's self-test mutates one)."""
+    ``rtl_dir``: another copy of hw/rtl (the checker's self-test mutates one);
+    ``toplevel`` and ``files``: a module of the IP tested on its own."""
     from cocotb_tools.runner import get_runner
 
     require(sim)
@@ -62,11 +65,11 @@ def run(sim: str, build_dir: Path, parameters: dict, testcase: str | list[str] |
             # empty, so the compiler gets the header's name as an input file; models large
             # enough to use the header then fail to build. MAKEFLAGS reaches the runner's make.
             os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-        runner.build(sources=[rtl_dir / f for f in RTL_FILES], includes=[rtl_dir],
-                     hdl_toplevel="ring_mirror",
+        runner.build(sources=[rtl_dir / f for f in files], includes=[rtl_dir],
+                     hdl_toplevel=toplevel,
                      parameters=parameters, build_dir=build_dir, build_args=build_args,
                      timescale=("1ns", "1ps"), always=False)
-        runner.test(test_module=test_module, hdl_toplevel="ring_mirror",
+        runner.test(test_module=test_module, hdl_toplevel=toplevel,
                     hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=build_dir,
                     testcase=testcase, extra_env=extra_env or {},
                     timescale=("1ns", "1ps"))
