@@ -90,10 +90,9 @@ wire [ADDR_WIDTH-1:0] cfg_replica_tail_addr, cfg_rint_addr;
 wire [63:0] cfg_mirrored_value;
 wire [31:0] cfg_poll_interval, cfg_irq_progress, cfg_watchdog;
 wire [7:0] cfg_fault;
-wire st_busy, st_idle, st_error;
-wire [7:0] st_fault;
-wire [63:0] st_mirrored, st_tail, st_bytes, st_bursts, st_overruns, st_busy_cycles;
-wire [63:0] st_bytes_lost, st_fault_addr, st_fault_pos;
+wire st_busy, st_idle, st_error, st_clearing;
+wire [7:0] st_fault, st_addr;
+wire [63:0] st_value;
 wire ev_sync_done, ev_soft_reset_done, ev_fault, ev_progress, ev_overrun;
 
 ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
@@ -118,10 +117,8 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
     .cfg_rint_addr(cfg_rint_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
     .cfg_watchdog(cfg_watchdog), .cfg_fault(cfg_fault), .cfg_ready(cfg_ready),
-    .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
-    .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
-    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost),
-    .st_busy_cycles(st_busy_cycles), .st_fault_addr(st_fault_addr), .st_fault_pos(st_fault_pos),
+    .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_clearing(st_clearing),
+    .st_fault(st_fault), .st_addr(st_addr), .st_value(st_value),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
     .ev_fault(ev_fault), .ev_progress(ev_progress), .ev_overrun(ev_overrun),
     .irq(irq)
@@ -143,10 +140,8 @@ ring_mirror_core #(
     .cfg_rint_addr(cfg_rint_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
     .cfg_watchdog(cfg_watchdog), .cfg_fault(cfg_fault), .cfg_ready(cfg_ready),
-    .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_fault(st_fault),
-    .st_mirrored(st_mirrored), .st_tail(st_tail), .st_bytes(st_bytes),
-    .st_bursts(st_bursts), .st_overruns(st_overruns), .st_bytes_lost(st_bytes_lost),
-    .st_busy_cycles(st_busy_cycles), .st_fault_addr(st_fault_addr), .st_fault_pos(st_fault_pos),
+    .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_clearing(st_clearing),
+    .st_fault(st_fault), .st_addr(st_addr), .st_value(st_value),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
     .ev_fault(ev_fault), .ev_progress(ev_progress), .ev_overrun(ev_overrun),
     .m_axi_awid(m_axi_awid), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),

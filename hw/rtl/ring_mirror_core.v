@@ -19,11 +19,23 @@
 //   6. once every write is acknowledged, (after a kept partial round, raise the replica's
 //      tail intent to b + capacity - partition + 1), write t to the replica's tail word,
 //      then to the ring's mirrored word.
-// Every 64-bit position operation has a pipeline state of its own and reads registers only,
-// so no carry chain feeds another within a cycle. Positions are compared, never wrapped:
-// offsets within a round are round-relative (rm_mover), so a tail at 2^64 - 8 copies like
-// any other; a resynchronisation whose replica tail intent would pass 2^64 - 1 stops with
-// POSITION_LIMIT instead of wrapping.
+//
+// Datapath (time-multiplexed): the 64-bit positions and counters live in a 16-entry
+// position file (LUT RAM with a registered read, `pos_q_reg`), and one 64-bit
+// add/subtract unit computes res = A + (B or ~B) + carry-in, with A one of a few sources
+// (the position file's read data, the word just read from the bus, MIRRORED as loaded, an
+// address) and B the accumulator `acc_reg` or a configuration constant. Each state does
+// at most one such operation, and its result goes to the accumulator, to one entry of the
+// file, or to a flag (borrow = A < B). The round is a sequence of these steps: about 70
+// cycles of control instead of twenty 64-bit registers with their select logic; the data
+// beats are untouched by it. An entry is never read in the cycle it is written (the read
+// would see the old value); the sequence waits a cycle where it needs the new one.
+// Positions are compared, never wrapped: offsets within a round are round-relative
+// (rm_mover), so a tail at 2^64 - 8 copies like any other; a resynchronisation whose
+// replica tail intent would pass 2^64 - 1 stops with POSITION_LIMIT instead of wrapping.
+//
+// The register file reads MIRRORED, TAIL_SEEN, the counters and the fault details through
+// a second read port of the position file (st_addr in, st_value a cycle later).
 `resetall
 `timescale 1ns / 1ps
 `default_nettype none
@@ -68,16 +80,10 @@ module ring_mirror_core #(
     output wire                    st_busy,
     output wire                    st_idle,
     output wire                    st_error,          // stopped on a fault
+    output wire                    st_clearing,       // the position file is being cleared
     output wire [7:0]              st_fault,
-    output wire [63:0]             st_mirrored,
-    output wire [63:0]             st_tail,
-    output wire [63:0]             st_bytes,
-    output wire [63:0]             st_bursts,
-    output wire [63:0]             st_overruns,
-    output wire [63:0]             st_bytes_lost,
-    output wire [63:0]             st_busy_cycles,
-    output wire [63:0]             st_fault_addr,
-    output wire [63:0]             st_fault_pos,
+    input  wire [7:0]              st_addr,           // register offset of a 64-bit status value
+    output wire [63:0]             st_value,          // its value, one cycle after st_addr
     output wire                    ev_sync_done,
     output wire                    ev_soft_reset_done,
     output wire                    ev_fault,
@@ -133,6 +139,7 @@ localparam LSB = $clog2(BYTES);
 localparam AW = ADDR_WIDTH;
 localparam BW = AW - LSB + 1;                       // beats of a round
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
+localparam [AW-1:0] BEAT_ALIGN = {{(AW-LSB){1'b1}}, {LSB{1'b0}}};
 
 initial begin
     if (DATA_WIDTH < 64 || DATA_WIDTH > 512 || (DATA_WIDTH & (DATA_WIDTH - 1)) != 0) begin
@@ -161,38 +168,114 @@ initial begin
     end
 end
 
-localparam [4:0]
-    S_IDLE = 5'd0,
-    S_TAIL_R = 5'd1,      // tail word read
-    S_PLAN1 = 5'd2,       // checks of the tail; lapped? oldest boundary
-    S_PLAN2 = 5'd3,       // choose the copy start
-    S_PLAN3 = 5'd4,       // lost bytes, round length, resynchronised replica intent
-    S_PLAN4 = 5'd5,       // run geometry, replica intent wanted
-    S_RINT_R = 5'd6,      // replica tail-intent read (first round after a (re)start)
-    S_RINT_W = 5'd7,      // raise the replica tail intent, start the copy
-    S_COPY = 5'd8,        // until the last read beat
-    S_INTENT_R = 5'd9,    // tail intent read
-    S_CHK1 = 5'd10,       // intent below tail? lapped during the copy?
-    S_CHK2 = 5'd11,
-    S_TAIL2_R = 5'd12,    // second tail read (after an overrun)
-    S_CHK3 = 5'd13,       // hostile intent? keep what is intact
-    S_CHK4 = 5'd14,
-    S_WDRAIN = 5'd15,     // until every data write is acknowledged
-    S_PUB_RINT = 5'd16,
-    S_PUB_REPLICA = 5'd17,
-    S_PUB_RING = 5'd18,
-    S_DRAIN = 5'd19,      // a fault: let the bus go quiet
-    S_FINFO1 = 5'd20,     // fault position
-    S_FINFO2 = 5'd21,     // fault address
-    S_FAULT = 5'd22,
-    S_PLAN5 = 5'd23,      // replica intent wanted (its comparison registered in PLAN4)
-    S_RINT_C = 5'd24,     // let the grow comparison see the final intent values
-    S_CHK5 = 5'd25;       // same, after a kept partial round
+// ---------------------------------------------------------------- position file entries
+localparam [3:0]
+    E_START = 4'd0,       // first position of the next round
+    E_MIRRORED = 4'd1,    // last published position (MIRRORED)
+    E_TAIL = 4'd2,        // tail seen by the latest poll (TAIL_SEEN)
+    E_TNEW = 4'd3,        // this round's end
+    E_CSTART = 4'd4,      // first position kept by this round
+    E_OLDEST = 4'd5,      // first intact partition start
+    E_NEWEST = 4'd6,      // partition start below a position
+    E_INTENT = 4'd7,      // tail intent read after the copy
+    E_RINT = 4'd8,        // what the replica's tail intent holds
+    E_RWANT = 4'd9,       // replica tail intent this round needs
+    E_LOST = 4'd10,       // BYTES_LOST
+    E_BYTES = 4'd11,      // BYTES_COPIED
+    E_OVERRUNS = 4'd12,   // OVERRUNS
+    E_FPOS = 4'd13,       // FAULT_POSITION
+    E_FADDR = 4'd14,      // FAULT_ADDR
+    E_RBASE = 4'd15;      // beat-aligned position of the run's beat 0
+
+// ---------------------------------------------------------------- states
+localparam [6:0]
+    S_IDLE = 7'd0,
+    S_CLEAR = 7'd1,       // zero every entry (reset, SOFT_RESET)
+    S_LOAD1 = 7'd2,       // MIRRORED load: start, mirrored, tail
+    S_LOAD2 = 7'd3,
+    S_LOAD3 = 7'd4,
+    S_TAIL_R = 7'd5,      // tail word read
+    S_T1 = 7'd6,          // acc = tail seen before
+    S_T2 = 7'd7,          // t < tail seen? (TAIL_BACKWARDS)
+    S_T3 = 7'd8,          // tail seen = t; acc = t
+    S_T4 = 7'd9,          // t <= start? (nothing new)
+    S_T5 = 7'd10,         // acc = start
+    S_T6 = 7'd11,         // acc = t - start
+    S_T7 = 7'd12,         // tnew = t; lapped = acc > capacity
+    S_T8 = 7'd13,         // newest = (t - 8) & ~(partition - 1); acc = newest
+    S_T9 = 7'd14,         // newest > start?
+    S_T10 = 7'd15,        // oldest = newest - (capacity - partition); checks
+    S_T11 = 7'd16,        // read the copy start chosen
+    S_P1 = 7'd17,         // cstart = chosen; acc = cstart; run geometry
+    S_P2 = 7'd18,         // rbase = cstart & ~(BYTES - 1)
+    S_P3 = 7'd19,         // acc = start - cstart
+    S_P4 = 7'd20,         // lost += cstart - start
+    S_P5 = 7'd21,         // overruns += 1 (lapped or catch-up)
+    S_P7 = 7'd22,         // rwant = cstart + capacity - partition + 1 (carry: past 2^64-1)
+    S_P8 = 7'd23,         // acc = cstart
+    S_P9 = 7'd24,         // len = tnew - cstart
+    S_P10 = 7'd25,        // acc = rwant; run length in beats
+    S_P11 = 7'd26,        // tnew < rwant?
+    S_P12 = 7'd27,        // rwant = tnew unless resynchronised past it; replica intent known?
+    S_RINT_R = 7'd28,     // replica tail-intent read (first round after a (re)start)
+    S_RC1 = 7'd29,        // rwant > rint? (three steps)
+    S_RC2 = 7'd30,
+    S_RC3 = 7'd31,
+    S_RINT_W = 7'd32,     // raise the replica tail intent, start the copy
+    S_COPY = 7'd33,       // until the last read beat
+    S_INTENT_R = 7'd34,   // tail intent read
+    S_I1 = 7'd35,         // acc = tnew
+    S_I2 = 7'd36,         // i < tnew? (BAD_INTENT)
+    S_I3 = 7'd37,         // acc = cstart
+    S_I4 = 7'd38,         // acc = i - cstart
+    S_I5 = 7'd39,         // intent = i; lapped during the copy = acc > capacity
+    S_I6 = 7'd40,         // newest = (i - 8) & ~(partition - 1)
+    S_I7 = 7'd41,         // (newest written)
+    S_I8 = 7'd42,         // oldest = newest - (capacity - partition); checks
+    S_TAIL2_R = 7'd43,    // second tail read (after an overrun)
+    S_U1 = 7'd44,         // acc = tnew
+    S_U2 = 7'd45,         // t2 < tnew? (TAIL_BACKWARDS)
+    S_U3 = 7'd46,         // tail seen = t2; acc = t2
+    S_U4 = 7'd47,         // i < t2?; acc = i - t2
+    S_U5 = 7'd48,         // hostile intent? overruns += 1
+    S_U6 = 7'd49,         // acc = cstart
+    S_U7 = 7'd50,         // acc = oldest - cstart
+    S_U8 = 7'd51,         // lost += acc
+    S_U9 = 7'd52,         // acc = tnew
+    S_U10 = 7'd53,        // oldest < tnew? (keep the intact part)
+    S_U11 = 7'd54,        // cstart = oldest (keep) or start = oldest (torn)
+    S_U12 = 7'd55,        // rwant = oldest + capacity - partition + 1
+    S_WD1 = 7'd56,        // len = tnew - cstart (three steps)
+    S_WD2 = 7'd57,
+    S_WD3 = 7'd58,
+    S_WDRAIN = 7'd59,     // until every data write is acknowledged
+    S_PUB_RINT = 7'd60,
+    S_PUB_REPLICA = 7'd61,
+    S_PUB_RING = 7'd62,
+    S_F1 = 7'd63,         // mirrored = tnew
+    S_F2 = 7'd64,         // bytes += len
+    S_F3 = 7'd65,         // start = tnew
+    S_DRAIN = 7'd66,      // a fault: let the bus go quiet
+    S_X1 = 7'd67,         // fault details: read the run base or the start
+    S_X2 = 7'd68,         // word/configuration fault: fault position = start
+    S_X3 = 7'd69,         // word/configuration fault: fault address = the word's or 0
+    S_X4 = 7'd70,         // data fault: acc = rbase
+    S_X5 = 7'd71,         // fault position = rbase + beat * BYTES; acc = it
+    S_X6 = 7'd72,         // acc &= capacity - 1
+    S_X7 = 7'd73,         // fault address = data base + acc
+    S_X8 = 7'd74,         // report
+    S_FAULT = 7'd75;
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
 // header words, by a 3-bit selector: the 40-bit address mux sits after a register
 localparam [2:0] WS_TAIL = 3'd0, WS_INTENT = 3'd1, WS_RINT = 3'd2, WS_RTAIL = 3'd3,
                  WS_MIRRORED = 3'd4;
+
+// ALU operand selects
+localparam [2:0] A_POS = 3'd0, A_WORD = 3'd1, A_LOADV = 3'd2, A_ZERO = 3'd3, A_BEAT = 3'd4,
+                 A_RING = 3'd5, A_REPLICA = 3'd6, A_WADDR = 3'd7;
+localparam [2:0] B_ACC = 3'd0, B_CLP = 3'd1, B_EIGHT = 3'd2, B_LEN = 3'd3, B_ZERO = 3'd4;
+localparam [1:0] M_NONE = 2'd0, M_PART = 2'd1, M_CAP = 2'd2, M_BEAT = 2'd3;
 
 // ---------------------------------------------------------------- mover
 wire mv_rd_done, mv_wr_done, mv_burst, mv_word_done, mv_word_busy, mv_err, mv_quiet;
@@ -203,28 +286,34 @@ wire [1:0] mv_err_where;
 wire [BW-1:0] mv_err_idx;
 
 // ---------------------------------------------------------------- state
-reg [4:0] state_reg, state_next;
+(* fsm_encoding = "one-hot" *)
+reg [6:0] state_reg, state_next;
 reg [7:0] fault_reg, fault_next;
 reg [1:0] fwhere_reg, fwhere_next;
-reg [BW-1:0] fidx_reg, fidx_next;
+/* verilator lint_off UNUSEDSIGNAL */
+reg [BW-1:0] fidx_reg, fidx_next;            // beat index of a data fault (< 2^(BW-1))
+/* verilator lint_on UNUSEDSIGNAL */
 reg [2:0] fsel_reg, fsel_next;               // header word of a word-level fault
-reg [63:0] fpos_reg, fpos_next;
-reg [AW-1:0] faddr_reg, faddr_next;
 
-reg [63:0] start_reg, start_next;            // first position of the next round
-reg [63:0] mirrored_reg, mirrored_next;      // last published position
-reg [63:0] tail_reg, tail_next;              // tail seen by the latest poll
-reg [63:0] tnew_reg, tnew_next;              // this round's end
-reg [63:0] intent_reg, intent_next;          // tail intent read after the copy
-reg [63:0] cstart_reg, cstart_next;          // first position kept by this round
-reg [63:0] rbase_reg, rbase_next;            // beat-aligned position of the run's beat 0
-reg [63:0] rint_reg, rint_next;              // what the replica's tail intent holds
-reg [63:0] rwant_reg, rwant_next;            // replica tail intent this round needs
-reg [63:0] newest_reg, newest_next;          // partition start below a position
-reg [63:0] oldest_reg, oldest_next;          // first intact partition start
-reg [63:0] diff_reg, diff_next;              // a position difference being checked
-reg [63:0] dlost_reg, dlost_next;
+// position file and the arithmetic unit
+reg [63:0] pos_mem [0:15];
+reg [63:0] pos_q_reg;                        // entry read in the previous cycle
+reg [63:0] acc_reg, acc_next;
+reg [3:0] ra;                                // entry read this cycle (pos_q_reg next)
+reg [3:0] wa;
+reg we;
+reg acc_we;
+reg [2:0] a_sel;
+reg [2:0] b_sel;
+reg sub;                                     // res = A - B instead of A + B
+reg cin;                                     // + 1 (with an add)
+reg [1:0] m_sel;
+reg [3:0] clr_cnt_reg, clr_cnt_next;
+reg clr_ev_reg, clr_ev_next;                 // the clear was a SOFT_RESET (report it)
+
 reg [AW-1:0] len_reg, len_next;              // bytes of the round (<= capacity <= 2^(AW-1))
+reg [LSB-1:0] clow_reg, clow_next;           // cstart within its beat
+reg [LSB-1:0] tlow_reg, tlow_next;           // tnew within its beat
 
 reg f_bad_reg, f_bad_next;
 reg f_back_reg, f_back_next;
@@ -234,11 +323,10 @@ reg f_ngt_reg, f_ngt_next;                   // newest partition above the start
 reg f_low_reg, f_low_next;                   // intent below tail
 reg f_borrow_reg, f_borrow_next;             // second tail above the intent
 reg f_ovf_reg, f_ovf_next;                   // rwant passed 2^64 - 1
-// comparisons registered every cycle, read only in states where their inputs have been
-// stable for a cycle, so no 64-bit compare feeds a wide select in the same cycle
-reg f_grow_reg;                              // rwant > rint
-reg f_keep_reg;                              // oldest < tnew
-reg f_rw_gt_t_reg;                           // rwant > tnew
+reg f_grow_reg, f_grow_next;                 // rwant > rint
+reg f_keep_reg, f_keep_next;                 // oldest < tnew
+reg f_rw_gt_t_reg, f_rw_gt_t_next;           // rwant > tnew
+reg f_over_reg, f_over_next;                 // this round starts with an overrun
 reg [31:0] prog_sum_reg;                     // progress + len
 reg prog_hit_reg;                            // that reaches IRQ_PROGRESS
 reg gap_reg, gap_next;                       // resynchronised since the last publish
@@ -249,11 +337,9 @@ reg rint_known_reg, rint_known_next;
 reg sync_round_reg, sync_round_next;
 reg [31:0] poll_cnt_reg, poll_cnt_next;
 reg [31:0] progress_reg, progress_next;
-reg [63:0] bytes_reg, bytes_next;
-reg [63:0] bursts_reg, bursts_next;
-reg [63:0] overruns_reg, overruns_next;
-reg [63:0] lost_reg, lost_next;
-reg [63:0] busy_cycles_reg, busy_cycles_next;
+reg [63:0] bursts_reg;
+reg [63:0] busy_cycles_reg;
+reg cnt_clear;                               // zero the two free-running counters
 
 reg ev_sync_done_reg, ev_sync_done_next;
 reg ev_soft_reset_done_reg, ev_soft_reset_done_next;
@@ -284,27 +370,63 @@ always @* begin
     endcase
 end
 
-// ---------------------------------------------------------------- arithmetic helpers
-wire [63:0] pmask64 = {{(64-AW){1'b0}}, cfg_part_mask};
-wire [63:0] cmp64 = {{(64-AW){1'b0}}, cfg_cap_less_part};
-// a difference beyond the capacity (differences are unsigned)
-wire diff_gt_cap = |(diff_reg >> AW) || diff_reg[AW-1:0] > cfg_capacity;
-// partition start below position x (x > 0, a multiple of 8)
-function [63:0] part_below(input [63:0] x, input [63:0] pm);
+// ---------------------------------------------------------------- the arithmetic unit
+function [63:0] ext(input [AW-1:0] x);
     begin
-        part_below = (x - 64'd8) & ~pm;
+        ext = 64'd0;
+        ext[AW-1:0] = x;
     end
 endfunction
+
+reg [63:0] alu_a, alu_b;
+always @* begin
+    case (a_sel)
+        A_POS: alu_a = pos_q_reg;
+        A_WORD: alu_a = mv_rdata;
+        A_LOADV: alu_a = cfg_mirrored_value;
+        A_BEAT: alu_a = ext({fidx_reg[AW-LSB-1:0], {LSB{1'b0}}});
+        A_RING: alu_a = ext(cfg_ring_base);
+        A_REPLICA: alu_a = ext(cfg_replica_base);
+        A_WADDR: alu_a = ext(word_addr);
+        default: alu_a = 64'd0;
+    endcase
+    case (b_sel)
+        B_ACC: alu_b = acc_reg;
+        B_CLP: alu_b = ext(cfg_cap_less_part);
+        B_EIGHT: alu_b = 64'd8;
+        B_LEN: alu_b = ext(len_reg);
+        default: alu_b = 64'd0;
+    endcase
+end
+wire [64:0] alu_sum = {1'b0, alu_a} + {1'b0, sub ? ~alu_b : alu_b} + {64'd0, sub | cin};
+wire alu_carry = alu_sum[64];
+wire alu_borrow = !alu_carry;                // with sub: A < B
+reg [63:0] res;
+always @* begin
+    case (m_sel)
+        M_PART: res = alu_sum[63:0] & ~ext(cfg_part_mask);
+        M_CAP: res = alu_sum[63:0] & ext(cfg_cap_mask);
+        M_BEAT: res = alu_sum[63:0] & ~((64'd1 << LSB) - 64'd1);
+        default: res = alu_sum[63:0];
+    endcase
+end
+// the accumulator holds a position difference beyond the capacity (unsigned)
+wire acc_gt_cap = (AW < 64 && |(acc_reg >> AW)) || acc_reg[AW-1:0] > cfg_capacity;
+
+// ---------------------------------------------------------------- control
 wire sync_req = cfg_sync && !ev_sync_done_reg;
-wire catch_up = torn_run_reg == 2'd2 && (f_lapped_reg ? cmp64 != 64'd0 : f_ngt_reg);
+wire catch_up = torn_run_reg == 2'd2 && (f_lapped_reg ? cfg_cap_less_part != 0 : f_ngt_reg);
 wire word_ok = mv_word_done && !mv_resp[1];
 wire word_bad = mv_word_done && mv_resp[1];
 wire [7:0] word_rd_fault = mv_resp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
 wire [7:0] word_wr_fault = mv_resp == 2'b11 ? RM_FAULT_WRITE_DECERR : RM_FAULT_WRITE_SLVERR;
 /* verilator lint_off UNUSEDSIGNAL */
-wire [AW-1:0] beats_sum = len_reg + {{(AW-LSB){1'b0}}, cstart_reg[LSB-1:0]}
+wire [AW-1:0] beats_sum = len_reg + {{(AW-LSB){1'b0}}, clow_reg}
                         + {{(AW-LSB){1'b0}}, {LSB{1'b1}}};
 /* verilator lint_on UNUSEDSIGNAL */
+// states a mover error or a fault interrupts (the publish steps after the last
+// acknowledged write, the fault report and the idle/clear/load states are not)
+wire in_round = state_reg >= S_TAIL_R && state_reg <= S_PUB_RING;
 
 always @* begin
     state_next = state_reg;
@@ -312,22 +434,12 @@ always @* begin
     fwhere_next = fwhere_reg;
     fidx_next = fidx_reg;
     fsel_next = fsel_reg;
-    fpos_next = fpos_reg;
-    faddr_next = faddr_reg;
-    start_next = start_reg;
-    mirrored_next = mirrored_reg;
-    tail_next = tail_reg;
-    tnew_next = tnew_reg;
-    intent_next = intent_reg;
-    cstart_next = cstart_reg;
-    rbase_next = rbase_reg;
-    rint_next = rint_reg;
-    rwant_next = rwant_reg;
-    newest_next = newest_reg;
-    oldest_next = oldest_reg;
-    diff_next = diff_reg;
-    dlost_next = dlost_reg;
+    acc_next = acc_reg;
+    clr_cnt_next = clr_cnt_reg;
+    clr_ev_next = clr_ev_reg;
     len_next = len_reg;
+    clow_next = clow_reg;
+    tlow_next = tlow_reg;
     f_bad_next = f_bad_reg;
     f_back_next = f_back_reg;
     f_nothing_next = f_nothing_reg;
@@ -336,6 +448,10 @@ always @* begin
     f_low_next = f_low_reg;
     f_borrow_next = f_borrow_reg;
     f_ovf_next = f_ovf_reg;
+    f_grow_next = f_grow_reg;
+    f_keep_next = f_keep_reg;
+    f_rw_gt_t_next = f_rw_gt_t_reg;
+    f_over_next = f_over_reg;
     gap_next = gap_reg;
     torn_next = torn_reg;
     keep_part_next = keep_part_reg;
@@ -344,11 +460,7 @@ always @* begin
     sync_round_next = sync_round_reg;
     poll_cnt_next = poll_cnt_reg;
     progress_next = progress_reg;
-    bytes_next = bytes_reg;
-    bursts_next = bursts_reg + {63'd0, mv_burst};
-    overruns_next = overruns_reg;
-    lost_next = lost_reg;
-    busy_cycles_next = busy_cycles_reg;
+    cnt_clear = 1'b0;
     ev_sync_done_next = 1'b0;
     ev_soft_reset_done_next = 1'b0;
     ev_fault_next = 1'b0;
@@ -365,34 +477,36 @@ always @* begin
     last_strb_next = last_strb_reg;
     clear_next = 1'b0;
 
-    if (state_reg != S_IDLE && state_reg != S_FAULT) begin
-        busy_cycles_next = busy_cycles_reg + 64'd1;
-    end
+    // datapath defaults: read the start, compute nothing that lands anywhere
+    ra = E_START;
+    wa = E_START;
+    we = 1'b0;
+    acc_we = 1'b0;
+    a_sel = A_POS;
+    b_sel = B_ZERO;
+    sub = 1'b0;
+    cin = 1'b0;
+    m_sel = M_NONE;
 
     case (state_reg)
         S_IDLE: begin
+            ra = E_TAIL;
             if (cfg_soft_reset) begin
-                start_next = 64'd0;
-                mirrored_next = 64'd0;
-                tail_next = 64'd0;
-                bytes_next = 64'd0;
-                bursts_next = 64'd0;
-                overruns_next = 64'd0;
-                lost_next = 64'd0;
-                busy_cycles_next = 64'd0;
+                // (the cycle after the clear the request is still seen: nothing to do)
+                if (!ev_soft_reset_done_reg) state_next = S_CLEAR;
+                cnt_clear = 1'b1;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
-                ev_soft_reset_done_next = 1'b1;
+                clr_cnt_next = 4'd0;
+                clr_ev_next = 1'b1;
             end else if (cfg_mirrored_load) begin
-                start_next = cfg_mirrored_value;
-                mirrored_next = cfg_mirrored_value;
-                tail_next = cfg_mirrored_value;
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
+                state_next = S_LOAD1;
             end else if (cfg_enable || sync_req) begin
                 if (poll_cnt_reg != 32'd0 && !sync_req) begin
                     poll_cnt_next = poll_cnt_reg - 32'd1;
@@ -406,33 +520,122 @@ always @* begin
                     word_rd_next = 1'b1;
                     wsel_next = WS_TAIL;
                     sync_round_next = sync_req;
+                    torn_next = 1'b0;
+                    keep_part_next = 1'b0;
                     state_next = S_TAIL_R;
                 end
             end
         end
-        S_TAIL_R: begin
-            if (mv_word_done) begin
-                tnew_next = mv_rdata;
-                tail_next = mv_rdata;
-                f_bad_next = mv_rdata[2:0] != 3'd0;
-                f_back_next = mv_rdata < tail_reg;
-                f_nothing_next = mv_rdata <= start_reg;
-                diff_next = mv_rdata - start_reg;
-                newest_next = part_below(mv_rdata, pmask64);
-                if (word_bad) begin
-                    fault_next = word_rd_fault;
-                    fwhere_next = W_WORD;
-                    fsel_next = wsel_reg;
-                    state_next = S_DRAIN;
-                end else begin
-                    state_next = S_PLAN1;
-                end
+        S_CLEAR: begin
+            a_sel = A_ZERO;
+            wa = clr_cnt_reg;
+            we = 1'b1;
+            clr_cnt_next = clr_cnt_reg + 4'd1;
+            if (clr_cnt_reg == 4'd15) begin
+                ev_soft_reset_done_next = clr_ev_reg;
+                clr_ev_next = 1'b0;
+                state_next = S_IDLE;
             end
         end
-        S_PLAN1: begin
-            f_lapped_next = diff_gt_cap;
-            oldest_next = newest_reg - cmp64;
-            f_ngt_next = newest_reg > start_reg;
+        S_LOAD1: begin
+            a_sel = A_LOADV;
+            wa = E_START;
+            we = 1'b1;
+            state_next = S_LOAD2;
+        end
+        S_LOAD2: begin
+            a_sel = A_LOADV;
+            wa = E_MIRRORED;
+            we = 1'b1;
+            state_next = S_LOAD3;
+        end
+        S_LOAD3: begin
+            a_sel = A_LOADV;
+            wa = E_TAIL;
+            we = 1'b1;
+            state_next = S_IDLE;
+        end
+        // ------------------------------------------------ poll and plan
+        S_TAIL_R: begin
+            ra = E_TAIL;
+            if (word_bad) begin
+                fault_next = word_rd_fault;
+                fwhere_next = W_WORD;
+                fsel_next = wsel_reg;
+                state_next = S_DRAIN;
+            end else if (mv_word_done) begin
+                state_next = S_T1;
+            end
+        end
+        S_T1: begin
+            // acc = tail seen before
+            acc_we = 1'b1;
+            f_bad_next = mv_rdata[2:0] != 3'd0;
+            state_next = S_T2;
+        end
+        S_T2: begin
+            a_sel = A_WORD;
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_back_next = alu_borrow;
+            state_next = S_T3;
+        end
+        S_T3: begin
+            // pos_q_reg = start from here to T5
+            a_sel = A_WORD;
+            wa = E_TAIL;
+            we = 1'b1;
+            acc_we = 1'b1;
+            state_next = S_T4;
+        end
+        S_T4: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_nothing_next = !alu_borrow;      // start >= t
+            state_next = S_T5;
+        end
+        S_T5: begin
+            acc_we = 1'b1;
+            state_next = S_T6;
+        end
+        S_T6: begin
+            a_sel = A_WORD;
+            b_sel = B_ACC;
+            sub = 1'b1;
+            acc_we = 1'b1;
+            state_next = S_T7;
+        end
+        S_T7: begin
+            a_sel = A_WORD;
+            wa = E_TNEW;
+            we = 1'b1;
+            f_lapped_next = acc_gt_cap;
+            tlow_next = mv_rdata[LSB-1:0];
+            state_next = S_T8;
+        end
+        S_T8: begin
+            a_sel = A_WORD;
+            b_sel = B_EIGHT;
+            sub = 1'b1;
+            m_sel = M_PART;
+            wa = E_NEWEST;
+            we = 1'b1;
+            acc_we = 1'b1;
+            state_next = S_T9;
+        end
+        S_T9: begin
+            // start - newest borrows: newest > start
+            ra = E_NEWEST;
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_ngt_next = alu_borrow;
+            state_next = S_T10;
+        end
+        S_T10: begin
+            b_sel = B_CLP;
+            sub = 1'b1;
+            wa = E_OLDEST;
+            we = 1'b1;
             if (f_bad_reg || f_back_reg) begin
                 fault_next = f_bad_reg ? RM_FAULT_BAD_TAIL : RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
@@ -444,49 +647,109 @@ always @* begin
                 poll_cnt_next = cfg_poll_interval;
                 state_next = S_IDLE;
             end else begin
-                state_next = S_PLAN2;
+                state_next = S_T11;
             end
         end
-        S_PLAN2: begin
-            cstart_next = f_lapped_reg ? oldest_reg : start_reg;
-            if (catch_up) begin
-                // two rounds in a row kept nothing: the producer writes a lap faster than
-                // one is copied, so copy only the newest partition (docs/hw.md, "Catch-up")
-                cstart_next = newest_reg;
-            end
+        S_T11: begin
+            // the copy start: the newest partition after two torn rounds (docs/hw.md,
+            // "Catch-up"), the oldest intact one when lapped, else where the last ended
+            ra = catch_up ? E_NEWEST : f_lapped_reg ? E_OLDEST : E_START;
+            f_over_next = f_lapped_reg || catch_up;
             if (f_lapped_reg || catch_up) begin
-                overruns_next = overruns_reg + 64'd1;
                 ev_overrun_next = 1'b1;
                 gap_next = 1'b1;
             end
-            state_next = S_PLAN3;
+            state_next = S_P1;
         end
-        S_PLAN3: begin
-            dlost_next = cstart_reg - start_reg;
-            len_next = tnew_reg[AW-1:0] - cstart_reg[AW-1:0];
-            {f_ovf_next, rwant_next} = {1'b0, cstart_reg} + {1'b0, cmp64} + 65'd1;
-            rbase_next = cstart_reg & ~((64'd1 << LSB) - 64'd1);
-            state_next = S_PLAN4;
+        S_P1: begin
+            wa = E_CSTART;
+            we = 1'b1;
+            acc_we = 1'b1;
+            clow_next = pos_q_reg[LSB-1:0];
+            copy_off_next = pos_q_reg[AW-1:0] & cfg_cap_mask & BEAT_ALIGN;
+            first_strb_next = STRB_ALL << pos_q_reg[LSB-1:0];
+            state_next = S_P2;
         end
-        S_PLAN4: begin
-            lost_next = lost_reg + dlost_reg;
+        S_P2: begin
+            a_sel = A_ZERO;
+            b_sel = B_ACC;
+            m_sel = M_BEAT;
+            wa = E_RBASE;
+            we = 1'b1;
+            state_next = S_P3;
+        end
+        S_P3: begin
+            // acc = start - cstart, so lost - acc = lost + (cstart - start)
+            b_sel = B_ACC;
+            sub = 1'b1;
+            acc_we = 1'b1;
+            ra = E_LOST;
+            state_next = S_P4;
+        end
+        S_P4: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            wa = E_LOST;
+            we = 1'b1;
+            ra = f_over_reg ? E_OVERRUNS : E_CSTART;
+            state_next = f_over_reg ? S_P5 : S_P7;
+        end
+        S_P5: begin
+            cin = 1'b1;
+            wa = E_OVERRUNS;
+            we = 1'b1;
+            ra = E_CSTART;
+            state_next = S_P7;
+        end
+        S_P7: begin
+            b_sel = B_CLP;
+            cin = 1'b1;
+            wa = E_RWANT;
+            we = 1'b1;
+            f_ovf_next = alu_carry;
+            ra = E_CSTART;
+            state_next = S_P8;
+        end
+        S_P8: begin
+            acc_we = 1'b1;
+            ra = E_TNEW;
+            state_next = S_P9;
+        end
+        S_P9: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            len_next = res[AW-1:0];
+            ra = E_RWANT;
+            state_next = S_P10;
+        end
+        S_P10: begin
+            acc_we = 1'b1;
+            ra = E_TNEW;
             copy_beats_next = {1'b0, beats_sum[AW-1:LSB]};
-            copy_off_next = rbase_reg[AW-1:0] & cfg_cap_mask;
-            first_strb_next = STRB_ALL << cstart_reg[LSB-1:0];
-            last_strb_next = tnew_reg[LSB-1:0] == 0 ? STRB_ALL
-                           : STRB_ALL >> (BYTES[LSB:0] - {1'b0, tnew_reg[LSB-1:0]});
-            state_next = S_PLAN5;
+            last_strb_next = tlow_reg == 0 ? STRB_ALL
+                           : STRB_ALL >> (BYTES[LSB:0] - {1'b0, tlow_reg});
+            state_next = S_P11;
         end
-        S_PLAN5: begin
+        S_P11: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_rw_gt_t_next = alu_borrow;       // tnew < rwant
+            ra = E_TNEW;
+            state_next = S_P12;
+        end
+        S_P12: begin
             // replica readers must start at cstart after a resynchronisation
-            rwant_next = (gap_reg && f_rw_gt_t_reg) ? rwant_reg : tnew_reg;
+            wa = E_RWANT;
+            we = !(gap_reg && f_rw_gt_t_reg);
+            ra = E_RWANT;
             if (gap_reg && f_ovf_reg) begin
+                we = 1'b0;
                 fault_next = RM_FAULT_POSITION_LIMIT;
                 fwhere_next = W_WORD;
                 fsel_next = WS_RINT;
                 state_next = S_DRAIN;
             end else if (rint_known_reg) begin
-                state_next = S_RINT_C;
+                state_next = S_RC1;
             end else begin
                 // first round since (re)start: "only if it grows" needs the current value
                 word_rd_next = 1'b1;
@@ -495,37 +758,51 @@ always @* begin
             end
         end
         S_RINT_R: begin
-            if (mv_word_done) begin
-                rint_next = mv_rdata;
-                if (word_bad) begin
-                    fault_next = word_rd_fault;
-                    fwhere_next = W_WORD;
-                    fsel_next = wsel_reg;
-                    state_next = S_DRAIN;
-                end else begin
-                    rint_known_next = 1'b1;
-                    state_next = S_RINT_C;
-                end
+            a_sel = A_WORD;
+            wa = E_RINT;
+            ra = E_RWANT;
+            if (word_bad) begin
+                fault_next = word_rd_fault;
+                fwhere_next = W_WORD;
+                fsel_next = wsel_reg;
+                state_next = S_DRAIN;
+            end else if (mv_word_done) begin
+                we = 1'b1;
+                rint_known_next = 1'b1;
+                state_next = S_RC1;
             end
         end
-        S_RINT_C: begin
-            state_next = S_RINT_W;
+        S_RC1: begin
+            ra = E_RWANT;
+            state_next = S_RC2;
+        end
+        S_RC2: begin
+            acc_we = 1'b1;
+            ra = E_RINT;
+            state_next = S_RC3;
+        end
+        S_RC3: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_grow_next = alu_borrow;          // rint < rwant
+            ra = E_RWANT;
+            state_next = keep_part_reg ? S_WD1 : S_RINT_W;
         end
         S_RINT_W: begin
             // the mover holds data writes back until this word write is acknowledged;
             // the reads of the run start at once
+            wa = E_RINT;
             if (f_grow_reg) begin
+                we = 1'b1;
                 word_wr_next = 1'b1;
                 wsel_next = WS_RINT;
-                word_data_next = rwant_reg;
-                rint_next = rwant_reg;
+                word_data_next = res;
             end
             copy_go_next = 1'b1;
-            torn_next = 1'b0;
-            keep_part_next = 1'b0;
             state_next = S_COPY;
         end
         S_COPY: begin
+            ra = E_TNEW;
             if (word_bad) begin
                 // the replica tail-intent write failed
                 fault_next = word_wr_fault;
@@ -539,35 +816,75 @@ always @* begin
                 state_next = S_INTENT_R;
             end
         end
+        // ------------------------------------------------ after the copy
         S_INTENT_R: begin
+            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (mv_word_done) begin
-                intent_next = mv_rdata;
-                f_low_next = mv_rdata < tnew_reg;
-                diff_next = mv_rdata - cstart_reg;
-                newest_next = part_below(mv_rdata, pmask64);
-                state_next = S_CHK1;
+                state_next = S_I1;
             end
         end
-        S_CHK1: begin
-            f_lapped_next = diff_gt_cap;
-            oldest_next = newest_reg - cmp64;
+        S_I1: begin
+            acc_we = 1'b1;
+            ra = E_CSTART;
+            state_next = S_I2;
+        end
+        S_I2: begin
+            a_sel = A_WORD;
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_low_next = alu_borrow;           // i < tnew
+            ra = E_CSTART;
+            state_next = S_I3;
+        end
+        S_I3: begin
+            acc_we = 1'b1;
+            state_next = S_I4;
+        end
+        S_I4: begin
+            a_sel = A_WORD;
+            b_sel = B_ACC;
+            sub = 1'b1;
+            acc_we = 1'b1;
+            state_next = S_I5;
+        end
+        S_I5: begin
+            a_sel = A_WORD;
+            wa = E_INTENT;
+            we = 1'b1;
+            f_lapped_next = acc_gt_cap;
+            state_next = S_I6;
+        end
+        S_I6: begin
+            a_sel = A_WORD;
+            b_sel = B_EIGHT;
+            sub = 1'b1;
+            m_sel = M_PART;
+            wa = E_NEWEST;
+            we = 1'b1;
+            state_next = S_I7;
+        end
+        S_I7: begin
+            ra = E_NEWEST;
+            state_next = S_I8;
+        end
+        S_I8: begin
+            b_sel = B_CLP;
+            sub = 1'b1;
+            wa = E_OLDEST;
+            we = 1'b1;
+            ra = E_TNEW;
             if (f_low_reg) begin
                 fault_next = RM_FAULT_BAD_INTENT;
                 fwhere_next = W_WORD;
                 fsel_next = WS_INTENT;
                 state_next = S_DRAIN;
-            end else begin
-                state_next = S_CHK2;
-            end
-        end
-        S_CHK2: begin
-            if (!f_lapped_reg) begin
-                state_next = S_WDRAIN;
+            end else if (!f_lapped_reg) begin
+                state_next = S_WD1;
             end else begin
                 // bytes may have been overwritten while read; first make sure the intent
                 // is one a producer can have written: read the tail again
@@ -577,26 +894,53 @@ always @* begin
             end
         end
         S_TAIL2_R: begin
+            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (mv_word_done) begin
-                tail_next = mv_rdata;
-                f_back_next = mv_rdata < tnew_reg;
-                f_borrow_next = intent_reg < mv_rdata;
-                diff_next = intent_reg - mv_rdata;
-                state_next = S_CHK3;
+                state_next = S_U1;
             end
         end
-        S_CHK3: begin
+        S_U1: begin
+            acc_we = 1'b1;
+            ra = E_INTENT;
+            state_next = S_U2;
+        end
+        S_U2: begin
+            a_sel = A_WORD;
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_back_next = alu_borrow;          // t2 < tnew
+            ra = E_INTENT;
+            state_next = S_U3;
+        end
+        S_U3: begin
+            a_sel = A_WORD;
+            wa = E_TAIL;
+            we = 1'b1;
+            acc_we = 1'b1;
+            ra = E_INTENT;
+            state_next = S_U4;
+        end
+        S_U4: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_borrow_next = alu_borrow;        // intent < t2
+            acc_we = 1'b1;
+            ra = E_OVERRUNS;
+            state_next = S_U5;
+        end
+        S_U5: begin
+            ra = E_CSTART;
             if (f_back_reg) begin
                 fault_next = RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
                 fsel_next = WS_TAIL;
                 state_next = S_DRAIN;
-            end else if (!f_borrow_reg && diff_gt_cap) begin
+            end else if (!f_borrow_reg && acc_gt_cap) begin
                 // a producer never has more than a capacity uncommitted
                 fault_next = RM_FAULT_INTENT_RANGE;
                 fwhere_next = W_WORD;
@@ -605,32 +949,86 @@ always @* begin
             end else begin
                 // lapped during the copy: bytes below intent - capacity may be torn,
                 // those from the next partition start on were read intact
-                overruns_next = overruns_reg + 64'd1;
+                cin = 1'b1;
+                wa = E_OVERRUNS;
+                we = 1'b1;
                 ev_overrun_next = 1'b1;
                 gap_next = 1'b1;
-                dlost_next = oldest_reg - cstart_reg;
-                if (f_keep_reg) begin
-                    cstart_next = oldest_reg;
-                    keep_part_next = 1'b1;
-                end else begin
-                    // nothing intact: publish nothing, restart at the oldest boundary
-                    start_next = oldest_reg;
-                    torn_next = 1'b1;
-                    if (torn_run_reg != 2'd2) torn_run_next = torn_run_reg + 2'd1;
-                end
-                state_next = S_CHK4;
+                state_next = S_U6;
             end
         end
-        S_CHK4: begin
-            lost_next = lost_reg + dlost_reg;
-            {f_ovf_next, rwant_next} = {1'b0, cstart_reg} + {1'b0, cmp64} + 65'd1;
-            state_next = S_CHK5;
+        S_U6: begin
+            acc_we = 1'b1;
+            ra = E_OLDEST;
+            state_next = S_U7;
         end
-        S_CHK5: begin
+        S_U7: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            acc_we = 1'b1;
+            ra = E_LOST;
+            state_next = S_U8;
+        end
+        S_U8: begin
+            b_sel = B_ACC;
+            wa = E_LOST;
+            we = 1'b1;
+            ra = E_TNEW;
+            state_next = S_U9;
+        end
+        S_U9: begin
+            acc_we = 1'b1;
+            ra = E_OLDEST;
+            state_next = S_U10;
+        end
+        S_U10: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            f_keep_next = alu_borrow;          // oldest < tnew
+            ra = E_OLDEST;
+            state_next = S_U11;
+        end
+        S_U11: begin
+            ra = E_OLDEST;
+            we = 1'b1;
+            if (f_keep_reg) begin
+                wa = E_CSTART;
+                keep_part_next = 1'b1;
+                state_next = S_U12;
+            end else begin
+                // nothing intact: publish nothing, restart at the oldest boundary
+                wa = E_START;
+                torn_next = 1'b1;
+                if (torn_run_reg != 2'd2) torn_run_next = torn_run_reg + 2'd1;
+                state_next = S_WDRAIN;
+            end
+        end
+        S_U12: begin
+            b_sel = B_CLP;
+            cin = 1'b1;
+            wa = E_RWANT;
+            we = 1'b1;
+            f_ovf_next = alu_carry;
+            state_next = S_RC1;
+        end
+        S_WD1: begin
+            ra = E_CSTART;
+            state_next = S_WD2;
+        end
+        S_WD2: begin
+            acc_we = 1'b1;
+            ra = E_TNEW;
+            state_next = S_WD3;
+        end
+        S_WD3: begin
+            b_sel = B_ACC;
+            sub = 1'b1;
+            len_next = res[AW-1:0];
+            ra = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
             state_next = S_WDRAIN;
         end
         S_WDRAIN: begin
-            len_next = tnew_reg[AW-1:0] - cstart_reg[AW-1:0];
+            ra = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
             if (mv_wr_done) begin
                 if (torn_reg) begin
                     poll_cnt_next = 32'd0;
@@ -645,18 +1043,20 @@ always @* begin
                     // first kept partition before the replica's tail claims the round
                     word_wr_next = 1'b1;
                     wsel_next = WS_RINT;
-                    word_data_next = rwant_reg;
-                    rint_next = rwant_reg;
+                    word_data_next = res;
+                    wa = E_RINT;
+                    we = 1'b1;
                     state_next = S_PUB_RINT;
                 end else begin
                     word_wr_next = 1'b1;
                     wsel_next = WS_RTAIL;
-                    word_data_next = tnew_reg;
+                    word_data_next = res;
                     state_next = S_PUB_REPLICA;
                 end
             end
         end
         S_PUB_RINT: begin
+            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
@@ -665,11 +1065,12 @@ always @* begin
             end else if (word_ok) begin
                 word_wr_next = 1'b1;
                 wsel_next = WS_RTAIL;
-                word_data_next = tnew_reg;
+                word_data_next = res;
                 state_next = S_PUB_REPLICA;
             end
         end
         S_PUB_REPLICA: begin
+            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
@@ -678,78 +1079,125 @@ always @* begin
             end else if (word_ok) begin
                 word_wr_next = 1'b1;
                 wsel_next = WS_MIRRORED;
-                word_data_next = tnew_reg;
                 state_next = S_PUB_RING;
             end
         end
         S_PUB_RING: begin
+            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
                 state_next = S_DRAIN;
             end else if (word_ok) begin
-                mirrored_next = tnew_reg;
-                start_next = tnew_reg;
-                gap_next = 1'b0;
-                torn_run_next = 2'd0;
-                bytes_next = bytes_reg + {{(64-AW){1'b0}}, len_reg};
-                // progress counts at most 4 GiB per round, far above any threshold
-                progress_next = prog_hit_reg ? 32'd0 : prog_sum_reg;
-                ev_progress_next = prog_hit_reg;
-                ev_sync_done_next = sync_round_reg;
-                poll_cnt_next = 32'd0;
-                state_next = S_IDLE;
+                state_next = S_F1;
             end
         end
+        S_F1: begin
+            // MIRRORED, then BYTES_COPIED in the next cycle: a CPU reading BYTES_COPIED,
+            // MIRRORED, BYTES_COPIED cannot fit its three reads between the two updates
+            wa = E_MIRRORED;
+            we = 1'b1;
+            ra = E_BYTES;
+            state_next = S_F2;
+        end
+        S_F2: begin
+            b_sel = B_LEN;
+            wa = E_BYTES;
+            we = 1'b1;
+            ra = E_TNEW;
+            state_next = S_F3;
+        end
+        S_F3: begin
+            wa = E_START;
+            we = 1'b1;
+            gap_next = 1'b0;
+            torn_run_next = 2'd0;
+            // progress counts at most 4 GiB per round, far above any threshold
+            progress_next = prog_hit_reg ? 32'd0 : prog_sum_reg;
+            ev_progress_next = prog_hit_reg;
+            ev_sync_done_next = sync_round_reg;
+            poll_cnt_next = 32'd0;
+            state_next = S_IDLE;
+        end
+        // ------------------------------------------------ faults
         S_DRAIN: begin
             // issue nothing new; wait for every outstanding transaction (a watchdog
             // fault cannot wait: the slave stopped answering)
             if (mv_quiet || fault_reg == RM_FAULT_WATCHDOG) begin
-                state_next = S_FINFO1;
+                state_next = S_X1;
             end
         end
-        S_FINFO1: begin
-            wsel_next = fsel_reg;       // FINFO2 reads the word's address through word_addr
-            fpos_next = (fwhere_reg == W_SRC || fwhere_reg == W_DST)
-                      ? rbase_reg + ({{(64-BW){1'b0}}, fidx_reg} << LSB) : start_reg;
-            state_next = S_FINFO2;
+        S_X1: begin
+            wsel_next = fsel_reg;       // X3 reads the word's address through word_addr
+            if (fwhere_reg == W_SRC || fwhere_reg == W_DST) begin
+                ra = E_RBASE;
+                state_next = S_X4;
+            end else begin
+                ra = E_START;
+                state_next = S_X2;
+            end
         end
-        S_FINFO2: begin
-            case (fwhere_reg)
-                W_SRC: faddr_next = cfg_ring_base + (fpos_reg[AW-1:0] & cfg_cap_mask);
-                W_DST: faddr_next = cfg_replica_base + (fpos_reg[AW-1:0] & cfg_cap_mask);
-                W_WORD: faddr_next = word_addr;
-                default: faddr_next = {AW{1'b0}};
-            endcase
+        S_X2: begin
+            wa = E_FPOS;
+            we = 1'b1;
+            state_next = S_X3;
+        end
+        S_X3: begin
+            a_sel = fwhere_reg == W_WORD ? A_WADDR : A_ZERO;
+            wa = E_FADDR;
+            we = 1'b1;
+            state_next = S_X8;
+        end
+        S_X4: begin
+            acc_we = 1'b1;
+            state_next = S_X5;
+        end
+        S_X5: begin
+            a_sel = A_BEAT;
+            b_sel = B_ACC;
+            wa = E_FPOS;
+            we = 1'b1;
+            acc_we = 1'b1;
+            state_next = S_X6;
+        end
+        S_X6: begin
+            a_sel = A_ZERO;
+            b_sel = B_ACC;
+            m_sel = M_CAP;
+            acc_we = 1'b1;
+            state_next = S_X7;
+        end
+        S_X7: begin
+            a_sel = fwhere_reg == W_SRC ? A_RING : A_REPLICA;
+            b_sel = B_ACC;
+            wa = E_FADDR;
+            we = 1'b1;
+            state_next = S_X8;
+        end
+        S_X8: begin
             ev_fault_next = 1'b1;
             state_next = S_FAULT;
         end
         S_FAULT: begin
             if (cfg_soft_reset && mv_quiet) begin
                 fault_next = RM_FAULT_NONE;
-                fpos_next = 64'd0;
-                faddr_next = {AW{1'b0}};
-                start_next = 64'd0;
-                mirrored_next = 64'd0;
-                tail_next = 64'd0;
-                bytes_next = 64'd0;
-                bursts_next = 64'd0;
-                overruns_next = 64'd0;
-                lost_next = 64'd0;
-                busy_cycles_next = 64'd0;
+                cnt_clear = 1'b1;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
                 clear_next = 1'b1;
-                ev_soft_reset_done_next = 1'b1;
-                state_next = S_IDLE;
+                clr_cnt_next = 4'd0;
+                clr_ev_next = 1'b1;
+                state_next = S_CLEAR;
             end
         end
         default: state_next = S_FAULT;
     endcase
+
+    if (acc_we) acc_next = res;
 
     // a data error or the watchdog, reported by the mover, stops any round; the first
     // fault wins and keeps its details
@@ -761,9 +1209,7 @@ always @* begin
     end
     // a round stops at once on a mover error (registered there, so this stays short):
     // nothing it would issue in this cycle goes out
-    if ((mv_err || fault_reg != RM_FAULT_NONE) && state_reg != S_IDLE
-            && state_reg != S_DRAIN && state_reg != S_FINFO1 && state_reg != S_FINFO2
-            && state_reg != S_FAULT) begin
+    if ((mv_err || fault_reg != RM_FAULT_NONE) && in_round) begin
         state_next = S_DRAIN;
         word_rd_next = 1'b0;
         word_wr_next = 1'b0;
@@ -771,10 +1217,46 @@ always @* begin
     end
 end
 
+// ---------------------------------------------------------------- status read port
+/* verilator lint_off UNUSEDSIGNAL */
+reg [63:0] st_value_reg;
+/* verilator lint_on UNUSEDSIGNAL */
+reg [3:0] st_entry;
+reg [1:0] st_kind;                           // 0 entry, 1 bursts, 2 busy cycles, 3 zero
+always @* begin
+    st_entry = E_MIRRORED;
+    st_kind = 2'd0;
+    case (st_addr)
+        RM_REG_MIRRORED_LO: st_entry = E_MIRRORED;
+        RM_REG_TAIL_SEEN_LO: st_entry = E_TAIL;
+        RM_REG_BYTES_COPIED_LO: st_entry = E_BYTES;
+        RM_REG_OVERRUNS_LO: st_entry = E_OVERRUNS;
+        RM_REG_BYTES_LOST_LO: st_entry = E_LOST;
+        RM_REG_FAULT_ADDR_LO: st_entry = E_FADDR;
+        RM_REG_FAULT_POSITION_LO: st_entry = E_FPOS;
+        RM_REG_BURSTS_LO: st_kind = 2'd1;
+        RM_REG_BUSY_CYCLES_LO: st_kind = 2'd2;
+        default: st_kind = 2'd3;
+    endcase
+end
+
+initial begin : pos_init
+    integer i;
+    for (i = 0; i < 16; i = i + 1) pos_mem[i] = 64'd0;
+end
+
 always @(posedge clk) begin
-    f_grow_reg <= rwant_reg > rint_reg;
-    f_keep_reg <= oldest_reg < tnew_reg;
-    f_rw_gt_t_reg <= rwant_reg > tnew_reg;
+    if (we) pos_mem[wa] <= res;
+    pos_q_reg <= pos_mem[ra];
+    case (st_kind)
+        2'd0: st_value_reg <= pos_mem[st_entry];
+        2'd1: st_value_reg <= bursts_reg;
+        2'd2: st_value_reg <= busy_cycles_reg;
+        default: st_value_reg <= 64'd0;
+    endcase
+end
+
+always @(posedge clk) begin
     prog_sum_reg <= progress_reg + len_reg[31:0];
     prog_hit_reg <= cfg_irq_progress != 32'd0 && prog_sum_reg >= cfg_irq_progress;
     state_reg <= state_next;
@@ -782,22 +1264,12 @@ always @(posedge clk) begin
     fwhere_reg <= fwhere_next;
     fidx_reg <= fidx_next;
     fsel_reg <= fsel_next;
-    fpos_reg <= fpos_next;
-    faddr_reg <= faddr_next;
-    start_reg <= start_next;
-    mirrored_reg <= mirrored_next;
-    tail_reg <= tail_next;
-    tnew_reg <= tnew_next;
-    intent_reg <= intent_next;
-    cstart_reg <= cstart_next;
-    rbase_reg <= rbase_next;
-    rint_reg <= rint_next;
-    rwant_reg <= rwant_next;
-    newest_reg <= newest_next;
-    oldest_reg <= oldest_next;
-    diff_reg <= diff_next;
-    dlost_reg <= dlost_next;
+    acc_reg <= acc_next;
+    clr_cnt_reg <= clr_cnt_next;
+    clr_ev_reg <= clr_ev_next;
     len_reg <= len_next;
+    clow_reg <= clow_next;
+    tlow_reg <= tlow_next;
     f_bad_reg <= f_bad_next;
     f_back_reg <= f_back_next;
     f_nothing_reg <= f_nothing_next;
@@ -806,6 +1278,10 @@ always @(posedge clk) begin
     f_low_reg <= f_low_next;
     f_borrow_reg <= f_borrow_next;
     f_ovf_reg <= f_ovf_next;
+    f_grow_reg <= f_grow_next;
+    f_keep_reg <= f_keep_next;
+    f_rw_gt_t_reg <= f_rw_gt_t_next;
+    f_over_reg <= f_over_next;
     gap_reg <= gap_next;
     torn_reg <= torn_next;
     keep_part_reg <= keep_part_next;
@@ -814,11 +1290,6 @@ always @(posedge clk) begin
     sync_round_reg <= sync_round_next;
     poll_cnt_reg <= poll_cnt_next;
     progress_reg <= progress_next;
-    bytes_reg <= bytes_next;
-    bursts_reg <= bursts_next;
-    overruns_reg <= overruns_next;
-    lost_reg <= lost_next;
-    busy_cycles_reg <= busy_cycles_next;
     ev_sync_done_reg <= ev_sync_done_next;
     ev_soft_reset_done_reg <= ev_soft_reset_done_next;
     ev_fault_reg <= ev_fault_next;
@@ -835,17 +1306,23 @@ always @(posedge clk) begin
     last_strb_reg <= last_strb_next;
     clear_reg <= clear_next;
 
+    if (cnt_clear) begin
+        bursts_reg <= 64'd0;
+        busy_cycles_reg <= 64'd0;
+    end else begin
+        if (mv_burst) bursts_reg <= bursts_reg + 64'd1;
+        if (st_busy) busy_cycles_reg <= busy_cycles_reg + 64'd1;
+    end
+
     if (rst) begin
-        state_reg <= S_IDLE;
+        // the position file is cleared by S_CLEAR (register reads wait for it)
+        state_reg <= S_CLEAR;
+        clr_cnt_reg <= 4'd0;
+        clr_ev_reg <= 1'b0;
         fault_reg <= RM_FAULT_NONE;
         fwhere_reg <= W_CFG;
         fidx_reg <= 0;
         fsel_reg <= WS_TAIL;
-        fpos_reg <= 64'd0;
-        faddr_reg <= 0;
-        start_reg <= 64'd0;
-        mirrored_reg <= 64'd0;
-        tail_reg <= 64'd0;
         gap_reg <= 1'b0;
         torn_reg <= 1'b0;
         keep_part_reg <= 1'b0;
@@ -854,10 +1331,7 @@ always @(posedge clk) begin
         sync_round_reg <= 1'b0;
         poll_cnt_reg <= 32'd0;
         progress_reg <= 32'd0;
-        bytes_reg <= 64'd0;
         bursts_reg <= 64'd0;
-        overruns_reg <= 64'd0;
-        lost_reg <= 64'd0;
         busy_cycles_reg <= 64'd0;
         ev_sync_done_reg <= 1'b0;
         ev_soft_reset_done_reg <= 1'b0;
@@ -904,19 +1378,12 @@ rm_mover #(
 );
 
 // ---------------------------------------------------------------- outputs
-assign st_busy = state_reg != S_IDLE && state_reg != S_FAULT;
+assign st_busy = state_reg >= S_TAIL_R && state_reg <= S_X8;
 assign st_idle = state_reg == S_IDLE;
 assign st_error = state_reg == S_FAULT;
+assign st_clearing = state_reg == S_CLEAR;
 assign st_fault = fault_reg;
-assign st_mirrored = mirrored_reg;
-assign st_tail = tail_reg;
-assign st_bytes = bytes_reg;
-assign st_bursts = bursts_reg;
-assign st_overruns = overruns_reg;
-assign st_bytes_lost = lost_reg;
-assign st_busy_cycles = busy_cycles_reg;
-assign st_fault_addr = {{(64-AW){1'b0}}, faddr_reg};
-assign st_fault_pos = fpos_reg;
+assign st_value = st_value_reg;
 assign ev_sync_done = ev_sync_done_reg;
 assign ev_soft_reset_done = ev_soft_reset_done_reg;
 assign ev_fault = ev_fault_reg;

@@ -8,8 +8,14 @@
 // The configuration check runs here, in registered stages after every configuration
 // write (cfg_ready low meanwhile): capacity and partition powers of two, alignment, every
 // address and each data base + capacity within ADDR_WIDTH, data areas disjoint. The
-// engine reads only the checked, ADDR_WIDTH-bit values; the address and geometry
-// registers change only while it is stopped, so a running round never sees them move.
+// address and geometry registers change only while the engine is stopped, so a running
+// round never sees them move; they are written byte by byte (the byte strobe is the
+// flip-flops' clock enable, no read-modify-write select) and the engine reads them as they
+// are, the derived masks from the check's first stage.
+//
+// Reads take three cycles: the offset is registered, the 64-bit status values (MIRRORED,
+// TAIL_SEEN, the counters, the fault details) come from the engine's position file a
+// cycle later (st_addr/st_value), and the 32-bit answer is selected into RDATA's register.
 `resetall
 `timescale 1ns / 1ps
 `default_nettype none
@@ -73,16 +79,10 @@ module ring_mirror_regs #(
     input  wire        st_busy,
     input  wire        st_idle,
     input  wire        st_error,
+    input  wire        st_clearing,       // position file being cleared: hold the bus
     input  wire [7:0]  st_fault,
-    input  wire [63:0] st_mirrored,
-    input  wire [63:0] st_tail,
-    input  wire [63:0] st_bytes,
-    input  wire [63:0] st_bursts,
-    input  wire [63:0] st_overruns,
-    input  wire [63:0] st_bytes_lost,
-    input  wire [63:0] st_busy_cycles,
-    input  wire [63:0] st_fault_addr,
-    input  wire [63:0] st_fault_pos,
+    output wire [7:0]  st_addr,           // offset of the 64-bit status register read
+    input  wire [63:0] st_value,          // its value, one cycle after st_addr
     input  wire        ev_sync_done,
     input  wire        ev_soft_reset_done,
     input  wire        ev_fault,
@@ -96,6 +96,31 @@ module ring_mirror_regs #(
 
 localparam [1:0] RESP_OKAY = 2'b00, RESP_SLVERR = 2'b10;
 localparam AW = ADDR_WIDTH;
+localparam NCFG = 8;                          // address/geometry registers, 0x28..0x67
+localparam [7:0] CFG_BASE = RM_REG_RING_DATA_BASE_LO;
+localparam [NCFG*64-1:0] CFG_RST = {RM_RST_REPLICA_TAIL_ADDR, RM_RST_RING_MIRRORED_ADDR,
+    RM_RST_RING_INTENT_ADDR, RM_RST_RING_TAIL_ADDR, RM_RST_REPLICA_DATA_BASE,
+    RM_RST_PARTITION_SIZE, RM_RST_RING_CAPACITY, RM_RST_RING_DATA_BASE};
+localparam C_RING = 0, C_CAP = 1, C_PART = 2, C_REPLICA = 3, C_TAIL = 4, C_INTENT = 5,
+           C_MIRRORED = 6, C_RTAIL = 7;
+
+initial begin
+    // the decode below takes the eight 64-bit configuration registers as one block
+    if (RM_REG_RING_CAPACITY_LO != CFG_BASE + 8 || RM_REG_PARTITION_SIZE_LO != CFG_BASE + 16
+            || RM_REG_REPLICA_DATA_BASE_LO != CFG_BASE + 24
+            || RM_REG_RING_TAIL_ADDR_LO != CFG_BASE + 32
+            || RM_REG_RING_INTENT_ADDR_LO != CFG_BASE + 40
+            || RM_REG_RING_MIRRORED_ADDR_LO != CFG_BASE + 48
+            || RM_REG_REPLICA_TAIL_ADDR_LO != CFG_BASE + 56) begin
+        $error("ring_mirror_regs: the configuration registers must be contiguous from 0x%0h",
+               CFG_BASE);
+        $finish;
+    end
+    if (ADDR_WIDTH < 32 || ADDR_WIDTH > 64) begin
+        $error("ring_mirror_regs: ADDR_WIDTH (%0d) must be 32..64", ADDR_WIDTH);
+        $finish;
+    end
+end
 
 // control and status
 reg enable_reg, enable_next;
@@ -110,51 +135,38 @@ reg [1:0] settle_reg, settle_next;             // cycles until the check sees th
 reg [2:0] irq_status_reg, irq_status_next;
 reg [31:0] irq_progress_reg, irq_progress_next;
 reg [31:0] poll_interval_reg, poll_interval_next;
-// 64-bit configuration: the ADDR_WIDTH bits the engine can use are stored; bits above
-// read as 0, and a _HI write that sets any of them marks the register out of range (hi
-// flag) until the next _HI write, so the configuration check still refuses it
-reg [AW-1:0] ring_base_reg, capacity_reg, partition_reg, replica_base_reg;
-reg [AW-1:0] tail_addr_reg, intent_addr_reg, mirrored_addr_reg, replica_tail_addr_reg;
-reg [63:0] ring_base_next, capacity_next, partition_next, replica_base_next;
-reg [63:0] tail_addr_next, intent_addr_next, mirrored_addr_next, replica_tail_addr_next;
-reg [7:0] cfg_hi_reg, cfg_hi_next;                // per register, in the order above
-reg [7:0] hi_written;                              // _HI word written this cycle
-function [63:0] ext(input [AW-1:0] x);
-    begin
-        ext = 64'd0;
-        ext[AW-1:0] = x;
-    end
-endfunction
-wire [63:0] ring_base_ext = ext(ring_base_reg);
-wire [63:0] capacity_ext = ext(capacity_reg);
-wire [63:0] partition_ext = ext(partition_reg);
-wire [63:0] replica_base_ext = ext(replica_base_reg);
-wire [63:0] tail_addr_ext = ext(tail_addr_reg);
-wire [63:0] intent_addr_ext = ext(intent_addr_reg);
-wire [63:0] mirrored_addr_ext = ext(mirrored_addr_reg);
-wire [63:0] replica_tail_addr_ext = ext(replica_tail_addr_reg);
 reg [31:0] mirrored_lo_reg, mirrored_lo_next;   // staged until the _HI write
 reg [31:0] mirrored_hi_reg, mirrored_hi_next;
 reg mirrored_load_reg, mirrored_load_next;
 reg [31:0] latch_hi_reg, latch_hi_next;         // _HI of the last latched _LO read
 
+// address and geometry: the ADDR_WIDTH bits the engine can use are stored; bits above
+// read as 0, and a _HI write that sets any of them marks the register out of range (hi
+// flag) until its next _HI write, so the configuration check still refuses it
+/* verilator lint_off UNUSEDSIGNAL */
+wire [NCFG*64-1:0] cfg_bits;                    // whole bytes below AW are stored
+/* verilator lint_on UNUSEDSIGNAL */
+reg [NCFG-1:0] cfg_hi_reg;
+
 // AXI4-Lite handshake state
 reg bvalid_reg, bvalid_next;
 reg [1:0] bresp_reg, bresp_next;
+reg [1:0] rd_pipe_reg;                          // read accepted, status value on its way
+reg [7:0] rd_addr_reg;
 reg rvalid_reg, rvalid_next;
 reg [1:0] rresp_reg, rresp_next;
 reg [31:0] rdata_reg, rdata_next;
 
-// a write needs address and data together; one response outstanding at a time
-wire wr_fire = s_axil_awvalid && s_axil_wvalid && !bvalid_reg;
-wire rd_fire = s_axil_arvalid && !rvalid_reg;
+// a write needs address and data together; one response outstanding at a time; nothing
+// is accepted while the engine clears its position file (a few cycles after a reset)
+wire wr_fire = s_axil_awvalid && s_axil_wvalid && !bvalid_reg && !st_clearing;
+wire rd_fire = s_axil_arvalid && !rvalid_reg && rd_pipe_reg == 2'd0 && !st_clearing;
 wire [7:0] wr_addr = {s_axil_awaddr[7:2], 2'b00};
 wire [7:0] rd_addr = {s_axil_araddr[7:2], 2'b00};
 wire [31:0] wmask = {{8{s_axil_wstrb[3]}}, {8{s_axil_wstrb[2]}},
                      {8{s_axil_wstrb[1]}}, {8{s_axil_wstrb[0]}}};
 
-// byte-enable write: written as a select per byte so that synthesis makes the byte
-// strobe a flip-flop clock enable instead of a LUT per bit
+// byte-enable write of a 32-bit register
 function [31:0] merge(input [31:0] old, input [31:0] data, input [31:0] mask);
     integer b;
     begin
@@ -167,14 +179,13 @@ endfunction
 // bits written as 1 (with their byte enabled)
 wire [31:0] wones = s_axil_wdata & wmask;
 
-wire [31:0] status_word;
-assign status_word = ({31'd0, st_busy} << RM_STATUS_BUSY_LSB)
-                   | ({31'd0, st_idle} << RM_STATUS_IDLE_LSB)
-                   | ({31'd0, st_error} << RM_STATUS_ERROR_LSB)
-                   | ({31'd0, overrun_reg} << RM_STATUS_OVERRUN_LSB)
-                   | ({31'd0, load_refused_reg} << RM_STATUS_LOAD_REFUSED_LSB)
-                   | ({31'd0, config_refused_reg} << RM_STATUS_CONFIG_REFUSED_LSB)
-                   | ({24'd0, st_fault} << RM_STATUS_FAULT_LSB);
+wire [31:0] status_word = ({31'd0, st_busy} << RM_STATUS_BUSY_LSB)
+                        | ({31'd0, st_idle} << RM_STATUS_IDLE_LSB)
+                        | ({31'd0, st_error} << RM_STATUS_ERROR_LSB)
+                        | ({31'd0, overrun_reg} << RM_STATUS_OVERRUN_LSB)
+                        | ({31'd0, load_refused_reg} << RM_STATUS_LOAD_REFUSED_LSB)
+                        | ({31'd0, config_refused_reg} << RM_STATUS_CONFIG_REFUSED_LSB)
+                        | ({24'd0, st_fault} << RM_STATUS_FAULT_LSB);
 wire [31:0] control_word = ({31'd0, enable_reg} << RM_CONTROL_ENABLE_LSB)
                          | ({31'd0, sync_reg} << RM_CONTROL_SYNC_LSB)
                          | ({31'd0, soft_reset_reg} << RM_CONTROL_SOFT_RESET_LSB)
@@ -186,7 +197,57 @@ wire [31:0] irq_status_word = ({31'd0, irq_status_reg[0]} << RM_IRQ_STATUS_FAULT
 // the engine takes address/geometry writes only while stopped, MIRRORED only when idle
 wire stopped = (st_idle || st_error) && !enable_reg && !sync_reg;
 wire loadable = st_idle && !enable_reg && !sync_reg && !soft_reset_reg;
-reg cfg_wr;   // this write targets an address or geometry register
+
+// the configuration register a write or read addresses (0..7), and which half
+/* verilator lint_off UNUSEDSIGNAL */
+wire [7:0] wr_rel = wr_addr - CFG_BASE;
+/* verilator lint_on UNUSEDSIGNAL */
+wire wr_cfg = wr_addr >= CFG_BASE && wr_addr < CFG_BASE + 8'd64;
+wire [2:0] wr_cfg_idx = wr_rel[5:3];
+wire wr_cfg_hi = wr_rel[2];
+wire cfg_take = wr_fire && wr_cfg && stopped;
+// the bits a _HI word may store: those below AW
+localparam [31:0] HI_KEEP = AW >= 64 ? 32'hFFFFFFFF : ((32'd1 << (AW - 32)) - 32'd1);
+
+genvar gr, gb;
+generate
+    for (gr = 0; gr < NCFG; gr = gr + 1) begin : g_cfg
+        for (gb = 0; gb < 8; gb = gb + 1) begin : g_byte
+            if (gb * 8 < AW) begin : g_stored
+                localparam [0:0] HI = gb >= 4;
+                localparam LANE = gb % 4;
+                reg [7:0] byte_reg;
+                always @(posedge clk) begin
+                    if (rst) begin
+                        byte_reg <= CFG_RST[gr*64 + gb*8 +: 8];
+                    end else if (cfg_take && wr_cfg_idx == gr && wr_cfg_hi == HI
+                                 && s_axil_wstrb[LANE]) begin
+                        byte_reg <= s_axil_wdata[LANE*8 +: 8];
+                    end
+                end
+                assign cfg_bits[gr*64 + gb*8 +: 8] = byte_reg;
+            end else begin : g_none
+                assign cfg_bits[gr*64 + gb*8 +: 8] = 8'd0;
+            end
+        end
+        always @(posedge clk) begin
+            if (rst) begin
+                cfg_hi_reg[gr] <= 1'b0;
+            end else if (cfg_take && wr_cfg_idx == gr && wr_cfg_hi) begin
+                cfg_hi_reg[gr] <= |(wones & ~HI_KEEP);
+            end
+        end
+    end
+endgenerate
+
+// the configuration word a read addresses, selected a cycle ahead (bits above AW read 0)
+/* verilator lint_off UNUSEDSIGNAL */
+wire [7:0] rd_rel = rd_addr_reg - CFG_BASE;
+/* verilator lint_on UNUSEDSIGNAL */
+reg [31:0] rd_cfg_word;
+always @(posedge clk) begin
+    rd_cfg_word <= cfg_bits[{rd_rel[5:3], rd_rel[2], 5'd0} +: 32] & (rd_rel[2] ? HI_KEEP : 32'hFFFFFFFF);
+end
 
 always @* begin
     enable_next = enable_reg;
@@ -199,20 +260,9 @@ always @* begin
     config_refused_next = config_refused_reg;
     watchdog_next = watchdog_reg;
     settle_next = settle_reg != 2'd0 ? settle_reg - 2'd1 : 2'd0;
-    cfg_wr = 1'b0;
-    hi_written = 8'd0;
-    cfg_hi_next = cfg_hi_reg;
     irq_status_next = irq_status_reg;
     irq_progress_next = irq_progress_reg;
     poll_interval_next = poll_interval_reg;
-    ring_base_next = ring_base_ext;
-    capacity_next = capacity_ext;
-    partition_next = partition_ext;
-    replica_base_next = replica_base_ext;
-    tail_addr_next = tail_addr_ext;
-    intent_addr_next = intent_addr_ext;
-    mirrored_addr_next = mirrored_addr_ext;
-    replica_tail_addr_next = replica_tail_addr_ext;
     mirrored_lo_next = mirrored_lo_reg;
     mirrored_hi_next = mirrored_hi_reg;
     mirrored_load_next = 1'b0;
@@ -236,6 +286,14 @@ always @* begin
     if (wr_fire) begin
         bvalid_next = 1'b1;
         bresp_next = RESP_OKAY;
+        if (wr_cfg) begin
+            if (stopped) begin
+                settle_next = 2'd3;
+            end else begin
+                // a running round must never see its addresses move: the write is ignored
+                config_refused_next = 1'b1;
+            end
+        end
         case (wr_addr)
             RM_REG_CONTROL: begin
                 if (wmask[RM_CONTROL_ENABLE_LSB]) begin
@@ -260,46 +318,6 @@ always @* begin
             RM_REG_IRQ_PROGRESS: irq_progress_next = merge(irq_progress_reg, s_axil_wdata, wmask);
             RM_REG_POLL_INTERVAL: poll_interval_next = merge(poll_interval_reg, s_axil_wdata, wmask);
             RM_REG_WATCHDOG: watchdog_next = merge(watchdog_reg, s_axil_wdata, wmask);
-            RM_REG_RING_DATA_BASE_LO: ring_base_next[31:0] = merge(ring_base_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_DATA_BASE_HI: begin
-                ring_base_next[63:32] = merge(ring_base_ext[63:32], s_axil_wdata, wmask);
-                hi_written[0] = 1'b1;
-            end
-            RM_REG_RING_CAPACITY_LO: capacity_next[31:0] = merge(capacity_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_CAPACITY_HI: begin
-                capacity_next[63:32] = merge(capacity_ext[63:32], s_axil_wdata, wmask);
-                hi_written[1] = 1'b1;
-            end
-            RM_REG_PARTITION_SIZE_LO: partition_next[31:0] = merge(partition_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_PARTITION_SIZE_HI: begin
-                partition_next[63:32] = merge(partition_ext[63:32], s_axil_wdata, wmask);
-                hi_written[2] = 1'b1;
-            end
-            RM_REG_REPLICA_DATA_BASE_LO: replica_base_next[31:0] = merge(replica_base_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_REPLICA_DATA_BASE_HI: begin
-                replica_base_next[63:32] = merge(replica_base_ext[63:32], s_axil_wdata, wmask);
-                hi_written[3] = 1'b1;
-            end
-            RM_REG_RING_TAIL_ADDR_LO: tail_addr_next[31:0] = merge(tail_addr_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_TAIL_ADDR_HI: begin
-                tail_addr_next[63:32] = merge(tail_addr_ext[63:32], s_axil_wdata, wmask);
-                hi_written[4] = 1'b1;
-            end
-            RM_REG_RING_INTENT_ADDR_LO: intent_addr_next[31:0] = merge(intent_addr_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_INTENT_ADDR_HI: begin
-                intent_addr_next[63:32] = merge(intent_addr_ext[63:32], s_axil_wdata, wmask);
-                hi_written[5] = 1'b1;
-            end
-            RM_REG_RING_MIRRORED_ADDR_LO: mirrored_addr_next[31:0] = merge(mirrored_addr_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_RING_MIRRORED_ADDR_HI: begin
-                mirrored_addr_next[63:32] = merge(mirrored_addr_ext[63:32], s_axil_wdata, wmask);
-                hi_written[6] = 1'b1;
-            end
-            RM_REG_REPLICA_TAIL_ADDR_LO: replica_tail_addr_next[31:0] = merge(replica_tail_addr_ext[31:0], s_axil_wdata, wmask);
-            RM_REG_REPLICA_TAIL_ADDR_HI: begin
-                replica_tail_addr_next[63:32] = merge(replica_tail_addr_ext[63:32], s_axil_wdata, wmask);
-                hi_written[7] = 1'b1;
-            end
             RM_REG_MIRRORED_LO: mirrored_lo_next = merge(mirrored_lo_reg, s_axil_wdata, wmask);
             RM_REG_MIRRORED_HI: begin
                 mirrored_hi_next = merge(mirrored_hi_reg, s_axil_wdata, wmask);
@@ -317,43 +335,9 @@ always @* begin
             RM_REG_BYTES_LOST_LO, RM_REG_BYTES_LOST_HI: begin
                 // read-only: writes are ignored but the address is mapped
             end
-            default: bresp_next = RESP_SLVERR;
+            default: if (!wr_cfg) bresp_next = RESP_SLVERR;
         endcase
-        case (wr_addr)
-            RM_REG_RING_DATA_BASE_LO, RM_REG_RING_DATA_BASE_HI, RM_REG_RING_CAPACITY_LO,
-            RM_REG_RING_CAPACITY_HI, RM_REG_PARTITION_SIZE_LO, RM_REG_PARTITION_SIZE_HI,
-            RM_REG_REPLICA_DATA_BASE_LO, RM_REG_REPLICA_DATA_BASE_HI, RM_REG_RING_TAIL_ADDR_LO,
-            RM_REG_RING_TAIL_ADDR_HI, RM_REG_RING_INTENT_ADDR_LO, RM_REG_RING_INTENT_ADDR_HI,
-            RM_REG_RING_MIRRORED_ADDR_LO, RM_REG_RING_MIRRORED_ADDR_HI,
-            RM_REG_REPLICA_TAIL_ADDR_LO, RM_REG_REPLICA_TAIL_ADDR_HI: cfg_wr = 1'b1;
-            default: cfg_wr = 1'b0;
-        endcase
-        if (cfg_wr) begin
-            if (stopped) begin
-                settle_next = 2'd3;
-            end else begin
-                // a running round must never see its addresses move: keep the old values
-                config_refused_next = 1'b1;
-                ring_base_next = ring_base_ext;
-                capacity_next = capacity_ext;
-                partition_next = partition_ext;
-                replica_base_next = replica_base_ext;
-                tail_addr_next = tail_addr_ext;
-                intent_addr_next = intent_addr_ext;
-                mirrored_addr_next = mirrored_addr_ext;
-                replica_tail_addr_next = replica_tail_addr_ext;
-                hi_written = 8'd0;
-            end
-        end
     end
-    if (hi_written[0]) cfg_hi_next[0] = AW < 64 && |(ring_base_next >> AW);
-    if (hi_written[1]) cfg_hi_next[1] = AW < 64 && |(capacity_next >> AW);
-    if (hi_written[2]) cfg_hi_next[2] = AW < 64 && |(partition_next >> AW);
-    if (hi_written[3]) cfg_hi_next[3] = AW < 64 && |(replica_base_next >> AW);
-    if (hi_written[4]) cfg_hi_next[4] = AW < 64 && |(tail_addr_next >> AW);
-    if (hi_written[5]) cfg_hi_next[5] = AW < 64 && |(intent_addr_next >> AW);
-    if (hi_written[6]) cfg_hi_next[6] = AW < 64 && |(mirrored_addr_next >> AW);
-    if (hi_written[7]) cfg_hi_next[7] = AW < 64 && |(replica_tail_addr_next >> AW);
 
     // engine events win over a simultaneous clear
     if (ev_fault) irq_status_next[0] = 1'b1;
@@ -363,11 +347,12 @@ always @* begin
         overrun_next = 1'b1;
     end
 
-    if (rd_fire) begin
+    // read: third cycle after the handshake (rd_pipe_reg[1]); st_value is that of rd_addr_reg
+    if (rd_pipe_reg[1]) begin
         rvalid_next = 1'b1;
         rresp_next = RESP_OKAY;
         rdata_next = 32'd0;
-        case (rd_addr)
+        case (rd_addr_reg)
             RM_REG_ID: rdata_next = RM_ID_VALUE;
             RM_REG_VERSION: rdata_next = RM_VERSION_VALUE;
             RM_REG_HW_CONFIG: rdata_next = HW_CONFIG;
@@ -377,62 +362,22 @@ always @* begin
             RM_REG_IRQ_PROGRESS: rdata_next = irq_progress_reg;
             RM_REG_POLL_INTERVAL: rdata_next = poll_interval_reg;
             RM_REG_WATCHDOG: rdata_next = watchdog_reg;
-            RM_REG_RING_DATA_BASE_LO: rdata_next = ring_base_ext[31:0];
-            RM_REG_RING_DATA_BASE_HI: rdata_next = ring_base_ext[63:32];
-            RM_REG_RING_CAPACITY_LO: rdata_next = capacity_ext[31:0];
-            RM_REG_RING_CAPACITY_HI: rdata_next = capacity_ext[63:32];
-            RM_REG_PARTITION_SIZE_LO: rdata_next = partition_ext[31:0];
-            RM_REG_PARTITION_SIZE_HI: rdata_next = partition_ext[63:32];
-            RM_REG_REPLICA_DATA_BASE_LO: rdata_next = replica_base_ext[31:0];
-            RM_REG_REPLICA_DATA_BASE_HI: rdata_next = replica_base_ext[63:32];
-            RM_REG_RING_TAIL_ADDR_LO: rdata_next = tail_addr_ext[31:0];
-            RM_REG_RING_TAIL_ADDR_HI: rdata_next = tail_addr_ext[63:32];
-            RM_REG_RING_INTENT_ADDR_LO: rdata_next = intent_addr_ext[31:0];
-            RM_REG_RING_INTENT_ADDR_HI: rdata_next = intent_addr_ext[63:32];
-            RM_REG_RING_MIRRORED_ADDR_LO: rdata_next = mirrored_addr_ext[31:0];
-            RM_REG_RING_MIRRORED_ADDR_HI: rdata_next = mirrored_addr_ext[63:32];
-            RM_REG_REPLICA_TAIL_ADDR_LO: rdata_next = replica_tail_addr_ext[31:0];
-            RM_REG_REPLICA_TAIL_ADDR_HI: rdata_next = replica_tail_addr_ext[63:32];
-            RM_REG_MIRRORED_LO: begin
-                rdata_next = st_mirrored[31:0];
-                latch_hi_next = st_mirrored[63:32];
-            end
-            RM_REG_TAIL_SEEN_LO: begin
-                rdata_next = st_tail[31:0];
-                latch_hi_next = st_tail[63:32];
-            end
-            RM_REG_BYTES_COPIED_LO: begin
-                rdata_next = st_bytes[31:0];
-                latch_hi_next = st_bytes[63:32];
-            end
-            RM_REG_BURSTS_LO: begin
-                rdata_next = st_bursts[31:0];
-                latch_hi_next = st_bursts[63:32];
-            end
-            RM_REG_OVERRUNS_LO: begin
-                rdata_next = st_overruns[31:0];
-                latch_hi_next = st_overruns[63:32];
-            end
-            RM_REG_BUSY_CYCLES_LO: begin
-                rdata_next = st_busy_cycles[31:0];
-                latch_hi_next = st_busy_cycles[63:32];
-            end
-            RM_REG_BYTES_LOST_LO: begin
-                rdata_next = st_bytes_lost[31:0];
-                latch_hi_next = st_bytes_lost[63:32];
-            end
-            RM_REG_FAULT_ADDR_LO: begin
-                rdata_next = st_fault_addr[31:0];
-                latch_hi_next = st_fault_addr[63:32];
-            end
-            RM_REG_FAULT_POSITION_LO: begin
-                rdata_next = st_fault_pos[31:0];
-                latch_hi_next = st_fault_pos[63:32];
+            RM_REG_MIRRORED_LO, RM_REG_TAIL_SEEN_LO, RM_REG_BYTES_COPIED_LO, RM_REG_BURSTS_LO,
+            RM_REG_OVERRUNS_LO, RM_REG_BUSY_CYCLES_LO, RM_REG_BYTES_LOST_LO,
+            RM_REG_FAULT_ADDR_LO, RM_REG_FAULT_POSITION_LO: begin
+                rdata_next = st_value[31:0];
+                latch_hi_next = st_value[63:32];
             end
             RM_REG_MIRRORED_HI, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_HI,
             RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_HI, RM_REG_BYTES_LOST_HI,
             RM_REG_FAULT_ADDR_HI, RM_REG_FAULT_POSITION_HI: rdata_next = latch_hi_reg;
-            default: rresp_next = RESP_SLVERR;
+            default: begin
+                if (rd_addr_reg >= CFG_BASE && rd_addr_reg < CFG_BASE + 8'd64) begin
+                    rdata_next = rd_cfg_word;
+                end else begin
+                    rresp_next = RESP_SLVERR;
+                end
+            end
         endcase
     end
 end
@@ -450,21 +395,14 @@ always @(posedge clk) begin
     irq_status_reg <= irq_status_next;
     irq_progress_reg <= irq_progress_next;
     poll_interval_reg <= poll_interval_next;
-    ring_base_reg <= ring_base_next[AW-1:0];
-    capacity_reg <= capacity_next[AW-1:0];
-    partition_reg <= partition_next[AW-1:0];
-    replica_base_reg <= replica_base_next[AW-1:0];
-    tail_addr_reg <= tail_addr_next[AW-1:0];
-    intent_addr_reg <= intent_addr_next[AW-1:0];
-    mirrored_addr_reg <= mirrored_addr_next[AW-1:0];
-    replica_tail_addr_reg <= replica_tail_addr_next[AW-1:0];
-    cfg_hi_reg <= cfg_hi_next;
     mirrored_lo_reg <= mirrored_lo_next;
     mirrored_hi_reg <= mirrored_hi_next;
     mirrored_load_reg <= mirrored_load_next;
     latch_hi_reg <= latch_hi_next;
     bvalid_reg <= bvalid_next;
     bresp_reg <= bresp_next;
+    rd_pipe_reg <= {rd_pipe_reg[0], rd_fire};
+    if (rd_fire) rd_addr_reg <= rd_addr;
     rvalid_reg <= rvalid_next;
     rresp_reg <= rresp_next;
     rdata_reg <= rdata_next;
@@ -482,24 +420,17 @@ always @(posedge clk) begin
         irq_status_reg <= RM_RST_IRQ_STATUS[2:0];
         irq_progress_reg <= RM_RST_IRQ_PROGRESS;
         poll_interval_reg <= RM_RST_POLL_INTERVAL;
-        ring_base_reg <= RM_RST_RING_DATA_BASE[AW-1:0];
-        capacity_reg <= RM_RST_RING_CAPACITY[AW-1:0];
-        partition_reg <= RM_RST_PARTITION_SIZE[AW-1:0];
-        replica_base_reg <= RM_RST_REPLICA_DATA_BASE[AW-1:0];
-        tail_addr_reg <= RM_RST_RING_TAIL_ADDR[AW-1:0];
-        intent_addr_reg <= RM_RST_RING_INTENT_ADDR[AW-1:0];
-        mirrored_addr_reg <= RM_RST_RING_MIRRORED_ADDR[AW-1:0];
-        replica_tail_addr_reg <= RM_RST_REPLICA_TAIL_ADDR[AW-1:0];
-        cfg_hi_reg <= 8'd0;
         mirrored_lo_reg <= 32'd0;
+        mirrored_hi_reg <= 32'd0;
         mirrored_load_reg <= 1'b0;
         latch_hi_reg <= 32'd0;
         bvalid_reg <= 1'b0;
         bresp_reg <= RESP_OKAY;
+        rd_pipe_reg <= 2'd0;
+        rd_addr_reg <= 8'd0;
         rvalid_reg <= 1'b0;
         rresp_reg <= RESP_OKAY;
         rdata_reg <= 32'd0;
-        mirrored_hi_reg <= 32'd0;
     end
 end
 
@@ -511,6 +442,7 @@ assign s_axil_arready = rd_fire;
 assign s_axil_rdata = rdata_reg;
 assign s_axil_rresp = rresp_reg;
 assign s_axil_rvalid = rvalid_reg;
+assign st_addr = rd_addr_reg;
 
 assign cfg_enable = enable_reg;
 assign cfg_sync = sync_reg;
@@ -523,42 +455,45 @@ assign cfg_mirrored_value = {mirrored_hi_reg, mirrored_lo_reg};
 assign irq = irq_en_reg && irq_status_reg != 3'd0;
 
 // ---------------------------------------------------------------- configuration check
-// stage 1: values cut to ADDR_WIDTH, their high bits, sums and masks
-reg [AW-1:0] c_ring_base_reg, c_replica_base_reg, c_cap_reg, c_part_reg;
-reg [AW-1:0] c_cap_mask_reg, c_part_mask_reg, c_cap_less_part_reg;
-reg [AW-1:0] c_tail_reg, c_intent_reg, c_mirrored_reg, c_rtail_reg, c_rint_reg;
+// stage 1: masks, sums and flags from the stored values; stage 2: the verdict
+wire [AW-1:0] ring_base = cfg_bits[C_RING*64 +: AW];
+wire [AW-1:0] capacity = cfg_bits[C_CAP*64 +: AW];
+wire [AW-1:0] partition = cfg_bits[C_PART*64 +: AW];
+wire [AW-1:0] replica_base = cfg_bits[C_REPLICA*64 +: AW];
+wire [AW-1:0] tail_addr = cfg_bits[C_TAIL*64 +: AW];
+wire [AW-1:0] intent_addr = cfg_bits[C_INTENT*64 +: AW];
+wire [AW-1:0] mirrored_addr = cfg_bits[C_MIRRORED*64 +: AW];
+wire [AW-1:0] replica_tail_addr = cfg_bits[C_RTAIL*64 +: AW];
+reg [AW-1:0] c_cap_mask_reg, c_part_mask_reg, c_cap_less_part_reg, c_rint_reg;
 reg [AW:0] c_ring_end_reg, c_replica_end_reg;
 reg c_rint_carry_reg, c_hi_reg, c_cap_hi_reg, c_part_hi_reg, c_align_reg;
-// stage 2: the verdict
+reg c_cap_small_reg, c_part_small_reg, c_part_big_reg, c_cap_pow_reg, c_part_pow_reg;
 reg [7:0] c_fault_reg;
 
 always @(posedge clk) begin
-    c_ring_base_reg <= ring_base_reg;
-    c_replica_base_reg <= replica_base_reg;
-    c_cap_reg <= capacity_reg;
-    c_part_reg <= partition_reg;
-    c_cap_mask_reg <= capacity_reg - 1'b1;
-    c_part_mask_reg <= partition_reg - 1'b1;
-    c_cap_less_part_reg <= capacity_reg - partition_reg;
-    c_tail_reg <= tail_addr_reg;
-    c_intent_reg <= intent_addr_reg;
-    c_mirrored_reg <= mirrored_addr_reg;
-    c_rtail_reg <= replica_tail_addr_reg;
-    {c_rint_carry_reg, c_rint_reg} <= {1'b0, replica_tail_addr_reg} + 'h80;
-    c_ring_end_reg <= {1'b0, ring_base_reg} + {1'b0, capacity_reg};
-    c_replica_end_reg <= {1'b0, replica_base_reg} + {1'b0, capacity_reg};
-    c_cap_hi_reg <= cfg_hi_reg[1];
-    c_part_hi_reg <= cfg_hi_reg[2];
-    c_hi_reg <= cfg_hi_reg[0] || cfg_hi_reg[3] || |cfg_hi_reg[7:4];
-    c_align_reg <= ring_base_reg[11:0] != 12'd0 || replica_base_reg[11:0] != 12'd0
-                || tail_addr_reg[2:0] != 3'd0 || intent_addr_reg[2:0] != 3'd0
-                || mirrored_addr_reg[2:0] != 3'd0 || replica_tail_addr_reg[2:0] != 3'd0;
+    c_cap_mask_reg <= capacity - 1'b1;
+    c_part_mask_reg <= partition - 1'b1;
+    c_cap_less_part_reg <= capacity - partition;
+    {c_rint_carry_reg, c_rint_reg} <= {1'b0, replica_tail_addr} + 'h80;
+    c_ring_end_reg <= {1'b0, ring_base} + {1'b0, capacity};
+    c_replica_end_reg <= {1'b0, replica_base} + {1'b0, capacity};
+    c_cap_hi_reg <= cfg_hi_reg[C_CAP];
+    c_part_hi_reg <= cfg_hi_reg[C_PART];
+    c_hi_reg <= cfg_hi_reg[C_RING] || cfg_hi_reg[C_REPLICA] || cfg_hi_reg[C_TAIL]
+             || cfg_hi_reg[C_INTENT] || cfg_hi_reg[C_MIRRORED] || cfg_hi_reg[C_RTAIL];
+    c_align_reg <= ring_base[11:0] != 12'd0 || replica_base[11:0] != 12'd0
+                || tail_addr[2:0] != 3'd0 || intent_addr[2:0] != 3'd0
+                || mirrored_addr[2:0] != 3'd0 || replica_tail_addr[2:0] != 3'd0;
+    c_cap_small_reg <= capacity < 4096;
+    c_part_small_reg <= partition < 64;
+    c_part_big_reg <= partition > capacity;
+    c_cap_pow_reg <= (capacity & (capacity - 1'b1)) == 0;
+    c_part_pow_reg <= (partition & (partition - 1'b1)) == 0;
 
     c_fault_reg <= RM_FAULT_NONE;
-    if (c_cap_hi_reg || c_cap_reg < 4096 || (c_cap_reg & c_cap_mask_reg) != 0) begin
+    if (c_cap_hi_reg || c_cap_small_reg || !c_cap_pow_reg) begin
         c_fault_reg <= RM_FAULT_BAD_CAPACITY;
-    end else if (c_part_hi_reg || c_part_reg < 64 || c_part_reg > c_cap_reg
-            || (c_part_reg & c_part_mask_reg) != 0) begin
+    end else if (c_part_hi_reg || c_part_small_reg || c_part_big_reg || !c_part_pow_reg) begin
         c_fault_reg <= RM_FAULT_BAD_PARTITION;
     end else if (c_align_reg) begin
         c_fault_reg <= RM_FAULT_BAD_ALIGNMENT;
@@ -568,22 +503,22 @@ always @(posedge clk) begin
         // a data area must end at or below 2^ADDR_WIDTH: base and size alone both fit
         // when the area wraps past the top of the address space
         c_fault_reg <= RM_FAULT_ADDR_RANGE;
-    end else if (!(c_ring_end_reg <= {1'b0, c_replica_base_reg}
-            || c_replica_end_reg <= {1'b0, c_ring_base_reg})) begin
+    end else if (!(c_ring_end_reg <= {1'b0, replica_base}
+            || c_replica_end_reg <= {1'b0, ring_base})) begin
         c_fault_reg <= RM_FAULT_OVERLAP;
     end
 end
 
-assign cfg_ring_base = c_ring_base_reg;
-assign cfg_replica_base = c_replica_base_reg;
-assign cfg_capacity = c_cap_reg;
+assign cfg_ring_base = ring_base;
+assign cfg_replica_base = replica_base;
+assign cfg_capacity = capacity;
 assign cfg_cap_mask = c_cap_mask_reg;
 assign cfg_part_mask = c_part_mask_reg;
 assign cfg_cap_less_part = c_cap_less_part_reg;
-assign cfg_tail_addr = c_tail_reg;
-assign cfg_intent_addr = c_intent_reg;
-assign cfg_mirrored_addr = c_mirrored_reg;
-assign cfg_replica_tail_addr = c_rtail_reg;
+assign cfg_tail_addr = tail_addr;
+assign cfg_intent_addr = intent_addr;
+assign cfg_mirrored_addr = mirrored_addr;
+assign cfg_replica_tail_addr = replica_tail_addr;
 assign cfg_rint_addr = c_rint_reg;
 assign cfg_fault = c_fault_reg;
 assign cfg_ready = settle_reg == 2'd0;
