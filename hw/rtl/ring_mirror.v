@@ -12,6 +12,7 @@ module ring_mirror #(
     parameter MAX_BURST_LEN = 16,       // beats per burst, power of two, 1..256
     parameter MAX_OUTSTANDING = 4,      // read bursts in flight at most, 1..255
     parameter FIFO_DEPTH = 64,          // read-data FIFO beats, power of two >= MAX_BURST_LEN
+    parameter RUN_LOG = 16,             // a round copies in runs of at most 2^RUN_LOG beats
     parameter [3:0] AXI_CACHE = 4'b1111,// AxCACHE of every transaction (coherent port: 1111)
     parameter [2:0] AXI_PROT = 3'b010   // AxPROT of every transaction
 ) (
@@ -127,7 +128,7 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
 ring_mirror_core #(
     .DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .ID_WIDTH(ID_WIDTH),
     .MAX_BURST_LEN(MAX_BURST_LEN), .MAX_OUTSTANDING(MAX_OUTSTANDING),
-    .FIFO_DEPTH(FIFO_DEPTH), .AXI_CACHE(AXI_CACHE), .AXI_PROT(AXI_PROT)
+    .FIFO_DEPTH(FIFO_DEPTH), .RUN_LOG(RUN_LOG), .AXI_CACHE(AXI_CACHE), .AXI_PROT(AXI_PROT)
 ) core (
     .clk(aclk), .rst(rst),
     .cfg_enable(cfg_enable), .cfg_sync(cfg_sync), .cfg_soft_reset(cfg_soft_reset),

@@ -47,6 +47,7 @@ module ring_mirror_core #(
     parameter MAX_BURST_LEN = 16,       // beats per burst, power of two, 1..256
     parameter MAX_OUTSTANDING = 4,      // read bursts in flight at most, 1..255
     parameter FIFO_DEPTH = 64,          // read-data FIFO beats, power of two >= MAX_BURST_LEN
+    parameter RUN_LOG = 16,             // a round copies in runs of at most 2^RUN_LOG beats
     parameter [3:0] AXI_CACHE = 4'b1111,// AxCACHE: write-back allocate, for coherent ports
     parameter [2:0] AXI_PROT = 3'b010   // AxPROT: unprivileged, non-secure, data
 ) (
@@ -137,7 +138,13 @@ module ring_mirror_core #(
 localparam BYTES = DATA_WIDTH / 8;
 localparam LSB = $clog2(BYTES);
 localparam AW = ADDR_WIDTH;
-localparam BW = AW - LSB + 1;                       // beats of a round
+localparam BT = AW - LSB + 1;                       // beats of a round
+// A round copies in runs of at most 2^RUN_LOG beats (one rm_mover copy each, the next
+// started once the previous one's writes are acknowledged): the mover's and the burst
+// planners' beat counters need RUN_LOG + 1 bits instead of BT. With 2^16 beats a run
+// boundary (one memory latency) costs under 0.1 % of a long copy.
+localparam BW = RUN_LOG + 1;
+localparam [BT-1:0] RUN_BEATS = {{(BT-1){1'b0}}, 1'b1} << RUN_LOG;
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
 localparam [AW-1:0] BEAT_ALIGN = {{(AW-LSB){1'b1}}, {LSB{1'b0}}};
 
@@ -158,6 +165,11 @@ initial begin
     end
     if (MAX_OUTSTANDING < 1 || MAX_OUTSTANDING > 255) begin
         $error("ring_mirror_core: MAX_OUTSTANDING (%0d) must be 1..255", MAX_OUTSTANDING);
+        $finish;
+    end
+    if (RUN_LOG < 8 || RUN_LOG > 24) begin
+        // (rm_mover and rm_burst_plan count at least 9-bit beat numbers: bursts of 256)
+        $error("ring_mirror_core: RUN_LOG (%0d) must be 8..24", RUN_LOG);
         $finish;
     end
     if (FIFO_DEPTH < MAX_BURST_LEN || FIFO_DEPTH > 16384
@@ -188,83 +200,85 @@ localparam [3:0]
     E_RBASE = 4'd15;      // beat-aligned position of the run's beat 0
 
 // ---------------------------------------------------------------- states
-localparam [6:0]
-    S_IDLE = 7'd0,
-    S_CLEAR = 7'd1,       // zero every entry (reset, SOFT_RESET)
-    S_LOAD1 = 7'd2,       // MIRRORED load: start, mirrored, tail
-    S_LOAD2 = 7'd3,
-    S_LOAD3 = 7'd4,
-    S_TAIL_R = 7'd5,      // tail word read
-    S_T1 = 7'd6,          // acc = tail seen before
-    S_T2 = 7'd7,          // t < tail seen? (TAIL_BACKWARDS)
-    S_T3 = 7'd8,          // tail seen = t; acc = t
-    S_T4 = 7'd9,          // t <= start? (nothing new)
-    S_T5 = 7'd10,         // acc = start
-    S_T6 = 7'd11,         // acc = t - start
-    S_T7 = 7'd12,         // tnew = t; lapped = acc > capacity
-    S_T8 = 7'd13,         // newest = (t - 8) & ~(partition - 1); acc = newest
-    S_T9 = 7'd14,         // newest > start?
-    S_T10 = 7'd15,        // oldest = newest - (capacity - partition); checks
-    S_T11 = 7'd16,        // read the copy start chosen
-    S_P1 = 7'd17,         // cstart = chosen; acc = cstart; run geometry
-    S_P2 = 7'd18,         // rbase = cstart & ~(BYTES - 1)
-    S_P3 = 7'd19,         // acc = start - cstart
-    S_P4 = 7'd20,         // lost += cstart - start
-    S_P5 = 7'd21,         // overruns += 1 (lapped or catch-up)
-    S_P7 = 7'd22,         // rwant = cstart + capacity - partition + 1 (carry: past 2^64-1)
-    S_P8 = 7'd23,         // acc = cstart
-    S_P9 = 7'd24,         // len = tnew - cstart
-    S_P10 = 7'd25,        // acc = rwant; run length in beats
-    S_P11 = 7'd26,        // tnew < rwant?
-    S_P12 = 7'd27,        // rwant = tnew unless resynchronised past it; replica intent known?
-    S_RINT_R = 7'd28,     // replica tail-intent read (first round after a (re)start)
-    S_RC1 = 7'd29,        // rwant > rint? (three steps)
-    S_RC2 = 7'd30,
-    S_RC3 = 7'd31,
-    S_RINT_W = 7'd32,     // raise the replica tail intent, start the copy
-    S_COPY = 7'd33,       // until the last read beat
-    S_INTENT_R = 7'd34,   // tail intent read
-    S_I1 = 7'd35,         // acc = tnew
-    S_I2 = 7'd36,         // i < tnew? (BAD_INTENT)
-    S_I3 = 7'd37,         // acc = cstart
-    S_I4 = 7'd38,         // acc = i - cstart
-    S_I5 = 7'd39,         // intent = i; lapped during the copy = acc > capacity
-    S_I6 = 7'd40,         // newest = (i - 8) & ~(partition - 1)
-    S_I7 = 7'd41,         // (newest written)
-    S_I8 = 7'd42,         // oldest = newest - (capacity - partition); checks
-    S_TAIL2_R = 7'd43,    // second tail read (after an overrun)
-    S_U1 = 7'd44,         // acc = tnew
-    S_U2 = 7'd45,         // t2 < tnew? (TAIL_BACKWARDS)
-    S_U3 = 7'd46,         // tail seen = t2; acc = t2
-    S_U4 = 7'd47,         // i < t2?; acc = i - t2
-    S_U5 = 7'd48,         // hostile intent? overruns += 1
-    S_U6 = 7'd49,         // acc = cstart
-    S_U7 = 7'd50,         // acc = oldest - cstart
-    S_U8 = 7'd51,         // lost += acc
-    S_U9 = 7'd52,         // acc = tnew
-    S_U10 = 7'd53,        // oldest < tnew? (keep the intact part)
-    S_U11 = 7'd54,        // cstart = oldest (keep) or start = oldest (torn)
-    S_U12 = 7'd55,        // rwant = oldest + capacity - partition + 1
-    S_WD1 = 7'd56,        // len = tnew - cstart (three steps)
-    S_WD2 = 7'd57,
-    S_WD3 = 7'd58,
-    S_WDRAIN = 7'd59,     // until every data write is acknowledged
-    S_PUB_RINT = 7'd60,
-    S_PUB_REPLICA = 7'd61,
-    S_PUB_RING = 7'd62,
-    S_F1 = 7'd63,         // mirrored = tnew
-    S_F2 = 7'd64,         // bytes += len
-    S_F3 = 7'd65,         // start = tnew
-    S_DRAIN = 7'd66,      // a fault: let the bus go quiet
-    S_X1 = 7'd67,         // fault details: read the run base or the start
-    S_X2 = 7'd68,         // word/configuration fault: fault position = start
-    S_X3 = 7'd69,         // word/configuration fault: fault address = the word's or 0
-    S_X4 = 7'd70,         // data fault: acc = rbase
-    S_X5 = 7'd71,         // fault position = rbase + beat * BYTES; acc = it
-    S_X6 = 7'd72,         // acc &= capacity - 1
-    S_X7 = 7'd73,         // fault address = data base + acc
-    S_X8 = 7'd74,         // report
-    S_FAULT = 7'd75;
+localparam
+    S_IDLE = 0,
+    S_CLEAR = 1,       // zero every entry (reset, SOFT_RESET)
+    S_LOAD1 = 2,       // MIRRORED load: start, mirrored, tail
+    S_LOAD2 = 3,
+    S_LOAD3 = 4,
+    S_TAIL_R = 5,      // tail word read
+    S_T1 = 6,          // acc = tail seen before
+    S_T2 = 7,          // t < tail seen? (TAIL_BACKWARDS)
+    S_T3 = 8,          // tail seen = t; acc = t
+    S_T4 = 9,          // t <= start? (nothing new)
+    S_T5 = 10,         // acc = start
+    S_T6 = 11,         // acc = t - start
+    S_T7 = 12,         // tnew = t; lapped = acc > capacity
+    S_T8 = 13,         // newest = (t - 8) & ~(partition - 1); acc = newest
+    S_T9 = 14,         // newest > start?
+    S_T10 = 15,        // oldest = newest - (capacity - partition); checks
+    S_T11 = 16,        // read the copy start chosen
+    S_P1 = 17,         // cstart = chosen; acc = cstart; run geometry
+    S_P2 = 18,         // rbase = cstart & ~(BYTES - 1)
+    S_P3 = 19,         // acc = start - cstart
+    S_P4 = 20,         // lost += cstart - start
+    S_P5 = 21,         // overruns += 1 (lapped or catch-up)
+    S_P7 = 22,         // rwant = cstart + capacity - partition + 1 (carry: past 2^64-1)
+    S_P8 = 23,         // acc = cstart
+    S_P9 = 24,         // len = tnew - cstart
+    S_P10 = 25,        // acc = rwant; run length in beats
+    S_P11 = 26,        // tnew < rwant?
+    S_P12 = 27,        // rwant = tnew unless resynchronised past it; replica intent known?
+    S_RINT_R = 28,     // replica tail-intent read (first round after a (re)start)
+    S_RC1 = 29,        // rwant > rint? (three steps)
+    S_RC2 = 30,
+    S_RC3 = 31,
+    S_RINT_W = 32,     // raise the replica tail intent, start the copy
+    S_COPY = 33,       // until the last read beat
+    S_INTENT_R = 34,   // tail intent read
+    S_I1 = 35,         // acc = tnew
+    S_I2 = 36,         // i < tnew? (BAD_INTENT)
+    S_I3 = 37,         // acc = cstart
+    S_I4 = 38,         // acc = i - cstart
+    S_I5 = 39,         // intent = i; lapped during the copy = acc > capacity
+    S_I6 = 40,         // newest = (i - 8) & ~(partition - 1)
+    S_I7 = 41,         // (newest written)
+    S_I8 = 42,         // oldest = newest - (capacity - partition); checks
+    S_TAIL2_R = 43,    // second tail read (after an overrun)
+    S_U1 = 44,         // acc = tnew
+    S_U2 = 45,         // t2 < tnew? (TAIL_BACKWARDS)
+    S_U3 = 46,         // tail seen = t2; acc = t2
+    S_U4 = 47,         // i < t2?; acc = i - t2
+    S_U5 = 48,         // hostile intent? overruns += 1
+    S_U6 = 49,         // acc = cstart
+    S_U7 = 50,         // acc = oldest - cstart
+    S_U8 = 51,         // lost += acc
+    S_U9 = 52,         // acc = tnew
+    S_U10 = 53,        // oldest < tnew? (keep the intact part)
+    S_U11 = 54,        // cstart = oldest (keep) or start = oldest (torn)
+    S_U12 = 55,        // rwant = oldest + capacity - partition + 1
+    S_WD1 = 56,        // len = tnew - cstart (three steps)
+    S_WD2 = 57,
+    S_WD3 = 58,
+    S_WDRAIN = 59,     // until every data write is acknowledged
+    S_PUB_RINT = 60,
+    S_PUB_REPLICA = 61,
+    S_PUB_RING = 62,
+    S_F1 = 63,         // mirrored = tnew
+    S_F2 = 64,         // bytes += len
+    S_F3 = 65,         // start = tnew
+    S_DRAIN = 66,      // a fault: let the bus go quiet
+    S_X1 = 67,         // fault details: read the run base or the start
+    S_X2 = 68,         // word/configuration fault: fault position = start
+    S_X3 = 69,         // word/configuration fault: fault address = the word's or 0
+    S_X4 = 70,         // data fault: acc = rbase
+    S_X5 = 71,         // fault position = rbase + beat * BYTES; acc = it
+    S_X6 = 72,         // acc &= capacity - 1
+    S_X7 = 73,         // fault address = data base + acc
+    S_X8 = 74,         // report
+    S_FAULT = 75,
+    S_NR1 = 76,        // next run: wait for the previous run's write responses
+    S_NR2 = 77;        // rbase += run bytes, start it
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
 // header words, by a 3-bit selector: the 40-bit address mux sits after a register
@@ -274,7 +288,8 @@ localparam [2:0] WS_TAIL = 3'd0, WS_INTENT = 3'd1, WS_RINT = 3'd2, WS_RTAIL = 3'
 // ALU operand selects
 localparam [2:0] A_POS = 3'd0, A_WORD = 3'd1, A_LOADV = 3'd2, A_ZERO = 3'd3, A_BEAT = 3'd4,
                  A_RING = 3'd5, A_REPLICA = 3'd6, A_WADDR = 3'd7;
-localparam [2:0] B_ACC = 3'd0, B_CLP = 3'd1, B_EIGHT = 3'd2, B_LEN = 3'd3, B_ZERO = 3'd4;
+localparam [2:0] B_ACC = 3'd0, B_CLP = 3'd1, B_EIGHT = 3'd2, B_LEN = 3'd3, B_ZERO = 3'd4,
+                 B_RUN = 3'd5;
 localparam [1:0] M_NONE = 2'd0, M_PART = 2'd1, M_CAP = 2'd2, M_BEAT = 2'd3;
 
 // ---------------------------------------------------------------- mover
@@ -286,12 +301,16 @@ wire [1:0] mv_err_where;
 wire [BW-1:0] mv_err_idx;
 
 // ---------------------------------------------------------------- state
-(* fsm_encoding = "one-hot" *)
-reg [6:0] state_reg, state_next;
+// one-hot: each state's decode is one flip-flop, so the controls it drives are ORs
+localparam NS = 78;
+localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
+reg [NS-1:0] state_reg, state_next;
 reg [7:0] fault_reg, fault_next;
 reg [1:0] fwhere_reg, fwhere_next;
 /* verilator lint_off UNUSEDSIGNAL */
-reg [BW-1:0] fidx_reg, fidx_next;            // beat index of a data fault (< 2^(BW-1))
+/* verilator lint_off UNUSEDSIGNAL */
+reg [BW-1:0] fidx_reg, fidx_next;            // beat index of a data fault (< 2^RUN_LOG)
+/* verilator lint_on UNUSEDSIGNAL */
 /* verilator lint_on UNUSEDSIGNAL */
 reg [2:0] fsel_reg, fsel_next;               // header word of a word-level fault
 
@@ -303,11 +322,12 @@ reg [3:0] ra;                                // entry read this cycle (pos_q_reg
 reg [3:0] wa;
 reg we;
 reg acc_we;
-reg [2:0] a_sel;
-reg [2:0] b_sel;
-reg sub;                                     // res = A - B instead of A + B
-reg cin;                                     // + 1 (with an add)
-reg [1:0] m_sel;
+reg [2:0] a_sel, a_sel_next;
+reg [2:0] b_sel, b_sel_next;
+reg sub, sub_next;                           // res = A - B instead of A + B
+reg cin, cin_next;                           // + 1 (with an add)
+reg [1:0] m_sel, m_sel_next;
+reg [AW-1:0] waddr_reg;                      // word_addr, a cycle later (ALU operand)
 reg [3:0] clr_cnt_reg, clr_cnt_next;
 reg clr_ev_reg, clr_ev_next;                 // the clear was a SOFT_RESET (report it)
 
@@ -357,6 +377,9 @@ reg [AW-1:0] copy_off_reg, copy_off_next;
 reg [BW-1:0] copy_beats_reg, copy_beats_next;
 reg [BYTES-1:0] first_strb_reg, first_strb_next;
 reg [BYTES-1:0] last_strb_reg, last_strb_next;
+reg [BT-1:0] rem_reg, rem_next;               // beats of the round not in a run yet
+reg run_first_reg, run_first_next;           // the run starts the round (first strobes)
+reg run_last_reg, run_last_next;             // the run ends the round (last strobes)
 reg clear_reg, clear_next;
 
 reg [AW-1:0] word_addr;
@@ -384,10 +407,10 @@ always @* begin
         A_POS: alu_a = pos_q_reg;
         A_WORD: alu_a = mv_rdata;
         A_LOADV: alu_a = cfg_mirrored_value;
-        A_BEAT: alu_a = ext({fidx_reg[AW-LSB-1:0], {LSB{1'b0}}});
+        A_BEAT: alu_a = ext({{(AW-RUN_LOG-LSB){1'b0}}, fidx_reg[BW-2:0], {LSB{1'b0}}});
         A_RING: alu_a = ext(cfg_ring_base);
         A_REPLICA: alu_a = ext(cfg_replica_base);
-        A_WADDR: alu_a = ext(word_addr);
+        A_WADDR: alu_a = ext(waddr_reg);
         default: alu_a = 64'd0;
     endcase
     case (b_sel)
@@ -395,6 +418,7 @@ always @* begin
         B_CLP: alu_b = ext(cfg_cap_less_part);
         B_EIGHT: alu_b = 64'd8;
         B_LEN: alu_b = ext(len_reg);
+        B_RUN: alu_b = 64'd1 << (RUN_LOG + LSB);
         default: alu_b = 64'd0;
     endcase
 end
@@ -426,7 +450,10 @@ wire [AW-1:0] beats_sum = len_reg + {{(AW-LSB){1'b0}}, clow_reg}
 /* verilator lint_on UNUSEDSIGNAL */
 // states a mover error or a fault interrupts (the publish steps after the last
 // acknowledged write, the fault report and the idle/clear/load states are not)
-wire in_round = state_reg >= S_TAIL_R && state_reg <= S_PUB_RING;
+wire in_round = |state_reg[S_PUB_RING:S_TAIL_R] || state_reg[S_NR1]
+              || state_reg[S_NR2];
+wire run_small = rem_reg <= RUN_BEATS;
+localparam [AW-1:0] RUN_BYTES = {{(AW-1){1'b0}}, 1'b1} << (RUN_LOG + LSB);
 
 always @* begin
     state_next = state_reg;
@@ -473,6 +500,9 @@ always @* begin
     copy_go_next = 1'b0;
     copy_off_next = copy_off_reg;
     copy_beats_next = copy_beats_reg;
+    rem_next = rem_reg;
+    run_first_next = run_first_reg;
+    run_last_next = run_last_reg;
     first_strb_next = first_strb_reg;
     last_strb_next = last_strb_reg;
     clear_next = 1'b0;
@@ -482,18 +512,14 @@ always @* begin
     wa = E_START;
     we = 1'b0;
     acc_we = 1'b0;
-    a_sel = A_POS;
-    b_sel = B_ZERO;
-    sub = 1'b0;
-    cin = 1'b0;
-    m_sel = M_NONE;
 
-    case (state_reg)
-        S_IDLE: begin
+    (* parallel_case *)
+    case (1'b1)
+        state_reg[S_IDLE]: begin
             ra = E_TAIL;
             if (cfg_soft_reset) begin
                 // (the cycle after the clear the request is still seen: nothing to do)
-                if (!ev_soft_reset_done_reg) state_next = S_CLEAR;
+                if (!ev_soft_reset_done_reg) state_next = ST1 << S_CLEAR;
                 cnt_clear = 1'b1;
                 progress_next = 32'd0;
                 poll_cnt_next = 32'd0;
@@ -506,7 +532,7 @@ always @* begin
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
-                state_next = S_LOAD1;
+                state_next = ST1 << S_LOAD1;
             end else if (cfg_enable || sync_req) begin
                 if (poll_cnt_reg != 32'd0 && !sync_req) begin
                     poll_cnt_next = poll_cnt_reg - 32'd1;
@@ -515,142 +541,120 @@ always @* begin
                 end else if (cfg_fault != RM_FAULT_NONE) begin
                     fault_next = cfg_fault;
                     fwhere_next = W_CFG;
-                    state_next = S_DRAIN;
+                    state_next = ST1 << S_DRAIN;
                 end else begin
                     word_rd_next = 1'b1;
                     wsel_next = WS_TAIL;
                     sync_round_next = sync_req;
                     torn_next = 1'b0;
                     keep_part_next = 1'b0;
-                    state_next = S_TAIL_R;
+                    state_next = ST1 << S_TAIL_R;
                 end
             end
         end
-        S_CLEAR: begin
-            a_sel = A_ZERO;
+        state_reg[S_CLEAR]: begin
             wa = clr_cnt_reg;
             we = 1'b1;
             clr_cnt_next = clr_cnt_reg + 4'd1;
             if (clr_cnt_reg == 4'd15) begin
                 ev_soft_reset_done_next = clr_ev_reg;
                 clr_ev_next = 1'b0;
-                state_next = S_IDLE;
+                state_next = ST1 << S_IDLE;
             end
         end
-        S_LOAD1: begin
-            a_sel = A_LOADV;
+        state_reg[S_LOAD1]: begin
             wa = E_START;
             we = 1'b1;
-            state_next = S_LOAD2;
+            state_next = ST1 << S_LOAD2;
         end
-        S_LOAD2: begin
-            a_sel = A_LOADV;
+        state_reg[S_LOAD2]: begin
             wa = E_MIRRORED;
             we = 1'b1;
-            state_next = S_LOAD3;
+            state_next = ST1 << S_LOAD3;
         end
-        S_LOAD3: begin
-            a_sel = A_LOADV;
+        state_reg[S_LOAD3]: begin
             wa = E_TAIL;
             we = 1'b1;
-            state_next = S_IDLE;
+            state_next = ST1 << S_IDLE;
         end
         // ------------------------------------------------ poll and plan
-        S_TAIL_R: begin
+        state_reg[S_TAIL_R]: begin
             ra = E_TAIL;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (mv_word_done) begin
-                state_next = S_T1;
+                state_next = ST1 << S_T1;
             end
         end
-        S_T1: begin
+        state_reg[S_T1]: begin
             // acc = tail seen before
             acc_we = 1'b1;
             f_bad_next = mv_rdata[2:0] != 3'd0;
-            state_next = S_T2;
+            state_next = ST1 << S_T2;
         end
-        S_T2: begin
-            a_sel = A_WORD;
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_T2]: begin
             f_back_next = alu_borrow;
-            state_next = S_T3;
+            state_next = ST1 << S_T3;
         end
-        S_T3: begin
+        state_reg[S_T3]: begin
             // pos_q_reg = start from here to T5
-            a_sel = A_WORD;
             wa = E_TAIL;
             we = 1'b1;
             acc_we = 1'b1;
-            state_next = S_T4;
+            state_next = ST1 << S_T4;
         end
-        S_T4: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_T4]: begin
             f_nothing_next = !alu_borrow;      // start >= t
-            state_next = S_T5;
+            state_next = ST1 << S_T5;
         end
-        S_T5: begin
+        state_reg[S_T5]: begin
             acc_we = 1'b1;
-            state_next = S_T6;
+            state_next = ST1 << S_T6;
         end
-        S_T6: begin
-            a_sel = A_WORD;
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_T6]: begin
             acc_we = 1'b1;
-            state_next = S_T7;
+            state_next = ST1 << S_T7;
         end
-        S_T7: begin
-            a_sel = A_WORD;
+        state_reg[S_T7]: begin
             wa = E_TNEW;
             we = 1'b1;
             f_lapped_next = acc_gt_cap;
             tlow_next = mv_rdata[LSB-1:0];
-            state_next = S_T8;
+            state_next = ST1 << S_T8;
         end
-        S_T8: begin
-            a_sel = A_WORD;
-            b_sel = B_EIGHT;
-            sub = 1'b1;
-            m_sel = M_PART;
+        state_reg[S_T8]: begin
             wa = E_NEWEST;
             we = 1'b1;
             acc_we = 1'b1;
-            state_next = S_T9;
+            state_next = ST1 << S_T9;
         end
-        S_T9: begin
+        state_reg[S_T9]: begin
             // start - newest borrows: newest > start
             ra = E_NEWEST;
-            b_sel = B_ACC;
-            sub = 1'b1;
             f_ngt_next = alu_borrow;
-            state_next = S_T10;
+            state_next = ST1 << S_T10;
         end
-        S_T10: begin
-            b_sel = B_CLP;
-            sub = 1'b1;
+        state_reg[S_T10]: begin
             wa = E_OLDEST;
             we = 1'b1;
             if (f_bad_reg || f_back_reg) begin
                 fault_next = f_bad_reg ? RM_FAULT_BAD_TAIL : RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
                 fsel_next = WS_TAIL;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (f_nothing_reg) begin
                 // nothing new: a one-shot sync is complete, continuous mode waits a while
                 ev_sync_done_next = sync_round_reg;
                 poll_cnt_next = cfg_poll_interval;
-                state_next = S_IDLE;
+                state_next = ST1 << S_IDLE;
             end else begin
-                state_next = S_T11;
+                state_next = ST1 << S_T11;
             end
         end
-        S_T11: begin
+        state_reg[S_T11]: begin
             // the copy start: the newest partition after two torn rounds (docs/hw.md,
             // "Catch-up"), the oldest intact one when lapped, else where the last ended
             ra = catch_up ? E_NEWEST : f_lapped_reg ? E_OLDEST : E_START;
@@ -659,85 +663,71 @@ always @* begin
                 ev_overrun_next = 1'b1;
                 gap_next = 1'b1;
             end
-            state_next = S_P1;
+            state_next = ST1 << S_P1;
         end
-        S_P1: begin
+        state_reg[S_P1]: begin
             wa = E_CSTART;
             we = 1'b1;
             acc_we = 1'b1;
             clow_next = pos_q_reg[LSB-1:0];
             copy_off_next = pos_q_reg[AW-1:0] & cfg_cap_mask & BEAT_ALIGN;
             first_strb_next = STRB_ALL << pos_q_reg[LSB-1:0];
-            state_next = S_P2;
+            state_next = ST1 << S_P2;
         end
-        S_P2: begin
-            a_sel = A_ZERO;
-            b_sel = B_ACC;
-            m_sel = M_BEAT;
+        state_reg[S_P2]: begin
             wa = E_RBASE;
             we = 1'b1;
-            state_next = S_P3;
+            state_next = ST1 << S_P3;
         end
-        S_P3: begin
+        state_reg[S_P3]: begin
             // acc = start - cstart, so lost - acc = lost + (cstart - start)
-            b_sel = B_ACC;
-            sub = 1'b1;
             acc_we = 1'b1;
             ra = E_LOST;
-            state_next = S_P4;
+            state_next = ST1 << S_P4;
         end
-        S_P4: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_P4]: begin
             wa = E_LOST;
             we = 1'b1;
             ra = f_over_reg ? E_OVERRUNS : E_CSTART;
-            state_next = f_over_reg ? S_P5 : S_P7;
+            state_next = f_over_reg ? ST1 << S_P5 : ST1 << S_P7;
         end
-        S_P5: begin
-            cin = 1'b1;
+        state_reg[S_P5]: begin
             wa = E_OVERRUNS;
             we = 1'b1;
             ra = E_CSTART;
-            state_next = S_P7;
+            state_next = ST1 << S_P7;
         end
-        S_P7: begin
-            b_sel = B_CLP;
-            cin = 1'b1;
+        state_reg[S_P7]: begin
             wa = E_RWANT;
             we = 1'b1;
             f_ovf_next = alu_carry;
             ra = E_CSTART;
-            state_next = S_P8;
+            state_next = ST1 << S_P8;
         end
-        S_P8: begin
+        state_reg[S_P8]: begin
             acc_we = 1'b1;
             ra = E_TNEW;
-            state_next = S_P9;
+            state_next = ST1 << S_P9;
         end
-        S_P9: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_P9]: begin
             len_next = res[AW-1:0];
             ra = E_RWANT;
-            state_next = S_P10;
+            state_next = ST1 << S_P10;
         end
-        S_P10: begin
+        state_reg[S_P10]: begin
             acc_we = 1'b1;
             ra = E_TNEW;
-            copy_beats_next = {1'b0, beats_sum[AW-1:LSB]};
+            rem_next = {1'b0, beats_sum[AW-1:LSB]};
             last_strb_next = tlow_reg == 0 ? STRB_ALL
                            : STRB_ALL >> (BYTES[LSB:0] - {1'b0, tlow_reg});
-            state_next = S_P11;
+            state_next = ST1 << S_P11;
         end
-        S_P11: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_P11]: begin
             f_rw_gt_t_next = alu_borrow;       // tnew < rwant
             ra = E_TNEW;
-            state_next = S_P12;
+            state_next = ST1 << S_P12;
         end
-        S_P12: begin
+        state_reg[S_P12]: begin
             // replica readers must start at cstart after a resynchronisation
             wa = E_RWANT;
             we = !(gap_reg && f_rw_gt_t_reg);
@@ -747,48 +737,45 @@ always @* begin
                 fault_next = RM_FAULT_POSITION_LIMIT;
                 fwhere_next = W_WORD;
                 fsel_next = WS_RINT;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (rint_known_reg) begin
-                state_next = S_RC1;
+                state_next = ST1 << S_RC1;
             end else begin
                 // first round since (re)start: "only if it grows" needs the current value
                 word_rd_next = 1'b1;
                 wsel_next = WS_RINT;
-                state_next = S_RINT_R;
+                state_next = ST1 << S_RINT_R;
             end
         end
-        S_RINT_R: begin
-            a_sel = A_WORD;
+        state_reg[S_RINT_R]: begin
             wa = E_RINT;
             ra = E_RWANT;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (mv_word_done) begin
                 we = 1'b1;
                 rint_known_next = 1'b1;
-                state_next = S_RC1;
+                state_next = ST1 << S_RC1;
             end
         end
-        S_RC1: begin
+        state_reg[S_RC1]: begin
             ra = E_RWANT;
-            state_next = S_RC2;
+            state_next = ST1 << S_RC2;
         end
-        S_RC2: begin
+        state_reg[S_RC2]: begin
             acc_we = 1'b1;
             ra = E_RINT;
-            state_next = S_RC3;
+            state_next = ST1 << S_RC3;
         end
-        S_RC3: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_RC3]: begin
             f_grow_next = alu_borrow;          // rint < rwant
             ra = E_RWANT;
-            state_next = keep_part_reg ? S_WD1 : S_RINT_W;
+            state_next = keep_part_reg ? ST1 << S_WD1 : ST1 << S_RINT_W;
         end
-        S_RINT_W: begin
+        state_reg[S_RINT_W]: begin
             // the mover holds data writes back until this word write is acknowledged;
             // the reads of the run start at once
             wa = E_RINT;
@@ -799,82 +786,103 @@ always @* begin
                 word_data_next = res;
             end
             copy_go_next = 1'b1;
-            state_next = S_COPY;
+            run_first_next = 1'b1;
+            if (run_small) begin
+                copy_beats_next = rem_reg[BW-1:0];
+                rem_next = {BT{1'b0}};
+                run_last_next = 1'b1;
+            end else begin
+                copy_beats_next = RUN_BEATS[BW-1:0];
+                rem_next = rem_reg - RUN_BEATS;
+                run_last_next = 1'b0;
+            end
+            state_next = ST1 << S_COPY;
         end
-        S_COPY: begin
+        state_reg[S_NR1]: begin
+            ra = E_RBASE;
+            if (mv_wr_done) state_next = ST1 << S_NR2;
+        end
+        state_reg[S_NR2]: begin
+            // beat 0 of the next run: RUN_BEATS beats further, at the ring's wrap too
+            wa = E_RBASE;
+            we = 1'b1;
+            copy_off_next = (copy_off_reg + RUN_BYTES) & cfg_cap_mask;
+            copy_go_next = 1'b1;
+            run_first_next = 1'b0;
+            if (run_small) begin
+                copy_beats_next = rem_reg[BW-1:0];
+                rem_next = {BT{1'b0}};
+                run_last_next = 1'b1;
+            end else begin
+                copy_beats_next = RUN_BEATS[BW-1:0];
+                rem_next = rem_reg - RUN_BEATS;
+                run_last_next = 1'b0;
+            end
+            state_next = ST1 << S_COPY;
+        end
+        state_reg[S_COPY]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 // the replica tail-intent write failed
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
+            end else if (mv_rd_done && !copy_go_reg && !mv_word_busy && rem_reg != 0) begin
+                state_next = ST1 << S_NR1;
             end else if (mv_rd_done && !copy_go_reg && !mv_word_busy) begin
                 // every data beat has arrived: now tail intent proves the copy intact
                 word_rd_next = 1'b1;
                 wsel_next = WS_INTENT;
-                state_next = S_INTENT_R;
+                state_next = ST1 << S_INTENT_R;
             end
         end
         // ------------------------------------------------ after the copy
-        S_INTENT_R: begin
+        state_reg[S_INTENT_R]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (mv_word_done) begin
-                state_next = S_I1;
+                state_next = ST1 << S_I1;
             end
         end
-        S_I1: begin
+        state_reg[S_I1]: begin
             acc_we = 1'b1;
             ra = E_CSTART;
-            state_next = S_I2;
+            state_next = ST1 << S_I2;
         end
-        S_I2: begin
-            a_sel = A_WORD;
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_I2]: begin
             f_low_next = alu_borrow;           // i < tnew
             ra = E_CSTART;
-            state_next = S_I3;
+            state_next = ST1 << S_I3;
         end
-        S_I3: begin
+        state_reg[S_I3]: begin
             acc_we = 1'b1;
-            state_next = S_I4;
+            state_next = ST1 << S_I4;
         end
-        S_I4: begin
-            a_sel = A_WORD;
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_I4]: begin
             acc_we = 1'b1;
-            state_next = S_I5;
+            state_next = ST1 << S_I5;
         end
-        S_I5: begin
-            a_sel = A_WORD;
+        state_reg[S_I5]: begin
             wa = E_INTENT;
             we = 1'b1;
             f_lapped_next = acc_gt_cap;
-            state_next = S_I6;
+            state_next = ST1 << S_I6;
         end
-        S_I6: begin
-            a_sel = A_WORD;
-            b_sel = B_EIGHT;
-            sub = 1'b1;
-            m_sel = M_PART;
+        state_reg[S_I6]: begin
             wa = E_NEWEST;
             we = 1'b1;
-            state_next = S_I7;
+            state_next = ST1 << S_I7;
         end
-        S_I7: begin
+        state_reg[S_I7]: begin
             ra = E_NEWEST;
-            state_next = S_I8;
+            state_next = ST1 << S_I8;
         end
-        S_I8: begin
-            b_sel = B_CLP;
-            sub = 1'b1;
+        state_reg[S_I8]: begin
             wa = E_OLDEST;
             we = 1'b1;
             ra = E_TNEW;
@@ -882,162 +890,146 @@ always @* begin
                 fault_next = RM_FAULT_BAD_INTENT;
                 fwhere_next = W_WORD;
                 fsel_next = WS_INTENT;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (!f_lapped_reg) begin
-                state_next = S_WD1;
+                state_next = ST1 << S_WD1;
             end else begin
                 // bytes may have been overwritten while read; first make sure the intent
                 // is one a producer can have written: read the tail again
                 word_rd_next = 1'b1;
                 wsel_next = WS_TAIL;
-                state_next = S_TAIL2_R;
+                state_next = ST1 << S_TAIL2_R;
             end
         end
-        S_TAIL2_R: begin
+        state_reg[S_TAIL2_R]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (mv_word_done) begin
-                state_next = S_U1;
+                state_next = ST1 << S_U1;
             end
         end
-        S_U1: begin
+        state_reg[S_U1]: begin
             acc_we = 1'b1;
             ra = E_INTENT;
-            state_next = S_U2;
+            state_next = ST1 << S_U2;
         end
-        S_U2: begin
-            a_sel = A_WORD;
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_U2]: begin
             f_back_next = alu_borrow;          // t2 < tnew
             ra = E_INTENT;
-            state_next = S_U3;
+            state_next = ST1 << S_U3;
         end
-        S_U3: begin
-            a_sel = A_WORD;
+        state_reg[S_U3]: begin
             wa = E_TAIL;
             we = 1'b1;
             acc_we = 1'b1;
             ra = E_INTENT;
-            state_next = S_U4;
+            state_next = ST1 << S_U4;
         end
-        S_U4: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_U4]: begin
             f_borrow_next = alu_borrow;        // intent < t2
             acc_we = 1'b1;
             ra = E_OVERRUNS;
-            state_next = S_U5;
+            state_next = ST1 << S_U5;
         end
-        S_U5: begin
+        state_reg[S_U5]: begin
             ra = E_CSTART;
             if (f_back_reg) begin
                 fault_next = RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
                 fsel_next = WS_TAIL;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (!f_borrow_reg && acc_gt_cap) begin
                 // a producer never has more than a capacity uncommitted
                 fault_next = RM_FAULT_INTENT_RANGE;
                 fwhere_next = W_WORD;
                 fsel_next = WS_INTENT;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else begin
                 // lapped during the copy: bytes below intent - capacity may be torn,
                 // those from the next partition start on were read intact
-                cin = 1'b1;
                 wa = E_OVERRUNS;
                 we = 1'b1;
                 ev_overrun_next = 1'b1;
                 gap_next = 1'b1;
-                state_next = S_U6;
+                state_next = ST1 << S_U6;
             end
         end
-        S_U6: begin
+        state_reg[S_U6]: begin
             acc_we = 1'b1;
             ra = E_OLDEST;
-            state_next = S_U7;
+            state_next = ST1 << S_U7;
         end
-        S_U7: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_U7]: begin
             acc_we = 1'b1;
             ra = E_LOST;
-            state_next = S_U8;
+            state_next = ST1 << S_U8;
         end
-        S_U8: begin
-            b_sel = B_ACC;
+        state_reg[S_U8]: begin
             wa = E_LOST;
             we = 1'b1;
             ra = E_TNEW;
-            state_next = S_U9;
+            state_next = ST1 << S_U9;
         end
-        S_U9: begin
+        state_reg[S_U9]: begin
             acc_we = 1'b1;
             ra = E_OLDEST;
-            state_next = S_U10;
+            state_next = ST1 << S_U10;
         end
-        S_U10: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_U10]: begin
             f_keep_next = alu_borrow;          // oldest < tnew
             ra = E_OLDEST;
-            state_next = S_U11;
+            state_next = ST1 << S_U11;
         end
-        S_U11: begin
+        state_reg[S_U11]: begin
             ra = E_OLDEST;
             we = 1'b1;
             if (f_keep_reg) begin
                 wa = E_CSTART;
                 keep_part_next = 1'b1;
-                state_next = S_U12;
+                state_next = ST1 << S_U12;
             end else begin
                 // nothing intact: publish nothing, restart at the oldest boundary
                 wa = E_START;
                 torn_next = 1'b1;
                 if (torn_run_reg != 2'd2) torn_run_next = torn_run_reg + 2'd1;
-                state_next = S_WDRAIN;
+                state_next = ST1 << S_WDRAIN;
             end
         end
-        S_U12: begin
-            b_sel = B_CLP;
-            cin = 1'b1;
+        state_reg[S_U12]: begin
             wa = E_RWANT;
             we = 1'b1;
             f_ovf_next = alu_carry;
-            state_next = S_RC1;
+            state_next = ST1 << S_RC1;
         end
-        S_WD1: begin
+        state_reg[S_WD1]: begin
             ra = E_CSTART;
-            state_next = S_WD2;
+            state_next = ST1 << S_WD2;
         end
-        S_WD2: begin
+        state_reg[S_WD2]: begin
             acc_we = 1'b1;
             ra = E_TNEW;
-            state_next = S_WD3;
+            state_next = ST1 << S_WD3;
         end
-        S_WD3: begin
-            b_sel = B_ACC;
-            sub = 1'b1;
+        state_reg[S_WD3]: begin
             len_next = res[AW-1:0];
             ra = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
-            state_next = S_WDRAIN;
+            state_next = ST1 << S_WDRAIN;
         end
-        S_WDRAIN: begin
+        state_reg[S_WDRAIN]: begin
             ra = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
             if (mv_wr_done) begin
                 if (torn_reg) begin
                     poll_cnt_next = 32'd0;
-                    state_next = S_IDLE;
+                    state_next = ST1 << S_IDLE;
                 end else if (keep_part_reg && f_ovf_reg) begin
                     fault_next = RM_FAULT_POSITION_LIMIT;
                     fwhere_next = W_WORD;
                     fsel_next = WS_RINT;
-                    state_next = S_DRAIN;
+                    state_next = ST1 << S_DRAIN;
                 end else if (keep_part_reg && f_grow_reg) begin
                     // a kept partial round: readers of the replica must start at its
                     // first kept partition before the replica's tail claims the round
@@ -1046,69 +1038,68 @@ always @* begin
                     word_data_next = res;
                     wa = E_RINT;
                     we = 1'b1;
-                    state_next = S_PUB_RINT;
+                    state_next = ST1 << S_PUB_RINT;
                 end else begin
                     word_wr_next = 1'b1;
                     wsel_next = WS_RTAIL;
                     word_data_next = res;
-                    state_next = S_PUB_REPLICA;
+                    state_next = ST1 << S_PUB_REPLICA;
                 end
             end
         end
-        S_PUB_RINT: begin
+        state_reg[S_PUB_RINT]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (word_ok) begin
                 word_wr_next = 1'b1;
                 wsel_next = WS_RTAIL;
                 word_data_next = res;
-                state_next = S_PUB_REPLICA;
+                state_next = ST1 << S_PUB_REPLICA;
             end
         end
-        S_PUB_REPLICA: begin
+        state_reg[S_PUB_REPLICA]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (word_ok) begin
                 word_wr_next = 1'b1;
                 wsel_next = WS_MIRRORED;
-                state_next = S_PUB_RING;
+                state_next = ST1 << S_PUB_RING;
             end
         end
-        S_PUB_RING: begin
+        state_reg[S_PUB_RING]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
                 fsel_next = wsel_reg;
-                state_next = S_DRAIN;
+                state_next = ST1 << S_DRAIN;
             end else if (word_ok) begin
-                state_next = S_F1;
+                state_next = ST1 << S_F1;
             end
         end
-        S_F1: begin
+        state_reg[S_F1]: begin
             // MIRRORED, then BYTES_COPIED in the next cycle: a CPU reading BYTES_COPIED,
             // MIRRORED, BYTES_COPIED cannot fit its three reads between the two updates
             wa = E_MIRRORED;
             we = 1'b1;
             ra = E_BYTES;
-            state_next = S_F2;
+            state_next = ST1 << S_F2;
         end
-        S_F2: begin
-            b_sel = B_LEN;
+        state_reg[S_F2]: begin
             wa = E_BYTES;
             we = 1'b1;
             ra = E_TNEW;
-            state_next = S_F3;
+            state_next = ST1 << S_F3;
         end
-        S_F3: begin
+        state_reg[S_F3]: begin
             wa = E_START;
             we = 1'b1;
             gap_next = 1'b0;
@@ -1118,68 +1109,60 @@ always @* begin
             ev_progress_next = prog_hit_reg;
             ev_sync_done_next = sync_round_reg;
             poll_cnt_next = 32'd0;
-            state_next = S_IDLE;
+            state_next = ST1 << S_IDLE;
         end
         // ------------------------------------------------ faults
-        S_DRAIN: begin
+        state_reg[S_DRAIN]: begin
             // issue nothing new; wait for every outstanding transaction (a watchdog
             // fault cannot wait: the slave stopped answering)
             if (mv_quiet || fault_reg == RM_FAULT_WATCHDOG) begin
-                state_next = S_X1;
+                state_next = ST1 << S_X1;
             end
         end
-        S_X1: begin
+        state_reg[S_X1]: begin
             wsel_next = fsel_reg;       // X3 reads the word's address through word_addr
             if (fwhere_reg == W_SRC || fwhere_reg == W_DST) begin
                 ra = E_RBASE;
-                state_next = S_X4;
+                state_next = ST1 << S_X4;
             end else begin
                 ra = E_START;
-                state_next = S_X2;
+                state_next = ST1 << S_X2;
             end
         end
-        S_X2: begin
+        state_reg[S_X2]: begin
             wa = E_FPOS;
             we = 1'b1;
-            state_next = S_X3;
+            state_next = ST1 << S_X3;
         end
-        S_X3: begin
-            a_sel = fwhere_reg == W_WORD ? A_WADDR : A_ZERO;
+        state_reg[S_X3]: begin
             wa = E_FADDR;
             we = 1'b1;
-            state_next = S_X8;
+            state_next = ST1 << S_X8;
         end
-        S_X4: begin
+        state_reg[S_X4]: begin
             acc_we = 1'b1;
-            state_next = S_X5;
+            state_next = ST1 << S_X5;
         end
-        S_X5: begin
-            a_sel = A_BEAT;
-            b_sel = B_ACC;
+        state_reg[S_X5]: begin
             wa = E_FPOS;
             we = 1'b1;
             acc_we = 1'b1;
-            state_next = S_X6;
+            state_next = ST1 << S_X6;
         end
-        S_X6: begin
-            a_sel = A_ZERO;
-            b_sel = B_ACC;
-            m_sel = M_CAP;
+        state_reg[S_X6]: begin
             acc_we = 1'b1;
-            state_next = S_X7;
+            state_next = ST1 << S_X7;
         end
-        S_X7: begin
-            a_sel = fwhere_reg == W_SRC ? A_RING : A_REPLICA;
-            b_sel = B_ACC;
+        state_reg[S_X7]: begin
             wa = E_FADDR;
             we = 1'b1;
-            state_next = S_X8;
+            state_next = ST1 << S_X8;
         end
-        S_X8: begin
+        state_reg[S_X8]: begin
             ev_fault_next = 1'b1;
-            state_next = S_FAULT;
+            state_next = ST1 << S_FAULT;
         end
-        S_FAULT: begin
+        state_reg[S_FAULT]: begin
             if (cfg_soft_reset && mv_quiet) begin
                 fault_next = RM_FAULT_NONE;
                 cnt_clear = 1'b1;
@@ -1191,10 +1174,10 @@ always @* begin
                 clear_next = 1'b1;
                 clr_cnt_next = 4'd0;
                 clr_ev_next = 1'b1;
-                state_next = S_CLEAR;
+                state_next = ST1 << S_CLEAR;
             end
         end
-        default: state_next = S_FAULT;
+        default: state_next = ST1 << S_FAULT;
     endcase
 
     if (acc_we) acc_next = res;
@@ -1210,11 +1193,186 @@ always @* begin
     // a round stops at once on a mover error (registered there, so this stays short):
     // nothing it would issue in this cycle goes out
     if ((mv_err || fault_reg != RM_FAULT_NONE) && in_round) begin
-        state_next = S_DRAIN;
+        state_next = ST1 << S_DRAIN;
         word_rd_next = 1'b0;
         word_wr_next = 1'b0;
         copy_go_next = 1'b0;
     end
+end
+
+// ALU controls of the state being entered, registered: the operand selects reach the
+// 64-bit adder straight from flip-flops, not through the state decode
+always @* begin
+    a_sel_next = A_POS;
+    b_sel_next = B_ZERO;
+    sub_next = 1'b0;
+    cin_next = 1'b0;
+    m_sel_next = M_NONE;
+    (* parallel_case *)
+    case (1'b1)
+        state_next[S_CLEAR]: begin
+            a_sel_next = A_ZERO;
+        end
+        state_next[S_LOAD1]: begin
+            a_sel_next = A_LOADV;
+        end
+        state_next[S_LOAD2]: begin
+            a_sel_next = A_LOADV;
+        end
+        state_next[S_LOAD3]: begin
+            a_sel_next = A_LOADV;
+        end
+        state_next[S_T2]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_T3]: begin
+            a_sel_next = A_WORD;
+        end
+        state_next[S_T4]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_T6]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_T7]: begin
+            a_sel_next = A_WORD;
+        end
+        state_next[S_T8]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_EIGHT;
+            sub_next = 1'b1;
+            m_sel_next = M_PART;
+        end
+        state_next[S_T9]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_T10]: begin
+            b_sel_next = B_CLP;
+            sub_next = 1'b1;
+        end
+        state_next[S_P2]: begin
+            a_sel_next = A_ZERO;
+            b_sel_next = B_ACC;
+            m_sel_next = M_BEAT;
+        end
+        state_next[S_P3]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_P4]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_P5]: begin
+            cin_next = 1'b1;
+        end
+        state_next[S_P7]: begin
+            b_sel_next = B_CLP;
+            cin_next = 1'b1;
+        end
+        state_next[S_P9]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_P11]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_RINT_R]: begin
+            a_sel_next = A_WORD;
+        end
+        state_next[S_RC3]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_I2]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_I4]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_I5]: begin
+            a_sel_next = A_WORD;
+        end
+        state_next[S_I6]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_EIGHT;
+            sub_next = 1'b1;
+            m_sel_next = M_PART;
+        end
+        state_next[S_I8]: begin
+            b_sel_next = B_CLP;
+            sub_next = 1'b1;
+        end
+        state_next[S_U2]: begin
+            a_sel_next = A_WORD;
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_U3]: begin
+            a_sel_next = A_WORD;
+        end
+        state_next[S_U4]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_U5]: begin
+            cin_next = 1'b1;
+        end
+        state_next[S_U7]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_U8]: begin
+            b_sel_next = B_ACC;
+        end
+        state_next[S_U10]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_U12]: begin
+            b_sel_next = B_CLP;
+            cin_next = 1'b1;
+        end
+        state_next[S_WD3]: begin
+            b_sel_next = B_ACC;
+            sub_next = 1'b1;
+        end
+        state_next[S_F2]: begin
+            b_sel_next = B_LEN;
+        end
+        state_next[S_X3]: begin
+            a_sel_next = fwhere_next == W_WORD ? A_WADDR : A_ZERO;
+        end
+        state_next[S_X5]: begin
+            a_sel_next = A_BEAT;
+            b_sel_next = B_ACC;
+        end
+        state_next[S_X6]: begin
+            a_sel_next = A_ZERO;
+            b_sel_next = B_ACC;
+            m_sel_next = M_CAP;
+        end
+        state_next[S_X7]: begin
+            a_sel_next = fwhere_next == W_SRC ? A_RING : A_REPLICA;
+            b_sel_next = B_ACC;
+        end
+        state_next[S_NR2]: begin
+            b_sel_next = B_RUN;
+        end
+        default: begin
+        end
+    endcase
 end
 
 // ---------------------------------------------------------------- status read port
@@ -1257,6 +1415,12 @@ always @(posedge clk) begin
 end
 
 always @(posedge clk) begin
+    a_sel <= a_sel_next;
+    b_sel <= b_sel_next;
+    sub <= sub_next;
+    cin <= cin_next;
+    m_sel <= m_sel_next;
+    waddr_reg <= word_addr;
     prog_sum_reg <= progress_reg + len_reg[31:0];
     prog_hit_reg <= cfg_irq_progress != 32'd0 && prog_sum_reg >= cfg_irq_progress;
     state_reg <= state_next;
@@ -1302,6 +1466,9 @@ always @(posedge clk) begin
     copy_go_reg <= copy_go_next;
     copy_off_reg <= copy_off_next;
     copy_beats_reg <= copy_beats_next;
+    rem_reg <= rem_next;
+    run_first_reg <= run_first_next;
+    run_last_reg <= run_last_next;
     first_strb_reg <= first_strb_next;
     last_strb_reg <= last_strb_next;
     clear_reg <= clear_next;
@@ -1316,7 +1483,12 @@ always @(posedge clk) begin
 
     if (rst) begin
         // the position file is cleared by S_CLEAR (register reads wait for it)
-        state_reg <= S_CLEAR;
+        state_reg <= ST1 << S_CLEAR;
+        a_sel <= A_ZERO;
+        b_sel <= B_ZERO;
+        sub <= 1'b0;
+        cin <= 1'b0;
+        m_sel <= M_NONE;
         clr_cnt_reg <= 4'd0;
         clr_ev_reg <= 1'b0;
         fault_reg <= RM_FAULT_NONE;
@@ -1354,7 +1526,8 @@ rm_mover #(
     .src_base(cfg_ring_base), .dst_base(cfg_replica_base), .off_mask(cfg_cap_mask),
     .watchdog(cfg_watchdog),
     .copy_start(copy_go_reg), .copy_off(copy_off_reg), .copy_beats(copy_beats_reg),
-    .copy_first_strb(first_strb_reg), .copy_last_strb(last_strb_reg),
+    .copy_first_strb(run_first_reg ? first_strb_reg : STRB_ALL),
+    .copy_last_strb(run_last_reg ? last_strb_reg : STRB_ALL),
     .copy_rd_done(mv_rd_done), .copy_wr_done(mv_wr_done), .burst_issued(mv_burst),
     .word_rd(word_rd_reg), .word_wr(word_wr_reg), .word_addr(word_addr),
     .word_wdata(word_data_reg), .word_done(mv_word_done), .word_rdata(mv_rdata),
@@ -1378,10 +1551,11 @@ rm_mover #(
 );
 
 // ---------------------------------------------------------------- outputs
-assign st_busy = state_reg >= S_TAIL_R && state_reg <= S_X8;
-assign st_idle = state_reg == S_IDLE;
-assign st_error = state_reg == S_FAULT;
-assign st_clearing = state_reg == S_CLEAR;
+assign st_busy = |state_reg[S_X8:S_TAIL_R] || state_reg[S_NR1]
+              || state_reg[S_NR2];
+assign st_idle = state_reg[S_IDLE];
+assign st_error = state_reg[S_FAULT];
+assign st_clearing = state_reg[S_CLEAR];
 assign st_fault = fault_reg;
 assign st_value = st_value_reg;
 assign ev_sync_done = ev_sync_done_reg;

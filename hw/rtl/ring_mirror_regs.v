@@ -157,10 +157,14 @@ reg rvalid_reg, rvalid_next;
 reg [1:0] rresp_reg, rresp_next;
 reg [31:0] rdata_reg, rdata_next;
 
+reg [4:0] sh_clr_reg;                           // read-back copy: words left to reset
+wire sh_clearing = sh_clr_reg != 5'd0;
+
 // a write needs address and data together; one response outstanding at a time; nothing
 // is accepted while the engine clears its position file (a few cycles after a reset)
-wire wr_fire = s_axil_awvalid && s_axil_wvalid && !bvalid_reg && !st_clearing;
-wire rd_fire = s_axil_arvalid && !rvalid_reg && rd_pipe_reg == 2'd0 && !st_clearing;
+wire wr_fire = s_axil_awvalid && s_axil_wvalid && !bvalid_reg && !st_clearing && !sh_clearing;
+wire rd_fire = s_axil_arvalid && !rvalid_reg && rd_pipe_reg == 2'd0 && !st_clearing
+            && !sh_clearing;
 wire [7:0] wr_addr = {s_axil_awaddr[7:2], 2'b00};
 wire [7:0] rd_addr = {s_axil_araddr[7:2], 2'b00};
 wire [31:0] wmask = {{8{s_axil_wstrb[3]}}, {8{s_axil_wstrb[2]}},
@@ -240,13 +244,30 @@ generate
     end
 endgenerate
 
-// the configuration word a read addresses, selected a cycle ahead (bits above AW read 0)
+// Read-back copy of the sixteen configuration words in a small LUT RAM, written with the
+// flip-flops above (bits above AW stored as 0): reading them back needs no 16-way select
+// of 40-bit registers. It is rewritten with the reset values after a reset (16 cycles,
+// while register accesses wait).
 /* verilator lint_off UNUSEDSIGNAL */
 wire [7:0] rd_rel = rd_addr_reg - CFG_BASE;
 /* verilator lint_on UNUSEDSIGNAL */
+reg [31:0] cfg_shadow [0:15];
 reg [31:0] rd_cfg_word;
+wire [3:0] sh_wa = sh_clearing ? sh_clr_reg[3:0] : {wr_cfg_idx, wr_cfg_hi};
+wire [31:0] sh_wd = sh_clearing ? CFG_RST[{sh_clr_reg[3:0], 5'd0} +: 32]
+                  : s_axil_wdata & (wr_cfg_hi ? HI_KEEP : 32'hFFFFFFFF);
+wire [3:0] sh_be = sh_clearing ? 4'hF : cfg_take ? s_axil_wstrb : 4'h0;
 always @(posedge clk) begin
-    rd_cfg_word <= cfg_bits[{rd_rel[5:3], rd_rel[2], 5'd0} +: 32] & (rd_rel[2] ? HI_KEEP : 32'hFFFFFFFF);
+    if (sh_be[0]) cfg_shadow[sh_wa][7:0] <= sh_wd[7:0];
+    if (sh_be[1]) cfg_shadow[sh_wa][15:8] <= sh_wd[15:8];
+    if (sh_be[2]) cfg_shadow[sh_wa][23:16] <= sh_wd[23:16];
+    if (sh_be[3]) cfg_shadow[sh_wa][31:24] <= sh_wd[31:24];
+    rd_cfg_word <= cfg_shadow[rd_rel[5:2]];
+    if (rst) begin
+        sh_clr_reg <= 5'd16;
+    end else if (sh_clearing) begin
+        sh_clr_reg <= sh_clr_reg - 5'd1;
+    end
 end
 
 always @* begin
