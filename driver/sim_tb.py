@@ -8,6 +8,11 @@ does not hold; here it answers SLVERR, which the IP reports as a fault). Registe
 requests arrive on a unix socket (protocol in driver/sim.py) and become AXI4-Lite
 transactions. The simulation ends when the engine says so or its socket closes (engine
 process gone): the IP is then held in reset at once so it writes nothing more.
+
+Every run is watched by the AXI4 protocol checker of the RTL tests
+(:mod:`pyshm.driver.axi4_checker`; handshakes, stability, WLAST, 4 KiB, sizes, lanes; the
+address windows are BusMemory's business, as above): on the first violation the IP is held in reset, the violations are printed and the socket is
+closed, so the engine stops with a SimulatorError that quotes them (its last output).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from cocotb.triggers import ClockCycles
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from pyshm.driver import regmap as R
+from pyshm.driver.axi4_checker import Axi4Checker
 
 from pyshm import layout as L
 
@@ -117,6 +123,14 @@ async def serve(dut):
                          reset_active_level=False)
     AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.aclk, dut.aresetn, reset_active_level=False,
            size=bus.size, mem=bus)
+    checker = Axi4Checker(
+        dut, dut.aclk, dut.aresetn, "m_axi", data_bytes=len(dut.m_axi_wdata) // 8,
+        max_burst=int(dut.MAX_BURST_LEN.value),
+        # where the IP reads and writes follows the driver's configuration, which may
+        # point it anywhere (BusMemory answers SLVERR outside the segments): no windows
+        read_windows=lambda: [(0, bus.size)], write_windows=lambda: [(0, bus.size)],
+        on_violation=lambda line: print(f"pyshm sim bus: AXI4 protocol violation by the IP: "
+                                        f"{line}", flush=True))
     dut.aresetn.value = 0
     await ClockCycles(dut.aclk, 4)
     dut.aresetn.value = 1
@@ -133,6 +147,11 @@ async def serve(dut):
     stop = False
     while not stop:
         await ClockCycles(dut.aclk, poll_cycles)
+        if checker.violations:
+            # no answer to anything any more: the engine reports this output
+            print(f"pyshm sim bus: simulation stopped after {len(checker.violations)} AXI4 "
+                  f"protocol violation(s)", flush=True)
+            break
         wait = 0.0
         if idle >= IDLE_POLLS and (not enabled or q[L.OFF_TAIL // 8] == q[L.OFF_MIRRORED // 8]):
             wait = IDLE_SLEEP  # nothing to copy: let the CPU go instead of spinning the clock
@@ -169,5 +188,6 @@ async def serve(dut):
     await ClockCycles(dut.aclk, 2)
     q.release()
     sock.close()
-    dut._log.info("sim engine testbench done at cycle %d (%d bus violations)", cycles_now(),
-                  bus.violations)
+    dut._log.info("sim engine testbench done at cycle %d (%d bus violations, %d AXI4 protocol "
+                  "violations, %s handshakes checked)", cycles_now(), bus.violations,
+                  len(checker.violations), dict(checker.counts))

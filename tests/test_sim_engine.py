@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 import pytest
 from pyshm.driver import regmap as R
 from pyshm.driver.ip import MirrorFaultError
-from pyshm.driver.sim import SimulatorError
+from pyshm.driver.sim import SimulatorError, find_rtl
 
 from pyshm import layout as L
 from pyshm.engine import open_engine
@@ -168,6 +169,31 @@ def test_bus_access_outside_the_segments_faults_instead_of_wrapping(names):
             assert rep.tail == 0 and ring.mirrored == 0  # nothing was published
             assert L.FLAG_REPLICA & rep.params.flags
     finally:
+        rep.close()
+        ring.close()
+
+
+def test_protocol_checker_watches_every_run(names, tmp_path):
+    """The sim engine's testbench runs the AXI4 protocol checker: an IP that breaks the
+    protocol (a copy of the RTL whose read bursts cross 4 KiB) stops the run with an
+    error that quotes the violation, instead of mirroring on."""
+    rtl = tmp_path / "rtl"
+    shutil.copytree(find_rtl(), rtl)
+    mover = (rtl / "rm_mover.v").read_text()
+    old = "ar_addr_reg <= src_base + ar_off_reg;"
+    assert mover.count(old) == 1
+    (rtl / "rm_mover.v").write_text(mover.replace(old, old[:-1] + " + 'hfc0;"))
+    ring = PyRing(names[0], capacity=CAP)
+    rep = Replica.create(names[1], ring)
+    eng = open_engine("sim", ring, rep, rtl_dir=str(rtl), register_timeout=5.0)
+    try:
+        eng.start()
+        ring.publish(payload_for(0, 2000))
+        with pytest.raises(EngineError, match="AXI4 protocol violation by the IP.*4 KiB"):
+            eng.sync(60)
+            eng.ip.status()
+    finally:
+        eng.close()
         rep.close()
         ring.close()
 

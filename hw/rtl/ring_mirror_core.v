@@ -21,7 +21,7 @@
 //      then to the ring's mirrored word.
 //
 // Datapath (time-multiplexed): the 64-bit positions and counters live in a 16-entry
-// position file (LUT RAM with a registered read, `pos_q_reg`), and one 64-bit
+// position file (LUT RAM with a registered read, `a_op_reg`), and one 64-bit
 // add/subtract unit computes res = A + (B or ~B) + carry-in, with A one of a few sources
 // (the position file's read data, the word just read from the bus, MIRRORED as loaded, an
 // address) and B the accumulator `acc_reg` or a configuration constant. Each state does
@@ -145,6 +145,7 @@ localparam BT = AW - LSB + 1;                       // beats of a round
 // boundary (one memory latency) costs under 0.1 % of a long copy.
 localparam BW = RUN_LOG + 1;
 localparam [BT-1:0] RUN_BEATS = {{(BT-1){1'b0}}, 1'b1} << RUN_LOG;
+localparam [AW-1:0] RUN_BYTES = {{(AW-1){1'b0}}, 1'b1} << (RUN_LOG + LSB);
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
 localparam [AW-1:0] BEAT_ALIGN = {{(AW-LSB){1'b1}}, {LSB{1'b0}}};
 
@@ -278,7 +279,10 @@ localparam
     S_X8 = 74,         // report
     S_FAULT = 75,
     S_NR1 = 76,        // next run: wait for the previous run's write responses
-    S_NR2 = 77;        // rbase += run bytes, start it
+    S_NR2 = 77,        // start it; acc = rbase
+    S_NR3 = 78,        // rbase += run bytes
+    S_RINT_R2 = 79,    // rint = the word read
+    S_F0 = 80;         // acc = len
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
 // header words, by a 3-bit selector: the 40-bit address mux sits after a register
@@ -286,10 +290,9 @@ localparam [2:0] WS_TAIL = 3'd0, WS_INTENT = 3'd1, WS_RINT = 3'd2, WS_RTAIL = 3'
                  WS_MIRRORED = 3'd4;
 
 // ALU operand selects
-localparam [2:0] A_POS = 3'd0, A_WORD = 3'd1, A_LOADV = 3'd2, A_ZERO = 3'd3, A_BEAT = 3'd4,
-                 A_RING = 3'd5, A_REPLICA = 3'd6, A_WADDR = 3'd7;
-localparam [2:0] B_ACC = 3'd0, B_CLP = 3'd1, B_EIGHT = 3'd2, B_LEN = 3'd3, B_ZERO = 3'd4,
-                 B_RUN = 3'd5;
+localparam [3:0] A_POS = 4'd0, A_WORD = 4'd1, A_LOADV = 4'd2, A_ZERO = 4'd3, A_BEAT = 4'd4,
+                 A_RING = 4'd5, A_REPLICA = 4'd6, A_WADDR = 4'd7, A_CLP = 4'd8,
+                 A_NCLP = 4'd9, A_LEN = 4'd10, A_RUN = 4'd11;
 localparam [1:0] M_NONE = 2'd0, M_PART = 2'd1, M_CAP = 2'd2, M_BEAT = 2'd3;
 
 // ---------------------------------------------------------------- mover
@@ -302,7 +305,7 @@ wire [BW-1:0] mv_err_idx;
 
 // ---------------------------------------------------------------- state
 // one-hot: each state's decode is one flip-flop, so the controls it drives are ORs
-localparam NS = 78;
+localparam NS = 81;
 localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
 reg [NS-1:0] state_reg, state_next;
 reg [7:0] fault_reg, fault_next;
@@ -316,18 +319,17 @@ reg [2:0] fsel_reg, fsel_next;               // header word of a word-level faul
 
 // position file and the arithmetic unit
 reg [63:0] pos_mem [0:15];
-reg [63:0] pos_q_reg;                        // entry read in the previous cycle
+reg [63:0] a_op_reg;                         // operand A, selected in the previous cycle
 reg [63:0] acc_reg, acc_next;
-reg [3:0] ra;                                // entry read this cycle (pos_q_reg next)
+reg [3:0] ra;                                // entry read this cycle (a_op_reg next)
 reg [3:0] wa;
 reg we;
 reg acc_we;
-reg [2:0] a_sel, a_sel_next;
-reg [2:0] b_sel, b_sel_next;
-reg sub, sub_next;                           // res = A - B instead of A + B
-reg cin, cin_next;                           // + 1 (with an add)
+reg [3:0] a_sel_next;
+reg b_en, b_en_next;                         // B = acc (else 0)
+reg b_inv, b_inv_next;                       // B inverted (with cin: A - acc; alone: A - 1)
+reg cin, cin_next;                           // carry in
 reg [1:0] m_sel, m_sel_next;
-reg [AW-1:0] waddr_reg;                      // word_addr, a cycle later (ALU operand)
 reg [3:0] clr_cnt_reg, clr_cnt_next;
 reg clr_ev_reg, clr_ev_next;                 // the clear was a SOFT_RESET (report it)
 
@@ -401,30 +403,27 @@ function [63:0] ext(input [AW-1:0] x);
     end
 endfunction
 
-reg [63:0] alu_a, alu_b;
+reg [63:0] a_next;
 always @* begin
-    case (a_sel)
-        A_POS: alu_a = pos_q_reg;
-        A_WORD: alu_a = mv_rdata;
-        A_LOADV: alu_a = cfg_mirrored_value;
-        A_BEAT: alu_a = ext({{(AW-RUN_LOG-LSB){1'b0}}, fidx_reg[BW-2:0], {LSB{1'b0}}});
-        A_RING: alu_a = ext(cfg_ring_base);
-        A_REPLICA: alu_a = ext(cfg_replica_base);
-        A_WADDR: alu_a = ext(waddr_reg);
-        default: alu_a = 64'd0;
-    endcase
-    case (b_sel)
-        B_ACC: alu_b = acc_reg;
-        B_CLP: alu_b = ext(cfg_cap_less_part);
-        B_EIGHT: alu_b = 64'd8;
-        B_LEN: alu_b = ext(len_reg);
-        B_RUN: alu_b = 64'd1 << (RUN_LOG + LSB);
-        default: alu_b = 64'd0;
+    case (a_sel_next)
+        A_POS: a_next = pos_mem[ra];
+        A_WORD: a_next = mv_rdata;
+        A_LOADV: a_next = cfg_mirrored_value;
+        A_BEAT: a_next = ext({{(AW-RUN_LOG-LSB){1'b0}}, fidx_reg[BW-2:0], {LSB{1'b0}}});
+        A_RING: a_next = ext(cfg_ring_base);
+        A_REPLICA: a_next = ext(cfg_replica_base);
+        A_WADDR: a_next = ext(word_addr);
+        A_CLP: a_next = ext(cfg_cap_less_part);
+        A_NCLP: a_next = ~ext(cfg_cap_less_part);
+        A_LEN: a_next = ext(len_reg);
+        A_RUN: a_next = ext(RUN_BYTES);
+        default: a_next = 64'd0;
     endcase
 end
-wire [64:0] alu_sum = {1'b0, alu_a} + {1'b0, sub ? ~alu_b : alu_b} + {64'd0, sub | cin};
+wire [63:0] alu_b = (b_en ? acc_reg : 64'd0) ^ {64{b_inv}};
+wire [64:0] alu_sum = {1'b0, a_op_reg} + {1'b0, alu_b} + {64'd0, cin};
 wire alu_carry = alu_sum[64];
-wire alu_borrow = !alu_carry;                // with sub: A < B
+wire alu_borrow = !alu_carry;                // A - acc: A < acc
 reg [63:0] res;
 always @* begin
     case (m_sel)
@@ -450,10 +449,9 @@ wire [AW-1:0] beats_sum = len_reg + {{(AW-LSB){1'b0}}, clow_reg}
 /* verilator lint_on UNUSEDSIGNAL */
 // states a mover error or a fault interrupts (the publish steps after the last
 // acknowledged write, the fault report and the idle/clear/load states are not)
-wire in_round = |state_reg[S_PUB_RING:S_TAIL_R] || state_reg[S_NR1]
-              || state_reg[S_NR2];
+wire in_round = |state_reg[S_PUB_RING:S_TAIL_R] || state_reg[S_NR1] || state_reg[S_NR2]
+              || state_reg[S_NR3] || state_reg[S_RINT_R2];
 wire run_small = rem_reg <= RUN_BEATS;
-localparam [AW-1:0] RUN_BYTES = {{(AW-1){1'b0}}, 1'b1} << (RUN_LOG + LSB);
 
 always @* begin
     state_next = state_reg;
@@ -600,7 +598,7 @@ always @* begin
             state_next = ST1 << S_T3;
         end
         state_reg[S_T3]: begin
-            // pos_q_reg = start from here to T5
+            // a_op_reg = start from here to T5
             wa = E_TAIL;
             we = 1'b1;
             acc_we = 1'b1;
@@ -669,9 +667,9 @@ always @* begin
             wa = E_CSTART;
             we = 1'b1;
             acc_we = 1'b1;
-            clow_next = pos_q_reg[LSB-1:0];
-            copy_off_next = pos_q_reg[AW-1:0] & cfg_cap_mask & BEAT_ALIGN;
-            first_strb_next = STRB_ALL << pos_q_reg[LSB-1:0];
+            clow_next = a_op_reg[LSB-1:0];
+            copy_off_next = a_op_reg[AW-1:0] & cfg_cap_mask & BEAT_ALIGN;
+            first_strb_next = STRB_ALL << a_op_reg[LSB-1:0];
             state_next = ST1 << S_P2;
         end
         state_reg[S_P2]: begin
@@ -689,23 +687,23 @@ always @* begin
             wa = E_LOST;
             we = 1'b1;
             ra = f_over_reg ? E_OVERRUNS : E_CSTART;
-            state_next = f_over_reg ? ST1 << S_P5 : ST1 << S_P7;
+            state_next = f_over_reg ? ST1 << S_P5 : ST1 << S_P8;
         end
         state_reg[S_P5]: begin
             wa = E_OVERRUNS;
             we = 1'b1;
             ra = E_CSTART;
+            state_next = ST1 << S_P8;
+        end
+        state_reg[S_P8]: begin
+            acc_we = 1'b1;
+            ra = E_TNEW;
             state_next = ST1 << S_P7;
         end
         state_reg[S_P7]: begin
             wa = E_RWANT;
             we = 1'b1;
             f_ovf_next = alu_carry;
-            ra = E_CSTART;
-            state_next = ST1 << S_P8;
-        end
-        state_reg[S_P8]: begin
-            acc_we = 1'b1;
             ra = E_TNEW;
             state_next = ST1 << S_P9;
         end
@@ -748,7 +746,6 @@ always @* begin
             end
         end
         state_reg[S_RINT_R]: begin
-            wa = E_RINT;
             ra = E_RWANT;
             if (word_bad) begin
                 fault_next = word_rd_fault;
@@ -756,10 +753,15 @@ always @* begin
                 fsel_next = wsel_reg;
                 state_next = ST1 << S_DRAIN;
             end else if (mv_word_done) begin
-                we = 1'b1;
                 rint_known_next = 1'b1;
-                state_next = ST1 << S_RC1;
+                state_next = ST1 << S_RINT_R2;
             end
+        end
+        state_reg[S_RINT_R2]: begin
+            wa = E_RINT;
+            we = 1'b1;
+            ra = E_RWANT;
+            state_next = ST1 << S_RC2;
         end
         state_reg[S_RC1]: begin
             ra = E_RWANT;
@@ -804,8 +806,7 @@ always @* begin
         end
         state_reg[S_NR2]: begin
             // beat 0 of the next run: RUN_BEATS beats further, at the ring's wrap too
-            wa = E_RBASE;
-            we = 1'b1;
+            acc_we = 1'b1;
             copy_off_next = (copy_off_reg + RUN_BYTES) & cfg_cap_mask;
             copy_go_next = 1'b1;
             run_first_next = 1'b0;
@@ -818,6 +819,11 @@ always @* begin
                 rem_next = rem_reg - RUN_BEATS;
                 run_last_next = 1'b0;
             end
+            state_next = ST1 << S_NR3;
+        end
+        state_reg[S_NR3]: begin
+            wa = E_RBASE;
+            we = 1'b1;
             state_next = ST1 << S_COPY;
         end
         state_reg[S_COPY]: begin
@@ -876,6 +882,7 @@ always @* begin
         state_reg[S_I6]: begin
             wa = E_NEWEST;
             we = 1'b1;
+            acc_we = 1'b1;
             state_next = ST1 << S_I7;
         end
         state_reg[S_I7]: begin
@@ -987,6 +994,7 @@ always @* begin
         state_reg[S_U11]: begin
             ra = E_OLDEST;
             we = 1'b1;
+            acc_we = 1'b1;
             if (f_keep_reg) begin
                 wa = E_CSTART;
                 keep_part_next = 1'b1;
@@ -1082,8 +1090,13 @@ always @* begin
                 fsel_next = wsel_reg;
                 state_next = ST1 << S_DRAIN;
             end else if (word_ok) begin
-                state_next = ST1 << S_F1;
+                state_next = ST1 << S_F0;
             end
+        end
+        state_reg[S_F0]: begin
+            acc_we = 1'b1;
+            ra = E_TNEW;
+            state_next = ST1 << S_F1;
         end
         state_reg[S_F1]: begin
             // MIRRORED, then BYTES_COPIED in the next cycle: a CPU reading BYTES_COPIED,
@@ -1200,175 +1213,81 @@ always @* begin
     end
 end
 
-// ALU controls of the state being entered, registered: the operand selects reach the
-// 64-bit adder straight from flip-flops, not through the state decode
+// ALU controls of the state being entered, registered. Operand A is selected a cycle
+// ahead into a_op_reg (with the position file's read), so the 64-bit adder sees two
+// flip-flops (a_op_reg and the accumulator) and a one-LUT invert/enable in front of it.
 always @* begin
     a_sel_next = A_POS;
-    b_sel_next = B_ZERO;
-    sub_next = 1'b0;
+    b_en_next = 1'b0;
+    b_inv_next = 1'b0;
     cin_next = 1'b0;
     m_sel_next = M_NONE;
     (* parallel_case *)
     case (1'b1)
-        state_next[S_CLEAR]: begin
-            a_sel_next = A_ZERO;
-        end
-        state_next[S_LOAD1]: begin
-            a_sel_next = A_LOADV;
-        end
-        state_next[S_LOAD2]: begin
-            a_sel_next = A_LOADV;
-        end
-        state_next[S_LOAD3]: begin
-            a_sel_next = A_LOADV;
-        end
-        state_next[S_T2]: begin
+        state_next[S_CLEAR]: a_sel_next = A_ZERO;
+        state_next[S_LOAD1], state_next[S_LOAD2], state_next[S_LOAD3]: a_sel_next = A_LOADV;
+        // A - acc: tail - tail seen, t - start, i - tnew, i - cstart, t2 - tnew
+        state_next[S_T2], state_next[S_T6], state_next[S_I2], state_next[S_I4],
+        state_next[S_U2]: begin
             a_sel_next = A_WORD;
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
+            b_en_next = 1'b1;
+            b_inv_next = 1'b1;
+            cin_next = 1'b1;
         end
-        state_next[S_T3]: begin
+        // the word itself: tail seen, tnew, intent, rint, t2
+        state_next[S_T3], state_next[S_T7], state_next[S_I5], state_next[S_RINT_R2],
+        state_next[S_U3]: a_sel_next = A_WORD;
+        // (word - 1) & ~(partition - 1): the partition start below a position
+        state_next[S_T8], state_next[S_I6]: begin
             a_sel_next = A_WORD;
-        end
-        state_next[S_T4]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_T6]: begin
-            a_sel_next = A_WORD;
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_T7]: begin
-            a_sel_next = A_WORD;
-        end
-        state_next[S_T8]: begin
-            a_sel_next = A_WORD;
-            b_sel_next = B_EIGHT;
-            sub_next = 1'b1;
+            b_inv_next = 1'b1;
             m_sel_next = M_PART;
         end
-        state_next[S_T9]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
+        // entry - acc
+        state_next[S_T4], state_next[S_T9], state_next[S_P3], state_next[S_P4],
+        state_next[S_P9], state_next[S_P11], state_next[S_RC3], state_next[S_U4],
+        state_next[S_U7], state_next[S_U10], state_next[S_WD3]: begin
+            b_en_next = 1'b1;
+            b_inv_next = 1'b1;
+            cin_next = 1'b1;
         end
-        state_next[S_T10]: begin
-            b_sel_next = B_CLP;
-            sub_next = 1'b1;
+        // acc - (capacity - partition): the oldest intact partition
+        state_next[S_T10], state_next[S_I8]: begin
+            a_sel_next = A_NCLP;
+            b_en_next = 1'b1;
+            cin_next = 1'b1;
+        end
+        // acc + capacity - partition + 1: the replica intent of a resynchronised round
+        state_next[S_P7], state_next[S_U12]: begin
+            a_sel_next = A_CLP;
+            b_en_next = 1'b1;
+            cin_next = 1'b1;
         end
         state_next[S_P2]: begin
             a_sel_next = A_ZERO;
-            b_sel_next = B_ACC;
+            b_en_next = 1'b1;
             m_sel_next = M_BEAT;
         end
-        state_next[S_P3]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
+        state_next[S_P5], state_next[S_U5]: cin_next = 1'b1;      // overruns + 1
+        state_next[S_U8], state_next[S_F2]: b_en_next = 1'b1;     // lost/bytes + acc
+        state_next[S_F0]: a_sel_next = A_LEN;
+        state_next[S_NR3]: begin
+            a_sel_next = A_RUN;
+            b_en_next = 1'b1;
         end
-        state_next[S_P4]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_P5]: begin
-            cin_next = 1'b1;
-        end
-        state_next[S_P7]: begin
-            b_sel_next = B_CLP;
-            cin_next = 1'b1;
-        end
-        state_next[S_P9]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_P11]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_RINT_R]: begin
-            a_sel_next = A_WORD;
-        end
-        state_next[S_RC3]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_I2]: begin
-            a_sel_next = A_WORD;
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_I4]: begin
-            a_sel_next = A_WORD;
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_I5]: begin
-            a_sel_next = A_WORD;
-        end
-        state_next[S_I6]: begin
-            a_sel_next = A_WORD;
-            b_sel_next = B_EIGHT;
-            sub_next = 1'b1;
-            m_sel_next = M_PART;
-        end
-        state_next[S_I8]: begin
-            b_sel_next = B_CLP;
-            sub_next = 1'b1;
-        end
-        state_next[S_U2]: begin
-            a_sel_next = A_WORD;
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_U3]: begin
-            a_sel_next = A_WORD;
-        end
-        state_next[S_U4]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_U5]: begin
-            cin_next = 1'b1;
-        end
-        state_next[S_U7]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_U8]: begin
-            b_sel_next = B_ACC;
-        end
-        state_next[S_U10]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_U12]: begin
-            b_sel_next = B_CLP;
-            cin_next = 1'b1;
-        end
-        state_next[S_WD3]: begin
-            b_sel_next = B_ACC;
-            sub_next = 1'b1;
-        end
-        state_next[S_F2]: begin
-            b_sel_next = B_LEN;
-        end
-        state_next[S_X3]: begin
-            a_sel_next = fwhere_next == W_WORD ? A_WADDR : A_ZERO;
-        end
+        state_next[S_X3]: a_sel_next = fwhere_next == W_WORD ? A_WADDR : A_ZERO;
         state_next[S_X5]: begin
             a_sel_next = A_BEAT;
-            b_sel_next = B_ACC;
+            b_en_next = 1'b1;
         end
         state_next[S_X6]: begin
             a_sel_next = A_ZERO;
-            b_sel_next = B_ACC;
+            b_en_next = 1'b1;
             m_sel_next = M_CAP;
         end
         state_next[S_X7]: begin
             a_sel_next = fwhere_next == W_SRC ? A_RING : A_REPLICA;
-            b_sel_next = B_ACC;
-        end
-        state_next[S_NR2]: begin
-            b_sel_next = B_RUN;
+            b_en_next = 1'b1;
         end
         default: begin
         end
@@ -1405,7 +1324,7 @@ end
 
 always @(posedge clk) begin
     if (we) pos_mem[wa] <= res;
-    pos_q_reg <= pos_mem[ra];
+    a_op_reg <= a_next;
     case (st_kind)
         2'd0: st_value_reg <= pos_mem[st_entry];
         2'd1: st_value_reg <= bursts_reg;
@@ -1415,12 +1334,10 @@ always @(posedge clk) begin
 end
 
 always @(posedge clk) begin
-    a_sel <= a_sel_next;
-    b_sel <= b_sel_next;
-    sub <= sub_next;
+    b_en <= b_en_next;
+    b_inv <= b_inv_next;
     cin <= cin_next;
     m_sel <= m_sel_next;
-    waddr_reg <= word_addr;
     prog_sum_reg <= progress_reg + len_reg[31:0];
     prog_hit_reg <= cfg_irq_progress != 32'd0 && prog_sum_reg >= cfg_irq_progress;
     state_reg <= state_next;
@@ -1484,9 +1401,9 @@ always @(posedge clk) begin
     if (rst) begin
         // the position file is cleared by S_CLEAR (register reads wait for it)
         state_reg <= ST1 << S_CLEAR;
-        a_sel <= A_ZERO;
-        b_sel <= B_ZERO;
-        sub <= 1'b0;
+        a_op_reg <= 64'd0;
+        b_en <= 1'b0;
+        b_inv <= 1'b0;
         cin <= 1'b0;
         m_sel <= M_NONE;
         clr_cnt_reg <= 4'd0;
@@ -1551,8 +1468,7 @@ rm_mover #(
 );
 
 // ---------------------------------------------------------------- outputs
-assign st_busy = |state_reg[S_X8:S_TAIL_R] || state_reg[S_NR1]
-              || state_reg[S_NR2];
+assign st_busy = |state_reg[S_X8:S_TAIL_R] || |state_reg[S_F0:S_NR1];
 assign st_idle = state_reg[S_IDLE];
 assign st_error = state_reg[S_FAULT];
 assign st_clearing = state_reg[S_CLEAR];

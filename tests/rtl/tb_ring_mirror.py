@@ -15,7 +15,7 @@ import random
 from collections import deque
 
 import cocotb
-from axi4_checker import Axi4Checker
+from pyshm.driver.axi4_checker import Axi4Checker
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event
 from cocotb.utils import get_sim_time

@@ -1,4 +1,8 @@
-"""An AXI4 protocol checker for the master side of a bus, written for this testbench.
+"""An AXI4 protocol checker for the master side of a bus, written for the ring-mirror IP.
+
+It watches every RTL test (tests/rtl/tb_ring_mirror.py) and every run of the ``sim``
+engine (pyshm.driver.sim_tb), so it ships with the driver; it needs cocotb (the ``hwsim``
+extra), like the sim engine.
 
 It watches the signals of one AXI4 master port every clock cycle (cocotb ReadOnly phase,
 after the rising edge: the values the slave samples at the next edge) and records every
@@ -45,7 +49,8 @@ PAYLOAD = {
 class Axi4Checker:
     def __init__(self, dut, clk, resetn, prefix: str = "m_axi", *, data_bytes: int,
                  max_burst: int, read_windows: Windows, write_windows: Windows,
-                 clk_ns: int = 10, limit: int = 50, log_path: str | None = None):
+                 clk_ns: int = 10, limit: int = 50, log_path: str | None = None,
+                 on_violation: Callable[[str], None] | None = None):
         self.dut = dut
         self.clk = clk
         self.resetn = resetn
@@ -59,6 +64,7 @@ class Axi4Checker:
         # each violation is also appended here at once: a test that then dies on an
         # assertion of the memory model still leaves the checker's verdict behind
         self.log_path = log_path
+        self.on_violation = on_violation   # called with each violation as it is found
         self.violations: list[str] = []
         self.counts: Counter[str] = Counter()
         self.enabled = True
@@ -91,6 +97,8 @@ class Axi4Checker:
             if self.log_path:
                 with open(self.log_path, "a", encoding="utf-8") as f:
                     f.write(line + "\n")
+            if self.on_violation is not None:
+                self.on_violation(line)
 
     def assert_clean(self) -> None:
         assert not self.violations, ("AXI4 protocol checker: " + str(len(self.violations))
