@@ -81,12 +81,18 @@ class SimChannel:
                 pass
         rc = self.proc.poll() if self.proc is not None else None
         tail = ""
+        diag: list[str] = []
         if self.log_path and os.path.exists(self.log_path):
             with open(self.log_path, errors="replace") as f:
-                tail = "".join(f.readlines()[-15:])
+                lines = f.readlines()
+            tail = "".join(lines[-15:])
+            # the testbench's own findings (a protocol violation, a bus access outside the
+            # segments) name the cause better than whatever the simulator printed last
+            diag = [ln.strip() for ln in lines if ln.startswith("pyshm sim bus:")][:5]
         state = f"exited with status {rc}" if rc is not None else "still running"
-        self.reason = f"simulator {why}, process {state}"
-        return SimulatorError(f"simulator {why} (process {state})"
+        found = ("; " + "; ".join(diag)) if diag else ""
+        self.reason = f"simulator {why}, process {state}{found}"
+        return SimulatorError(f"simulator {why} (process {state}){found}"
                               + (f"; last output:\n{tail}" if tail else ""))
 
     def transact(self, op: int, address: int = 0, value: int = 0) -> tuple[int, int]:

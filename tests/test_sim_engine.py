@@ -188,8 +188,10 @@ def test_protocol_checker_watches_every_run(names, tmp_path):
     eng = open_engine("sim", ring, rep, rtl_dir=str(rtl), register_timeout=5.0)
     try:
         eng.start()
-        ring.publish(payload_for(0, 2000))
-        with pytest.raises(EngineError, match="AXI4 protocol violation by the IP.*4 KiB"):
+        for i in range(30):   # a copy of several bursts: the first one already crosses
+            ring.publish(payload_for(i, 200))
+        with pytest.raises(EngineError, match="AXI4 protocol violation by the IP: cycle \\d+: "
+                                              "read burst .* crosses a 4 KiB boundary"):
             eng.sync(60)
             eng.ip.status()
     finally:
