@@ -11,8 +11,9 @@ process gone): the IP is then held in reset at once so it writes nothing more.
 
 Every run is watched by the AXI4 protocol checker of the RTL tests
 (:mod:`pyshm.driver.axi4_checker`; handshakes, stability, WLAST, 4 KiB, sizes, lanes; the
-address windows are BusMemory's business, as above): on the first violation the IP is held in reset, the violations are printed and the socket is
-closed, so the engine stops with a SimulatorError that quotes them (its last output).
+address windows are BusMemory's business, as above): on the first violation the IP is
+held in reset, the violations are printed and the socket is closed, so the engine stops
+with a SimulatorError that quotes them (its last output).
 """
 
 from __future__ import annotations

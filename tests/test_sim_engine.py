@@ -180,7 +180,7 @@ def test_protocol_checker_watches_every_run(names, tmp_path):
     rtl = tmp_path / "rtl"
     shutil.copytree(find_rtl(), rtl)
     mover = (rtl / "rm_mover.v").read_text()
-    old = "ar_addr_reg <= src_base + ar_off_reg;"
+    old = "ar_addr_next = src_base + ar_off_reg;"
     assert mover.count(old) == 1
     (rtl / "rm_mover.v").write_text(mover.replace(old, old[:-1] + " + 'hfc0;"))
     ring = PyRing(names[0], capacity=CAP)

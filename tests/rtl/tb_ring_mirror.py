@@ -15,13 +15,13 @@ import random
 from collections import deque
 
 import cocotb
-from pyshm.driver.axi4_checker import Axi4Checker
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 from pyshm.driver import regmap as R
+from pyshm.driver.axi4_checker import Axi4Checker
 
 from pyshm import layout as L
 
