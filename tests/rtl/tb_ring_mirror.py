@@ -395,6 +395,12 @@ class TB:
                 f"mirrored {self.get64(self.ring_seg + L.OFF_MIRRORED)} did not reach "
                 f"{target} in {timeout_cycles} cycles (fault {await self.fault()})")
             await ClockCycles(self.dut.aclk, 50)
+        # the MIRRORED register follows the ring's mirrored word a few cycles later (the
+        # round writes it, then BYTES_COPIED, once that word's write is acknowledged)
+        mirrored = self.get64(self.ring_seg + L.OFF_MIRRORED)
+        deadline = cycles_now() + 100
+        while await self.rd64("MIRRORED") < mirrored:
+            assert cycles_now() < deadline, "MIRRORED lags the ring's mirrored word"
 
     async def wait_status(self, mask: int, want: int, timeout_cycles: int) -> int:
         deadline = cycles_now() + timeout_cycles
