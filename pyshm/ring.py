@@ -619,6 +619,9 @@ def _check_type(type: Any, where: str) -> int:
     return type
 
 
+_TYPE_MIN, _TYPE_MAX = -(1 << 31), (1 << 31) - 1
+
+
 def _check_timeout(timeout: Any, where: str) -> float:
     """Seconds >= 0 (None: no limit) as a float."""
     if timeout is None:
@@ -676,6 +679,7 @@ class Producer:
             _raise(rc, f"ring {ring.name!r} producer", self._p.last_error_pos,
                    self._p.last_error_field)
         self._data = ring.data
+        self._max_payload = ring.max_payload
         # The hot call is C (pyshm._ring_fast): bound once, so publish() costs one
         # vectorcall. Every other call that touches self._p holds the same guard
         # (self._fast.enter/leave) because cffi releases the GIL around its calls.
@@ -821,7 +825,8 @@ class Producer:
         first axis, e.g. a structured array or a 2-D uint8 array) or a sequence of
         bytes-like objects. Returns how many were published (fewer only when a lossless
         ring stays full for ``timeout``)."""
-        _check_type(type, f"ring {self.ring.name!r} publish_batch")
+        if type.__class__ is not int or not _TYPE_MIN <= type <= _TYPE_MAX or type == -1:
+            _check_type(type, f"ring {self.ring.name!r} publish_batch")
         if isinstance(records, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"ring {self.ring.name!r} publish_batch: records is a sequence "
                             f"of records (or a numpy array of rows), not one "
@@ -834,13 +839,13 @@ class Producer:
 
     def _publish_batch(self, records: Any, type: int, timeout: float) -> int:
         if isinstance(records, np.ndarray):
-            arr = np.ascontiguousarray(records)
+            arr = records if records.flags.c_contiguous else np.ascontiguousarray(records)
             count = arr.shape[0] if arr.ndim else 1
             if count == 0:
                 return 0
             size = arr.nbytes // count
             buf = ffi.from_buffer(arr)
-            if size > self.ring.max_payload:
+            if size > self._max_payload:
                 raise RecordTooLargeError(
                     f"ring {self.ring.name!r}: batch records of {size} bytes exceed the max "
                     f"payload {self.ring.max_payload}")
@@ -1014,6 +1019,7 @@ class Consumer:
         if whence != 2:
             self._count_from_registration(whence, flags)
         self._data = ring.data
+        self._max_payload = ring.max_payload
         self._where = f"ring {ring.name!r} consumer"
         # The hot calls are C (pyshm._ring_fast), bound once. The error callback closes
         # over the struct, not over self: no reference cycle keeps the mapping's export.
@@ -1226,7 +1232,9 @@ class Consumer:
         if wait not in WAIT_STRATEGIES:
             raise InvalidParameterError(f"wait strategy {wait!r}: use one of "
                                         f"{', '.join(WAIT_STRATEGIES)}")
-        limit = _check_timeout(timeout, f"{self._where} read_batch")
+        # the message is built only for a timeout that needs a look
+        limit = 0.0 if timeout == 0.0 and timeout.__class__ is float else \
+            _check_timeout(timeout, f"{self._where} read_batch")
         self._fast.enter()
         try:
             return self._read_batch(max_records, limit, wait, max_bytes)
@@ -1235,26 +1243,28 @@ class Consumer:
 
     def _read_batch(self, max_records: int, timeout: float, wait: str,
                     max_bytes: int | None) -> Batch:
-        need = max(self.ring.max_payload,
-                   max_bytes if max_bytes is not None else
-                   min(max_records * self.ring.max_payload, 1 << 22))
+        mp = self._max_payload
+        need = max(mp, max_bytes if max_bytes is not None else min(max_records * mp, 1 << 22))
         b = self._bufs
         if b is None or len(b[1]) < max_records or len(b[0]) < need:
             b = self._bufs = (np.empty(need, np.uint8), np.empty(max_records, np.uint64),
                               np.empty(max_records, np.int32), np.empty(max_records, np.uint64))
-            self._cbufs = tuple(ffi.from_buffer(x) for x in b)
-        out, ends, types, seqs = self._cbufs
-        deadline = time.monotonic() + timeout
+            keep = tuple(ffi.from_buffer(x) for x in b)  # the pointers below stay valid
+            self._cbufs = (keep, ffi.cast("uint8_t *", keep[0]), len(b[0]),
+                           ffi.cast("uint64_t *", keep[1]), ffi.cast("int32_t *", keep[2]),
+                           ffi.cast("uint64_t *", keep[3]))
+        _, out, out_len, ends, types, seqs = self._cbufs
+        read_batch, c = lib.pyshm_read_batch, self._c
+        deadline = time.monotonic() + timeout if timeout else 0.0
         while True:
-            n = int(lib.pyshm_read_batch(self._c, ffi.cast("uint8_t *", out), len(b[0]),
-                                         ffi.cast("uint64_t *", ends),
-                                         ffi.cast("int32_t *", types),
-                                         ffi.cast("uint64_t *", seqs), max_records))
+            n = read_batch(c, out, out_len, ends, types, seqs, max_records)
             if n < 0:
-                _raise(n, self._where, self._c.last_error_pos, self._c.last_error_field,
+                _raise(n, self._where, c.last_error_pos, c.last_error_field,
                        seg=self.ring._seg)
+            if n or timeout == 0.0:
+                break
             left = deadline - time.monotonic()
-            if n or timeout == 0.0 or left <= 0:
+            if left <= 0:
                 break
             # in C with the GIL released; True once tail passed the position
             self._fast.wait(None if left == float("inf") else left, wait)

@@ -586,19 +586,130 @@ int64_t pyshm_commit(pyshm_producer_t *p, int32_t type, uint64_t len)
     return (int64_t)seq;
 }
 
+/* ------------------------------------------------------------------ batches
+ *
+ * publish_fixed/publish_var place records in runs: one room and gate check per record
+ * (the same arithmetic as reserve), but one tail_intent store before the run's bytes and
+ * one tail store (then next_sequence, the lag probe's countdown and the wake check) after
+ * them. Publishing record by record made every record cost both sides a transfer of the
+ * tail and tail_intent lines (the consumer reloads tail for the next record just as the
+ * producer writes it again); a run makes that once per PYSHM_RUN_BYTES. The protocol is
+ * the single record's, with the run as the unit: intent covers every byte before it is
+ * written, tail moves only over committed records, and a reader sees a run entirely or
+ * not at all. */
+#define PYSHM_RUN_BYTES 16384u
+
+typedef struct {
+    const uint8_t *buf;
+    uint64_t stride, len;    /* fixed: record i at buf + i * stride, len bytes */
+    const uint64_t *ends;    /* var: record i is buf[ends[i-1] .. ends[i]) (NULL: fixed) */
+} batch_src_t;
+
+static inline void batch_record(const batch_src_t *b, uint64_t i, const uint8_t **src,
+                                uint64_t *len)
+{
+    if (b->ends) {
+        uint64_t start = i ? b->ends[i - 1] : 0;
+        *src = b->buf + start;
+        *len = b->ends[i] - start;
+    } else {
+        *src = b->buf + i * b->stride;
+        *len = b->len;
+    }
+}
+
+/* One run from record `first`: returns how many were committed (0: full, or the first
+ * record would pass PYSHM_POS_LIMIT: nothing written, as publish_one would refuse it).
+ * A run spans at most max(its first record, min(PYSHM_RUN_BYTES, max_record)) bytes,
+ * so tail_intent never leads tail by more than a single publish can make it (a
+ * restarted producer, reconcile_sequence and the engines' overrun test rely on it). */
+static uint64_t publish_run(pyshm_producer_t *p, const batch_src_t *b, uint64_t first,
+                            uint64_t count, int32_t type)
+{
+    const uint64_t start = p->tail;
+    const uint64_t span = p->max_record < PYSHM_RUN_BYTES ? p->max_record : PYSHM_RUN_BYTES;
+    uint64_t pos = start, i = first;
+    refresh_gate(p);
+    /* placement: the ends that reserve() would compute, stopping at the gate */
+    while (i < count) {
+        const uint8_t *src;
+        uint64_t len;
+        batch_record(b, i, &src, &len);
+        uint64_t room = p->psize - (pos & (p->psize - 1));
+        uint64_t a = pyshm_align8(len + PYSHM_RECORD_HEADER);
+        uint64_t end = pos + (a > room ? room : 0) + a;
+        if (i > first && end - start > span) break;
+        if (__builtin_expect(end >= PYSHM_POS_LIMIT, 0)) {
+            producer_corrupt(p, pos, PYSHM_FIELD_TAIL);
+            break;
+        }
+        if (p->gate_flags && end > p->gate_limit) {
+            p->gate_limit = gate_floor(p) + p->capacity;
+            if (end > p->gate_limit) break;
+        }
+        pos = end;
+        i++;
+    }
+    if (i == first) return 0;
+    const uint64_t run_end = pos;
+    if (run_end > p->intent) {
+        p->intent = run_end;
+        pyshm_store_relaxed(&H(p->hdr)->tail_intent.value, run_end);
+    }
+    /* readers that reload tail_intent after copying must see it before any data byte */
+    pyshm_fence_release();
+    pos = start;
+    uint64_t seq = p->sequence;
+    for (uint64_t j = first; j < i; j++) {
+        const uint8_t *src;
+        uint64_t len;
+        batch_record(b, j, &src, &len);
+        uint64_t room = p->psize - (pos & (p->psize - 1));
+        uint64_t a = pyshm_align8(len + PYSHM_RECORD_HEADER);
+        uint8_t *q = p->data + (pos & p->mask);
+        if (a > room) {
+            ((int32_t *)q)[0] = (int32_t)room;
+            ((int32_t *)q)[1] = PYSHM_PADDING_TYPE;
+            pos += room;
+            q = p->data + (pos & p->mask);
+        }
+        pyshm_record_t *r = (pyshm_record_t *)q;
+        r->length = (int32_t)(len + PYSHM_RECORD_HEADER);
+        r->type = type;
+        r->sequence = seq++;
+        memcpy(q + PYSHM_RECORD_HEADER, src, len);
+        pos += a;
+    }
+    p->sequence = seq;
+    /* the countdown counts records (finish() takes the run's last one); a probe due
+     * within the run stamps the run's end */
+    uint64_t k = i - first;
+    if (p->probe_countdown > k) p->probe_countdown -= (uint32_t)(k - 1);
+    else p->probe_countdown = 1;
+    finish(p, run_end);
+    return i - first;
+}
+
+static int64_t publish_batch(pyshm_producer_t *p, const batch_src_t *b, uint64_t count,
+                             int32_t type)
+{
+    uint64_t done = 0;
+    while (done < count) {
+        uint64_t k = publish_run(p, b, done, count, type);
+        if (k == 0) break;
+        done += k;
+    }
+    return (int64_t)done;
+}
+
 int64_t pyshm_publish_fixed(pyshm_producer_t *p, const void *buf, uint64_t stride,
                             uint64_t len, uint64_t count, int32_t type)
 {
     if (p->claim_len) return PYSHM_E_STATE;
     if (type == PYSHM_PADDING_TYPE) return PYSHM_E_PARAM;
     if (len > (uint64_t)p->max_record - PYSHM_RECORD_HEADER) return PYSHM_E_TOO_LARGE;
-    const uint8_t *b = (const uint8_t *)buf;
-    uint64_t i;
-    for (i = 0; i < count; i++) {
-        int64_t rc = publish_one(p, b + i * stride, len, type);
-        if (rc < 0) break;
-    }
-    return (int64_t)i;
+    batch_src_t b = {(const uint8_t *)buf, stride, len, NULL};
+    return publish_batch(p, &b, count, type);
 }
 
 int64_t pyshm_publish_var(pyshm_producer_t *p, const void *buf, const uint64_t *ends,
@@ -606,7 +717,6 @@ int64_t pyshm_publish_var(pyshm_producer_t *p, const void *buf, const uint64_t *
 {
     if (p->claim_len) return PYSHM_E_STATE;
     if (type == PYSHM_PADDING_TYPE) return PYSHM_E_PARAM;
-    const uint8_t *b = (const uint8_t *)buf;
     uint64_t start = 0, i;
     /* validate all lengths first so that a bad list publishes nothing */
     for (i = 0; i < count; i++) {
@@ -615,13 +725,8 @@ int64_t pyshm_publish_var(pyshm_producer_t *p, const void *buf, const uint64_t *
             return PYSHM_E_TOO_LARGE;
         start = ends[i];
     }
-    start = 0;
-    for (i = 0; i < count; i++) {
-        int64_t rc = publish_one(p, b + start, ends[i] - start, type);
-        if (rc < 0) break;
-        start = ends[i];
-    }
-    return (int64_t)i;
+    batch_src_t b = {(const uint8_t *)buf, 0, 0, ends};
+    return publish_batch(p, &b, count, type);
 }
 
 int64_t pyshm_room(pyshm_producer_t *p)
@@ -1043,12 +1148,99 @@ int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room)
     return rc;
 }
 
+/* The records from c->pos up to one load of tail, copied to out, with every check of
+ * read_one on each of them but one tail load and one seqlock check for the whole run:
+ * tail_intent, loaded after the last copy, must not exceed the run's first position +
+ * capacity, which proves every record of the run intact (they all lie at or after it).
+ * Anything read_one would treat specially (a lap, padding that is not exact, a record
+ * that does not validate or fit, a sequence to skip or one that went backwards) ends
+ * the run before it; a failed seqlock check drops the whole run. Either way read_one
+ * then takes that record, so errors, laps and losses are exactly its own. The consumer
+ * changes only when the run is accepted. Returns the records accepted. */
+static uint64_t read_run(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
+                         uint64_t *used_io, uint64_t *ends, int32_t *types, uint64_t *seqs,
+                         uint64_t max)
+{
+    pyshm_header_t *h = H(c->hdr);
+    const uint64_t first = c->pos;
+    uint64_t tail = pyshm_load_acquire(&h->tail.value);
+    if ((tail & 7u) || tail >= PYSHM_POS_LIMIT || first >= tail || (first & 7u) ||
+        tail - first > c->capacity)
+        return 0;
+    uint64_t pos = first, used = *used_io, n = 0;
+    uint64_t expect = c->expect, lost = c->lost, start_seq = c->start_seq;
+    int have_expect = c->have_expect;
+    uint64_t last_seq = 0, last_pos = 0, last_off = 0;
+    int32_t last_type = 0;
+    uint32_t last_len = 0;
+    while (n < max && pos < tail) {
+        uint64_t off = pos & c->mask;
+        uint64_t room = c->psize - (pos & (c->psize - 1));
+        const uint8_t *q = c->data + off;
+        int32_t len = pyshm_load_relaxed((const int32_t *)q);
+        int32_t type = pyshm_load_relaxed((const int32_t *)(q + 4));
+        if (type == PYSHM_PADDING_TYPE) {
+            if ((uint64_t)(int64_t)len != room || room > tail - pos) break;
+            pos += room;
+            continue;
+        }
+        uint64_t a = pyshm_align8((uint64_t)(uint32_t)len);
+        if (len < (int32_t)PYSHM_RECORD_HEADER || (uint32_t)len > c->max_record ||
+            a > room || a > tail - pos)
+            break;
+        uint64_t plen = (uint64_t)len - PYSHM_RECORD_HEADER;
+        if (plen > out_size - used) break;
+        uint64_t seq = pyshm_load_relaxed((const uint64_t *)(q + 8));
+        if (seq < c->skip_below || (have_expect && seq < expect)) break;
+        memcpy(out + used, q + PYSHM_RECORD_HEADER, plen);
+        if (have_expect) {
+            lost += seq - expect;
+        } else {
+            start_seq = seq;
+            have_expect = 1;
+        }
+        expect = seq + 1;
+        used += plen;
+        ends[n] = used;
+        types[n] = type;
+        seqs[n] = seq;
+        n++;
+        last_seq = seq;
+        last_pos = pos;
+        last_off = off;
+        last_type = type;
+        last_len = (uint32_t)plen;
+        pos += a;
+    }
+    if (n == 0) return 0;
+    pyshm_fence_acquire();
+    if (pyshm_load_relaxed(&h->tail_intent.value) > first + c->capacity) return 0;
+    c->pos = pos;
+    c->expect = expect;
+    c->lost = lost;
+    c->start_seq = start_seq;
+    c->have_expect = 1;
+    c->msg_pos = last_pos;
+    c->msg_seq = last_seq;
+    c->msg_type = last_type;
+    c->msg_len = last_len;
+    c->msg_off = last_off + PYSHM_RECORD_HEADER;
+    *used_io = used;
+    return n;
+}
+
 int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
                          uint64_t *ends, int32_t *types, uint64_t *seqs, uint64_t max)
 {
     publish_position(c);
     uint64_t used = 0, n = 0;
     while (n < max) {
+        uint64_t k = read_run(c, out, out_size, &used, ends + n, types + n, seqs + n, max - n);
+        if (k) {
+            n += k;
+            continue;
+        }
+        /* whatever ended the run (or nothing there): one record the careful way */
         int rc = read_one(c, out + used, out_size - used);
         if (rc < 0) {
             if (n) break; /* hand out what was read; the error repeats on the next call */
