@@ -683,7 +683,9 @@ class Producer:
         # The hot call is C (pyshm._ring_fast): bound once, so publish() costs one
         # vectorcall. Every other call that touches self._p holds the same guard
         # (self._fast.enter/leave) because cffi releases the GIL around its calls.
-        self._fast = _Writer(_address(self._p), self._p, self._slow)
+        # data: the Writer holds an export of the mapping, so that a ring closed by another
+        # thread while a call of this producer runs in C is unmapped only after it
+        self._fast = _Writer(_address(self._p), self._p, self._slow, self._data)
         self.publish = self._fast.publish  # type: ignore[method-assign]
 
     def _slow(self, rc: int, data: Any, type: int, timeout: Any, nbytes: int) -> int:
@@ -744,6 +746,14 @@ class Producer:
         other than -1."""
         return int(self._fast.publish(data, type, timeout))
 
+    def _live(self) -> Any:
+        # the producer struct, or ClosedError once close() ran (from another thread, during
+        # a wait for room: the ring may be closed too, so no retry may touch it)
+        p = self._p
+        if p is None:
+            raise ClosedError(f"ring {self.ring.name!r}: the producer was closed")
+        return p
+
     def _retry(self, rc: int, timeout: float, again: Any, size: int = 0) -> int:
         if rc != FULL:
             _raise(rc, f"ring {self.ring.name!r} publish of {size} bytes",
@@ -786,9 +796,9 @@ class Producer:
         wait = _check_timeout(timeout, where)
         self._fast.enter()
         try:
-            rc = lib.pyshm_claim(self._p, n)
+            rc = lib.pyshm_claim(self._live(), n)
             if rc == FULL:
-                rc = self._retry(rc, wait, lambda: lib.pyshm_claim(self._p, n))
+                rc = self._retry(rc, wait, lambda: lib.pyshm_claim(self._live(), n))
         finally:
             self._fast.leave()
         if rc < 0:
@@ -876,7 +886,7 @@ class Producer:
         if isinstance(rest, np.ndarray):
             arr = np.ascontiguousarray(rest)
             size = arr.nbytes // arr.shape[0]
-            done = int(lib.pyshm_publish_fixed(self._p, ffi.from_buffer(arr), size, size,
+            done = int(lib.pyshm_publish_fixed(self._live(), ffi.from_buffer(arr), size, size,
                                                arr.shape[0], type))
         else:
             done = self._list_once(rest, type)
@@ -901,7 +911,7 @@ class Producer:
 
     def _packed_once(self, data: Any, ends: np.ndarray, type: int) -> int:
         buf = data if data.__class__ is bytes else ffi.from_buffer(data)
-        rc = int(lib.pyshm_publish_var(self._p, buf,
+        rc = int(lib.pyshm_publish_var(self._live(), buf,
                                        ffi.cast("uint64_t *", ffi.from_buffer(ends)),
                                        len(ends), type))
         if rc < 0:
@@ -990,6 +1000,8 @@ class Consumer:
         self._slot = -1
         self._bufs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._aread_pending = False
+        # the waiting aread's [loop, future, fd, registered]: close() wakes it
+        self._aread_waiter: list[Any] | None = None
         if isinstance(start, str):
             if start not in ("oldest", "latest"):
                 raise InvalidParameterError(f"consumer start {start!r}: use 'oldest', "
@@ -1192,6 +1204,7 @@ class Consumer:
                     if not fut.done():
                         fut.set_result(None)
                 loop.add_reader(fd, wake)
+                waiter = self._aread_waiter = [loop, ready, fd, True]
                 try:
                     if deadline is None:
                         await ready
@@ -1204,12 +1217,39 @@ class Consumer:
                         except asyncio.TimeoutError:
                             return self._fast.read()
                 finally:
-                    loop.remove_reader(fd)
+                    self._aread_waiter = None
+                    if waiter[3]:  # close() may have taken the fd out of the loop already
+                        loop.remove_reader(fd)
                 m = self._fast.read()  # re-arms when it finds nothing (a spurious wake)
                 if m is not None:
                     return m
         finally:
             self._aread_pending = False
+
+    def _wake_aread(self) -> None:
+        # the eventfd is about to be closed: take it out of the waiting aread's loop (in
+        # that loop's thread: now; from another thread: the loop does it next) and wake
+        # the aread, whose next read raises ClosedError
+        waiter = getattr(self, "_aread_waiter", None)
+        if waiter is None:
+            return
+        loop, fut, fd = waiter[0], waiter[1], waiter[2]
+
+        def wake() -> None:
+            if waiter[3]:
+                waiter[3] = False
+                loop.remove_reader(fd)
+            if not fut.done():
+                fut.set_result(None)
+        try:
+            import asyncio
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            wake()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(wake)
 
     def __aiter__(self) -> Consumer:
         return self
@@ -1280,7 +1320,10 @@ class Consumer:
             yield m
 
     def close(self) -> None:
-        """Release the consumer slot; safe to call twice."""
+        """Release the consumer slot; safe to call twice. A call waiting on this consumer
+        in another thread (or an ``aread``/``async for`` waiting in the event loop) ends
+        with ClosedError (``async for`` simply ends)."""
+        self._wake_aread()
         fast = getattr(self, "_fast", None)
         if fast is not None:
             # refuses later calls and, once no Message of it is alive, lets the mapping go

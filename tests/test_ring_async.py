@@ -162,3 +162,58 @@ def test_fileno_with_a_selector(ring_name, producer):
         c.close()
         with pytest.raises(ClosedError):
             c.fileno()
+
+
+@pytest.mark.parametrize("closer", ["task", "thread", "ring"])
+def test_closing_the_consumer_ends_a_waiting_async_for(ring_name, producer, closer):
+    """``async for msg in consumer`` ends when the consumer is closed, by another task,
+    by another thread, or by closing the ring. Before the fix it waited for ever: the
+    eventfd it slept on was closed under the event loop, which never woke it."""
+    import threading
+
+    with Ring.create(ring_name, 1 << 16) as r:
+        c = r.consumer("latest")
+        prod = producer(ring_name, 3)
+
+        async def consume() -> list[int]:
+            return [m.sequence async for m in c]
+
+        async def main() -> list[int]:
+            task = asyncio.ensure_future(consume())
+            go(prod)
+            for _ in range(1000):  # the three records read
+                if c.next_sequence == 3:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # ... and the loop asleep on the fd again
+            if closer == "task":
+                c.close()
+            elif closer == "ring":
+                r.close()
+            else:
+                t = threading.Thread(target=c.close)
+                t.start()
+                t.join()
+            return await asyncio.wait_for(task, 5)
+
+        assert asyncio.run(main()) == [0, 1, 2]
+
+        async def after() -> None:
+            with pytest.raises(ClosedError):
+                await c.aread(timeout=1)
+
+        asyncio.run(after())
+
+
+def test_closing_the_consumer_ends_a_waiting_aread_with_closed_error(ring_name):
+    with Ring.create(ring_name, 1 << 16) as r:
+        c = r.consumer("latest")
+
+        async def main() -> None:
+            waiting = asyncio.ensure_future(c.aread(timeout=30))
+            await asyncio.sleep(0.05)
+            c.close()
+            with pytest.raises(ClosedError):
+                await asyncio.wait_for(waiting, 5)
+
+        asyncio.run(main())

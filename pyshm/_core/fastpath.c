@@ -406,8 +406,21 @@ static int64_t reader_wait(ReaderObject *self, int64_t timeout_ns, int strategy,
         Py_END_ALLOW_THREADS
         if (rc != 0) return rc;
         if (PyErr_CheckSignals() < 0) return WAIT_RAISED;
+        if (self->closed) return WAIT_RAISED; /* the caller raises ClosedError */
         pyshm_consumer_touch(c);
     }
+}
+
+/* After a call that marked the reader busy: if close() ran meanwhile (another thread,
+ * or a signal handler during a wait), the call ends with ClosedError, and the export
+ * of the mapping that close() left to it is released now (unless Messages hold it). */
+static int reader_closed_during(ReaderObject *self, const char *fname)
+{
+    if (!self->closed) return 0;
+    PyErr_Clear(); /* a signal handler's exception, if any, is superseded by the close */
+    PyErr_Format(ClosedError, "%s(): the consumer was closed during the call", fname);
+    if (self->live == 0) reader_release_view(self);
+    return 1;
 }
 
 static PyObject *names_read[2];
@@ -430,6 +443,7 @@ static PyObject *Reader_read(ReaderObject *self, PyObject *const *args, Py_ssize
     int64_t rc = pyshm_read(self->c);
     if (rc == 0 && timeout) rc = reader_wait(self, timeout, strategy, 1, 0);
     self->busy = 0;
+    if (reader_closed_during(self, "read")) return NULL;
     if (rc > 0) return message_new(self, NULL);
     if (rc == 0) {
         if (self->waker) waker_arm(self->waker, self->c->pos);
@@ -472,6 +486,7 @@ static PyObject *Reader_read_copy(ReaderObject *self, PyObject *const *args,
         }
         if (rc <= 0) {
             self->busy = 0;
+            if (reader_closed_during(self, "read_copy")) return NULL;
             if (rc == 0) {
                 if (self->waker) waker_arm(self->waker, c->pos);
                 Py_RETURN_NONE;
@@ -481,8 +496,10 @@ static PyObject *Reader_read_copy(ReaderObject *self, PyObject *const *args,
         }
         if (copy_hook) {
             PyObject *r = PyObject_CallNoArgs(copy_hook);
-            if (!r) {
+            if (!r || self->closed) {
+                Py_XDECREF(r);
                 self->busy = 0;
+                reader_closed_during(self, "read_copy");
                 return NULL;
             }
             Py_DECREF(r);
@@ -545,6 +562,7 @@ static PyObject *Reader_read_into(ReaderObject *self, PyObject *const *args,
     }
     self->busy = 0;
     PyBuffer_Release(&out);
+    if (reader_closed_during(self, "read_into")) return NULL;
     if (rc == 1) return PyLong_FromUnsignedLong(c->msg_len);
     if (rc == 0) {
         if (self->waker) waker_arm(self->waker, c->pos);
@@ -580,6 +598,10 @@ static PyObject *Reader_wait(ReaderObject *self, PyObject *const *args, Py_ssize
     if (self->closed) return PyErr_Format(ClosedError, "wait(): this consumer is closed");
     int64_t rc = pyshm_wait_data(self->c, 0, PYSHM_WAIT_SPIN, 0);
     if (rc == 0 && timeout) rc = reader_wait(self, timeout, strategy, 0, 0);
+    if (self->closed) {
+        PyErr_Clear();
+        return PyErr_Format(ClosedError, "wait(): the consumer was closed during the call");
+    }
     if (rc == WAIT_RAISED) return NULL;
     if (rc < 0) return reader_error(self, rc);
     return PyBool_FromLong(rc > 0);
@@ -595,6 +617,7 @@ static PyObject *Reader_enter(ReaderObject *self, PyObject *unused)
 static PyObject *Reader_leave(ReaderObject *self, PyObject *unused)
 {
     self->busy = 0;
+    if (self->closed && self->live == 0) reader_release_view(self);
     Py_RETURN_NONE;
 }
 
@@ -656,7 +679,14 @@ static PyObject *Reader_close(ReaderObject *self, PyObject *unused)
 {
     self->closed = 1;
     reader_stop_waker(self);
-    if (self->live == 0) reader_release_view(self);
+    if (self->busy) {
+        /* a call of another thread (or the one a signal handler interrupted) is inside
+         * the mapping: it keeps the export and releases it as it returns ClosedError
+         * (waits notice within a slice; a block sleeper is woken at once) */
+        if (self->c->slot >= 0) pyshm_wake_sleepers(self->c->hdr);
+    } else if (self->live == 0) {
+        reader_release_view(self);
+    }
     Py_RETURN_NONE;
 }
 
@@ -901,9 +931,20 @@ typedef struct {
     PyObject *owner;
     PyObject *slow;   /* callable(rc, data, type, timeout, nbytes): FULL with a timeout,
                        * or an error to raise */
+    Py_buffer view;   /* the ring's data area: keeps the mapping alive while a call of
+                       * another thread (claim, a batch, a wait for room) is inside it */
+    int have_view;
     int busy;
     int closed;
 } WriterObject;
+
+static void writer_release_view(WriterObject *w)
+{
+    if (w->have_view) {
+        w->have_view = 0;
+        PyBuffer_Release(&w->view);
+    }
+}
 
 static int writer_usable(WriterObject *self, const char *fname)
 {
@@ -1034,6 +1075,7 @@ static PyObject *Writer_publish(WriterObject *self, PyObject *const *args, Py_ss
     PyObject *r = PyObject_CallFunction(self->slow, "LOiOn", (long long)rc, a[0], (int)type,
                                         a[2] ? a[2] : Py_None, len);
     self->busy = 0;
+    if (self->closed) writer_release_view(self);
     return r;
 }
 
@@ -1073,12 +1115,15 @@ static PyObject *Writer_enter(WriterObject *self, PyObject *unused)
 static PyObject *Writer_leave(WriterObject *self, PyObject *unused)
 {
     self->busy = 0;
+    if (self->closed) writer_release_view(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *Writer_close(WriterObject *self, PyObject *unused)
 {
     self->closed = 1;
+    /* a call in progress (another thread) releases the export as it ends */
+    if (!self->busy) writer_release_view(self);
     Py_RETURN_NONE;
 }
 
@@ -1090,9 +1135,10 @@ static PyObject *Writer_get_busy(WriterObject *self, void *unused)
 static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 {
     unsigned long long address;
-    PyObject *owner, *slow;
-    static char *kwlist[] = {"address", "owner", "slow", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOO:Writer", kwlist, &address, &owner, &slow))
+    PyObject *owner, *slow, *data = NULL;
+    static char *kwlist[] = {"address", "owner", "slow", "data", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOO|O:Writer", kwlist, &address, &owner,
+                                     &slow, &data))
         return -1;
     if (self->p) {
         PyErr_SetString(PyExc_RuntimeError, "Writer is already initialised");
@@ -1101,6 +1147,10 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
     if (!address || !PyCallable_Check(slow)) {
         PyErr_SetString(PyExc_ValueError, "Writer(address, owner, slow)");
         return -1;
+    }
+    if (data && data != Py_None) {
+        if (PyObject_GetBuffer(data, &self->view, PyBUF_SIMPLE) < 0) return -1;
+        self->have_view = 1;
     }
     self->p = (pyshm_producer_t *)(uintptr_t)address;
     Py_INCREF(owner);
@@ -1126,6 +1176,7 @@ static int Writer_clear(WriterObject *self)
 static void Writer_dealloc(WriterObject *self)
 {
     PyObject_GC_UnTrack(self);
+    writer_release_view(self);
     Py_CLEAR(self->owner);
     Py_CLEAR(self->slow);
     Py_TYPE(self)->tp_free((PyObject *)self);
