@@ -439,6 +439,13 @@ class Ring:
             raise ClosedError(f"ring {self.name!r} is closed")
         return self._data
 
+    def _export(self) -> memoryview:
+        # The data area for one hot-call object (a Consumer's or Producer's C half) to
+        # hold an export of: a view of its own, so that when a call that was inside at
+        # close() lets go last, the mapping is unmapped right then (an export of the
+        # shared `data` view would pin the mapping until that view is freed).
+        return self._mv_checked()[layout.OFF_DATA:layout.OFF_DATA + self.params.capacity]
+
     def data_array(self) -> np.ndarray:
         """The data area as a uint8 numpy array sharing the mapping."""
         return np.frombuffer(self.data, dtype=np.uint8)
@@ -683,9 +690,12 @@ class Producer:
         # The hot call is C (pyshm._ring_fast): bound once, so publish() costs one
         # vectorcall. Every other call that touches self._p holds the same guard
         # (self._fast.enter/leave) because cffi releases the GIL around its calls.
-        # data: the Writer holds an export of the mapping, so that a ring closed by another
-        # thread while a call of this producer runs in C is unmapped only after it
-        self._fast = _Writer(_address(self._p), self._p, self._slow, self._data)
+        # The Writer holds an export of the mapping and gives the producer role back at
+        # close(): a call inside at that moment (another thread's: claim, a batch, a wait
+        # for room; or the one a signal handler interrupted) does both as it ends, so the
+        # ring is never unmapped, nor its role taken, under it.
+        self._fast = _Writer(_address(self._p), self._p, self._slow, ring._export(),
+                             self._pid)
         self.publish = self._fast.publish  # type: ignore[method-assign]
 
     def _slow(self, rc: int, data: Any, type: int, timeout: Any, nbytes: int) -> int:
@@ -722,7 +732,7 @@ class Producer:
             raise InvalidParameterError(f"sequence {sequence} is out of range")
         self._fast.enter()
         try:
-            rc = int(lib.pyshm_producer_set_sequence(self._p, sequence))
+            rc = int(lib.pyshm_producer_set_sequence(self._live(), sequence))
         finally:
             self._fast.leave()
         if rc == lib.PYSHM_E_PARAM:
@@ -747,17 +757,21 @@ class Producer:
         return int(self._fast.publish(data, type, timeout))
 
     def _live(self) -> Any:
-        # the producer struct, or ClosedError once close() ran (from another thread, during
-        # a wait for room: the ring may be closed too, so no retry may touch it)
+        # The producer struct for the next C call of a guarded call, or ClosedError once
+        # close() ran meanwhile (another thread, or a signal handler: the GIL may switch
+        # between any two bytecodes of a call that waits for room). Never self._p itself
+        # there: None would reach C as a NULL pointer.
         p = self._p
         if p is None:
-            raise ClosedError(f"ring {self.ring.name!r}: the producer was closed")
+            raise ClosedError(f"ring {self.ring.name!r}: the producer was closed during "
+                              f"the call")
         return p
 
     def _retry(self, rc: int, timeout: float, again: Any, size: int = 0) -> int:
         if rc != FULL:
+            p = self._live()
             _raise(rc, f"ring {self.ring.name!r} publish of {size} bytes",
-                   self._p.last_error_pos, self._p.last_error_field, seg=self.ring._seg)
+                   p.last_error_pos, p.last_error_field, seg=self.ring._seg)
         # FULL is the slow path: a file truncated under this process (pyshm.guard closes
         # the gate of its poisoned mapping) is reported here, not as a full ring
         seg = self.ring._seg
@@ -801,6 +815,7 @@ class Producer:
                 rc = self._retry(rc, wait, lambda: lib.pyshm_claim(self._live(), n))
         finally:
             self._fast.leave()
+        self._live()  # closed during the claim: it can never be committed
         if rc < 0:
             if rc == FULL:
                 raise PyshmError(f"ring {self.ring.name!r}: full, no room to claim {n} bytes "
@@ -818,11 +833,12 @@ class Producer:
             raise InvalidParameterError(f"commit length {length} is negative")
         self._fast.enter()
         try:
-            n = int(self._p.claim_len) - layout.RECORD_HEADER if length is None else length
+            p = self._live()
+            n = int(p.claim_len) - layout.RECORD_HEADER if length is None else length
             if n > self.ring.max_payload:
                 raise RecordTooLargeError(f"ring {self.ring.name!r} commit: length {n} is "
                                           f"larger than the claim")
-            rc = lib.pyshm_commit(self._p, type, max(n, 0))
+            rc = lib.pyshm_commit(p, type, max(n, 0))
         finally:
             self._fast.leave()
         if rc < 0:
@@ -859,7 +875,7 @@ class Producer:
                 raise RecordTooLargeError(
                     f"ring {self.ring.name!r}: batch records of {size} bytes exceed the max "
                     f"payload {self.ring.max_payload}")
-            done = int(lib.pyshm_publish_fixed(self._p, buf, size, size, count, type))
+            done = int(lib.pyshm_publish_fixed(self._live(), buf, size, size, count, type))
             if done < 0:
                 _raise(done, f"ring {self.ring.name!r} publish_batch")
             if done < count:
@@ -962,7 +978,7 @@ class Producer:
         """Bytes that can be written now without passing a gate (capacity if ungated)."""
         self._fast.enter()
         try:
-            return int(lib.pyshm_room(self._p))
+            return int(lib.pyshm_room(self._live()))
         finally:
             self._fast.leave()
 
@@ -970,9 +986,11 @@ class Producer:
         """Give up the producer role (the header's producer pid goes back to 0)."""
         fast = getattr(self, "_fast", None)
         if fast is not None:
-            fast.close()  # a publish bound before close() is refused from now on
-        if getattr(self, "_p", None) is not None and not self.ring.closed:
-            lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)
+            # refuses every later call (a publish bound before close() too) and gives the
+            # role back: now, or as the call inside (see __init__) ends with ClosedError
+            fast.close()
+        elif getattr(self, "_p", None) is not None and not self.ring.closed:
+            lib.pyshm_producer_pid_cas(self._hdr, self._pid, 0)  # a half-finished setup
         self._p = None
         self.publish = self.claim = self.commit = self.publish_batch = _closed  # type: ignore
         self.publish_packed = self.room = _closed  # type: ignore
@@ -1040,7 +1058,11 @@ class Consumer:
         def on_error(rc: int) -> None:
             # seg: a file truncated under this process (pyshm.guard) names the cause
             _raise(rc, where, c.last_error_pos, c.last_error_field, seg=seg)
-        self._fast = _Reader(_address(self._c), self._c, self._data, on_error)
+        # The Reader holds an export of the mapping and gives the slot back at close(): a
+        # call inside at that moment (another thread's, or the one a signal handler
+        # interrupted) does both as it ends, so neither is lost under it.
+        self._fast = _Reader(_address(self._c), self._c, ring._export(), on_error,
+                             self._pid)
         self.read = self._fast.read  # type: ignore[method-assign]
         self.read_copy = self._fast.read_copy  # type: ignore[method-assign]
         self.read_into = self._fast.read_into  # type: ignore[method-assign]
@@ -1306,8 +1328,12 @@ class Consumer:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            # in C with the GIL released; True once tail passed the position
+            # in C with the GIL released; True once tail passed the position, ClosedError
+            # if close() came meanwhile (another thread, or a signal handler)
             self._fast.wait(None if left == float("inf") else left, wait)
+            if self._fast.closed:  # ... or just after it: no read after the close
+                raise ClosedError(f"{self._where} read_batch: the consumer was closed "
+                                  f"during the call")
         used = int(b[1][n - 1]) if n else 0
         return Batch(b[0][:used], b[1][:n], b[2][:n], b[3][:n])
 
@@ -1326,9 +1352,12 @@ class Consumer:
         self._wake_aread()
         fast = getattr(self, "_fast", None)
         if fast is not None:
-            # refuses later calls and, once no Message of it is alive, lets the mapping go
+            # refuses later calls, gives the slot back and, once no Message of it is
+            # alive, lets the mapping go: now, or as the call inside ends (see __init__)
             fast.close()
-        self._release_slot()
+            self._slot = -1
+        else:
+            self._release_slot()
         self._bufs = None
         self.read = self.read_copy = self.read_batch = self.read_into = _closed  # type: ignore
 

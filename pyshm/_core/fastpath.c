@@ -28,6 +28,15 @@
  * a second thread into ConcurrentUseError instead of a duplicated or dropped record.
  * It costs two plain stores: a locked instruction here would drain the producer's store
  * buffer on every publish (measured 40-100 ns with a reader on the line).
+ *
+ * Closing under a call: close() may run while a call is inside, from another thread
+ * (during a wait, or a guarded Python call such as read_batch or claim, which let the
+ * GIL go) or from a signal handler run inside that very call. close() marks the object
+ * closed at once and never waits for the call (it may be its own thread); a sleeping
+ * `block` wait is woken, the others notice within a poll step. The call then ends with
+ * ClosedError, and its end does what close() left to it: the slot (or the producer role)
+ * is given back and this object's export of the mapping released, so that a ring closed
+ * meanwhile is unmapped right then, after the last access, never under it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -274,10 +283,11 @@ typedef struct {
     Py_buffer view;       /* the ring's data area: this export keeps the mapping alive */
     int have_view;
     int busy;
-    int closed;
+    int closed;           /* stored atomically: a wait reads it without the GIL */
+    int64_t pid;          /* the slot's owner, given back at close (0: the caller does) */
     Py_ssize_t live;      /* Messages of this reader not yet freed: they point into the
                            * mapping, so the export is released when close() finds none,
-                           * or with the last of them */
+                           * or with the last of them (never while a call is inside) */
     waker_t *waker;       /* fileno()'s thread and eventfd, NULL until asked for */
     pid_t waker_pid;      /* the process that started it (a forked child has no thread) */
 } ReaderObject;
@@ -336,7 +346,8 @@ static void message_dealloc(MessageObject *m)
 {
     ReaderObject *r = m->reader;
     Py_CLEAR(m->copy);
-    if (--r->live == 0 && r->closed) reader_release_view(r);
+    /* a call still inside keeps the export: it releases it as it ends */
+    if (--r->live == 0 && r->closed && !r->busy) reader_release_view(r);
     m->reader = NULL;
     Py_DECREF(r);
     if (message_free_n < MESSAGE_FREE_MAX)
@@ -374,9 +385,12 @@ static PyObject *reader_error(ReaderObject *self, int64_t rc)
 }
 
 /* The GIL-released part of a wait: `consume` reads a record (the rc of pyshm_read),
- * otherwise waits for tail to pass the position (1 / 0). Returns 0 at the deadline, or
- * INT64_MIN when a signal handler raised. The caller has polled once already. */
+ * otherwise waits for tail to pass the position (1 / 0). Returns 0 at the deadline,
+ * WAIT_RAISED when a signal handler raised, WAIT_CLOSED when close() ran meanwhile
+ * (whatever the wait found: a closed consumer hands out nothing). The caller has polled
+ * once already. Only here can close() interleave with a Reader's own C calls. */
 #define WAIT_RAISED INT64_MIN
+#define WAIT_CLOSED (INT64_MIN + 1)
 static int64_t reader_wait(ReaderObject *self, int64_t timeout_ns, int strategy, int consume,
                            int sleeper)
 {
@@ -401,26 +415,42 @@ static int64_t reader_wait(ReaderObject *self, int64_t timeout_ns, int strategy,
         if (now >= deadline) return 0;
         int64_t slice = deadline - now < SLICE_NS ? deadline - now : SLICE_NS;
         Py_BEGIN_ALLOW_THREADS
-        rc = consume ? pyshm_wait_read(c, slice, strategy)
-                     : pyshm_wait_data(c, slice, strategy, sleeper);
+        rc = consume ? pyshm_wait_read_cancel(c, slice, strategy, &self->closed)
+                     : pyshm_wait_data_cancel(c, slice, strategy, sleeper, &self->closed);
         Py_END_ALLOW_THREADS
+        if (self->closed) return WAIT_CLOSED;
         if (rc != 0) return rc;
         if (PyErr_CheckSignals() < 0) return WAIT_RAISED;
-        if (self->closed) return WAIT_RAISED; /* the caller raises ClosedError */
+        if (self->closed) return WAIT_CLOSED; /* the handler closed it */
         pyshm_consumer_touch(c);
     }
 }
 
-/* After a call that marked the reader busy: if close() ran meanwhile (another thread,
- * or a signal handler during a wait), the call ends with ClosedError, and the export
- * of the mapping that close() left to it is released now (unless Messages hold it). */
-static int reader_closed_during(ReaderObject *self, const char *fname)
+/* What close() does once no call is inside (at close(), or as that call ends): give
+ * the slot back while the export still holds the mapping, then release the export
+ * unless Messages hold it. Runs any number of times, acts once. */
+static void reader_finish_close(ReaderObject *self)
 {
-    if (!self->closed) return 0;
-    PyErr_Clear(); /* a signal handler's exception, if any, is superseded by the close */
-    PyErr_Format(ClosedError, "%s(): the consumer was closed during the call", fname);
+    pyshm_consumer_t *c = self->c;
+    if (c && c->slot >= 0 && self->have_view) {
+        if (self->pid) pyshm_slot_release(c->hdr, c->slot, self->pid);
+        c->slot = -1; /* no later write into a slot that may be someone else's */
+    }
     if (self->live == 0) reader_release_view(self);
-    return 1;
+}
+
+/* the end of a call that marked the reader busy, on every path but the hot one (there
+ * closed cannot have been set: see reader_wait) */
+static void reader_exit(ReaderObject *self)
+{
+    self->busy = 0;
+    if (self->closed) reader_finish_close(self);
+}
+
+static PyObject *reader_closed_error(const char *fname)
+{
+    return PyErr_Format(ClosedError, "%s(): the consumer was closed during the call",
+                        fname);
 }
 
 static PyObject *names_read[2];
@@ -442,13 +472,16 @@ static PyObject *Reader_read(ReaderObject *self, PyObject *const *args, Py_ssize
     self->busy = 1;
     int64_t rc = pyshm_read(self->c);
     if (rc == 0 && timeout) rc = reader_wait(self, timeout, strategy, 1, 0);
-    self->busy = 0;
-    if (reader_closed_during(self, "read")) return NULL;
-    if (rc > 0) return message_new(self, NULL);
+    if (rc > 0) {
+        self->busy = 0;
+        return message_new(self, NULL);
+    }
+    reader_exit(self);
     if (rc == 0) {
         if (self->waker) waker_arm(self->waker, self->c->pos);
         Py_RETURN_NONE;
     }
+    if (rc == WAIT_CLOSED) return reader_closed_error("read");
     if (rc == WAIT_RAISED) return NULL;
     return reader_error(self, rc);
 }
@@ -485,29 +518,30 @@ static PyObject *Reader_read_copy(ReaderObject *self, PyObject *const *args,
             if (left > 0) rc = reader_wait(self, left, strategy, 1, 0);
         }
         if (rc <= 0) {
-            self->busy = 0;
-            if (reader_closed_during(self, "read_copy")) return NULL;
+            reader_exit(self);
             if (rc == 0) {
                 if (self->waker) waker_arm(self->waker, c->pos);
                 Py_RETURN_NONE;
             }
+            if (rc == WAIT_CLOSED) return reader_closed_error("read_copy");
             if (rc == WAIT_RAISED) return NULL;
             return reader_error(self, rc);
         }
         if (copy_hook) {
+            /* Python code: it may close this consumer, or let another thread do it */
             PyObject *r = PyObject_CallNoArgs(copy_hook);
-            if (!r || self->closed) {
+            int closed = self->closed;
+            if (!r || closed) {
                 Py_XDECREF(r);
-                self->busy = 0;
-                reader_closed_during(self, "read_copy");
-                return NULL;
+                reader_exit(self);
+                return r ? reader_closed_error("read_copy") : NULL;
             }
             Py_DECREF(r);
         }
         PyObject *copy = PyBytes_FromStringAndSize((const char *)self->view.buf + rc,
                                                    (Py_ssize_t)c->meta[0]);
         if (!copy) {
-            self->busy = 0;
+            reader_exit(self);
             return NULL;
         }
         if (pyshm_still_valid(c)) {
@@ -518,7 +552,7 @@ static PyObject *Reader_read_copy(ReaderObject *self, PyObject *const *args,
         Py_DECREF(copy);
         c->lost++;
     }
-    self->busy = 0;
+    reader_exit(self);
     Py_RETURN_NONE;
 }
 
@@ -560,9 +594,8 @@ static PyObject *Reader_read_into(ReaderObject *self, PyObject *const *args,
         rc = reader_wait(self, left, strategy, 0, 0);
         if (rc <= 0) break; /* timed out, error, or a signal handler raised */
     }
-    self->busy = 0;
+    reader_exit(self);
     PyBuffer_Release(&out);
-    if (reader_closed_during(self, "read_into")) return NULL;
     if (rc == 1) return PyLong_FromUnsignedLong(c->msg_len);
     if (rc == 0) {
         if (self->waker) waker_arm(self->waker, c->pos);
@@ -574,6 +607,7 @@ static PyObject *Reader_read_into(ReaderObject *self, PyObject *const *args,
                      c->need_len);
         return NULL;
     }
+    if (rc == WAIT_CLOSED) return reader_closed_error("read_into");
     if (rc == WAIT_RAISED) return NULL;
     return reader_error(self, rc);
 }
@@ -598,10 +632,7 @@ static PyObject *Reader_wait(ReaderObject *self, PyObject *const *args, Py_ssize
     if (self->closed) return PyErr_Format(ClosedError, "wait(): this consumer is closed");
     int64_t rc = pyshm_wait_data(self->c, 0, PYSHM_WAIT_SPIN, 0);
     if (rc == 0 && timeout) rc = reader_wait(self, timeout, strategy, 0, 0);
-    if (self->closed) {
-        PyErr_Clear();
-        return PyErr_Format(ClosedError, "wait(): the consumer was closed during the call");
-    }
+    if (rc == WAIT_CLOSED) return reader_closed_error("wait");
     if (rc == WAIT_RAISED) return NULL;
     if (rc < 0) return reader_error(self, rc);
     return PyBool_FromLong(rc > 0);
@@ -616,8 +647,7 @@ static PyObject *Reader_enter(ReaderObject *self, PyObject *unused)
 
 static PyObject *Reader_leave(ReaderObject *self, PyObject *unused)
 {
-    self->busy = 0;
-    if (self->closed && self->live == 0) reader_release_view(self);
+    reader_exit(self);
     Py_RETURN_NONE;
 }
 
@@ -677,17 +707,24 @@ static PyObject *Reader_arm(ReaderObject *self, PyObject *unused)
 
 static PyObject *Reader_close(ReaderObject *self, PyObject *unused)
 {
-    self->closed = 1;
-    reader_stop_waker(self);
+    if (self->closed) Py_RETURN_NONE;
+    /* before the wake-up: a woken `block` wait must find it set (see block_sleep) */
+    __atomic_store_n(&self->closed, 1, __ATOMIC_SEQ_CST);
+    reader_stop_waker(self); /* lets the GIL go: a call inside may end meanwhile */
     if (self->busy) {
-        /* a call of another thread (or the one a signal handler interrupted) is inside
-         * the mapping: it keeps the export and releases it as it returns ClosedError
-         * (waits notice within a slice; a block sleeper is woken at once) */
+        /* a call of another thread, or the one a signal handler interrupted, is inside:
+         * wake it if it sleeps in the futex (a read-only attachment has no slot and
+         * sleeps in short steps); it finishes the close as it ends */
         if (self->c->slot >= 0) pyshm_wake_sleepers(self->c->hdr);
-    } else if (self->live == 0) {
-        reader_release_view(self);
+    } else {
+        reader_finish_close(self);
     }
     Py_RETURN_NONE;
+}
+
+static PyObject *Reader_get_closed(ReaderObject *self, void *unused)
+{
+    return PyBool_FromLong(self->closed);
 }
 
 static PyObject *Reader_get_last(ReaderObject *self, void *which)
@@ -710,9 +747,10 @@ static int Reader_init(ReaderObject *self, PyObject *args, PyObject *kw)
 {
     unsigned long long address;
     PyObject *owner, *data, *on_error;
-    static char *kwlist[] = {"address", "owner", "data", "on_error", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOOO:Reader", kwlist, &address, &owner,
-                                     &data, &on_error))
+    long long pid = 0;
+    static char *kwlist[] = {"address", "owner", "data", "on_error", "pid", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOOO|L:Reader", kwlist, &address, &owner,
+                                     &data, &on_error, &pid))
         return -1;
     if (self->c) {
         PyErr_SetString(PyExc_RuntimeError, "Reader is already initialised");
@@ -730,6 +768,7 @@ static int Reader_init(ReaderObject *self, PyObject *args, PyObject *kw)
         return -1;
     }
     self->c = c;
+    self->pid = pid;
     Py_INCREF(owner);
     self->owner = owner;
     Py_INCREF(on_error);
@@ -800,6 +839,7 @@ static PyGetSetDef Reader_getset[] = {
     {"last_length", (getter)Reader_get_last, NULL, "payload length of the last record read",
      (void *)3},
     {"busy", (getter)Reader_get_busy, NULL, "a call is in progress", NULL},
+    {"closed", (getter)Reader_get_closed, NULL, "close() ran", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -936,6 +976,7 @@ typedef struct {
     int have_view;
     int busy;
     int closed;
+    int64_t pid;      /* the producer role's owner, given back at close (0: the caller) */
 } WriterObject;
 
 static void writer_release_view(WriterObject *w)
@@ -944,6 +985,14 @@ static void writer_release_view(WriterObject *w)
         w->have_view = 0;
         PyBuffer_Release(&w->view);
     }
+}
+
+/* close() once no call is inside: the producer role goes back (pid 0 in the header,
+ * while the export still holds the mapping), then the export. Acts once. */
+static void writer_finish_close(WriterObject *w)
+{
+    if (w->have_view && w->pid) pyshm_producer_pid_cas(w->p->hdr, w->pid, 0);
+    writer_release_view(w);
 }
 
 static int writer_usable(WriterObject *self, const char *fname)
@@ -1075,7 +1124,18 @@ static PyObject *Writer_publish(WriterObject *self, PyObject *const *args, Py_ss
     PyObject *r = PyObject_CallFunction(self->slow, "LOiOn", (long long)rc, a[0], (int)type,
                                         a[2] ? a[2] : Py_None, len);
     self->busy = 0;
-    if (self->closed) writer_release_view(self);
+    if (self->closed) {
+        writer_finish_close(self);
+        /* closed while it waited for room: FULL would read as "retry later"; a record
+         * published before the close was noticed keeps its sequence number */
+        int overflow = 0;
+        if (r && PyLong_Check(r) &&
+            PyLong_AsLongLongAndOverflow(r, &overflow) == PYSHM_FULL) {
+            Py_DECREF(r);
+            return PyErr_Format(ClosedError, "publish(): the producer was closed during "
+                                "the call");
+        }
+    }
     return r;
 }
 
@@ -1115,15 +1175,17 @@ static PyObject *Writer_enter(WriterObject *self, PyObject *unused)
 static PyObject *Writer_leave(WriterObject *self, PyObject *unused)
 {
     self->busy = 0;
-    if (self->closed) writer_release_view(self);
+    if (self->closed) writer_finish_close(self);
     Py_RETURN_NONE;
 }
 
 static PyObject *Writer_close(WriterObject *self, PyObject *unused)
 {
+    if (self->closed) Py_RETURN_NONE;
     self->closed = 1;
-    /* a call in progress (another thread) releases the export as it ends */
-    if (!self->busy) writer_release_view(self);
+    /* a call inside (another thread's, or the one a signal handler interrupted) finishes
+     * the close as it ends: the role and the mapping stay its own until then */
+    if (!self->busy) writer_finish_close(self);
     Py_RETURN_NONE;
 }
 
@@ -1136,9 +1198,10 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
 {
     unsigned long long address;
     PyObject *owner, *slow, *data = NULL;
-    static char *kwlist[] = {"address", "owner", "slow", "data", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOO|O:Writer", kwlist, &address, &owner,
-                                     &slow, &data))
+    long long pid = 0;
+    static char *kwlist[] = {"address", "owner", "slow", "data", "pid", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KOO|OL:Writer", kwlist, &address, &owner,
+                                     &slow, &data, &pid))
         return -1;
     if (self->p) {
         PyErr_SetString(PyExc_RuntimeError, "Writer is already initialised");
@@ -1153,6 +1216,7 @@ static int Writer_init(WriterObject *self, PyObject *args, PyObject *kw)
         self->have_view = 1;
     }
     self->p = (pyshm_producer_t *)(uintptr_t)address;
+    self->pid = pid;
     Py_INCREF(owner);
     self->owner = owner;
     Py_INCREF(slow);

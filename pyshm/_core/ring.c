@@ -1093,7 +1093,10 @@ static inline int64_t wait_loop(pyshm_consumer_t *c, int64_t timeout_ns, int str
             cpu_relax();
             rc = poll(c);
             if (rc != 0) return rc;
-            if ((n & 15) == 0 && now_ns() >= spin_end) break;
+            if ((n & 15) == 0) {
+                if (cancel && __atomic_load_n(cancel, __ATOMIC_SEQ_CST)) return 0;
+                if (now_ns() >= spin_end) break;
+            }
         }
         if (now_ns() >= deadline) return 0;
         return block_sleep(c, deadline, poll, shift, cancel);
@@ -1117,14 +1120,22 @@ static inline int64_t wait_loop(pyshm_consumer_t *c, int64_t timeout_ns, int str
         if (rc != 0) return rc;
         if ((n & 63) == 0 || strategy != PYSHM_WAIT_SPIN) {
             if (now_ns() >= deadline) return 0;
+            /* a closed reader stops here, not at the end of its slice */
+            if (cancel && __atomic_load_n(cancel, __ATOMIC_SEQ_CST)) return 0;
         }
     }
 }
 
 int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy)
 {
+    return pyshm_wait_read_cancel(c, timeout_ns, strategy, NULL);
+}
+
+int64_t pyshm_wait_read_cancel(pyshm_consumer_t *c, int64_t timeout_ns, int strategy,
+                               const int *cancel)
+{
     publish_position(c);
-    return wait_loop(c, timeout_ns, strategy, poll_read, 0, NULL);
+    return wait_loop(c, timeout_ns, strategy, poll_read, 0, cancel);
 }
 
 int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper)

@@ -133,6 +133,10 @@ int pyshm_consumer_seek(pyshm_consumer_t *c, int whence, uint64_t sequence);
  * (always >= 16) and meta[] describes it; 0 nothing committed; < 0 an error */
 int64_t pyshm_read(pyshm_consumer_t *c);
 int64_t pyshm_wait_read(pyshm_consumer_t *c, int64_t timeout_ns, int strategy);
+/* the same, ending early (0) once *cancel is nonzero: `block` needs pyshm_wake_sleepers()
+ * after the store, the other strategies see it within a poll step */
+int64_t pyshm_wait_read_cancel(pyshm_consumer_t *c, int64_t timeout_ns, int strategy,
+                               const int *cancel);
 int64_t pyshm_read_batch(pyshm_consumer_t *c, uint8_t *out, uint64_t out_size,
                          uint64_t *ends, int32_t *types, uint64_t *seqs, uint64_t max);
 int pyshm_still_valid(const pyshm_consumer_t *c);
@@ -146,8 +150,8 @@ int pyshm_read_into(pyshm_consumer_t *c, uint8_t *dst, uint64_t dst_room);
  * the bit this waiter registers in the sleepers word for PYSHM_WAIT_BLOCK (0: the
  * consumer's own slot bit; PYSHM_SLEEPER_WAKER_SHIFT: its asyncio waker's). */
 int64_t pyshm_wait_data(pyshm_consumer_t *c, int64_t timeout_ns, int strategy, int sleeper);
-/* the same, ending early (0) once *cancel is nonzero and pyshm_wake_sleepers() was
- * called */
+/* the same, ending early (0) once *cancel is nonzero (`block`: and pyshm_wake_sleepers()
+ * was called after the store) */
 int64_t pyshm_wait_data_cancel(pyshm_consumer_t *c, int64_t timeout_ns, int strategy,
                                int sleeper, const int *cancel);
 /* producers opened after this call in this process use the fence mode of the wake check
