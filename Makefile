@@ -82,7 +82,8 @@ ASAN_TESTS ?= tests/test_ring.py tests/test_ring_mp.py tests/test_cpu_engine.py 
   tests/test_fuzz.py tests/test_fault_inject.py tests/test_follower.py tests/test_crc32c.py \
   tests/test_state_region.py tests/test_state_replica.py tests/test_crc_table.py tests/test_ring_fast.py \
   tests/test_ring_robust.py tests/test_ring_block.py tests/test_ring_async.py tests/test_ring_batch.py \
-  tests/test_truncated_segment.py tests/test_engine_restore.py tests/test_table_snapshot.py
+  tests/test_truncated_segment.py tests/test_engine_restore.py tests/test_table_snapshot.py \
+  tests/test_ring_close_race.py tests/test_fuzz_fast.py
 
 test-asan:
 	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)

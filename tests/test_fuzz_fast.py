@@ -38,8 +38,8 @@ counter_patch = st.tuples(
                      layout.OFF_PRODUCER_PID, layout.OFF_MIRRORED, layout.OFF_PROBE_GEN,
                      layout.OFF_PROBE_POS, layout.OFF_PROBE_ACK]),
     st.sampled_from(INTERESTING_64 + [CAP * 3, CAP * 5 - 8]), st.just(8))
-flags_patch = st.tuples(st.just(layout.OFF_FLAGS), st.sampled_from([0, 0x20, 0x21, 0x22, 0xFFFFFFFF]),
-                        st.just(4))
+flags_patch = st.tuples(st.just(layout.OFF_FLAGS),
+                        st.sampled_from([0, 0x20, 0x21, 0x22, 0xFFFFFFFF]), st.just(4))
 record_patch = st.tuples(st.sampled_from(STARTS), st.sampled_from([0, 4, 8]),
                          st.sampled_from(INTERESTING_32 + [0xFFFFFFFF]))
 data_patch = st.tuples(st.integers(0, CAP - 1), st.binary(min_size=1, max_size=16))
