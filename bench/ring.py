@@ -6,7 +6,8 @@ Measured for every peer, two processes pinned to two different CPUs, busy pollin
 * one-way throughput at 64 B and 4 KiB: one producer, one consumer, one call per message;
 * pyshm only: batched throughput at 64 B (``publish_batch`` / ``read_batch``).
 
-Peers: the C floor (two C processes ping-ponging one cache line, bench/native_peers.py),
+Peers: the C floor (two C processes ping-ponging one cache line, bench/native_peers.py;
+in the ``wake`` test, one C process asleep in FUTEX_WAIT woken by another),
 a featureless native ring (C through cffi, wait loop in C: bench/native_peers.py), the
 pyshm ring called the ways a program would (``read()`` polling, ``read(None)``,
 ``read_into``, ``read_copy``, ``wait="block"``, asyncio ``aread``), a pure-Python
@@ -22,6 +23,7 @@ Usage::
 
     python bench/ring.py            # 5 rounds, about two minutes
     python bench/ring.py --quick    # 2 short rounds, a smoke test of the whole matrix
+    python bench/ring.py --peers pyshm-block,c-floor --tests wake   # one figure
 """
 
 from __future__ import annotations
@@ -451,7 +453,7 @@ PEERS: dict[str, type[Channel]] = {
     "pyshm-wake": PyshmWakeChannel,
     "pyshm-wake-fence": PyshmWakeFenceChannel,
     "asyncio": PyshmChannel,  # lat64 only, by its own workloads (aread)
-    "c-floor": Channel,       # lat64 only, a C program
+    "c-floor": Channel,       # C programs: lat64 (ping-pong), wake (futex wait/wake)
     "native": NativeChannel,
     "iceoryx2": IceoryxChannel,
     "naive": NaiveChannel,
@@ -474,8 +476,9 @@ PEER_TESTS = {"pyshm": ("lat64", "thr64", "thr4k", "batch64"),
               "pyshm-copy": ("thr64",), "pyshm-block": ("lat64", "thr64", "wake"),
               "pyshm-wake": ("thr64",), "pyshm-wake-fence": ("thr64",),
               "pyshm-sleep": ("wake",),
-              "asyncio": ("lat64", "wake"), "c-floor": ("lat64",),
+              "asyncio": ("lat64", "wake"), "c-floor": ("lat64", "wake"),
               "native": ("lat64", "thr64"), "iceoryx2": ("lat64",)}
+ALL_TESTS = ("lat64", "thr64", "thr4k", "batch64", "wake")
 
 
 def peer_available(name: str) -> str | None:
@@ -490,6 +493,7 @@ def peer_available(name: str) -> str | None:
             try:
                 if name == "c-floor":
                     native_peers._compile_floor()
+                    native_peers._compile_futex_floor()
                 else:
                     native_peers._native_lib()
             except Exception as e:  # noqa: BLE001 - reported, the peer is skipped
@@ -823,9 +827,19 @@ def measure_throughput(peer: str, size: int, n: int, timeout: float, cpus: Any) 
 
 def measure_wake(peer: str, n: int, timeout: float, cpus: Any, seed: int) -> dict[str, Any]:
     """Wake-up of a consumer asleep in ``peer``'s wait, and its CPU time idle and busy."""
+    idle = 1.0
+    if peer == "c-floor":
+        import native_peers
+        try:
+            f = native_peers.futex_wake_floor(cpus, n, idle, seed)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise RunError(str(e)) from None
+        res: dict[str, Any] = C.percentiles(f["lat"], (50, 99, 99.9))
+        res.update(idle_cpu=f["idle_cpu_ns"] / (idle * 1e9),
+                   busy_cpu=f["busy_cpu_ns"] / max(f["busy_wall_ns"], 1), n=n)
+        return res
     cls = PyshmBlockChannel if peer == "asyncio" else PEERS[peer]
     ch = cls(SMALL, lossless=False)
-    idle = 1.0
     try:
         _, cons = run_pair((w_wake_produce, [ch], (ch, n, idle, seed)),
                            (w_wake_consume, [ch], (ch, n, idle, peer)), timeout, cpus)
@@ -858,6 +872,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float,
                     help="target duration of one measurement (default 0.6, quick 0.12)")
     ap.add_argument("--peers", help="comma-separated subset of: " + ",".join(PEERS))
+    ap.add_argument("--tests", help="comma-separated subset of the tests to run: "
+                    + ",".join(ALL_TESTS) + " (default: all of each peer's)")
     ap.add_argument("--batch", type=int, default=1024, help="records per publish_batch call")
     ap.add_argument("--out", default=DEFAULT_OUT, help="JSON output (default %(default)s)")
     args = ap.parse_args(argv)
@@ -878,9 +894,14 @@ def main(argv: list[str] | None = None) -> int:
     if cpus == (None, None):
         print("warning: one CPU available, processes are not pinned", file=sys.stderr)
 
+    only = args.tests.split(",") if args.tests else list(ALL_TESTS)
+    if bad := [t for t in only if t not in ALL_TESTS]:
+        ap.error(f"unknown test(s) {', '.join(bad)}; choose from {', '.join(ALL_TESTS)}")
     tests: list[tuple[str, str]] = []
     for p in peers:
-        tests += [(p, t) for t in PEER_TESTS.get(p, ("lat64", "thr64", "thr4k"))]
+        tests += [(p, t) for t in PEER_TESTS.get(p, ("lat64", "thr64", "thr4k")) if t in only]
+    if not tests:
+        ap.error("no peer takes part in the tests asked for")
     # seconds per operation, refined after each measurement to size the next one
     cost = {}
     for p in peers:
@@ -1035,6 +1056,13 @@ def compare(summary: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], list[di
                          "measured": f"{100 * b['wake_idle_cpu']:.3f} %",
                          "value": b["wake_idle_cpu"],
                          "ok": b["wake_idle_cpu"] < TARGETS["block_idle_cpu"]})
+        floor = summary.get("c-floor", {}).get("wake_p50_ns")
+        if floor:
+            v = b["wake_p50_ns"] / floor
+            verdicts.append({"target": "block wake-up p50 vs the futex floor (C wait/wake, "
+                             "same run; report)",
+                             "measured": f"{v:.2f}x ({C.fmt_ns(floor)} floor)", "value": v,
+                             "ok": True})
     for peer in ("pyshm-wake", "pyshm-wake-fence"):
         w = summary.get(peer, {})
         if w.get("thr64_msgs_per_s") and p.get("thr64_msgs_per_s"):
