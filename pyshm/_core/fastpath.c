@@ -453,6 +453,17 @@ static PyObject *reader_closed_error(const char *fname)
                         fname);
 }
 
+/* the end of a call whose read or wait failed (rc < 0): out of line, so that the hot
+ * paths keep a short prologue */
+static __attribute__((noinline)) PyObject *reader_failed(ReaderObject *self, int64_t rc,
+                                                         const char *fname)
+{
+    reader_exit(self);
+    if (rc == WAIT_CLOSED) return reader_closed_error(fname);
+    if (rc == WAIT_RAISED) return NULL;
+    return reader_error(self, rc);
+}
+
 static PyObject *names_read[2];
 
 static PyObject *Reader_read(ReaderObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -476,14 +487,12 @@ static PyObject *Reader_read(ReaderObject *self, PyObject *const *args, Py_ssize
         self->busy = 0;
         return message_new(self, NULL);
     }
-    reader_exit(self);
     if (rc == 0) {
+        self->busy = 0; /* not closed either: reader_wait would have said WAIT_CLOSED */
         if (self->waker) waker_arm(self->waker, self->c->pos);
         Py_RETURN_NONE;
     }
-    if (rc == WAIT_CLOSED) return reader_closed_error("read");
-    if (rc == WAIT_RAISED) return NULL;
-    return reader_error(self, rc);
+    return reader_failed(self, rc, "read");
 }
 
 PyDoc_STRVAR(Reader_read_doc,
@@ -594,9 +603,13 @@ static PyObject *Reader_read_into(ReaderObject *self, PyObject *const *args,
         rc = reader_wait(self, left, strategy, 0, 0);
         if (rc <= 0) break; /* timed out, error, or a signal handler raised */
     }
+    if (rc == 1) { /* not closed: reader_wait would have said WAIT_CLOSED */
+        self->busy = 0;
+        PyBuffer_Release(&out);
+        return PyLong_FromUnsignedLong(c->msg_len);
+    }
     reader_exit(self);
     PyBuffer_Release(&out);
-    if (rc == 1) return PyLong_FromUnsignedLong(c->msg_len);
     if (rc == 0) {
         if (self->waker) waker_arm(self->waker, c->pos);
         Py_RETURN_NONE;
@@ -1084,6 +1097,34 @@ static int parse_type(const char *fname, PyObject *t, int32_t *out)
     return 0;
 }
 
+/* publish() past its first attempt: waiting for room (reaping dead gating consumers) or
+ * raising, in Python, still busy. Out of line: the hot path keeps its short prologue. */
+static __attribute__((noinline)) PyObject *
+writer_publish_slow(WriterObject *self, int64_t rc, PyObject *data, int32_t type,
+                    PyObject *timeout, Py_ssize_t len)
+{
+    if (!self->slow) {
+        self->busy = 0;
+        return PyErr_Format(ClosedError, "publish(): this producer is closed");
+    }
+    PyObject *r = PyObject_CallFunction(self->slow, "LOiOn", (long long)rc, data, (int)type,
+                                        timeout ? timeout : Py_None, len);
+    self->busy = 0;
+    if (self->closed) {
+        writer_finish_close(self);
+        /* closed while it waited for room: FULL would read as "retry later"; a record
+         * published before the close was noticed keeps its sequence number */
+        int overflow = 0;
+        if (r && PyLong_Check(r) &&
+            PyLong_AsLongLongAndOverflow(r, &overflow) == PYSHM_FULL) {
+            Py_DECREF(r);
+            return PyErr_Format(ClosedError, "publish(): the producer was closed during "
+                                "the call");
+        }
+    }
+    return r;
+}
+
 static PyObject *names_publish[3];
 
 static PyObject *Writer_publish(WriterObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -1116,27 +1157,7 @@ static PyObject *Writer_publish(WriterObject *self, PyObject *const *args, Py_ss
         self->busy = 0;
         return PyLong_FromLong(PYSHM_FULL);
     }
-    /* waiting for room (reaping dead gating consumers) or raising: Python, still busy */
-    if (!self->slow) {
-        self->busy = 0;
-        return PyErr_Format(ClosedError, "publish(): this producer is closed");
-    }
-    PyObject *r = PyObject_CallFunction(self->slow, "LOiOn", (long long)rc, a[0], (int)type,
-                                        a[2] ? a[2] : Py_None, len);
-    self->busy = 0;
-    if (self->closed) {
-        writer_finish_close(self);
-        /* closed while it waited for room: FULL would read as "retry later"; a record
-         * published before the close was noticed keeps its sequence number */
-        int overflow = 0;
-        if (r && PyLong_Check(r) &&
-            PyLong_AsLongLongAndOverflow(r, &overflow) == PYSHM_FULL) {
-            Py_DECREF(r);
-            return PyErr_Format(ClosedError, "publish(): the producer was closed during "
-                                "the call");
-        }
-    }
-    return r;
+    return writer_publish_slow(self, rc, a[0], type, a[2], len);
 }
 
 PyDoc_STRVAR(Writer_publish_doc,
