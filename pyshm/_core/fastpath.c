@@ -721,9 +721,12 @@ static PyObject *Reader_arm(ReaderObject *self, PyObject *unused)
 static PyObject *Reader_close(ReaderObject *self, PyObject *unused)
 {
     if (self->closed) Py_RETURN_NONE;
+    /* the waker thread first: it reads the header, and stopping it lets the GIL go, so a
+     * call inside could end meanwhile and (once closed is set) release the mapping */
+    reader_stop_waker(self);
     /* before the wake-up: a woken `block` wait must find it set (see block_sleep) */
     __atomic_store_n(&self->closed, 1, __ATOMIC_SEQ_CST);
-    reader_stop_waker(self); /* lets the GIL go: a call inside may end meanwhile */
+    reader_stop_waker(self); /* one that fileno() of another thread started meanwhile */
     if (self->busy) {
         /* a call of another thread, or the one a signal handler interrupted, is inside:
          * wake it if it sleeps in the futex (a read-only attachment has no slot and
