@@ -1325,6 +1325,8 @@ end
 always @(posedge clk) begin
     if (we) pos_mem[wa] <= res;
     a_op_reg <= a_next;
+    if (rst) a_op_reg <= 64'd0;    // (here: a register has one always block, or synthesis
+                                   //  sees two drivers; Yosys tied a_op_reg to 0)
     case (st_kind)
         2'd0: st_value_reg <= pos_mem[st_entry];
         2'd1: st_value_reg <= bursts_reg;
@@ -1401,7 +1403,6 @@ always @(posedge clk) begin
     if (rst) begin
         // the position file is cleared by S_CLEAR (register reads wait for it)
         state_reg <= ST1 << S_CLEAR;
-        a_op_reg <= 64'd0;
         b_en <= 1'b0;
         b_inv <= 1'b0;
         cin <= 1'b0;
