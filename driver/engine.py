@@ -21,6 +21,7 @@ from collections import deque
 from typing import Any
 
 from .. import layout as L
+from ..checksum import crc32c
 from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, claim_replica
 from ..errors import (
     ClosedError,
@@ -28,7 +29,7 @@ from ..errors import (
     EngineError,
     InvalidParameterError,
 )
-from ..replica import Replica
+from ..replica import CrcTable, Replica
 from ..segment import Segment
 from . import regmap as R
 from .ip import MirrorConfig, MirrorFaultError, RingMirror
@@ -156,6 +157,7 @@ class MirrorEngine(Engine):
         if watchdog is not None and not 0 <= watchdog <= 0xFFFFFFFF:
             raise InvalidParameterError(f"watchdog {watchdog} must be 0..2^32-1 cycles")
         self.watchdog = watchdog
+        self._rep_params = rparams
         try:
             # one writer per replica (pyshm.lock), released with the segments
             self._owned.append(claim_replica(self.rep_seg, writer_lock))
@@ -175,6 +177,9 @@ class MirrorEngine(Engine):
         self._mon_stop = threading.Event()
         self._mon_thread: threading.Thread | None = None
         self._reset_counts(0)
+        self._crc: CrcTable | None = None  # the replica's CRC table, while the IP keeps it
+        self._crc_blocks = 0
+        self._crc_word = 0
         self.options: dict[str, Any] = {"gate": gate, "poll_interval": poll_interval}
 
     # ---- set-up by subclasses ----------------------------------------------------
@@ -248,6 +253,7 @@ class MirrorEngine(Engine):
                 self._prev_seq = self._last_seq(start)
             except CorruptSegmentError:
                 self._prev_seq = None  # counted by walking once copying starts
+        self._crc_start(ip, start)
         ip.set_start(start)
         # a crash between the replica's tail and the ring's mirrored leaves mirrored behind
         if self._ring(L.OFF_MIRRORED) < start:
@@ -260,6 +266,42 @@ class MirrorEngine(Engine):
         self._mon_thread = threading.Thread(target=self._monitor, name=f"{self.name}-monitor",
                                             daemon=True)
         self._mon_thread.start()
+
+    def _crc_start(self, ip: RingMirror, t: int) -> None:
+        """Make the replica's CRC table agree with its tail ``t`` and let the IP keep it
+        (docs/design.md, "Replica CRC table", start after a crash or another writer).
+
+        With ``table_tail == t`` the last engine stopped cleanly and the IP continues the
+        entry of ``t``'s block; otherwise nothing below that block is trusted: valid_from
+        moves up to its start and its bytes below ``t`` are checksummed from the replica
+        (under one block). An IP without a CRC unit, or a table whose blocks are not the
+        layout's, is left alone (the table then stops being used, safely).
+        """
+        self._crc = None
+        self._crc_blocks = self._crc_word = 0
+        rp = self._rep_params
+        keep = rp.has_crc_table and ip.has_crc_unit
+        if keep:
+            table = CrcTable(self.rep_seg, rp)
+            keep = table.block_shift == L.crc_block_shift(rp.capacity, rp.partition_count)
+        if not keep:
+            ip.crc_configure(False)
+            return
+        b = table.block_size
+        bstart = t & ~(b - 1)
+        at = L.crc_table_offset(rp.capacity)
+        entry = at + L.CRC_HEADER_SIZE + 4 * ((t >> table.block_shift) % table.count)
+        buf = self.rep_seg.buf
+        vfrom = table.valid_from
+        if table.table_tail != t or vfrom > t or vfrom % b:
+            if t > bstart:
+                off = bstart & (rp.capacity - 1)
+                struct.pack_into("<I", buf, entry, crc32c(self._rep_data[off:off + t - bstart]))
+            struct.pack_into("<Q", buf, at + L.CRC_OFF_VALID_FROM, bstart)
+            struct.pack_into("<Q", buf, at + L.CRC_OFF_TABLE_TAIL, t)
+        (seed,) = struct.unpack_from("<I", buf, entry) if t > bstart else (0,)
+        ip.crc_configure(True, seed)
+        self._crc = table
 
     def stop(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         if self._closed or self.ip is None or self._state not in ("running", "paused",
@@ -274,6 +316,11 @@ class MirrorEngine(Engine):
             self._stop_monitor(timeout)
             try:
                 self._update()
+                if self._state != "failed":
+                    try:
+                        self._read_losses()  # the counters of the last rounds
+                    except EngineError:
+                        pass
             finally:
                 self._state = "stopped" if self._state != "failed" else "failed"
                 self._t1 = time.monotonic_ns()
@@ -287,6 +334,7 @@ class MirrorEngine(Engine):
         ip.disable(timeout)
         self._state = "paused"
         self._update()
+        self._read_losses()
 
     def resume(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         ip = self._live()
@@ -392,9 +440,12 @@ class MirrorEngine(Engine):
             return
         overruns = ip.read64("OVERRUNS")
         lost = ip.read64("BYTES_LOST") if self._has_bytes_lost else 0
+        word = ip.crc_blocks() if self._crc is not None else 0
         with self._mon_lock:
             self._overruns = max(self._overruns, overruns)
             self._lost_reg = max(self._lost_reg, lost)
+            self._crc_blocks += (word - self._crc_word) & 0xFFFFFFFF
+            self._crc_word = word
 
     def _last_seq(self, m: int) -> int | None:
         """Sequence of the last record before ``m`` in the replica, from the partition
@@ -463,7 +514,11 @@ class MirrorEngine(Engine):
             tail = self._ring(L.OFF_TAIL)
             mirrored = self._mirrored
             end = self._t1 if self._state in ("stopped", "failed") and self._t1 else now
-            extra: dict[str, Any] = {"uncounted_gap_bytes": self._uncounted}
+            extra: dict[str, Any] = {"uncounted_gap_bytes": self._uncounted,
+                                     "crc_table": self._crc is not None}
+            if self._crc is not None:
+                extra.update(crc_block=self._crc.block_size, crc_blocks=self._crc_blocks,
+                             crc_valid_from=self._crc.valid_from)
             if self._state not in ("failed",):
                 try:
                     c = ip.counters()
@@ -496,6 +551,7 @@ class MirrorEngine(Engine):
         """Subclass hook: release the transport (after the IP is stopped)."""
 
     def _release(self) -> None:
+        self._crc = None  # its arrays view the replica's mapping
         for name in ("_rq", "_pq", "_rep_data"):
             mv = getattr(self, name, None)
             if mv is not None:

@@ -424,6 +424,37 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
                 raise RefusedError(f"{self.where}: the IP refused the start position "
                                    f"{position} (STATUS.LOAD_REFUSED): it was not stopped")
 
+    # ---- replica CRC table (map 1.4) ----------------------------------------------
+    @property
+    def has_crc_unit(self) -> bool:
+        """The IP keeps a replica CRC table (register map 1.4 or later; after check_id)."""
+        return self.map_minor >= 4
+
+    def crc_configure(self, enable: bool, seed: int = 0) -> None:
+        """Keep the replica's CRC table while mirroring (CRC_CONFIG.ENABLE), the first
+        round continuing ``seed``, the CRC of the start block's bytes below the start
+        position. Only while stopped, like the addresses."""
+        if not self.has_crc_unit:
+            if enable:
+                raise EngineError(f"{self.where}: register map 1.{self.map_minor} has no CRC "
+                                  f"unit (1.4 or later)")
+            return
+        if not 0 <= seed <= 0xFFFFFFFF:
+            raise InvalidParameterError(f"CRC seed 0x{seed:x} does not fit 32 bits")
+        with self._lock:
+            if self.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
+                raise EngineError(f"{self.where}: CRC_CONFIG written while ENABLE is set")
+            self.write32(R.CRC_CONFIG, R.CRC_CONFIG_ENABLE_MASK if enable else 0)
+            self.write32(R.CRC_SEED, seed)
+            if self.status().config_refused:
+                self.write32(R.STATUS, R.STATUS_CONFIG_REFUSED_MASK)
+                raise RefusedError(f"{self.where}: the IP refused CRC_CONFIG "
+                                   f"(STATUS.CONFIG_REFUSED): it was not stopped")
+
+    def crc_blocks(self) -> int:
+        """CRC_BLOCKS: blocks checksummed since the last SOFT_RESET (wraps at 2^32)."""
+        return self.read32(R.CRC_BLOCKS) if self.has_crc_unit else 0
+
     def enable(self) -> None:
         """Start continuous mirroring (CONTROL.ENABLE); refuses while a fault is latched."""
         self.check_fault()

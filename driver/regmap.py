@@ -9,7 +9,7 @@ VLNV = "pyshm:ip:ring_mirror:1.0"
 # what a pynq.DefaultIP subclass binds to
 BINDTO = [VLNV]
 IP_ID = 0x524D4952
-IP_VERSION = 0x00010003
+IP_VERSION = 0x00010004
 ADDR_RANGE = 0x100
 
 # 32-bit word offsets; a 64-bit register has _LO and _HI words
@@ -56,6 +56,9 @@ FAULT_ADDR_LO = 0xA0
 FAULT_ADDR_HI = 0xA4
 FAULT_POSITION_LO = 0xA8
 FAULT_POSITION_HI = 0xAC
+CRC_CONFIG = 0xB0
+CRC_SEED = 0xB4
+CRC_BLOCKS = 0xB8
 
 # fields: NAME_FIELD_SHIFT and NAME_FIELD_MASK (mask already shifted)
 HW_CONFIG_DATA_BYTES_SHIFT = 0
@@ -94,6 +97,8 @@ IRQ_STATUS_PROGRESS_SHIFT = 1
 IRQ_STATUS_PROGRESS_MASK = 0x2
 IRQ_STATUS_OVERRUN_SHIFT = 2
 IRQ_STATUS_OVERRUN_MASK = 0x4
+CRC_CONFIG_ENABLE_SHIFT = 0
+CRC_CONFIG_ENABLE_MASK = 0x1
 
 # numbered fault codes of STATUS.FAULT
 FAULT_NONE = 0
@@ -135,7 +140,7 @@ FAULT_NAMES: dict[int, str] = {
 # on build parameters, latched 64-bit read)
 REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "ID": (0x00, 32, "ro", 1380796754, False),
-    "VERSION": (0x04, 32, "ro", 65539, False),
+    "VERSION": (0x04, 32, "ro", 65540, False),
     "HW_CONFIG": (0x08, 32, "ro", None, False),
     "CONTROL": (0x10, 32, "rw", 0, False),
     "STATUS": (0x14, 32, "ro", 2, False),
@@ -160,4 +165,7 @@ REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "BYTES_LOST": (0x98, 64, "ro", 0, True),
     "FAULT_ADDR": (0xA0, 64, "ro", 0, True),
     "FAULT_POSITION": (0xA8, 64, "ro", 0, True),
+    "CRC_CONFIG": (0xB0, 32, "rw", 0, False),
+    "CRC_SEED": (0xB4, 32, "rw", 0, False),
+    "CRC_BLOCKS": (0xB8, 32, "ro", 0, False),
 }

@@ -103,7 +103,7 @@ async def serve(dut):
     ring_bus, rep_bus = int(cfg["ring_bus"]), int(cfg["replica_bus"])
     bus = BusMemory(1 << int(cfg["addr_width"]))
     ring = bus.add(ring_bus, cfg["ring_path"], int(cfg["ring_size"]))
-    bus.add(rep_bus, cfg["replica_path"], int(cfg["replica_size"]))
+    rep = bus.add(rep_bus, cfg["replica_path"], int(cfg["replica_size"]))
     cap = int.from_bytes(ring[L.OFF_CAPACITY:L.OFF_CAPACITY + 8], "little")
     if not (L.MIN_CAPACITY <= cap and L.HEADER_SIZE + cap <= int(cfg["ring_size"])
             and L.HEADER_SIZE + cap <= int(cfg["replica_size"])):
@@ -113,6 +113,17 @@ async def serve(dut):
     # the IP writes the replica's data, tail and tail intent and the ring's mirrored word
     written = [rep_bus + L.OFF_TAIL, rep_bus + L.OFF_TAIL_INTENT, ring_bus + L.OFF_MIRRORED]
     bus.writable = [(rep_data, rep_data + cap), *((w, w + 8) for w in written)]
+    (flags,) = struct.unpack_from("<I", rep, L.OFF_FLAGS)
+    if flags & L.FLAG_CRC_TABLE:
+        # a replica CRC table: the IP writes its entries and its table_tail word
+        parts = int.from_bytes(ring[L.OFF_PARTITIONS:L.OFF_PARTITIONS + 4], "little")
+        table = rep_bus + L.crc_table_offset(cap)
+        entries = cap >> L.crc_block_shift(cap, max(1, parts))
+        end = table + L.CRC_HEADER_SIZE + 4 * entries
+        if end - rep_bus > int(cfg["replica_size"]):
+            raise ValueError("the replica's CRC table does not fit its segment")
+        bus.writable += [(table + L.CRC_OFF_TABLE_TAIL, table + L.CRC_OFF_TABLE_TAIL + 8),
+                         (table + L.CRC_HEADER_SIZE, end)]
     bus.readable = [(ring_data, ring_data + cap), *((w, w + 8) for w in words),
                     *bus.writable]
 

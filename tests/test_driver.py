@@ -302,9 +302,14 @@ def test_engine_start_stop_register_sequence(segs, ip, dev):
         cfg = w[2:20]
         assert cfg[0] == ("RING_DATA_BASE_LO", 0x1000) and cfg[1] == ("RING_DATA_BASE_HI", 1)
         assert cfg[-2:] == [("POLL_INTERVAL", 24), ("IRQ_PROGRESS", 0)]
-        # start position (the replica's tail) after the soft reset that zeroes MIRRORED,
-        # then ENABLE last
-        assert w[20:] == pairs("MIRRORED", 4096) + [("CONTROL", R.CONTROL_ENABLE_MASK)]
+        # the replica's CRC table kept by the IP (map 1.4), continuing CRC 0 (the start is
+        # a block start), then the start position (the replica's tail) after the soft reset
+        # that zeroes MIRRORED, then ENABLE last
+        assert w[20:] == [("CRC_CONFIG", R.CRC_CONFIG_ENABLE_MASK), ("CRC_SEED", 0)] \
+            + pairs("MIRRORED", 4096) + [("CONTROL", R.CONTROL_ENABLE_MASK)]
+        # the table agreed with no tail before: it now describes nothing below 4096
+        table = rep.crc_table()
+        assert (table.valid_from, table.table_tail) == (4096, 4096)
         assert ring.flags & L.FLAG_GATE_ON_MIRROR
         assert ring.mirrored == 4096  # repaired up to the replica's tail
         assert eng.stats().start_position == 4096
@@ -319,6 +324,39 @@ def test_engine_start_stop_register_sequence(segs, ip, dev):
         assert dev.writes() == [("CONTROL", 0)]
         assert any(n == "STATUS" for k, n, _ in dev.log if k == "r")
         assert not ring.flags & L.FLAG_GATE_ON_MIRROR  # clean stop releases the producer
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_engine_start_continues_the_crc_table(segs, ip, dev, clean):
+    """Start inside a block: after a crash (table_tail != the replica's tail) the driver
+    checksums the block's bytes below the tail from the replica, moves valid_from to the
+    block start and hands that CRC to the IP (CRC_SEED); after a clean stop it hands over
+    the entry as it is and leaves the table alone."""
+    import crc32c
+
+    ring, rep = segs
+    t = 4096 + 200                      # blocks of a partition: 1 KiB
+    data = bytes(range(256)) * 4
+    rep.segment.buf[L.OFF_DATA + 4096:L.OFF_DATA + 4096 + 1024] = data
+    rep.segment.buf[L.OFF_TAIL:L.OFF_TAIL + 8] = t.to_bytes(8, "little")
+    ring.q[L.OFF_TAIL // 8] = t
+    table = rep.crc_table()
+    at = L.crc_table_offset(8192)
+    entry = at + L.CRC_HEADER_SIZE + 4 * ((t >> table.block_shift) % table.count)
+    if clean:
+        rep.segment.buf[entry:entry + 4] = (0x12345678).to_bytes(4, "little")
+        rep.segment.buf[at + L.CRC_OFF_TABLE_TAIL:at + L.CRC_OFF_TABLE_TAIL + 8] = \
+            t.to_bytes(8, "little")
+    eng = ScriptedEngine(ring, rep, ip)
+    try:
+        eng.start()
+        want = 0x12345678 if clean else crc32c.crc32c(data[:200])
+        assert ("CRC_SEED", want) in dev.writes()
+        assert int(table.entries[(t >> table.block_shift) % table.count]) == want
+        assert (table.valid_from, table.table_tail) == ((0, t) if clean else (4096, t))
+        assert eng.stats().extra["crc_table"]
     finally:
         eng.close()
 

@@ -84,6 +84,8 @@ localparam [31:0] HW_CONFIG = ((MAX_OUTSTANDING % 256) << 24) | (((MAX_BURST_LEN
 wire rst = !aresetn;
 
 wire cfg_enable, cfg_sync, cfg_soft_reset, cfg_mirrored_load, cfg_ready;
+wire cfg_crc_enable, cfg_crc_seed_load;
+wire [31:0] cfg_crc_seed, st_crc_partial, st_crc_blocks;
 wire [ADDR_WIDTH-1:0] cfg_ring_base, cfg_replica_base, cfg_capacity, cfg_cap_mask;
 wire [ADDR_WIDTH-1:0] cfg_part_mask, cfg_cap_less_part;
 wire [ADDR_WIDTH-1:0] cfg_tail_addr, cfg_intent_addr, cfg_mirrored_addr;
@@ -118,6 +120,9 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
     .cfg_rint_addr(cfg_rint_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
     .cfg_watchdog(cfg_watchdog), .cfg_fault(cfg_fault), .cfg_ready(cfg_ready),
+    .cfg_crc_enable(cfg_crc_enable), .cfg_crc_seed_load(cfg_crc_seed_load),
+    .cfg_crc_seed(cfg_crc_seed), .st_crc_partial(st_crc_partial),
+    .st_crc_blocks(st_crc_blocks),
     .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_clearing(st_clearing),
     .st_fault(st_fault), .st_addr(st_addr), .st_value(st_value),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),
@@ -141,6 +146,9 @@ ring_mirror_core #(
     .cfg_rint_addr(cfg_rint_addr),
     .cfg_poll_interval(cfg_poll_interval), .cfg_irq_progress(cfg_irq_progress),
     .cfg_watchdog(cfg_watchdog), .cfg_fault(cfg_fault), .cfg_ready(cfg_ready),
+    .cfg_crc_enable(cfg_crc_enable), .cfg_crc_seed_load(cfg_crc_seed_load),
+    .cfg_crc_seed(cfg_crc_seed), .st_crc_partial(st_crc_partial),
+    .st_crc_blocks(st_crc_blocks),
     .st_busy(st_busy), .st_idle(st_idle), .st_error(st_error), .st_clearing(st_clearing),
     .st_fault(st_fault), .st_addr(st_addr), .st_value(st_value),
     .ev_sync_done(ev_sync_done), .ev_soft_reset_done(ev_soft_reset_done),

@@ -17,8 +17,10 @@
 //      INTENT_RANGE), then keep [b, t) for b the first partition start at or after
 //      i - capacity when b < t, or keep nothing and restart at b;
 //   6. once every write is acknowledged, (after a kept partial round, raise the replica's
-//      tail intent to b + capacity - partition + 1), write t to the replica's tail word,
-//      then to the ring's mirrored word.
+//      tail intent to b + capacity - partition + 1), (with CRC_CONFIG.ENABLE, once every
+//      CRC-table entry of the round is acknowledged too, write t to the table's
+//      table_tail word), write t to the replica's tail word, then to the ring's mirrored
+//      word. The CRC unit and the entry writes are rm_mover's (rm_crc_table).
 //
 // Datapath (time-multiplexed): the 64-bit positions and counters live in a 16-entry
 // position file (LUT RAM with a registered read, `a_op_reg`), and one 64-bit
@@ -76,6 +78,11 @@ module ring_mirror_core #(
     input  wire [31:0]             cfg_watchdog,
     input  wire [7:0]              cfg_fault,         // configuration check result
     input  wire                    cfg_ready,         // cfg_fault is up to date
+    input  wire                    cfg_crc_enable,    // keep the replica's CRC table
+    input  wire                    cfg_crc_seed_load, // pulse: the CRC the next round continues
+    input  wire [31:0]             cfg_crc_seed,
+    output wire [31:0]             st_crc_partial,
+    output wire [31:0]             st_crc_blocks,
 
     // status and events (to the register file)
     output wire                    st_busy,
@@ -282,12 +289,13 @@ localparam
     S_NR2 = 77,        // start it; acc = rbase
     S_NR3 = 78,        // rbase += run bytes
     S_RINT_R2 = 79,    // rint = the word read
-    S_F0 = 80;         // acc = len
+    S_F0 = 80,         // acc = len
+    S_PUB_TTAIL = 81;  // the CRC table's table_tail (CRC_CONFIG.ENABLE)
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
 // header words, by a 3-bit selector: the 40-bit address mux sits after a register
 localparam [2:0] WS_TAIL = 3'd0, WS_INTENT = 3'd1, WS_RINT = 3'd2, WS_RTAIL = 3'd3,
-                 WS_MIRRORED = 3'd4;
+                 WS_MIRRORED = 3'd4, WS_TTAIL = 3'd5;
 
 // ALU operand selects
 localparam [3:0] A_POS = 4'd0, A_WORD = 4'd1, A_LOADV = 4'd2, A_ZERO = 4'd3, A_BEAT = 4'd4,
@@ -301,11 +309,12 @@ wire [63:0] mv_rdata;
 wire [1:0] mv_resp;
 wire [7:0] mv_err_code;
 wire [1:0] mv_err_where;
+wire [ADDR_WIDTH-1:0] mv_crc_tail_addr;
 wire [BW-1:0] mv_err_idx;
 
 // ---------------------------------------------------------------- state
 // one-hot: each state's decode is one flip-flop, so the controls it drives are ORs
-localparam NS = 81;
+localparam NS = 82;
 localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
 reg [NS-1:0] state_reg, state_next;
 reg [7:0] fault_reg, fault_next;
@@ -391,6 +400,7 @@ always @* begin
         WS_RINT: word_addr = cfg_rint_addr;
         WS_RTAIL: word_addr = cfg_replica_tail_addr;
         WS_MIRRORED: word_addr = cfg_mirrored_addr;
+        WS_TTAIL: word_addr = mv_crc_tail_addr;
         default: word_addr = cfg_tail_addr;
     endcase
 end
@@ -450,7 +460,7 @@ wire [AW-1:0] beats_sum = len_reg + {{(AW-LSB){1'b0}}, clow_reg}
 // states a mover error or a fault interrupts (the publish steps after the last
 // acknowledged write, the fault report and the idle/clear/load states are not)
 wire in_round = |state_reg[S_PUB_RING:S_TAIL_R] || state_reg[S_NR1] || state_reg[S_NR2]
-              || state_reg[S_NR3] || state_reg[S_RINT_R2];
+              || state_reg[S_NR3] || state_reg[S_RINT_R2] || state_reg[S_PUB_TTAIL];
 wire run_small = rem_reg <= RUN_BEATS;
 
 always @* begin
@@ -1047,6 +1057,12 @@ always @* begin
                     wa = E_RINT;
                     we = 1'b1;
                     state_next = ST1 << S_PUB_RINT;
+                end else if (cfg_crc_enable) begin
+                    // entries first, then table_tail, then the replica's tail
+                    word_wr_next = 1'b1;
+                    wsel_next = WS_TTAIL;
+                    word_data_next = res;
+                    state_next = ST1 << S_PUB_TTAIL;
                 end else begin
                     word_wr_next = 1'b1;
                     wsel_next = WS_RTAIL;
@@ -1056,6 +1072,20 @@ always @* begin
             end
         end
         state_reg[S_PUB_RINT]: begin
+            ra = E_TNEW;
+            if (word_bad) begin
+                fault_next = word_wr_fault;
+                fwhere_next = W_WORD;
+                fsel_next = wsel_reg;
+                state_next = ST1 << S_DRAIN;
+            end else if (word_ok) begin
+                word_wr_next = 1'b1;
+                wsel_next = cfg_crc_enable ? WS_TTAIL : WS_RTAIL;
+                word_data_next = res;
+                state_next = cfg_crc_enable ? ST1 << S_PUB_TTAIL : ST1 << S_PUB_REPLICA;
+            end
+        end
+        state_reg[S_PUB_TTAIL]: begin
             ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
@@ -1202,6 +1232,11 @@ always @* begin
         fwhere_next = mv_err_where;
         fidx_next = mv_err_idx;
         fsel_next = wsel_reg;
+        if (mv_err_where == W_CFG) begin
+            // a CRC-table entry write failed: FAULT_ADDR names the table (its table_tail)
+            fwhere_next = W_WORD;
+            fsel_next = WS_TTAIL;
+        end
     end
     // a round stops at once on a mover error (registered there, so this stays short):
     // nothing it would issue in this cycle goes out
@@ -1450,6 +1485,11 @@ rm_mover #(
     .word_rd(word_rd_reg), .word_wr(word_wr_reg), .word_addr(word_addr),
     .word_wdata(word_data_reg), .word_done(mv_word_done), .word_rdata(mv_rdata),
     .word_resp(mv_resp), .word_busy(mv_word_busy),
+    .copy_round_first(run_first_reg), .copy_round_last(run_last_reg),
+    .crc_enable(cfg_crc_enable), .crc_capacity(cfg_capacity), .crc_part_mask(cfg_part_mask),
+    .crc_seed_load(cfg_crc_seed_load), .crc_seed(cfg_crc_seed),
+    .crc_partial(st_crc_partial), .crc_blocks(st_crc_blocks),
+    .crc_tail_addr(mv_crc_tail_addr),
     .abort(fault_reg != RM_FAULT_NONE), .clear(clear_reg),
     .err_valid(mv_err), .err_code(mv_err_code), .err_where(mv_err_where),
     .err_idx(mv_err_idx), .quiet(mv_quiet),
@@ -1469,7 +1509,8 @@ rm_mover #(
 );
 
 // ---------------------------------------------------------------- outputs
-assign st_busy = |state_reg[S_X8:S_TAIL_R] || |state_reg[S_F0:S_NR1];
+assign st_busy = |state_reg[S_X8:S_TAIL_R] || |state_reg[S_F0:S_NR1]
+               || state_reg[S_PUB_TTAIL];
 assign st_idle = state_reg[S_IDLE];
 assign st_error = state_reg[S_FAULT];
 assign st_clearing = state_reg[S_CLEAR];

@@ -2,12 +2,12 @@
 // Included inside module bodies (no include guard: each module needs its copy).
 /* verilator lint_off UNUSEDPARAM */
 localparam [31:0] RM_ID_VALUE = 32'h524d4952;
-localparam [31:0] RM_VERSION_VALUE = 32'h00010003;
+localparam [31:0] RM_VERSION_VALUE = 32'h00010004;
 localparam integer RM_ADDR_WIDTH = 8;
 localparam [7:0] RM_REG_ID = 8'h00;
 localparam [31:0] RM_RST_ID = 32'h524d4952;
 localparam [7:0] RM_REG_VERSION = 8'h04;
-localparam [31:0] RM_RST_VERSION = 32'h10003;
+localparam [31:0] RM_RST_VERSION = 32'h10004;
 localparam [7:0] RM_REG_HW_CONFIG = 8'h08;
 localparam integer RM_HW_CONFIG_DATA_BYTES_LSB = 0;
 localparam integer RM_HW_CONFIG_DATA_BYTES_WIDTH = 8;
@@ -108,6 +108,14 @@ localparam [63:0] RM_RST_FAULT_ADDR = 64'h0;
 localparam [7:0] RM_REG_FAULT_POSITION_LO = 8'ha8;
 localparam [7:0] RM_REG_FAULT_POSITION_HI = 8'hac;
 localparam [63:0] RM_RST_FAULT_POSITION = 64'h0;
+localparam [7:0] RM_REG_CRC_CONFIG = 8'hb0;
+localparam [31:0] RM_RST_CRC_CONFIG = 32'h0;
+localparam integer RM_CRC_CONFIG_ENABLE_LSB = 0;
+localparam integer RM_CRC_CONFIG_ENABLE_WIDTH = 1;
+localparam [7:0] RM_REG_CRC_SEED = 8'hb4;
+localparam [31:0] RM_RST_CRC_SEED = 32'h0;
+localparam [7:0] RM_REG_CRC_BLOCKS = 8'hb8;
+localparam [31:0] RM_RST_CRC_BLOCKS = 32'h0;
 localparam [7:0] RM_FAULT_NONE = 8'd0;
 localparam [7:0] RM_FAULT_READ_SLVERR = 8'd1;
 localparam [7:0] RM_FAULT_READ_DECERR = 8'd2;

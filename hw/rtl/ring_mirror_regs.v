@@ -13,6 +13,11 @@
 // flip-flops' clock enable, no read-modify-write select) and the engine reads them as they
 // are, the derived masks from the check's first stage.
 //
+// CRC_CONFIG and CRC_SEED take writes only while the engine is stopped, like the address
+// registers; with CRC_CONFIG.ENABLE the check also covers the replica's CRC table (after
+// the replica's data area: 0x40 bytes of header and 4 bytes per block of min(64 KiB,
+// partition)): within ADDR_WIDTH and clear of the ring's data area.
+//
 // Reads take three cycles: the offset is registered, the 64-bit status values (MIRRORED,
 // TAIL_SEEN, the counters, the fault details) come from the engine's position file a
 // cycle later (st_addr/st_value), and the 32-bit answer is selected into RDATA's register.
@@ -74,6 +79,11 @@ module ring_mirror_regs #(
     output wire        cfg_ready,
     output wire        cfg_mirrored_load,
     output wire [63:0] cfg_mirrored_value,
+    output wire        cfg_crc_enable,
+    output wire        cfg_crc_seed_load,
+    output wire [31:0] cfg_crc_seed,
+    input  wire [31:0] st_crc_partial,
+    input  wire [31:0] st_crc_blocks,
 
     // from the engine
     input  wire        st_busy,
@@ -131,7 +141,10 @@ reg overrun_reg, overrun_next;
 reg load_refused_reg, load_refused_next;
 reg config_refused_reg, config_refused_next;
 reg [31:0] watchdog_reg, watchdog_next;
-reg [1:0] settle_reg, settle_next;             // cycles until the check sees the last write
+reg [2:0] settle_reg, settle_next;             // cycles until the check sees the last write
+reg crc_enable_reg, crc_enable_next;
+reg crc_seed_load_reg, crc_seed_load_next;
+reg [31:0] crc_seed_reg, crc_seed_next;
 reg [2:0] irq_status_reg, irq_status_next;
 reg [31:0] irq_progress_reg, irq_progress_next;
 reg [31:0] poll_interval_reg, poll_interval_next;
@@ -280,7 +293,10 @@ always @* begin
     load_refused_next = load_refused_reg;
     config_refused_next = config_refused_reg;
     watchdog_next = watchdog_reg;
-    settle_next = settle_reg != 2'd0 ? settle_reg - 2'd1 : 2'd0;
+    settle_next = settle_reg != 3'd0 ? settle_reg - 3'd1 : 3'd0;
+    crc_enable_next = crc_enable_reg;
+    crc_seed_load_next = 1'b0;
+    crc_seed_next = crc_seed_reg;
     irq_status_next = irq_status_reg;
     irq_progress_next = irq_progress_reg;
     poll_interval_next = poll_interval_reg;
@@ -309,7 +325,7 @@ always @* begin
         bresp_next = RESP_OKAY;
         if (wr_cfg) begin
             if (stopped) begin
-                settle_next = 2'd3;
+                settle_next = 3'd5;
             end else begin
                 // a running round must never see its addresses move: the write is ignored
                 config_refused_next = 1'b1;
@@ -340,6 +356,22 @@ always @* begin
             RM_REG_POLL_INTERVAL: poll_interval_next = merge(poll_interval_reg, s_axil_wdata, wmask);
             RM_REG_WATCHDOG: watchdog_next = merge(watchdog_reg, s_axil_wdata, wmask);
             RM_REG_MIRRORED_LO: mirrored_lo_next = merge(mirrored_lo_reg, s_axil_wdata, wmask);
+            RM_REG_CRC_CONFIG: begin
+                if (!stopped) begin
+                    config_refused_next = 1'b1;
+                end else if (wmask[RM_CRC_CONFIG_ENABLE_LSB]) begin
+                    crc_enable_next = s_axil_wdata[RM_CRC_CONFIG_ENABLE_LSB];
+                    settle_next = 3'd5;
+                end
+            end
+            RM_REG_CRC_SEED: begin
+                if (stopped) begin
+                    crc_seed_next = merge(crc_seed_reg, s_axil_wdata, wmask);
+                    crc_seed_load_next = 1'b1;
+                end else begin
+                    config_refused_next = 1'b1;
+                end
+            end
             RM_REG_MIRRORED_HI: begin
                 mirrored_hi_next = merge(mirrored_hi_reg, s_axil_wdata, wmask);
                 if (loadable) begin
@@ -353,7 +385,7 @@ always @* begin
             RM_REG_TAIL_SEEN_LO, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_LO,
             RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_LO, RM_REG_BURSTS_HI, RM_REG_OVERRUNS_LO,
             RM_REG_OVERRUNS_HI, RM_REG_BUSY_CYCLES_LO, RM_REG_BUSY_CYCLES_HI,
-            RM_REG_BYTES_LOST_LO, RM_REG_BYTES_LOST_HI: begin
+            RM_REG_BYTES_LOST_LO, RM_REG_BYTES_LOST_HI, RM_REG_CRC_BLOCKS: begin
                 // read-only: writes are ignored but the address is mapped
             end
             default: if (!wr_cfg) bresp_next = RESP_SLVERR;
@@ -383,6 +415,9 @@ always @* begin
             RM_REG_IRQ_PROGRESS: rdata_next = irq_progress_reg;
             RM_REG_POLL_INTERVAL: rdata_next = poll_interval_reg;
             RM_REG_WATCHDOG: rdata_next = watchdog_reg;
+            RM_REG_CRC_CONFIG: rdata_next = {31'd0, crc_enable_reg} << RM_CRC_CONFIG_ENABLE_LSB;
+            RM_REG_CRC_SEED: rdata_next = st_crc_partial;
+            RM_REG_CRC_BLOCKS: rdata_next = st_crc_blocks;
             RM_REG_MIRRORED_LO, RM_REG_TAIL_SEEN_LO, RM_REG_BYTES_COPIED_LO, RM_REG_BURSTS_LO,
             RM_REG_OVERRUNS_LO, RM_REG_BUSY_CYCLES_LO, RM_REG_BYTES_LOST_LO,
             RM_REG_FAULT_ADDR_LO, RM_REG_FAULT_POSITION_LO: begin
@@ -413,6 +448,9 @@ always @(posedge clk) begin
     config_refused_reg <= config_refused_next;
     watchdog_reg <= watchdog_next;
     settle_reg <= settle_next;
+    crc_enable_reg <= crc_enable_next;
+    crc_seed_load_reg <= crc_seed_load_next;
+    crc_seed_reg <= crc_seed_next;
     irq_status_reg <= irq_status_next;
     irq_progress_reg <= irq_progress_next;
     poll_interval_reg <= poll_interval_next;
@@ -437,7 +475,10 @@ always @(posedge clk) begin
         load_refused_reg <= 1'b0;
         config_refused_reg <= 1'b0;
         watchdog_reg <= RM_RST_WATCHDOG;
-        settle_reg <= 2'd3;
+        settle_reg <= 3'd5;
+        crc_enable_reg <= RM_RST_CRC_CONFIG[RM_CRC_CONFIG_ENABLE_LSB];
+        crc_seed_load_reg <= 1'b0;
+        crc_seed_reg <= RM_RST_CRC_SEED;
         irq_status_reg <= RM_RST_IRQ_STATUS[2:0];
         irq_progress_reg <= RM_RST_IRQ_PROGRESS;
         poll_interval_reg <= RM_RST_POLL_INTERVAL;
@@ -473,6 +514,9 @@ assign cfg_watchdog = watchdog_reg;
 assign cfg_irq_progress = irq_progress_reg;
 assign cfg_mirrored_load = mirrored_load_reg;
 assign cfg_mirrored_value = {mirrored_hi_reg, mirrored_lo_reg};
+assign cfg_crc_enable = crc_enable_reg;
+assign cfg_crc_seed_load = crc_seed_load_reg;
+assign cfg_crc_seed = crc_seed_reg;
 assign irq = irq_en_reg && irq_status_reg != 3'd0;
 
 // ---------------------------------------------------------------- configuration check
@@ -490,6 +534,13 @@ reg [AW:0] c_ring_end_reg, c_replica_end_reg;
 reg c_rint_carry_reg, c_hi_reg, c_cap_hi_reg, c_part_hi_reg, c_align_reg;
 reg c_cap_small_reg, c_part_small_reg, c_part_big_reg, c_cap_pow_reg, c_part_pow_reg;
 reg [7:0] c_fault_reg;
+// the CRC table: log2 of the capacity and of a block, its entry bytes, its end
+reg [6:0] c_lcap_reg, c_lblk_reg;
+reg [AW:0] c_tbytes_reg;
+reg [AW+1:0] c_tend_reg;
+reg [AW:0] c_ring_end2_reg;
+reg c_crc_range_reg, c_crc_overlap_reg;
+integer ci;
 
 always @(posedge clk) begin
     c_cap_mask_reg <= capacity - 1'b1;
@@ -510,6 +561,22 @@ always @(posedge clk) begin
     c_part_big_reg <= partition > capacity;
     c_cap_pow_reg <= (capacity & (capacity - 1'b1)) == 0;
     c_part_pow_reg <= (partition & (partition - 1'b1)) == 0;
+    c_lcap_reg <= 7'd0;
+    c_lblk_reg <= 7'd16;
+    for (ci = 0; ci < AW; ci = ci + 1) begin
+        if (capacity[ci]) c_lcap_reg <= ci[6:0];
+    end
+    for (ci = 15; ci >= 0; ci = ci - 1) begin
+        if (partition[ci]) c_lblk_reg <= ci[6:0];
+    end
+    // stage 2: entry bytes = 4 * capacity / block; stage 3: the table's end
+    c_tbytes_reg <= c_lcap_reg >= c_lblk_reg
+                  ? {{AW{1'b0}}, 1'b1} << (c_lcap_reg - c_lblk_reg + 7'd2) : {(AW+1){1'b0}};
+    c_tend_reg <= {1'b0, c_replica_end_reg} + 'h40 + {1'b0, c_tbytes_reg};
+    c_ring_end2_reg <= c_ring_end_reg;
+    c_crc_range_reg <= c_tend_reg > ({{(AW+1){1'b0}}, 1'b1} << AW);
+    c_crc_overlap_reg <= !(c_ring_end2_reg <= {1'b0, replica_base}
+                           || c_tend_reg <= {2'b00, ring_base});
 
     c_fault_reg <= RM_FAULT_NONE;
     if (c_cap_hi_reg || c_cap_small_reg || !c_cap_pow_reg) begin
@@ -527,6 +594,10 @@ always @(posedge clk) begin
     end else if (!(c_ring_end_reg <= {1'b0, replica_base}
             || c_replica_end_reg <= {1'b0, ring_base})) begin
         c_fault_reg <= RM_FAULT_OVERLAP;
+    end else if (crc_enable_reg && c_crc_range_reg) begin
+        c_fault_reg <= RM_FAULT_ADDR_RANGE;
+    end else if (crc_enable_reg && c_crc_overlap_reg) begin
+        c_fault_reg <= RM_FAULT_OVERLAP;
     end
 end
 
@@ -542,7 +613,7 @@ assign cfg_mirrored_addr = mirrored_addr;
 assign cfg_replica_tail_addr = replica_tail_addr;
 assign cfg_rint_addr = c_rint_reg;
 assign cfg_fault = c_fault_reg;
-assign cfg_ready = settle_reg == 2'd0;
+assign cfg_ready = settle_reg == 3'd0;
 
 endmodule
 

@@ -14,6 +14,15 @@
 //       never before: W data for a burst exists only after its read was issued.
 //   B   a third planner follows the acknowledged bursts, so a write error names the first
 //       beat of its burst.
+//   CRC rm_crc_table checksums the data beats as they are loaded into W (what the replica
+//       receives) and queues one replica CRC-table entry write per block piece. An entry
+//       write is a one-beat, 4-byte burst put between two data bursts: while one waits, AW stops at
+//       the next burst boundary W reaches (or W at the one AW reached), the entry's AW and
+//       W go out together, and the data bursts continue. One entry write is in flight at a
+//       time; its B is told from data B's by counting the responses owed before it. With
+//       the table on, AW leads W by one burst at most and a new burst waits while the
+//       table's queue could not take two bursts' entries, so the queue never overflows and
+//       W never waits for an entry that waits for W.
 // A word write holds data AW/W back until its response (the replica's tail intent must be
 // acknowledged before the round's first data write); data reads go on meanwhile. Word reads
 // are issued only while no data read is outstanding, word writes only while no data write
@@ -52,6 +61,8 @@ module rm_mover #(
     input  wire [BW-1:0]           copy_beats,     // >= 1
     input  wire [DATA_WIDTH/8-1:0] copy_first_strb,
     input  wire [DATA_WIDTH/8-1:0] copy_last_strb,
+    input  wire                    copy_round_first, // the run starts a round (CRC table)
+    input  wire                    copy_round_last,  // the run ends a round
     output wire                    copy_rd_done,   // every data beat arrived
     output wire                    copy_wr_done,   // every data write acknowledged
     output wire                    burst_issued,   // one data read burst went out
@@ -66,12 +77,23 @@ module rm_mover #(
     output wire [1:0]              word_resp,
     output wire                    word_busy,      // a word access has not completed
 
+    // replica CRC table (rm_crc_table; geometry from the replica's layout)
+    input  wire                    crc_enable,
+    input  wire [ADDR_WIDTH-1:0]   crc_capacity,
+    input  wire [ADDR_WIDTH-1:0]   crc_part_mask,
+    input  wire                    crc_seed_load,
+    input  wire [31:0]             crc_seed,
+    output wire [31:0]             crc_partial,
+    output wire [31:0]             crc_blocks,
+    output wire [ADDR_WIDTH-1:0]   crc_tail_addr,  // the table's table_tail word
+
     // faults
     input  wire                    abort,          // issue no more reads; zero strobes
     input  wire                    clear,          // forget an aborted run (when quiet)
     output wire                    err_valid,      // a data error or the watchdog
     output wire [7:0]              err_code,
-    output wire [1:0]              err_where,      // 0 word, 1 source beat, 2 dest beat
+    output wire [1:0]              err_where,      // 0 word, 1 source beat, 2 dest beat,
+                                                   // 3 CRC-table entry
     output wire [BW-1:0]           err_idx,        // beat index in the run
     output wire                    quiet,          // nothing outstanding on any channel
 
@@ -120,7 +142,12 @@ localparam MBW = MB_LOG > 0 ? MB_LOG : 1;
 localparam CW = 16;                             // FIFO credits (FIFO_DEPTH <= 16384)
 localparam OW = 16;                             // bursts owed / outstanding
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
-localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2;
+localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_TABLE = 2'd3;
+// CRC table entries one burst can complete (blocks are >= 64 bytes), and the entry queue:
+// with the table on, AW leads W by one burst at most, and a burst starts (its AW or, with
+// no AW out for it, its first W beat) only while two bursts' entries still fit
+localparam CRC_PER_BURST = (MAX_BURST_LEN * BYTES) / 64 + 1;
+localparam CRC_QUEUE = 1 << $clog2(2 * CRC_PER_BURST + 4);
 
 // ---------------------------------------------------------------- state (x_reg / x_next)
 // run
@@ -177,6 +204,12 @@ reg burst_issued_reg, burst_issued_next;
 // request" still holds.
 reg quiet_reg, quiet_next;
 
+// CRC table entry writes
+reg signed [OW-1:0] aw_w_diff_reg, aw_w_diff_next;  // data AWs loaded - data bursts W finished
+reg w_mid_reg, w_mid_next;                  // W is inside a data burst
+reg ent_b_pend_reg, ent_b_pend_next;        // an entry write waits for its B
+reg [OW-1:0] ent_b_ahead_reg, ent_b_ahead_next;  // B's owed before it
+
 // ---------------------------------------------------------------- planners
 wire ar_plan_valid, aw_plan_valid, b_plan_valid;
 wire [8:0] ar_plan_beats, aw_plan_beats, b_plan_beats;
@@ -219,7 +252,21 @@ wire fifo_valid, fifo_empty;
 wire fifo_full;   // cannot happen: reads are issued against FIFO credits
 /* verilator lint_on UNUSEDSIGNAL */
 wire w_free = !w_valid_reg || m_axi_wready;
-wire w_data_load = fifo_valid && !word_mode_reg && w_free;
+// CRC table: an entry write waiting puts AW and W on hold at the next common burst boundary
+wire tbl_req_valid, tbl_beat_ready, tbl_idle;
+wire [ADDR_WIDTH-1:0] tbl_req_addr;
+wire [BYTES-1:0] tbl_req_strb;
+wire [DATA_WIDTH-1:0] tbl_req_data;
+wire ent_want = tbl_req_valid && !ent_b_pend_reg && !abort && !clear;
+// an AW for a burst W has started or finished always goes; one ahead of W only without the
+// table, or while no entry waits, the queue has room and W is at most a burst behind
+wire aw_catch_up = aw_w_diff_reg < 0 || (aw_w_diff_reg == 0 && w_mid_reg);
+wire aw_lead_ok = !crc_enable
+    || (!ent_want && tbl_beat_ready && aw_w_diff_reg < (w_mid_reg ? 2 : 1));
+wire w_owed = aw_w_diff_reg > 0;                // the next W burst's AW is out
+wire w_hold = ent_want && !(w_mid_reg || w_owed);
+wire w_data_load = fifo_valid && !word_mode_reg && w_free && !w_hold
+    && (w_mid_reg || w_owed || tbl_beat_ready);
 
 rm_fifo #(.WIDTH(DATA_WIDTH), .DEPTH(FIFO_DEPTH)) data_fifo (
     .clk(clk), .rst(rst),
@@ -230,11 +277,15 @@ rm_fifo #(.WIDTH(DATA_WIDTH), .DEPTH(FIFO_DEPTH)) data_fifo (
 
 wire aw_free = !aw_valid_reg || m_axi_awready;
 wire word_aw_go = word_aw_pend_reg && aw_free;
-wire aw_data_go = aw_owed_reg != 0 && aw_plan_valid && !word_mode_reg && aw_free && !clear;
+wire aw_data_go = aw_owed_reg != 0 && aw_plan_valid && !word_mode_reg && aw_free && !clear
+    && (aw_catch_up || aw_lead_ok);
+wire ent_go = ent_want && !w_mid_reg && aw_w_diff_reg == 0 && aw_free && w_free
+    && !word_mode_reg && !word_aw_pend_reg && !word_w_pend_reg;
 assign aw_step = aw_data_go;
 wire word_w_go = word_w_pend_reg && w_free;
 wire b_fire = m_axi_bvalid;                     // BREADY is always high
-wire b_data = b_fire && !word_mode_reg;
+wire ent_b = b_fire && ent_b_pend_reg && ent_b_ahead_reg == 0;  // the entry write's B
+wire b_data = b_fire && !word_mode_reg && !ent_b;
 assign b_step = b_data && b_plan_valid;
 
 wire w_is_last = w_left_reg == {{(BW-1){1'b0}}, 1'b1};
@@ -251,7 +302,7 @@ wire any_hs = (m_axi_arvalid && m_axi_arready) || (m_axi_awvalid && m_axi_awread
     || (m_axi_wvalid && m_axi_wready) || r_fire || b_fire;
 wire idle_now = !ar_valid_reg && rd_bursts_reg == 0 && !word_ar_pend_reg && !word_r_busy_reg
     && aw_owed_reg == 0 && !aw_valid_reg && fifo_empty && !w_valid_reg && b_owed_reg == 0
-    && !word_mode_reg;
+    && !word_mode_reg && tbl_idle && !ent_b_pend_reg;
 
 // ---------------------------------------------------------------- next state
 always @* begin
@@ -294,6 +345,10 @@ always @* begin
     wd_cnt_next = wd_cnt_reg;
     wd_fired_next = wd_fired_reg && !clear;
     burst_issued_next = 1'b0;
+    aw_w_diff_next = aw_w_diff_reg;
+    w_mid_next = w_mid_reg;
+    ent_b_pend_next = ent_b_pend_reg;
+    ent_b_ahead_next = ent_b_ahead_reg;
 
     // run start: the controller starts a run only when the mover is quiet
     if (copy_start) begin
@@ -361,6 +416,12 @@ always @* begin
         aw_addr_next = word_addr_reg;
         aw_len_next = 8'd0;
         aw_size_next = 3'd3;
+    end else if (ent_go) begin
+        // a 4-byte transfer: the entry's neighbours are not even addressed
+        aw_valid_next = 1'b1;
+        aw_addr_next = tbl_req_addr;
+        aw_len_next = 8'd0;
+        aw_size_next = 3'd2;
     end else if (aw_data_go) begin
         aw_valid_next = 1'b1;
         aw_addr_next = dst_base + aw_off_reg;
@@ -376,11 +437,17 @@ always @* begin
         w_data_next = {(DATA_WIDTH/64){word_wdata_reg}};
         w_strb_next = word_strb;
         w_last_next = 1'b1;
+    end else if (ent_go) begin
+        w_valid_next = 1'b1;
+        w_data_next = tbl_req_data;
+        w_strb_next = tbl_req_strb;
+        w_last_next = 1'b1;
     end else if (w_data_load) begin
         w_valid_next = 1'b1;
         w_data_next = fifo_data;
         w_strb_next = w_beat_strb;
         w_last_next = w_group_end || w_is_last;
+        w_mid_next = !(w_group_end || w_is_last);
         w_left_next = w_left_reg - 1'b1;
         w_low_next = (w_low_reg + 1'b1) & (MAX_BURST_LEN[MBW-1:0] - 1'b1);
         w_first_next = 1'b0;
@@ -401,6 +468,26 @@ always @* begin
             err_idx_next = b_idx_reg;
         end
     end
+
+    // entry writes: the B of one is the one after those owed when it went out
+    if (ent_go) begin
+        ent_b_pend_next = 1'b1;
+        ent_b_ahead_next = b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
+                                      - {{(OW-1){1'b0}}, b_fire};
+    end else if (b_fire && ent_b_pend_reg && ent_b_ahead_reg != 0) begin
+        ent_b_ahead_next = ent_b_ahead_reg - 1'b1;
+    end
+    if (ent_b) begin
+        ent_b_pend_next = 1'b0;
+        if (m_axi_bresp[1] && !err_valid_reg) begin
+            err_valid_next = 1'b1;
+            err_code_next = m_axi_bresp == 2'b11 ? RM_FAULT_WRITE_DECERR : RM_FAULT_WRITE_SLVERR;
+            err_where_next = W_TABLE;
+            err_idx_next = 0;
+        end
+    end
+    aw_w_diff_next = aw_w_diff_reg + {{(OW-1){1'b0}}, aw_data_go}
+                   - {{(OW-1){1'b0}}, w_data_load && (w_group_end || w_is_last)};
 
     // counters of outstanding work
     credit_next = credit_reg - (ar_issue ? ar_beats_c : {CW{1'b0}})
@@ -436,6 +523,8 @@ always @* begin
     end
     if (clear) begin
         wd_fired_next = 1'b0;
+        aw_w_diff_next = 0;
+        w_mid_next = 1'b0;
     end
 end
 
@@ -484,6 +573,10 @@ always @(posedge clk) begin
     wd_fired_reg <= wd_fired_next;
     burst_issued_reg <= burst_issued_next;
     quiet_reg <= quiet_next;
+    aw_w_diff_reg <= aw_w_diff_next;
+    w_mid_reg <= w_mid_next;
+    ent_b_pend_reg <= ent_b_pend_next;
+    ent_b_ahead_reg <= ent_b_ahead_next;
 
     if (rst) begin
         total_reg <= 0;
@@ -510,12 +603,33 @@ always @(posedge clk) begin
         wd_fired_reg <= 1'b0;
         burst_issued_reg <= 1'b0;
         quiet_reg <= 1'b1;
+        aw_w_diff_reg <= 0;
+        w_mid_reg <= 1'b0;
+        ent_b_pend_reg <= 1'b0;
+        ent_b_ahead_reg <= 0;
     end
 end
 
+// ---------------------------------------------------------------- replica CRC table
+rm_crc_table #(.DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .QUEUE_DEPTH(CRC_QUEUE),
+               .READY_BELOW(CRC_QUEUE - 2 * CRC_PER_BURST + 1)) crc_table (
+    .clk(clk), .rst(rst),
+    .enable(crc_enable), .replica_base(dst_base), .capacity(crc_capacity),
+    .cap_mask(off_mask), .part_mask(crc_part_mask), .table_tail_addr(crc_tail_addr),
+    .seed_load(crc_seed_load), .seed_value(crc_seed), .partial(crc_partial),
+    .blocks(crc_blocks),
+    .copy_start(copy_start), .copy_off(copy_off), .copy_round_first(copy_round_first),
+    .copy_round_last(copy_round_last), .copy_first_strb(copy_first_strb),
+    .beat_valid(w_data_load && !word_w_go), .beat_data(fifo_data), .beat_strb(w_beat_strb),
+    .beat_run_first(w_first_reg), .beat_run_last(w_is_last), .beat_ready(tbl_beat_ready),
+    .req_valid(tbl_req_valid), .req_addr(tbl_req_addr), .req_strb(tbl_req_strb),
+    .req_data(tbl_req_data), .req_take(ent_go),
+    .abort(abort), .clear(clear), .idle(tbl_idle)
+);
+
 // ---------------------------------------------------------------- outputs
 assign copy_rd_done = r_idx_reg == total_reg;
-assign copy_wr_done = b_idx_reg == total_reg;
+assign copy_wr_done = b_idx_reg == total_reg && tbl_idle && !ent_b_pend_reg;
 assign burst_issued = burst_issued_reg;
 assign word_done = word_done_reg;
 assign word_rdata = word_rdata_reg;

@@ -13,7 +13,7 @@ RTL = ROOT / "hw" / "rtl"
 TB_DIR = Path(__file__).resolve().parent
 RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_mover.v",
              "rm_burst_plan.v", "rm_fifo.v",
-             "rm_crc32c.v")   # = pyshm.driver.sim.RTL_FILES (test_regmap checks)
+             "rm_crc_table.v", "rm_crc32c.v")   # = pyshm.driver.sim.RTL_FILES (test_regmap checks)
 SOURCES = [RTL / f for f in RTL_FILES]
 SIMULATORS = ("icarus", "verilator")
 

@@ -20,6 +20,7 @@ from cocotb.triggers import ClockCycles, Event
 from cocotb.utils import get_sim_time
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
+from crc32c import crc32c
 from pyshm.driver import regmap as R
 from pyshm.driver.axi4_checker import Axi4Checker
 
@@ -81,7 +82,8 @@ class TB:
     """A ring + replica in simulated memory, the IP, a CPU (AXI4-Lite) and a producer."""
 
     def __init__(self, dut, capacity: int = 4096, partitions: int = 8, mem_size: int = 0x10000,
-                 replica_seg: int = 0x8000, seed: int = 1):
+                 replica_seg: int = 0x8000, seed: int = 1, crc: bool | None = None,
+                 ip_partition: int | None = None):
         self.dut = dut
         self.rng = random.Random(seed)
         self.capacity = capacity
@@ -111,6 +113,20 @@ class TB:
 
         self.ring_data = self.ring_seg + L.OFF_DATA
         self.replica_data = self.replica_seg + L.OFF_DATA
+        # the replica's CRC table (CRC_CONFIG.ENABLE; RTL_CRC=0 runs a test without it)
+        self.crc = os.environ.get("RTL_CRC", "1") != "0" if crc is None else crc
+        self.table = self.replica_data + capacity
+        # the IP's partition (PARTITION_SIZE) may be smaller than the producer's: smaller
+        # CRC blocks than the layout allows the producer (tests of the entry queue)
+        self.ip_psize = ip_partition or self.psize
+        self.blk_shift = L.crc_block_shift(capacity, capacity // self.ip_psize)
+        self.blk = 1 << self.blk_shift
+        self.nent = capacity >> self.blk_shift
+        self.entries = self.table + L.CRC_HEADER_SIZE
+        self.ttail_addr = self.table + L.CRC_OFF_TABLE_TAIL
+        self.ttail_writes: list[int] = []
+        self.crc_trusted = True     # the table model agrees with the IP's start (see wr64)
+        self.crc_checked = 0        # blocks whose entry was checked at a publish
         # the replica's tail intent is read once after each (re)start, then only written
         self.rintent_addr = self.replica_seg + L.OFF_TAIL_INTENT
         self.read_regions = [(self.ring_data, capacity),
@@ -121,6 +137,8 @@ class TB:
                               (self.replica_seg + L.OFF_TAIL, 8),
                               (self.rintent_addr, 8),
                               (self.ring_seg + L.OFF_MIRRORED, 8)]
+        if self.crc:
+            self.write_regions += [(self.ttail_addr, 8), (self.entries, 4 * self.nent)]
         # every AXI4 transaction of the IP goes through the protocol checker; rtl_test
         # fails the test on any violation
         self.checker = Axi4Checker(dut, dut.aclk, dut.aresetn, "m_axi",
@@ -161,6 +179,9 @@ class TB:
         # the replica keeps the guard pattern everywhere except its tail and intent words
         self.put64(self.replica_seg + L.OFF_TAIL, 0)
         self.put64(self.replica_seg + L.OFF_TAIL_INTENT, 0)
+        if self.crc:
+            head = L.pack_crc_header(self.capacity, self.blk_shift)
+            self.mem[self.table:self.table + len(head)] = head
 
     def put64(self, addr: int, value: int) -> None:
         self.mem[addr:addr + 8] = value.to_bytes(8, "little")
@@ -201,6 +222,13 @@ class TB:
             if address in (tb.ring_seg + L.OFF_MIRRORED, tb.rintent_addr,
                            tb.replica_seg + L.OFF_TAIL):
                 tb.after_intent = False   # publishing: the next tail read is a poll
+            if tb.crc and address == tb.ttail_addr:
+                tb.ttail_writes.append(int.from_bytes(data, "little"))
+            elif tb.crc and address == tb.replica_seg + L.OFF_TAIL:
+                value = int.from_bytes(data, "little")
+                if not tb.ttail_writes or tb.ttail_writes[-1] != value:
+                    tb.errors.append(f"replica tail {value} written before the CRC table's "
+                                     f"table_tail (last {tb.ttail_writes[-1:]})")
             if address == tb.ring_seg + L.OFF_MIRRORED:
                 tb.on_mirrored(int.from_bytes(data, "little"))
             elif address == tb.rintent_addr:
@@ -295,7 +323,30 @@ class TB:
             if a != b:
                 self.errors.append(f"replica differs at position {pos} when {value} published")
                 break
+        if self.crc and self.crc_trusted:
+            self.check_crc_table(value, rint)
         self.published.append(value)
+
+    def check_crc_table(self, value: int, rint: int) -> None:
+        """At a publish the table describes the replica (docs/design.md, "Replica CRC
+        table"): every block from max(valid_from, the replica's oldest boundary) up to the
+        tail holds the CRC32C of its replica bytes written so far."""
+        valid_from = self.get64(self.table + L.CRC_OFF_VALID_FROM)
+        lo = max(valid_from, L.oldest_boundary(rint, self.capacity, self.psize))
+        lo = -(-lo // self.blk) * self.blk if lo % self.blk else lo
+        for start in range(lo, value, self.blk):
+            end = min(start + self.blk, value)
+            off = start & (self.capacity - 1)
+            want = crc32c(bytes(self.mem[self.replica_data + off:
+                                         self.replica_data + off + end - start]))
+            at = self.entries + 4 * ((start >> self.blk_shift) % self.nent)
+            got = int.from_bytes(self.mem[at:at + 4], "little")
+            if got != want:
+                self.errors.append(f"CRC table entry of block {start // self.blk} "
+                                   f"[{start}, {end}) is 0x{got:08x}, its bytes' CRC is "
+                                   f"0x{want:08x} (replica tail {value})")
+                break
+            self.crc_checked += 1
 
     # ------------------------------------------------------------------ producer
     start_position = 0
@@ -363,14 +414,38 @@ class TB:
         return hi << 32 | lo
 
     async def wr64(self, name: str, value: int) -> None:
+        if name == "MIRRORED" and self.crc:
+            await self.crc_start(value)
         await self.wr(getattr(R, name + "_LO"), value & 0xFFFFFFFF)
         await self.wr(getattr(R, name + "_HI"), value >> 32)
+
+    async def crc_start(self, t: int) -> None:
+        """What the driver does before loading a start position t: the table describes
+        nothing below t's block, the entry of t's block holds the CRC of the replica's
+        bytes [block start, t), and CRC_SEED continues it. Only while the IP is stopped;
+        otherwise the load may be refused and the model stops checking the table."""
+        ctrl = await self.rd(R.CONTROL)
+        st = await self.status()
+        busy = ctrl & (R.CONTROL_ENABLE_MASK | R.CONTROL_SYNC_MASK | R.CONTROL_SOFT_RESET_MASK)
+        if busy or not st & R.STATUS_IDLE_MASK:
+            self.crc_trusted = False
+            return
+        bstart = t - t % self.blk
+        off = bstart & (self.capacity - 1)
+        seed = crc32c(bytes(self.mem[self.replica_data + off:self.replica_data + off + t - bstart]))
+        at = self.entries + 4 * ((t >> self.blk_shift) % self.nent)
+        if t > bstart:
+            self.mem[at:at + 4] = seed.to_bytes(4, "little")
+        self.put64(self.table + L.CRC_OFF_VALID_FROM, bstart)
+        self.put64(self.ttail_addr, t)
+        await self.wr(R.CRC_SEED, seed)
+        self.crc_trusted = True
 
     async def configure(self, **override) -> None:
         cfg = {
             "RING_DATA_BASE": self.ring_data,
             "RING_CAPACITY": self.capacity,
-            "PARTITION_SIZE": self.psize,
+            "PARTITION_SIZE": self.ip_psize,
             "REPLICA_DATA_BASE": self.replica_data,
             "RING_TAIL_ADDR": self.ring_seg + L.OFF_TAIL,
             "RING_INTENT_ADDR": self.ring_seg + L.OFF_TAIL_INTENT,
@@ -381,6 +456,9 @@ class TB:
         for name, value in cfg.items():
             await self.wr64(name, value)
         await self.wr(R.POLL_INTERVAL, 4)
+        await self.wr(R.CRC_CONFIG, R.CRC_CONFIG_ENABLE_MASK if self.crc else 0)
+        if self.crc:
+            await self.crc_start(await self.rd64("MIRRORED"))
 
     async def status(self) -> int:
         return await self.rd(R.STATUS)
@@ -448,6 +526,15 @@ class TB:
                                    or L.OFF_TAIL_INTENT <= i < L.OFF_TAIL_INTENT + 8):
                 raise AssertionError(f"replica header byte 0x{i:x} overwritten")
         end = self.replica_data + self.capacity
+        if self.crc:
+            # the CRC table: the IP writes its entries and table_tail, nothing else
+            head = L.pack_crc_header(self.capacity, self.blk_shift)
+            t = self.table
+            assert self.mem[t:t + L.CRC_OFF_VALID_FROM] == head[:L.CRC_OFF_VALID_FROM], \
+                "CRC table header overwritten"
+            assert self.mem[t + 0x20:t + L.CRC_HEADER_SIZE] == bytes(L.CRC_HEADER_SIZE - 0x20), \
+                "CRC table reserved bytes overwritten"
+            end = self.entries + 4 * self.nent
         assert all(b == GUARD for b in self.mem[end:]), "bytes after the replica overwritten"
         mid = self.mem[self.ring_data + self.capacity:rs]
         assert all(b == GUARD for b in mid), "bytes between ring and replica overwritten"
@@ -1199,3 +1286,68 @@ async def test_round_latency(dut):
         with open(out, "w") as f:
             f.write(" ".join(map(str, samples)) + "\n")
     tb.assert_no_errors()
+
+
+async def mirror_small_blocks(dut, crc: bool) -> TB:
+    """64-byte partitions in the IP (the producer keeps 512), so 64-byte CRC blocks: one
+    burst completes several blocks, the entry writes queue up and W waits at burst starts.
+    Mirrors under back-pressure and read latency (no overrun: the IP's partitions matter
+    only to a resynchronisation), then stops the engine."""
+    tb = TB(dut, capacity=4096, partitions=8, seed=seed(), crc=crc, ip_partition=64)
+    tb.latency_range = (0, 12)
+    await tb.reset()
+    tb.set_backpressure(True)
+    await tb.configure()
+    await tb.wr(R.CONTROL, R.CONTROL_ENABLE_MASK)
+    for _ in range(30):
+        for _ in range(tb.rng.randint(1, 6)):
+            tb.publish(tb.random_payload())
+        await ClockCycles(dut.aclk, tb.rng.randint(20, 200))
+    await tb.wait_mirrored(tb.tail, 40000)
+    await tb.wr(R.CONTROL, 0)
+    await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
+    tb.assert_replica_matches()
+    tb.assert_guards()
+    tb.assert_no_errors()
+    return tb
+
+
+@rtl_test
+async def test_crc_table_small_blocks(dut):
+    """The table describes the replica at every publish with the smallest blocks; CRC_SEED
+    then reads the partial CRC of the tail's block, CRC_BLOCKS the blocks completed."""
+    tb = await mirror_small_blocks(dut, crc=True)
+    assert tb.crc_checked > 50, tb.crc_checked
+    assert await tb.rd(R.CRC_BLOCKS) >= tb.tail // tb.blk - 1
+    t = tb.tail
+    if t % tb.blk:
+        at = tb.entries + 4 * ((t >> tb.blk_shift) % tb.nent)
+        assert await tb.rd(R.CRC_SEED) == int.from_bytes(tb.mem[at:at + 4], "little")
+
+
+@rtl_test
+async def test_crc_table_off(dut):
+    """Without CRC_CONFIG.ENABLE the IP writes nothing after the replica's data area
+    (assert_guards) and counts no blocks."""
+    tb = await mirror_small_blocks(dut, crc=False)
+    assert await tb.rd(R.CRC_CONFIG) == 0
+    assert await tb.rd(R.CRC_BLOCKS) == 0
+
+
+@rtl_test
+async def test_crc_table_write_error(dut):
+    """A CRC-table entry write answered SLVERR stops the IP with WRITE_SLVERR, FAULT_ADDR
+    naming the table (its table_tail word); neither table_tail nor the replica's tail is
+    published over it."""
+    tb = TB(dut, seed=seed(), crc=True)
+    await tb.reset()
+    await tb.configure()
+    tb.fail_write = (tb.entries, 4 * tb.nent)
+    tb.publish_bytes(700)
+    await tb.wr(R.CONTROL, R.CONTROL_ENABLE_MASK)
+    code, addr, pos = await fault_details(tb)
+    assert code == R.FAULT_WRITE_SLVERR, fault_name(code)
+    assert addr == tb.ttail_addr, hex(addr)
+    assert pos == 0
+    assert tb.ttail_writes == [] and tb.get64(tb.replica_seg + L.OFF_TAIL) == 0
+    tb.checker.assert_clean()
