@@ -289,8 +289,17 @@ def test_cli_replicate_runs_until_sigterm(names, tmp_path):
         deadline = time.monotonic() + 10
         while ring.mirrored != ring.tail and time.monotonic() < deadline:
             time.sleep(0.01)
+        # a live status line comes every --interval: wait for one before stopping it (a
+        # loaded machine could let the copy finish before the first interval ended)
+        seen = []
+        assert proc.stderr is not None
+        for line in proc.stderr:  # ends at EOF if the process exits instead
+            seen.append(line)
+            if "records" in line:
+                break
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
+        err = "".join(seen) + err
     finally:
         if proc.poll() is None:
             proc.kill()
