@@ -457,9 +457,13 @@ class Ring:
     def records(self, start: int | None = None, end: int | None = None) -> Iterator[layout.Record]:
         """Walk the records of ``[start, end)`` (default: oldest .. tail). The window must
         be quiescent (producer stopped, or a replica/snapshot), else a CorruptSegmentError
-        can name a position the producer is rewriting."""
-        s = self.oldest() if start is None else start
+        can name a position the producer is rewriting.
+
+        With one partition, a claim that wrapped into the next lap (a producer killed
+        before its commit) puts the oldest boundary past ``tail``: nothing is readable then,
+        and the default window is empty rather than an invalid range."""
         e = self.tail if end is None else end
+        s = min(self.oldest(), e) if start is None else start
         return layout.walk_records(self.data, self.capacity, self.partition_size,
                                    self.max_record, s, e, where=f"ring {self.name!r}")
 
