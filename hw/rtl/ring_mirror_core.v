@@ -290,7 +290,8 @@ localparam
     S_NR3 = 78,        // rbase += run bytes
     S_RINT_R2 = 79,    // rint = the word read
     S_F0 = 80,         // acc = len
-    S_PUB_TTAIL = 81;  // the CRC table's table_tail (CRC_CONFIG.ENABLE)
+    S_PUB_TTAIL = 81,  // the CRC table's table_tail (CRC_CONFIG.ENABLE)
+    S_U4B = 82;        // (acc_gt_cap of i - t2 registered)
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
 // header words, by a 3-bit selector: the 40-bit address mux sits after a register
@@ -314,7 +315,7 @@ wire [BW-1:0] mv_err_idx;
 
 // ---------------------------------------------------------------- state
 // one-hot: each state's decode is one flip-flop, so the controls it drives are ORs
-localparam NS = 82;
+localparam NS = 83;
 localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
 reg [NS-1:0] state_reg, state_next;
 reg [7:0] fault_reg, fault_next;
@@ -444,11 +445,17 @@ always @* begin
     endcase
 end
 // the accumulator holds a position difference beyond the capacity (unsigned)
+// registered (gtcap_reg: the accumulator of the previous cycle), so that the 64-bit
+// comparison feeds only a flip-flop, not the state and position-file write decisions
 wire acc_gt_cap = (AW < 64 && |(acc_reg >> AW)) || acc_reg[AW-1:0] > cfg_capacity;
+reg gtcap_reg;
 
 // ---------------------------------------------------------------- control
 wire sync_req = cfg_sync && !ev_sync_done_reg;
-wire catch_up = torn_run_reg == 2'd2 && (f_lapped_reg ? cfg_cap_less_part != 0 : f_ngt_reg);
+// registered too (its inputs are final in S_T10, it is used in S_T11): the 40-bit
+// capacity - partition != 0 stays off the position file's read address
+wire catch_up_now = torn_run_reg == 2'd2 && (f_lapped_reg ? cfg_cap_less_part != 0 : f_ngt_reg);
+reg catch_up_reg;
 wire word_ok = mv_word_done && !mv_resp[1];
 wire word_bad = mv_word_done && mv_resp[1];
 wire [7:0] word_rd_fault = mv_resp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
@@ -460,7 +467,8 @@ wire [AW-1:0] beats_sum = len_reg + {{(AW-LSB){1'b0}}, clow_reg}
 // states a mover error or a fault interrupts (the publish steps after the last
 // acknowledged write, the fault report and the idle/clear/load states are not)
 wire in_round = |state_reg[S_PUB_RING:S_TAIL_R] || state_reg[S_NR1] || state_reg[S_NR2]
-              || state_reg[S_NR3] || state_reg[S_RINT_R2] || state_reg[S_PUB_TTAIL];
+              || state_reg[S_NR3] || state_reg[S_RINT_R2] || state_reg[S_PUB_TTAIL]
+              || state_reg[S_U4B];
 wire run_small = rem_reg <= RUN_BEATS;
 
 always @* begin
@@ -629,11 +637,12 @@ always @* begin
         state_reg[S_T7]: begin
             wa = E_TNEW;
             we = 1'b1;
-            f_lapped_next = acc_gt_cap;
             tlow_next = mv_rdata[LSB-1:0];
             state_next = ST1 << S_T8;
         end
         state_reg[S_T8]: begin
+            // gtcap_reg: t - start (the accumulator in S_T7) > capacity
+            f_lapped_next = gtcap_reg;
             wa = E_NEWEST;
             we = 1'b1;
             acc_we = 1'b1;
@@ -665,9 +674,9 @@ always @* begin
         state_reg[S_T11]: begin
             // the copy start: the newest partition after two torn rounds (docs/hw.md,
             // "Catch-up"), the oldest intact one when lapped, else where the last ended
-            ra = catch_up ? E_NEWEST : f_lapped_reg ? E_OLDEST : E_START;
-            f_over_next = f_lapped_reg || catch_up;
-            if (f_lapped_reg || catch_up) begin
+            ra = catch_up_reg ? E_NEWEST : f_lapped_reg ? E_OLDEST : E_START;
+            f_over_next = f_lapped_reg || catch_up_reg;
+            if (f_lapped_reg || catch_up_reg) begin
                 ev_overrun_next = 1'b1;
                 gap_next = 1'b1;
             end
@@ -886,10 +895,11 @@ always @* begin
         state_reg[S_I5]: begin
             wa = E_INTENT;
             we = 1'b1;
-            f_lapped_next = acc_gt_cap;
             state_next = ST1 << S_I6;
         end
         state_reg[S_I6]: begin
+            // gtcap_reg: i - cstart (the accumulator in S_I5) > capacity
+            f_lapped_next = gtcap_reg;
             wa = E_NEWEST;
             we = 1'b1;
             acc_we = 1'b1;
@@ -950,6 +960,10 @@ always @* begin
             f_borrow_next = alu_borrow;        // intent < t2
             acc_we = 1'b1;
             ra = E_OVERRUNS;
+            state_next = ST1 << S_U4B;
+        end
+        state_reg[S_U4B]: begin
+            ra = E_OVERRUNS;
             state_next = ST1 << S_U5;
         end
         state_reg[S_U5]: begin
@@ -959,7 +973,7 @@ always @* begin
                 fwhere_next = W_WORD;
                 fsel_next = WS_TAIL;
                 state_next = ST1 << S_DRAIN;
-            end else if (!f_borrow_reg && acc_gt_cap) begin
+            end else if (!f_borrow_reg && gtcap_reg) begin   // i - t2 > capacity
                 // a producer never has more than a capacity uncommitted
                 fault_next = RM_FAULT_INTENT_RANGE;
                 fwhere_next = W_WORD;
@@ -1376,6 +1390,8 @@ always @(posedge clk) begin
     cin <= cin_next;
     m_sel <= m_sel_next;
     prog_sum_reg <= progress_reg + len_reg[31:0];
+    gtcap_reg <= acc_gt_cap;
+    catch_up_reg <= catch_up_now;
     prog_hit_reg <= cfg_irq_progress != 32'd0 && prog_sum_reg >= cfg_irq_progress;
     state_reg <= state_next;
     fault_reg <= fault_next;
@@ -1510,7 +1526,7 @@ rm_mover #(
 
 // ---------------------------------------------------------------- outputs
 assign st_busy = |state_reg[S_X8:S_TAIL_R] || |state_reg[S_F0:S_NR1]
-               || state_reg[S_PUB_TTAIL];
+               || state_reg[S_PUB_TTAIL] || state_reg[S_U4B];
 assign st_idle = state_reg[S_IDLE];
 assign st_error = state_reg[S_FAULT];
 assign st_clearing = state_reg[S_CLEAR];
