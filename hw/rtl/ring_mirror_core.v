@@ -318,6 +318,7 @@ wire [BW-1:0] mv_err_idx;
 localparam NS = 83;
 localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
 reg [NS-1:0] state_reg, state_next;
+reg [NS-1:0] state_pre;                      // state_next before a fault's override
 reg [7:0] fault_reg, fault_next;
 reg [1:0] fwhere_reg, fwhere_next;
 /* verilator lint_off UNUSEDSIGNAL */
@@ -1238,6 +1239,7 @@ always @* begin
     endcase
 
     if (acc_we) acc_next = res;
+    state_pre = state_next;
 
     // a data error or the watchdog, reported by the mover, stops any round; the first
     // fault wins and keeps its details
@@ -1265,6 +1267,9 @@ end
 // ALU controls of the state being entered, registered. Operand A is selected a cycle
 // ahead into a_op_reg (with the position file's read), so the 64-bit adder sees two
 // flip-flops (a_op_reg and the accumulator) and a one-LUT invert/enable in front of it.
+// They decode state_pre, the next state before a fault's override: when a fault sends
+// the round to S_DRAIN, that state computes and writes nothing, so the controls it gets
+// do not matter, and the wide "any round state" OR stays off the operand select.
 always @* begin
     a_sel_next = A_POS;
     b_en_next = 1'b0;
@@ -1273,68 +1278,68 @@ always @* begin
     m_sel_next = M_NONE;
     (* parallel_case *)
     case (1'b1)
-        state_next[S_CLEAR]: a_sel_next = A_ZERO;
-        state_next[S_LOAD1], state_next[S_LOAD2], state_next[S_LOAD3]: a_sel_next = A_LOADV;
+        state_pre[S_CLEAR]: a_sel_next = A_ZERO;
+        state_pre[S_LOAD1], state_pre[S_LOAD2], state_pre[S_LOAD3]: a_sel_next = A_LOADV;
         // A - acc: tail - tail seen, t - start, i - tnew, i - cstart, t2 - tnew
-        state_next[S_T2], state_next[S_T6], state_next[S_I2], state_next[S_I4],
-        state_next[S_U2]: begin
+        state_pre[S_T2], state_pre[S_T6], state_pre[S_I2], state_pre[S_I4],
+        state_pre[S_U2]: begin
             a_sel_next = A_WORD;
             b_en_next = 1'b1;
             b_inv_next = 1'b1;
             cin_next = 1'b1;
         end
         // the word itself: tail seen, tnew, intent, rint, t2
-        state_next[S_T3], state_next[S_T7], state_next[S_I5], state_next[S_RINT_R2],
-        state_next[S_U3]: a_sel_next = A_WORD;
+        state_pre[S_T3], state_pre[S_T7], state_pre[S_I5], state_pre[S_RINT_R2],
+        state_pre[S_U3]: a_sel_next = A_WORD;
         // (word - 1) & ~(partition - 1): the partition start below a position
-        state_next[S_T8], state_next[S_I6]: begin
+        state_pre[S_T8], state_pre[S_I6]: begin
             a_sel_next = A_WORD;
             b_inv_next = 1'b1;
             m_sel_next = M_PART;
         end
         // entry - acc
-        state_next[S_T4], state_next[S_T9], state_next[S_P3], state_next[S_P4],
-        state_next[S_P9], state_next[S_P11], state_next[S_RC3], state_next[S_U4],
-        state_next[S_U7], state_next[S_U10], state_next[S_WD3]: begin
+        state_pre[S_T4], state_pre[S_T9], state_pre[S_P3], state_pre[S_P4],
+        state_pre[S_P9], state_pre[S_P11], state_pre[S_RC3], state_pre[S_U4],
+        state_pre[S_U7], state_pre[S_U10], state_pre[S_WD3]: begin
             b_en_next = 1'b1;
             b_inv_next = 1'b1;
             cin_next = 1'b1;
         end
         // acc - (capacity - partition): the oldest intact partition
-        state_next[S_T10], state_next[S_I8]: begin
+        state_pre[S_T10], state_pre[S_I8]: begin
             a_sel_next = A_NCLP;
             b_en_next = 1'b1;
             cin_next = 1'b1;
         end
         // acc + capacity - partition + 1: the replica intent of a resynchronised round
-        state_next[S_P7], state_next[S_U12]: begin
+        state_pre[S_P7], state_pre[S_U12]: begin
             a_sel_next = A_CLP;
             b_en_next = 1'b1;
             cin_next = 1'b1;
         end
-        state_next[S_P2]: begin
+        state_pre[S_P2]: begin
             a_sel_next = A_ZERO;
             b_en_next = 1'b1;
             m_sel_next = M_BEAT;
         end
-        state_next[S_P5], state_next[S_U5]: cin_next = 1'b1;      // overruns + 1
-        state_next[S_U8], state_next[S_F2]: b_en_next = 1'b1;     // lost/bytes + acc
-        state_next[S_F0]: a_sel_next = A_LEN;
-        state_next[S_NR3]: begin
+        state_pre[S_P5], state_pre[S_U5]: cin_next = 1'b1;      // overruns + 1
+        state_pre[S_U8], state_pre[S_F2]: b_en_next = 1'b1;     // lost/bytes + acc
+        state_pre[S_F0]: a_sel_next = A_LEN;
+        state_pre[S_NR3]: begin
             a_sel_next = A_RUN;
             b_en_next = 1'b1;
         end
-        state_next[S_X3]: a_sel_next = fwhere_next == W_WORD ? A_WADDR : A_ZERO;
-        state_next[S_X5]: begin
+        state_pre[S_X3]: a_sel_next = fwhere_next == W_WORD ? A_WADDR : A_ZERO;
+        state_pre[S_X5]: begin
             a_sel_next = A_BEAT;
             b_en_next = 1'b1;
         end
-        state_next[S_X6]: begin
+        state_pre[S_X6]: begin
             a_sel_next = A_ZERO;
             b_en_next = 1'b1;
             m_sel_next = M_CAP;
         end
-        state_next[S_X7]: begin
+        state_pre[S_X7]: begin
             a_sel_next = fwhere_next == W_SRC ? A_RING : A_REPLICA;
             b_en_next = 1'b1;
         end
