@@ -18,9 +18,11 @@
 // the replica's data area: 0x40 bytes of header and 4 bytes per block of min(64 KiB,
 // partition)): within ADDR_WIDTH and clear of the ring's data area.
 //
-// Reads take three cycles: the offset is registered, the 64-bit status values (MIRRORED,
-// TAIL_SEEN, the counters, the fault details) come from the engine's position file a
-// cycle later (st_addr/st_value), and the 32-bit answer is selected into RDATA's register.
+// A write is registered at its handshake and applied in the next cycle, which raises its
+// response. Reads take three cycles: the offset is registered, the 64-bit status values
+// (MIRRORED, TAIL_SEEN, the counters, the fault details) come from the engine's position
+// file a cycle later (st_addr/st_value), and the 32-bit answer is selected into RDATA's
+// register.
 `resetall
 `timescale 1ns / 1ps
 `default_nettype none
@@ -174,14 +176,22 @@ reg [4:0] sh_clr_reg;                           // read-back copy: words left to
 wire sh_clearing = sh_clr_reg != 5'd0;
 
 // a write needs address and data together; one response outstanding at a time; nothing
-// is accepted while the engine clears its position file (a few cycles after a reset)
-wire wr_fire = s_axil_awvalid && s_axil_wvalid && !bvalid_reg && !st_clearing && !sh_clearing;
+// is accepted while the engine clears its position file (a few cycles after a reset).
+// An accepted write is registered (wr_*_reg) and applied in the next cycle, its response
+// raised then: the handshake's gating stays off the decode and the registers' enables.
+reg wr_pend_reg;
+reg [7:0] wr_addr_reg;
+reg [31:0] wr_data_reg;
+reg [3:0] wr_strb_reg;
+wire wr_fire = s_axil_awvalid && s_axil_wvalid && !bvalid_reg && !wr_pend_reg && !st_clearing
+            && !sh_clearing;
+wire wr_apply = wr_pend_reg;
 wire rd_fire = s_axil_arvalid && !rvalid_reg && rd_pipe_reg == 2'd0 && !st_clearing
             && !sh_clearing;
-wire [7:0] wr_addr = {s_axil_awaddr[7:2], 2'b00};
+wire [7:0] wr_addr = wr_addr_reg;
 wire [7:0] rd_addr = {s_axil_araddr[7:2], 2'b00};
-wire [31:0] wmask = {{8{s_axil_wstrb[3]}}, {8{s_axil_wstrb[2]}},
-                     {8{s_axil_wstrb[1]}}, {8{s_axil_wstrb[0]}}};
+wire [31:0] wmask = {{8{wr_strb_reg[3]}}, {8{wr_strb_reg[2]}},
+                     {8{wr_strb_reg[1]}}, {8{wr_strb_reg[0]}}};
 
 // byte-enable write of a 32-bit register
 function [31:0] merge(input [31:0] old, input [31:0] data, input [31:0] mask);
@@ -194,7 +204,7 @@ function [31:0] merge(input [31:0] old, input [31:0] data, input [31:0] mask);
 endfunction
 
 // bits written as 1 (with their byte enabled)
-wire [31:0] wones = s_axil_wdata & wmask;
+wire [31:0] wones = wr_data_reg & wmask;
 
 wire [31:0] status_word = ({31'd0, st_busy} << RM_STATUS_BUSY_LSB)
                         | ({31'd0, st_idle} << RM_STATUS_IDLE_LSB)
@@ -222,7 +232,7 @@ wire [7:0] wr_rel = wr_addr - CFG_BASE;
 wire wr_cfg = wr_addr >= CFG_BASE && wr_addr < CFG_BASE + 8'd64;
 wire [2:0] wr_cfg_idx = wr_rel[5:3];
 wire wr_cfg_hi = wr_rel[2];
-wire cfg_take = wr_fire && wr_cfg && stopped;
+wire cfg_take = wr_apply && wr_cfg && stopped;
 // the bits a _HI word may store: those below AW
 localparam [31:0] HI_KEEP = AW >= 64 ? 32'hFFFFFFFF : ((32'd1 << (AW - 32)) - 32'd1);
 
@@ -238,8 +248,8 @@ generate
                     if (rst) begin
                         byte_reg <= CFG_RST[gr*64 + gb*8 +: 8];
                     end else if (cfg_take && wr_cfg_idx == gr && wr_cfg_hi == HI
-                                 && s_axil_wstrb[LANE]) begin
-                        byte_reg <= s_axil_wdata[LANE*8 +: 8];
+                                 && wr_strb_reg[LANE]) begin
+                        byte_reg <= wr_data_reg[LANE*8 +: 8];
                     end
                 end
                 assign cfg_bits[gr*64 + gb*8 +: 8] = byte_reg;
@@ -268,8 +278,8 @@ reg [31:0] cfg_shadow [0:15];
 reg [31:0] rd_cfg_word;
 wire [3:0] sh_wa = sh_clearing ? sh_clr_reg[3:0] : {wr_cfg_idx, wr_cfg_hi};
 wire [31:0] sh_wd = sh_clearing ? CFG_RST[{sh_clr_reg[3:0], 5'd0} +: 32]
-                  : s_axil_wdata & (wr_cfg_hi ? HI_KEEP : 32'hFFFFFFFF);
-wire [3:0] sh_be = sh_clearing ? 4'hF : cfg_take ? s_axil_wstrb : 4'h0;
+                  : wr_data_reg & (wr_cfg_hi ? HI_KEEP : 32'hFFFFFFFF);
+wire [3:0] sh_be = sh_clearing ? 4'hF : cfg_take ? wr_strb_reg : 4'h0;
 always @(posedge clk) begin
     if (sh_be[0]) cfg_shadow[sh_wa][7:0] <= sh_wd[7:0];
     if (sh_be[1]) cfg_shadow[sh_wa][15:8] <= sh_wd[15:8];
@@ -320,7 +330,7 @@ always @* begin
         irq_status_next = 3'd0;
     end
 
-    if (wr_fire) begin
+    if (wr_apply) begin
         bvalid_next = 1'b1;
         bresp_next = RESP_OKAY;
         if (wr_cfg) begin
@@ -334,10 +344,10 @@ always @* begin
         case (wr_addr)
             RM_REG_CONTROL: begin
                 if (wmask[RM_CONTROL_ENABLE_LSB]) begin
-                    enable_next = s_axil_wdata[RM_CONTROL_ENABLE_LSB];
+                    enable_next = wr_data_reg[RM_CONTROL_ENABLE_LSB];
                 end
                 if (wmask[RM_CONTROL_IRQ_ENABLE_LSB]) begin
-                    irq_en_next = s_axil_wdata[RM_CONTROL_IRQ_ENABLE_LSB];
+                    irq_en_next = wr_data_reg[RM_CONTROL_IRQ_ENABLE_LSB];
                 end
                 if (wones[RM_CONTROL_SYNC_LSB] && !st_error) sync_next = 1'b1;
                 if (wones[RM_CONTROL_SOFT_RESET_LSB]) soft_reset_next = 1'b1;
@@ -352,28 +362,28 @@ always @* begin
                 if (wones[RM_IRQ_STATUS_PROGRESS_LSB]) irq_status_next[1] = 1'b0;
                 if (wones[RM_IRQ_STATUS_OVERRUN_LSB]) irq_status_next[2] = 1'b0;
             end
-            RM_REG_IRQ_PROGRESS: irq_progress_next = merge(irq_progress_reg, s_axil_wdata, wmask);
-            RM_REG_POLL_INTERVAL: poll_interval_next = merge(poll_interval_reg, s_axil_wdata, wmask);
-            RM_REG_WATCHDOG: watchdog_next = merge(watchdog_reg, s_axil_wdata, wmask);
-            RM_REG_MIRRORED_LO: mirrored_lo_next = merge(mirrored_lo_reg, s_axil_wdata, wmask);
+            RM_REG_IRQ_PROGRESS: irq_progress_next = merge(irq_progress_reg, wr_data_reg, wmask);
+            RM_REG_POLL_INTERVAL: poll_interval_next = merge(poll_interval_reg, wr_data_reg, wmask);
+            RM_REG_WATCHDOG: watchdog_next = merge(watchdog_reg, wr_data_reg, wmask);
+            RM_REG_MIRRORED_LO: mirrored_lo_next = merge(mirrored_lo_reg, wr_data_reg, wmask);
             RM_REG_CRC_CONFIG: begin
                 if (!stopped) begin
                     config_refused_next = 1'b1;
                 end else if (wmask[RM_CRC_CONFIG_ENABLE_LSB]) begin
-                    crc_enable_next = s_axil_wdata[RM_CRC_CONFIG_ENABLE_LSB];
+                    crc_enable_next = wr_data_reg[RM_CRC_CONFIG_ENABLE_LSB];
                     settle_next = 3'd5;
                 end
             end
             RM_REG_CRC_SEED: begin
                 if (stopped) begin
-                    crc_seed_next = merge(crc_seed_reg, s_axil_wdata, wmask);
+                    crc_seed_next = merge(crc_seed_reg, wr_data_reg, wmask);
                     crc_seed_load_next = 1'b1;
                 end else begin
                     config_refused_next = 1'b1;
                 end
             end
             RM_REG_MIRRORED_HI: begin
-                mirrored_hi_next = merge(mirrored_hi_reg, s_axil_wdata, wmask);
+                mirrored_hi_next = merge(mirrored_hi_reg, wr_data_reg, wmask);
                 if (loadable) begin
                     mirrored_load_next = 1'b1;
                 end else begin
@@ -461,6 +471,12 @@ always @(posedge clk) begin
     bvalid_reg <= bvalid_next;
     bresp_reg <= bresp_next;
     rd_pipe_reg <= {rd_pipe_reg[0], rd_fire};
+    wr_pend_reg <= wr_fire;
+    if (wr_fire) begin
+        wr_addr_reg <= {s_axil_awaddr[7:2], 2'b00};
+        wr_data_reg <= s_axil_wdata;
+        wr_strb_reg <= s_axil_wstrb;
+    end
     if (rd_fire) rd_addr_reg <= rd_addr;
     rvalid_reg <= rvalid_next;
     rresp_reg <= rresp_next;
@@ -489,6 +505,7 @@ always @(posedge clk) begin
         bvalid_reg <= 1'b0;
         bresp_reg <= RESP_OKAY;
         rd_pipe_reg <= 2'd0;
+        wr_pend_reg <= 1'b0;
         rd_addr_reg <= 8'd0;
         rvalid_reg <= 1'b0;
         rresp_reg <= RESP_OKAY;
