@@ -203,6 +203,10 @@ reg burst_issued_reg, burst_issued_next;
 // Nothing outstanding can start again without a request, so a cycle-old "idle and no
 // request" still holds.
 reg quiet_reg, quiet_next;
+// the run's completion, registered from the next counter values (so exactly what comparing
+// the registers would give, a cycle's logic earlier): the controller's decisions on it
+// then start at a flip-flop instead of a beat-count comparison
+reg rd_done_reg, wr_done_reg;
 
 // CRC table entry writes
 reg signed [OW-1:0] aw_w_diff_reg, aw_w_diff_next;  // data AWs loaded - data bursts W finished
@@ -577,6 +581,8 @@ always @(posedge clk) begin
     w_mid_reg <= w_mid_next;
     ent_b_pend_reg <= ent_b_pend_next;
     ent_b_ahead_reg <= ent_b_ahead_next;
+    rd_done_reg <= r_idx_next == total_next;
+    wr_done_reg <= b_idx_next == total_next;
 
     if (rst) begin
         total_reg <= 0;
@@ -607,6 +613,8 @@ always @(posedge clk) begin
         w_mid_reg <= 1'b0;
         ent_b_pend_reg <= 1'b0;
         ent_b_ahead_reg <= 0;
+        rd_done_reg <= 1'b1;     // total_reg = r_idx_reg = b_idx_reg = 0
+        wr_done_reg <= 1'b1;
     end
 end
 
@@ -628,8 +636,8 @@ rm_crc_table #(.DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .QUEUE_DEPTH(CR
 );
 
 // ---------------------------------------------------------------- outputs
-assign copy_rd_done = r_idx_reg == total_reg;
-assign copy_wr_done = b_idx_reg == total_reg && tbl_idle && !ent_b_pend_reg;
+assign copy_rd_done = rd_done_reg;
+assign copy_wr_done = wr_done_reg && tbl_idle && !ent_b_pend_reg;
 assign burst_issued = burst_issued_reg;
 assign word_done = word_done_reg;
 assign word_rdata = word_rdata_reg;
