@@ -225,14 +225,35 @@ wire [31:0] irq_status_word = ({31'd0, irq_status_reg[0]} << RM_IRQ_STATUS_FAULT
 wire stopped = (st_idle || st_error) && !enable_reg && !sync_reg;
 wire loadable = st_idle && !enable_reg && !sync_reg && !soft_reset_reg;
 
-// the configuration register a write or read addresses (0..7), and which half
+// the configuration register a write addresses (0..7) and which half, decoded at the
+// handshake and registered with whether the engine was stopped then: the byte enables of
+// the applied write are then a flip-flop and a strobe bit. (Between handshake and apply
+// no other write can land, so "stopped" can only have changed by the engine starting a
+// SOFT_RESET clear, which leaves the address registers alone, or by a one-shot round
+// ending, which makes a write refused one cycle too early, not taken while running.)
 /* verilator lint_off UNUSEDSIGNAL */
-wire [7:0] wr_rel = wr_addr - CFG_BASE;
+wire [7:0] aw_rel = {s_axil_awaddr[7:2], 2'b00} - CFG_BASE;
 /* verilator lint_on UNUSEDSIGNAL */
-wire wr_cfg = wr_addr >= CFG_BASE && wr_addr < CFG_BASE + 8'd64;
-wire [2:0] wr_cfg_idx = wr_rel[5:3];
-wire wr_cfg_hi = wr_rel[2];
-wire cfg_take = wr_apply && wr_cfg && stopped;
+wire aw_cfg = {s_axil_awaddr[7:2], 2'b00} >= CFG_BASE
+           && {s_axil_awaddr[7:2], 2'b00} < CFG_BASE + 8'd64;
+reg wr_cfg_reg;                                 // the write is to a configuration register
+reg wr_stopped_reg;                             // ... and the engine was stopped
+reg [3:0] wr_word_reg;                          // {register 0..7, _HI}
+reg [2*NCFG-1:0] wr_take_reg;                   // one-hot of wr_word_reg, when taken
+wire wr_cfg = wr_cfg_reg;
+wire [2:0] wr_cfg_idx = wr_word_reg[3:1];
+wire wr_cfg_hi = wr_word_reg[0];
+wire cfg_take = wr_apply && wr_cfg_reg && wr_stopped_reg;
+always @(posedge clk) begin
+    if (wr_fire) begin
+        wr_cfg_reg <= aw_cfg;
+        wr_stopped_reg <= stopped;
+        wr_word_reg <= aw_rel[5:2];
+    end
+    wr_take_reg <= {2*NCFG{1'b0}};
+    if (wr_fire && aw_cfg && stopped) wr_take_reg[aw_rel[5:2]] <= 1'b1;
+    if (rst) wr_take_reg <= {2*NCFG{1'b0}};
+end
 // the bits a _HI word may store: those below AW
 localparam [31:0] HI_KEEP = AW >= 64 ? 32'hFFFFFFFF : ((32'd1 << (AW - 32)) - 32'd1);
 
@@ -247,8 +268,7 @@ generate
                 always @(posedge clk) begin
                     if (rst) begin
                         byte_reg <= CFG_RST[gr*64 + gb*8 +: 8];
-                    end else if (cfg_take && wr_cfg_idx == gr && wr_cfg_hi == HI
-                                 && wr_strb_reg[LANE]) begin
+                    end else if (wr_take_reg[2*gr + HI] && wr_strb_reg[LANE]) begin
                         byte_reg <= wr_data_reg[LANE*8 +: 8];
                     end
                 end
@@ -260,7 +280,7 @@ generate
         always @(posedge clk) begin
             if (rst) begin
                 cfg_hi_reg[gr] <= 1'b0;
-            end else if (cfg_take && wr_cfg_idx == gr && wr_cfg_hi) begin
+            end else if (wr_take_reg[2*gr + 1]) begin
                 cfg_hi_reg[gr] <= |(wones & ~HI_KEEP);
             end
         end
@@ -334,7 +354,7 @@ always @* begin
         bvalid_next = 1'b1;
         bresp_next = RESP_OKAY;
         if (wr_cfg) begin
-            if (stopped) begin
+            if (wr_stopped_reg) begin
                 settle_next = 3'd5;
             end else begin
                 // a running round must never see its addresses move: the write is ignored
