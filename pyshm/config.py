@@ -480,9 +480,10 @@ def _check_ring(ck: _Checker, raw: Any, path: Path, base: str) -> RingConfig | N
                      f"impossible size: capacity must be a power of two between 4K and 64T")
             ok = False
     if ok and partitions is not None:
-        if not layout.is_power_of_two(partitions) or capacity // partitions < 64:
+        if not layout.is_power_of_two(partitions) or capacity // partitions < layout.MIN_PARTITION:
             ck.error(path + ("partitions",), f"{partitions} partitions of a {format_size(capacity)}"
-                     f" ring is impossible: need a power of two leaving >= 64 bytes each")
+                     f" ring is impossible: need a power of two leaving "
+                     f">= {layout.MIN_PARTITION} bytes each")
             ok = False
     if ok:
         psize = capacity // partitions

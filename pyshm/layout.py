@@ -60,6 +60,8 @@ MAGIC_RESTORING = b"PYSHMRST"
 LAYOUT_VERSION = 1
 HEADER_SIZE = 0x1000
 MIN_CAPACITY = 4096
+# smallest partition (check_params, on create and attach): at most 8 partitions per 4 KiB
+MIN_PARTITION = 512
 SPAN = 128
 MAX_CONSUMERS = 27
 DEFAULT_PARTITIONS = 8
@@ -295,10 +297,9 @@ def check_params(capacity: int, max_record: int, partitions: int, where: str = "
         raise error(f"{where}: capacity {capacity} must be a power of two >= {MIN_CAPACITY}")
     if capacity > 1 << 46:
         raise error(f"{where}: capacity {capacity} is larger than 64 TiB")
-    if not is_power_of_two(partitions) or partitions > capacity // MIN_CAPACITY * 8 \
-            or capacity // partitions < 64:
+    if not is_power_of_two(partitions) or capacity // partitions < MIN_PARTITION:
         raise error(f"{where}: partition count {partitions} must be a power of two "
-                    f"leaving partitions of at least 64 bytes")
+                    f"leaving partitions of at least {MIN_PARTITION} bytes")
     psize = capacity // partitions
     if not RECORD_HEADER <= max_record <= min(psize // 4, MAX_RECORD_LIMIT):
         raise error(f"{where}: max record length {max_record} must be between "

@@ -105,7 +105,8 @@ def test_wrong_types():
     ("capacity: 2K", "capacity", "impossible size"),
     ("{capacity: 4K, max_record: 4K}", "max_record", "partition size / 4 = 128"),
     ("{capacity: 1M, partitions: 3}", "partitions", "power of two"),
-    ("{capacity: 4K, partitions: 128}", "partitions", ">= 64 bytes"),
+    ("{capacity: 4K, partitions: 128}", "partitions", ">= 512 bytes"),
+    ("{capacity: 4K, partitions: 16}", "partitions", ">= 512 bytes"),
     ("{capacity: 1M, max_record: 8}", "max_record", "between 16"),
 ])
 def test_impossible_sizes(ring, key, words):
