@@ -443,6 +443,24 @@ def _engine_batches(chunks: list[Any]) -> list[list[Any]]:
     return out
 
 
+def _verify_batches(copier: Any, source: Any, reader: fmt.ImageReader, chunks: list[Any],
+                    done: Callable[[int], None] | None = None) -> None:
+    """Check every chunk's CRC through the engine, in batches; the first mismatch is an
+    ImageError naming its chunk. ``done`` gets the bytes verified so far."""
+    from ..engine import CopyChecksumError
+
+    verified = 0
+    for batch in _engine_batches(chunks):
+        try:
+            copier.verify(source, batch)
+        except CopyChecksumError as exc:
+            raise reader._chunk_error(chunks.index(batch[exc.chunk]),
+                                      "checksum mismatch (data damaged)") from None
+        verified += sum(c.length for c in batch)
+        if done:
+            done(verified)
+
+
 def _verify_by_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow,
                       source: Any, progress: fmt.ProgressFn | None) -> list[Any]:
     """Every chunk's CRC checked by the engine's copy mode (read only) while this process
@@ -450,7 +468,6 @@ def _verify_by_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow
     waits on memory latency, the checksums on bandwidth, so they overlap well); returns
     the copy job. Nothing is written anywhere. A damaged chunk is reported in preference
     to the walk error it may have caused."""
-    from ..engine import CopyChecksumError
 
     h = reader.header
     chunks = _copy_chunks(reader, h)
@@ -465,16 +482,8 @@ def _verify_by_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow
     walker = threading.Thread(target=walk, name="pyshm-restore-walk", daemon=True)
     walker.start()
     try:
-        done = 0
-        for batch in _engine_batches(chunks):
-            try:
-                copier.verify(source, batch)
-            except CopyChecksumError as exc:
-                raise reader._chunk_error(chunks.index(batch[exc.chunk]),
-                                          "checksum mismatch (data damaged)") from None
-            done += sum(c.length for c in batch)
-            if progress:
-                progress(done, h.data_length)
+        _verify_batches(copier, source, reader, chunks,
+                        (lambda done: progress(done, h.data_length)) if progress else None)
     finally:
         walker.join()
     if "error" in walked:
@@ -519,17 +528,11 @@ def _walk_for_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow,
     """The record walk of an engine restore into a new segment (the copy checks the
     CRCs). A walk that fails may be the effect of a damaged chunk: the engine checks
     them all then, so that the damage is what is reported."""
-    from ..engine import CopyChecksumError
 
     try:
         s = window.summarize()
     except CorruptSegmentError as exc:
-        for batch in _engine_batches(chunks):
-            try:
-                copier.verify(source, batch)
-            except CopyChecksumError as bad:
-                raise reader._chunk_error(chunks.index(batch[bad.chunk]),
-                                          "checksum mismatch (data damaged)") from None
+        _verify_batches(copier, source, reader, chunks)
         raise ImageError(f"image records are invalid: {exc}") from None
     _check_summary(s, reader.header)
 
