@@ -1,6 +1,6 @@
 """The C layout (offsetof through cffi) and pyshm.layout must describe the same bytes."""
 
-from pyshm._ring_c import lib
+from pyshm._ring_c import ffi, lib
 
 from pyshm import layout
 
@@ -61,3 +61,23 @@ def test_hot_counters_have_their_own_span():
 
 def test_c_constants_match():
     assert lib.PYSHM_FULL == -1
+    assert lib.PYSHM_MIN_PARTITION == layout.MIN_PARTITION
+
+
+def _c_open_header(capacity: int, partitions: int, max_record: int) -> int:
+    """pyshm_producer_open on a header written by hand, bypassing Python's checks."""
+    seg = bytearray(layout.segment_size(capacity))
+    static = layout.pack_static_header(layout.RingParams(
+        capacity=capacity, max_record=max_record, partition_count=partitions))
+    seg[:len(static)] = static
+    p = ffi.new("pyshm_producer_t *")
+    return lib.pyshm_producer_open(p, ffi.from_buffer(seg), len(seg))
+
+
+def test_c_core_refuses_partitions_python_refuses():
+    # The C core validates the shared header itself; its partition rule is the one
+    # layout.check_params enforces, so a header Python would refuse never opens in C.
+    smallest = layout.MIN_PARTITION
+    assert _c_open_header(4096, 4096 // smallest, smallest // 4) == 0
+    assert _c_open_header(4096, 8192 // smallest, smallest // 8) == lib.PYSHM_E_CORRUPT
+    assert _c_open_header(4096, 64, 16) == lib.PYSHM_E_CORRUPT

@@ -37,6 +37,7 @@
 #define PYSHM_LAYOUT_VERSION 1u
 #define PYSHM_HEADER_SIZE 0x1000u
 #define PYSHM_MIN_CAPACITY 4096u
+#define PYSHM_MIN_PARTITION 512u /* at most 8 partitions per 4 KiB: layout.MIN_PARTITION */
 #define PYSHM_SPAN 128u
 #define PYSHM_MAX_CONSUMERS 27
 #define PYSHM_RECORD_HEADER 16u

@@ -268,7 +268,7 @@ static int load_static(void *hdr, uint64_t mapped_size, uint64_t *cap, uint64_t 
     uint32_t mr = pyshm_load_relaxed(&h->max_record);
     if (c < PYSHM_MIN_CAPACITY || (c & (c - 1)) || c > ((uint64_t)1 << 46)) return PYSHM_E_CORRUPT;
     if (mapped_size - PYSHM_HEADER_SIZE < c) return PYSHM_E_CORRUPT;
-    if (parts == 0 || (parts & (parts - 1)) || c / parts < 64) return PYSHM_E_CORRUPT;
+    if (parts == 0 || (parts & (parts - 1)) || c / parts < PYSHM_MIN_PARTITION) return PYSHM_E_CORRUPT;
     uint64_t ps = c / parts;
     if (mr < PYSHM_RECORD_HEADER || mr > ps / 4) return PYSHM_E_CORRUPT;
     *cap = c;
