@@ -881,14 +881,14 @@ class Producer:
                     f"payload {self.ring.max_payload}")
             done = int(lib.pyshm_publish_fixed(self._live(), buf, size, size, count, type))
             if done < 0:
-                _raise(done, f"ring {self.ring.name!r} publish_batch")
+                self._batch_error(done)
             if done < count:
                 rest = arr[done:]
-                return done + self._batch_rest(rest, type, timeout)
+                return done + self._batch_rest(rest, type, timeout, done)
             return done
         return self._publish_list(records, type, timeout)
 
-    def _batch_rest(self, rest: Any, type: int, timeout: float) -> int:
+    def _batch_rest(self, rest: Any, type: int, timeout: float, published: int) -> int:
         deadline = time.monotonic() + max(timeout, 0.0)
         done = 0
         while True:
@@ -896,7 +896,13 @@ class Producer:
             if now - self._last_reap >= _REAP_INTERVAL:
                 self._last_reap = now
                 self.ring.reap()
-            done += self._one_more(rest[done:], type)
+            try:
+                done += self._one_more(rest[done:], type)
+            except PyshmError as exc:
+                # a batch that stops on an error says how much of it is in the ring
+                exc.args = (f"{exc.args[0]}; the first {published + done} records of the "
+                            f"batch were published",)
+                raise
             if done >= len(rest) or now >= deadline:
                 return done
             time.sleep(50e-6)
@@ -908,9 +914,15 @@ class Producer:
             size = arr.nbytes // arr.shape[0]
             done = int(lib.pyshm_publish_fixed(self._live(), ffi.from_buffer(arr), size, size,
                                                arr.shape[0], type))
-        else:
-            done = self._list_once(rest, type)
-        return max(done, 0)
+            if done < 0:
+                self._batch_error(done)
+            return done
+        return self._list_once(rest, type)
+
+    def _batch_error(self, rc: int, what: str = "publish_batch") -> None:
+        p = self._live()
+        _raise(rc, f"ring {self.ring.name!r} {what}", p.last_error_pos,
+               p.last_error_field, seg=self.ring._seg)
 
     def _list_once(self, records: Sequence[Any], type: int) -> int:
         if len(records) == 0:
@@ -929,13 +941,14 @@ class Producer:
             lens = np.fromiter((v.nbytes for v in views), dtype=np.uint64, count=len(views))
         return self._packed_once(joined, np.cumsum(lens, dtype=np.uint64), type)
 
-    def _packed_once(self, data: Any, ends: np.ndarray, type: int) -> int:
+    def _packed_once(self, data: Any, ends: np.ndarray, type: int,
+                     what: str = "publish_batch") -> int:
         buf = data if data.__class__ is bytes else ffi.from_buffer(data)
         rc = int(lib.pyshm_publish_var(self._live(), buf,
                                        ffi.cast("uint64_t *", ffi.from_buffer(ends)),
                                        len(ends), type))
         if rc < 0:
-            _raise(rc, f"ring {self.ring.name!r} publish_batch")
+            self._batch_error(rc, what)
         return rc
 
     def publish_packed(self, data: Any, ends: Any, type: int = 0,
@@ -955,7 +968,7 @@ class Producer:
         if len(e) and (int(e[-1]) > nbytes or (e[1:] < e[:-1]).any()):
             raise InvalidParameterError(f"publish_packed: ends must be non-decreasing and "
                                         f"<= {nbytes} (the data size)")
-        done = self._packed_once(data, e, type)
+        done = self._packed_once(data, e, type, "publish_packed")
         deadline = time.monotonic() + max(timeout, 0.0)
         while done < len(e):
             now = time.monotonic()
@@ -963,7 +976,12 @@ class Producer:
                 self._last_reap = now
                 self.ring.reap()
             start = int(e[done - 1]) if done else 0
-            n = self._packed_once(memoryview(data).cast("B")[start:], e[done:] - start, type)
+            try:
+                n = self._packed_once(memoryview(data).cast("B")[start:], e[done:] - start,
+                                      type, "publish_packed")
+            except PyshmError as exc:
+                exc.args = (f"{exc.args[0]}; the first {done} records were published",)
+                raise
             done += n
             if done >= len(e) or now >= deadline:
                 break
@@ -975,7 +993,7 @@ class Producer:
         recs = records if isinstance(records, (list, tuple)) else list(records)
         done = self._list_once(recs, type)
         if done < len(recs):
-            done += self._batch_rest(recs[done:], type, timeout)
+            done += self._batch_rest(recs[done:], type, timeout, done)
         return done
 
     def room(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -240,3 +241,45 @@ def test_lost_is_exact_from_start_sequence_when_the_first_copy_is_overwritten(ri
         assert c.start_sequence == 0 and got[0] > 1 and c.laps >= 1
         assert got == list(range(got[0], got[-1] + 1)) and got[-1] == p.sequence - 1
         assert len(got) + c.lost == got[-1] - c.start_sequence + 1
+
+
+def _ring_near_position_limit(r, room_records: int):
+    """Move tail and tail_intent up by whole laps, so that only about ``room_records``
+    64-byte records fit below PYSHM_POS_LIMIT; the data (and so the producer's
+    sequence reconciliation) is unchanged."""
+    with r.producer() as p:
+        for _ in range(3):
+            p.publish(b"x" * 48)
+    t = int.from_bytes(r.segment.buf[layout.OFF_TAIL:layout.OFF_TAIL + 8], "little")
+    laps = (LIMIT - t - room_records * 64) // CAP
+    for off in (layout.OFF_TAIL, layout.OFF_TAIL_INTENT):
+        r.segment.buf[off:off + 8] = (t + laps * CAP).to_bytes(8, "little")
+    return LIMIT - (t + laps * CAP)
+
+
+@pytest.mark.parametrize("form", ["array", "list", "packed"])
+def test_batch_stopping_at_the_position_limit_is_an_error(ring_name, form):
+    # a batch on a lossy ring that stops short is not "full": it raises (as publish does),
+    # naming the field and how much of the batch is in the ring; it used to return a
+    # short count, then 0 forever
+    import numpy as np
+
+    with Ring.create(ring_name, CAP) as r:
+        room = _ring_near_position_limit(r, 40)
+        fits = room // 64
+        n = fits + 200
+        with r.producer() as p:
+            with pytest.raises(CorruptSegmentError, match="header field tail") as info:
+                if form == "array":
+                    p.publish_batch(np.zeros((n, 48), np.uint8))
+                elif form == "list":
+                    p.publish_batch([b"y" * 48] * n)
+                else:
+                    p.publish_packed(bytes(48 * n), np.arange(1, n + 1, dtype=np.uint64) * 48)
+            said = re.search(r"the first (\d+) records", str(info.value))
+            next_seq = int.from_bytes(
+                r.segment.buf[layout.OFF_NEXT_SEQUENCE:layout.OFF_NEXT_SEQUENCE + 8], "little")
+            assert said and int(said.group(1)) == next_seq - 3 > fits - 5
+            for again in (lambda: p.publish_batch([b"z" * 48]), lambda: p.publish(b"z" * 48)):
+                with pytest.raises(CorruptSegmentError, match="header field tail"):
+                    again()

@@ -618,13 +618,13 @@ static inline void batch_record(const batch_src_t *b, uint64_t i, const uint8_t 
     }
 }
 
-/* One run from record `first`: returns how many were committed (0: full, or the first
- * record would pass PYSHM_POS_LIMIT: nothing written, as publish_one would refuse it).
+/* One run from record `first`: returns how many were committed (0: full; PYSHM_E_CORRUPT:
+ * the first record would pass PYSHM_POS_LIMIT, nothing written, as publish_one refuses it).
  * A run spans at most max(its first record, min(PYSHM_RUN_BYTES, max_record)) bytes,
  * so tail_intent never leads tail by more than a single publish can make it (a
  * restarted producer, reconcile_sequence and the engines' overrun test rely on it). */
-static uint64_t publish_run(pyshm_producer_t *p, const batch_src_t *b, uint64_t first,
-                            uint64_t count, int32_t type)
+static int64_t publish_run(pyshm_producer_t *p, const batch_src_t *b, uint64_t first,
+                           uint64_t count, int32_t type)
 {
     const uint64_t start = p->tail;
     const uint64_t span = p->max_record < PYSHM_RUN_BYTES ? p->max_record : PYSHM_RUN_BYTES;
@@ -640,7 +640,7 @@ static uint64_t publish_run(pyshm_producer_t *p, const batch_src_t *b, uint64_t 
         uint64_t end = pos + (a > room ? room : 0) + a;
         if (i > first && end - start > span) break;
         if (__builtin_expect(end >= PYSHM_POS_LIMIT, 0)) {
-            producer_corrupt(p, pos, PYSHM_FIELD_TAIL);
+            if (i == first) return producer_corrupt(p, pos, PYSHM_FIELD_TAIL);
             break;
         }
         if (p->gate_flags && end > p->gate_limit) {
@@ -687,7 +687,7 @@ static uint64_t publish_run(pyshm_producer_t *p, const batch_src_t *b, uint64_t 
     if (p->probe_countdown > k) p->probe_countdown -= (uint32_t)(k - 1);
     else p->probe_countdown = 1;
     finish(p, run_end);
-    return i - first;
+    return (int64_t)(i - first);
 }
 
 static int64_t publish_batch(pyshm_producer_t *p, const batch_src_t *b, uint64_t count,
@@ -695,9 +695,11 @@ static int64_t publish_batch(pyshm_producer_t *p, const batch_src_t *b, uint64_t
 {
     uint64_t done = 0;
     while (done < count) {
-        uint64_t k = publish_run(p, b, done, count, type);
+        int64_t k = publish_run(p, b, done, count, type);
+        /* records already committed are reported; the error comes with the next call */
+        if (k < 0) return done ? (int64_t)done : k;
         if (k == 0) break;
-        done += k;
+        done += (uint64_t)k;
     }
     return (int64_t)done;
 }
