@@ -321,3 +321,30 @@ def test_overwrite_ring_loss_while_the_server_is_down_is_reported_exactly(procs,
         assert sorted(s for a, b in named for s in range(a, b + 1)) == lost
         out.send_signal(signal.SIGTERM)
         assert out.wait(30) == 0
+
+
+def test_jetstream_call_retries_while_no_leader_then_names_the_call():
+    # the retry both bridges use for JetStream API calls: transient "no leader" answers
+    # are retried, a call that never succeeds ends in a BridgeError naming it
+    from nats.errors import NoRespondersError
+
+    from pyshm.bridge.connect import jetstream_call
+    from pyshm.bridge.protocol import BridgeError
+
+    calls = []
+
+    async def flaky(value, fail_times):
+        calls.append(value)
+        if len(calls) <= fail_times:
+            raise NoRespondersError
+        return value
+
+    assert asyncio.run(jetstream_call("stream info", flaky, "ok", 2, timeout=5,
+                                      display="nats://x:4222")) == "ok"
+    assert calls == ["ok"] * 3
+    calls.clear()
+    with pytest.raises(BridgeError, match=r"did not answer stream info within 0.3 s "
+                       r"\(NoRespondersError\): is JetStream enabled on nats://x:4222\?"):
+        asyncio.run(jetstream_call("stream info", flaky, "never", 10 ** 6, timeout=0.3,
+                                   display="nats://x:4222"))
+    assert len(calls) >= 2

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -414,3 +415,26 @@ async def connect(opts: NatsOptions, attempts: int = 1, **callbacks: Any) -> Any
                                     f"({type(last).__name__})")
     raise BridgeError(f"cannot connect to NATS at {opts.display}: "
                       f"{describe_connect_error(last, opts)}")
+
+
+async def jetstream_call(what: str, fn: Any, *args: Any, timeout: float, display: str,
+                         **kwargs: Any) -> Any:
+    """``await fn(*args, **kwargs)``, a JetStream API call, retried while the cluster
+    has no leader to answer it (a timeout, no responders, service unavailable: the usual
+    state for a few seconds after a node dies), for at most ``timeout`` seconds; then a
+    :class:`BridgeError` naming the call and the servers (``display``)."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await fn(*args, **kwargs)
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError,
+                asyncio.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise BridgeError(f"JetStream did not answer {what} within {timeout:g} s "
+                                  f"({type(exc).__name__}): is JetStream enabled on "
+                                  f"{display}?") from None
+            await asyncio.sleep(0.25)

@@ -32,7 +32,7 @@ from ..errors import PyshmError
 from ..ring import FULL, Ring
 from ..segment import resolve_path
 from . import protocol as P
-from .connect import NatsOptions, connect, scrub
+from .connect import NatsOptions, connect, jetstream_call, scrub
 from .follower import DUPLICATE, FollowerProducer, SequenceGapError, create_follower
 from .protocol import BridgeError, Envelope
 
@@ -104,21 +104,9 @@ class BridgeIn:
         self._stop.set()
 
     async def _api(self, what: str, fn: Any, *a: Any, **kw: Any) -> Any:
-        from nats.errors import NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import ServiceUnavailableError
-
-        deadline = time.monotonic() + self.cfg.api_timeout
-        while True:
-            try:
-                return await fn(*a, **kw)
-            except (NatsTimeout, NoRespondersError, ServiceUnavailableError,
-                    asyncio.TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise BridgeError(f"JetStream did not answer {what} within "
-                                      f"{self.cfg.api_timeout:g} s ({type(exc).__name__})"
-                                      ) from None
-                await asyncio.sleep(0.25)
+        """A JetStream API call retried while the cluster elects leaders (bounded)."""
+        return await jetstream_call(what, fn, *a, timeout=self.cfg.api_timeout,
+                                    display=self.cfg.nats.display, **kw)
 
     # ------------------------------------------------------------------ set-up
     async def _source(self) -> None:

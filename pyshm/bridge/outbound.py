@@ -38,7 +38,7 @@ from ..errors import PyshmError
 from ..ring import Consumer, Ring
 from . import protocol as P
 from . import slot as S
-from .connect import NatsOptions, connect, scrub
+from .connect import NatsOptions, connect, jetstream_call, scrub
 from .protocol import BridgeError
 
 log = logging.getLogger("pyshm.bridge")
@@ -127,22 +127,8 @@ class BridgeOut:
 
     async def _api(self, what: str, fn: Any, *a: Any, **kw: Any) -> Any:
         """A JetStream API call retried while the cluster elects leaders (bounded)."""
-        from nats.errors import NoRespondersError
-        from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import ServiceUnavailableError
-
-        deadline = time.monotonic() + self.cfg.api_timeout
-        while True:
-            try:
-                return await fn(*a, **kw)
-            except (NatsTimeout, NoRespondersError, ServiceUnavailableError,
-                    asyncio.TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise BridgeError(f"JetStream did not answer {what} within "
-                                      f"{self.cfg.api_timeout:g} s ({type(exc).__name__}): "
-                                      f"is JetStream enabled on {self.cfg.nats.display}?"
-                                      ) from None
-                await asyncio.sleep(0.25)
+        return await jetstream_call(what, fn, *a, timeout=self.cfg.api_timeout,
+                                    display=self.cfg.nats.display, **kw)
 
     async def _connect(self) -> None:
         async def disconnected() -> None:
