@@ -252,6 +252,7 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
         self._lock = threading.RLock()
         self._control = 0  # last value written, so single bits can be changed
         self.map_minor = R.IP_VERSION & 0xFFFF  # check_id reads the IP's own
+        self.capabilities = R.CAPABILITIES_CRC_TABLE_MASK  # check_id reads the IP's own
         self.poll_sleep = 0.0005
         self.fault_interval = 0.02
 
@@ -295,6 +296,12 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
                                   f"{version & 0xFFFF}, this driver speaks "
                                   f"{R.IP_VERSION >> 16}.x")
         self.map_minor = version & 0xFFFF
+        # map 1.5 made the CRC table unit a build option and reports it in CAPABILITIES;
+        # every 1.4 IP has it, older ones have none (and answer SLVERR at that offset)
+        if self.map_minor >= 5:
+            self.capabilities = self.read32(R.CAPABILITIES)
+        else:
+            self.capabilities = R.CAPABILITIES_CRC_TABLE_MASK if self.map_minor == 4 else 0
         return self.hw_config()
 
     def hw_config(self) -> HwConfig:
@@ -427,8 +434,9 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
     # ---- replica CRC table (map 1.4) ----------------------------------------------
     @property
     def has_crc_unit(self) -> bool:
-        """The IP keeps a replica CRC table (register map 1.4 or later; after check_id)."""
-        return self.map_minor >= 4
+        """The IP keeps a replica CRC table: map 1.4, or 1.5 and later built with the unit
+        (CAPABILITIES.CRC_TABLE; after check_id)."""
+        return bool(self.capabilities & R.CAPABILITIES_CRC_TABLE_MASK)
 
     def crc_configure(self, enable: bool, seed: int = 0) -> None:
         """Keep the replica's CRC table while mirroring (CRC_CONFIG.ENABLE), the first
@@ -436,8 +444,9 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
         position. Only while stopped, like the addresses."""
         if not self.has_crc_unit:
             if enable:
-                raise EngineError(f"{self.where}: register map 1.{self.map_minor} has no CRC "
-                                  f"unit (1.4 or later)")
+                raise EngineError(f"{self.where}: the IP has no CRC table unit (register map "
+                                  f"1.{self.map_minor}; built with CRC_TABLE=0, or older "
+                                  f"than 1.4)")
             return
         if not 0 <= seed <= 0xFFFFFFFF:
             raise InvalidParameterError(f"CRC seed 0x{seed:x} does not fit 32 bits")

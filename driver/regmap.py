@@ -9,13 +9,14 @@ VLNV = "pyshm:ip:ring_mirror:1.0"
 # what a pynq.DefaultIP subclass binds to
 BINDTO = [VLNV]
 IP_ID = 0x524D4952
-IP_VERSION = 0x00010004
+IP_VERSION = 0x00010005
 ADDR_RANGE = 0x100
 
 # 32-bit word offsets; a 64-bit register has _LO and _HI words
 ID = 0x00
 VERSION = 0x04
 HW_CONFIG = 0x08
+CAPABILITIES = 0x0C
 CONTROL = 0x10
 STATUS = 0x14
 IRQ_STATUS = 0x18
@@ -69,6 +70,8 @@ HW_CONFIG_MAX_BURST_M1_SHIFT = 16
 HW_CONFIG_MAX_BURST_M1_MASK = 0xFF0000
 HW_CONFIG_MAX_OUTSTANDING_SHIFT = 24
 HW_CONFIG_MAX_OUTSTANDING_MASK = 0xFF000000
+CAPABILITIES_CRC_TABLE_SHIFT = 0
+CAPABILITIES_CRC_TABLE_MASK = 0x1
 CONTROL_ENABLE_SHIFT = 0
 CONTROL_ENABLE_MASK = 0x1
 CONTROL_SYNC_SHIFT = 1
@@ -140,8 +143,9 @@ FAULT_NAMES: dict[int, str] = {
 # on build parameters, latched 64-bit read)
 REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "ID": (0x00, 32, "ro", 1380796754, False),
-    "VERSION": (0x04, 32, "ro", 65540, False),
+    "VERSION": (0x04, 32, "ro", 65541, False),
     "HW_CONFIG": (0x08, 32, "ro", None, False),
+    "CAPABILITIES": (0x0C, 32, "ro", None, False),
     "CONTROL": (0x10, 32, "rw", 0, False),
     "STATUS": (0x14, 32, "ro", 2, False),
     "IRQ_STATUS": (0x18, 32, "w1c", 0, False),

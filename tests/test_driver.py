@@ -50,6 +50,7 @@ class ScriptedDevice(DeviceBase):  # type: ignore[misc,valid-type]
         super().__init__("scripted")
         self.log: list[tuple[str, str, int]] = []
         self.regs: dict[int, int] = {R.ID: R.IP_ID, R.VERSION: R.IP_VERSION, R.HW_CONFIG: HW,
+                                     R.CAPABILITIES: R.CAPABILITIES_CRC_TABLE_MASK,
                                      R.STATUS: R.STATUS_IDLE_MASK, R.CONTROL: 0}
         self.names = {v: k for k, v in vars(R).items()
                       if k.isupper() and isinstance(v, int) and k not in ("IP_ID", "IP_VERSION",
@@ -121,7 +122,8 @@ def test_bindto_is_the_generated_vlnv():
 
 def test_check_id_reads_id_version_config(ip, dev):
     hw = ip.check_id()
-    assert [(k, n) for k, n, _ in dev.log] == [("r", "ID"), ("r", "VERSION"), ("r", "HW_CONFIG")]
+    assert [(k, n) for k, n, _ in dev.log] == [("r", "ID"), ("r", "VERSION"), ("r", "CAPABILITIES"),
+                                              ("r", "HW_CONFIG")]
     assert (hw.data_bytes, hw.addr_width, hw.max_burst, hw.max_outstanding) == (8, 40, 16, 4)
 
 
@@ -324,6 +326,36 @@ def test_engine_start_stop_register_sequence(segs, ip, dev):
         assert dev.writes() == [("CONTROL", 0)]
         assert any(n == "STATUS" for k, n, _ in dev.log if k == "r")
         assert not ring.flags & L.FLAG_GATE_ON_MIRROR  # clean stop releases the producer
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize("minor, caps, unit", [(5, 0, False), (5, 1, True), (4, 0, True),
+                                               (3, 0, False)])
+def test_crc_unit_from_capabilities(segs, ip, dev, minor, caps, unit):
+    """Map 1.5 reports the CRC table unit in CAPABILITIES (a CRC_TABLE=0 build has none);
+    every 1.4 IP has it and an older one has none (its CAPABILITIES offset is unmapped, so
+    the driver does not read it). Without the unit the engine leaves the replica's table
+    alone (no CRC_CONFIG/CRC_SEED writes) and asking for it is a clear error."""
+    ring, rep = segs
+    dev.regs[R.VERSION] = (R.IP_VERSION & 0xFFFF0000) | minor
+    dev.regs[R.CAPABILITIES] = caps
+    ip.check_id()
+    assert ip.has_crc_unit is unit
+    assert ("r", "CAPABILITIES", caps) in dev.log if minor >= 5 else \
+        all(n != "CAPABILITIES" for _, n, _ in dev.log)
+    if not unit:
+        with pytest.raises(EngineError, match="no CRC table unit"):
+            ip.crc_configure(True)
+    if minor < 4:
+        return
+    eng = ScriptedEngine(ring, rep, ip)
+    try:
+        dev.clear()
+        eng.start()
+        crc_writes = [w for w in dev.writes() if w[0] in ("CRC_CONFIG", "CRC_SEED")]
+        assert crc_writes == ([("CRC_CONFIG", R.CRC_CONFIG_ENABLE_MASK), ("CRC_SEED", 0)]
+                              if unit else [])
     finally:
         eng.close()
 

@@ -13,6 +13,7 @@ module ring_mirror #(
     parameter MAX_OUTSTANDING = 4,      // read bursts in flight at most, 1..255
     parameter FIFO_DEPTH = 64,          // read-data FIFO beats, power of two >= MAX_BURST_LEN
     parameter RUN_LOG = 16,             // a round copies in runs of at most 2^RUN_LOG beats
+    parameter CRC_TABLE = 1,            // 1: build the replica CRC table unit (CAPABILITIES)
     parameter [3:0] AXI_CACHE = 4'b1111,// AxCACHE of every transaction (coherent port: 1111)
     parameter [2:0] AXI_PROT = 3'b010   // AxPROT of every transaction
 ) (
@@ -80,6 +81,14 @@ module ring_mirror #(
 // field layout from hw/regmap.yaml (HW_CONFIG)
 localparam [31:0] HW_CONFIG = ((MAX_OUTSTANDING % 256) << 24) | (((MAX_BURST_LEN - 1) % 256) << 16)
                             | ((ADDR_WIDTH % 256) << 8) | ((DATA_WIDTH / 8) % 256);
+localparam [31:0] CAPABILITIES = CRC_TABLE != 0 ? 32'd1 : 32'd0;   // bit 0: CRC_TABLE
+
+initial begin
+    if (CRC_TABLE != 0 && CRC_TABLE != 1) begin
+        $error("ring_mirror: CRC_TABLE (%0d) must be 0 or 1", CRC_TABLE);
+        $finish;
+    end
+end
 
 wire rst = !aresetn;
 
@@ -98,7 +107,8 @@ wire [7:0] st_fault, st_addr;
 wire [63:0] st_value;
 wire ev_sync_done, ev_soft_reset_done, ev_fault, ev_progress, ev_overrun;
 
-ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
+ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .CAPABILITIES(CAPABILITIES), .ADDR_WIDTH(ADDR_WIDTH))
+regs (
     .clk(aclk), .rst(rst),
     .s_axil_awaddr(s_axil_awaddr), .s_axil_awprot(s_axil_awprot),
     .s_axil_arprot(s_axil_arprot), .s_axil_awvalid(s_axil_awvalid),
@@ -133,7 +143,8 @@ ring_mirror_regs #(.HW_CONFIG(HW_CONFIG), .ADDR_WIDTH(ADDR_WIDTH)) regs (
 ring_mirror_core #(
     .DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .ID_WIDTH(ID_WIDTH),
     .MAX_BURST_LEN(MAX_BURST_LEN), .MAX_OUTSTANDING(MAX_OUTSTANDING),
-    .FIFO_DEPTH(FIFO_DEPTH), .RUN_LOG(RUN_LOG), .AXI_CACHE(AXI_CACHE), .AXI_PROT(AXI_PROT)
+    .FIFO_DEPTH(FIFO_DEPTH), .RUN_LOG(RUN_LOG), .CRC_TABLE(CRC_TABLE), .AXI_CACHE(AXI_CACHE),
+    .AXI_PROT(AXI_PROT)
 ) core (
     .clk(aclk), .rst(rst),
     .cfg_enable(cfg_enable), .cfg_sync(cfg_sync), .cfg_soft_reset(cfg_soft_reset),

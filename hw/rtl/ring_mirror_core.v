@@ -50,6 +50,7 @@ module ring_mirror_core #(
     parameter MAX_OUTSTANDING = 4,      // read bursts in flight at most, 1..255
     parameter FIFO_DEPTH = 64,          // read-data FIFO beats, power of two >= MAX_BURST_LEN
     parameter RUN_LOG = 16,             // a round copies in runs of at most 2^RUN_LOG beats
+    parameter CRC_TABLE = 1,            // 1: the replica CRC table unit (rm_crc_table)
     parameter [3:0] AXI_CACHE = 4'b1111,// AxCACHE: write-back allocate, for coherent ports
     parameter [2:0] AXI_PROT = 3'b010   // AxPROT: unprivileged, non-secure, data
 ) (
@@ -1267,33 +1268,65 @@ end
 // ALU controls of the state being entered, registered. Operand A is selected a cycle
 // ahead into a_op_reg (with the position file's read), so the 64-bit adder sees two
 // flip-flops (a_op_reg and the accumulator) and a one-LUT invert/enable in front of it.
-// They decode state_pre, the next state before a fault's override: when a fault sends
-// the round to S_DRAIN, that state computes and writes nothing, so the controls it gets
-// do not matter, and the wide "any round state" OR stays off the operand select.
+//
+// The operand select (a_sel) is decoded from the *current* state: each state names the
+// operand of its successor. Where a state's successor depends on a condition, the
+// successors it can branch to either all take the same operand, or those that do not
+// use it (DRAIN, IDLE, waiting states) get the one of the branch that does; a waiting
+// state loads its successor's operand every cycle it waits (it computes nothing with
+// it). So no condition of the round (flags, word completions, the fault override) sits
+// in front of the 12-way, 64-bit select and the position file's read: before, a_sel
+// decoded the next state, and that decode was the critical path (docs/hw.md).
+// The narrow controls (b_en, b_inv, cin, m_sel) still decode state_pre, the next state
+// before a fault's override: when a fault sends the round to S_DRAIN, that state
+// computes and writes nothing, so the controls it gets do not matter, and the wide
+// "any round state" OR stays off them.
 always @* begin
     a_sel_next = A_POS;
+    (* parallel_case *)
+    case (1'b1)
+        // -> S_CLEAR (a SOFT_RESET) or S_LOAD1 (a MIRRORED load); nothing else from IDLE
+        // computes
+        state_reg[S_IDLE]: a_sel_next = cfg_soft_reset ? A_ZERO : A_LOADV;
+        state_reg[S_CLEAR], state_reg[S_FAULT]: a_sel_next = A_ZERO;
+        state_reg[S_LOAD1], state_reg[S_LOAD2]: a_sel_next = A_LOADV;
+        // -> T2, T3, T6, T7, T8, I2, I4, I5, I6, RINT_R2, U2, U3: the word just read
+        state_reg[S_T1], state_reg[S_T2], state_reg[S_T5], state_reg[S_T6],
+        state_reg[S_T7], state_reg[S_I1], state_reg[S_I3], state_reg[S_I4],
+        state_reg[S_I5], state_reg[S_RINT_R], state_reg[S_U1],
+        state_reg[S_U2]: a_sel_next = A_WORD;
+        // -> T10, I8: acc - (capacity - partition)
+        state_reg[S_T9], state_reg[S_I7]: a_sel_next = A_NCLP;
+        // -> P7, U12: acc + capacity - partition + 1 (U11 goes to U12 only when it keeps)
+        state_reg[S_P8]: a_sel_next = A_CLP;
+        state_reg[S_U11]: a_sel_next = f_keep_reg ? A_CLP : A_POS;
+        state_reg[S_P1], state_reg[S_X5]: a_sel_next = A_ZERO;     // -> P2, X6
+        state_reg[S_PUB_RING]: a_sel_next = A_LEN;                  // -> F0
+        state_reg[S_NR2]: a_sel_next = A_RUN;                       // -> NR3
+        state_reg[S_X2]: a_sel_next = fwhere_reg == W_WORD ? A_WADDR : A_ZERO;  // -> X3
+        state_reg[S_X4]: a_sel_next = A_BEAT;                       // -> X5
+        state_reg[S_X6]: a_sel_next = fwhere_reg == W_SRC ? A_RING : A_REPLICA; // -> X7
+        default: begin
+        end
+    endcase
+end
+
+always @* begin
     b_en_next = 1'b0;
     b_inv_next = 1'b0;
     cin_next = 1'b0;
     m_sel_next = M_NONE;
     (* parallel_case *)
     case (1'b1)
-        state_pre[S_CLEAR]: a_sel_next = A_ZERO;
-        state_pre[S_LOAD1], state_pre[S_LOAD2], state_pre[S_LOAD3]: a_sel_next = A_LOADV;
         // A - acc: tail - tail seen, t - start, i - tnew, i - cstart, t2 - tnew
         state_pre[S_T2], state_pre[S_T6], state_pre[S_I2], state_pre[S_I4],
         state_pre[S_U2]: begin
-            a_sel_next = A_WORD;
             b_en_next = 1'b1;
             b_inv_next = 1'b1;
             cin_next = 1'b1;
         end
-        // the word itself: tail seen, tnew, intent, rint, t2
-        state_pre[S_T3], state_pre[S_T7], state_pre[S_I5], state_pre[S_RINT_R2],
-        state_pre[S_U3]: a_sel_next = A_WORD;
         // (word - 1) & ~(partition - 1): the partition start below a position
         state_pre[S_T8], state_pre[S_I6]: begin
-            a_sel_next = A_WORD;
             b_inv_next = 1'b1;
             m_sel_next = M_PART;
         end
@@ -1307,41 +1340,24 @@ always @* begin
         end
         // acc - (capacity - partition): the oldest intact partition
         state_pre[S_T10], state_pre[S_I8]: begin
-            a_sel_next = A_NCLP;
             b_en_next = 1'b1;
             cin_next = 1'b1;
         end
         // acc + capacity - partition + 1: the replica intent of a resynchronised round
         state_pre[S_P7], state_pre[S_U12]: begin
-            a_sel_next = A_CLP;
             b_en_next = 1'b1;
             cin_next = 1'b1;
         end
         state_pre[S_P2]: begin
-            a_sel_next = A_ZERO;
             b_en_next = 1'b1;
             m_sel_next = M_BEAT;
         end
         state_pre[S_P5], state_pre[S_U5]: cin_next = 1'b1;      // overruns + 1
         state_pre[S_U8], state_pre[S_F2]: b_en_next = 1'b1;     // lost/bytes + acc
-        state_pre[S_F0]: a_sel_next = A_LEN;
-        state_pre[S_NR3]: begin
-            a_sel_next = A_RUN;
-            b_en_next = 1'b1;
-        end
-        state_pre[S_X3]: a_sel_next = fwhere_next == W_WORD ? A_WADDR : A_ZERO;
-        state_pre[S_X5]: begin
-            a_sel_next = A_BEAT;
-            b_en_next = 1'b1;
-        end
+        state_pre[S_NR3], state_pre[S_X5], state_pre[S_X7]: b_en_next = 1'b1;
         state_pre[S_X6]: begin
-            a_sel_next = A_ZERO;
             b_en_next = 1'b1;
             m_sel_next = M_CAP;
-        end
-        state_pre[S_X7]: begin
-            a_sel_next = fwhere_next == W_SRC ? A_RING : A_REPLICA;
-            b_en_next = 1'b1;
         end
         default: begin
         end
@@ -1494,7 +1510,8 @@ end
 rm_mover #(
     .DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .ID_WIDTH(ID_WIDTH),
     .MAX_BURST_LEN(MAX_BURST_LEN), .MAX_OUTSTANDING(MAX_OUTSTANDING),
-    .FIFO_DEPTH(FIFO_DEPTH), .AXI_CACHE(AXI_CACHE), .AXI_PROT(AXI_PROT), .BW(BW)
+    .FIFO_DEPTH(FIFO_DEPTH), .CRC_TABLE(CRC_TABLE), .AXI_CACHE(AXI_CACHE),
+    .AXI_PROT(AXI_PROT), .BW(BW)
 ) mover (
     .clk(clk), .rst(rst),
     .src_base(cfg_ring_base), .dst_base(cfg_replica_base), .off_mask(cfg_cap_mask),

@@ -2,12 +2,12 @@
 // Included inside module bodies (no include guard: each module needs its copy).
 /* verilator lint_off UNUSEDPARAM */
 localparam [31:0] RM_ID_VALUE = 32'h524d4952;
-localparam [31:0] RM_VERSION_VALUE = 32'h00010004;
+localparam [31:0] RM_VERSION_VALUE = 32'h00010005;
 localparam integer RM_ADDR_WIDTH = 8;
 localparam [7:0] RM_REG_ID = 8'h00;
 localparam [31:0] RM_RST_ID = 32'h524d4952;
 localparam [7:0] RM_REG_VERSION = 8'h04;
-localparam [31:0] RM_RST_VERSION = 32'h10004;
+localparam [31:0] RM_RST_VERSION = 32'h10005;
 localparam [7:0] RM_REG_HW_CONFIG = 8'h08;
 localparam integer RM_HW_CONFIG_DATA_BYTES_LSB = 0;
 localparam integer RM_HW_CONFIG_DATA_BYTES_WIDTH = 8;
@@ -17,6 +17,9 @@ localparam integer RM_HW_CONFIG_MAX_BURST_M1_LSB = 16;
 localparam integer RM_HW_CONFIG_MAX_BURST_M1_WIDTH = 8;
 localparam integer RM_HW_CONFIG_MAX_OUTSTANDING_LSB = 24;
 localparam integer RM_HW_CONFIG_MAX_OUTSTANDING_WIDTH = 8;
+localparam [7:0] RM_REG_CAPABILITIES = 8'h0c;
+localparam integer RM_CAPABILITIES_CRC_TABLE_LSB = 0;
+localparam integer RM_CAPABILITIES_CRC_TABLE_WIDTH = 1;
 localparam [7:0] RM_REG_CONTROL = 8'h10;
 localparam [31:0] RM_RST_CONTROL = 32'h0;
 localparam integer RM_CONTROL_ENABLE_LSB = 0;

@@ -29,6 +29,7 @@
 
 module ring_mirror_regs #(
     parameter [31:0] HW_CONFIG = 32'd0,  // value of the HW_CONFIG register (build parameters)
+    parameter [31:0] CAPABILITIES = 32'd1, // value of CAPABILITIES (bit 0: the CRC table unit)
     parameter ADDR_WIDTH = 40            // AXI4 master address bits, 32..64
 ) (
     input  wire        clk,
@@ -390,7 +391,9 @@ always @* begin
                 if (!stopped) begin
                     config_refused_next = 1'b1;
                 end else if (wmask[RM_CRC_CONFIG_ENABLE_LSB]) begin
-                    crc_enable_next = wr_data_reg[RM_CRC_CONFIG_ENABLE_LSB];
+                    // without the unit the bit stays 0 (CAPABILITIES.CRC_TABLE says so)
+                    crc_enable_next = wr_data_reg[RM_CRC_CONFIG_ENABLE_LSB]
+                                    && CAPABILITIES[RM_CAPABILITIES_CRC_TABLE_LSB];
                     settle_next = 3'd5;
                 end
             end
@@ -410,7 +413,7 @@ always @* begin
                     load_refused_next = 1'b1;
                 end
             end
-            RM_REG_ID, RM_REG_VERSION, RM_REG_HW_CONFIG, RM_REG_FAULT_ADDR_LO,
+            RM_REG_ID, RM_REG_VERSION, RM_REG_HW_CONFIG, RM_REG_CAPABILITIES, RM_REG_FAULT_ADDR_LO,
             RM_REG_FAULT_ADDR_HI, RM_REG_FAULT_POSITION_LO, RM_REG_FAULT_POSITION_HI,
             RM_REG_TAIL_SEEN_LO, RM_REG_TAIL_SEEN_HI, RM_REG_BYTES_COPIED_LO,
             RM_REG_BYTES_COPIED_HI, RM_REG_BURSTS_LO, RM_REG_BURSTS_HI, RM_REG_OVERRUNS_LO,
@@ -439,6 +442,7 @@ always @* begin
             RM_REG_ID: rdata_next = RM_ID_VALUE;
             RM_REG_VERSION: rdata_next = RM_VERSION_VALUE;
             RM_REG_HW_CONFIG: rdata_next = HW_CONFIG;
+            RM_REG_CAPABILITIES: rdata_next = CAPABILITIES;
             RM_REG_CONTROL: rdata_next = control_word;
             RM_REG_STATUS: rdata_next = status_word;
             RM_REG_IRQ_STATUS: rdata_next = irq_status_word;

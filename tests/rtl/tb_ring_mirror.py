@@ -572,9 +572,10 @@ async def test_register_reset_values(dut):
     await tb.reset()
     hw_config = (int(dut.MAX_OUTSTANDING.value) << 24 | (int(dut.MAX_BURST_LEN.value) - 1) << 16
                  | int(dut.ADDR_WIDTH.value) << 8 | int(dut.DATA_WIDTH.value) // 8)
+    depends = {"HW_CONFIG": hw_config, "CAPABILITIES": int(dut.CRC_TABLE.value)}
     mapped = set()
     for name, (off, width, _access, reset, _latch) in R.REGISTERS.items():
-        want = hw_config if reset is None else reset
+        want = depends[name] if reset is None else reset
         if width == 64:
             got = await tb.rd(off) | await tb.rd(off + 4) << 32
             mapped |= {off, off + 4}
@@ -1331,6 +1332,42 @@ async def test_crc_table_off(dut):
     (assert_guards) and counts no blocks."""
     tb = await mirror_small_blocks(dut, crc=False)
     assert await tb.rd(R.CRC_CONFIG) == 0
+    assert await tb.rd(R.CRC_BLOCKS) == 0
+
+
+@rtl_test
+async def test_crc_unit_build_option(dut):
+    """CAPABILITIES.CRC_TABLE says whether the IP was built with the CRC table unit
+    (parameter CRC_TABLE). With it CRC_CONFIG.ENABLE sticks; without it the bit ignores
+    writes (no CONFIG_REFUSED: the driver reads CAPABILITIES first), CRC_SEED and
+    CRC_BLOCKS read 0, and the engine mirrors without writing anything after the replica's
+    data area (the checker's write windows and assert_guards)."""
+    unit = int(dut.CRC_TABLE.value)
+    tb = TB(dut, seed=seed(), crc=False)
+    tb.latency_range = (0, 8)
+    await tb.reset()
+    caps = await tb.rd(R.CAPABILITIES)
+    assert caps & R.CAPABILITIES_CRC_TABLE_MASK == (R.CAPABILITIES_CRC_TABLE_MASK if unit else 0)
+    await tb.configure()
+    await tb.wr(R.CRC_CONFIG, R.CRC_CONFIG_ENABLE_MASK)
+    assert await tb.rd(R.CRC_CONFIG) == (R.CRC_CONFIG_ENABLE_MASK if unit else 0)
+    assert not await tb.status() & R.STATUS_CONFIG_REFUSED_MASK
+    if unit:
+        await tb.wr(R.CRC_CONFIG, 0)    # (this test's memory model keeps no table)
+    else:
+        await tb.wr(R.CRC_SEED, 0x12345678)
+        assert await tb.rd(R.CRC_SEED) == 0
+    tb.set_backpressure(True)
+    await tb.wr(R.CONTROL, R.CONTROL_ENABLE_MASK)
+    for _ in range(12):
+        tb.publish(tb.random_payload())
+        await ClockCycles(dut.aclk, tb.rng.randint(20, 200))
+    await tb.wait_mirrored(tb.tail, 40000)
+    await tb.wr(R.CONTROL, 0)
+    await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
+    tb.assert_replica_matches()
+    tb.assert_guards()
+    tb.assert_no_errors()
     assert await tb.rd(R.CRC_BLOCKS) == 0
 
 

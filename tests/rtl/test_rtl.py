@@ -48,10 +48,29 @@ def test_ring_mirror(sim, width, build_root):
                 extra_env={"RTL_SEED": str(width)})
 
 
+# the cocotb tests of the CRC table unit itself; a CRC_TABLE=0 build runs all the others
+CRC_UNIT = {"test_crc_table_small_blocks", "test_crc_table_write_error"}
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("sim", rtl_sim.SIMULATORS)
+def test_ring_mirror_without_crc_table(sim, build_root):
+    """The IP built without the CRC table unit (CRC_TABLE=0) at 64 bits: every cocotb test
+    but those of the unit, the AXI4 checker watching each, and test_crc_unit_build_option
+    checking that CAPABILITIES reports the unit missing and CRC_CONFIG.ENABLE stays 0."""
+    params = {"DATA_WIDTH": 64, "ADDR_WIDTH": 32, "MAX_BURST_LEN": 16,
+              "MAX_OUTSTANDING": 4, "FIFO_DEPTH": 64, "RUN_LOG": 8, "CRC_TABLE": 0}
+    tests = [t for t in cocotb_tests() if t not in CRC_UNIT]
+    assert CRC_UNIT < set(cocotb_tests()) and "test_crc_unit_build_option" in tests
+    rtl_sim.run(sim, build_root / f"{sim}_64_nocrc", params, testcase=tests,
+                extra_env={"RTL_SEED": "65", "RTL_CRC": "0"})
+
+
 def test_verilator_lint_wall():
     rtl_sim.require("verilator")
     exe = shutil.which("verilator", path=rtl_sim.tool_path())
-    for params in (["-GDATA_WIDTH=64"], ["-GDATA_WIDTH=128", "-GADDR_WIDTH=64"],
+    for params in (["-GDATA_WIDTH=64"], ["-GDATA_WIDTH=64", "-GCRC_TABLE=0"],
+                   ["-GDATA_WIDTH=128", "-GADDR_WIDTH=64"],
                    ["-GDATA_WIDTH=256", "-GMAX_BURST_LEN=8", "-GFIFO_DEPTH=32"]):
         res = subprocess.run([exe, "--lint-only", "-Wall", f"-I{rtl_sim.RTL}",
                               "--top-module", "ring_mirror", *params,
