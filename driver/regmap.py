@@ -9,7 +9,7 @@ VLNV = "pyshm:ip:ring_mirror:1.0"
 # what a pynq.DefaultIP subclass binds to
 BINDTO = [VLNV]
 IP_ID = 0x524D4952
-IP_VERSION = 0x00010005
+IP_VERSION = 0x00010006
 ADDR_RANGE = 0x100
 
 # 32-bit word offsets; a 64-bit register has _LO and _HI words
@@ -60,6 +60,23 @@ FAULT_POSITION_HI = 0xAC
 CRC_CONFIG = 0xB0
 CRC_SEED = 0xB4
 CRC_BLOCKS = 0xB8
+RESTORE_CONTROL = 0xBC
+RESTORE_STATUS = 0xC0
+RESTORE_CHUNK_SIZE = 0xC4
+RESTORE_SOURCE_LO = 0xC8
+RESTORE_SOURCE_HI = 0xCC
+RESTORE_TABLE_LO = 0xD0
+RESTORE_TABLE_HI = 0xD4
+RESTORE_POSITION_LO = 0xD8
+RESTORE_POSITION_HI = 0xDC
+RESTORE_LENGTH_LO = 0xE0
+RESTORE_LENGTH_HI = 0xE4
+RESTORE_FAULT_CHUNK = 0xE8
+RESTORE_CRC_SEEN = 0xEC
+RESTORE_BYTES_LO = 0xF0
+RESTORE_BYTES_HI = 0xF4
+RESTORE_FAULT_ADDR_LO = 0xF8
+RESTORE_FAULT_ADDR_HI = 0xFC
 
 # fields: NAME_FIELD_SHIFT and NAME_FIELD_MASK (mask already shifted)
 HW_CONFIG_DATA_BYTES_SHIFT = 0
@@ -72,6 +89,8 @@ HW_CONFIG_MAX_OUTSTANDING_SHIFT = 24
 HW_CONFIG_MAX_OUTSTANDING_MASK = 0xFF000000
 CAPABILITIES_CRC_TABLE_SHIFT = 0
 CAPABILITIES_CRC_TABLE_MASK = 0x1
+CAPABILITIES_RESTORE_SHIFT = 1
+CAPABILITIES_RESTORE_MASK = 0x2
 CONTROL_ENABLE_SHIFT = 0
 CONTROL_ENABLE_MASK = 0x1
 CONTROL_SYNC_SHIFT = 1
@@ -102,6 +121,22 @@ IRQ_STATUS_OVERRUN_SHIFT = 2
 IRQ_STATUS_OVERRUN_MASK = 0x4
 CRC_CONFIG_ENABLE_SHIFT = 0
 CRC_CONFIG_ENABLE_MASK = 0x1
+RESTORE_CONTROL_START_SHIFT = 0
+RESTORE_CONTROL_START_MASK = 0x1
+RESTORE_CONTROL_VERIFY_ONLY_SHIFT = 1
+RESTORE_CONTROL_VERIFY_ONLY_MASK = 0x2
+RESTORE_CONTROL_ABORT_SHIFT = 2
+RESTORE_CONTROL_ABORT_MASK = 0x4
+RESTORE_STATUS_BUSY_SHIFT = 0
+RESTORE_STATUS_BUSY_MASK = 0x1
+RESTORE_STATUS_DONE_SHIFT = 1
+RESTORE_STATUS_DONE_MASK = 0x2
+RESTORE_STATUS_ERROR_SHIFT = 2
+RESTORE_STATUS_ERROR_MASK = 0x4
+RESTORE_STATUS_REFUSED_SHIFT = 3
+RESTORE_STATUS_REFUSED_MASK = 0x8
+RESTORE_STATUS_FAULT_SHIFT = 8
+RESTORE_STATUS_FAULT_MASK = 0xFF00
 
 # numbered fault codes of STATUS.FAULT
 FAULT_NONE = 0
@@ -120,6 +155,10 @@ FAULT_INTENT_RANGE = 12
 FAULT_WATCHDOG = 13
 FAULT_OVERLAP = 14
 FAULT_POSITION_LIMIT = 15
+FAULT_CRC_MISMATCH = 16
+FAULT_BAD_RESTORE = 17
+FAULT_MODE_CONFLICT = 18
+FAULT_ABORTED = 19
 FAULT_NAMES: dict[int, str] = {
     0: "NONE: no fault",
     1: "READ_SLVERR: a read answered SLVERR",
@@ -137,13 +176,17 @@ FAULT_NAMES: dict[int, str] = {
     13: "WATCHDOG: the AXI4 slave answered nothing for WATCHDOG cycles (see FAULT_ADDR)",
     14: "OVERLAP: the ring's and the replica's data areas overlap",
     15: "POSITION_LIMIT: a resynchronised replica tail intent would pass 2^64-1",
+    16: "CRC_MISMATCH: restore: a chunk's CRC32C is not its table entry (RESTORE_FAULT_CHUNK)",
+    17: "BAD_RESTORE: restore: chunk size not a multiple of 8, length 0 or over the capacity",
+    18: "MODE_CONFLICT: restore: START while mirroring was not stopped",
+    19: "ABORTED: restore: RESTORE_CONTROL.ABORT stopped the job",
 }
 
 # name: (offset, width in bits, access, reset value or None when it depends
 # on build parameters, latched 64-bit read)
 REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "ID": (0x00, 32, "ro", 1380796754, False),
-    "VERSION": (0x04, 32, "ro", 65541, False),
+    "VERSION": (0x04, 32, "ro", 65542, False),
     "HW_CONFIG": (0x08, 32, "ro", None, False),
     "CAPABILITIES": (0x0C, 32, "ro", None, False),
     "CONTROL": (0x10, 32, "rw", 0, False),
@@ -172,4 +215,15 @@ REGISTERS: dict[str, tuple[int, int, str, int | None, bool]] = {
     "CRC_CONFIG": (0xB0, 32, "rw", 0, False),
     "CRC_SEED": (0xB4, 32, "rw", 0, False),
     "CRC_BLOCKS": (0xB8, 32, "ro", 0, False),
+    "RESTORE_CONTROL": (0xBC, 32, "rw", 0, False),
+    "RESTORE_STATUS": (0xC0, 32, "ro", 0, False),
+    "RESTORE_CHUNK_SIZE": (0xC4, 32, "rw", 0, False),
+    "RESTORE_SOURCE": (0xC8, 64, "rw", 0, False),
+    "RESTORE_TABLE": (0xD0, 64, "rw", 0, False),
+    "RESTORE_POSITION": (0xD8, 64, "rw", 0, False),
+    "RESTORE_LENGTH": (0xE0, 64, "rw", 0, False),
+    "RESTORE_FAULT_CHUNK": (0xE8, 32, "ro", 0, False),
+    "RESTORE_CRC_SEEN": (0xEC, 32, "ro", 0, False),
+    "RESTORE_BYTES": (0xF0, 64, "ro", 0, True),
+    "RESTORE_FAULT_ADDR": (0xF8, 64, "ro", 0, True),
 }

@@ -47,7 +47,7 @@ RING_BUS = 0x1_0000_0000
 REPLICA_BUS = 0x2_0000_0000
 # the IP's sources, top first (tests/rtl, the sim engine and hw/synth_yosys.sh use this list)
 RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_mover.v",
-             "rm_burst_plan.v", "rm_fifo.v", "rm_crc_table.v", "rm_crc32c.v")
+             "rm_burst_plan.v", "rm_fifo.v", "rm_crc_table.v", "rm_crc32c.v", "rm_restore.v")
 
 
 class SimulatorError(EngineError):

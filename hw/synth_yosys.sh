@@ -11,7 +11,7 @@ HW=$(cd "$(dirname "$0")" && pwd)
 OUT=${OUT_DIR:-.}
 RTL="$HW/rtl"
 yosys -q -l "$OUT/ring_mirror_$W.log" -p "
-read_verilog -I$RTL -DSYNTHESIS $RTL/rm_crc32c.v $RTL/rm_crc_table.v $RTL/rm_fifo.v $RTL/rm_burst_plan.v $RTL/rm_mover.v $RTL/ring_mirror_core.v $RTL/ring_mirror_regs.v $RTL/ring_mirror.v
+read_verilog -I$RTL -DSYNTHESIS $RTL/rm_crc32c.v $RTL/rm_crc_table.v $RTL/rm_fifo.v $RTL/rm_burst_plan.v $RTL/rm_mover.v $RTL/rm_restore.v $RTL/ring_mirror_core.v $RTL/ring_mirror_regs.v $RTL/ring_mirror.v
 chparam -set DATA_WIDTH $W -set ADDR_WIDTH 40 ring_mirror
 synth_xilinx -top ring_mirror -flatten -family xcup
 tee -o $OUT/ring_mirror_$W.stat stat

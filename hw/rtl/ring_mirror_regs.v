@@ -13,6 +13,10 @@
 // flip-flops' clock enable, no read-modify-write select) and the engine reads them as they
 // are, the derived masks from the check's first stage.
 //
+// Offsets from RESTORE_CONTROL up belong to the restore copy mode (rm_restore): writes are
+// forwarded (x_wr), reads answered from its x_rd_data; while a job runs (x_busy) ENABLE
+// and SYNC writes and the address registers are refused (STATUS.CONFIG_REFUSED).
+//
 // CRC_CONFIG and CRC_SEED take writes only while the engine is stopped, like the address
 // registers; with CRC_CONFIG.ENABLE the check also covers the replica's CRC table (after
 // the replica's data area: 0x40 bytes of header and 4 bytes per block of min(64 KiB,
@@ -101,6 +105,16 @@ module ring_mirror_regs #(
     input  wire        ev_fault,
     input  wire        ev_progress,
     input  wire        ev_overrun,
+
+    // the restore copy mode's registers (rm_restore): every offset from
+    // RM_REG_RESTORE_CONTROL up is forwarded; while x_busy a job runs
+    output wire        x_wr,
+    output wire [7:0]  x_wr_addr,
+    output wire [31:0] x_wr_data,
+    output wire [3:0]  x_wr_strb,
+    output wire        x_rd_take,
+    input  wire [31:0] x_rd_data,
+    input  wire        x_busy,
 
     output wire        irq
 );
@@ -223,8 +237,10 @@ wire [31:0] irq_status_word = ({31'd0, irq_status_reg[0]} << RM_IRQ_STATUS_FAULT
                             | ({31'd0, irq_status_reg[2]} << RM_IRQ_STATUS_OVERRUN_LSB);
 
 // the engine takes address/geometry writes only while stopped, MIRRORED only when idle
-wire stopped = (st_idle || st_error) && !enable_reg && !sync_reg;
-wire loadable = st_idle && !enable_reg && !sync_reg && !soft_reset_reg;
+// (and no restore job runs: it reads the ring's geometry)
+wire stopped = (st_idle || st_error) && !enable_reg && !sync_reg && !x_busy;
+wire loadable = st_idle && !enable_reg && !sync_reg && !soft_reset_reg && !x_busy;
+wire wr_restore = wr_addr_reg >= RM_REG_RESTORE_CONTROL;
 
 // the configuration register a write addresses (0..7) and which half, decoded at the
 // handshake and registered with whether the engine was stopped then: the byte enables of
@@ -365,12 +381,16 @@ always @* begin
         case (wr_addr)
             RM_REG_CONTROL: begin
                 if (wmask[RM_CONTROL_ENABLE_LSB]) begin
-                    enable_next = wr_data_reg[RM_CONTROL_ENABLE_LSB];
+                    enable_next = wr_data_reg[RM_CONTROL_ENABLE_LSB] && !x_busy;
+                end
+                // mirroring does not start while a restore job runs
+                if (x_busy && (wones[RM_CONTROL_ENABLE_LSB] || wones[RM_CONTROL_SYNC_LSB])) begin
+                    config_refused_next = 1'b1;
                 end
                 if (wmask[RM_CONTROL_IRQ_ENABLE_LSB]) begin
                     irq_en_next = wr_data_reg[RM_CONTROL_IRQ_ENABLE_LSB];
                 end
-                if (wones[RM_CONTROL_SYNC_LSB] && !st_error) sync_next = 1'b1;
+                if (wones[RM_CONTROL_SYNC_LSB] && !st_error && !x_busy) sync_next = 1'b1;
                 if (wones[RM_CONTROL_SOFT_RESET_LSB]) soft_reset_next = 1'b1;
             end
             RM_REG_STATUS: begin
@@ -421,7 +441,7 @@ always @* begin
             RM_REG_BYTES_LOST_LO, RM_REG_BYTES_LOST_HI, RM_REG_CRC_BLOCKS: begin
                 // read-only: writes are ignored but the address is mapped
             end
-            default: if (!wr_cfg) bresp_next = RESP_SLVERR;
+            default: if (!wr_cfg && !wr_restore) bresp_next = RESP_SLVERR;
         endcase
     end
 
@@ -464,6 +484,8 @@ always @* begin
             default: begin
                 if (rd_addr_reg >= CFG_BASE && rd_addr_reg < CFG_BASE + 8'd64) begin
                     rdata_next = rd_cfg_word;
+                end else if (rd_addr_reg >= RM_REG_RESTORE_CONTROL) begin
+                    rdata_next = x_rd_data;
                 end else begin
                     rresp_next = RESP_SLVERR;
                 end
@@ -546,6 +568,11 @@ assign s_axil_rdata = rdata_reg;
 assign s_axil_rresp = rresp_reg;
 assign s_axil_rvalid = rvalid_reg;
 assign st_addr = rd_addr_reg;
+assign x_wr = wr_apply && wr_restore;
+assign x_wr_addr = wr_addr_reg;
+assign x_wr_data = wr_data_reg;
+assign x_wr_strb = wr_strb_reg;
+assign x_rd_take = rd_pipe_reg[1];
 
 assign cfg_enable = enable_reg;
 assign cfg_sync = sync_reg;

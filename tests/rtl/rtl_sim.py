@@ -11,9 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RTL = ROOT / "hw" / "rtl"
 TB_DIR = Path(__file__).resolve().parent
+# = pyshm.driver.sim.RTL_FILES (test_regmap checks)
 RTL_FILES = ("ring_mirror.v", "ring_mirror_regs.v", "ring_mirror_core.v", "rm_mover.v",
-             "rm_burst_plan.v", "rm_fifo.v",
-             "rm_crc_table.v", "rm_crc32c.v")   # = pyshm.driver.sim.RTL_FILES (test_regmap checks)
+             "rm_burst_plan.v", "rm_fifo.v", "rm_crc_table.v", "rm_crc32c.v", "rm_restore.v")
 SOURCES = [RTL / f for f in RTL_FILES]
 SIMULATORS = ("icarus", "verilator")
 

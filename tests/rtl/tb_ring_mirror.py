@@ -572,7 +572,8 @@ async def test_register_reset_values(dut):
     await tb.reset()
     hw_config = (int(dut.MAX_OUTSTANDING.value) << 24 | (int(dut.MAX_BURST_LEN.value) - 1) << 16
                  | int(dut.ADDR_WIDTH.value) << 8 | int(dut.DATA_WIDTH.value) // 8)
-    depends = {"HW_CONFIG": hw_config, "CAPABILITIES": int(dut.CRC_TABLE.value)}
+    depends = {"HW_CONFIG": hw_config,
+               "CAPABILITIES": int(dut.CRC_TABLE.value) | int(dut.RESTORE.value) << 1}
     mapped = set()
     for name, (off, width, _access, reset, _latch) in R.REGISTERS.items():
         want = depends[name] if reset is None else reset
@@ -1388,3 +1389,284 @@ async def test_crc_table_write_error(dut):
     assert pos == 0
     assert tb.ttail_writes == [] and tb.get64(tb.replica_seg + L.OFF_TAIL) == 0
     tb.checker.assert_clean()
+
+
+# ---------------------------------------------------------------------- restore copy mode
+# rm_restore (map 1.6): checksummed chunks from a source buffer into the ring, or only
+# checked (VERIFY_ONLY). Memory: the ring's data area (8 KiB at 0x1000), the source buffer
+# from 0x4000 placed at the job's ring offset modulo 4096, the expected-CRC table at 0x7800.
+RS_SRC = 0x4000
+RS_TABLE = 0x7800
+RS_FILL = 0x5A
+
+
+class RestoreJob:
+    """A restore job's memory image: source bytes, table, and where the chunks land."""
+
+    def __init__(self, tb: TB, position: int, length: int, chunk: int, src: int | None = None):
+        self.tb, self.position, self.length, self.chunk = tb, position, length, chunk
+        self.src = RS_SRC + (position & 0xFFF) if src is None else src
+        self.data = bytes(tb.rng.getrandbits(8) for _ in range(length))
+        self.crcs = [crc32c(self.data[i:i + chunk]) for i in range(0, length, chunk)]
+        tb.mem[self.src:self.src + length] = self.data
+        table = b"".join(c.to_bytes(4, "little") for c in self.crcs)
+        tb.mem[RS_TABLE:RS_TABLE + len(table)] = table
+        b = tb.data_bytes
+        lo = self.src & ~(b - 1)
+        self.read_windows = [(lo, -(-(self.src + length) // b) * b - lo),
+                             (RS_TABLE, -(-len(table) // 8) * 8)]
+
+    def ring_ranges(self, upto: int | None = None) -> list[tuple[int, int]]:
+        """(ring offset, bytes) the job writes up to byte `upto` of the source."""
+        cap = self.tb.capacity
+        off, n = self.position & (cap - 1), self.length if upto is None else upto
+        first = min(n, cap - off)
+        return [(off, first)] + ([(0, n - first)] if n > first else [])
+
+    def write_windows(self, upto: int | None = None) -> list[tuple[int, int]]:
+        b, base = self.tb.data_bytes, self.tb.ring_data
+        return [(base + (o & ~(b - 1)), -(-(o + n) // b) * b - (o & ~(b - 1)))
+                for o, n in self.ring_ranges(upto)]
+
+    def expected_ring(self, upto: int | None = None) -> bytes:
+        """The ring's data area after the job copied `upto` source bytes (fill elsewhere)."""
+        ring = bytearray([RS_FILL]) * self.tb.capacity
+        done = 0
+        for o, n in self.ring_ranges(upto):
+            ring[o:o + n] = self.data[done:done + n]
+            done += n
+        return bytes(ring)
+
+
+async def restore_setup(dut, latency: tuple[int, int] = (0, 0), backpressure: bool = False) -> TB:
+    tb = TB(dut, capacity=8192, seed=seed(), crc=False)
+    tb.latency_range = latency
+    await tb.reset()
+    tb.set_backpressure(backpressure)
+    await tb.configure()
+    tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+    return tb
+
+
+async def restore_run(tb: TB, job: RestoreJob, verify: bool = False, wait: bool = True,
+                      writes_upto: int | None = None, **override) -> int:
+    """Program the job (fields overridable), START it; with `wait`, return RESTORE_STATUS
+    once the job has ended. The checker's windows: the job's source and table for reads,
+    the job's ring bytes (none when verifying) for writes."""
+    # (+ the ring's header words: the mirroring engine's polls, when a test enables it)
+    tb.read_regions = job.read_windows + [(tb.ring_seg + L.OFF_TAIL, 8),
+                                          (tb.ring_seg + L.OFF_TAIL_INTENT, 8),
+                                          (tb.rintent_addr, 8)]
+    tb.write_regions = [] if verify else job.write_windows(writes_upto)
+    regs = {"RESTORE_SOURCE": job.src, "RESTORE_TABLE": RS_TABLE,
+            "RESTORE_POSITION": job.position, "RESTORE_LENGTH": job.length}
+    regs.update({k: v for k, v in override.items() if k != "chunk"})
+    await tb.wr(R.RESTORE_CHUNK_SIZE, override.get("chunk", job.chunk))
+    for name, value in regs.items():
+        await tb.wr64(name, value)
+    await tb.wr(R.RESTORE_CONTROL, R.RESTORE_CONTROL_VERIFY_ONLY_MASK if verify else 0)
+    await tb.wr(R.RESTORE_CONTROL, R.RESTORE_CONTROL_START_MASK
+                | (R.RESTORE_CONTROL_VERIFY_ONLY_MASK if verify else 0))
+    if not wait:
+        return 0
+    return await restore_wait(tb)
+
+
+async def restore_wait(tb: TB, timeout_cycles: int = 200000) -> int:
+    deadline = cycles_now() + timeout_cycles
+    while True:
+        st = await tb.rd(R.RESTORE_STATUS)
+        if not st & R.RESTORE_STATUS_BUSY_MASK and \
+                not await tb.rd(R.RESTORE_CONTROL) & R.RESTORE_CONTROL_START_MASK:
+            return st
+        assert cycles_now() < deadline, f"restore job still running (RESTORE_STATUS 0x{st:x})"
+        await ClockCycles(tb.dut.aclk, 20)
+
+
+def restore_fault(st: int) -> int:
+    return (st & R.RESTORE_STATUS_FAULT_MASK) >> R.RESTORE_STATUS_FAULT_SHIFT
+
+
+def ring_bytes(tb: TB) -> bytes:
+    return bytes(tb.mem[tb.ring_data:tb.ring_data + tb.capacity])
+
+
+@rtl_test
+async def test_restore_copy(dut):
+    """Jobs copied byte-exact into the ring under read latency and back-pressure: a job
+    that wraps at the ring's end inside a chunk, chunks that start inside a bus beat
+    (1000 bytes), a last partial chunk; nothing outside the job's bytes is written, and
+    mirroring is free to run again afterwards."""
+    tb = await restore_setup(dut, latency=(0, 20), backpressure=True)
+    for position, length, chunk in ((3 * 8192 + 5000, 6000, 1024), (8, 8192, 1000),
+                                    (4096 + 64, 200, 4096)):
+        tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+        job = RestoreJob(tb, position, length, chunk)
+        st = await restore_run(tb, job)
+        assert st & R.RESTORE_STATUS_DONE_MASK and not st & R.RESTORE_STATUS_ERROR_MASK, hex(st)
+        assert restore_fault(st) == R.FAULT_NONE
+        assert await tb.rd64("RESTORE_BYTES") == length
+        got, want = ring_bytes(tb), job.expected_ring()
+        assert got == want, f"ring differs from the job ({position}, {length}, {chunk}) at " \
+            f"offset {next(i for i in range(len(got)) if got[i] != want[i])}"
+    assert await tb.status() & R.STATUS_IDLE_MASK
+    tb.assert_no_errors()
+
+
+@rtl_test
+async def test_restore_verify_only_and_damage(dut):
+    """VERIFY_ONLY reads and writes nothing; a damaged chunk stops the job with
+    CRC_MISMATCH naming the chunk (RESTORE_FAULT_CHUNK, its computed CRC in
+    RESTORE_CRC_SEEN), in VERIFY_ONLY and in a copy (the chunks after it never land)."""
+    tb = await restore_setup(dut, latency=(0, 8), backpressure=True)
+    job = RestoreJob(tb, 8192 + 4000, 5000, 1024)
+    st = await restore_run(tb, job, verify=True)
+    assert st & R.RESTORE_STATUS_DONE_MASK and restore_fault(st) == R.FAULT_NONE, hex(st)
+    assert ring_bytes(tb) == bytes([RS_FILL]) * tb.capacity, "VERIFY_ONLY wrote the ring"
+    # damage chunk 2
+    bad = 2
+    tb.mem[job.src + bad * 1024 + 17] ^= 0x40
+    damaged = crc32c(bytes(tb.mem[job.src + bad * 1024:job.src + (bad + 1) * 1024]))
+    for verify in (True, False):
+        st = await restore_run(tb, job, verify=verify, writes_upto=(bad + 1) * 1024)
+        assert st & R.RESTORE_STATUS_ERROR_MASK and not st & R.RESTORE_STATUS_DONE_MASK, hex(st)
+        assert restore_fault(st) == R.FAULT_CRC_MISMATCH, fault_name(restore_fault(st))
+        assert await tb.rd(R.RESTORE_FAULT_CHUNK) == bad
+        assert await tb.rd(R.RESTORE_CRC_SEEN) == damaged
+        assert await tb.rd64("RESTORE_FAULT_ADDR") == job.src + bad * 1024
+        assert await tb.rd64("RESTORE_BYTES") == bad * 1024
+    # the copy wrote chunks 0..2 (2 as it was read) and nothing after
+    job.data = bytes(tb.mem[job.src:job.src + job.length])
+    assert ring_bytes(tb) == job.expected_ring((bad + 1) * 1024)
+    tb.assert_no_errors()
+
+
+@rtl_test
+async def test_restore_refusals(dut):
+    """Bad jobs are refused before any bus access, each with its fault code; a job does
+    not start while mirroring is enabled, and while one runs ENABLE, SYNC and the
+    configuration registers are refused."""
+    tb = await restore_setup(dut)
+    job = RestoreJob(tb, 4096 + 256, 3000, 1024)
+    top = 1 << int(dut.ADDR_WIDTH.value)
+    cases = [
+        ({"chunk": 12}, R.FAULT_BAD_RESTORE),
+        ({"chunk": 0}, R.FAULT_BAD_RESTORE),
+        ({"RESTORE_LENGTH": 0}, R.FAULT_BAD_RESTORE),
+        ({"RESTORE_LENGTH": tb.capacity + 8}, R.FAULT_BAD_RESTORE),
+        ({"RESTORE_SOURCE": job.src + 8}, R.FAULT_BAD_ALIGNMENT),
+        ({"RESTORE_TABLE": RS_TABLE + 2}, R.FAULT_BAD_ALIGNMENT),
+        ({"RESTORE_SOURCE": top - 4096 + 256, "RESTORE_LENGTH": 6000}, R.FAULT_ADDR_RANGE),
+        ({"RESTORE_SOURCE": top + job.src}, R.FAULT_ADDR_RANGE),
+        ({"RESTORE_SOURCE": tb.ring_data + 256}, R.FAULT_OVERLAP),
+        ({"RESTORE_TABLE": tb.ring_data + 64}, R.FAULT_OVERLAP),
+    ]
+    for override, code in cases:
+        tb.ar_log.clear()
+        st = await restore_run(tb, job, **override)
+        assert st & R.RESTORE_STATUS_ERROR_MASK and restore_fault(st) == code, \
+            (override, fault_name(restore_fault(st)))
+        assert tb.ar_log == [], f"{override}: the IP read {tb.ar_log[:3]}"
+        assert await tb.rd64("RESTORE_FAULT_ADDR") == 0 or code == R.FAULT_OVERLAP
+    assert ring_bytes(tb) == bytes([RS_FILL]) * tb.capacity
+    # mirroring enabled: the job does not start
+    await tb.wr(R.CONTROL, R.CONTROL_ENABLE_MASK)
+    st = await restore_run(tb, job)
+    assert restore_fault(st) == R.FAULT_MODE_CONFLICT, fault_name(restore_fault(st))
+    await tb.wr(R.CONTROL, 0)
+    await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
+    # while a job runs (its reads held by the slave): mirroring and configuration refused
+    tb.hang_reads = True
+    await restore_run(tb, job, wait=False)
+    await ClockCycles(dut.aclk, 50)
+    assert await tb.rd(R.RESTORE_STATUS) & R.RESTORE_STATUS_BUSY_MASK
+    await tb.wr(R.CONTROL, R.CONTROL_ENABLE_MASK | R.CONTROL_SYNC_MASK)
+    assert await tb.status() & R.STATUS_CONFIG_REFUSED_MASK
+    assert not await tb.rd(R.CONTROL) & (R.CONTROL_ENABLE_MASK | R.CONTROL_SYNC_MASK)
+    await tb.wr(R.RING_CAPACITY_LO, 4096)
+    assert await tb.rd64("RING_CAPACITY") == tb.capacity
+    await tb.wr(R.RESTORE_LENGTH_LO, 8)
+    assert await tb.rd(R.RESTORE_STATUS) & R.RESTORE_STATUS_REFUSED_MASK
+    assert await tb.rd(R.RESTORE_LENGTH_LO) == job.length
+    tb.hang_reads = False
+    tb.hung.set()
+    st = await restore_wait(tb)
+    assert st & R.RESTORE_STATUS_DONE_MASK, hex(st)
+    assert ring_bytes(tb) == job.expected_ring()
+    tb.assert_no_errors()
+
+
+@rtl_test
+async def test_restore_abort_reset_watchdog(dut):
+    """ABORT, SOFT_RESET and aresetn in the middle of a job leave the mode idle (ABORT
+    with its fault, SOFT_RESET without); a slave that never answers raises WATCHDOG naming
+    the source beat; every transaction is answered before the job ends."""
+    tb = await restore_setup(dut, latency=(0, 10), backpressure=True)
+    job = RestoreJob(tb, 2048, 8000, 2048)
+    for how in ("abort", "abort", "abort", "soft_reset", "aresetn"):
+        await restore_run(tb, job, wait=False)
+        # somewhere in the job (it takes at least a cycle per beat)
+        await ClockCycles(dut.aclk, tb.rng.randint(20, job.length // tb.data_bytes // 2))
+        if how == "abort":
+            await tb.wr(R.RESTORE_CONTROL, R.RESTORE_CONTROL_ABORT_MASK)
+            st = await restore_wait(tb)
+            assert st & R.RESTORE_STATUS_ERROR_MASK and \
+                restore_fault(st) == R.FAULT_ABORTED, hex(st)
+        elif how == "soft_reset":
+            await soft_reset(tb)
+            st = await restore_wait(tb)
+            assert st & ~R.RESTORE_STATUS_REFUSED_MASK == 0, hex(st)
+        else:
+            await tb.reset()
+            st = await restore_wait(tb)
+            assert st == 0 and await tb.rd(R.RESTORE_LENGTH_LO) == 0, hex(st)
+            await tb.configure()
+            await tb.wr(R.CONTROL, 0)
+        assert not await tb.rd(R.RESTORE_STATUS) & R.RESTORE_STATUS_BUSY_MASK
+        # no job is left half-running: the next one completes
+        st = await restore_run(tb, job)
+        assert st & R.RESTORE_STATUS_DONE_MASK, (how, hex(st))
+        assert ring_bytes(tb) == job.expected_ring(), how
+    # the watchdog: the source's reads are never answered
+    await tb.wr(R.WATCHDOG, 300)
+    tb.hang_reads = True
+    await restore_run(tb, job, wait=False)
+    deadline = cycles_now() + 20000
+    while not await tb.rd(R.RESTORE_STATUS) & R.RESTORE_STATUS_FAULT_MASK:
+        assert cycles_now() < deadline, "no watchdog fault"
+        await ClockCycles(dut.aclk, 50)
+    assert await tb.rd(R.RESTORE_STATUS) & R.RESTORE_STATUS_BUSY_MASK, \
+        "the job ended with reads outstanding"
+    tb.hang_reads = False
+    tb.hung.set()
+    st = await restore_wait(tb)
+    assert restore_fault(st) == R.FAULT_WATCHDOG, fault_name(restore_fault(st))
+    addr = await tb.rd64("RESTORE_FAULT_ADDR")
+    assert RS_TABLE <= addr < RS_TABLE + 64 or job.src - 64 <= addr < job.src + job.length, \
+        hex(addr)
+    tb.assert_no_errors()
+
+
+@rtl_test
+async def test_restore_build_option(dut):
+    """CAPABILITIES.RESTORE says whether the IP was built with the restore copy mode
+    (parameter RESTORE). Without it a START does nothing (no bus access, RESTORE_STATUS
+    and RESTORE_CONTROL read 0) and mirroring is never refused."""
+    built = int(dut.RESTORE.value)
+    tb = await restore_setup(dut)
+    caps = await tb.rd(R.CAPABILITIES)
+    assert caps & R.CAPABILITIES_RESTORE_MASK == (R.CAPABILITIES_RESTORE_MASK if built else 0)
+    job = RestoreJob(tb, 4096, 2000, 1024)
+    tb.ar_log.clear()
+    st = await restore_run(tb, job, wait=False)
+    await ClockCycles(dut.aclk, 2000)
+    st = await tb.rd(R.RESTORE_STATUS)
+    if built:
+        assert st & R.RESTORE_STATUS_DONE_MASK and ring_bytes(tb) == job.expected_ring()
+    else:
+        assert st == 0 and await tb.rd(R.RESTORE_CONTROL) == 0 and tb.ar_log == []
+        assert await tb.rd(R.RESTORE_LENGTH_LO) == 0
+        assert ring_bytes(tb) == bytes([RS_FILL]) * tb.capacity
+    await tb.wr(R.CONTROL, R.CONTROL_SYNC_MASK)
+    assert not await tb.status() & R.STATUS_CONFIG_REFUSED_MASK
+    tb.assert_no_errors()

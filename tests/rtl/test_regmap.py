@@ -38,12 +38,15 @@ def test_installed_driver_constants_match_source():
 
 
 def test_rtl_decodes_every_register():
-    """Each generated offset is used by the register file's decode: a case label, or one
+    """Each generated offset is used by the register file's decode (or rm_restore's, for
+    the RESTORE_* registers): a case label, or one
     of the eight 64-bit address/geometry registers decoded as one block from CFG_BASE,
     whose places in the block the RTL checks at elaboration ($error otherwise)."""
     gen = load_generator()
     spec = gen.load()
     rtl = (ROOT / "hw" / "rtl" / "ring_mirror_regs.v").read_text()
+    # the restore copy mode's registers are decoded by rm_restore (forwarded by the regs)
+    rtl += (ROOT / "hw" / "rtl" / "rm_restore.v").read_text()
     block = set(re.findall(r"RM_REG_(\w+)_LO != CFG_BASE \+ \d+", rtl))
     block |= set(re.findall(r"CFG_BASE = RM_REG_(\w+)_LO;", rtl))
     assert len(block) == 8, block

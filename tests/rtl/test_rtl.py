@@ -48,20 +48,26 @@ def test_ring_mirror(sim, width, build_root):
                 extra_env={"RTL_SEED": str(width)})
 
 
-# the cocotb tests of the CRC table unit itself; a CRC_TABLE=0 build runs all the others
+# the cocotb tests of the CRC table unit itself and of the restore copy mode; a build
+# without both (CRC_TABLE=0, RESTORE=0) runs all the others
 CRC_UNIT = {"test_crc_table_small_blocks", "test_crc_table_write_error"}
+RESTORE_MODE = {"test_restore_copy", "test_restore_verify_only_and_damage",
+                "test_restore_refusals", "test_restore_abort_reset_watchdog"}
 
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("sim", rtl_sim.SIMULATORS)
 def test_ring_mirror_without_crc_table(sim, build_root):
-    """The IP built without the CRC table unit (CRC_TABLE=0) at 64 bits: every cocotb test
-    but those of the unit, the AXI4 checker watching each, and test_crc_unit_build_option
-    checking that CAPABILITIES reports the unit missing and CRC_CONFIG.ENABLE stays 0."""
+    """The IP built without the CRC table unit and the restore copy mode (CRC_TABLE=0,
+    RESTORE=0) at 64 bits: every cocotb test but theirs, the AXI4 checker watching each;
+    test_crc_unit_build_option and test_restore_build_option check that CAPABILITIES
+    reports them missing and that their registers do nothing."""
     params = {"DATA_WIDTH": 64, "ADDR_WIDTH": 32, "MAX_BURST_LEN": 16,
-              "MAX_OUTSTANDING": 4, "FIFO_DEPTH": 64, "RUN_LOG": 8, "CRC_TABLE": 0}
-    tests = [t for t in cocotb_tests() if t not in CRC_UNIT]
+              "MAX_OUTSTANDING": 4, "FIFO_DEPTH": 64, "RUN_LOG": 8, "CRC_TABLE": 0,
+              "RESTORE": 0}
+    tests = [t for t in cocotb_tests() if t not in CRC_UNIT | RESTORE_MODE]
     assert CRC_UNIT < set(cocotb_tests()) and "test_crc_unit_build_option" in tests
+    assert RESTORE_MODE < set(cocotb_tests()) and "test_restore_build_option" in tests
     rtl_sim.run(sim, build_root / f"{sim}_64_nocrc", params, testcase=tests,
                 extra_env={"RTL_SEED": "65", "RTL_CRC": "0"})
 
@@ -69,7 +75,7 @@ def test_ring_mirror_without_crc_table(sim, build_root):
 def test_verilator_lint_wall():
     rtl_sim.require("verilator")
     exe = shutil.which("verilator", path=rtl_sim.tool_path())
-    for params in (["-GDATA_WIDTH=64"], ["-GDATA_WIDTH=64", "-GCRC_TABLE=0"],
+    for params in (["-GDATA_WIDTH=64"], ["-GDATA_WIDTH=64", "-GCRC_TABLE=0", "-GRESTORE=0"],
                    ["-GDATA_WIDTH=128", "-GADDR_WIDTH=64"],
                    ["-GDATA_WIDTH=256", "-GMAX_BURST_LEN=8", "-GFIFO_DEPTH=32"]):
         res = subprocess.run([exe, "--lint-only", "-Wall", f"-I{rtl_sim.RTL}",
