@@ -9,6 +9,7 @@ addresses, 16-beat bursts: post-route Fmax >= 125 MHz and at most 3,000 LUT4.
 
     python bench/rtl_timing.py [--widths 64,128] [--seeds 1,2,3] [--json FILE]
     python bench/rtl_timing.py --crc-table 0      # the IP without the CRC table unit
+    python bench/rtl_timing.py --restore 0        # the IP without the restore copy mode
     python bench/run_all.py --only rtl_timing
 
 Fmax is nextpnr's "Max frequency for clock" after routing, the median over the placement
@@ -122,12 +123,14 @@ def critical_path(log: str) -> dict[str, object]:
 
 
 CRC_TABLE = 1   # the IP's CRC_TABLE parameter (--crc-table)
+RESTORE = 1     # the IP's RESTORE parameter (--restore)
 
 
 def chparams(width: int) -> str:
     # (the default build sets no CRC_TABLE, so --rtl can measure RTL older than it)
     return (f"-set DATA_WIDTH {width} -set ADDR_WIDTH {ADDR_WIDTH} "
-            f"-set MAX_BURST_LEN {MAX_BURST_LEN}" + ("" if CRC_TABLE else " -set CRC_TABLE 0"))
+            f"-set MAX_BURST_LEN {MAX_BURST_LEN}" + ("" if CRC_TABLE else " -set CRC_TABLE 0")
+            + ("" if RESTORE else " -set RESTORE 0"))
 
 
 def ecp5(work: Path, width: int, seeds: list[int]) -> dict[str, object]:
@@ -197,18 +200,22 @@ def main() -> int:
                     help="nextpnr placement seeds, comma separated (Fmax: their median)")
     ap.add_argument("--crc-table", type=int, choices=(0, 1), default=1,
                     help="the IP's CRC_TABLE parameter (0: without the CRC table unit)")
-    ap.add_argument("--json", help="result file (default bench/results/rtl_timing.json, "
-                                   "rtl_timing_nocrc.json with --crc-table 0)")
+    ap.add_argument("--restore", type=int, choices=(0, 1), default=1,
+                    help="the IP's RESTORE parameter (0: without the restore copy mode)")
+    ap.add_argument("--json", help="result file (default bench/results/rtl_timing.json; "
+                                   "_nocrc, _norestore before .json with --crc-table 0, "
+                                   "--restore 0)")
     ap.add_argument("--keep", help="keep the work directory (logs, netlists) here")
     ap.add_argument("--rtl", default=str(RTL),
                     help="RTL directory (default hw/rtl; e.g. an older version to compare)")
     args = ap.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
-    global CRC_TABLE
-    CRC_TABLE = args.crc_table
+    global CRC_TABLE, RESTORE
+    CRC_TABLE, RESTORE = args.crc_table, args.restore
     if args.json is None:
-        args.json = str(RESULTS / ("rtl_timing.json" if CRC_TABLE else "rtl_timing_nocrc.json"))
+        args.json = str(RESULTS / ("rtl_timing" + ("" if CRC_TABLE else "_nocrc")
+                                   + ("" if RESTORE else "_norestore") + ".json"))
     tmp = tempfile.mkdtemp(prefix="rtl_timing_")
     work = Path(args.keep) if args.keep else Path(tmp)
     work.mkdir(parents=True, exist_ok=True)
@@ -223,7 +230,7 @@ def main() -> int:
     result: dict[str, object] = {
         "figure": "rtl_timing", "device": "LFE5U-85F-8 (CABGA381), out of context",
         "params": {"ADDR_WIDTH": ADDR_WIDTH, "MAX_BURST_LEN": MAX_BURST_LEN,
-                   "CRC_TABLE": CRC_TABLE},
+                   "CRC_TABLE": CRC_TABLE, "RESTORE": RESTORE},
         "seeds": seeds, "yosys": ver.stdout.strip().split(" (")[0],
         "rtl": os.path.relpath(rtl, ROOT) if rtl.is_relative_to(ROOT) else str(rtl),
         "target": {"fmax_mhz": TARGET_MHZ, "lut4": TARGET_LUT4, "at_data_width": 64},

@@ -431,6 +431,69 @@ class RingMirror(IPBase):  # type: ignore[misc,valid-type]
                 raise RefusedError(f"{self.where}: the IP refused the start position "
                                    f"{position} (STATUS.LOAD_REFUSED): it was not stopped")
 
+    # ---- restore copy mode (map 1.6) ----------------------------------------------
+    def has_restore_mode(self) -> bool:
+        """Whether the IP has the restore copy mode (map 1.6 and CAPABILITIES.RESTORE;
+        after check_id)."""
+        return self.map_minor >= 6 and bool(self.capabilities & R.CAPABILITIES_RESTORE_MASK)
+
+    def require_restore_mode(self) -> None:
+        """IPMismatchError saying why, when the IP has no restore copy mode."""
+        if not self.has_restore_mode():
+            why = ("built without it (RESTORE=0)" if self.map_minor >= 6 else
+                   "the mode came with map 1.6")
+            raise IPMismatchError(f"{self.where}: this ring-mirror IP (register map "
+                                  f"1.{self.map_minor}) has no restore copy mode ({why}); "
+                                  f"restore with engine 'cpu' or 'none'")
+
+    def restore_job(self, *, source: int, table: int, position: int, length: int,
+                    chunk: int, verify: bool, timeout: float) -> None:
+        """Run one job of the restore copy mode and wait for its end (docs/hw.md, "Restore
+        copy mode"): ``length`` bytes at bus address ``source`` in chunks of ``chunk``
+        bytes, each checked against its u32 at ``table + 4 * i``; copied into the ring
+        configured by :meth:`configure` at ``position`` unless ``verify``. Mirroring must
+        be stopped. A chunk whose CRC differs raises
+        :class:`~pyshm.engine.CopyChecksumError` with its index; any other fault a
+        :class:`MirrorFaultError`; a job that does not end in ``timeout`` is aborted and
+        raises EngineTimeoutError."""
+        from ..engine import CopyChecksumError
+
+        self.require_restore_mode()
+        with self._lock:
+            st = self.read32(R.RESTORE_STATUS)
+            if st & R.RESTORE_STATUS_BUSY_MASK:
+                raise RefusedError(f"{self.where}: a restore job is already running")
+            self.write32(R.RESTORE_STATUS, R.RESTORE_STATUS_REFUSED_MASK)
+            self.write32(R.RESTORE_CHUNK_SIZE, chunk)
+            self.write64("RESTORE_SOURCE", source)
+            self.write64("RESTORE_TABLE", table)
+            self.write64("RESTORE_POSITION", position)
+            self.write64("RESTORE_LENGTH", length)
+            if self.read32(R.RESTORE_STATUS) & R.RESTORE_STATUS_REFUSED_MASK:
+                raise RefusedError(f"{self.where}: the restore job's registers were refused")
+            self.write32(R.RESTORE_CONTROL, R.RESTORE_CONTROL_START_MASK
+                         | (R.RESTORE_CONTROL_VERIFY_ONLY_MASK if verify else 0))
+
+            def ended() -> bool:
+                return not (self.read32(R.RESTORE_CONTROL) & R.RESTORE_CONTROL_START_MASK)
+
+            try:
+                self.wait(ended, timeout, "the restore job's end", fault_check=False)
+            except EngineTimeoutError:
+                self.write32(R.RESTORE_CONTROL, R.RESTORE_CONTROL_ABORT_MASK)
+                raise
+            st = self.read32(R.RESTORE_STATUS)
+            if st & R.RESTORE_STATUS_DONE_MASK:
+                return
+            code = (st & R.RESTORE_STATUS_FAULT_MASK) >> R.RESTORE_STATUS_FAULT_SHIFT
+            index = self.read32(R.RESTORE_FAULT_CHUNK)
+            if code == R.FAULT_CRC_MISMATCH:
+                raise CopyChecksumError(
+                    f"{self.where}: chunk {index}: checksum mismatch (the engine computed "
+                    f"0x{self.read32(R.RESTORE_CRC_SEEN):08x})", index)
+            raise MirrorFaultError(code, f"{self.where} (restore copy mode, chunk {index})",
+                                   self.read64("RESTORE_FAULT_ADDR"), position + index * chunk)
+
     # ---- replica CRC table (map 1.4) ----------------------------------------------
     @property
     def has_crc_unit(self) -> bool:

@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import layout as L
+from ..engine import Copier, CopyChecksumError, CopyChunk
 from ..errors import EngineError, EngineTimeoutError, InvalidParameterError
 from . import regmap as R
 from .engine import MirrorEngine
@@ -220,7 +222,9 @@ class SimProcess:
                  *, simulator: str = "icarus", rtl_dir: str | os.PathLike[str] | None = None,
                  build_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
                  addr_width: int = 40, startup_timeout: float = 120.0,
-                 timeout: float = 10.0, poll_cycles: int = 8):
+                 timeout: float = 10.0, poll_cycles: int = 8, mode: str = "mirror"):
+        # mode "restore": the replica's place holds a copier's staging buffer and the ring
+        # (ring_path, or "" for none) is written by the restore copy mode (sim_tb.serve)
         if simulator not in ("icarus", "verilator"):
             raise InvalidParameterError(f"simulator {simulator!r}: use icarus or verilator")
         exe = {"icarus": "iverilog", "verilator": "verilator"}[simulator]
@@ -254,6 +258,7 @@ class SimProcess:
                 "ring_bus": RING_BUS, "replica_bus": REPLICA_BUS,
                 "data_width": data_width, "addr_width": addr_width, "timeout": timeout,
                 "poll_cycles": poll_cycles, "engine_pid": os.getpid(), "work_dir": self._tmp,
+                "mode": mode,
             }
             env = dict(os.environ, PATH=_tool_path())
             with open(self.log_path, "wb") as log:
@@ -367,6 +372,14 @@ class SimEngine(MirrorEngine):
             self._release()
             raise
 
+    @classmethod
+    def copier(cls, **options: Any) -> Copier | None:
+        """Copy mode: :class:`SimCopier` (the IP's restore copy mode in a simulator)."""
+        ok, why = cls.available()
+        if not ok:
+            raise EngineError(f"the sim engine's copy mode needs the simulator: {why}")
+        return SimCopier(**options)
+
     def cycles(self) -> int:
         """Simulated clock cycles so far."""
         return self.device.cycles()
@@ -375,3 +388,198 @@ class SimEngine(MirrorEngine):
         if self.sim is not None:
             self.sim.shutdown()
             self.sim = None
+
+
+class SimCopier(Copier):
+    """The ``sim`` engine's copy mode: the IP's restore copy mode (map 1.6) in a simulator.
+
+    The IP reads only its staging buffer (:meth:`staging_buffer`: a file the simulator
+    maps at a bus address, the image's bytes placed so that each chunk's source address
+    and ring offset agree modulo 4096, as the IP requires; the expected-CRC table after
+    them), and writes only the ring :meth:`attach_target` named, whose segment file the
+    simulator maps (a DMA engine on a board writes a u-dma-buf ring the same way). Jobs go
+    through :meth:`~pyshm.driver.ip.RingMirror.restore_job`, the board driver's code.
+    Options: ``simulator``, ``rtl_dir``, ``data_width``, ``addr_width``,
+    ``startup_timeout``, ``register_timeout``, ``job_timeout`` (one job, seconds).
+    """
+
+    name = "sim"
+    dma_only = True
+    maps_segments = True
+
+    def __init__(self, *, simulator: str = "icarus",
+                 rtl_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
+                 addr_width: int = 40, startup_timeout: float = 120.0,
+                 register_timeout: float = 10.0, job_timeout: float = 600.0, **_: Any):
+        self.options = dict(simulator=simulator, rtl_dir=rtl_dir, data_width=data_width,
+                            addr_width=addr_width, startup_timeout=startup_timeout,
+                            timeout=register_timeout)
+        self.job_timeout = job_timeout
+        self._build_dir = tempfile.mkdtemp(prefix="pyshm-sim-copier-")  # one build, reused
+        self._stage: Any = None                 # mmap of the staging file
+        self._stage_path = ""
+        self._view: memoryview | None = None    # what staging_buffer handed out
+        self._phase = 0                         # the view's offset in the staging file
+        self._table_off = 0
+        self._table_cap = 0                     # entries the table area holds
+        self._target: Any = None                # Segment attached for copy()
+        self._sim: SimProcess | None = None
+        self._sim_ring = ""                     # the ring file the running simulator maps
+        self._ip: RingMirror | None = None
+
+    # ---- buffers -------------------------------------------------------------------
+    def staging_buffer(self, size: int, position: int = 0) -> Any:
+        """A ``size``-byte buffer in the simulated bus memory for data that goes to ring
+        position ``position`` onwards (its bus address then agrees with the ring offset
+        modulo 4096), with room after it for the expected-CRC table."""
+        import mmap
+
+        if size < 0:
+            raise InvalidParameterError(f"staging buffer size {size} must be >= 0")
+        self._release_stage()
+        self._phase = position % 4096
+        self._table_off = -(-(self._phase + size) // 4096) * 4096
+        self._table_cap = size // 64 + 16        # entries: chunks of >= 64 bytes
+        total = self._table_off + 4 * self._table_cap
+        fd, self._stage_path = tempfile.mkstemp(prefix="pyshm-sim-stage-")
+        try:
+            os.ftruncate(fd, total)
+            self._stage = mmap.mmap(fd, total, mmap.MAP_SHARED,
+                                    mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self._view = memoryview(self._stage)[self._phase:self._phase + size]
+        return self._view
+
+    def attach_target(self, segment: Any) -> None:
+        """The ring segment :meth:`copy` writes: the simulator maps its file."""
+        self._target = segment
+
+    # ---- the simulator -------------------------------------------------------------
+    def _ensure(self, ring: Any) -> RingMirror:
+        path = ring.path if ring is not None else ""
+        if self._sim is not None and self._ip is not None and self._sim_ring == path:
+            return self._ip
+        self._shutdown()
+        self._sim = SimProcess(path, ring.size if ring is not None else 0, self._stage_path,
+                               len(self._stage), build_dir=self._build_dir, mode="restore",
+                               **self.options)  # type: ignore[arg-type]
+        self._sim_ring = path
+        ip = RingMirror({"phys_addr": REG_BASE, "addr_range": R.ADDR_RANGE,
+                         "device": SimDevice(self._sim.channel),
+                         "fullpath": f"sim:{self.options['simulator']}:ring_mirror"})
+        ip.check_id()
+        ip.require_restore_mode()
+        if ring is not None:
+            cap = int.from_bytes(bytes(ring.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
+            ip.write64("RING_DATA_BASE", RING_BUS + L.OFF_DATA)
+            ip.write64("RING_CAPACITY", cap)
+        self._ip = ip
+        return ip
+
+    def _shutdown(self) -> None:
+        if self._sim is not None:
+            self._sim.shutdown()
+        self._sim, self._ip, self._sim_ring = None, None, ""
+
+    # ---- jobs ----------------------------------------------------------------------
+    def verify(self, source: Any, chunks: list[CopyChunk]) -> None:
+        # (with the target already attached the simulator maps it now: one start for a
+        # restore in place, whose verify and copy then run on the same simulator)
+        self._run(source, None, chunks)
+
+    def copy(self, source: Any, target: Any, capacity: int, chunks: list[CopyChunk]) -> None:
+        seg = self._target
+        if seg is None:
+            raise InvalidParameterError("the sim engine writes only a ring whose segment it "
+                                        "maps: attach_target(segment) before copy()")
+        cap = int.from_bytes(bytes(seg.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
+        if cap != capacity or len(memoryview(target).cast("B")) != capacity:
+            raise InvalidParameterError(f"copy target ({capacity} bytes) is not the data "
+                                        f"area of the attached ring {seg.name!r} ({cap})")
+        for c in chunks:
+            if c.length > capacity:
+                raise InvalidParameterError(f"chunk of {c.length} bytes is longer than the "
+                                            f"ring ({capacity})")
+        self._run(source, seg, chunks)
+
+    def _run(self, source: Any, ring: Any, chunks: list[CopyChunk]) -> None:
+        view = self._view
+        if view is None or memoryview(source).cast("B").obj is not view.obj:
+            raise InvalidParameterError("the sim engine reads only its staging buffer: pass "
+                                        "what staging_buffer() returned as the source")
+        size = len(view)
+        for c in chunks:
+            if c.source_offset < 0 or c.length < 0 or c.source_offset + c.length > size:
+                raise InvalidParameterError(f"chunk [{c.source_offset}, "
+                                            f"{c.source_offset + c.length}) is outside the "
+                                            f"{size}-byte staging buffer")
+        ip = self._ensure(ring if ring is not None else self._target)
+        i = 0
+        while i < len(chunks):
+            if chunks[i].length == 0:   # an empty chunk: its CRC is that of no bytes
+                if chunks[i].crc != 0:
+                    raise CopyChecksumError(f"chunk {i} of {len(chunks)}: checksum mismatch", i)
+                i += 1
+                continue
+            j = self._regular_end(chunks, i)
+            self._job(ip, ring is None, chunks, i, j)
+            i = j
+
+    def _regular_end(self, chunks: list[CopyChunk], i: int) -> int:
+        """End of the run of chunks from ``i`` that is one IP job: contiguous in the source
+        and in positions, all of the first one's length but the last, and within the
+        table's room."""
+        first = chunks[i]
+        j, so, pos = i + 1, first.source_offset + first.length, first.position + first.length
+        while (j < len(chunks) and j - i < self._table_cap and chunks[j - 1].length == first.length
+               and chunks[j].length > 0 and chunks[j].source_offset == so
+               and chunks[j].position == pos):
+            so += chunks[j].length
+            pos += chunks[j].length
+            j += 1
+        return j
+
+    def _job(self, ip: RingMirror, verify: bool, chunks: list[CopyChunk], i: int,
+             j: int) -> None:
+        first = chunks[i]
+        source = REPLICA_BUS + self._phase + first.source_offset
+        if not verify and (source - first.position) % 4096:
+            raise InvalidParameterError(
+                f"chunk {i}: source offset {first.source_offset} and ring position "
+                f"{first.position} differ modulo 4096 from the staging buffer's placement "
+                f"(staging_buffer(size, position) places it for one job)")
+        table = b"".join(c.crc.to_bytes(4, "little") for c in chunks[i:j])
+        self._stage[self._table_off:self._table_off + len(table)] = table
+        try:
+            ip.restore_job(source=source, table=REPLICA_BUS + self._table_off,
+                           position=first.position, length=sum(c.length for c in chunks[i:j]),
+                           chunk=first.length, verify=verify, timeout=self.job_timeout)
+        except CopyChecksumError as exc:
+            k = i + exc.chunk
+            raise CopyChecksumError(f"chunk {k} of {len(chunks)}: checksum mismatch "
+                                    f"({self.name} engine)", k) from None
+
+    # ---- cleanup -------------------------------------------------------------------
+    def _release_stage(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._stage is not None:
+            try:
+                self._stage.close()
+            except BufferError:
+                pass  # the caller still holds a view: the mapping goes with it
+            self._stage = None
+        if self._stage_path:
+            try:
+                os.unlink(self._stage_path)
+            except OSError:
+                pass
+            self._stage_path = ""
+
+    def close(self) -> None:
+        """Stop the simulator, drop the staging buffer and the build directory."""
+        self._shutdown()
+        self._release_stage()
+        shutil.rmtree(self._build_dir, ignore_errors=True)

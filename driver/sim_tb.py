@@ -102,6 +102,28 @@ async def serve(dut):
     cfg = json.loads(os.environ["PYSHM_SIM_CONFIG"])
     ring_bus, rep_bus = int(cfg["ring_bus"]), int(cfg["replica_bus"])
     bus = BusMemory(1 << int(cfg["addr_width"]))
+    restore_mode = cfg.get("mode", "mirror") == "restore"
+    ring: mmap.mmap | None = None
+    if restore_mode:
+        # the restore copy mode (driver/sim.py, SimCopier): the copier's staging buffer
+        # (source bytes and expected-CRC table) at the replica's address, read only; the
+        # target ring, when there is one, at the ring's, only its data area writable
+        bus.add(rep_bus, cfg["replica_path"], int(cfg["replica_size"]))
+        bus.readable = [(rep_bus, rep_bus + int(cfg["replica_size"]))]
+        if cfg["ring_path"]:
+            ring = bus.add(ring_bus, cfg["ring_path"], int(cfg["ring_size"]))
+            cap = int.from_bytes(ring[L.OFF_CAPACITY:L.OFF_CAPACITY + 8], "little")
+            if not (L.MIN_CAPACITY <= cap and L.HEADER_SIZE + cap <= int(cfg["ring_size"])):
+                raise ValueError(f"ring capacity {cap} does not fit the segment")
+            bus.writable = [(ring_bus + L.OFF_DATA, ring_bus + L.OFF_DATA + cap)]
+    else:
+        ring, _ = _mirror_regions(bus, cfg, ring_bus, rep_bus)
+    await _serve(dut, cfg, bus, ring, restore_mode)
+
+
+def _mirror_regions(bus: BusMemory, cfg: dict, ring_bus: int,
+                    rep_bus: int) -> tuple[mmap.mmap, int]:
+    """Map the ring and the replica; what the mirroring IP may read and write."""
     ring = bus.add(ring_bus, cfg["ring_path"], int(cfg["ring_size"]))
     rep = bus.add(rep_bus, cfg["replica_path"], int(cfg["replica_size"]))
     cap = int.from_bytes(ring[L.OFF_CAPACITY:L.OFF_CAPACITY + 8], "little")
@@ -126,6 +148,11 @@ async def serve(dut):
                          (table + L.CRC_HEADER_SIZE, end)]
     bus.readable = [(ring_data, ring_data + cap), *((w, w + 8) for w in words),
                     *bus.writable]
+    return ring, cap
+
+
+async def _serve(dut, cfg: dict, bus: BusMemory, ring: mmap.mmap | None,
+                 restore_mode: bool) -> None:
 
     for name in ("s_axil", "m_axi"):
         import logging
@@ -151,7 +178,8 @@ async def serve(dut):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(float(cfg.get("timeout", 10.0)))
     sock.connect(cfg["socket"])
-    q = memoryview(ring)[:L.HEADER_SIZE].cast("Q")
+    # the ring's tail and mirrored words (mirroring: idle while they are equal)
+    q = memoryview(ring)[:L.HEADER_SIZE].cast("Q") if ring is not None else None
     poll_cycles = int(cfg.get("poll_cycles", POLL_CYCLES))
     buf = b""
     idle = 0
@@ -165,7 +193,9 @@ async def serve(dut):
                   f"protocol violation(s)", flush=True)
             break
         wait = 0.0
-        if idle >= IDLE_POLLS and (not enabled or q[L.OFF_TAIL // 8] == q[L.OFF_MIRRORED // 8]):
+        if idle >= IDLE_POLLS and (not enabled or (
+                not restore_mode and q is not None
+                and q[L.OFF_TAIL // 8] == q[L.OFF_MIRRORED // 8])):
             wait = IDLE_SLEEP  # nothing to copy: let the CPU go instead of spinning the clock
         ready, _, _ = select.select([sock], [], [], wait)
         if not ready:
@@ -183,11 +213,15 @@ async def serve(dut):
             if op == OP_READ:
                 r = await axil.read(addr, 4)
                 resp, out = int(r.resp), int.from_bytes(r.data, "little")
+                if restore_mode and addr == R.RESTORE_CONTROL and not resp:
+                    enabled = bool(out & R.RESTORE_CONTROL_START_MASK)  # job still running
             elif op == OP_WRITE:
                 w = await axil.write(addr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
                 resp = int(w.resp)
-                if addr == R.CONTROL and not resp:
+                if addr == R.CONTROL and not resp and not restore_mode:
                     enabled = bool(value & (R.CONTROL_ENABLE_MASK | R.CONTROL_SYNC_MASK))
+                if addr == R.RESTORE_CONTROL and not resp and restore_mode:
+                    enabled = enabled or bool(value & R.RESTORE_CONTROL_START_MASK)
             elif op == OP_CYCLES:
                 out = cycles_now()
             elif op == OP_SHUTDOWN:
@@ -198,7 +232,8 @@ async def serve(dut):
     # hold the IP in reset: nothing may be written once the engine has let go
     dut.aresetn.value = 0
     await ClockCycles(dut.aclk, 2)
-    q.release()
+    if q is not None:
+        q.release()
     sock.close()
     dut._log.info("sim engine testbench done at cycle %d (%d bus violations, %d AXI4 protocol "
                   "violations, %s handshakes checked)", cycles_now(), bus.violations,

@@ -138,17 +138,28 @@ class Copier(abc.ABC):
     own with :meth:`staging_buffer` (the image's data is read into it once), and sets
     :attr:`dma_only`: it then writes only rings that live in DMA-able memory (a segment
     with a bus address, ``pyshm create --udmabuf``), and ``restore`` takes the CPU path
-    for any other target.
+    for any other target. ``restore`` names the target's segment with
+    :meth:`attach_target` before the first :meth:`copy` (for a ring restored in place,
+    before :meth:`verify` too).
     """
 
     name: str = "?"
     #: the engine writes only DMA-able memory (a ring in a u-dma-buf buffer)
     dma_only: bool = False
+    #: with dma_only: the engine maps any file-backed target segment itself (the ``sim``
+    #: engine's simulator), so every ring restore can write is DMA-able for it
+    maps_segments: bool = False
 
-    def staging_buffer(self, size: int) -> Any:
+    def staging_buffer(self, size: int, position: int = 0) -> Any:
         """A buffer of ``size`` bytes the engine can read, or None if it reads any
-        buffer (then the caller passes the image's own mapping)."""
+        buffer (then the caller passes the image's own mapping). ``position``: the ring
+        position its first byte is destined for (a DMA engine whose source and
+        destination must agree modulo a page places the buffer accordingly)."""
         return None
+
+    def attach_target(self, segment: Any) -> None:  # noqa: B027 - most copiers need nothing
+        """The :class:`~pyshm.segment.Segment` whose data area :meth:`copy` will write
+        (a DMA engine maps it or checks its bus address)."""
 
     @abc.abstractmethod
     def verify(self, source: Any, chunks: list[CopyChunk]) -> None:

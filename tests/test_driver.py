@@ -541,3 +541,23 @@ def test_engine_reports_overruns_while_mirrored_stands_still(segs, ip, dev):
         assert not any(n.startswith("BYTES_LOST") for _, n, _ in dev.log)
     finally:
         eng.close()
+
+
+@pytest.mark.parametrize("minor, caps, has", [(6, 3, True), (6, 1, False), (5, 1, False),
+                                              (4, 0, False)])
+def test_restore_mode_from_version_and_capabilities(ip, dev, minor, caps, has):
+    """Map 1.6 has the restore copy mode when CAPABILITIES.RESTORE says it was built; an
+    older IP or a RESTORE=0 build is refused before any RESTORE_* access, with the reason
+    and what to use instead."""
+    dev.regs[R.VERSION] = (R.IP_VERSION & 0xFFFF0000) | minor
+    dev.regs[R.CAPABILITIES] = caps
+    ip.check_id()
+    assert ip.has_restore_mode() is has
+    if has:
+        return
+    dev.clear()
+    with pytest.raises(EngineError, match="has no restore copy mode") as exc:
+        ip.restore_job(source=0x1000, table=0x2000, position=0, length=4096, chunk=4096,
+                       verify=True, timeout=1.0)
+    assert ("RESTORE=0" in str(exc.value)) == (minor >= 6) and "'cpu'" in str(exc.value)
+    assert dev.log == []

@@ -129,3 +129,46 @@ def test_auto_picks_pynq_only_when_the_loaded_overlay_has_the_ip(monkeypatch):
     assert name == "pynq" and "ring_mirror_0" in why
     LoadedPL.ip_dict = {"axi_gpio_0": {"type": "xilinx.com:ip:axi_gpio:2.0"}}
     assert PynqEngine.available() == (False, "the loaded overlay has no ring-mirror IP")
+
+
+def test_sim_restore_copy_mode_through_pynq_mmio(tmp_path):
+    """The restore copy mode through the same pynq stack: SimCopier's RingMirror is a pynq
+    DefaultIP on pynq.MMIO; a restore through it gives the CPU path's ring, and a damaged
+    chunk is refused by the IP naming it."""
+    from pyshm.driver.sim import SimCopier
+
+    from pyshm.errors import ImageChecksumError
+    from pyshm.images import format as fmt
+    from pyshm.images import restore, snapshot
+    from pyshm.ring import Ring
+
+    tag = uuid.uuid4().hex[:10]
+    names = [f"pyt_pqr_{tag}_{i}" for i in range(3)]
+    try:
+        with Ring(names[0], create=True, capacity=16384) as ring:
+            p = ring.producer()
+            for i in range(150):
+                p.publish(bytes([i & 0xFF]) * (40 + (i * 53) % 400))
+            p.close()
+            snapshot(ring, tmp_path / "r.pyimg", chunk_size=4096)
+        restore(tmp_path / "r.pyimg", names[1], engine=None)
+        with SimCopier() as copier:
+            info = restore(tmp_path / "r.pyimg", names[2], engine=copier)
+            assert info.engine == "sim"
+            assert isinstance(copier._ip.mmio, pynq.MMIO)
+        with Ring(names[1]) as a, Ring(names[2]) as b:
+            assert bytes(a.segment.buf[L.OFF_DATA:]) == bytes(b.segment.buf[L.OFF_DATA:])
+        with fmt.ImageReader(tmp_path / "r.pyimg") as r:
+            victim = r.chunks[1]
+        with open(tmp_path / "r.pyimg", "r+b") as f:
+            f.seek(victim.offset + 7)
+            f.write(b"\xff\x00")
+        with pytest.raises(ImageChecksumError) as exc:
+            restore(tmp_path / "r.pyimg", names[2], in_place=True, engine="sim")
+        assert exc.value.chunk == 1
+    finally:
+        for n in names:
+            try:
+                os.unlink(f"/dev/shm/{n}")
+            except FileNotFoundError:
+                pass

@@ -194,7 +194,7 @@ def test_staging_buffer_interface(image, new_name):
     seen = []
 
     class Staging(CpuCopier):
-        def staging_buffer(self, size):
+        def staging_buffer(self, size, position=0):
             self.buf = bytearray(size)
             return self.buf
 
@@ -331,8 +331,8 @@ def test_new_segment_engine_refuses_lying_records(tmp_path, new_name):
 def test_engine_choice_rules(image, new_name):
     path, want = image
     # a registered engine without a copy mode, asked for by name: refused, named
-    with pytest.raises(InvalidParameterError, match="'sim' has no copy mode"):
-        restore(path, new_name(), engine="sim")
+    with pytest.raises(InvalidParameterError, match="'pynq' has no copy mode"):
+        restore(path, new_name(), engine="pynq")
     with pytest.raises(InvalidParameterError, match="unknown engine 'warp'"):
         restore(path, new_name(), engine="warp")
     with pytest.raises(InvalidParameterError, match="engine=3"):
@@ -394,9 +394,10 @@ def test_cli_restore_engine_option(image, new_name, capsys):
         assert main(["restore", str(path), "--to", name, "--in-place", "--engine",
                      engine]) == 0
         assert says in capsys.readouterr().out
-    assert main(["restore", str(path), "--to", new_name(), "--engine", "sim"]) == 1
+    # (the sim engine's copy mode: tests/conformance/test_restore_conformance.py)
+    assert main(["restore", str(path), "--to", new_name(), "--engine", "pynq"]) == 1
     err = capsys.readouterr().err
-    assert "'sim' has no copy mode" in err and "Traceback" not in err
+    assert "'pynq' has no copy mode" in err and "Traceback" not in err
 
 
 def test_cli_restore_help_teaches_the_engine_option(capsys):

@@ -492,10 +492,11 @@ def _verify_by_engine(copier: Any, reader: fmt.ImageReader, window: MappedWindow
     return chunks
 
 
-def _engine_source(copier: Any, window: MappedWindow, length: int) -> Any:
+def _engine_source(copier: Any, window: MappedWindow, length: int, position: int) -> Any:
     """What the engine reads: the image's mapping, or for an engine that reads only its
-    own (DMA) buffers, its staging buffer with the image's bytes read into it once."""
-    source = copier.staging_buffer(length)
+    own (DMA) buffers, its staging buffer (for data destined for ring ``position``
+    onwards) with the image's bytes read into it once."""
+    source = copier.staging_buffer(length, position)
     if source is None:
         return window.data
     memoryview(source).cast("B")[:length] = window.data
@@ -632,7 +633,8 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
                 window = MappedWindow(reader.fileno(), reader.data_offset, params, start, end,
                                       where=f"image {reader.path}")
                 if copier is not None:
-                    source = _engine_source(copier, window, h.data_length)
+                    copier.attach_target(seg)
+                    source = _engine_source(copier, window, h.data_length, start)
                     job = _verify_by_engine(copier, reader, window, source, progress)
                 else:
                     _verify_mapped(reader, window, progress)
@@ -730,16 +732,20 @@ def _restore_mapped(reader: fmt.ImageReader, target: str, *, overwrite: bool, fo
     with MappedWindow(reader.fileno(), reader.data_offset, h.params, h.first_position,
                       h.end_position, where=f"image {reader.path}") as window:
         if copier is not None:
-            source = _engine_source(copier, window, h.data_length)
+            source = _engine_source(copier, window, h.data_length, h.first_position)
             job = _copy_chunks(reader, h)
+
+            def allocate(seg: Segment) -> str:
+                copier.attach_target(seg)
+                return ALLOCATED if prefault and _allocate(seg) else ""
+
             return _build(
                 target, h.params, h,
                 lambda data: _copy_new_by_engine(copier, reader, source, data, cap, job,
                                                  progress),
                 overwrite=overwrite, mode=mode, prefault=prefault, force=force,
                 verify_first=lambda: _walk_for_engine(copier, reader, window, source, job),
-                write_file=lambda seg: ALLOCATED if prefault and _allocate(seg) else "",
-                engine=copier.name)
+                write_file=allocate, engine=copier.name)
         return _build(
             target, h.params, h,
             lambda data: _copy_window(data, window.data, h.first_position, cap),
@@ -784,7 +790,7 @@ def _copier(engine: Any, *, dma_target: bool) -> Any:
                                         f"through; use engine 'cpu' or 'none' (the CPU "
                                         f"path)")
         copier = found
-    if copier.dma_only and not dma_target:
+    if copier.dma_only and not (dma_target or copier.maps_segments):
         if engine == "auto":
             copier.close()
             return None

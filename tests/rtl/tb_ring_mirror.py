@@ -1670,3 +1670,53 @@ async def test_restore_build_option(dut):
     await tb.wr(R.CONTROL, R.CONTROL_SYNC_MASK)
     assert not await tb.status() & R.STATUS_CONFIG_REFUSED_MASK
     tb.assert_no_errors()
+
+
+@rtl_test
+async def test_restore_throughput(dut):
+    """The restore copy mode on a long job with 30-cycle read latency and no
+    back-pressure: data beats per cycle of a VERIFY_ONLY job and of a copy, from START to
+    the job's end as the CPU sees it (>= 0.8 with the suite's 32 KiB in 8 KiB chunks; the
+    bench, bench/rtl_restore_throughput.py, runs 1 MiB in 64 KiB chunks)."""
+    cap = int(os.environ.get("RTL_THROUGHPUT_BYTES", 32768))
+    chunk = int(os.environ.get("RTL_RESTORE_CHUNK", 8192))
+    tb = TB(dut, capacity=cap, mem_size=4 * (cap + 0x1000), replica_seg=2 * (cap + 0x1000),
+            seed=seed(), crc=False)
+    tb.latency_range = (30, 30)
+    await tb.reset()
+    await tb.configure()
+    src = tb.replica_data
+    table = src + cap
+    data = bytes(tb.rng.getrandbits(8) for _ in range(cap))
+    tb.mem[src:src + cap] = data
+    crcs = b"".join(crc32c(data[i:i + chunk]).to_bytes(4, "little")
+                    for i in range(0, cap, chunk))
+    tb.mem[table:table + len(crcs)] = crcs
+    tb.read_regions = [(src, cap), (table, -(-len(crcs) // 8) * 8)]
+    beats = cap // tb.data_bytes
+    results = []
+    for verify in (True, False):
+        tb.write_regions = [] if verify else [(tb.ring_data, cap)]
+        await tb.wr(R.RESTORE_CHUNK_SIZE, chunk)
+        for name, value in (("RESTORE_SOURCE", src), ("RESTORE_TABLE", table),
+                            ("RESTORE_POSITION", 0), ("RESTORE_LENGTH", cap)):
+            await tb.wr64(name, value)
+        start = cycles_now()
+        await tb.wr(R.RESTORE_CONTROL, R.RESTORE_CONTROL_START_MASK
+                    | (R.RESTORE_CONTROL_VERIFY_ONLY_MASK if verify else 0))
+        while await tb.rd(R.RESTORE_CONTROL) & R.RESTORE_CONTROL_START_MASK:
+            await ClockCycles(dut.aclk, 16)
+        cycles = cycles_now() - start
+        st = await tb.rd(R.RESTORE_STATUS)
+        assert st & R.RESTORE_STATUS_DONE_MASK, hex(st)
+        results.append((beats, cycles, beats / cycles))
+        dut._log.info("restore %s: %d bytes = %d beats in %d cycles: %.3f beats/cycle",
+                      "verify" if verify else "copy", cap, beats, cycles, beats / cycles)
+    assert bytes(tb.mem[tb.ring_data:tb.ring_data + cap]) == data
+    out = os.environ.get("RTL_RESTORE_OUT")
+    if out:
+        with open(out, "w") as f:
+            f.write(" ".join(f"{b} {c} {r:.4f}" for b, c, r in results) + "\n")
+    for _, _, ratio in results:
+        assert ratio >= 0.8, f"{ratio:.3f} beats per cycle"
+    tb.assert_no_errors()

@@ -23,6 +23,7 @@ def build_root(tmp_path_factory):
 # bits; at 256 bits the hostile-input, control and protocol cases run (they exercise the
 # width-dependent strobe, lane and burst arithmetic) while these are left to 64/128.
 SLOW = {"test_mirror_no_latency", "test_mirror_latency_backpressure", "test_throughput",
+        "test_restore_throughput",
         "test_fast_producer_laps_every_copy", "test_overrun_detected_and_recovered"}
 
 
@@ -52,7 +53,8 @@ def test_ring_mirror(sim, width, build_root):
 # without both (CRC_TABLE=0, RESTORE=0) runs all the others
 CRC_UNIT = {"test_crc_table_small_blocks", "test_crc_table_write_error"}
 RESTORE_MODE = {"test_restore_copy", "test_restore_verify_only_and_damage",
-                "test_restore_refusals", "test_restore_abort_reset_watchdog"}
+                "test_restore_refusals", "test_restore_abort_reset_watchdog",
+                "test_restore_throughput"}
 
 
 @pytest.mark.timeout(900)
