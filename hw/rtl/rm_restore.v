@@ -134,7 +134,7 @@ reg verify_reg;
 reg start_reg, abort_reg;                       // requests, taken by the controller
 reg done_reg, error_reg, refused_reg;
 reg [7:0] fault_reg;
-reg [31:0] fchunk_reg, crc_seen_reg;
+reg [31:0] crc_seen_reg;
 reg [63:0] bytes_reg;
 reg [AW-1:0] faddr_reg;
 reg [31:0] latch_hi_reg;
@@ -239,14 +239,18 @@ rm_mover #(
 );
 
 // VERIFY_ONLY: the mover's writes are answered here (one OKAY per burst once its AW and
-// its last beat were taken) and never reach the bus
-reg [7:0] v_aw_reg, v_wl_reg, v_b_reg;          // AWs, last beats, responses given
-wire [7:0] v_aw_owed = v_aw_reg - v_b_reg;
-wire [7:0] v_wl_owed = v_wl_reg - v_b_reg;
-wire v_bvalid = run_verify_reg && v_aw_owed != 8'd0 && v_wl_owed != 8'd0;
+// its last beat were taken) and never reach the bus. The response is a flip-flop decided
+// from the counts of the next cycle (an 8-bit compare in front of the mover's B logic
+// was the post-route critical path)
+reg [7:0] v_aw_reg, v_wl_reg;                   // AWs, last beats not yet answered
+reg v_bvalid_reg;
+wire [7:0] v_aw_next = v_aw_reg + {7'd0, run_verify_reg && mv_awvalid}
+                     - {7'd0, v_bvalid_reg};
+wire [7:0] v_wl_next = v_wl_reg + {7'd0, run_verify_reg && mv_wvalid && mv_wlast}
+                     - {7'd0, v_bvalid_reg};
 assign mv_awready = run_verify_reg ? 1'b1 : m_axi_awready;
 assign mv_wready = run_verify_reg ? 1'b1 : m_axi_wready;
-assign mv_bvalid = run_verify_reg ? v_bvalid : m_axi_bvalid;
+assign mv_bvalid = run_verify_reg ? v_bvalid_reg : m_axi_bvalid;
 assign mv_bresp = run_verify_reg ? 2'b00 : m_axi_bresp;
 assign m_axi_awid = mv_awid;
 assign m_axi_awaddr = mv_awaddr;
@@ -264,13 +268,13 @@ assign m_axi_wvalid = mv_wvalid && !run_verify_reg;
 assign m_axi_bready = 1'b1;
 
 always @(posedge clk) begin
-    if (mv_awvalid && mv_awready) v_aw_reg <= v_aw_reg + 8'd1;
-    if (mv_wvalid && mv_wready && mv_wlast) v_wl_reg <= v_wl_reg + 8'd1;
-    if (v_bvalid) v_b_reg <= v_b_reg + 8'd1;
+    v_aw_reg <= v_aw_next;
+    v_wl_reg <= v_wl_next;
+    v_bvalid_reg <= run_verify_reg && v_aw_next != 8'd0 && v_wl_next != 8'd0;
     if (rst || mv_clear_reg) begin
         v_aw_reg <= 8'd0;
         v_wl_reg <= 8'd0;
-        v_b_reg <= 8'd0;
+        v_bvalid_reg <= 1'b0;
     end
 end
 
@@ -371,7 +375,8 @@ always @(posedge clk) begin
         RM_REG_RESTORE_POSITION_HI: rd_data_reg <= pos_reg[63:32];
         RM_REG_RESTORE_LENGTH_LO: rd_data_reg <= len_reg[31:0];
         RM_REG_RESTORE_LENGTH_HI: rd_data_reg <= len_reg[63:32];
-        RM_REG_RESTORE_FAULT_CHUNK: rd_data_reg <= fchunk_reg;
+        // the chunk index stops moving at a fault: it is RESTORE_FAULT_CHUNK as it is
+        RM_REG_RESTORE_FAULT_CHUNK: rd_data_reg <= idx_reg;
         RM_REG_RESTORE_CRC_SEEN: rd_data_reg <= crc_seen_reg;
         RM_REG_RESTORE_BYTES_LO: rd_data_reg <= bytes_reg[31:0];
         RM_REG_RESTORE_FAULT_ADDR_LO: rd_data_reg <= faddr64[31:0];
@@ -448,7 +453,7 @@ always @(posedge clk) begin
                 done_reg <= 1'b0;
                 error_reg <= 1'b0;
                 fault_reg <= RM_FAULT_NONE;
-                fchunk_reg <= 32'd0;
+                idx_reg <= 32'd0;
                 crc_seen_reg <= 32'd0;
                 bytes_reg <= 64'd0;
                 faddr_reg <= {AW{1'b0}};
@@ -520,7 +525,6 @@ always @(posedge clk) begin
                        ? cap_x[32:0] - off_x[32:0] : c_len_reg;
             if (k_ent_range_reg || k_ent_overlap_reg) begin
                 fault_reg <= k_ent_range_reg ? RM_FAULT_ADDR_RANGE : RM_FAULT_OVERLAP;
-                fchunk_reg <= idx_reg;
                 faddr_reg <= ent_word;
                 error_reg <= 1'b1;
                 state_reg <= S_IDLE;
@@ -538,7 +542,6 @@ always @(posedge clk) begin
                 if (mv_word_resp[1]) begin
                     fault_reg <= mv_word_resp == 2'b11 ? RM_FAULT_READ_DECERR
                                                        : RM_FAULT_READ_SLVERR;
-                    fchunk_reg <= idx_reg;
                     faddr_reg <= ent_word;
                     state_reg <= S_STOP;
                 end
@@ -565,7 +568,6 @@ always @(posedge clk) begin
             crc_seen_reg <= crc_val_reg;
             if (crc_val_reg != exp_reg) begin
                 fault_reg <= RM_FAULT_CRC_MISMATCH;
-                fchunk_reg <= idx_reg;
                 faddr_reg <= c_src_reg;
                 error_reg <= 1'b1;
                 state_reg <= S_IDLE;     // the mover is quiet: every write was answered
@@ -607,14 +609,12 @@ always @(posedge clk) begin
     // a bus error or the watchdog while a job runs
     if (mv_err_valid && running && state_reg != S_STOP && state_reg != S_FADDR) begin
         fault_reg <= mv_err_code;
-        fchunk_reg <= idx_reg;
         e_where_reg <= mv_err_where;
         e_idx_reg <= mv_err_idx;
         state_reg <= S_FADDR;
     end else if (stop_req && running && state_reg != S_STOP && state_reg != S_FADDR
             && state_reg != S_IDLE) begin
         fault_reg <= RM_FAULT_ABORTED;
-        fchunk_reg <= idx_reg;
         sr_reg <= cfg_soft_reset;
         state_reg <= S_STOP;
     end
@@ -628,7 +628,7 @@ always @(posedge clk) begin
         done_reg <= 1'b0;
         error_reg <= 1'b0;
         fault_reg <= RM_FAULT_NONE;
-        fchunk_reg <= 32'd0;
+        idx_reg <= 32'd0;
         crc_seen_reg <= 32'd0;
         bytes_reg <= 64'd0;
         faddr_reg <= {AW{1'b0}};
