@@ -90,6 +90,8 @@ module ring_mirror_core #(
     output wire                    st_idle,
     output wire                    st_error,          // stopped on a fault
     output wire                    st_clearing,       // the position file is being cleared
+                                                      // or loaded (the register file
+                                                      // holds the bus meanwhile)
     output wire [7:0]              st_fault,
     input  wire [7:0]              st_addr,           // register offset of a 64-bit status value
     output wire [63:0]             st_value,          // its value, one cycle after st_addr
@@ -292,7 +294,8 @@ localparam
     S_RINT_R2 = 79,    // rint = the word read
     S_F0 = 80,         // acc = len
     S_PUB_TTAIL = 81,  // the CRC table's table_tail (CRC_CONFIG.ENABLE)
-    S_U4B = 82;        // (acc_gt_cap of i - t2 registered)
+    S_U4B = 82,        // (acc_gt_cap of i - t2 registered)
+    S_LOAD0 = 83;      // MIRRORED load: operand select (a_sel_reg) set for LOAD1-3
 
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_CFG = 2'd3;
 // header words, by a 3-bit selector: the 40-bit address mux sits after a register
@@ -316,7 +319,7 @@ wire [BW-1:0] mv_err_idx;
 
 // ---------------------------------------------------------------- state
 // one-hot: each state's decode is one flip-flop, so the controls it drives are ORs
-localparam NS = 83;
+localparam NS = 84;
 localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
 reg [NS-1:0] state_reg, state_next;
 reg [NS-1:0] state_pre;                      // state_next before a fault's override
@@ -333,11 +336,13 @@ reg [2:0] fsel_reg, fsel_next;               // header word of a word-level faul
 reg [63:0] pos_mem [0:15];
 reg [63:0] a_op_reg;                         // operand A, selected in the previous cycle
 reg [63:0] acc_reg, acc_next;
-reg [3:0] ra;                                // entry read this cycle (a_op_reg next)
+reg [3:0] ra_pre;                            // entry the state being entered reads
+reg [3:0] ra_reg;                            // that entry, registered (a_op_reg next)
 reg [3:0] wa;
 reg we;
 reg acc_we;
-reg [3:0] a_sel_next;
+reg [3:0] a_sel_pre;                         // operand select of the state being entered
+reg [3:0] a_sel_reg;                         // registered: the select is a flip-flop
 reg b_en, b_en_next;                         // B = acc (else 0)
 reg b_inv, b_inv_next;                       // B inverted (with cin: A - acc; alone: A - 1)
 reg cin, cin_next;                           // carry in
@@ -370,6 +375,8 @@ reg [1:0] torn_run_reg, torn_run_next;       // rounds in a row that kept nothin
 reg rint_known_reg, rint_known_next;
 reg sync_round_reg, sync_round_next;
 reg [31:0] poll_cnt_reg, poll_cnt_next;
+reg poll_wait_reg;                           // poll_cnt_reg != 0, registered from the next
+                                             // value (the 32-bit test off the idle decision)
 reg [31:0] progress_reg, progress_next;
 reg [63:0] bursts_reg;
 reg [63:0] busy_cycles_reg;
@@ -418,8 +425,8 @@ endfunction
 
 reg [63:0] a_next;
 always @* begin
-    case (a_sel_next)
-        A_POS: a_next = pos_mem[ra];
+    case (a_sel_reg)
+        A_POS: a_next = pos_mem[ra_reg];
         A_WORD: a_next = mv_rdata;
         A_LOADV: a_next = cfg_mirrored_value;
         A_BEAT: a_next = ext({{(AW-RUN_LOG-LSB){1'b0}}, fidx_reg[BW-2:0], {LSB{1'b0}}});
@@ -456,7 +463,8 @@ reg gtcap_reg;
 wire sync_req = cfg_sync && !ev_sync_done_reg;
 // registered too (its inputs are final in S_T10, it is used in S_T11): the 40-bit
 // capacity - partition != 0 stays off the position file's read address
-wire catch_up_now = torn_run_reg == 2'd2 && (f_lapped_reg ? cfg_cap_less_part != 0 : f_ngt_reg);
+wire catch_up_now = torn_run_reg == 2'd2 && (f_lapped_reg ? clp_nz_reg : f_ngt_reg);
+reg clp_nz_reg;                              // capacity - partition != 0 (configuration)
 reg catch_up_reg;
 wire word_ok = mv_word_done && !mv_resp[1];
 wire word_bad = mv_word_done && mv_resp[1];
@@ -525,8 +533,8 @@ always @* begin
     last_strb_next = last_strb_reg;
     clear_next = 1'b0;
 
-    // datapath defaults: read the start, compute nothing that lands anywhere
-    ra = E_START;
+    // datapath defaults: compute nothing that lands anywhere (the entry each state reads
+    // is ra_pre's, below)
     wa = E_START;
     we = 1'b0;
     acc_we = 1'b0;
@@ -534,7 +542,6 @@ always @* begin
     (* parallel_case *)
     case (1'b1)
         state_reg[S_IDLE]: begin
-            ra = E_TAIL;
             if (cfg_soft_reset) begin
                 // (the cycle after the clear the request is still seen: nothing to do)
                 if (!ev_soft_reset_done_reg) state_next = ST1 << S_CLEAR;
@@ -550,9 +557,9 @@ always @* begin
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
-                state_next = ST1 << S_LOAD1;
+                state_next = ST1 << S_LOAD0;
             end else if (cfg_enable || sync_req) begin
-                if (poll_cnt_reg != 32'd0 && !sync_req) begin
+                if (poll_wait_reg && !sync_req) begin
                     poll_cnt_next = poll_cnt_reg - 32'd1;
                 end else if (!cfg_ready) begin
                     // configuration written within the last cycles: wait for its check
@@ -580,6 +587,7 @@ always @* begin
                 state_next = ST1 << S_IDLE;
             end
         end
+        state_reg[S_LOAD0]: state_next = ST1 << S_LOAD1;
         state_reg[S_LOAD1]: begin
             wa = E_START;
             we = 1'b1;
@@ -597,7 +605,6 @@ always @* begin
         end
         // ------------------------------------------------ poll and plan
         state_reg[S_TAIL_R]: begin
-            ra = E_TAIL;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
@@ -652,7 +659,6 @@ always @* begin
         end
         state_reg[S_T9]: begin
             // start - newest borrows: newest > start
-            ra = E_NEWEST;
             f_ngt_next = alu_borrow;
             state_next = ST1 << S_T10;
         end
@@ -676,7 +682,6 @@ always @* begin
         state_reg[S_T11]: begin
             // the copy start: the newest partition after two torn rounds (docs/hw.md,
             // "Catch-up"), the oldest intact one when lapped, else where the last ended
-            ra = catch_up_reg ? E_NEWEST : f_lapped_reg ? E_OLDEST : E_START;
             f_over_next = f_lapped_reg || catch_up_reg;
             if (f_lapped_reg || catch_up_reg) begin
                 ev_overrun_next = 1'b1;
@@ -701,41 +706,34 @@ always @* begin
         state_reg[S_P3]: begin
             // acc = start - cstart, so lost - acc = lost + (cstart - start)
             acc_we = 1'b1;
-            ra = E_LOST;
             state_next = ST1 << S_P4;
         end
         state_reg[S_P4]: begin
             wa = E_LOST;
             we = 1'b1;
-            ra = f_over_reg ? E_OVERRUNS : E_CSTART;
             state_next = f_over_reg ? ST1 << S_P5 : ST1 << S_P8;
         end
         state_reg[S_P5]: begin
             wa = E_OVERRUNS;
             we = 1'b1;
-            ra = E_CSTART;
             state_next = ST1 << S_P8;
         end
         state_reg[S_P8]: begin
             acc_we = 1'b1;
-            ra = E_TNEW;
             state_next = ST1 << S_P7;
         end
         state_reg[S_P7]: begin
             wa = E_RWANT;
             we = 1'b1;
             f_ovf_next = alu_carry;
-            ra = E_TNEW;
             state_next = ST1 << S_P9;
         end
         state_reg[S_P9]: begin
             len_next = res[AW-1:0];
-            ra = E_RWANT;
             state_next = ST1 << S_P10;
         end
         state_reg[S_P10]: begin
             acc_we = 1'b1;
-            ra = E_TNEW;
             rem_next = {1'b0, beats_sum[AW-1:LSB]};
             last_strb_next = tlow_reg == 0 ? STRB_ALL
                            : STRB_ALL >> (BYTES[LSB:0] - {1'b0, tlow_reg});
@@ -743,14 +741,12 @@ always @* begin
         end
         state_reg[S_P11]: begin
             f_rw_gt_t_next = alu_borrow;       // tnew < rwant
-            ra = E_TNEW;
             state_next = ST1 << S_P12;
         end
         state_reg[S_P12]: begin
             // replica readers must start at cstart after a resynchronisation
             wa = E_RWANT;
             we = !(gap_reg && f_rw_gt_t_reg);
-            ra = E_RWANT;
             if (gap_reg && f_ovf_reg) begin
                 we = 1'b0;
                 fault_next = RM_FAULT_POSITION_LIMIT;
@@ -767,7 +763,6 @@ always @* begin
             end
         end
         state_reg[S_RINT_R]: begin
-            ra = E_RWANT;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
@@ -781,21 +776,17 @@ always @* begin
         state_reg[S_RINT_R2]: begin
             wa = E_RINT;
             we = 1'b1;
-            ra = E_RWANT;
             state_next = ST1 << S_RC2;
         end
         state_reg[S_RC1]: begin
-            ra = E_RWANT;
             state_next = ST1 << S_RC2;
         end
         state_reg[S_RC2]: begin
             acc_we = 1'b1;
-            ra = E_RINT;
             state_next = ST1 << S_RC3;
         end
         state_reg[S_RC3]: begin
             f_grow_next = alu_borrow;          // rint < rwant
-            ra = E_RWANT;
             state_next = keep_part_reg ? ST1 << S_WD1 : ST1 << S_RINT_W;
         end
         state_reg[S_RINT_W]: begin
@@ -822,7 +813,6 @@ always @* begin
             state_next = ST1 << S_COPY;
         end
         state_reg[S_NR1]: begin
-            ra = E_RBASE;
             if (mv_wr_done) state_next = ST1 << S_NR2;
         end
         state_reg[S_NR2]: begin
@@ -848,7 +838,6 @@ always @* begin
             state_next = ST1 << S_COPY;
         end
         state_reg[S_COPY]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 // the replica tail-intent write failed
                 fault_next = word_wr_fault;
@@ -866,7 +855,6 @@ always @* begin
         end
         // ------------------------------------------------ after the copy
         state_reg[S_INTENT_R]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
@@ -878,12 +866,10 @@ always @* begin
         end
         state_reg[S_I1]: begin
             acc_we = 1'b1;
-            ra = E_CSTART;
             state_next = ST1 << S_I2;
         end
         state_reg[S_I2]: begin
             f_low_next = alu_borrow;           // i < tnew
-            ra = E_CSTART;
             state_next = ST1 << S_I3;
         end
         state_reg[S_I3]: begin
@@ -908,13 +894,11 @@ always @* begin
             state_next = ST1 << S_I7;
         end
         state_reg[S_I7]: begin
-            ra = E_NEWEST;
             state_next = ST1 << S_I8;
         end
         state_reg[S_I8]: begin
             wa = E_OLDEST;
             we = 1'b1;
-            ra = E_TNEW;
             if (f_low_reg) begin
                 fault_next = RM_FAULT_BAD_INTENT;
                 fwhere_next = W_WORD;
@@ -931,7 +915,6 @@ always @* begin
             end
         end
         state_reg[S_TAIL2_R]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_rd_fault;
                 fwhere_next = W_WORD;
@@ -943,33 +926,27 @@ always @* begin
         end
         state_reg[S_U1]: begin
             acc_we = 1'b1;
-            ra = E_INTENT;
             state_next = ST1 << S_U2;
         end
         state_reg[S_U2]: begin
             f_back_next = alu_borrow;          // t2 < tnew
-            ra = E_INTENT;
             state_next = ST1 << S_U3;
         end
         state_reg[S_U3]: begin
             wa = E_TAIL;
             we = 1'b1;
             acc_we = 1'b1;
-            ra = E_INTENT;
             state_next = ST1 << S_U4;
         end
         state_reg[S_U4]: begin
             f_borrow_next = alu_borrow;        // intent < t2
             acc_we = 1'b1;
-            ra = E_OVERRUNS;
             state_next = ST1 << S_U4B;
         end
         state_reg[S_U4B]: begin
-            ra = E_OVERRUNS;
             state_next = ST1 << S_U5;
         end
         state_reg[S_U5]: begin
-            ra = E_CSTART;
             if (f_back_reg) begin
                 fault_next = RM_FAULT_TAIL_BACKWARDS;
                 fwhere_next = W_WORD;
@@ -993,32 +970,26 @@ always @* begin
         end
         state_reg[S_U6]: begin
             acc_we = 1'b1;
-            ra = E_OLDEST;
             state_next = ST1 << S_U7;
         end
         state_reg[S_U7]: begin
             acc_we = 1'b1;
-            ra = E_LOST;
             state_next = ST1 << S_U8;
         end
         state_reg[S_U8]: begin
             wa = E_LOST;
             we = 1'b1;
-            ra = E_TNEW;
             state_next = ST1 << S_U9;
         end
         state_reg[S_U9]: begin
             acc_we = 1'b1;
-            ra = E_OLDEST;
             state_next = ST1 << S_U10;
         end
         state_reg[S_U10]: begin
             f_keep_next = alu_borrow;          // oldest < tnew
-            ra = E_OLDEST;
             state_next = ST1 << S_U11;
         end
         state_reg[S_U11]: begin
-            ra = E_OLDEST;
             we = 1'b1;
             acc_we = 1'b1;
             if (f_keep_reg) begin
@@ -1040,21 +1011,17 @@ always @* begin
             state_next = ST1 << S_RC1;
         end
         state_reg[S_WD1]: begin
-            ra = E_CSTART;
             state_next = ST1 << S_WD2;
         end
         state_reg[S_WD2]: begin
             acc_we = 1'b1;
-            ra = E_TNEW;
             state_next = ST1 << S_WD3;
         end
         state_reg[S_WD3]: begin
             len_next = res[AW-1:0];
-            ra = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
             state_next = ST1 << S_WDRAIN;
         end
         state_reg[S_WDRAIN]: begin
-            ra = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
             if (mv_wr_done) begin
                 if (torn_reg) begin
                     poll_cnt_next = 32'd0;
@@ -1088,7 +1055,6 @@ always @* begin
             end
         end
         state_reg[S_PUB_RINT]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
@@ -1102,7 +1068,6 @@ always @* begin
             end
         end
         state_reg[S_PUB_TTAIL]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
@@ -1116,7 +1081,6 @@ always @* begin
             end
         end
         state_reg[S_PUB_REPLICA]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
@@ -1129,7 +1093,6 @@ always @* begin
             end
         end
         state_reg[S_PUB_RING]: begin
-            ra = E_TNEW;
             if (word_bad) begin
                 fault_next = word_wr_fault;
                 fwhere_next = W_WORD;
@@ -1141,7 +1104,6 @@ always @* begin
         end
         state_reg[S_F0]: begin
             acc_we = 1'b1;
-            ra = E_TNEW;
             state_next = ST1 << S_F1;
         end
         state_reg[S_F1]: begin
@@ -1149,13 +1111,11 @@ always @* begin
             // MIRRORED, BYTES_COPIED cannot fit its three reads between the two updates
             wa = E_MIRRORED;
             we = 1'b1;
-            ra = E_BYTES;
             state_next = ST1 << S_F2;
         end
         state_reg[S_F2]: begin
             wa = E_BYTES;
             we = 1'b1;
-            ra = E_TNEW;
             state_next = ST1 << S_F3;
         end
         state_reg[S_F3]: begin
@@ -1181,10 +1141,8 @@ always @* begin
         state_reg[S_X1]: begin
             wsel_next = fsel_reg;       // X3 reads the word's address through word_addr
             if (fwhere_reg == W_SRC || fwhere_reg == W_DST) begin
-                ra = E_RBASE;
                 state_next = ST1 << S_X4;
             end else begin
-                ra = E_START;
                 state_next = ST1 << S_X2;
             end
         end
@@ -1269,47 +1227,82 @@ end
 // ahead into a_op_reg (with the position file's read), so the 64-bit adder sees two
 // flip-flops (a_op_reg and the accumulator) and a one-LUT invert/enable in front of it.
 //
-// The operand select (a_sel) is decoded from the *current* state: each state names the
-// operand of its successor. Where a state's successor depends on a condition, the
-// successors it can branch to either all take the same operand, or those that do not
-// use it (DRAIN, IDLE, waiting states) get the one of the branch that does; a waiting
-// state loads its successor's operand every cycle it waits (it computes nothing with
-// it). So no condition of the round (flags, word completions, the fault override) sits
-// in front of the 12-way, 64-bit select and the position file's read: before, a_sel
-// decoded the next state, and that decode was the critical path (docs/hw.md).
-// The narrow controls (b_en, b_inv, cin, m_sel) still decode state_pre, the next state
-// before a fault's override: when a fault sends the round to S_DRAIN, that state
-// computes and writes nothing, so the controls it gets do not matter, and the wide
-// "any round state" OR stays off them.
+// The operand select and the position file's read address are flip-flops too (a_sel_reg,
+// ra_reg): each state names the operand of its successor (a_sel) and the entry it reads
+// for it (ra), and both are decoded from state_pre, the state being entered (the next
+// state before a fault's override), a cycle ahead. Where a state's successor depends on a
+// condition, the successors it can branch to either all take the same operand, or those
+// that do not use it (DRAIN, IDLE, waiting states) get the one of the branch that does; a
+// waiting state loads its successor's operand every cycle it waits (it computes nothing
+// with it). So the 12-way, 64-bit select and the LUT-RAM read start at flip-flops, and
+// the round's conditions (flags, word completions) end at eight flip-flops instead of
+// fanning out to the select (docs/hw.md, "Timing and area"). When a fault sends the
+// round to S_DRAIN, that state computes and writes nothing, so the controls it gets do
+// not matter, and the wide "any round state" OR stays off them.
 always @* begin
-    a_sel_next = A_POS;
+    a_sel_pre = A_POS;
     (* parallel_case *)
     case (1'b1)
-        // -> S_CLEAR (a SOFT_RESET) or S_LOAD1 (a MIRRORED load); nothing else from IDLE
-        // computes
-        state_reg[S_IDLE]: a_sel_next = cfg_soft_reset ? A_ZERO : A_LOADV;
-        state_reg[S_CLEAR], state_reg[S_FAULT]: a_sel_next = A_ZERO;
-        state_reg[S_LOAD1], state_reg[S_LOAD2]: a_sel_next = A_LOADV;
+        // -> S_CLEAR (a SOFT_RESET); LOAD0 (a MIRRORED load) computes nothing and selects
+        // LOAD1's operand
+        state_pre[S_IDLE], state_pre[S_CLEAR], state_pre[S_FAULT]: a_sel_pre = A_ZERO;
+        state_pre[S_LOAD0], state_pre[S_LOAD1], state_pre[S_LOAD2]: a_sel_pre = A_LOADV;
         // -> T2, T3, T6, T7, T8, I2, I4, I5, I6, RINT_R2, U2, U3: the word just read
-        state_reg[S_T1], state_reg[S_T2], state_reg[S_T5], state_reg[S_T6],
-        state_reg[S_T7], state_reg[S_I1], state_reg[S_I3], state_reg[S_I4],
-        state_reg[S_I5], state_reg[S_RINT_R], state_reg[S_U1],
-        state_reg[S_U2]: a_sel_next = A_WORD;
+        state_pre[S_T1], state_pre[S_T2], state_pre[S_T5], state_pre[S_T6],
+        state_pre[S_T7], state_pre[S_I1], state_pre[S_I3], state_pre[S_I4],
+        state_pre[S_I5], state_pre[S_RINT_R], state_pre[S_U1],
+        state_pre[S_U2]: a_sel_pre = A_WORD;
         // -> T10, I8: acc - (capacity - partition)
-        state_reg[S_T9], state_reg[S_I7]: a_sel_next = A_NCLP;
-        // -> P7, U12: acc + capacity - partition + 1 (U11 goes to U12 only when it keeps)
-        state_reg[S_P8]: a_sel_next = A_CLP;
-        state_reg[S_U11]: a_sel_next = f_keep_reg ? A_CLP : A_POS;
-        state_reg[S_P1], state_reg[S_X5]: a_sel_next = A_ZERO;     // -> P2, X6
-        state_reg[S_PUB_RING]: a_sel_next = A_LEN;                  // -> F0
-        state_reg[S_NR2]: a_sel_next = A_RUN;                       // -> NR3
-        state_reg[S_X2]: a_sel_next = fwhere_reg == W_WORD ? A_WADDR : A_ZERO;  // -> X3
-        state_reg[S_X4]: a_sel_next = A_BEAT;                       // -> X5
-        state_reg[S_X6]: a_sel_next = fwhere_reg == W_SRC ? A_RING : A_REPLICA; // -> X7
+        state_pre[S_T9], state_pre[S_I7]: a_sel_pre = A_NCLP;
+        // -> P7, U12: acc + capacity - partition + 1 (U11 goes to U12 when it keeps, else
+        // to WDRAIN, which then computes nothing: the round published nothing)
+        state_pre[S_P8], state_pre[S_U11]: a_sel_pre = A_CLP;
+        state_pre[S_P1], state_pre[S_X5]: a_sel_pre = A_ZERO;     // -> P2, X6
+        state_pre[S_PUB_RING]: a_sel_pre = A_LEN;                  // -> F0
+        state_pre[S_NR2]: a_sel_pre = A_RUN;                       // -> NR3
+        // (the fault's kind is final before S_DRAIN)
+        state_pre[S_X2]: a_sel_pre = fwhere_reg == W_WORD ? A_WADDR : A_ZERO;  // -> X3
+        state_pre[S_X4]: a_sel_pre = A_BEAT;                       // -> X5
+        state_pre[S_X6]: a_sel_pre = fwhere_reg == W_SRC ? A_RING : A_REPLICA; // -> X7
         default: begin
         end
     endcase
 end
+
+// the entry each state reads (a_op_reg of its successor, with A_POS); the flags it
+// depends on are final a cycle before the state (catch_up_now: T9 set f_ngt, T10 reads)
+always @* begin
+    ra_pre = E_START;
+    (* parallel_case *)
+    case (1'b1)
+        state_pre[S_IDLE], state_pre[S_TAIL_R]: ra_pre = E_TAIL;
+        state_pre[S_T9], state_pre[S_I7]: ra_pre = E_NEWEST;
+        state_pre[S_T11]: ra_pre = catch_up_now ? E_NEWEST : f_lapped_reg ? E_OLDEST : E_START;
+        state_pre[S_P3], state_pre[S_U7]: ra_pre = E_LOST;
+        state_pre[S_P4]: ra_pre = f_over_reg ? E_OVERRUNS : E_CSTART;
+        state_pre[S_P5], state_pre[S_I1], state_pre[S_I2], state_pre[S_U5],
+        state_pre[S_WD1]: ra_pre = E_CSTART;
+        state_pre[S_P8], state_pre[S_P7], state_pre[S_P10], state_pre[S_P11],
+        state_pre[S_COPY], state_pre[S_INTENT_R], state_pre[S_I8], state_pre[S_TAIL2_R],
+        state_pre[S_U8], state_pre[S_WD2], state_pre[S_PUB_RINT], state_pre[S_PUB_TTAIL],
+        state_pre[S_PUB_REPLICA], state_pre[S_PUB_RING], state_pre[S_F0],
+        state_pre[S_F2]: ra_pre = E_TNEW;
+        state_pre[S_P9], state_pre[S_P12], state_pre[S_RINT_R], state_pre[S_RINT_R2],
+        state_pre[S_RC1], state_pre[S_RC3]: ra_pre = E_RWANT;
+        state_pre[S_RC2]: ra_pre = E_RINT;
+        state_pre[S_NR1]: ra_pre = E_RBASE;
+        state_pre[S_U1], state_pre[S_U2], state_pre[S_U3]: ra_pre = E_INTENT;
+        state_pre[S_U4], state_pre[S_U4B]: ra_pre = E_OVERRUNS;
+        state_pre[S_U6], state_pre[S_U9], state_pre[S_U10], state_pre[S_U11]: ra_pre = E_OLDEST;
+        state_pre[S_WD3], state_pre[S_WDRAIN]:
+            ra_pre = (keep_part_reg && f_grow_reg) ? E_RWANT : E_TNEW;
+        state_pre[S_F1]: ra_pre = E_BYTES;
+        state_pre[S_X1]: ra_pre = (fwhere_reg == W_SRC || fwhere_reg == W_DST) ? E_RBASE : E_START;
+        default: begin
+        end
+    endcase
+end
+
 
 always @* begin
     b_en_next = 1'b0;
@@ -1406,6 +1399,9 @@ always @(posedge clk) begin
 end
 
 always @(posedge clk) begin
+    a_sel_reg <= a_sel_pre;
+    ra_reg <= ra_pre;
+    clp_nz_reg <= cfg_cap_less_part != 0;
     b_en <= b_en_next;
     b_inv <= b_inv_next;
     cin <= cin_next;
@@ -1444,6 +1440,7 @@ always @(posedge clk) begin
     rint_known_reg <= rint_known_next;
     sync_round_reg <= sync_round_next;
     poll_cnt_reg <= poll_cnt_next;
+    poll_wait_reg <= poll_cnt_next != 32'd0;
     progress_reg <= progress_next;
     ev_sync_done_reg <= ev_sync_done_next;
     ev_soft_reset_done_reg <= ev_soft_reset_done_next;
@@ -1475,6 +1472,8 @@ always @(posedge clk) begin
     if (rst) begin
         // the position file is cleared by S_CLEAR (register reads wait for it)
         state_reg <= ST1 << S_CLEAR;
+        a_sel_reg <= A_ZERO;
+        ra_reg <= E_START;
         b_en <= 1'b0;
         b_inv <= 1'b0;
         cin <= 1'b0;
@@ -1492,6 +1491,7 @@ always @(posedge clk) begin
         rint_known_reg <= 1'b0;
         sync_round_reg <= 1'b0;
         poll_cnt_reg <= 32'd0;
+        poll_wait_reg <= 1'b0;
         progress_reg <= 32'd0;
         bursts_reg <= 64'd0;
         busy_cycles_reg <= 64'd0;
@@ -1551,7 +1551,10 @@ assign st_busy = |state_reg[S_X8:S_TAIL_R] || |state_reg[S_F0:S_NR1]
                || state_reg[S_PUB_TTAIL] || state_reg[S_U4B];
 assign st_idle = state_reg[S_IDLE];
 assign st_error = state_reg[S_FAULT];
-assign st_clearing = state_reg[S_CLEAR];
+// a MIRRORED load, from its pulse to the last entry written, holds the register file's
+// bus too: a read of MIRRORED right after the load's response sees the loaded value
+assign st_clearing = state_reg[S_CLEAR] || cfg_mirrored_load || state_reg[S_LOAD0]
+                   || state_reg[S_LOAD1] || state_reg[S_LOAD2] || state_reg[S_LOAD3];
 assign st_fault = fault_reg;
 assign st_value = st_value_reg;
 assign ev_sync_done = ev_sync_done_reg;

@@ -199,6 +199,11 @@ reg [1:0] err_where_reg, err_where_next;
 reg [BW-1:0] err_idx_reg, err_idx_next;
 reg [31:0] wd_cnt_reg, wd_cnt_next;
 reg wd_fired_reg, wd_fired_next;
+// the watchdog's reload condition (nothing outstanding, a handshake, or the watchdog off),
+// registered: the wide idle test and the handshake inputs end at this flip-flop instead of
+// the 32 enables of the counter, so the count runs a cycle behind the bus (a fault comes
+// one cycle later than WATCHDOG cycles after the last handshake)
+reg wd_reload_reg;
 reg burst_issued_reg, burst_issued_next;
 // registered: the controller acts on it a cycle late, far from the mover's counters.
 // Nothing outstanding can start again without a request, so a cycle-old "idle and no
@@ -214,6 +219,8 @@ reg signed [OW-1:0] aw_w_diff_reg, aw_w_diff_next;  // data AWs loaded - data bu
 reg w_mid_reg, w_mid_next;                  // W is inside a data burst
 reg ent_b_pend_reg, ent_b_pend_next;        // an entry write waits for its B
 reg [OW-1:0] ent_b_ahead_reg, ent_b_ahead_next;  // B's owed before it
+reg ent_b_now_reg;                          // ent_b_ahead_reg == 0, registered from the next
+                                            // value (off the B decode and the B counters)
 
 // ---------------------------------------------------------------- planners
 wire ar_plan_valid, aw_plan_valid, b_plan_valid;
@@ -289,7 +296,7 @@ wire ent_go = ent_want && !w_mid_reg && aw_w_diff_reg == 0 && aw_free && w_free
 assign aw_step = aw_data_go;
 wire word_w_go = word_w_pend_reg && w_free;
 wire b_fire = m_axi_bvalid;                     // BREADY is always high
-wire ent_b = b_fire && ent_b_pend_reg && ent_b_ahead_reg == 0;  // the entry write's B
+wire ent_b = b_fire && ent_b_pend_reg && ent_b_now_reg;  // the entry write's B
 wire b_data = b_fire && !word_mode_reg && !ent_b;
 assign b_step = b_data && b_plan_valid;
 
@@ -479,7 +486,7 @@ always @* begin
         ent_b_pend_next = 1'b1;
         ent_b_ahead_next = b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
                                       - {{(OW-1){1'b0}}, b_fire};
-    end else if (b_fire && ent_b_pend_reg && ent_b_ahead_reg != 0) begin
+    end else if (b_fire && ent_b_pend_reg && !ent_b_now_reg) begin
         ent_b_ahead_next = ent_b_ahead_reg - 1'b1;
     end
     if (ent_b) begin
@@ -506,7 +513,7 @@ always @* begin
 
     quiet_next = idle_now && !word_rd && !word_wr && !copy_start;
     // watchdog: no handshake on any channel for `watchdog` cycles while work is waiting
-    if (idle_now || any_hs || watchdog == 32'd0) begin
+    if (wd_reload_reg) begin
         wd_cnt_next = watchdog;
     end else if (wd_cnt_reg != 32'd0) begin
         wd_cnt_next = wd_cnt_reg - 32'd1;
@@ -576,12 +583,14 @@ always @(posedge clk) begin
     err_idx_reg <= err_idx_next;
     wd_cnt_reg <= wd_cnt_next;
     wd_fired_reg <= wd_fired_next;
+    wd_reload_reg <= idle_now || any_hs || watchdog == 32'd0;
     burst_issued_reg <= burst_issued_next;
     quiet_reg <= quiet_next;
     aw_w_diff_reg <= aw_w_diff_next;
     w_mid_reg <= w_mid_next;
     ent_b_pend_reg <= ent_b_pend_next;
     ent_b_ahead_reg <= ent_b_ahead_next;
+    ent_b_now_reg <= ent_b_ahead_next == 0;
     rd_done_reg <= r_idx_next == total_next;
     wr_done_reg <= b_idx_next == total_next;
 
@@ -608,12 +617,14 @@ always @(posedge clk) begin
         err_valid_reg <= 1'b0;
         wd_cnt_reg <= 32'd0;
         wd_fired_reg <= 1'b0;
+        wd_reload_reg <= 1'b1;
         burst_issued_reg <= 1'b0;
         quiet_reg <= 1'b1;
         aw_w_diff_reg <= 0;
         w_mid_reg <= 1'b0;
         ent_b_pend_reg <= 1'b0;
         ent_b_ahead_reg <= 0;
+        ent_b_now_reg <= 1'b1;
         rd_done_reg <= 1'b1;     // total_reg = r_idx_reg = b_idx_reg = 0
         wr_done_reg <= 1'b1;
     end
