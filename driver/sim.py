@@ -17,6 +17,7 @@ request ``<IIQQ`` = (op, seq, address, value), answer ``<IIQ`` = (seq, resp, val
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -415,7 +416,7 @@ class SimCopier(Copier):
                             addr_width=addr_width, startup_timeout=startup_timeout,
                             timeout=register_timeout)
         self.job_timeout = job_timeout
-        self._build_dir = tempfile.mkdtemp(prefix="pyshm-sim-copier-")  # one build, reused
+        self._build_dir = self._shared_build(simulator, rtl_dir, data_width, addr_width)
         self._stage: Any = None                 # mmap of the staging file
         self._stage_path = ""
         self._view: memoryview | None = None    # what staging_buffer handed out
@@ -426,6 +427,23 @@ class SimCopier(Copier):
         self._sim: SimProcess | None = None
         self._sim_ring = ""                     # the ring file the running simulator maps
         self._ip: RingMirror | None = None
+
+    # one build per (simulator, RTL, widths) in this process, removed at exit: every
+    # copier (a restore each) starts its simulators from it instead of rebuilding; the
+    # lock keeps two starts from building into it at once
+    _builds: dict[tuple[Any, ...], str] = {}
+    _build_lock = threading.Lock()
+
+    @classmethod
+    def _shared_build(cls, simulator: str, rtl_dir: Any, data_width: int,
+                      addr_width: int) -> str:
+        key = (simulator, str(rtl_dir), data_width, addr_width)
+        with cls._build_lock:
+            if key not in cls._builds:
+                path = tempfile.mkdtemp(prefix="pyshm-sim-copier-")
+                atexit.register(shutil.rmtree, path, True)
+                cls._builds[key] = path
+            return cls._builds[key]
 
     # ---- buffers -------------------------------------------------------------------
     def staging_buffer(self, size: int, position: int = 0) -> Any:
@@ -461,9 +479,11 @@ class SimCopier(Copier):
         if self._sim is not None and self._ip is not None and self._sim_ring == path:
             return self._ip
         self._shutdown()
-        self._sim = SimProcess(path, ring.size if ring is not None else 0, self._stage_path,
-                               len(self._stage), build_dir=self._build_dir, mode="restore",
-                               **self.options)  # type: ignore[arg-type]
+        with self._build_lock:  # (the start returns once the simulator runs: built)
+            self._sim = SimProcess(path, ring.size if ring is not None else 0,
+                                   self._stage_path, len(self._stage),
+                                   build_dir=self._build_dir, mode="restore",
+                                   **self.options)  # type: ignore[arg-type]
         self._sim_ring = path
         ip = RingMirror({"phys_addr": REG_BASE, "addr_range": R.ADDR_RANGE,
                          "device": SimDevice(self._sim.channel),
@@ -493,7 +513,7 @@ class SimCopier(Copier):
         if seg is None:
             raise InvalidParameterError("the sim engine writes only a ring whose segment it "
                                         "maps: attach_target(segment) before copy()")
-        cap = int.from_bytes(bytes(seg.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
+        cap = self._capacity(seg)
         if cap != capacity or len(memoryview(target).cast("B")) != capacity:
             raise InvalidParameterError(f"copy target ({capacity} bytes) is not the data "
                                         f"area of the attached ring {seg.name!r} ({cap})")
@@ -522,19 +542,24 @@ class SimCopier(Copier):
                     raise CopyChecksumError(f"chunk {i} of {len(chunks)}: checksum mismatch", i)
                 i += 1
                 continue
-            j = self._regular_end(chunks, i)
+            j = self._regular_end(chunks, i, None if ring is None else self._capacity(ring))
             self._job(ip, ring is None, chunks, i, j)
             i = j
 
-    def _regular_end(self, chunks: list[CopyChunk], i: int) -> int:
+    @staticmethod
+    def _capacity(ring: Any) -> int:
+        return int.from_bytes(bytes(ring.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
+
+    def _regular_end(self, chunks: list[CopyChunk], i: int, capacity: int | None) -> int:
         """End of the run of chunks from ``i`` that is one IP job: contiguous in the source
-        and in positions, all of the first one's length but the last, and within the
-        table's room."""
+        and in positions, all of the first one's length but the last, within the table's
+        room and, for a copy, at most a capacity long (the IP's rule)."""
         first = chunks[i]
         j, so, pos = i + 1, first.source_offset + first.length, first.position + first.length
         while (j < len(chunks) and j - i < self._table_cap and chunks[j - 1].length == first.length
                and chunks[j].length > 0 and chunks[j].source_offset == so
-               and chunks[j].position == pos):
+               and chunks[j].position == pos
+               and (capacity is None or pos + chunks[j].length - first.position <= capacity)):
             so += chunks[j].length
             pos += chunks[j].length
             j += 1
@@ -563,7 +588,10 @@ class SimCopier(Copier):
     # ---- cleanup -------------------------------------------------------------------
     def _release_stage(self) -> None:
         if self._view is not None:
-            self._view.release()
+            try:
+                self._view.release()
+            except BufferError:
+                pass  # the caller still holds a view of it: it goes with the mapping
             self._view = None
         if self._stage is not None:
             try:
@@ -579,7 +607,7 @@ class SimCopier(Copier):
             self._stage_path = ""
 
     def close(self) -> None:
-        """Stop the simulator, drop the staging buffer and the build directory."""
+        """Stop the simulator and drop the staging buffer (the build stays for the next
+        copier of this process)."""
         self._shutdown()
         self._release_stage()
-        shutil.rmtree(self._build_dir, ignore_errors=True)

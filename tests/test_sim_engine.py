@@ -249,3 +249,53 @@ def test_bad_options_are_refused_before_starting_a_simulator(names):
     finally:
         rep.close()
         ring.close()
+
+
+def test_sim_copier_jobs_wrap_and_chunk_indices(new_name):
+    """SimCopier cuts a copy-mode job into IP jobs (chunks contiguous in source and ring,
+    one size but the last) and reports a mismatch by the caller's chunk index: a wrapping
+    run of 4 KiB chunks with a short last one, then chunks that start a new IP job; the
+    ring ends up as the CPU copier leaves it, and nothing is written by verify."""
+    import numpy as np
+    from crc32c import crc32c
+    from pyshm.driver.sim import SimCopier
+    from pyshm.fallback.cpu import CpuCopier
+
+    from pyshm.engine import CopyChecksumError, CopyChunk
+    from pyshm.ring import Ring
+    from pyshm.segment import Segment
+
+    cap = 16384
+    names = [new_name(), new_name()]
+    for n in names:
+        Ring(n, create=True, capacity=cap).close()
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 256, 10000, dtype=np.uint8).tobytes()
+    pos0 = 3 * cap - 4096 + 520              # the run passes the ring's end
+    sizes = [4096, 4096, 808]                # one IP job (regular), 9000 bytes
+    chunks, off = [], 0
+    for n in sizes:
+        chunks.append(CopyChunk(off, pos0 + off, n, crc32c(data[off:off + n])))
+        off += n
+    # a chunk that follows the short one: a second IP job
+    chunks.append(CopyChunk(off, pos0 + off, 1000, crc32c(data[off:off + 1000])))
+    with SimCopier() as sim, Segment(names[0]) as seg, Segment(names[1]) as ref:
+        src = sim.staging_buffer(len(data), pos0)
+        src[:] = data
+        sim.attach_target(seg)
+        ring = seg.buf[L.OFF_DATA:L.OFF_DATA + cap]
+        before = bytes(ring)
+        sim.verify(src, chunks)
+        assert bytes(ring) == before, "verify wrote the ring"
+        sim.copy(src, ring, cap, chunks)
+        CpuCopier(1).copy(data, ref.buf[L.OFF_DATA:L.OFF_DATA + cap], cap, chunks)
+        assert bytes(ring) == bytes(ref.buf[L.OFF_DATA:L.OFF_DATA + cap])
+        bad = list(chunks)
+        bad[3] = CopyChunk(bad[3].source_offset, bad[3].position, bad[3].length,
+                           bad[3].crc ^ 1)
+        with pytest.raises(CopyChecksumError) as exc:
+            sim.verify(src, bad)
+        assert exc.value.chunk == 3
+        with pytest.raises(InvalidParameterError, match="staging buffer"):
+            sim.verify(bytearray(len(data)), chunks)
+        ring.release()
