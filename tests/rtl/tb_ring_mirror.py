@@ -543,6 +543,15 @@ class TB:
         assert not self.errors, "\n".join(self.errors[:10])
         self.checker.assert_clean()
 
+    async def stop_and_check(self) -> None:
+        """Disable mirroring, wait for IDLE, then: the replica matches the ring, no guard
+        byte was written, no bus or protocol error was seen."""
+        await self.wr(R.CONTROL, 0)
+        await self.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
+        self.assert_replica_matches()
+        self.assert_guards()
+        self.assert_no_errors()
+
 
 def seed() -> int:
     return int(os.environ.get("RTL_SEED", "1"))
@@ -633,11 +642,7 @@ async def mirror_while_publishing(dut, latency, backpressure, rounds=40):
     assert dut.irq.value == 1
     await tb.wr(R.IRQ_STATUS, R.IRQ_STATUS_PROGRESS_MASK)
     assert dut.irq.value == 0 or await tb.rd(R.IRQ_STATUS)  # a new one may be pending
-    await tb.wr(R.CONTROL, 0)
-    await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
-    tb.assert_replica_matches()
-    tb.assert_guards()
-    tb.assert_no_errors()
+    await tb.stop_and_check()
 
 
 @rtl_test
@@ -1306,11 +1311,7 @@ async def mirror_small_blocks(dut, crc: bool) -> TB:
             tb.publish(tb.random_payload())
         await ClockCycles(dut.aclk, tb.rng.randint(20, 200))
     await tb.wait_mirrored(tb.tail, 40000)
-    await tb.wr(R.CONTROL, 0)
-    await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
-    tb.assert_replica_matches()
-    tb.assert_guards()
-    tb.assert_no_errors()
+    await tb.stop_and_check()
     return tb
 
 
@@ -1364,11 +1365,7 @@ async def test_crc_unit_build_option(dut):
         tb.publish(tb.random_payload())
         await ClockCycles(dut.aclk, tb.rng.randint(20, 200))
     await tb.wait_mirrored(tb.tail, 40000)
-    await tb.wr(R.CONTROL, 0)
-    await tb.wait_status(R.STATUS_IDLE_MASK, R.STATUS_IDLE_MASK, 5000)
-    tb.assert_replica_matches()
-    tb.assert_guards()
-    tb.assert_no_errors()
+    await tb.stop_and_check()
     assert await tb.rd(R.CRC_BLOCKS) == 0
 
 
