@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import layout as L
-from ..engine import Copier, CopyChecksumError, CopyChunk
+from ..engine import Copier
 from ..errors import EngineError, EngineTimeoutError, InvalidParameterError
 from . import regmap as R
+from .copier import IPCopier, ring_capacity
 from .engine import MirrorEngine
 from .ip import DeviceBase, RingMirror
 
@@ -223,9 +224,12 @@ class SimProcess:
                  *, simulator: str = "icarus", rtl_dir: str | os.PathLike[str] | None = None,
                  build_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
                  addr_width: int = 40, startup_timeout: float = 120.0,
-                 timeout: float = 10.0, poll_cycles: int = 8, mode: str = "mirror"):
+                 timeout: float = 10.0, poll_cycles: int = 8, mode: str = "mirror",
+                 ring_bus: int = RING_BUS, replica_bus: int = REPLICA_BUS):
         # mode "restore": the replica's place holds a copier's staging buffer and the ring
-        # (ring_path, or "" for none) is written by the restore copy mode (sim_tb.serve)
+        # (ring_path, or "" for none) is written by the restore copy mode (sim_tb.serve).
+        # ring_bus/replica_bus: where the two files sit on the simulated bus (a board's
+        # u-dma-buf buffers at their phys_addr, for PynqCopier's tests)
         if simulator not in ("icarus", "verilator"):
             raise InvalidParameterError(f"simulator {simulator!r}: use icarus or verilator")
         exe = {"icarus": "iverilog", "verilator": "verilator"}[simulator]
@@ -241,6 +245,15 @@ class SimProcess:
         if not 34 <= addr_width <= 64:
             raise InvalidParameterError(f"addr_width {addr_width}: the simulated map puts "
                                         f"segments above 4 GiB, use 34..64")
+        for what, base, size in (("ring", ring_bus, ring_size),
+                                 ("replica", replica_bus, replica_size)):
+            if base % 4096 or base < 0 or base + size > 1 << addr_width:
+                raise InvalidParameterError(f"{what} bus address 0x{base:x} (+{size} bytes) "
+                                            f"is not a page of the {addr_width}-bit bus")
+        if ring_size and replica_size and ring_bus < replica_bus + replica_size \
+                and replica_bus < ring_bus + ring_size:
+            raise InvalidParameterError(f"ring (0x{ring_bus:x}+{ring_size}) and replica "
+                                        f"(0x{replica_bus:x}+{replica_size}) overlap on the bus")
         rtl = find_rtl(rtl_dir)
         self._tmp = tempfile.mkdtemp(prefix="pyshm-sim-")
         self.build_dir = str(build_dir) if build_dir is not None else self._tmp
@@ -256,7 +269,7 @@ class SimProcess:
                 "simulator": simulator, "rtl_dir": str(rtl), "build_dir": self.build_dir,
                 "socket": sock_path, "ring_path": ring_path, "ring_size": ring_size,
                 "replica_path": replica_path, "replica_size": replica_size,
-                "ring_bus": RING_BUS, "replica_bus": REPLICA_BUS,
+                "ring_bus": ring_bus, "replica_bus": replica_bus,
                 "data_width": data_width, "addr_width": addr_width, "timeout": timeout,
                 "poll_cycles": poll_cycles, "engine_pid": os.getpid(), "work_dir": self._tmp,
                 "mode": mode,
@@ -391,41 +404,34 @@ class SimEngine(MirrorEngine):
             self.sim = None
 
 
-class SimCopier(Copier):
+class SimCopier(IPCopier):
     """The ``sim`` engine's copy mode: the IP's restore copy mode (map 1.6) in a simulator.
 
-    The IP reads only its staging buffer (:meth:`staging_buffer`: a file the simulator
-    maps at a bus address, the image's bytes placed so that each chunk's source address
-    and ring offset agree modulo 4096, as the IP requires; the expected-CRC table after
-    them), and writes only the ring :meth:`attach_target` named, whose segment file the
-    simulator maps (a DMA engine on a board writes a u-dma-buf ring the same way). Jobs go
-    through :meth:`~pyshm.driver.ip.RingMirror.restore_job`, the board driver's code.
+    The IP reads only its staging buffer (:meth:`staging_buffer`: a temporary file the
+    simulator maps at a bus address, laid out by :class:`~pyshm.driver.copier.IPCopier`),
+    and writes only the ring :meth:`attach_target` named, whose segment file the
+    simulator maps (the board's :class:`~pyshm.driver.copier.PynqCopier` writes a
+    u-dma-buf ring the same way). Jobs go through
+    :meth:`~pyshm.driver.ip.RingMirror.restore_job`, the board driver's code.
     Options: ``simulator``, ``rtl_dir``, ``data_width``, ``addr_width``,
     ``startup_timeout``, ``register_timeout``, ``job_timeout`` (one job, seconds).
     """
 
     name = "sim"
-    dma_only = True
     maps_segments = True
 
     def __init__(self, *, simulator: str = "icarus",
                  rtl_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
                  addr_width: int = 40, startup_timeout: float = 120.0,
                  register_timeout: float = 10.0, job_timeout: float = 600.0, **_: Any):
+        super().__init__(job_timeout)
         self.options = dict(simulator=simulator, rtl_dir=rtl_dir, data_width=data_width,
                             addr_width=addr_width, startup_timeout=startup_timeout,
                             timeout=register_timeout)
-        self.job_timeout = job_timeout
-        self._build_dir = self._shared_build(simulator, rtl_dir, data_width, addr_width)
-        self._stage: Any = None                 # mmap of the staging file
+        self._build_dir = self.shared_build(simulator, rtl_dir, data_width, addr_width)
         self._stage_path = ""
-        self._view: memoryview | None = None    # what staging_buffer handed out
-        self._phase = 0                         # the view's offset in the staging file
-        self._table_off = 0
-        self._table_cap = 0                     # entries the table area holds
-        self._target: Any = None                # Segment attached for copy()
         self._sim: SimProcess | None = None
-        self._sim_ring = ""                     # the ring file the running simulator maps
+        self._sim_files = ("", "")              # (ring, staging) the running simulator maps
         self._ip: RingMirror | None = None
 
     # one build per (simulator, RTL, widths) in this process, removed at exit: every
@@ -435,8 +441,9 @@ class SimCopier(Copier):
     _build_lock = threading.Lock()
 
     @classmethod
-    def _shared_build(cls, simulator: str, rtl_dir: Any, data_width: int,
-                      addr_width: int) -> str:
+    def shared_build(cls, simulator: str = "icarus", rtl_dir: Any = None,
+                     data_width: int = 64, addr_width: int = 40) -> str:
+        """The build directory this process's simulators of that kind share."""
         key = (simulator, str(rtl_dir), data_width, addr_width)
         with cls._build_lock:
             if key not in cls._builds:
@@ -445,169 +452,63 @@ class SimCopier(Copier):
                 cls._builds[key] = path
             return cls._builds[key]
 
-    # ---- buffers -------------------------------------------------------------------
-    def staging_buffer(self, size: int, position: int = 0) -> Any:
-        """A ``size``-byte buffer in the simulated bus memory for data that goes to ring
-        position ``position`` onwards (its bus address then agrees with the ring offset
-        modulo 4096), with room after it for the expected-CRC table."""
+    # ---- memory: a temporary file at the replica's bus address ---------------------
+    def _stage_map(self, total: int) -> tuple[Any, int]:
         import mmap
 
-        if size < 0:
-            raise InvalidParameterError(f"staging buffer size {size} must be >= 0")
-        self._release_stage()
-        self._phase = position % 4096
-        self._table_off = -(-(self._phase + size) // 4096) * 4096
-        self._table_cap = size // 64 + 16        # entries: chunks of >= 64 bytes
-        total = self._table_off + 4 * self._table_cap
         fd, self._stage_path = tempfile.mkstemp(prefix="pyshm-sim-stage-")
         try:
             os.ftruncate(fd, total)
-            self._stage = mmap.mmap(fd, total, mmap.MAP_SHARED,
-                                    mmap.PROT_READ | mmap.PROT_WRITE)
+            stage = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
-        self._view = memoryview(self._stage)[self._phase:self._phase + size]
-        return self._view
+        return stage, REPLICA_BUS
 
-    def attach_target(self, segment: Any) -> None:
-        """The ring segment :meth:`copy` writes: the simulator maps its file."""
-        self._target = segment
-
-    # ---- the simulator -------------------------------------------------------------
-    def _ensure(self, ring: Any) -> RingMirror:
-        path = ring.path if ring is not None else ""
-        if self._sim is not None and self._ip is not None and self._sim_ring == path:
-            return self._ip
-        self._shutdown()
-        with self._build_lock:  # (the start returns once the simulator runs: built)
-            self._sim = SimProcess(path, ring.size if ring is not None else 0,
-                                   self._stage_path, len(self._stage),
-                                   build_dir=self._build_dir, mode="restore",
-                                   **self.options)  # type: ignore[arg-type]
-        self._sim_ring = path
-        ip = RingMirror({"phys_addr": REG_BASE, "addr_range": R.ADDR_RANGE,
-                         "device": SimDevice(self._sim.channel),
-                         "fullpath": f"sim:{self.options['simulator']}:ring_mirror"})
-        ip.check_id()
-        ip.require_restore_mode()
-        if ring is not None:
-            cap = int.from_bytes(bytes(ring.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
-            ip.write64("RING_DATA_BASE", RING_BUS + L.OFF_DATA)
-            ip.write64("RING_CAPACITY", cap)
-        self._ip = ip
-        return ip
-
-    def _shutdown(self) -> None:
-        if self._sim is not None:
-            self._sim.shutdown()
-        self._sim, self._ip, self._sim_ring = None, None, ""
-
-    # ---- jobs ----------------------------------------------------------------------
-    def verify(self, source: Any, chunks: list[CopyChunk]) -> None:
-        # (with the target already attached the simulator maps it now: one start for a
-        # restore in place, whose verify and copy then run on the same simulator)
-        self._run(source, None, chunks)
-
-    def copy(self, source: Any, target: Any, capacity: int, chunks: list[CopyChunk]) -> None:
-        seg = self._target
-        if seg is None:
-            raise InvalidParameterError("the sim engine writes only a ring whose segment it "
-                                        "maps: attach_target(segment) before copy()")
-        cap = self._capacity(seg)
-        if cap != capacity or len(memoryview(target).cast("B")) != capacity:
-            raise InvalidParameterError(f"copy target ({capacity} bytes) is not the data "
-                                        f"area of the attached ring {seg.name!r} ({cap})")
-        for c in chunks:
-            if c.length > capacity:
-                raise InvalidParameterError(f"chunk of {c.length} bytes is longer than the "
-                                            f"ring ({capacity})")
-        self._run(source, seg, chunks)
-
-    def _run(self, source: Any, ring: Any, chunks: list[CopyChunk]) -> None:
-        view = self._view
-        if view is None or memoryview(source).cast("B").obj is not view.obj:
-            raise InvalidParameterError("the sim engine reads only its staging buffer: pass "
-                                        "what staging_buffer() returned as the source")
-        size = len(view)
-        for c in chunks:
-            if c.source_offset < 0 or c.length < 0 or c.source_offset + c.length > size:
-                raise InvalidParameterError(f"chunk [{c.source_offset}, "
-                                            f"{c.source_offset + c.length}) is outside the "
-                                            f"{size}-byte staging buffer")
-        ip = self._ensure(ring if ring is not None else self._target)
-        i = 0
-        while i < len(chunks):
-            if chunks[i].length == 0:   # an empty chunk: its CRC is that of no bytes
-                if chunks[i].crc != 0:
-                    raise CopyChecksumError(f"chunk {i} of {len(chunks)}: checksum mismatch", i)
-                i += 1
-                continue
-            j = self._regular_end(chunks, i, None if ring is None else self._capacity(ring))
-            self._job(ip, ring is None, chunks, i, j)
-            i = j
-
-    @staticmethod
-    def _capacity(ring: Any) -> int:
-        return int.from_bytes(bytes(ring.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
-
-    def _regular_end(self, chunks: list[CopyChunk], i: int, capacity: int | None) -> int:
-        """End of the run of chunks from ``i`` that is one IP job: contiguous in the source
-        and in positions, all of the first one's length but the last, within the table's
-        room and, for a copy, at most a capacity long (the IP's rule)."""
-        first = chunks[i]
-        j, so, pos = i + 1, first.source_offset + first.length, first.position + first.length
-        while (j < len(chunks) and j - i < self._table_cap and chunks[j - 1].length == first.length
-               and chunks[j].length > 0 and chunks[j].source_offset == so
-               and chunks[j].position == pos
-               and (capacity is None or pos + chunks[j].length - first.position <= capacity)):
-            so += chunks[j].length
-            pos += chunks[j].length
-            j += 1
-        return j
-
-    def _job(self, ip: RingMirror, verify: bool, chunks: list[CopyChunk], i: int,
-             j: int) -> None:
-        first = chunks[i]
-        source = REPLICA_BUS + self._phase + first.source_offset
-        if not verify and (source - first.position) % 4096:
-            raise InvalidParameterError(
-                f"chunk {i}: source offset {first.source_offset} and ring position "
-                f"{first.position} differ modulo 4096 from the staging buffer's placement "
-                f"(staging_buffer(size, position) places it for one job)")
-        table = b"".join(c.crc.to_bytes(4, "little") for c in chunks[i:j])
-        self._stage[self._table_off:self._table_off + len(table)] = table
-        try:
-            ip.restore_job(source=source, table=REPLICA_BUS + self._table_off,
-                           position=first.position, length=sum(c.length for c in chunks[i:j]),
-                           chunk=first.length, verify=verify, timeout=self.job_timeout)
-        except CopyChecksumError as exc:
-            k = i + exc.chunk
-            raise CopyChecksumError(f"chunk {k} of {len(chunks)}: checksum mismatch "
-                                    f"({self.name} engine)", k) from None
-
-    # ---- cleanup -------------------------------------------------------------------
-    def _release_stage(self) -> None:
-        if self._view is not None:
-            try:
-                self._view.release()
-            except BufferError:
-                pass  # the caller still holds a view of it: it goes with the mapping
-            self._view = None
-        if self._stage is not None:
-            try:
-                self._stage.close()
-            except BufferError:
-                pass  # the caller still holds a view: the mapping goes with it
-            self._stage = None
+    def _stage_unmap(self) -> None:
         if self._stage_path:
+            self._shutdown()  # it maps the file
             try:
                 os.unlink(self._stage_path)
             except OSError:
                 pass
             self._stage_path = ""
 
+    # ---- the simulator -------------------------------------------------------------
+    def _ip_for(self, ring: Any) -> RingMirror:
+        files = (ring.path if ring is not None else "", self._stage_path)
+        if self._sim is not None and self._ip is not None and self._sim_files == files:
+            return self._ip
+        self._shutdown()
+        with self._build_lock:  # (the start returns once the simulator runs: built)
+            self._sim = SimProcess(files[0], ring.size if ring is not None else 0,
+                                   self._stage_path, len(self._stage),
+                                   build_dir=self._build_dir, mode="restore",
+                                   **self.options)  # type: ignore[arg-type]
+        self._sim_files = files
+        ip = sim_ring_mirror(self._sim, str(self.options["simulator"]))
+        ip.check_id()
+        ip.require_restore_mode()
+        if ring is not None:
+            ip.write64("RING_DATA_BASE", RING_BUS + L.OFF_DATA)
+            ip.write64("RING_CAPACITY", ring_capacity(ring))
+        self._ip = ip
+        return ip
+
+    def _shutdown(self) -> None:
+        if self._sim is not None:
+            self._sim.shutdown()
+        self._sim, self._ip, self._sim_files = None, None, ("", "")
+
     def close(self) -> None:
         """Stop the simulator and drop the staging buffer (the build stays for the next
         copier of this process)."""
         self._shutdown()
-        self._release_stage()
+        super().close()
+
+
+def sim_ring_mirror(sim: SimProcess, simulator: str = "icarus") -> RingMirror:
+    """The driver's RingMirror on a running simulator's register window."""
+    return RingMirror({"phys_addr": REG_BASE, "addr_range": R.ADDR_RANGE,
+                       "device": SimDevice(sim.channel),
+                       "fullpath": f"sim:{simulator}:ring_mirror"})
+

@@ -1,0 +1,192 @@
+"""Restore through the ring-mirror IP: the copy mode of the ``sim`` and ``pynq`` engines.
+
+:class:`IPCopier` is what both share: the staging buffer's layout (the image's bytes
+placed so that each chunk's bus address agrees with its ring offset modulo 4096, as the
+IP's restore copy mode requires, and the expected-CRC table after them), the cutting of
+a job list into IP jobs, and the jobs themselves through
+:meth:`~pyshm.driver.ip.RingMirror.restore_job`. Where the staging memory and the IP
+come from is the subclass's business: a temporary file mapped by a simulator
+(:class:`~pyshm.driver.sim.SimCopier`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import layout as L
+from ..engine import Copier, CopyChecksumError, CopyChunk
+from ..errors import InvalidParameterError
+from .ip import RingMirror
+
+PAGE = 4096
+# the staging file's layout: [phase][data ... ][pad to a page][table: u32 per chunk]
+MIN_CHUNK = 64  # the table has room for size // MIN_CHUNK + 16 entries
+
+
+def staging_layout(size: int, position: int) -> tuple[int, int, int, int]:
+    """(phase, table offset, table entries, total bytes) of a staging buffer for
+    ``size`` bytes destined for ring position ``position`` onwards."""
+    if size < 0:
+        raise InvalidParameterError(f"staging buffer size {size} must be >= 0")
+    phase = position % PAGE
+    table_off = -(-(phase + size) // PAGE) * PAGE
+    table_cap = size // MIN_CHUNK + 16
+    return phase, table_off, table_cap, table_off + 4 * table_cap
+
+
+def ring_capacity(seg: Any) -> int:
+    """The capacity field of a ring segment's header."""
+    return int.from_bytes(bytes(seg.buf[L.OFF_CAPACITY:L.OFF_CAPACITY + 8]), "little")
+
+
+class IPCopier(Copier):
+    """A :class:`~pyshm.engine.Copier` over the IP's restore copy mode (map 1.6).
+
+    The IP reads only the staging buffer (:meth:`staging_buffer`) and writes only the
+    ring :meth:`attach_target` named. Consecutive chunks of one size, contiguous in the
+    source and in ring positions, form one IP job (the IP iterates the chunks itself);
+    a copy job ends at a ring capacity. Subclasses provide the memory
+    (:meth:`_stage_map`, :meth:`_stage_unmap`) and the IP (:meth:`_ip_for`).
+    """
+
+    dma_only = True
+
+    def __init__(self, job_timeout: float = 600.0):
+        if not job_timeout > 0:
+            raise InvalidParameterError(f"job_timeout {job_timeout} must be > 0 seconds")
+        self.job_timeout = job_timeout
+        self._stage: Any = None                 # mapping: data, then the table
+        self._stage_bus = 0                     # bus address of its first byte
+        self._view: memoryview | None = None    # what staging_buffer handed out
+        self._phase = 0                         # the view's offset in the mapping
+        self._table_off = 0
+        self._table_cap = 0                     # entries the table area holds
+        self._target: Any = None                # Segment attached for copy()
+
+    # ---- what subclasses provide ---------------------------------------------------
+    def _stage_map(self, total: int) -> tuple[Any, int]:
+        """(writable mapping of ``total`` bytes, its bus address)."""
+        raise NotImplementedError
+
+    def _stage_unmap(self) -> None:  # noqa: B027 - a temporary file has nothing more
+        """Release what backs the mapping (after the mapping is closed)."""
+
+    def _ip_for(self, ring: Any) -> RingMirror:
+        """The IP, ready for jobs on ``ring`` (a Segment, or None for verify only)."""
+        raise NotImplementedError
+
+    # ---- buffers -------------------------------------------------------------------
+    def staging_buffer(self, size: int, position: int = 0) -> Any:
+        """A ``size``-byte buffer the IP reads, for data that goes to ring position
+        ``position`` onwards (its bus address then agrees with the ring offset modulo
+        4096), with room after it for the expected-CRC table."""
+        phase, table_off, table_cap, total = staging_layout(size, position)
+        self._release_stage()
+        self._stage, self._stage_bus = self._stage_map(total)
+        self._phase, self._table_off, self._table_cap = phase, table_off, table_cap
+        self._view = memoryview(self._stage)[phase:phase + size]
+        return self._view
+
+    def attach_target(self, segment: Any) -> None:
+        """The ring segment :meth:`copy` writes."""
+        self._target = segment
+
+    # ---- jobs ----------------------------------------------------------------------
+    def verify(self, source: Any, chunks: list[CopyChunk]) -> None:
+        self._run(source, None, chunks)
+
+    def copy(self, source: Any, target: Any, capacity: int, chunks: list[CopyChunk]) -> None:
+        seg = self._target
+        if seg is None:
+            raise InvalidParameterError(f"the {self.name} engine writes only a ring it was "
+                                        f"given: attach_target(segment) before copy()")
+        cap = ring_capacity(seg)
+        if cap != capacity or len(memoryview(target).cast("B")) != capacity:
+            raise InvalidParameterError(f"copy target ({capacity} bytes) is not the data "
+                                        f"area of the attached ring {seg.name!r} ({cap})")
+        for c in chunks:
+            if c.length > capacity:
+                raise InvalidParameterError(f"chunk of {c.length} bytes is longer than the "
+                                            f"ring ({capacity})")
+        self._run(source, seg, chunks)
+
+    def _run(self, source: Any, ring: Any, chunks: list[CopyChunk]) -> None:
+        view = self._view
+        if view is None or memoryview(source).cast("B").obj is not view.obj:
+            raise InvalidParameterError(f"the {self.name} engine reads only its staging "
+                                        f"buffer: pass what staging_buffer() returned as "
+                                        f"the source")
+        size = len(view)
+        for c in chunks:
+            if c.source_offset < 0 or c.length < 0 or c.source_offset + c.length > size:
+                raise InvalidParameterError(f"chunk [{c.source_offset}, "
+                                            f"{c.source_offset + c.length}) is outside the "
+                                            f"{size}-byte staging buffer")
+        # (verify with a target attached: the IP gets the ring now, so a restore in place
+        # sets it up once for its verify and copy passes)
+        ip = self._ip_for(ring if ring is not None else self._target)
+        i = 0
+        while i < len(chunks):
+            if chunks[i].length == 0:   # an empty chunk: its CRC is that of no bytes
+                if chunks[i].crc != 0:
+                    raise CopyChecksumError(f"chunk {i} of {len(chunks)}: checksum mismatch", i)
+                i += 1
+                continue
+            j = self._regular_end(chunks, i, None if ring is None else ring_capacity(ring))
+            self._job(ip, ring is None, chunks, i, j)
+            i = j
+
+    def _regular_end(self, chunks: list[CopyChunk], i: int, capacity: int | None) -> int:
+        """End of the run of chunks from ``i`` that is one IP job: contiguous in the source
+        and in positions, all of the first one's length but the last, within the table's
+        room and, for a copy, at most a capacity long (the IP's rule)."""
+        first = chunks[i]
+        j, so, pos = i + 1, first.source_offset + first.length, first.position + first.length
+        while (j < len(chunks) and j - i < self._table_cap and chunks[j - 1].length == first.length
+               and chunks[j].length > 0 and chunks[j].source_offset == so
+               and chunks[j].position == pos
+               and (capacity is None or pos + chunks[j].length - first.position <= capacity)):
+            so += chunks[j].length
+            pos += chunks[j].length
+            j += 1
+        return j
+
+    def _job(self, ip: RingMirror, verify: bool, chunks: list[CopyChunk], i: int,
+             j: int) -> None:
+        first = chunks[i]
+        source = self._stage_bus + self._phase + first.source_offset
+        if not verify and (source - first.position) % PAGE:
+            raise InvalidParameterError(
+                f"chunk {i}: source offset {first.source_offset} and ring position "
+                f"{first.position} differ modulo 4096 from the staging buffer's placement "
+                f"(staging_buffer(size, position) places it for one job)")
+        table = b"".join(c.crc.to_bytes(4, "little") for c in chunks[i:j])
+        self._stage[self._table_off:self._table_off + len(table)] = table
+        try:
+            ip.restore_job(source=source, table=self._stage_bus + self._table_off,
+                           position=first.position, length=sum(c.length for c in chunks[i:j]),
+                           chunk=first.length, verify=verify, timeout=self.job_timeout)
+        except CopyChecksumError as exc:
+            k = i + exc.chunk
+            raise CopyChecksumError(f"chunk {k} of {len(chunks)}: checksum mismatch "
+                                    f"({self.name} engine)", k) from None
+
+    # ---- cleanup -------------------------------------------------------------------
+    def _release_stage(self) -> None:
+        if self._view is not None:
+            try:
+                self._view.release()
+            except BufferError:
+                pass  # the caller still holds a view of it: it goes with the mapping
+            self._view = None
+        if self._stage is not None:
+            try:
+                self._stage.close()
+            except BufferError:
+                pass  # the caller still holds a view: the mapping goes with it
+            self._stage = None
+        self._stage_unmap()
+
+    def close(self) -> None:
+        """Drop the staging buffer."""
+        self._release_stage()
