@@ -6,16 +6,22 @@ IP's restore copy mode requires, and the expected-CRC table after them), the cut
 a job list into IP jobs, and the jobs themselves through
 :meth:`~pyshm.driver.ip.RingMirror.restore_job`. Where the staging memory and the IP
 come from is the subclass's business: a temporary file mapped by a simulator
-(:class:`~pyshm.driver.sim.SimCopier`).
+(:class:`~pyshm.driver.sim.SimCopier`), or a u-dma-buf buffer and the board's IP
+(:class:`PynqCopier`).
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+import stat
 from typing import Any
 
 from .. import layout as L
+from .. import udmabuf
 from ..engine import Copier, CopyChecksumError, CopyChunk
-from ..errors import InvalidParameterError
+from ..errors import EngineError, InvalidParameterError
+from . import regmap as R
 from .ip import RingMirror
 
 PAGE = 4096
@@ -190,3 +196,163 @@ class IPCopier(Copier):
     def close(self) -> None:
         """Drop the staging buffer."""
         self._release_stage()
+
+
+# ---- the board ----------------------------------------------------------------------
+
+STAGING_ENV = "PYSHM_RESTORE_UDMABUF"
+CPU_HINT = "restore with engine 'cpu' or 'none' instead (the CPU path needs no board)"
+
+
+def dma_coherent(device: str) -> bool | None:
+    """The u-dma-buf ``dma_coherent`` attribute of ``device`` (set by the device tree's
+    ``dma-coherent`` property), or None when the module does not report it."""
+    entry = udmabuf.sysfs_entry(device)
+    if entry is None:
+        return None
+    try:
+        with open(os.path.join(entry, "dma_coherent")) as f:
+            return bool(int(f.read().strip() or "0", 16))
+    except (OSError, ValueError):
+        return None
+
+
+def require_coherent(device: str, what: str) -> None:
+    """Refuse a u-dma-buf buffer its module reports as not DMA-coherent: the IP would
+    read stale cache lines of it, and the CPU stale lines of what the IP wrote (the
+    project does no cache maintenance: docs/driver.md, "memory and coherence")."""
+    if dma_coherent(device) is False:
+        raise EngineError(f"{what} {device} is not DMA-coherent (its u-dma-buf "
+                          f"dma_coherent attribute reads 0): give the buffer the "
+                          f"device-tree property dma-coherent, with the IP on the "
+                          f"coherent S_AXI_HPC port (docs/driver.md); "
+                          f"{CPU_HINT}")
+
+
+class PynqCopier(IPCopier):
+    """The ``pynq`` engine's copy mode: the board's ring-mirror IP restores an image.
+
+    The staging buffer is a u-dma-buf buffer (``staging=`` or ``$PYSHM_RESTORE_UDMABUF``,
+    e.g. ``/dev/udmabuf2``) that holds no ring: the image's bytes are read into it once,
+    placed by the job's first ring position, with the expected-CRC table after them, so
+    it must be a little larger than the image's data (the error says how much). The
+    target must be a ring in DMA-able memory (``pyshm create --udmabuf``): its bus
+    address comes from the header's ``data_phys_addr`` or its u-dma-buf device;
+    :meth:`attach_target` refuses any other before anything is written.
+
+    ``ip``: a :class:`RingMirror` to use (the tests pass the simulated one); otherwise
+    ``overlay``/``ip_name`` find it as :class:`~pyshm.driver.engine.PynqEngine` does,
+    and ``check_coherency`` refuses to run with HPC coherency off. ``job_timeout``: one
+    IP job, seconds (it is aborted then). The IP must not be mirroring meanwhile.
+    """
+
+    name = "pynq"
+
+    def __init__(self, *, staging: str | os.PathLike[str] | None = None, ip: Any = None,
+                 overlay: Any = None, ip_name: str | None = None,
+                 check_coherency: bool = True, job_timeout: float = 600.0, **_: Any):
+        super().__init__(job_timeout)
+        self._fd = -1
+        self._target_bus = 0
+        self._configured: tuple[int, int] | None = None  # (ring data bus, capacity)
+        if ip is None:
+            from .engine import check_hpc_coherency, find_mirror_ip
+
+            try:
+                ip = find_mirror_ip(overlay, ip_name)
+                if check_coherency:
+                    check_hpc_coherency()
+            except EngineError as exc:
+                raise EngineError(f"the pynq engine's copy mode: {exc}; {CPU_HINT}") from None
+        if not isinstance(ip, RingMirror):
+            raise InvalidParameterError(f"ip: expected a RingMirror, got {type(ip).__name__}")
+        self.ip = ip
+        self.check_coherency = check_coherency
+        # refused now, before a restore touches anything: an IP without the mode
+        # (IPMismatchError, no RESTORE_* register read), no staging buffer configured
+        ip.check_id()
+        ip.require_restore_mode()
+        self.staging = self._staging_device(staging)
+
+    def _staging_device(self, staging: str | os.PathLike[str] | None) -> udmabuf.UdmabufInfo:
+        given = os.fspath(staging) if staging is not None else os.environ.get(STAGING_ENV, "")
+        if not given:
+            raise EngineError(f"the pynq engine restores through a u-dma-buf staging buffer "
+                              f"and none is configured: set {STAGING_ENV}=/dev/udmabufN (a "
+                              f"buffer that holds no ring, somewhat larger than the image's "
+                              f"data), or pass staging= to the copier; "
+                              f"{CPU_HINT}")
+        try:
+            dev = udmabuf.info(given)
+        except InvalidParameterError as exc:
+            raise EngineError(f"the pynq engine's staging buffer ({STAGING_ENV} or staging=): "
+                              f"{exc}; {CPU_HINT}") from None
+        if self.check_coherency:
+            require_coherent(dev.device, "the staging buffer")
+        return dev
+
+    # ---- memory --------------------------------------------------------------------
+    def _stage_map(self, total: int) -> tuple[Any, int]:
+        dev = self.staging
+        if total > dev.size:
+            raise EngineError(f"the staging buffer {dev.device} holds {dev.size:,d} bytes; "
+                              f"this restore needs {total:,d} (the image's data, its place "
+                              f"in a page and the CRC table): load u-dma-buf with a larger "
+                              f"buffer, or {CPU_HINT}")
+        try:
+            self._fd = os.open(dev.device, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            st = os.fstat(self._fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size < total:  # (a test's stand-in)
+                raise EngineError(f"{dev.device} is {st.st_size} bytes, shorter than its "
+                                  f"sysfs size {dev.size}")
+            m = mmap.mmap(self._fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            self._stage_unmap()
+            raise EngineError(f"cannot map the staging buffer {dev.device}: {exc}") from None
+        except BaseException:
+            self._stage_unmap()
+            raise
+        head = m[:len(L.MAGIC)]
+        if head in (L.MAGIC, L.MAGIC_RESTORING):
+            m.close()
+            self._stage_unmap()
+            raise EngineError(f"the staging buffer {dev.device} holds a ring; use a buffer "
+                              f"of its own for {STAGING_ENV}, or {CPU_HINT}")
+        return m, dev.phys_addr
+
+    def _stage_unmap(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def attach_target(self, segment: Any) -> None:
+        """The ring :meth:`copy` writes: refused unless it lives in DMA-able memory
+        (another buffer than the staging one, DMA-coherent)."""
+        from .engine import segment_bus_address
+
+        bus = segment_bus_address(segment)
+        if bus % PAGE:
+            raise EngineError(f"{segment.name}: bus address 0x{bus:x} is not 4 KiB aligned")
+        real = os.path.realpath(segment.path)
+        if real == self.staging.device:
+            raise EngineError(f"{segment.name} lives in the staging buffer {real}: give "
+                              f"{STAGING_ENV} another u-dma-buf buffer")
+        if self.check_coherency and udmabuf.sysfs_entry(real) is not None:
+            require_coherent(real, f"ring {segment.name}'s buffer")
+        self._target = segment
+        self._target_bus = bus
+
+    def _ip_for(self, ring: Any) -> RingMirror:
+        ip = self.ip
+        if ip.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
+            raise EngineError(f"{ip.where} is mirroring (CONTROL.ENABLE set: a pynq engine "
+                              f"runs on it); stop that engine first, or {CPU_HINT}")
+        if ring is not None:
+            if ring is not self._target:
+                self.attach_target(ring)
+            want = (self._target_bus + L.OFF_DATA, ring_capacity(ring))
+            if self._configured != want:
+                ip.write64("RING_DATA_BASE", want[0])
+                ip.write64("RING_CAPACITY", want[1])
+                self._configured = want
+        return ip

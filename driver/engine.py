@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import layout as L
 from ..checksum import crc32c
-from ..engine import DEFAULT_TIMEOUT, Engine, EngineStats, claim_replica
+from ..engine import DEFAULT_TIMEOUT, Copier, Engine, EngineStats, claim_replica
 from ..errors import (
     ClosedError,
     CorruptSegmentError,
@@ -610,27 +610,9 @@ class PynqEngine(MirrorEngine):
             self._release()
             raise EngineError("the pynq engine needs pynq (pip install 'pyshm[pynq]')") from exc
         try:
-            if isinstance(overlay, (str, os.PathLike)):
-                overlay = pynq.Overlay(os.fspath(overlay))
-            if overlay is None:
-                overlay = pynq.Overlay(pynq.PL.bitfile_name, download=False)
-            names = [k for k, v in overlay.ip_dict.items()
-                     if v.get("type") in RingMirror.bindto]
-            if ip_name is None:
-                if len(names) != 1:
-                    raise EngineError(f"overlay has {len(names)} ring-mirror IPs ({names}); "
-                                      f"pass ip_name")
-                ip_name = names[0]
-            ip = getattr(overlay, ip_name)
-            if not isinstance(ip, RingMirror):
-                raise EngineError(f"{ip_name} is bound to {type(ip).__name__}, not RingMirror")
+            ip = find_mirror_ip(overlay, ip_name, pynq)
             if check_coherency:
-                word = int(pynq.MMIO(LPD_APU_ADDR, 4).read(0))
-                if not word & LPD_APU_BRDC_INNER:
-                    raise EngineError(
-                        f"HPC coherency is off (LPD_APU 0x{word:x}, brdc_inner clear): the IP "
-                        f"would read stale cache lines; enable it in the PS configuration "
-                        f"or pass check_coherency=False only for a non-cacheable ring")
+                check_hpc_coherency(pynq)
             ring_bus = segment_bus_address(self.ring_seg)
             rep_bus = segment_bus_address(self.rep_seg)
             self._publish_phys(self.ring_seg, ring_bus)
@@ -640,10 +622,65 @@ class PynqEngine(MirrorEngine):
             self._release()
             raise
 
+    @classmethod
+    def copier(cls, **options: Any) -> Copier | None:
+        """Copy mode: :class:`~pyshm.driver.copier.PynqCopier` (the IP's restore copy mode;
+        options ``staging`` (else $PYSHM_RESTORE_UDMABUF), ``overlay``, ``ip_name``,
+        ``check_coherency``, ``job_timeout``)."""
+        from .copier import PynqCopier
+
+        return PynqCopier(**options)
+
     @staticmethod
     def _publish_phys(seg: Segment, bus: int) -> None:
         """Other processes (tools, a restarted engine) find the address in the header."""
         struct.pack_into("<Q", seg.buf, L.OFF_DATA_PHYS, bus + L.OFF_DATA)
+
+
+def _import_pynq() -> Any:
+    try:
+        import pynq
+    except ImportError as exc:
+        raise EngineError("the pynq engine needs pynq (pip install 'pyshm[pynq]')") from exc
+    return pynq
+
+
+def find_mirror_ip(overlay: Any = None, ip_name: str | None = None, pynq: Any = None) -> RingMirror:
+    """The ring-mirror IP of ``overlay`` (a loaded ``pynq.Overlay``, a bitstream path, or
+    None for the overlay already loaded), by ``ip_name`` or as its only instance."""
+    pynq = pynq or _import_pynq()
+    try:
+        if isinstance(overlay, (str, os.PathLike)):
+            overlay = pynq.Overlay(os.fspath(overlay))
+        if overlay is None:
+            overlay = pynq.Overlay(pynq.PL.bitfile_name, download=False)
+    except EngineError:
+        raise
+    except Exception as exc:  # off-board pynq raises various errors here
+        raise EngineError(f"no PYNQ overlay with the ring-mirror IP is loaded "
+                          f"({type(exc).__name__}: {exc})") from exc
+    names = [k for k, v in overlay.ip_dict.items() if v.get("type") in RingMirror.bindto]
+    if ip_name is None:
+        if len(names) != 1:
+            raise EngineError(f"overlay has {len(names)} ring-mirror IPs ({names}); "
+                              f"pass ip_name")
+        ip_name = names[0]
+    ip = getattr(overlay, ip_name)
+    if not isinstance(ip, RingMirror):
+        raise EngineError(f"{ip_name} is bound to {type(ip).__name__}, not RingMirror")
+    return ip
+
+
+def check_hpc_coherency(pynq: Any = None) -> None:
+    """Refuse to run when the APU does not broadcast inner-shareable transactions: the IP
+    on the HPC port would then read stale cache lines (hw/README.md)."""
+    pynq = pynq or _import_pynq()
+    word = int(pynq.MMIO(LPD_APU_ADDR, 4).read(0))
+    if not word & LPD_APU_BRDC_INNER:
+        raise EngineError(
+            f"HPC coherency is off (LPD_APU 0x{word:x}, brdc_inner clear): the IP "
+            f"would read stale cache lines; enable it in the PS configuration "
+            f"or pass check_coherency=False only for a non-cacheable ring")
 
 
 def _loaded_mirror_ips() -> list[str]:

@@ -512,3 +512,37 @@ def sim_ring_mirror(sim: SimProcess, simulator: str = "icarus") -> RingMirror:
                        "device": SimDevice(sim.channel),
                        "fullpath": f"sim:{simulator}:ring_mirror"})
 
+
+class SimBoard:
+    """A board's restore set-up in a simulator, to run :class:`~pyshm.driver.copier.PynqCopier`
+    off the board: the IP (:attr:`ip`, a RingMirror on a :class:`SimDevice`) with two
+    u-dma-buf buffers on its bus at their ``phys_addr``: the target ring's (only its data
+    area writable) and the staging buffer (read only). The buffers are what
+    :func:`pyshm.udmabuf.info` describes (tests: plain files and a fake sysfs tree,
+    ``PYSHM_SYSFS``); the target must hold a ring when the simulator starts (its
+    capacity bounds what the IP may write). Options: :class:`SimProcess`'s."""
+
+    def __init__(self, ring_device: str, staging_device: str, *, simulator: str = "icarus",
+                 data_width: int = 64, addr_width: int = 40, **options: Any):
+        from .. import udmabuf
+
+        ring, stage = udmabuf.info(ring_device), udmabuf.info(staging_device)
+        build = SimCopier.shared_build(simulator, options.get("rtl_dir"), data_width,
+                                       addr_width)
+        with SimCopier._build_lock:
+            self.sim = SimProcess(ring.device, ring.size, stage.device, stage.size,
+                                  simulator=simulator, data_width=data_width,
+                                  addr_width=addr_width, build_dir=build, mode="restore",
+                                  ring_bus=ring.phys_addr, replica_bus=stage.phys_addr,
+                                  **options)
+        self.ip = sim_ring_mirror(self.sim, simulator)
+
+    def close(self) -> None:
+        """End the simulation."""
+        self.sim.shutdown()
+
+    def __enter__(self) -> SimBoard:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

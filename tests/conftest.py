@@ -48,3 +48,26 @@ def new_name(shm_prefix: str):
     """A factory of /dev/shm names unique to this test, all removed after it."""
     count = iter(range(1 << 30))
     return lambda: f"{shm_prefix}_{next(count)}"
+
+
+@pytest.fixture
+def fake_udmabuf(tmp_path, monkeypatch):
+    """make(name, size, phys, dma_coherent=None) -> device path: a plain file standing for
+    /dev/<name>, described under a fake /sys (PYSHM_SYSFS) as a u-dma-buf buffer of that
+    size at bus address ``phys`` (with a ``dma_coherent`` attribute when given), since no
+    u-dma-buf module runs on the CI machine."""
+    sysfs = tmp_path / "sys"
+    monkeypatch.setenv("PYSHM_SYSFS", str(sysfs))
+
+    def make(name: str, size: int, phys: int, dma_coherent: int | None = None) -> str:
+        dev = tmp_path / name
+        with open(dev, "wb") as f:
+            f.truncate(size)
+        entry = sysfs / "class" / "u-dma-buf" / name
+        entry.mkdir(parents=True)
+        (entry / "phys_addr").write_text(f"0x{phys:x}\n")
+        (entry / "size").write_text(f"{size}\n")
+        if dma_coherent is not None:
+            (entry / "dma_coherent").write_text(f"{dma_coherent}\n")
+        return str(dev)
+    return make

@@ -131,7 +131,33 @@ def test_auto_picks_pynq_only_when_the_loaded_overlay_has_the_ip(monkeypatch):
     assert PynqEngine.available() == (False, "the loaded overlay has no ring-mirror IP")
 
 
-def test_sim_restore_copy_mode_through_pynq_mmio(tmp_path):
+@pytest.fixture
+def restored(tmp_path, new_name):
+    """(image of a 16 KiB ring in 4 KiB chunks, name of the ring the CPU path restores
+    from it)."""
+    from pyshm.images import restore, snapshot
+    from pyshm.ring import Ring
+
+    with Ring(new_name(), create=True, capacity=16384) as ring:
+        p = ring.producer()
+        for i in range(150):
+            p.publish(bytes([i & 0xFF]) * (40 + (i * 53) % 400))
+        p.close()
+        snapshot(ring, tmp_path / "r.pyimg", chunk_size=4096)
+    name = new_name()
+    restore(tmp_path / "r.pyimg", name, engine=None)
+    return tmp_path / "r.pyimg", name
+
+
+def _same_data(a: str, b: str) -> None:
+    from pyshm.ring import Ring
+
+    with Ring(a) as ra, Ring(b) as rb:
+        assert bytes(ra.segment.buf[L.OFF_DATA:]) == bytes(rb.segment.buf[L.OFF_DATA:])
+        assert ra.next_sequence == rb.next_sequence == 150
+
+
+def test_sim_restore_copy_mode_through_pynq_mmio(restored, new_name):
     """The restore copy mode through the same pynq stack: SimCopier's RingMirror is a pynq
     DefaultIP on pynq.MMIO; a restore through it gives the CPU path's ring, and a damaged
     chunk is refused by the IP naming it."""
@@ -139,36 +165,47 @@ def test_sim_restore_copy_mode_through_pynq_mmio(tmp_path):
 
     from pyshm.errors import ImageChecksumError
     from pyshm.images import format as fmt
-    from pyshm.images import restore, snapshot
+    from pyshm.images import restore
+
+    image, cpu = restored
+    name = new_name()
+    with SimCopier() as copier:
+        info = restore(image, name, engine=copier)
+        assert info.engine == "sim"
+        assert isinstance(copier._ip.mmio, pynq.MMIO)
+    _same_data(cpu, name)
+    with fmt.ImageReader(image) as r:
+        victim = r.chunks[1]
+    with open(image, "r+b") as f:
+        f.seek(victim.offset + 7)
+        f.write(b"\xff\x00")
+    with pytest.raises(ImageChecksumError) as exc:
+        restore(image, name, in_place=True, engine="sim")
+    assert exc.value.chunk == 1
+
+
+def test_pynq_copier_through_pynq_mmio(restored, new_name, fake_udmabuf, monkeypatch):
+    """The pynq engine's copy mode over the real pynq stack: PynqCopier's RingMirror on
+    pynq.MMIO (the simulated IP, with u-dma-buf buffers at their bus addresses) restores
+    a ring in place as the CPU does. Off the board, PynqEngine.copier() says that no
+    overlay is loaded and names the CPU engine."""
+    from pyshm.driver.copier import STAGING_ENV, PynqCopier
+    from pyshm.driver.engine import PynqEngine
+    from pyshm.driver.sim import SimBoard
+
+    from pyshm.errors import EngineError
+    from pyshm.images import restore
     from pyshm.ring import Ring
 
-    tag = uuid.uuid4().hex[:10]
-    names = [f"pyt_pqr_{tag}_{i}" for i in range(3)]
-    try:
-        with Ring(names[0], create=True, capacity=16384) as ring:
-            p = ring.producer()
-            for i in range(150):
-                p.publish(bytes([i & 0xFF]) * (40 + (i * 53) % 400))
-            p.close()
-            snapshot(ring, tmp_path / "r.pyimg", chunk_size=4096)
-        restore(tmp_path / "r.pyimg", names[1], engine=None)
-        with SimCopier() as copier:
-            info = restore(tmp_path / "r.pyimg", names[2], engine=copier)
-            assert info.engine == "sim"
-            assert isinstance(copier._ip.mmio, pynq.MMIO)
-        with Ring(names[1]) as a, Ring(names[2]) as b:
-            assert bytes(a.segment.buf[L.OFF_DATA:]) == bytes(b.segment.buf[L.OFF_DATA:])
-        with fmt.ImageReader(tmp_path / "r.pyimg") as r:
-            victim = r.chunks[1]
-        with open(tmp_path / "r.pyimg", "r+b") as f:
-            f.seek(victim.offset + 7)
-            f.write(b"\xff\x00")
-        with pytest.raises(ImageChecksumError) as exc:
-            restore(tmp_path / "r.pyimg", names[2], in_place=True, engine="sim")
-        assert exc.value.chunk == 1
-    finally:
-        for n in names:
-            try:
-                os.unlink(f"/dev/shm/{n}")
-            except FileNotFoundError:
-                pass
+    image, cpu = restored
+    ring_dev = fake_udmabuf("udmabuf0", L.segment_size(16384), 0x3_0000_0000, 1)
+    stage_dev = fake_udmabuf("udmabuf1", 64 << 10, 0x4_0000_0000, 1)
+    monkeypatch.setenv(STAGING_ENV, stage_dev)
+    name = new_name()
+    Ring(name, create=True, capacity=16384, device=ring_dev).close()
+    with SimBoard(ring_dev, stage_dev) as board, PynqCopier(ip=board.ip) as copier:
+        assert isinstance(copier.ip.mmio, pynq.MMIO)
+        assert restore(image, name, in_place=True, engine=copier).engine == "pynq"
+    _same_data(cpu, name)
+    with pytest.raises(EngineError, match="no PYNQ overlay.*engine 'cpu'"):
+        PynqEngine.copier()

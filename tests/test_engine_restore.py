@@ -14,12 +14,13 @@ import os
 import crc32c as ref
 import numpy as np
 import pytest
-from pyshm.fallback.cpu import CpuCopier
+from pyshm.fallback.cpu import CpuCopier, CpuEngine
 
 from pyshm.cli import main
 from pyshm.engine import CopyChecksumError, CopyChunk, open_copier
 from pyshm.errors import (
     CorruptSegmentError,
+    EngineError,
     ImageChecksumError,
     ImageError,
     InvalidParameterError,
@@ -328,10 +329,24 @@ def test_new_segment_engine_refuses_lying_records(tmp_path, new_name):
 # ---- which engine ------------------------------------------------------------------
 
 
-def test_engine_choice_rules(image, new_name):
+class NoCopyMode(CpuEngine):
+    """An engine without a copy mode (every shipped engine has one now)."""
+
+    @classmethod
+    def copier(cls, **options):
+        return None
+
+
+def test_engine_choice_rules(image, new_name, monkeypatch):
+    from pyshm import engine as E
+
     path, want = image
     # a registered engine without a copy mode, asked for by name: refused, named
-    with pytest.raises(InvalidParameterError, match="'pynq' has no copy mode"):
+    monkeypatch.setitem(E._REGISTRY, "nocopy", E._Entry(f"{__name__}:NoCopyMode", -20))
+    with pytest.raises(InvalidParameterError, match="'nocopy' has no copy mode"):
+        restore(path, new_name(), engine="nocopy")
+    # pynq without its board (or without pynq): the copy mode says why, naming cpu
+    with pytest.raises(EngineError, match="pynq engine's copy mode.*engine 'cpu'"):
         restore(path, new_name(), engine="pynq")
     with pytest.raises(InvalidParameterError, match="unknown engine 'warp'"):
         restore(path, new_name(), engine="warp")
@@ -395,9 +410,10 @@ def test_cli_restore_engine_option(image, new_name, capsys):
                      engine]) == 0
         assert says in capsys.readouterr().out
     # (the sim engine's copy mode: tests/conformance/test_restore_conformance.py)
-    assert main(["restore", str(path), "--to", new_name(), "--engine", "pynq"]) == 1
+    # (the pynq engine's: tests/test_pynq_copier.py)
+    assert main(["restore", str(path), "--to", new_name(), "--engine", "warp"]) == 1
     err = capsys.readouterr().err
-    assert "'pynq' has no copy mode" in err and "Traceback" not in err
+    assert "unknown engine 'warp'" in err and "Traceback" not in err
 
 
 def test_cli_restore_help_teaches_the_engine_option(capsys):

@@ -1,6 +1,7 @@
 """Rings and replicas made in u-dma-buf buffers from the CLI and the API, against a fake
 device: a plain file standing for /dev/udmabufN and a sysfs tree describing it
-(PYSHM_SYSFS), since no u-dma-buf module runs on the CI machine."""
+(PYSHM_SYSFS), since no u-dma-buf module runs on the CI machine (the fake_udmabuf
+fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,6 @@ from pyshm.errors import InvalidParameterError, RingExistsError
 from pyshm.replica import Replica
 from pyshm.ring import Ring
 from pyshm.segment import Segment
-
-
-@pytest.fixture
-def fake_udmabuf(tmp_path, monkeypatch):
-    """make(name, size, phys) -> device path, described under a fake /sys."""
-    sysfs = tmp_path / "sys"
-    monkeypatch.setenv("PYSHM_SYSFS", str(sysfs))
-
-    def make(name: str, size: int, phys: int) -> str:
-        dev = tmp_path / name
-        with open(dev, "wb") as f:
-            f.truncate(size)
-        entry = sysfs / "class" / "u-dma-buf" / name
-        entry.mkdir(parents=True)
-        (entry / "phys_addr").write_text(f"0x{phys:x}\n")
-        (entry / "size").write_text(f"{size}\n")
-        return str(dev)
-    return make
 
 
 def test_create_a_ring_in_a_udmabuf_from_the_cli(fake_udmabuf, ring_name, capsys):

@@ -101,10 +101,17 @@ def register(sub: Any) -> None:
                     "copy mode, or an error saying why not; none: the CPU path without an "
                     "engine (checksums by the crc32c package while the "
                     "file is written). Compressed images and replicas are always copied by "
-                    "the CPU.",
+                    "the CPU.\n\n"
+                    "--engine pynq (on a board): the ring-mirror IP restores into a ring "
+                    "made in a u-dma-buf buffer (pyshm create --udmabuf), reading the "
+                    "image's bytes from a second buffer, the staging buffer, named by "
+                    "$PYSHM_RESTORE_UDMABUF (a little larger than the image's data); a ring "
+                    "in ordinary shared memory is refused (auto takes the CPU path for it).",
         epilog="examples:\n  pyshm restore md.pyimg --to md\n"
                "  pyshm restore md.pyimg --to md --in-place   # overwrite the stopped ring md\n"
                "  pyshm restore md.pyimg --to md --engine none   # no engine: the CPU path\n"
+               "  PYSHM_RESTORE_UDMABUF=/dev/udmabuf2 \\\n"
+               "    pyshm restore md.pyimg --to md --in-place --engine pynq   # the FPGA\n"
                "  pyshm restore md-replica --to md   # a stopped replica -> new primary")
     p.add_argument("image", help="image file, or a replica (or ring) to copy from")
     p.add_argument("--to", required=True, dest="target", help="ring name or path to create")

@@ -651,7 +651,10 @@ def _restore_in_place_locked(reader: fmt.ImageReader, target: Any, *, force: boo
             # verified in full: from here on the target is written
             if pop is not None:
                 pop.finish()
-            new_params = _new_params(params, h, name)
+            # where the ring lives is the target's, not the image's: a ring in a
+            # u-dma-buf buffer keeps the bus address engines read from its header
+            new_params = dataclasses.replace(_new_params(params, h, name),
+                                             data_phys_addr=cur.data_phys_addr)
             buf = seg.buf
             data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
             try:

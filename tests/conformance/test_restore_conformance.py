@@ -30,8 +30,11 @@ RESTORE_ENGINES = ["cpu", "sim"]
 @pytest.fixture
 def image(tmp_path, new_name):
     """A wrapped 16 KiB ring's image in 4 KiB chunks (its window starts mid-page)."""
-    name = new_name()
-    path = tmp_path / "r.pyimg"
+    return wrapped_image(tmp_path / "r.pyimg", new_name())
+
+
+def wrapped_image(path, name: str):
+    """Write that image to ``path`` (through a ring ``name``); returns ``path``."""
     with Ring(name, create=True, capacity=CAP) as ring:
         p = ring.producer()
         i = 0
