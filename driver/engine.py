@@ -82,7 +82,9 @@ def segment_bus_address(seg: Segment) -> int:
     """Bus address of the segment's first byte, for the IP.
 
     The ring header's ``data_phys_addr`` (0x60) wins when set (whoever put the ring in
-    DMA-able memory published it there); otherwise a u-dma-buf device file is asked.
+    DMA-able memory published it there); then the address the segment was created at
+    (``Segment(..., device=)``, e.g. a ring a restore is building); otherwise a u-dma-buf
+    device file is asked.
     Ordinary /dev/shm memory is scattered pages the IP cannot address: refused.
     """
     (data_phys,) = struct.unpack_from("<Q", seg.buf, L.OFF_DATA_PHYS)
@@ -91,6 +93,8 @@ def segment_bus_address(seg: Segment) -> int:
             raise CorruptSegmentError(f"{seg.name}: data_phys_addr 0x{data_phys:x} in the "
                                       f"header is not a 4 KiB aligned bus address")
         return int(data_phys) - L.OFF_DATA
+    if seg.bus_address:  # made in a u-dma-buf buffer by this process, header not yet written
+        return int(seg.bus_address)
     if seg.path.startswith("/dev/") and glob.glob(f"/sys/class/*/{os.path.basename(seg.path)}"):
         return udmabuf_info(seg.path)[0]
     raise EngineError(f"{seg.name}: not in DMA-able memory (data_phys_addr is 0 and "

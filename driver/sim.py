@@ -225,11 +225,13 @@ class SimProcess:
                  build_dir: str | os.PathLike[str] | None = None, data_width: int = 64,
                  addr_width: int = 40, startup_timeout: float = 120.0,
                  timeout: float = 10.0, poll_cycles: int = 8, mode: str = "mirror",
-                 ring_bus: int = RING_BUS, replica_bus: int = REPLICA_BUS):
+                 ring_bus: int = RING_BUS, replica_bus: int = REPLICA_BUS,
+                 ring_capacity: int = 0):
         # mode "restore": the replica's place holds a copier's staging buffer and the ring
         # (ring_path, or "" for none) is written by the restore copy mode (sim_tb.serve).
         # ring_bus/replica_bus: where the two files sit on the simulated bus (a board's
-        # u-dma-buf buffers at their phys_addr, for PynqCopier's tests)
+        # u-dma-buf buffers at their phys_addr, for PynqCopier's tests); ring_capacity:
+        # in restore mode, the capacity of a ring not yet written in ring_path (0: read it)
         if simulator not in ("icarus", "verilator"):
             raise InvalidParameterError(f"simulator {simulator!r}: use icarus or verilator")
         exe = {"icarus": "iverilog", "verilator": "verilator"}[simulator]
@@ -272,7 +274,7 @@ class SimProcess:
                 "ring_bus": ring_bus, "replica_bus": replica_bus,
                 "data_width": data_width, "addr_width": addr_width, "timeout": timeout,
                 "poll_cycles": poll_cycles, "engine_pid": os.getpid(), "work_dir": self._tmp,
-                "mode": mode,
+                "mode": mode, "ring_capacity": ring_capacity,
             }
             env = dict(os.environ, PATH=_tool_path())
             with open(self.log_path, "wb") as log:
@@ -519,11 +521,13 @@ class SimBoard:
     u-dma-buf buffers on its bus at their ``phys_addr``: the target ring's (only its data
     area writable) and the staging buffer (read only). The buffers are what
     :func:`pyshm.udmabuf.info` describes (tests: plain files and a fake sysfs tree,
-    ``PYSHM_SYSFS``); the target must hold a ring when the simulator starts (its
-    capacity bounds what the IP may write). Options: :class:`SimProcess`'s."""
+    ``PYSHM_SYSFS``). The IP may write the data area of a ring of ``capacity`` bytes
+    (default: the capacity of the ring the target buffer holds; give it for a buffer a
+    restore will build a new ring in). Options: :class:`SimProcess`'s."""
 
-    def __init__(self, ring_device: str, staging_device: str, *, simulator: str = "icarus",
-                 data_width: int = 64, addr_width: int = 40, **options: Any):
+    def __init__(self, ring_device: str, staging_device: str, *, capacity: int = 0,
+                 simulator: str = "icarus", data_width: int = 64, addr_width: int = 40,
+                 **options: Any):
         from .. import udmabuf
 
         ring, stage = udmabuf.info(ring_device), udmabuf.info(staging_device)
@@ -534,7 +538,7 @@ class SimBoard:
                                   simulator=simulator, data_width=data_width,
                                   addr_width=addr_width, build_dir=build, mode="restore",
                                   ring_bus=ring.phys_addr, replica_bus=stage.phys_addr,
-                                  **options)
+                                  ring_capacity=capacity, **options)
         self.ip = sim_ring_mirror(self.sim, simulator)
 
     def close(self) -> None:

@@ -112,7 +112,9 @@ async def serve(dut):
         bus.readable = [(rep_bus, rep_bus + int(cfg["replica_size"]))]
         if cfg["ring_path"]:
             ring = bus.add(ring_bus, cfg["ring_path"], int(cfg["ring_size"]))
-            cap = int.from_bytes(ring[L.OFF_CAPACITY:L.OFF_CAPACITY + 8], "little")
+            # the capacity given (a ring not yet written there) or the ring's own
+            cap = int(cfg.get("ring_capacity") or 0) or \
+                int.from_bytes(ring[L.OFF_CAPACITY:L.OFF_CAPACITY + 8], "little")
             if not (L.MIN_CAPACITY <= cap and L.HEADER_SIZE + cap <= int(cfg["ring_size"])):
                 raise ValueError(f"ring capacity {cap} does not fit the segment")
             bus.writable = [(ring_bus + L.OFF_DATA, ring_bus + L.OFF_DATA + cap)]

@@ -242,3 +242,56 @@ def test_cli_restore_engine_pynq_off_board(image, new_name, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "pynq" in out and STAGING_ENV in out
+
+
+def test_new_ring_in_a_udmabuf_through_the_ip(image, new_name, fake_udmabuf, tmp_path,
+                                              capsys):
+    """restore(image, NAME, device=DEV, engine=pynq): one pass by the IP into a new ring
+    built in the u-dma-buf buffer, which gets its name only when whole: byte-identical to
+    the CPU copier's new ring, with its bus address in the header. A damaged chunk is the
+    CPU's ImageChecksumError and leaves no name, no temporary and a buffer free for the
+    next ring. The CPU path builds the same ring in a buffer (`pyshm restore
+    --udmabuf`)."""
+    path, wrap = image
+    ring_dev = fake_udmabuf("udmabuf0", L.segment_size(CAP), RING_PHYS, 1)
+    cpu_dev = fake_udmabuf("udmabuf8", L.segment_size(CAP), RING_PHYS + (1 << 20), 1)
+    stage_dev = fake_udmabuf("udmabuf1", 64 << 10, STAGE_PHYS, 1)
+    bad = _damaged(path, wrap, tmp_path / "bad.pyimg")
+    name, ref, cpu_name = new_name(), new_name(), new_name()
+    errors = []
+    with pytest.raises(ImageChecksumError) as exc:
+        restore(bad, new_name(), engine="cpu")
+    errors.append(str(exc.value))
+    with SimBoard(ring_dev, stage_dev, capacity=CAP) as board, \
+            PynqCopier(ip=board.ip, staging=stage_dev) as copier:
+        with pytest.raises(ImageChecksumError) as exc:
+            restore(bad, name, device=ring_dev, engine=copier)
+        errors.append(str(exc.value))
+        assert not os.path.lexists(f"/dev/shm/{name}")
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(name + ".restore-")]
+        info = restore(path, name, device=ring_dev, engine=copier)  # the buffer is free
+        assert info.engine == "pynq"
+    assert errors[0] == errors[1] and f"chunk {wrap}" in errors[0]
+    assert restore(path, ref, engine="cpu").engine == "cpu"
+    assert main(["restore", str(path), "--to", cpu_name, "--udmabuf", cpu_dev,
+                 "--engine", "none"]) == 0
+    assert "CPU path" in capsys.readouterr().out
+    try:
+        with open(f"/dev/shm/{ref}", "rb") as f:
+            want = _restore_bytes(f.read())
+        for n, dev, phys in ((name, ring_dev, RING_PHYS),
+                             (cpu_name, cpu_dev, RING_PHYS + (1 << 20))):
+            assert os.path.realpath(f"/dev/shm/{n}") == dev
+            with open(dev, "rb") as f:
+                assert _restore_bytes(f.read()) == want, n
+            with Ring(n) as r:
+                assert r.params.data_phys_addr == phys + L.OFF_DATA
+                assert r.next_sequence == info.next_sequence
+        assert main(["restore", str(path), "--to", new_name(), "--in-place",
+                     "--udmabuf", cpu_dev]) == 1
+        assert "--udmabuf is for a new ring" in capsys.readouterr().err
+        with pytest.raises(InvalidParameterError, match="device= is for a new ring"):
+            restore(path, name, in_place=True, device=cpu_dev)
+    finally:
+        for n in (name, cpu_name):
+            os.unlink(f"/dev/shm/{n}")

@@ -103,15 +103,16 @@ def register(sub: Any) -> None:
                     "file is written). Compressed images and replicas are always copied by "
                     "the CPU.\n\n"
                     "--engine pynq (on a board): the ring-mirror IP restores into a ring "
-                    "made in a u-dma-buf buffer (pyshm create --udmabuf), reading the "
-                    "image's bytes from a second buffer, the staging buffer, named by "
+                    "in a u-dma-buf buffer (a new one built with --udmabuf DEVICE, or one "
+                    "made by pyshm create --udmabuf, --in-place), reading the image's "
+                    "bytes from a second buffer, the staging buffer, named by "
                     "$PYSHM_RESTORE_UDMABUF (a little larger than the image's data); a ring "
                     "in ordinary shared memory is refused (auto takes the CPU path for it).",
         epilog="examples:\n  pyshm restore md.pyimg --to md\n"
                "  pyshm restore md.pyimg --to md --in-place   # overwrite the stopped ring md\n"
                "  pyshm restore md.pyimg --to md --engine none   # no engine: the CPU path\n"
                "  PYSHM_RESTORE_UDMABUF=/dev/udmabuf2 \\\n"
-               "    pyshm restore md.pyimg --to md --in-place --engine pynq   # the FPGA\n"
+               "    pyshm restore md.pyimg --to md --udmabuf /dev/udmabuf0 --engine pynq\n"
                "  pyshm restore md-replica --to md   # a stopped replica -> new primary")
     p.add_argument("image", help="image file, or a replica (or ring) to copy from")
     p.add_argument("--to", required=True, dest="target", help="ring name or path to create")
@@ -123,6 +124,10 @@ def register(sub: Any) -> None:
     p.add_argument("--engine", default="auto", metavar="{auto,cpu,none,...}",
                    help="which engine copies and checks an uncompressed image: auto "
                         "(default), an engine name, or none (the CPU path); see above")
+    p.add_argument("--udmabuf", metavar="DEVICE",
+                   help="build the new ring in this u-dma-buf buffer (e.g. /dev/udmabuf0, "
+                        "as pyshm create --udmabuf), so that the FPGA engine can mirror it "
+                        "and --engine pynq can restore it; not with --in-place")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_restore,
                    keyword_flags={"overwrite": "--overwrite", "in_place": "--in-place",
@@ -272,14 +277,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if not is_image(args.image):
             raise InvalidParameterError(f"--in-place restores from an image file; "
                                         f"{args.image!r} is not one")
+        if args.udmabuf:
+            raise InvalidParameterError("--udmabuf is for a new ring; --in-place writes the "
+                                        "ring where it already lives")
         info = restore(args.image, args.target, in_place=True, progress=bar,
                        engine=args.engine)
     elif not is_image(args.image) and _is_ring(args.image):
         # a replica (or a ring) as the source: copied as a snapshot would, then built
-        info = restore_capture(capture(args.image), args.target, overwrite=args.overwrite)
+        info = restore_capture(capture(args.image), args.target, overwrite=args.overwrite,
+                               device=args.udmabuf)
     else:
         info = restore(args.image, args.target, overwrite=args.overwrite, progress=bar,
-                       engine=args.engine)
+                       engine=args.engine, device=args.udmabuf)
     bar.finish()
     how = f"the {info.engine} engine's copy mode" if info.engine else "the CPU path"
     print(f"restored {info.record_count} records into ring {info.name!r} in "

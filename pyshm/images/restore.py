@@ -224,7 +224,7 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
            prefault: bool, force: bool,
            verify_first: Callable[[], None] | None = None,
            write_file: Callable[[Segment], str] | None = None,
-           engine: str | None = None) -> RestoreInfo:
+           engine: str | None = None, device: str | None = None) -> RestoreInfo:
     path = resolve_path(target)
     name = display_name(path)
     exists = os.path.exists(path)
@@ -245,7 +245,7 @@ def _build(target: str, params: layout.RingParams, header: fmt.ImageHeader,
             check_stopped(path)
         return _build_unlocked(path, name, params, header, fill, overwrite=overwrite,
                                mode=mode, prefault=prefault, verify_first=verify_first,
-                               write_file=write_file, engine=engine)
+                               write_file=write_file, engine=engine, device=device)
     finally:
         if lock is not None:
             lock.release()
@@ -256,11 +256,11 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
                     overwrite: bool, mode: int, prefault: bool,
                     verify_first: Callable[[], None] | None,
                     write_file: Callable[[Segment], str] | None,
-                    engine: str | None = None) -> RestoreInfo:
+                    engine: str | None = None, device: str | None = None) -> RestoreInfo:
     cap, psize = params.capacity, params.partition_size
     try:
         vfs = os.statvfs(os.path.dirname(path))
-        free = vfs.f_bavail * vfs.f_frsize
+        free = vfs.f_bavail * vfs.f_frsize if device is None else None  # (a device: its own)
     except OSError:
         free = None
     if free is not None and layout.segment_size(cap) > free:
@@ -272,7 +272,13 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
     oldest = _check_window(header, cap, psize)
     new_params = _new_params(params, header, name)
     tmp = f"{path}.restore-{os.getpid()}-{secrets.token_hex(4)}"
-    seg = Segment(tmp, create=True, size=layout.segment_size(cap), mode=mode)
+    # device: the new ring is built in that u-dma-buf buffer (the temporary name is a
+    # link to it), its bus address in the header, and named by a link to the device
+    seg = Segment(tmp, create=True, size=layout.segment_size(cap), mode=mode, device=device)
+    if device is not None:
+        new_params = dataclasses.replace(new_params,
+                                         data_phys_addr=seg.bus_address + layout.OFF_DATA)
+        prefault = False  # a buffer is resident memory: nothing to allocate
     published = False
     try:
         # write(2) into the new file, or fallocate, allocates its pages in the kernel
@@ -307,6 +313,9 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
         data = buf[layout.OFF_DATA:layout.OFF_DATA + cap]
         try:
             buf[:0x80] = layout.pack_static_header(new_params)
+            if device is not None:
+                # a buffer outlives a killed restore: it holds no ring until it is whole
+                buf[:len(layout.MAGIC)] = layout.MAGIC_RESTORING
             if not copied:
                 fill(data)
             # whole partitions between where a reader starts and the window: padding,
@@ -323,6 +332,8 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
                 s = summarize_segment(buf, new_params, min(oldest, start), end,
                                       where=f"restored ring {name!r}")
                 _check_summary(s, header)
+            if device is not None:
+                buf[:len(layout.MAGIC)] = layout.MAGIC
         except CorruptSegmentError as exc:
             raise ImageError(f"image records are invalid: {exc}") from None
         finally:
@@ -334,7 +345,10 @@ def _build_unlocked(path: str, name: str, params: layout.RingParams,
             os.replace(tmp, path)
         else:
             try:
-                os.link(tmp, path)
+                if device is not None:  # a second link to the device (a hard link to a
+                    os.symlink(os.readlink(tmp), path)  # device node crosses file systems)
+                else:
+                    os.link(tmp, path)
             except FileExistsError:
                 raise RingExistsError(f"ring {name!r} appeared while restoring") from None
             os.unlink(tmp)
@@ -721,7 +735,7 @@ def _pwrite_window(path: str, view: memoryview, start: int, cap: int) -> bool:
 
 def _restore_mapped(reader: fmt.ImageReader, target: str, *, overwrite: bool, force: bool,
                     mode: int, prefault: bool, progress: fmt.ProgressFn | None,
-                    copier: Any = None) -> RestoreInfo:
+                    copier: Any = None, device: str | None = None) -> RestoreInfo:
     """New segment from an uncompressed image mapped once.
 
     CPU path: the chunks' CRC32C and the record walk read the mapping while another
@@ -748,14 +762,15 @@ def _restore_mapped(reader: fmt.ImageReader, target: str, *, overwrite: bool, fo
                                                  progress),
                 overwrite=overwrite, mode=mode, prefault=prefault, force=force,
                 verify_first=lambda: _walk_for_engine(copier, reader, window, source, job),
-                write_file=allocate, engine=copier.name)
+                write_file=allocate, engine=copier.name, device=device)
         return _build(
             target, h.params, h,
             lambda data: _copy_window(data, window.data, h.first_position, cap),
             overwrite=overwrite, mode=mode, prefault=prefault, force=force,
             verify_first=lambda: _verify_mapped(reader, window, progress),
             write_file=lambda seg: WROTE if _pwrite_window(seg.path, window.data,
-                                                           h.first_position, cap) else "")
+                                                           h.first_position, cap) else "",
+            device=device)
 
 
 ENGINE_CHOICES = ("auto", "none")  # besides the registered engine names
@@ -806,7 +821,7 @@ def _copier(engine: Any, *, dma_target: bool) -> Any:
 def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = False,
             in_place: bool = False, force: bool = False, mode: int = 0o600,
             prefault: bool = True, progress: fmt.ProgressFn | None = None,
-            engine: Any = "auto") -> RestoreInfo:
+            engine: Any = "auto", device: str | os.PathLike[str] | None = None) -> RestoreInfo:
     """Build ring ``target`` from ``image``; verified in full before the name appears.
 
     ``in_place=True`` instead overwrites the existing, stopped ring ``target`` (same
@@ -823,7 +838,17 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
     every chunk first, then copies and checks again. A compressed image is decompressed
     and checked by the CPU whatever ``engine`` says. :attr:`RestoreInfo.engine` says
     which engine copied (None: the CPU path).
+
+    ``device``: build the new ring in this u-dma-buf buffer (``/dev/udmabufN``, as
+    ``pyshm create --udmabuf`` does), so that the FPGA engine can mirror it, and restore
+    through it (``engine="pynq"``); the name becomes a link to the device once the ring
+    is whole. Not with ``in_place`` (that ring stays where it lives).
     """
+    if device is not None:
+        if in_place:
+            raise InvalidParameterError("device= is for a new ring; a restore in place "
+                                        "writes the ring where it already lives")
+        device = os.fspath(device)
     if not in_place and not isinstance(target, (str, os.PathLike)):
         raise InvalidParameterError("a Ring or Segment object is only accepted with "
                                     "in_place=True; give a ring name to create one")
@@ -831,16 +856,16 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
         h = reader.header
         cap = h.params.capacity
         uncompressed = h.compression == fmt.COMPRESS_NONE
-        copier = _copier(engine, dma_target=_dma_target(target, in_place)) \
-            if uncompressed else None
+        copier = _copier(engine, dma_target=device is not None
+                         or _dma_target(target, in_place)) if uncompressed else None
         try:
             if in_place:
                 return _restore_in_place(reader, target, force=force, progress=progress,
                                          copier=copier)
             if uncompressed:
                 return _restore_mapped(reader, target, overwrite=overwrite, force=force,
-                                       mode=mode, prefault=prefault, progress=progress,
-                                       copier=copier)
+                                       mode=mode, prefault=prefault and device is None,
+                                       progress=progress, copier=copier, device=device)
         finally:
             if copier is not None and copier is not engine:
                 copier.close()  # one we opened
@@ -858,7 +883,7 @@ def restore(image: str | os.PathLike[str], target: Any, *, overwrite: bool = Fal
                     progress(lin + n, total)
 
         return _build(target, h.params, h, fill, overwrite=overwrite, mode=mode,
-                      prefault=prefault, force=force)
+                      prefault=prefault, force=force, device=device)
 
 
 def _dma_target(target: Any, in_place: bool) -> bool:
@@ -880,8 +905,10 @@ def _dma_target(target: Any, in_place: bool) -> bool:
 
 def restore_capture(cap: Capture, target: str, *, overwrite: bool = False,
                     force: bool = False, mode: int = 0o600,
-                    prefault: bool = True) -> RestoreInfo:
-    """Build ring ``target`` from an in-memory capture (a replica or another ring)."""
+                    prefault: bool = True,
+                    device: str | os.PathLike[str] | None = None) -> RestoreInfo:
+    """Build ring ``target`` from an in-memory capture (a replica or another ring);
+    ``device``: in that u-dma-buf buffer, as :func:`restore`."""
     capacity = cap.params.capacity
     header = cap.header()
 
@@ -893,7 +920,8 @@ def restore_capture(cap: Capture, target: str, *, overwrite: bool = False,
             pos += len(piece)
 
     return _build(target, cap.params, header, fill, overwrite=overwrite, mode=mode,
-                  prefault=prefault, force=force)
+                  prefault=prefault, force=force,
+                  device=None if device is None else os.fspath(device))
 
 
 def promote(replica: Any, target: str, *, engine: Any = None, overwrite: bool = False,
