@@ -22,7 +22,7 @@ from .. import udmabuf
 from ..engine import Copier, CopyChecksumError, CopyChunk
 from ..errors import EngineError, InvalidParameterError
 from . import regmap as R
-from .ip import RingMirror
+from .ip import RefusedError, RingMirror
 
 PAGE = 4096
 # the staging file's layout: [phase][data ... ][pad to a page][table: u32 per chunk]
@@ -254,7 +254,6 @@ class PynqCopier(IPCopier):
         super().__init__(job_timeout)
         self._fd = -1
         self._target_bus = 0
-        self._configured: tuple[int, int] | None = None  # (ring data bus, capacity)
         if ip is None:
             from .engine import check_hpc_coherency, find_mirror_ip
 
@@ -350,9 +349,13 @@ class PynqCopier(IPCopier):
         if ring is not None:
             if ring is not self._target:
                 self.attach_target(ring)
-            want = (self._target_bus + L.OFF_DATA, ring_capacity(ring))
-            if self._configured != want:
-                ip.write64("RING_DATA_BASE", want[0])
-                ip.write64("RING_CAPACITY", want[1])
-                self._configured = want
+            # every call, not once: the registers are the IP's, not this process's (an
+            # engine or another restore may have used it meanwhile)
+            ip.write64("RING_DATA_BASE", self._target_bus + L.OFF_DATA)
+            ip.write64("RING_CAPACITY", ring_capacity(ring))
+            if ip.status().config_refused:  # a job of another process is running
+                ip.write32(R.STATUS, R.STATUS_CONFIG_REFUSED_MASK)
+                raise RefusedError(f"{ip.where} refused the target ring's address "
+                                   f"(STATUS.CONFIG_REFUSED): another restore job is "
+                                   f"running on it")
         return ip

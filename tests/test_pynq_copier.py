@@ -16,7 +16,7 @@ import sys
 import pytest
 from pyshm.driver import regmap as R
 from pyshm.driver.copier import STAGING_ENV, PynqCopier
-from pyshm.driver.ip import DeviceBase, IPMismatchError, RingMirror
+from pyshm.driver.ip import DeviceBase, IPMismatchError, RefusedError, RingMirror
 from pyshm.driver.sim import SimBoard
 
 from pyshm import layout as L
@@ -228,6 +228,53 @@ def test_target_must_be_dma_able(image, new_name, fake_udmabuf, tmp_path):
         del src
     assert open(f"/dev/shm/{name}", "rb").read() == before
     assert not RESTORE_REGS & set(window.touched)
+
+
+def test_board_lookup_coherency_and_buffer_sharing(monkeypatch, fake_udmabuf, new_name):
+    """Without ip= the copier takes the overlay's IP and refuses to run while HPC
+    coherency is off (LPD_APU.brdc_inner clear, read through pynq.MMIO), naming the CPU
+    engine, unless check_coherency=False. An IP that refuses the target's address (a job
+    of another process runs) is refused; so is a ring in the staging buffer itself as a
+    target."""
+    import pyshm.driver.engine as E
+
+    window = Window()
+    monkeypatch.setattr(E, "find_mirror_ip", lambda overlay=None, ip_name=None: _ip(window))
+    apu = {"word": 0}
+
+    class FakePynq:
+        class MMIO:
+            def __init__(self, base, length):
+                assert (base, length) == (E.LPD_APU_ADDR, 4)
+
+            def read(self, offset):
+                return apu["word"]
+
+    monkeypatch.setattr(E, "_import_pynq", lambda: FakePynq)
+    stage = fake_udmabuf("udmabuf5", L.segment_size(CAP), STAGE_PHYS)
+    with pytest.raises(EngineError, match="HPC coherency is off.*engine 'cpu'"):
+        PynqCopier(staging=stage)
+    PynqCopier(staging=stage, check_coherency=False).close()
+    apu["word"] = E.LPD_APU_BRDC_INNER
+    name, other = new_name(), new_name()
+    _old_ring(other, device=fake_udmabuf("udmabuf9", L.segment_size(CAP), RING_PHYS))
+    try:
+        with PynqCopier(staging=stage) as copier, Ring(other) as r:
+            assert copier.ip.mmio.device is window
+            copier.attach_target(r.segment)
+            window.regs[R.STATUS] = R.STATUS_CONFIG_REFUSED_MASK
+            src = copier.staging_buffer(4096, 0)
+            with pytest.raises(RefusedError, match="another restore job is running"):
+                copier.verify(src, [])
+            del src
+        _old_ring(name, device=stage)
+        with PynqCopier(staging=stage) as copier, Ring(name) as r:
+            with pytest.raises(EngineError, match="lives in the staging buffer"):
+                copier.attach_target(r.segment)
+    finally:
+        os.unlink(f"/dev/shm/{other}")
+        if os.path.lexists(f"/dev/shm/{name}"):
+            os.unlink(f"/dev/shm/{name}")
 
 
 def test_cli_restore_engine_pynq_off_board(image, new_name, capsys):
