@@ -25,18 +25,27 @@ from . import regmap as R
 from .ip import RefusedError, RingMirror
 
 PAGE = 4096
-# the staging file's layout: [phase][data ... ][pad to a page][table: u32 per chunk]
-MIN_CHUNK = 64  # the table has room for size // MIN_CHUNK + 16 entries
+# the staging buffer's layout: [phase][data ... ][pad to a page][table: u32 per chunk of
+# one IP job]. The table is rewritten for each job, so it needs room for one job's
+# chunks only: at most TABLE_ENTRIES (64 KiB), a longer run of chunks is cut into more
+# jobs. A board's staging buffer is contiguous memory set aside at boot: it should not
+# grow with the image by more than that (a table for every 64-byte chunk of a 1 GiB
+# image would be 64 MiB).
+MIN_CHUNK = 64
+TABLE_ENTRIES = 16384
 
 
-def staging_layout(size: int, position: int) -> tuple[int, int, int, int]:
+def staging_layout(size: int, position: int,
+                   table_entries: int = TABLE_ENTRIES) -> tuple[int, int, int, int]:
     """(phase, table offset, table entries, total bytes) of a staging buffer for
     ``size`` bytes destined for ring position ``position`` onwards."""
     if size < 0:
         raise InvalidParameterError(f"staging buffer size {size} must be >= 0")
+    if table_entries < 1:
+        raise InvalidParameterError(f"table_entries {table_entries} must be >= 1")
     phase = position % PAGE
     table_off = -(-(phase + size) // PAGE) * PAGE
-    table_cap = size // MIN_CHUNK + 16
+    table_cap = min(size // MIN_CHUNK + 16, table_entries)
     return phase, table_off, table_cap, table_off + 4 * table_cap
 
 
@@ -51,11 +60,14 @@ class IPCopier(Copier):
     The IP reads only the staging buffer (:meth:`staging_buffer`) and writes only the
     ring :meth:`attach_target` named. Consecutive chunks of one size, contiguous in the
     source and in ring positions, form one IP job (the IP iterates the chunks itself);
-    a copy job ends at a ring capacity. Subclasses provide the memory
+    a job ends at :attr:`table_entries` chunks and a copy job at a ring capacity.
+    Subclasses provide the memory
     (:meth:`_stage_map`, :meth:`_stage_unmap`) and the IP (:meth:`_ip_for`).
     """
 
     dma_only = True
+    #: chunks per IP job at most (the expected-CRC table's room, see TABLE_ENTRIES)
+    table_entries = TABLE_ENTRIES
 
     def __init__(self, job_timeout: float = 600.0):
         if not job_timeout > 0:
@@ -86,7 +98,8 @@ class IPCopier(Copier):
         """A ``size``-byte buffer the IP reads, for data that goes to ring position
         ``position`` onwards (its bus address then agrees with the ring offset modulo
         4096), with room after it for the expected-CRC table."""
-        phase, table_off, table_cap, total = staging_layout(size, position)
+        phase, table_off, table_cap, total = staging_layout(size, position,
+                                                            self.table_entries)
         self._release_stage()
         self._stage, self._stage_bus = self._stage_map(total)
         self._phase, self._table_off, self._table_cap = phase, table_off, table_cap
@@ -235,7 +248,7 @@ class PynqCopier(IPCopier):
     The staging buffer is a u-dma-buf buffer (``staging=`` or ``$PYSHM_RESTORE_UDMABUF``,
     e.g. ``/dev/udmabuf2``) that holds no ring: the image's bytes are read into it once,
     placed by the job's first ring position, with the expected-CRC table after them, so
-    it must be a little larger than the image's data (the error says how much). The
+    it must hold the image's data + 72 KiB (the error says how much). The
     target must be a ring in DMA-able memory (``pyshm create --udmabuf``): its bus
     address comes from the header's ``data_phys_addr`` or its u-dma-buf device;
     :meth:`attach_target` refuses any other before anything is written.
@@ -278,8 +291,8 @@ class PynqCopier(IPCopier):
         if not given:
             raise EngineError(f"the pynq engine restores through a u-dma-buf staging buffer "
                               f"and none is configured: set {STAGING_ENV}=/dev/udmabufN (a "
-                              f"buffer that holds no ring, somewhat larger than the image's "
-                              f"data), or pass staging= to the copier; "
+                              f"buffer that holds no ring, the image's data + 72 KiB), or "
+                              f"pass staging= to the copier; "
                               f"{CPU_HINT}")
         try:
             dev = udmabuf.info(given)

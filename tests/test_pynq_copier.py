@@ -75,8 +75,9 @@ def _restore_bytes(seg_bytes: bytes) -> bytes:
 def test_in_place_restore_through_the_ip_matches_the_cpu(image, new_name, fake_udmabuf,
                                                          tmp_path):
     """A ring in a u-dma-buf buffer restored in place by the IP (source: the staging
-    buffer, at its bus address) is byte-identical to the CPU copier's restore and keeps
-    its bus address; a damaged chunk (the wrap's) is the CPU's ImageChecksumError, with
+    buffer, at its bus address; each pass cut into jobs of two chunks, the room of a
+    small CRC table) is byte-identical to the CPU copier's restore and keeps its bus
+    address; a damaged chunk (the wrap's) is the CPU's ImageChecksumError, with
     the target untouched."""
     path, wrap = image
     ring_dev = fake_udmabuf("udmabuf0", L.segment_size(CAP), RING_PHYS, dma_coherent=1)
@@ -88,8 +89,18 @@ def test_in_place_restore_through_the_ip_matches_the_cpu(image, new_name, fake_u
     try:
         with SimBoard(ring_dev, stage_dev) as board, \
                 PynqCopier(ip=board.ip, staging=stage_dev) as copier:
+            # a CRC table for 2 chunks: each pass is cut into IP jobs of 2 chunks
+            copier.table_entries = 2
+            jobs: list[int] = []
+            run = board.ip.restore_job
+            board.ip.restore_job = lambda **kw: jobs.append(kw["length"]) or run(**kw)
             info = restore(path, name, in_place=True, engine=copier)
             assert info.engine == "pynq"
+            with fmt.ImageReader(path) as r:
+                n = len(r.chunks)
+            assert len(jobs) == 2 * -(-n // 2) and max(jobs) <= 2 * 4096, jobs  # 2 passes
+            del board.ip.restore_job
+            copier.table_entries = 16384
             assert restore(path, ref, in_place=True, engine="cpu").engine == "cpu"
             with open(ring_dev, "rb") as f, open(f"/dev/shm/{ref}", "rb") as g:
                 got, want = f.read(), g.read()

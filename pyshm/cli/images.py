@@ -106,7 +106,7 @@ def register(sub: Any) -> None:
                     "in a u-dma-buf buffer (a new one built with --udmabuf DEVICE, or one "
                     "made by pyshm create --udmabuf, --in-place), reading the image's "
                     "bytes from a second buffer, the staging buffer, named by "
-                    "$PYSHM_RESTORE_UDMABUF (a little larger than the image's data); a ring "
+                    "$PYSHM_RESTORE_UDMABUF (the image's data + 72 KiB); a ring "
                     "in ordinary shared memory is refused (auto takes the CPU path for it).",
         epilog="examples:\n  pyshm restore md.pyimg --to md\n"
                "  pyshm restore md.pyimg --to md --in-place   # overwrite the stopped ring md\n"
