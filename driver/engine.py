@@ -11,7 +11,6 @@ register window and the bus addresses come from differs.
 
 from __future__ import annotations
 
-import glob
 import os
 import stat
 import struct
@@ -60,22 +59,20 @@ def _is_device(obj: Any) -> bool:
 
 
 def udmabuf_info(path: str) -> tuple[int, int]:
-    """(physical address, size) of a u-dma-buf device file, from its sysfs attributes."""
-    name = os.path.basename(path)
-    for cls_dir in ("/sys/class/u-dma-buf", "/sys/class/udmabuf"):
-        d = os.path.join(cls_dir, name)
-        if os.path.isdir(d):
-            try:
-                with open(os.path.join(d, "phys_addr")) as f:
-                    phys = int(f.read().strip(), 0)
-                with open(os.path.join(d, "size")) as f:
-                    size = int(f.read().strip(), 0)
-            except (OSError, ValueError) as exc:
-                raise EngineError(f"{path}: cannot read u-dma-buf attributes in {d}: "
-                                  f"{exc}") from exc
-            return phys, size
-    raise EngineError(f"{path} is a device file but no u-dma-buf sysfs entry "
-                      f"({'/sys/class/u-dma-buf/' + name}) describes it")
+    """(physical address, size) of a u-dma-buf device file, or a link to one, from its
+    sysfs attributes (:func:`pyshm.udmabuf.info`; ``$PYSHM_SYSFS`` replaces /sys)."""
+    from .. import udmabuf
+
+    if udmabuf.sysfs_entry(path) is None:
+        name = os.path.basename(os.path.realpath(path))
+        raise EngineError(f"{path} is a device file but no u-dma-buf sysfs entry "
+                          f"({os.path.join(udmabuf.sysfs_root(), udmabuf.CLASS_DIRS[0], name)})"
+                          f" describes it")
+    try:
+        dev = udmabuf.info(path)
+    except InvalidParameterError as exc:
+        raise EngineError(str(exc)) from None
+    return dev.phys_addr, dev.size
 
 
 def segment_bus_address(seg: Segment) -> int:
@@ -95,7 +92,9 @@ def segment_bus_address(seg: Segment) -> int:
         return int(data_phys) - L.OFF_DATA
     if seg.bus_address:  # made in a u-dma-buf buffer by this process, header not yet written
         return int(seg.bus_address)
-    if seg.path.startswith("/dev/") and glob.glob(f"/sys/class/*/{os.path.basename(seg.path)}"):
+    from ..udmabuf import sysfs_entry
+
+    if sysfs_entry(seg.path) is not None:  # the device, or a ring name linking to it
         return udmabuf_info(seg.path)[0]
     raise EngineError(f"{seg.name}: not in DMA-able memory (data_phys_addr is 0 and "
                       f"{seg.path} is not a u-dma-buf device); see docs/driver.md")

@@ -125,3 +125,15 @@ def test_replicate_into_a_udmabuf_from_the_cli(fake_udmabuf, ring_name, replica_
     with Replica.open(replica_name, readonly=True) as rep:
         assert rep.params.data_phys_addr == 0x4000_1000 and rep.next_sequence == 10
     assert os.path.realpath(f"/dev/shm/{replica_name}") == dev
+
+
+def test_bus_address_from_sysfs_when_the_header_has_none(fake_udmabuf, ring_name):
+    """A ring in a u-dma-buf buffer whose header carries no bus address (data_phys_addr
+    0, e.g. written by an older release) is found through sysfs by its name, which links
+    to the device; ordinary shared memory still has none."""
+    dev = fake_udmabuf("udmabuf7", 1 << 20, 0x5000_0000)
+    Ring(ring_name, create=True, capacity=1 << 16, device=dev).close()
+    with Segment(ring_name) as seg:
+        struct.pack_into("<Q", seg.buf, layout.OFF_DATA_PHYS, 0)
+        assert segment_bus_address(seg) == 0x5000_0000
+    os.unlink(f"/dev/shm/{ring_name}")
