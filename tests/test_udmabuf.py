@@ -137,3 +137,29 @@ def test_bus_address_from_sysfs_when_the_header_has_none(fake_udmabuf, ring_name
         struct.pack_into("<Q", seg.buf, layout.OFF_DATA_PHYS, 0)
         assert segment_bus_address(seg) == 0x5000_0000
     os.unlink(f"/dev/shm/{ring_name}")
+
+
+def test_restore_a_capture_into_a_udmabuf(fake_udmabuf, new_name):
+    """restore_capture(..., device=) (`pyshm restore REPLICA --to NAME --udmabuf DEV`)
+    builds the copy in the buffer, with its bus address, under a name that links to it;
+    a buffer that already holds a ring is refused before anything is written."""
+    from pyshm.images import capture, restore_capture
+
+    src, dst = new_name(), new_name()
+    dev = fake_udmabuf("udmabuf6", 1 << 20, 0x6000_0000)
+    with Ring(src, create=True, capacity=1 << 16) as ring:
+        p = ring.producer()
+        for i in range(500):
+            p.publish(bytes([i & 0xFF]) * (50 + i % 200))
+        p.close()
+        want = [(m.sequence, bytes(m.data)) for m in iter(ring.consumer(start="oldest").read,
+                                                           None)]
+        info = restore_capture(capture(ring), dst, device=dev)
+        with pytest.raises(RingExistsError, match="already holds a ring"):
+            restore_capture(capture(ring), new_name(), device=dev)
+    assert os.path.realpath(f"/dev/shm/{dst}") == dev and info.next_sequence == 500
+    with Ring(dst) as r:
+        assert r.params.data_phys_addr == 0x6000_1000
+        got = [(m.sequence, bytes(m.data)) for m in iter(r.consumer(start="oldest").read,
+                                                         None)]
+    assert got == want and len(got) > 100
