@@ -304,10 +304,18 @@ wire w_is_last = w_left_reg == {{(BW-1){1'b0}}, 1'b1};
 wire w_group_end = w_low_reg == MAX_BURST_LEN[MBW-1:0] - 1'b1 || MAX_BURST_LEN == 1;
 wire [BYTES-1:0] w_beat_strb = abort ? {BYTES{1'b0}}
     : ((w_first_reg ? first_strb_reg : STRB_ALL) & (w_is_last ? last_strb_reg : STRB_ALL));
-wire [BYTES-1:0] word_strb = {{(BYTES-8){1'b0}}, 8'hFF} << word_addr_reg[LSB-1:0];
+// A word is 8-byte aligned (the configuration check refuses anything else, rm_restore
+// aligns its table words), so only the 64-bit lane it occupies is selected: a byte-granular
+// shift of RDATA was a 64-bit, 8-way select (about 200 LUT4 at 64 bits) for offsets that
+// never occur. At 64 bits the lane is the whole bus.
+localparam [LSB-1:0] LANE_BITS = {LSB{1'b1}} << 3;
+/* verilator lint_off UNUSEDSIGNAL */
+wire [LSB-1:0] word_lane = word_addr_reg[LSB-1:0] & LANE_BITS;   // byte offset of the lane
+/* verilator lint_on UNUSEDSIGNAL */
+wire [BYTES-1:0] word_strb = {{(BYTES-8){1'b0}}, 8'hFF} << word_lane;
 
 /* verilator lint_off UNUSEDSIGNAL */
-wire [DATA_WIDTH-1:0] r_shifted = m_axi_rdata >> {word_addr_reg[LSB-1:0], 3'b000};
+wire [DATA_WIDTH-1:0] r_shifted = m_axi_rdata >> {word_lane, 3'b000};
 /* verilator lint_on UNUSEDSIGNAL */
 
 wire any_hs = (m_axi_arvalid && m_axi_arready) || (m_axi_awvalid && m_axi_awready)
