@@ -140,8 +140,16 @@ localparam LSB = $clog2(BYTES);
 localparam [2:0] FULL_SIZE = LSB[2:0];
 localparam MB_LOG = $clog2(MAX_BURST_LEN);
 localparam MBW = MB_LOG > 0 ? MB_LOG : 1;
+// Counters sized by what they count: read bursts in flight 0..MAX_OUTSTANDING; read
+// bursts whose AW is not loaded yet (while a word write holds AW and W back the FIFO
+// bounds them to FIFO_DEPTH; only a slave taking W far ahead of AW lets them grow further,
+// and then AR waits at the counter's top, `aw_owed_reg` all ones). 16 bits for the FIFO
+// credits (narrower measured larger after mapping), for what the slave alone bounds (AW
+// handshakes without a B) and for the CRC table's bookkeeping.
 localparam CW = 16;                             // FIFO credits (FIFO_DEPTH <= 16384)
-localparam OW = 16;                             // bursts owed / outstanding
+localparam RW = $clog2(MAX_OUTSTANDING + 1);
+localparam AOW = $clog2(FIFO_DEPTH) + 2;
+localparam OW = 16;
 localparam [BYTES-1:0] STRB_ALL = {BYTES{1'b1}};
 localparam [1:0] W_WORD = 2'd0, W_SRC = 2'd1, W_DST = 2'd2, W_TABLE = 2'd3;
 // CRC table entries one burst can complete (blocks are >= 64 bytes), and the entry queue:
@@ -163,8 +171,8 @@ reg [BYTES-1:0] last_strb_reg, last_strb_next;
 reg [ADDR_WIDTH-1:0] ar_off_reg, ar_off_next;
 reg [ADDR_WIDTH-1:0] aw_off_reg, aw_off_next;
 reg [CW-1:0] credit_reg, credit_next;
-reg [OW-1:0] rd_bursts_reg, rd_bursts_next;    // data read bursts in flight
-reg [OW-1:0] aw_owed_reg, aw_owed_next;        // read bursts issued whose AW is not loaded
+reg [RW-1:0] rd_bursts_reg, rd_bursts_next;    // data read bursts in flight
+reg [AOW-1:0] aw_owed_reg, aw_owed_next;       // read bursts issued whose AW is not loaded
 reg [OW-1:0] b_owed_reg, b_owed_next;          // AW handshakes without a B yet
 
 // channel registers
@@ -249,8 +257,8 @@ wire ar_free = !ar_valid_reg || m_axi_arready;
 wire word_ar_go = word_ar_pend_reg && ar_free;
 wire [CW-1:0] ar_beats_c = {{(CW-9){1'b0}}, ar_plan_beats};
 wire ar_issue = ar_plan_valid && !abort && !clear && ar_free && !word_ar_pend_reg
-    && rd_bursts_reg < MAX_OUTSTANDING[OW-1:0] && credit_reg >= ar_beats_c
-    && aw_owed_reg != {OW{1'b1}};
+    && rd_bursts_reg < MAX_OUTSTANDING[RW-1:0] && credit_reg >= ar_beats_c
+    && aw_owed_reg != {AOW{1'b1}};
 assign ar_step = ar_issue;
 
 wire r_fire = m_axi_rvalid;                     // RREADY is always high
@@ -512,10 +520,10 @@ always @* begin
     // counters of outstanding work
     credit_next = credit_reg - (ar_issue ? ar_beats_c : {CW{1'b0}})
                              + {{(CW-1){1'b0}}, w_data_load};
-    rd_bursts_next = rd_bursts_reg + {{(OW-1){1'b0}}, ar_issue}
-                                   - {{(OW-1){1'b0}}, r_data && m_axi_rlast};
-    aw_owed_next = aw_owed_reg + {{(OW-1){1'b0}}, ar_issue}
-                               - {{(OW-1){1'b0}}, aw_data_go};
+    rd_bursts_next = rd_bursts_reg + {{(RW-1){1'b0}}, ar_issue}
+                                   - {{(RW-1){1'b0}}, r_data && m_axi_rlast};
+    aw_owed_next = aw_owed_reg + {{(AOW-1){1'b0}}, ar_issue}
+                               - {{(AOW-1){1'b0}}, aw_data_go};
     b_owed_next = b_owed_reg + {{(OW-1){1'b0}}, m_axi_awvalid && m_axi_awready}
                              - {{(OW-1){1'b0}}, b_fire};
 
