@@ -374,9 +374,16 @@ reg keep_part_reg, keep_part_next;           // this round keeps only its intact
 reg [1:0] torn_run_reg, torn_run_next;       // rounds in a row that kept nothing
 reg rint_known_reg, rint_known_next;
 reg sync_round_reg, sync_round_next;
+// The poll wait: the round's states only say what happens to the count (zero it, load
+// the interval, count down), and the count and its "not zero" flag follow from those three
+// in one place: zeroing is the flip-flops' synchronous reset and loading or counting their
+// enable, instead of a 32-bit select behind every state that touched the count (about 140
+// LUT4). The flag is set where the count is (0, the interval's own zero test, or the
+// count's != 1), so no 32-bit zero test of the next count sits behind the round's
+// completion.
 reg [31:0] poll_cnt_reg, poll_cnt_next;
-reg poll_wait_reg;                           // poll_cnt_reg != 0, registered from the next
-                                             // value (the 32-bit test off the idle decision)
+reg poll_wait_reg, poll_wait_next;           // poll_cnt_reg != 0
+reg poll_zero, poll_load, poll_dec;
 reg [31:0] progress_reg, progress_next;
 reg [63:0] bursts_reg;
 reg [63:0] busy_cycles_reg;
@@ -511,7 +518,9 @@ always @* begin
     torn_run_next = torn_run_reg;
     rint_known_next = rint_known_reg;
     sync_round_next = sync_round_reg;
-    poll_cnt_next = poll_cnt_reg;
+    poll_zero = 1'b0;
+    poll_load = 1'b0;
+    poll_dec = 1'b0;
     progress_next = progress_reg;
     cnt_clear = 1'b0;
     ev_sync_done_next = 1'b0;
@@ -547,7 +556,7 @@ always @* begin
                 if (!ev_soft_reset_done_reg) state_next = ST1 << S_CLEAR;
                 cnt_clear = 1'b1;
                 progress_next = 32'd0;
-                poll_cnt_next = 32'd0;
+                poll_zero = 1'b1;
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
@@ -560,7 +569,7 @@ always @* begin
                 state_next = ST1 << S_LOAD0;
             end else if (cfg_enable || sync_req) begin
                 if (poll_wait_reg && !sync_req) begin
-                    poll_cnt_next = poll_cnt_reg - 32'd1;
+                    poll_dec = 1'b1;
                 end else if (!cfg_ready) begin
                     // configuration written within the last cycles: wait for its check
                 end else if (cfg_fault != RM_FAULT_NONE) begin
@@ -673,7 +682,7 @@ always @* begin
             end else if (f_nothing_reg) begin
                 // nothing new: a one-shot sync is complete, continuous mode waits a while
                 ev_sync_done_next = sync_round_reg;
-                poll_cnt_next = cfg_poll_interval;
+                poll_load = 1'b1;
                 state_next = ST1 << S_IDLE;
             end else begin
                 state_next = ST1 << S_T11;
@@ -1024,7 +1033,7 @@ always @* begin
         state_reg[S_WDRAIN]: begin
             if (mv_wr_done) begin
                 if (torn_reg) begin
-                    poll_cnt_next = 32'd0;
+                    poll_zero = 1'b1;
                     state_next = ST1 << S_IDLE;
                 end else if (keep_part_reg && f_ovf_reg) begin
                     fault_next = RM_FAULT_POSITION_LIMIT;
@@ -1127,7 +1136,7 @@ always @* begin
             progress_next = prog_hit_reg ? 32'd0 : prog_sum_reg;
             ev_progress_next = prog_hit_reg;
             ev_sync_done_next = sync_round_reg;
-            poll_cnt_next = 32'd0;
+            poll_zero = 1'b1;
             state_next = ST1 << S_IDLE;
         end
         // ------------------------------------------------ faults
@@ -1184,7 +1193,7 @@ always @* begin
                 fault_next = RM_FAULT_NONE;
                 cnt_clear = 1'b1;
                 progress_next = 32'd0;
-                poll_cnt_next = 32'd0;
+                poll_zero = 1'b1;
                 gap_next = 1'b0;
                 torn_run_next = 2'd0;
                 rint_known_next = 1'b0;
@@ -1220,6 +1229,22 @@ always @* begin
         word_rd_next = 1'b0;
         word_wr_next = 1'b0;
         copy_go_next = 1'b0;
+    end
+end
+
+always @* begin
+    if (poll_zero) begin
+        poll_cnt_next = 32'd0;
+        poll_wait_next = 1'b0;
+    end else if (poll_load) begin
+        poll_cnt_next = cfg_poll_interval;
+        poll_wait_next = cfg_poll_interval != 32'd0;
+    end else if (poll_dec) begin
+        poll_cnt_next = poll_cnt_reg - 32'd1;
+        poll_wait_next = poll_cnt_reg != 32'd1;
+    end else begin
+        poll_cnt_next = poll_cnt_reg;
+        poll_wait_next = poll_wait_reg;
     end
 end
 
@@ -1440,7 +1465,7 @@ always @(posedge clk) begin
     rint_known_reg <= rint_known_next;
     sync_round_reg <= sync_round_next;
     poll_cnt_reg <= poll_cnt_next;
-    poll_wait_reg <= poll_cnt_next != 32'd0;
+    poll_wait_reg <= poll_wait_next;
     progress_reg <= progress_next;
     ev_sync_done_reg <= ev_sync_done_next;
     ev_soft_reset_done_reg <= ev_soft_reset_done_next;
