@@ -226,11 +226,22 @@ class Segment:
         self._mmap = mmap.mmap(self._fd, size, mmap.MAP_SHARED,
                                mmap.PROT_READ | mmap.PROT_WRITE)
         self.size = size
-        from .layout import MAGIC, OFF_DATA
-        if bytes(self._mmap[:len(MAGIC)]) == MAGIC:
+        from .layout import MAGIC, MAGIC_RESTORING, OFF_DATA
+        head = bytes(self._mmap[:len(MAGIC)])
+        if head == MAGIC:
             raise RingExistsError(f"{dev.device} already holds a ring; remove it by its name "
                                   f"with `pyshm rm NAME` (which clears the buffer's header) "
                                   f"before making another one there")
+        if head == MAGIC_RESTORING:
+            # a restore was interrupted there. Into a new ring: nothing has a name for
+            # it yet (the name is made last), so the buffer is free. In place: the ring
+            # keeps its name, and running the restore again is its recovery
+            names = udmabuf.names_linking_to(dev.device, os.path.dirname(self.path))
+            if names:
+                raise RingExistsError(
+                    f"{dev.device} holds ring {names[0]!r}, whose restore in place was "
+                    f"interrupted; restore it again (`pyshm restore IMAGE --to "
+                    f"{names[0]}`), or remove it with `pyshm rm --force {names[0]}`")
         self._mmap[:OFF_DATA] = bytes(OFF_DATA)  # no counter or slot of a previous use
         try:
             os.symlink(dev.device, self.path)

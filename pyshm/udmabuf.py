@@ -96,11 +96,12 @@ def device_size(path: str) -> int | None:
 
 
 def clear_ring_magic(link: str) -> None:
-    """Zero the ring magic at the start of the buffer ``link`` points to (best effort: a
-    buffer that cannot be opened keeps it, and `pyshm create` will then say so)."""
+    """Zero the ring magic (or an interrupted restore's) at the start of the buffer
+    ``link`` points to (best effort: a buffer that cannot be opened keeps it, and `pyshm
+    create` will then say so)."""
     import mmap
 
-    from .layout import MAGIC
+    from .layout import MAGIC, MAGIC_RESTORING
 
     try:
         fd = os.open(os.path.realpath(link), os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
@@ -108,7 +109,7 @@ def clear_ring_magic(link: str) -> None:
         return
     try:
         with mmap.mmap(fd, PAGE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as m:
-            if m[:len(MAGIC)] == MAGIC:
+            if m[:len(MAGIC)] in (MAGIC, MAGIC_RESTORING):
                 m[:len(MAGIC)] = bytes(len(MAGIC))
     except (OSError, ValueError):
         pass
@@ -119,6 +120,16 @@ def clear_ring_magic(link: str) -> None:
 def is_device_link(path: str) -> bool:
     """True for a ring name made with ``device=`` (a link to a u-dma-buf buffer)."""
     return os.path.islink(path) and sysfs_entry(path) is not None
+
+
+def names_linking_to(device: str, directory: str) -> list[str]:
+    """The ring names in ``directory`` that are links to the buffer ``device``."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return sorted(e.name for e in entries
+                  if e.is_symlink() and os.path.realpath(e.path) == device)
 
 
 def remove(name: str | os.PathLike[str], *, force: bool = False, dry_run: bool = False) -> str:

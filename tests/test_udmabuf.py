@@ -81,6 +81,42 @@ def test_force_reuses_a_buffer_only_when_nobody_uses_its_ring(fake_udmabuf, new_
     assert main(["create", second, "--capacity", "64K", "--udmabuf", dev, "--force"]) == 0
 
 
+def test_a_buffer_whose_restore_was_interrupted(fake_udmabuf, new_name, capsys):
+    """A restore marks the buffer's header MAGIC_RESTORING while it writes. Killed in
+    place, the ring keeps its name and the buffer is not free: `create` refuses it and
+    says how to recover; `rm --force` frees it. Killed while building a new ring (no
+    name yet), the buffer is free."""
+    dev = fake_udmabuf("udmabuf8", 1 << 20, 0x8000_0000)
+    first = new_name()
+    assert main(["create", first, "--capacity", "64K", "--udmabuf", dev]) == 0
+
+    def mark_restoring() -> None:
+        with open(dev, "r+b") as f:
+            f.write(layout.MAGIC_RESTORING)
+
+    mark_restoring()
+    second = new_name()
+    with pytest.raises(RingExistsError, match=f"holds ring '{first}', whose restore in "
+                                              f"place was interrupted"):
+        Ring(second, create=True, capacity=1 << 16, device=dev)
+    assert main(["create", second, "--capacity", "64K", "--udmabuf", dev]) == 1
+    err = capsys.readouterr().err
+    assert f"pyshm rm --force {first}" in err and "Traceback" not in err
+    assert not os.path.lexists(f"/dev/shm/{second}")
+    with open(dev, "rb") as f:
+        assert f.read(len(layout.MAGIC_RESTORING)) == layout.MAGIC_RESTORING  # untouched
+    assert main(["rm", "--force", first]) == 0
+    assert main(["create", second, "--capacity", "64K", "--udmabuf", dev]) == 0
+    # a new ring's restore killed before its name was made: nothing names the buffer
+    assert main(["rm", second]) == 0
+    mark_restoring()
+    third = new_name()
+    assert main(["create", third, "--capacity", "64K", "--udmabuf", dev]) == 0
+    with Ring(third) as r:
+        assert r.params.data_phys_addr == 0x8000_1000
+    assert main(["rm", third]) == 0
+
+
 def test_replica_in_a_udmabuf_is_mirrored_into(fake_udmabuf, ring_name, replica_name):
     dev = fake_udmabuf("udmabuf3", 1 << 20, 0x3000_0000)
     with Ring(ring_name, create=True, capacity=1 << 16) as ring:

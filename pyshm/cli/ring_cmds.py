@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
                         "address goes into the header, NAME becomes a link to the device")
     p.add_argument("--force", action="store_true",
                    help="with --udmabuf: reuse a buffer that still holds a ring no live "
-                        "process uses")
+                        "process uses (or a damaged one, or one whose restore was "
+                        "interrupted)")
     p.set_defaults(func=cmd_create)
 
     p = sub.add_parser("info", help="show a ring's layout, positions and consumers",
@@ -116,7 +117,10 @@ def _release_device(device: str) -> None:
     try:
         old = Ring.attach(dev.device, readonly=True)
     except PyshmError:
-        return  # no valid ring there: nothing to protect
+        # no ring a process can use there (a damaged one, or a restore's that was
+        # interrupted): nothing to protect, and --force asked for the buffer
+        clear_ring_magic(dev.device)
+        return
     with old:
         # who uses it, as `pyshm rm` counts: its producer and consumers (not its creator)
         pids = {old.producer_pid} | {s["pid"] for s in old.slots()}
