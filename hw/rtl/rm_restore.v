@@ -122,10 +122,13 @@ initial begin
     end
 end
 
-localparam [3:0] S_IDLE = 4'd0, S_CHK1 = 4'd1, S_CHK2 = 4'd2, S_CHUNK = 4'd3,
-                 S_CHUNK2 = 4'd4, S_ENT = 4'd5, S_ENT_WAIT = 4'd6, S_PREP = 4'd7,
+localparam [3:0] S_IDLE = 4'd0, S_CHK1 = 4'd1, S_CHK2 = 4'd2, S_WALK = 4'd3,
+                 S_WALK2 = 4'd4, S_LOAD = 4'd5, S_ENT_WAIT = 4'd6, S_PREP = 4'd7,
                  S_GO = 4'd8, S_RUN = 4'd9, S_CRC = 4'd10, S_NEXT = 4'd11, S_STOP = 4'd12,
-                 S_FADDR = 4'd13;
+                 S_FADDR = 4'd13, S_FIDX = 4'd14, S_SEG = 4'd15;
+// chunks per segment (one mover run, or two at the ring's end): their table entries fit
+// the 16 words of the entry buffer whatever the first entry's half
+localparam [4:0] SEG_CHUNKS = 5'd30;
 
 // ---------------------------------------------------------------- registers (software)
 reg [31:0] cs_reg;                              // chunk size
@@ -146,31 +149,58 @@ reg run_verify_reg;                             // the job only reads
 reg sr_reg;                                     // stopping for SOFT_RESET: end without fault
 reg [AW-1:0] mask_reg;                          // offsets wrap here (all ones: no wrap)
 reg [AW-1:0] dbase_reg;                         // destination base (the ring; 0 to verify)
-reg [31:0] idx_reg;                             // chunk index
-reg [AW-1:0] c_src_reg, c_off_reg, c_ent_reg;   // chunk: source address, ring offset, entry
-reg [63:0] rem_reg;                             // bytes of the job not yet checked
-reg [32:0] c_len_reg;                           // bytes of this chunk
-reg [32:0] len_a_reg;                           // bytes of its first run
+reg [31:0] idx_reg;                             // the chunk being checked (FAULT_CHUNK)
+reg multi_reg;                                  // chunks start on beat boundaries: several
+                                                // per segment
+reg [4:0] kmax_reg;                             // chunks per segment (SEG_CHUNKS or 1)
+reg [BW-1:0] cs_beats_reg;                      // beats of a chunk (multi_reg)
+reg cb1_reg;                                    // ... which is one
+// the segment being planned or copied
+reg [31:0] seg_idx_reg;                         // its first chunk
+reg [AW-1:0] c_src_reg, c_off_reg;              // its source address and ring offset
+reg [AW-1:0] c_ent_reg;                         // table entry of the next chunk to plan
+reg [63:0] rem_reg;                             // bytes of the job not yet planned
+reg [4:0] seg_n_reg;                            // its chunks
+reg [32:0] seg_len_reg;                         // its bytes (< 2^32: SEG_CHUNKS * 2^27)
+reg [32:0] seg_last_len_reg;                    // bytes of its last chunk
+reg seg_final_reg;                              // it ends the job
+reg [32:0] wk_len_reg;                          // bytes of the chunk being planned
+reg wk_last_reg;                                // ... the job's last
+reg e2_reg;                                     // the first entry is a word's upper half
+reg [3:0] tw_reg;                               // entry words read for the segment
+reg [63:0] tbuf [0:15];                         // those words (LUT RAM)
+reg pf_reg;                                     // a table-word fault ends the segment
+reg [7:0] pf_code_reg;                          // before its chunk; raised when the next
+reg [AW-1:0] pf_addr_reg;                       // segment starts with that chunk
+reg [32:0] len_a_reg;                           // bytes of the segment's first run
 reg wraps_reg;                                  // it passes the ring's end: two runs
-reg [31:0] exp_reg;                             // expected CRC
-reg crc_got_reg;
-reg [31:0] crc_val_reg;
 // checks
 reg [AW:0] k_src_end_reg, k_ring_end_reg;
-reg k_bad_size_reg, k_big_reg, k_cap_reg, k_align_reg, k_hi_reg;
+reg k_bad_size_reg, k_big_reg, k_cap_reg, k_align_reg, k_hi_reg, k_multi_reg;
 reg k_ent_range_reg, k_ent_overlap_reg;
 // the run being copied
 reg [AW-1:0] r_off_reg, r_sb_reg;
 reg [32:0] r_len_reg;
-reg r_first_reg, r_last_reg;
+reg r_last_reg;
 reg [BW-1:0] r_beats_reg;
+reg [BW-1:0] r_base_reg;                        // beats of the segment before this run
 reg [BYTES-1:0] r_fstrb_reg, r_lstrb_reg;
 reg [BW-1:0] w_cnt_reg;                         // beats the mover handed to W in this run
+// the write side: chunk boundaries, and the hold between two chunks of a copy
+reg w_new_reg;                                  // the next beat starts a chunk
+reg [BW-1:0] wc_reg;                            // beats left in the chunk (multi_reg)
+reg gate_reg;                                   // W held until the last chunk's verdict
+reg kill_reg;                                   // W beats go out with no byte enable
+// the verdicts: the CRC results in chunk order
+reg [4:0] vi_reg;                               // entry index in tbuf of the next verdict
+reg [AW-1:0] v_src_reg;                         // its chunk's first source byte
+reg seg_ok_reg;                                 // every chunk of the segment matched
 // mover requests
 reg mv_start_reg, mv_word_reg, mv_clear_reg;
 // fault detail being worked out
 reg [1:0] e_where_reg;
 reg [BW-1:0] e_idx_reg;
+reg [4:0] f_j_reg;                              // the faulting beat's chunk in the segment
 
 // ---------------------------------------------------------------- the mover
 wire mv_wr_done, mv_word_done, mv_quiet, mv_err_valid;
@@ -183,7 +213,7 @@ wire [63:0] mv_word_rdata;
 wire [1:0] mv_word_resp, mv_err_where;
 wire [7:0] mv_err_code;
 wire [BW-1:0] mv_err_idx;
-wire mv_abort = state_reg == S_STOP || state_reg == S_FADDR;
+wire mv_abort = state_reg == S_STOP || state_reg == S_FADDR || state_reg == S_FIDX;
 
 wire [ID_WIDTH-1:0] mv_awid;
 wire [AW-1:0] mv_awaddr;
@@ -239,7 +269,10 @@ rm_mover #(
 );
 
 // VERIFY_ONLY: the mover's writes are answered here (one OKAY per burst once its AW and
-// its last beat were taken) and never reach the bus. The response is a flip-flop decided
+// its last beat were taken) and never reach the bus. In a copy, W is held after a chunk's
+// last beat until that chunk's verdict (gate_reg), so no byte of a chunk lands before the
+// chunk before it matched; a beat held when the job stops goes out with no byte enable
+// (kill_reg, set only while the gate hides the beat, so a presented beat never changes). The response is a flip-flop decided
 // from the counts of the next cycle (an 8-bit compare in front of the mover's B logic
 // was the post-route critical path)
 reg [7:0] v_aw_reg, v_wl_reg;                   // AWs, last beats not yet answered
@@ -249,7 +282,7 @@ wire [7:0] v_aw_next = v_aw_reg + {7'd0, run_verify_reg && mv_awvalid}
 wire [7:0] v_wl_next = v_wl_reg + {7'd0, run_verify_reg && mv_wvalid && mv_wlast}
                      - {7'd0, v_bvalid_reg};
 assign mv_awready = run_verify_reg ? 1'b1 : m_axi_awready;
-assign mv_wready = run_verify_reg ? 1'b1 : m_axi_wready;
+assign mv_wready = run_verify_reg ? 1'b1 : m_axi_wready && !gate_reg;
 assign mv_bvalid = run_verify_reg ? v_bvalid_reg : m_axi_bvalid;
 assign mv_bresp = run_verify_reg ? 2'b00 : m_axi_bresp;
 assign m_axi_awid = mv_awid;
@@ -262,9 +295,9 @@ assign m_axi_awcache = mv_awcache;
 assign m_axi_awprot = mv_awprot;
 assign m_axi_awvalid = mv_awvalid && !run_verify_reg;
 assign m_axi_wdata = mv_wdata;
-assign m_axi_wstrb = mv_wstrb;
+assign m_axi_wstrb = kill_reg ? {BYTES{1'b0}} : mv_wstrb;
 assign m_axi_wlast = mv_wlast;
-assign m_axi_wvalid = mv_wvalid && !run_verify_reg;
+assign m_axi_wvalid = mv_wvalid && !run_verify_reg && !gate_reg;
 assign m_axi_bready = 1'b1;
 
 always @(posedge clk) begin
@@ -279,20 +312,25 @@ always @(posedge clk) begin
 end
 
 // ---------------------------------------------------------------- the CRC check
+// Chunk boundaries on the write side: a segment's first beat starts a chunk; with several
+// chunks per segment every chunk but the job's last has cs_beats beats; the segment's last
+// beat ends its last chunk (flagged in s_user, so its verdict closes the segment).
 wire w_beat = mv_wvalid && mv_wready;           // a beat the destination receives
+wire seg_end_beat = r_last_reg && w_cnt_reg == r_beats_reg - 1'b1;
+wire w_chunk_end = seg_end_beat || (multi_reg && (w_new_reg ? cb1_reg : wc_reg == 1));
 wire crc_valid;
 wire [31:0] crc_value;
-/* verilator lint_off UNUSEDSIGNAL */
-wire crc_user;
-/* verilator lint_on UNUSEDSIGNAL */
+wire crc_seg_end;
 rm_crc32c #(.DATA_WIDTH(DATA_WIDTH), .USER_WIDTH(1)) crc (
     .clk(clk), .rst(rst || mv_clear_reg),
     .s_valid(w_beat), .s_data(mv_wdata), .s_strb(mv_wstrb),
-    .s_first(r_first_reg && w_cnt_reg == {BW{1'b0}}),
-    .s_last(r_last_reg && w_cnt_reg == r_beats_reg - 1'b1),
-    .s_seed(32'd0), .s_user(1'b0),
-    .m_valid(crc_valid), .m_crc(crc_value), .m_user(crc_user)
+    .s_first(w_new_reg), .s_last(w_chunk_end),
+    .s_seed(32'd0), .s_user(seg_end_beat),
+    .m_valid(crc_valid), .m_crc(crc_value), .m_user(crc_seg_end)
 );
+// the expected CRC of the next verdict's chunk
+wire [63:0] v_word = tbuf[vi_reg[4:1]];
+wire [31:0] v_expected = vi_reg[0] ? v_word[63:32] : v_word[31:0];
 
 // ---------------------------------------------------------------- register writes
 function [31:0] merge(input [31:0] old, input [31:0] data, input [3:0] strb);
@@ -357,7 +395,6 @@ wire [31:0] control_word = ({31'd0, start_reg || running} << RM_RESTORE_CONTROL_
 wire [127:0] faddr_x = {{(128-AW){1'b0}}, faddr_reg};     // zero-extended (ADDR_WIDTH may be 64)
 wire [127:0] cap_x = {{(128-AW){1'b0}}, cfg_capacity};
 wire [127:0] off_x = {{(128-AW){1'b0}}, c_off_reg};
-wire [127:0] clen_x = {95'd0, c_len_reg};
 wire [127:0] lena_x = {95'd0, len_a_reg};
 /* verilator lint_on UNUSEDSIGNAL */
 wire [63:0] faddr64 = faddr_x[63:0];
@@ -394,13 +431,22 @@ end
 
 // ---------------------------------------------------------------- controller
 wire stop_req = abort_reg || cfg_soft_reset;
+wire stopping = state_reg == S_STOP || state_reg == S_FADDR || state_reg == S_FIDX;
 // the mover's quiet flag is a cycle old: it does not yet cover a request made in the
-// previous cycle (word read, run start), which the mover sees now
-wire stop_quiet = mv_quiet && !mv_clear_reg && !mv_word_reg && !mv_start_reg;
+// previous cycle (word read, run start), which the mover sees now, nor a read burst its
+// planner issued in the last cycle before `abort` (a run's first burst: the planner
+// counts as quiet while it prepares), hence not in S_STOP's first cycle
+reg stop_old_reg;                               // S_STOP since the previous cycle
+wire stop_quiet = mv_quiet && stop_old_reg && !mv_clear_reg && !mv_word_reg
+    && !mv_start_reg;
 wire [AW-1:0] ent_word = {c_ent_reg[AW-1:3], 3'b000};
 wire [AW:0] ent_end = {1'b0, ent_word} + 'd8;
 wire [32:0] cs33 = {1'b0, cs_reg};
-wire [AW:0] a_end = {1'b0, c_off_reg} + clen_x[AW:0];
+/* verilator lint_off UNUSEDSIGNAL */
+wire [127:0] cs_x = {96'd0, cs_reg};
+wire [127:0] seglen_x = {95'd0, seg_len_reg};
+/* verilator lint_on UNUSEDSIGNAL */
+wire [AW:0] a_end = {1'b0, c_off_reg} + seglen_x[AW:0];
 wire [LSB-1:0] r_lo = r_off_reg[LSB-1:0];
 wire [33:0] r_span = {{(34-LSB){1'b0}}, r_lo} + {1'b0, r_len_reg};  // lanes before + bytes
 /* verilator lint_off UNUSEDSIGNAL */
@@ -408,28 +454,47 @@ wire [33:0] r_end_idx = r_span - 34'd1;
 wire [BYTES-1:0] r_lstrb = STRB_ALL >> ({LSB{1'b1}} - r_end_idx[LSB-1:0]);
 wire [33:0] r_beats_w = (r_span + {{(34-LSB){1'b0}}, {LSB{1'b1}}}) >> LSB;
 /* verilator lint_on UNUSEDSIGNAL */
+// planning a segment, chunk by chunk: a chunk whose entry starts an 8-byte word (or the
+// segment's first chunk) reads that word; a chunk is taken once its entry is in tbuf
+wire wk_need_word = seg_n_reg == 5'd0 || !c_ent_reg[2];
+wire [4:0] seg_n_inc = seg_n_reg + 5'd1;
+wire wk_seg_end = wk_last_reg || seg_n_inc == kmax_reg;
+wire wk_take = (state_reg == S_WALK2 && !wk_need_word)
+    || (state_reg == S_ENT_WAIT && mv_word_done && !mv_word_resp[1]);
+wire [7:0] ent_fault = k_ent_range_reg ? RM_FAULT_ADDR_RANGE : RM_FAULT_OVERLAP;
+wire [7:0] word_fault = mv_word_resp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
+// a chunk's verdict: its CRC (results come in chunk order) against its table entry
+wire verdict = crc_valid && running && !stopping;
+wire v_match = crc_value == v_expected;
 
 always @* begin
     state_next = state_reg;
     case (state_reg)
         S_IDLE: if (start_reg) state_next = mirror_stopped ? S_CHK1 : S_IDLE;
         S_CHK1: state_next = S_CHK2;
-        S_CHK2: state_next = S_CHUNK;
-        S_CHUNK: state_next = S_CHUNK2;
-        S_CHUNK2: state_next = S_ENT;
-        S_ENT: state_next = S_ENT_WAIT;
-        S_ENT_WAIT: if (mv_word_done) state_next = S_PREP;
+        S_CHK2: state_next = S_WALK;
+        S_WALK: state_next = S_WALK2;
+        S_WALK2: state_next = wk_need_word ? S_ENT_WAIT : (wk_seg_end ? S_SEG : S_WALK);
+        S_ENT_WAIT: if (mv_word_done) state_next = wk_seg_end ? S_SEG : S_WALK;
+        S_SEG: state_next = S_LOAD;
+        S_LOAD: state_next = S_PREP;
         S_PREP: state_next = S_GO;
         S_GO: if (mv_quiet) state_next = S_RUN;
         // (copy_start reaches the mover a cycle after S_GO: its done flag is the new
         // run's from the cycle after that)
         S_RUN: if (mv_wr_done && !mv_start_reg) state_next = r_last_reg ? S_CRC : S_PREP;
-        S_CRC: if (crc_got_reg) state_next = S_NEXT;
-        S_NEXT: state_next = rem_reg == {31'd0, c_len_reg} ? S_IDLE : S_CHUNK;
-        S_FADDR: state_next = S_STOP;
+        S_CRC: if (seg_ok_reg) state_next = S_NEXT;
+        S_NEXT: state_next = seg_final_reg ? S_IDLE : S_WALK;
+        S_FADDR: state_next = S_FIDX;
+        S_FIDX: if (!multi_reg || e_where_reg == W_WORD || e_idx_reg < cs_beats_reg)
+                    state_next = S_STOP;
         S_STOP: if (stop_quiet) state_next = S_IDLE;
         default: state_next = S_IDLE;
     endcase
+end
+
+always @(posedge clk) begin
+    if (state_reg == S_ENT_WAIT && mv_word_done) tbuf[tw_reg] <= mv_word_rdata;
 end
 
 always @(posedge clk) begin
@@ -439,11 +504,44 @@ always @(posedge clk) begin
     mv_clear_reg <= 1'b0;
     if (start_wr && !running) start_reg <= 1'b1;
     if (abort_wr && running) abort_reg <= 1'b1;
-    if (crc_valid) begin
-        crc_got_reg <= 1'b1;
-        crc_val_reg <= crc_value;
+
+    // the write side: chunk boundaries; in a copy, hold W after a chunk's last beat
+    if (w_beat) begin
+        w_cnt_reg <= w_cnt_reg + 1'b1;
+        w_new_reg <= w_chunk_end;
+        wc_reg <= (w_new_reg ? cs_beats_reg : wc_reg) - 1'b1;
+        if (w_chunk_end && !seg_end_beat && !run_verify_reg && !stopping) gate_reg <= 1'b1;
     end
-    if (w_beat) w_cnt_reg <= w_cnt_reg + 1'b1;
+    // the verdicts
+    if (verdict) begin
+        crc_seen_reg <= crc_value;
+        gate_reg <= 1'b0;
+        if (v_match) begin
+            idx_reg <= idx_reg + 32'd1;
+            bytes_reg <= bytes_reg + {31'd0, crc_seg_end ? seg_last_len_reg : cs33};
+            v_src_reg <= v_src_reg + cs_x[AW-1:0];
+            vi_reg <= vi_reg + 5'd1;
+            if (crc_seg_end) seg_ok_reg <= 1'b1;
+        end else begin
+            fault_reg <= RM_FAULT_CRC_MISMATCH;
+            faddr_reg <= v_src_reg;
+            kill_reg <= gate_reg;            // the next chunk's first beat never lands
+            state_reg <= S_STOP;
+        end
+    end
+    // stopping: a beat the gate held goes out with no byte enable
+    if (stopping) begin
+        gate_reg <= 1'b0;
+        if (gate_reg) kill_reg <= 1'b1;
+    end
+    if (wk_take) begin
+        seg_n_reg <= seg_n_inc;
+        seg_len_reg <= seg_len_reg + wk_len_reg;
+        seg_last_len_reg <= wk_len_reg;
+        seg_final_reg <= wk_last_reg;
+        rem_reg <= rem_reg - {31'd0, wk_len_reg};
+        c_ent_reg <= c_ent_reg + 'd4;
+    end
 
     case (state_reg)
         S_IDLE: begin
@@ -483,6 +581,10 @@ always @(posedge clk) begin
                 && (src_reg[11:0] != pos_reg[11:0] || cfg_ring_base[11:0] != 12'd0));
             k_hi_reg <= (src_reg >> AW) != 64'd0 || (len_reg >> AW) != 64'd0
                      || (tbl_reg >> AW) != 64'd0;
+            // every chunk starts on a beat boundary (source and ring: the same offsets
+            // modulo 4096), and SEG_CHUNKS of them stay below 2^32 bytes
+            k_multi_reg <= cs_reg[LSB-1:0] == {LSB{1'b0}} && src_reg[LSB-1:0] == {LSB{1'b0}}
+                        && cs_reg[31:27] == 5'd0;
         end
         S_CHK2: begin
             // the job's fixed values; a configuration fault ends it before any access
@@ -493,6 +595,15 @@ always @(posedge clk) begin
             c_ent_reg <= tbl_reg[AW-1:0];
             rem_reg <= len_reg;
             idx_reg <= 32'd0;
+            seg_idx_reg <= 32'd0;
+            seg_n_reg <= 5'd0;
+            seg_len_reg <= 33'd0;
+            tw_reg <= 4'd0;
+            pf_reg <= 1'b0;
+            multi_reg <= k_multi_reg;
+            kmax_reg <= k_multi_reg ? SEG_CHUNKS : 5'd1;
+            cs_beats_reg <= cs_x[LSB +: BW];
+            cb1_reg <= cs_x[LSB +: BW] == {{(BW-1){1'b0}}, 1'b1};
             if (k_bad_size_reg || k_big_reg) begin
                 fault_reg <= RM_FAULT_BAD_RESTORE;
             end else if (k_cap_reg) begin
@@ -507,45 +618,72 @@ always @(posedge clk) begin
                 fault_reg <= RM_FAULT_OVERLAP;
             end
         end
-        S_CHUNK: begin
+        S_WALK: begin
             if (fault_reg != RM_FAULT_NONE) begin
                 // a configuration fault: nothing was issued
                 error_reg <= 1'b1;
                 state_reg <= S_IDLE;
+            end else if (pf_reg) begin
+                // the previous segment ended before this chunk: its entry's word fault
+                fault_reg <= pf_code_reg;
+                faddr_reg <= pf_addr_reg;
+                state_reg <= S_STOP;
             end
-            c_len_reg <= rem_reg < {32'd0, cs_reg} ? rem_reg[32:0] : cs33;
+            if (seg_n_reg == 5'd0) e2_reg <= c_ent_reg[2];
+            wk_len_reg <= rem_reg <= {32'd0, cs_reg} ? rem_reg[32:0] : cs33;
+            wk_last_reg <= rem_reg <= {32'd0, cs_reg};
             k_ent_range_reg <= ent_end > SPACE;
             k_ent_overlap_reg <= !run_verify_reg && !(ent_end <= {1'b0, cfg_ring_base}
                                                      || k_ring_end_reg <= {1'b0, ent_word});
-            crc_got_reg <= 1'b0;
         end
-        S_CHUNK2: begin
-            wraps_reg <= !run_verify_reg && a_end > {1'b0, cfg_capacity};
-            len_a_reg <= !run_verify_reg && a_end > {1'b0, cfg_capacity}
-                       ? cap_x[32:0] - off_x[32:0] : c_len_reg;
+        S_WALK2: if (wk_need_word) begin
             if (k_ent_range_reg || k_ent_overlap_reg) begin
-                fault_reg <= k_ent_range_reg ? RM_FAULT_ADDR_RANGE : RM_FAULT_OVERLAP;
-                faddr_reg <= ent_word;
-                error_reg <= 1'b1;
-                state_reg <= S_IDLE;
-            end
-        end
-        S_ENT: mv_word_reg <= 1'b1;
-        S_ENT_WAIT: begin
-            if (mv_word_done) begin
-                exp_reg <= c_ent_reg[2] ? mv_word_rdata[63:32] : mv_word_rdata[31:0];
-                r_off_reg <= c_off_reg;
-                r_sb_reg <= c_src_reg - c_off_reg;
-                r_len_reg <= len_a_reg;
-                r_first_reg <= 1'b1;
-                r_last_reg <= !wraps_reg;
-                if (mv_word_resp[1]) begin
-                    fault_reg <= mv_word_resp == 2'b11 ? RM_FAULT_READ_DECERR
-                                                       : RM_FAULT_READ_SLVERR;
+                if (seg_n_reg == 5'd0) begin
+                    fault_reg <= ent_fault;
                     faddr_reg <= ent_word;
                     state_reg <= S_STOP;
+                end else begin
+                    pf_reg <= 1'b1;
+                    pf_code_reg <= ent_fault;
+                    pf_addr_reg <= ent_word;
+                    state_reg <= S_SEG;
+                end
+            end else begin
+                mv_word_reg <= 1'b1;
+            end
+        end
+        S_ENT_WAIT: if (mv_word_done) begin
+            tw_reg <= tw_reg + 4'd1;
+            if (mv_word_resp[1]) begin
+                if (seg_n_reg == 5'd0) begin
+                    fault_reg <= word_fault;
+                    faddr_reg <= ent_word;
+                    state_reg <= S_STOP;
+                end else begin
+                    pf_reg <= 1'b1;
+                    pf_code_reg <= word_fault;
+                    pf_addr_reg <= ent_word;
+                    state_reg <= S_SEG;
                 end
             end
+        end
+        S_SEG: begin
+            wraps_reg <= !run_verify_reg && a_end > {1'b0, cfg_capacity};
+            len_a_reg <= !run_verify_reg && a_end > {1'b0, cfg_capacity}
+                       ? cap_x[32:0] - off_x[32:0] : seg_len_reg;
+        end
+        S_LOAD: begin
+            r_off_reg <= c_off_reg;
+            r_sb_reg <= c_src_reg - c_off_reg;
+            r_len_reg <= len_a_reg;
+            r_last_reg <= !wraps_reg;
+            r_base_reg <= {BW{1'b0}};
+            w_new_reg <= 1'b1;
+            vi_reg <= {4'd0, e2_reg};
+            v_src_reg <= c_src_reg;
+            seg_ok_reg <= 1'b0;
+            gate_reg <= 1'b0;
+            kill_reg <= 1'b0;
         end
         S_PREP: begin
             r_beats_reg <= r_beats_w[BW-1:0];
@@ -557,30 +695,21 @@ always @(posedge clk) begin
             w_cnt_reg <= {BW{1'b0}};
         end
         S_RUN: if (mv_wr_done && !mv_start_reg && !r_last_reg) begin
-            // the chunk continues at the ring's start
+            // the segment continues at the ring's start
             r_off_reg <= {AW{1'b0}};
             r_sb_reg <= c_src_reg + lena_x[AW-1:0];
-            r_len_reg <= c_len_reg - len_a_reg;
-            r_first_reg <= 1'b0;
+            r_len_reg <= seg_len_reg - len_a_reg;
+            r_base_reg <= r_beats_reg;
             r_last_reg <= 1'b1;
         end
-        S_CRC: if (crc_got_reg) begin
-            crc_seen_reg <= crc_val_reg;
-            if (crc_val_reg != exp_reg) begin
-                fault_reg <= RM_FAULT_CRC_MISMATCH;
-                faddr_reg <= c_src_reg;
-                error_reg <= 1'b1;
-                state_reg <= S_IDLE;     // the mover is quiet: every write was answered
-            end
-        end
         S_NEXT: begin
-            bytes_reg <= bytes_reg + {31'd0, c_len_reg};
-            rem_reg <= rem_reg - {31'd0, c_len_reg};
-            idx_reg <= idx_reg + 32'd1;
-            c_src_reg <= c_src_reg + clen_x[AW-1:0];
-            c_off_reg <= (c_off_reg + clen_x[AW-1:0]) & mask_reg;
-            c_ent_reg <= c_ent_reg + 'd4;
-            if (rem_reg == {31'd0, c_len_reg}) done_reg <= 1'b1;
+            seg_idx_reg <= seg_idx_reg + {27'd0, seg_n_reg};
+            c_src_reg <= c_src_reg + seglen_x[AW-1:0];
+            c_off_reg <= (c_off_reg + seglen_x[AW-1:0]) & mask_reg;
+            seg_n_reg <= 5'd0;
+            seg_len_reg <= 33'd0;
+            tw_reg <= 4'd0;
+            if (seg_final_reg) done_reg <= 1'b1;
         end
         S_FADDR: begin
             // the beat a data error or the watchdog names (run-relative index -> address)
@@ -591,10 +720,26 @@ always @(posedge clk) begin
                     + (({r_off_reg[AW-1:LSB], {LSB{1'b0}}}
                         + ({{(AW-BW){1'b0}}, e_idx_reg} << LSB)) & mask_reg);
             end
+            e_idx_reg <= e_idx_reg + r_base_reg;      // from the segment's first beat
+            f_j_reg <= 5'd0;
+        end
+        S_FIDX: begin
+            // ... and its chunk: the segment's chunks have cs_beats beats each
+            if (e_where_reg == W_WORD) begin
+                idx_reg <= seg_idx_reg + {27'd0, seg_n_reg};
+            end else if (!multi_reg) begin
+                idx_reg <= seg_idx_reg;
+            end else if (e_idx_reg >= cs_beats_reg) begin
+                e_idx_reg <= e_idx_reg - cs_beats_reg;
+                f_j_reg <= f_j_reg + 5'd1;
+            end else begin
+                idx_reg <= seg_idx_reg + {27'd0, f_j_reg};
+            end
         end
         S_STOP: begin
             if (stop_quiet) begin
                 mv_clear_reg <= 1'b1;
+                kill_reg <= 1'b0;
                 if (sr_reg || cfg_soft_reset) begin
                     error_reg <= 1'b0;
                     fault_reg <= RM_FAULT_NONE;
@@ -607,18 +752,18 @@ always @(posedge clk) begin
     endcase
 
     // a bus error or the watchdog while a job runs
-    if (mv_err_valid && running && state_reg != S_STOP && state_reg != S_FADDR) begin
+    if (mv_err_valid && running && !stopping) begin
         fault_reg <= mv_err_code;
         e_where_reg <= mv_err_where;
         e_idx_reg <= mv_err_idx;
         state_reg <= S_FADDR;
-    end else if (stop_req && running && state_reg != S_STOP && state_reg != S_FADDR
-            && state_reg != S_IDLE) begin
+    end else if (stop_req && running && !stopping && state_reg != S_IDLE) begin
         fault_reg <= RM_FAULT_ABORTED;
         sr_reg <= cfg_soft_reset;
         state_reg <= S_STOP;
     end
     if (state_reg == S_STOP && cfg_soft_reset) sr_reg <= 1'b1;
+    stop_old_reg <= state_reg == S_STOP;
     if (state_reg == S_IDLE || state_reg == S_STOP) abort_reg <= 1'b0;
 
     if (rst) begin
@@ -637,17 +782,32 @@ always @(posedge clk) begin
         mv_start_reg <= 1'b0;
         mv_word_reg <= 1'b0;
         mv_clear_reg <= 1'b0;
-        crc_got_reg <= 1'b0;
         w_cnt_reg <= {BW{1'b0}};
         mask_reg <= {AW{1'b1}};
         dbase_reg <= {AW{1'b0}};
         r_sb_reg <= {AW{1'b0}};
         r_off_reg <= {AW{1'b0}};
         r_beats_reg <= {{(BW-1){1'b0}}, 1'b1};
+        r_base_reg <= {BW{1'b0}};
         r_fstrb_reg <= STRB_ALL;
         r_lstrb_reg <= STRB_ALL;
-        r_first_reg <= 1'b0;
         r_last_reg <= 1'b0;
+        multi_reg <= 1'b0;
+        kmax_reg <= 5'd1;
+        cs_beats_reg <= {{(BW-1){1'b0}}, 1'b1};
+        cb1_reg <= 1'b1;
+        wc_reg <= {BW{1'b0}};
+        w_new_reg <= 1'b1;
+        gate_reg <= 1'b0;
+        kill_reg <= 1'b0;
+        seg_ok_reg <= 1'b0;
+        seg_n_reg <= 5'd0;
+        seg_len_reg <= 33'd0;
+        seg_idx_reg <= 32'd0;
+        tw_reg <= 4'd0;
+        vi_reg <= 5'd0;
+        pf_reg <= 1'b0;
+        stop_old_reg <= 1'b0;
     end
 end
 

@@ -1514,7 +1514,8 @@ async def test_restore_copy(dut):
 async def test_restore_verify_only_and_damage(dut):
     """VERIFY_ONLY reads and writes nothing; a damaged chunk stops the job with
     CRC_MISMATCH naming the chunk (RESTORE_FAULT_CHUNK, its computed CRC in
-    RESTORE_CRC_SEEN), in VERIFY_ONLY and in a copy (the chunks after it never land)."""
+    RESTORE_CRC_SEEN), in VERIFY_ONLY and in a copy (no byte of the chunks after it lands:
+    a write burst of theirs already issued carries no byte enable)."""
     tb = await restore_setup(dut, latency=(0, 8), backpressure=True)
     job = RestoreJob(tb, 8192 + 4000, 5000, 1024)
     st = await restore_run(tb, job, verify=True)
@@ -1525,7 +1526,7 @@ async def test_restore_verify_only_and_damage(dut):
     tb.mem[job.src + bad * 1024 + 17] ^= 0x40
     damaged = crc32c(bytes(tb.mem[job.src + bad * 1024:job.src + (bad + 1) * 1024]))
     for verify in (True, False):
-        st = await restore_run(tb, job, verify=verify, writes_upto=(bad + 1) * 1024)
+        st = await restore_run(tb, job, verify=verify)
         assert st & R.RESTORE_STATUS_ERROR_MASK and not st & R.RESTORE_STATUS_DONE_MASK, hex(st)
         assert restore_fault(st) == R.FAULT_CRC_MISMATCH, fault_name(restore_fault(st))
         assert await tb.rd(R.RESTORE_FAULT_CHUNK) == bad
@@ -1535,6 +1536,120 @@ async def test_restore_verify_only_and_damage(dut):
     # the copy wrote chunks 0..2 (2 as it was read) and nothing after
     job.data = bytes(tb.mem[job.src:job.src + job.length])
     assert ring_bytes(tb) == job.expected_ring((bad + 1) * 1024)
+    tb.assert_no_errors()
+
+
+def landed(tb: TB, job: RestoreJob) -> int:
+    """How many of the job's bytes are in the ring: the ring must hold a prefix of the job
+    (the rest of its bytes, and every byte outside it, keep the fill)."""
+    got = bytearray(job.length)
+    done = 0
+    for o, n in job.ring_ranges():
+        got[done:done + n] = tb.mem[tb.ring_data + o:tb.ring_data + o + n]
+        done += n
+    m = next((i for i in range(job.length) if got[i] != job.data[i]), job.length)
+    assert ring_bytes(tb) == job.expected_ring(m), f"the ring holds more than a prefix ({m})"
+    return m
+
+
+@rtl_test
+async def test_restore_chunk_overlap(dut):
+    """Small chunks, several to a mover run, chunk n+1 read while chunk n's writes and CRC
+    drain: a damaged chunk at a segment's start or end, at the ring's end or last (partial)
+    is named exactly (index, CRC, address, RESTORE_BYTES) and in a copy no byte after it
+    lands; a table word that may not be read (OVERLAP) or answers SLVERR inside a segment
+    stops the job at its chunk with the chunks before it copied; a source read error names
+    the beat's chunk with nothing at or after the beat landed; ABORT at random points
+    leaves a prefix of the job in the ring."""
+    tb = await restore_setup(dut, latency=(0, 8), backpressure=True)
+    chunk = 64
+    # 63 chunks (30 + 30 + 3 per run of the mover), the last one 40 bytes; ring offset
+    # 6144: the job passes the ring's end at chunk 32
+    job = RestoreJob(tb, 8192 + 6144, 62 * chunk + 40, chunk)
+    pristine = bytes(tb.mem[job.src:job.src + job.length])
+    for verify in (True, False):
+        tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+        st = await restore_run(tb, job, verify=verify)
+        assert st & R.RESTORE_STATUS_DONE_MASK and restore_fault(st) == R.FAULT_NONE, hex(st)
+        assert await tb.rd64("RESTORE_BYTES") == job.length
+        assert await tb.rd(R.RESTORE_FAULT_CHUNK) == 63
+    assert ring_bytes(tb) == job.expected_ring()
+    for bad in (0, 29, 30, 31, 32, 62, tb.rng.randrange(1, 62)):
+        at = job.src + bad * chunk + tb.rng.randrange(min(chunk, job.length - bad * chunk))
+        tb.mem[at] ^= 0x10
+        end = job.src + min(job.length, (bad + 1) * chunk)
+        seen = crc32c(bytes(tb.mem[job.src + bad * chunk:end]))
+        for verify in (True, False):
+            tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+            st = await restore_run(tb, job, verify=verify)
+            assert restore_fault(st) == R.FAULT_CRC_MISMATCH and \
+                st & R.RESTORE_STATUS_ERROR_MASK, (bad, verify, hex(st))
+            assert await tb.rd(R.RESTORE_FAULT_CHUNK) == bad, (bad, verify)
+            assert await tb.rd(R.RESTORE_CRC_SEEN) == seen, (bad, verify)
+            assert await tb.rd64("RESTORE_FAULT_ADDR") == job.src + bad * chunk
+            assert await tb.rd64("RESTORE_BYTES") == bad * chunk, (bad, verify)
+            if not verify:
+                job.data = bytes(tb.mem[job.src:job.src + job.length])
+                want = job.expected_ring(min(job.length, (bad + 1) * chunk))
+                assert ring_bytes(tb) == want, f"chunk {bad}: the copy wrote past it"
+                job.data = pristine
+        tb.mem[at] ^= 0x10
+    # a table word the job may not read (inside the ring) at chunk 10, inside the first
+    # run: chunks 0..9 copied, then OVERLAP naming chunk 10 and the word
+    saved = bytes(tb.mem[tb.ring_data - 40:tb.ring_data])
+    table = b"".join(c.to_bytes(4, "little") for c in job.crcs[:10])
+    tb.mem[tb.ring_data - 40:tb.ring_data] = table
+    windows = job.read_windows
+    job.read_windows = [windows[0], (tb.ring_data - 40, 40)]
+    tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+    st = await restore_run(tb, job, writes_upto=10 * chunk, RESTORE_TABLE=tb.ring_data - 40)
+    assert restore_fault(st) == R.FAULT_OVERLAP, fault_name(restore_fault(st))
+    assert await tb.rd(R.RESTORE_FAULT_CHUNK) == 10
+    assert await tb.rd64("RESTORE_FAULT_ADDR") == tb.ring_data
+    assert await tb.rd64("RESTORE_BYTES") == 10 * chunk
+    assert ring_bytes(tb) == job.expected_ring(10 * chunk)
+    job.read_windows = windows
+    tb.mem[tb.ring_data - 40:tb.ring_data] = saved
+    # the table word of chunks 40 and 41 answers SLVERR (inside the second run)
+    tb.fail_read = (RS_TABLE + 4 * 40, 8)
+    for verify in (True, False):
+        tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+        st = await restore_run(tb, job, verify=verify, writes_upto=40 * chunk)
+        assert restore_fault(st) == R.FAULT_READ_SLVERR, fault_name(restore_fault(st))
+        assert await tb.rd(R.RESTORE_FAULT_CHUNK) == 40
+        assert await tb.rd64("RESTORE_FAULT_ADDR") == RS_TABLE + 4 * 40
+        assert await tb.rd64("RESTORE_BYTES") == 40 * chunk
+        assert ring_bytes(tb) == (bytes([RS_FILL]) * tb.capacity if verify
+                                  else job.expected_ring(40 * chunk))
+    # a source burst answers SLVERR: the chunk of its first beat, nothing from it on
+    burst = 16 * tb.data_bytes
+    fail_at = (job.src + 45 * chunk) & ~(burst - 1)
+    tb.fail_read = (fail_at, 1)
+    for verify in (True, False):
+        tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+        st = await restore_run(tb, job, verify=verify)
+        assert restore_fault(st) == R.FAULT_READ_SLVERR, fault_name(restore_fault(st))
+        assert await tb.rd64("RESTORE_FAULT_ADDR") == fail_at
+        assert await tb.rd(R.RESTORE_FAULT_CHUNK) == (fail_at - job.src) // chunk
+        done = await tb.rd64("RESTORE_BYTES")
+        assert done % chunk == 0 and done <= fail_at - job.src, done
+        assert landed(tb, job) <= fail_at - job.src
+    tb.fail_read = None
+    # ABORT somewhere in a copy: a prefix landed, the mode idle, the next job completes
+    for _ in range(3):
+        tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
+        await restore_run(tb, job, wait=False)
+        await ClockCycles(dut.aclk, tb.rng.randint(20, 3 * job.length // tb.data_bytes))
+        await tb.wr(R.RESTORE_CONTROL, R.RESTORE_CONTROL_ABORT_MASK)
+        st = await restore_wait(tb)
+        if st & R.RESTORE_STATUS_DONE_MASK:
+            assert landed(tb, job) == job.length
+            continue
+        assert restore_fault(st) == R.FAULT_ABORTED, fault_name(restore_fault(st))
+        done = await tb.rd64("RESTORE_BYTES")
+        assert done % chunk == 0 and done <= landed(tb, job), done
+    st = await restore_run(tb, job)
+    assert st & R.RESTORE_STATUS_DONE_MASK and ring_bytes(tb) == job.expected_ring()
     tb.assert_no_errors()
 
 
