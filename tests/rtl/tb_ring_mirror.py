@@ -1789,7 +1789,8 @@ async def test_restore_throughput(dut):
     """The restore copy mode on a long job with 30-cycle read latency and no
     back-pressure: data beats per cycle of a VERIFY_ONLY job and of a copy, from START to
     the job's end as the CPU sees it (>= 0.8 with the suite's 32 KiB in 8 KiB chunks; the
-    bench, bench/rtl_restore_throughput.py, runs 1 MiB in 64 KiB chunks)."""
+    bench, bench/rtl_restore_throughput.py, runs 1 MiB in 64 KiB chunks and 256 KiB in
+    4 KiB chunks)."""
     cap = int(os.environ.get("RTL_THROUGHPUT_BYTES", 32768))
     chunk = int(os.environ.get("RTL_RESTORE_CHUNK", 8192))
     tb = TB(dut, capacity=cap, mem_size=4 * (cap + 0x1000), replica_seg=2 * (cap + 0x1000),

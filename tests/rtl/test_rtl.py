@@ -53,8 +53,8 @@ def test_ring_mirror(sim, width, build_root):
 # without both (CRC_TABLE=0, RESTORE=0) runs all the others
 CRC_UNIT = {"test_crc_table_small_blocks", "test_crc_table_write_error"}
 RESTORE_MODE = {"test_restore_copy", "test_restore_verify_only_and_damage",
-                "test_restore_chunk_overlap", "test_restore_refusals", "test_restore_abort_reset_watchdog",
-                "test_restore_throughput"}
+                "test_restore_chunk_overlap", "test_restore_refusals",
+                "test_restore_abort_reset_watchdog", "test_restore_throughput"}
 
 
 @pytest.mark.timeout(900)
