@@ -191,15 +191,23 @@ reg w_new_reg;                                  // the next beat starts a chunk
 reg [BW-1:0] wc_reg;                            // beats left in the chunk (multi_reg)
 reg gate_reg;                                   // W held until the last chunk's verdict
 reg kill_reg;                                   // W beats go out with no byte enable
-// the verdicts: the CRC results in chunk order
-reg [4:0] vi_reg;                               // entry index in tbuf of the next verdict
-reg [AW-1:0] v_src_reg;                         // its chunk's first source byte
+// the verdicts: the CRC results in chunk order, with their entries registered (p_),
+// compared (q_), then acted on, so the comparison never drives the counters' enables
+reg [4:0] vi_reg;                               // entry index in tbuf of the next CRC result
+reg p_valid_reg, p_end_reg;
+reg [31:0] p_crc_reg, p_exp_reg;
+reg q_valid_reg, q_end_reg, q_match_reg;
+reg [31:0] q_crc_reg;
+reg [AW-1:0] v_src_reg;                         // the acted-on chunk's first source byte
 reg seg_ok_reg;                                 // every chunk of the segment matched
 // mover requests
 reg mv_start_reg, mv_word_reg, mv_clear_reg;
 // fault detail being worked out
 reg [1:0] e_where_reg;
 reg [BW-1:0] e_idx_reg;
+reg [BW-1:0] f_beat_reg;                        // the faulting beat from the segment's first
+reg [BW:0] f_diff_reg;                          // ... minus a chunk's beats (borrow on top)
+reg f_ph_reg;                                   // f_diff_reg is up to date
 reg [4:0] f_j_reg;                              // the faulting beat's chunk in the segment
 
 // ---------------------------------------------------------------- the mover
@@ -328,7 +336,7 @@ rm_crc32c #(.DATA_WIDTH(DATA_WIDTH), .USER_WIDTH(1)) crc (
     .s_seed(32'd0), .s_user(seg_end_beat),
     .m_valid(crc_valid), .m_crc(crc_value), .m_user(crc_seg_end)
 );
-// the expected CRC of the next verdict's chunk
+// the expected CRC of the next result's chunk
 wire [63:0] v_word = tbuf[vi_reg[4:1]];
 wire [31:0] v_expected = vi_reg[0] ? v_word[63:32] : v_word[31:0];
 
@@ -464,8 +472,8 @@ wire wk_take = (state_reg == S_WALK2 && !wk_need_word)
 wire [7:0] ent_fault = k_ent_range_reg ? RM_FAULT_ADDR_RANGE : RM_FAULT_OVERLAP;
 wire [7:0] word_fault = mv_word_resp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
 // a chunk's verdict: its CRC (results come in chunk order) against its table entry
-wire verdict = crc_valid && running && !stopping;
-wire v_match = crc_value == v_expected;
+wire verdict = q_valid_reg && running && !stopping;
+wire v_match = q_match_reg;
 
 always @* begin
     state_next = state_reg;
@@ -486,7 +494,7 @@ always @* begin
         S_CRC: if (seg_ok_reg) state_next = S_NEXT;
         S_NEXT: state_next = seg_final_reg ? S_IDLE : S_WALK;
         S_FADDR: state_next = S_FIDX;
-        S_FIDX: if (!multi_reg || e_where_reg == W_WORD || e_idx_reg < cs_beats_reg)
+        S_FIDX: if (!multi_reg || e_where_reg == W_WORD || (f_ph_reg && f_diff_reg[BW]))
                     state_next = S_STOP;
         S_STOP: if (stop_quiet) state_next = S_IDLE;
         default: state_next = S_IDLE;
@@ -495,6 +503,21 @@ end
 
 always @(posedge clk) begin
     if (state_reg == S_ENT_WAIT && mv_word_done) tbuf[tw_reg] <= mv_word_rdata;
+end
+
+always @(posedge clk) begin
+    p_valid_reg <= crc_valid;
+    p_end_reg <= crc_seg_end;
+    p_crc_reg <= crc_value;
+    p_exp_reg <= v_expected;
+    q_valid_reg <= p_valid_reg;
+    q_end_reg <= p_end_reg;
+    q_crc_reg <= p_crc_reg;
+    q_match_reg <= p_crc_reg == p_exp_reg;
+    if (rst) begin
+        p_valid_reg <= 1'b0;
+        q_valid_reg <= 1'b0;
+    end
 end
 
 always @(posedge clk) begin
@@ -513,15 +536,15 @@ always @(posedge clk) begin
         if (w_chunk_end && !seg_end_beat && !run_verify_reg && !stopping) gate_reg <= 1'b1;
     end
     // the verdicts
+    if (crc_valid) vi_reg <= vi_reg + 5'd1;
     if (verdict) begin
-        crc_seen_reg <= crc_value;
+        crc_seen_reg <= q_crc_reg;
         gate_reg <= 1'b0;
         if (v_match) begin
             idx_reg <= idx_reg + 32'd1;
-            bytes_reg <= bytes_reg + {31'd0, crc_seg_end ? seg_last_len_reg : cs33};
+            bytes_reg <= bytes_reg + {31'd0, q_end_reg ? seg_last_len_reg : cs33};
             v_src_reg <= v_src_reg + cs_x[AW-1:0];
-            vi_reg <= vi_reg + 5'd1;
-            if (crc_seg_end) seg_ok_reg <= 1'b1;
+            if (q_end_reg) seg_ok_reg <= 1'b1;
         end else begin
             fault_reg <= RM_FAULT_CRC_MISMATCH;
             faddr_reg <= v_src_reg;
@@ -720,20 +743,26 @@ always @(posedge clk) begin
                     + (({r_off_reg[AW-1:LSB], {LSB{1'b0}}}
                         + ({{(AW-BW){1'b0}}, e_idx_reg} << LSB)) & mask_reg);
             end
-            e_idx_reg <= e_idx_reg + r_base_reg;      // from the segment's first beat
+            f_beat_reg <= e_idx_reg + r_base_reg;    // from the segment's first beat
+            f_ph_reg <= 1'b0;
             f_j_reg <= 5'd0;
         end
         S_FIDX: begin
-            // ... and its chunk: the segment's chunks have cs_beats beats each
+            // ... and its chunk: the segment's chunks have cs_beats beats each (a
+            // subtraction, then its borrow acted on: two cycles per chunk, on a fault only)
+            f_ph_reg <= !f_ph_reg;
+            f_diff_reg <= {1'b0, f_beat_reg} - {1'b0, cs_beats_reg};
             if (e_where_reg == W_WORD) begin
                 idx_reg <= seg_idx_reg + {27'd0, seg_n_reg};
             end else if (!multi_reg) begin
                 idx_reg <= seg_idx_reg;
-            end else if (e_idx_reg >= cs_beats_reg) begin
-                e_idx_reg <= e_idx_reg - cs_beats_reg;
-                f_j_reg <= f_j_reg + 5'd1;
-            end else begin
-                idx_reg <= seg_idx_reg + {27'd0, f_j_reg};
+            end else if (f_ph_reg) begin
+                if (f_diff_reg[BW]) begin
+                    idx_reg <= seg_idx_reg + {27'd0, f_j_reg};
+                end else begin
+                    f_beat_reg <= f_diff_reg[BW-1:0];
+                    f_j_reg <= f_j_reg + 5'd1;
+                end
             end
         end
         S_STOP: begin
