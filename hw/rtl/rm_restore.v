@@ -171,7 +171,7 @@ reg [3:0] tw_reg;                               // entry words read for the segm
 reg [63:0] tbuf [0:15];                         // those words (LUT RAM)
 reg pf_reg;                                     // a table-word fault ends the segment
 reg [7:0] pf_code_reg;                          // before its chunk; raised when the next
-reg [AW-1:0] pf_addr_reg;                       // segment starts with that chunk
+                                                // segment starts with it (same word)
 reg [32:0] len_a_reg;                           // bytes of the segment's first run
 reg wraps_reg;                                  // it passes the ring's end: two runs
 // checks
@@ -205,7 +205,6 @@ reg mv_start_reg, mv_word_reg, mv_clear_reg;
 // fault detail being worked out
 reg [1:0] e_where_reg;
 reg [BW-1:0] e_idx_reg;
-reg [BW-1:0] f_beat_reg;                        // the faulting beat from the segment's first
 reg [BW:0] f_diff_reg;                          // ... minus a chunk's beats (borrow on top)
 reg f_ph_reg;                                   // f_diff_reg is up to date
 reg [4:0] f_j_reg;                              // the faulting beat's chunk in the segment
@@ -649,7 +648,7 @@ always @(posedge clk) begin
             end else if (pf_reg) begin
                 // the previous segment ended before this chunk: its entry's word fault
                 fault_reg <= pf_code_reg;
-                faddr_reg <= pf_addr_reg;
+                faddr_reg <= ent_word;
                 state_reg <= S_STOP;
             end
             if (seg_n_reg == 5'd0) e2_reg <= c_ent_reg[2];
@@ -668,7 +667,6 @@ always @(posedge clk) begin
                 end else begin
                     pf_reg <= 1'b1;
                     pf_code_reg <= ent_fault;
-                    pf_addr_reg <= ent_word;
                     state_reg <= S_SEG;
                 end
             end else begin
@@ -685,7 +683,6 @@ always @(posedge clk) begin
                 end else begin
                     pf_reg <= 1'b1;
                     pf_code_reg <= word_fault;
-                    pf_addr_reg <= ent_word;
                     state_reg <= S_SEG;
                 end
             end
@@ -743,7 +740,7 @@ always @(posedge clk) begin
                     + (({r_off_reg[AW-1:LSB], {LSB{1'b0}}}
                         + ({{(AW-BW){1'b0}}, e_idx_reg} << LSB)) & mask_reg);
             end
-            f_beat_reg <= e_idx_reg + r_base_reg;    // from the segment's first beat
+            e_idx_reg <= e_idx_reg + r_base_reg;      // from the segment's first beat
             f_ph_reg <= 1'b0;
             f_j_reg <= 5'd0;
         end
@@ -751,7 +748,7 @@ always @(posedge clk) begin
             // ... and its chunk: the segment's chunks have cs_beats beats each (a
             // subtraction, then its borrow acted on: two cycles per chunk, on a fault only)
             f_ph_reg <= !f_ph_reg;
-            f_diff_reg <= {1'b0, f_beat_reg} - {1'b0, cs_beats_reg};
+            f_diff_reg <= {1'b0, e_idx_reg} - {1'b0, cs_beats_reg};
             if (e_where_reg == W_WORD) begin
                 idx_reg <= seg_idx_reg + {27'd0, seg_n_reg};
             end else if (!multi_reg) begin
@@ -760,7 +757,7 @@ always @(posedge clk) begin
                 if (f_diff_reg[BW]) begin
                     idx_reg <= seg_idx_reg + {27'd0, f_j_reg};
                 end else begin
-                    f_beat_reg <= f_diff_reg[BW-1:0];
+                    e_idx_reg <= f_diff_reg[BW-1:0];
                     f_j_reg <= f_j_reg + 5'd1;
                 end
             end
