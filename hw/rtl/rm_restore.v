@@ -122,10 +122,12 @@ initial begin
     end
 end
 
-localparam [3:0] S_IDLE = 4'd0, S_CHK1 = 4'd1, S_CHK2 = 4'd2, S_WALK = 4'd3,
-                 S_WALK2 = 4'd4, S_LOAD = 4'd5, S_ENT_WAIT = 4'd6, S_PREP = 4'd7,
-                 S_GO = 4'd8, S_RUN = 4'd9, S_CRC = 4'd10, S_NEXT = 4'd11, S_STOP = 4'd12,
-                 S_FADDR = 4'd13, S_FIDX = 4'd14, S_SEG = 4'd15;
+// bit 4 is set in every state but S_IDLE: `running` (and the top level's `idle`, which
+// gates SOFT_RESET into the mirroring controller, a wide fan-out) is one flip-flop
+localparam [4:0] S_IDLE = 5'h00, S_CHK1 = 5'h11, S_CHK2 = 5'h12, S_WALK = 5'h13,
+                 S_WALK2 = 5'h14, S_LOAD = 5'h15, S_ENT_WAIT = 5'h16, S_PREP = 5'h17,
+                 S_GO = 5'h18, S_RUN = 5'h19, S_CRC = 5'h1A, S_NEXT = 5'h1B, S_STOP = 5'h1C,
+                 S_FADDR = 5'h1D, S_FIDX = 5'h1E, S_SEG = 5'h1F;
 // chunks per segment (one mover run, or two at the ring's end): their table entries fit
 // the 16 words of the entry buffer whatever the first entry's half
 localparam [4:0] SEG_CHUNKS = 5'd30;
@@ -144,7 +146,7 @@ reg [31:0] latch_hi_reg;
 reg [31:0] rd_data_reg;
 
 // ---------------------------------------------------------------- controller state
-reg [3:0] state_reg, state_next;
+reg [4:0] state_reg, state_next;
 reg run_verify_reg;                             // the job only reads
 reg sr_reg;                                     // stopping for SOFT_RESET: end without fault
 reg [AW-1:0] mask_reg;                          // offsets wrap here (all ones: no wrap)
@@ -349,7 +351,7 @@ function [31:0] merge(input [31:0] old, input [31:0] data, input [3:0] strb);
     end
 endfunction
 
-wire running = state_reg != S_IDLE;
+wire running = state_reg[4];
 wire wr_cfg = x_wr && (x_wr_addr == RM_REG_RESTORE_CHUNK_SIZE
     || (x_wr_addr >= RM_REG_RESTORE_SOURCE_LO && x_wr_addr <= RM_REG_RESTORE_LENGTH_HI));
 wire [31:0] wd = x_wr_data;
