@@ -4,16 +4,22 @@
 // copy mode"; registers RESTORE_* in hw/regmap.yaml.
 //
 // A job is RESTORE_LENGTH bytes from RESTORE_SOURCE for ring position RESTORE_POSITION in
-// chunks of RESTORE_CHUNK_SIZE (the last one partial). Per chunk, one after the other:
-//   1. read the 8-byte word holding the chunk's table entry (RESTORE_TABLE + 4 * i);
-//   2. copy the chunk with a run of this module's own rm_mover (source and destination at
-//      the same offsets modulo the ring's capacity: the source base of a run is the chunk's
+// chunks of RESTORE_CHUNK_SIZE (the last one partial), copied in segments: up to
+// SEG_CHUNKS chunks when every chunk starts on a beat boundary, else one chunk.
+// Per segment:
+//   1. plan it chunk by chunk, reading the 8-byte table words that hold its entries
+//      (RESTORE_TABLE + 4 * i, two entries a word) into tbuf;
+//   2. copy it with one run of this module's own rm_mover (source and destination at the
+//      same offsets modulo the ring's capacity: the source base of a run is the segment's
 //      source address minus its ring offset, so both sides burst at the same boundaries;
 //      RESTORE_SOURCE = RESTORE_POSITION mod 4096 keeps every burst inside 4 KiB on both);
-//      a chunk that passes the ring's end is two runs;
-//   3. rm_crc32c checksums the beats as the mover hands them to W (the bytes that land);
-//      its result is compared with the entry: a difference stops the job with
-//      CRC_MISMATCH and the chunk's index in RESTORE_FAULT_CHUNK.
+//      a segment that passes the ring's end is two runs. Chunk n+1 is read while chunk n's
+//      writes and CRC drain;
+//   3. rm_crc32c checksums the beats as the mover hands them to W (the bytes that land),
+//      split at chunk boundaries; each result is compared with its entry as it comes: a
+//      difference stops the job with CRC_MISMATCH and the chunk's index in
+//      RESTORE_FAULT_CHUNK. In a copy, W is held after a chunk's last beat until its
+//      verdict, so nothing of the next chunk lands before it matched.
 // VERIFY_ONLY runs the same reads with the mover's AW/W/B answered here, never on the bus
 // (no write at all), offsets taken as bus addresses (no wrap).
 //
