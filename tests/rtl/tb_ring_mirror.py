@@ -793,8 +793,9 @@ async def test_fault_codes(dut):
 
 @rtl_test
 async def test_throughput(dut):
-    """A 64 KiB copy with 30-cycle read latency and no back-pressure: >= 0.9 beats/cycle
-    (>= 0.8 in the suite's short-run build)."""
+    """A 64 KiB copy with 30-cycle read latency and no back-pressure, for
+    bench/rtl_throughput.py, which holds the >= 0.9 beats/cycle target (not a suite case:
+    no speed assertions in tests)."""
     cap = int(os.environ.get("RTL_THROUGHPUT_BYTES", 65536))
     tb = TB(dut, capacity=cap, mem_size=4 * (cap + 0x1000), replica_seg=2 * (cap + 0x1000),
             seed=seed())
@@ -818,12 +819,6 @@ async def test_throughput(dut):
     if out:
         with open(out, "w") as f:
             f.write(f"{tb.tail} {beats} {busy} {ratio:.4f}\n")
-    # a round copies in runs of 2^RUN_LOG beats and each run boundary waits one memory
-    # latency; the suite builds with short runs (RUN_LOG 8) to exercise the boundaries,
-    # bench/rtl_throughput.py measures the default (2^16 beats: one boundary per 512 KiB)
-    run_beats = 1 << int(dut.RUN_LOG.value)
-    floor = 0.9 if run_beats >= 4096 else 0.8
-    assert ratio >= floor, f"{ratio:.3f} beats per cycle with runs of {run_beats} beats"
     tb.assert_no_errors()
 
 

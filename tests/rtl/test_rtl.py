@@ -28,7 +28,7 @@ SLOW = {"test_mirror_no_latency", "test_mirror_latency_backpressure", "test_thro
 
 
 # benchmarks (bench/ runs them and holds their targets), not suite cases
-BENCH_ONLY = {"test_restore_throughput"}
+BENCH_ONLY = {"test_throughput", "test_restore_throughput"}
 # long cases: 64 bits only (CI time; the other restore tests run at every width)
 WIDTH_64_ONLY = {"test_restore_chunk_overlap"}
 
@@ -74,7 +74,7 @@ def test_ring_mirror_without_crc_table(sim, build_root):
     params = {"DATA_WIDTH": 64, "ADDR_WIDTH": 32, "MAX_BURST_LEN": 16,
               "MAX_OUTSTANDING": 4, "FIFO_DEPTH": 64, "RUN_LOG": 8, "CRC_TABLE": 0,
               "RESTORE": 0}
-    tests = [t for t in cocotb_tests() if t not in CRC_UNIT | RESTORE_MODE]
+    tests = [t for t in cocotb_tests() if t not in CRC_UNIT | RESTORE_MODE | BENCH_ONLY]
     assert CRC_UNIT < set(cocotb_tests()) and "test_crc_unit_build_option" in tests
     assert RESTORE_MODE < set(cocotb_tests()) and "test_restore_build_option" in tests
     rtl_sim.run(sim, build_root / f"{sim}_64_nocrc", params, testcase=tests,
