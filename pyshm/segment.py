@@ -233,15 +233,16 @@ class Segment:
                                   f"with `pyshm rm NAME` (which clears the buffer's header) "
                                   f"before making another one there")
         if head == MAGIC_RESTORING:
-            # a restore was interrupted there. Into a new ring: nothing has a name for
-            # it yet (the name is made last), so the buffer is free. In place: the ring
-            # keeps its name, and running the restore again is its recovery
+            # a restore was interrupted there. In place, the ring keeps its name and
+            # running the restore again is its recovery; a new ring's restore leaves at
+            # most its temporary name. With no name left, the buffer is free
             names = udmabuf.names_linking_to(dev.device, os.path.dirname(self.path))
             if names:
                 raise RingExistsError(
-                    f"{dev.device} holds ring {names[0]!r}, whose restore in place was "
-                    f"interrupted; restore it again (`pyshm restore IMAGE --to "
-                    f"{names[0]}`), or remove it with `pyshm rm --force {names[0]}`")
+                    f"{dev.device} holds a ring whose restore was interrupted, still named "
+                    f"{names[0]!r}: run that restore again (in place: `pyshm restore "
+                    f"IMAGE --to {names[0]} --in-place`), or free the buffer with `pyshm "
+                    f"rm --force {names[0]}`")
         self._mmap[:OFF_DATA] = bytes(OFF_DATA)  # no counter or slot of a previous use
         try:
             os.symlink(dev.device, self.path)

@@ -96,8 +96,8 @@ def test_a_buffer_whose_restore_was_interrupted(fake_udmabuf, new_name, capsys):
 
     mark_restoring()
     second = new_name()
-    with pytest.raises(RingExistsError, match=f"holds ring '{first}', whose restore in "
-                                              f"place was interrupted"):
+    with pytest.raises(RingExistsError, match=f"restore was interrupted, still named "
+                                              f"'{first}'"):
         Ring(second, create=True, capacity=1 << 16, device=dev)
     assert main(["create", second, "--capacity", "64K", "--udmabuf", dev]) == 1
     err = capsys.readouterr().err
