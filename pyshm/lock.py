@@ -1,4 +1,4 @@
-"""One owner per segment: an exclusive ``flock`` on the segment's file.
+"""One owner per segment (and per board IP): an exclusive ``flock`` on the segment's file.
 
 Who takes it:
 
@@ -9,7 +9,15 @@ replication engine          the replica it writes (``open_engine``, ``pyshm repl
 ``restore --in-place``      the ring it rewrites
 ``replica.promote``         the replica it converts
 ``rm`` / ``rm --stale``     the segment it unlinks (refused while someone else holds it)
+``PynqEngine``              the ring-mirror IP it drives, from construction to ``close``
+``PynqCopier``              the ring-mirror IP it restores through, from construction to
+                            ``close`` (so no engine starts between its verify and copy
+                            passes, and no second restore interleaves its jobs)
 ==========================  ============================================================
+
+The IP is not a file: its lock is a 0600 file named after the IP's physical register
+address, ``/run/lock/pyshm-ip-<address>.lock`` (pyshm/driver/owner.py), locked the same
+way; the ``sim`` engines' simulated IPs belong to one process and take none.
 
 Why ``flock`` rather than a pid (and start time) stored in the header: the kernel
 releases the lock when the last descriptor of its open file description closes, which
@@ -32,12 +40,13 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from .errors import FileAccessError, RingNotFoundError, SegmentLockedError
 from .segment import display_name, resolve_path
 
-__all__ = ["SegmentLock", "lock_holders", "holder_of", "describe_pid"]
+__all__ = ["SegmentLock", "flock_or_refuse", "lock_holders", "holder_of", "describe_pid"]
 
 
 def lock_holders() -> dict[tuple[int, int, int], int]:
@@ -93,6 +102,21 @@ def describe_pid(pid: int | None) -> str:
     return f"pid {pid} ({text[:80]})" if text else f"pid {pid}"
 
 
+def flock_or_refuse(fd: int, path: str, refusal: Callable[[int | None], Exception]) -> None:
+    """Take an exclusive ``flock`` on ``fd`` (``path``'s open file description) without
+    waiting, or close ``fd`` and raise ``refusal(holder pid)`` when another open file
+    description holds it (any other error: :class:`FileAccessError`). The part of
+    :meth:`SegmentLock.acquire` that other locks on other files share (the IP lock of
+    the ``pynq`` engine, pyshm/driver/owner.py)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise refusal(holder_of(path)) from None
+        raise FileAccessError(f"cannot lock {path}: {exc.strerror or exc}") from None
+
+
 class SegmentLock:
     """An exclusive lock on one segment file. Use :meth:`acquire` or :meth:`adopt`."""
 
@@ -118,16 +142,8 @@ class SegmentLock:
         except OSError as exc:
             raise FileAccessError(f"cannot open {path} to lock it: "
                                   f"{exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                pid = holder_of(path)
-                raise SegmentLockedError(
-                    f"{display_name(path)} is locked by {describe_pid(pid)}: {_why(role)}",
-                    pid) from None
-            raise FileAccessError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        flock_or_refuse(fd, path, lambda pid: SegmentLockedError(
+            f"{display_name(path)} is locked by {describe_pid(pid)}: {_why(role)}", pid))
         return cls(fd, path, role)
 
     @classmethod
