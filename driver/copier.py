@@ -21,8 +21,10 @@ from .. import layout as L
 from .. import udmabuf
 from ..engine import Copier, CopyChecksumError, CopyChunk
 from ..errors import EngineError, InvalidParameterError
+from ..lock import SegmentLock
 from . import regmap as R
 from .ip import RefusedError, RingMirror
+from .owner import claim_ip
 
 PAGE = 4096
 # the staging buffer's layout: [phase][data ... ][pad to a page][table: u32 per chunk of
@@ -256,7 +258,9 @@ class PynqCopier(IPCopier):
     ``ip``: a :class:`RingMirror` to use (the tests pass the simulated one); otherwise
     ``overlay``/``ip_name`` find it as :class:`~pyshm.driver.engine.PynqEngine` does,
     and ``check_coherency`` refuses to run with HPC coherency off. ``job_timeout``: one
-    IP job, seconds (it is aborted then). The IP must not be mirroring meanwhile.
+    IP job, seconds (it is aborted then). The copier holds the IP from construction to
+    :meth:`close` (:mod:`pyshm.driver.owner`): a second copier, or a ``pynq`` engine, on
+    the same IP is refused meanwhile with :class:`~pyshm.driver.owner.IPBusyError`.
     """
 
     name = "pynq"
@@ -267,6 +271,7 @@ class PynqCopier(IPCopier):
         super().__init__(job_timeout)
         self._fd = -1
         self._target_bus = 0
+        self._ip_lock: SegmentLock | None = None
         if ip is None:
             from .engine import check_hpc_coherency, find_mirror_ip
 
@@ -280,11 +285,18 @@ class PynqCopier(IPCopier):
             raise InvalidParameterError(f"ip: expected a RingMirror, got {type(ip).__name__}")
         self.ip = ip
         self.check_coherency = check_coherency
-        # refused now, before a restore touches anything: an IP without the mode
-        # (IPMismatchError, no RESTORE_* register read), no staging buffer configured
-        ip.check_id()
-        ip.require_restore_mode()
-        self.staging = self._staging_device(staging)
+        # this restore's IP until close(), before its first register access: no engine
+        # starts between the verify and copy passes, no other restore interleaves jobs
+        self._ip_lock = claim_ip(ip, CPU_HINT)
+        try:
+            # refused now, before a restore touches anything: an IP without the mode
+            # (IPMismatchError, no RESTORE_* register read), no staging buffer configured
+            ip.check_id()
+            ip.require_restore_mode()
+            self.staging = self._staging_device(staging)
+        except BaseException:
+            self.close()
+            raise
 
     def _staging_device(self, staging: str | os.PathLike[str] | None) -> udmabuf.UdmabufInfo:
         given = os.fspath(staging) if staging is not None else os.environ.get(STAGING_ENV, "")
@@ -354,8 +366,19 @@ class PynqCopier(IPCopier):
         self._target = segment
         self._target_bus = bus
 
+    def close(self) -> None:
+        """Drop the staging buffer and the IP (another process may use it then)."""
+        try:
+            super().close()
+        finally:
+            if self._ip_lock is not None:
+                self._ip_lock.release()
+
     def _ip_for(self, ring: Any) -> RingMirror:
         ip = self.ip
+        if self._ip_lock is None or not self._ip_lock.held:
+            raise EngineError(f"the {self.name} copier is closed: {ip.where} may belong to "
+                              f"another process now")
         if ip.read32(R.CONTROL) & R.CONTROL_ENABLE_MASK:
             raise EngineError(f"{ip.where} is mirroring (CONTROL.ENABLE set: a pynq engine "
                               f"runs on it); stop that engine first, or {CPU_HINT}")

@@ -32,6 +32,7 @@ from ..replica import CrcTable, Replica
 from ..segment import Segment
 from . import regmap as R
 from .ip import MirrorConfig, MirrorFaultError, RingMirror
+from .owner import claim_ip
 
 LAG_SAMPLES = 4096
 
@@ -585,7 +586,9 @@ class PynqEngine(MirrorEngine):
     already loaded; ``ip_name``: the IP's name in it (default: the only instance bound to
     :class:`RingMirror`). The ring and the replica must be in DMA-able memory (see
     :func:`segment_bus_address`); ``check_coherency`` refuses to run when HPC coherency
-    is off, because the IP would read stale cache lines (hw/README.md).
+    is off, because the IP would read stale cache lines (hw/README.md). The engine holds
+    the IP from construction to :meth:`close` (:mod:`pyshm.driver.owner`): another engine
+    or a restore through the same IP is refused meanwhile (``IPBusyError``).
     """
 
     name = "pynq"
@@ -614,6 +617,9 @@ class PynqEngine(MirrorEngine):
             raise EngineError("the pynq engine needs pynq (pip install 'pyshm[pynq]')") from exc
         try:
             ip = find_mirror_ip(overlay, ip_name, pynq)
+            # the IP is this engine's until close(), before any register access
+            # (pyshm.driver.owner); released with the segments by _release
+            self._owned.append(claim_ip(ip, "mirror with engine 'cpu' instead"))
             if check_coherency:
                 check_hpc_coherency(pynq)
             ring_bus = segment_bus_address(self.ring_seg)

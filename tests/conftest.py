@@ -13,6 +13,17 @@ from natsfix import nats_cluster, nats_server, procs  # noqa: F401  (NATS server
 SHM_DIR = "/dev/shm"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def ip_lock_dir(tmp_path_factory) -> Iterator[str]:
+    """The board IP locks (pyshm.driver.owner) of this run, in a directory of its own: the
+    simulated IPs of every test run on the machine share their register addresses, and
+    a run must not find another run's copier holding them. Children inherit it."""
+    path = str(tmp_path_factory.mktemp("iplocks"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYSHM_IP_LOCK_DIR", path)
+        yield path
+
+
 @pytest.fixture
 def shm_prefix() -> Iterator[str]:
     """A prefix unique to this test; every /dev/shm entry starting with it is removed

@@ -353,3 +353,101 @@ def test_new_ring_in_a_udmabuf_through_the_ip(image, new_name, fake_udmabuf, tmp
     finally:
         for n in (name, cpu_name):
             os.unlink(f"/dev/shm/{n}")
+
+
+_HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from test_pynq_copier import Window, _ip
+from pyshm.driver.copier import PynqCopier
+copier = PynqCopier(ip=_ip(Window()), staging=sys.argv[2])
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_one_user_of_the_ip_across_processes(fake_udmabuf, ip_lock_dir, new_name,
+                                             monkeypatch, image, capsys):
+    """A restore in another process holds the IP (through PynqCopier's own path): a second
+    copier, a pynq engine and `pyshm restore --engine pynq` on the same IP are refused
+    naming its pid, before touching a register and releasing what they had set up; once
+    the holder is killed with kill -9 the kernel has released the lock and the copier
+    gets the IP. The lock file is 0600."""
+    import signal
+    import stat
+    import subprocess
+
+    import pyshm.driver.engine as E
+    from pyshm.driver.owner import IPBusyError, claim_ip, ip_lock_path
+
+    from pyshm.lock import SegmentLock
+    from pyshm.replica import Replica
+
+    stage = fake_udmabuf("udmabuf6", 64 << 10, STAGE_PHYS)
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER, os.path.dirname(__file__), stage],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "holding\n"
+        lock = ip_lock_path(BASE)
+        assert os.path.dirname(lock) == ip_lock_dir
+        assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
+        window = Window()
+        with pytest.raises(IPBusyError, match=rf"(?s)0x{BASE:x} .* in use by pid {child.pid} "
+                                              r"\(.*python.*stop that engine or wait for "
+                                              r"that restore, or restore with engine 'cpu'"
+                           ) as refused:
+            PynqCopier(ip=_ip(window), staging=stage)
+        assert refused.value.pid == child.pid and window.touched == []
+
+        # the engine's path: refused after the replica is claimed, which it gives back
+        ring_name, rep_name = new_name(), new_name()
+        ring, rep = Ring(ring_name, create=True, capacity=CAP), None
+        try:
+            rep = Replica.create(rep_name, ring)
+            monkeypatch.setitem(sys.modules, "pynq", type(sys)("pynq"))
+            monkeypatch.setattr(E, "find_mirror_ip", lambda *a: _ip(window))
+            with pytest.raises(IPBusyError, match=rf"(?s)in use by pid {child.pid}.*mirror with "
+                                                  r"engine 'cpu'"):
+                E.PynqEngine(ring_name, rep_name)
+            assert window.touched == []
+            SegmentLock.acquire(rep_name, "engine").release()
+
+            # the CLI: one line naming the holder, no traceback
+            class FakePynq:
+                class MMIO:
+                    def __init__(self, base, length):
+                        pass
+
+                    def read(self, offset):
+                        return E.LPD_APU_BRDC_INNER
+
+            monkeypatch.setattr(E, "_import_pynq", lambda: FakePynq)
+            monkeypatch.setenv(STAGING_ENV, stage)
+            capsys.readouterr()
+            assert main(["restore", str(image[0]), "--to", new_name(), "--engine", "pynq"]) == 1
+            err = capsys.readouterr().err
+            assert f"in use by pid {child.pid}" in err and "Traceback" not in err, err
+            assert window.touched == []
+        finally:
+            if rep is not None:
+                rep.close()
+                rep.unlink()
+            ring.close()
+            ring.unlink()
+
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        with PynqCopier(ip=_ip(Window()), staging=stage) as copier:
+            with pytest.raises(IPBusyError, match=f"in use by pid {os.getpid()}"):
+                claim_ip(copier.ip, "wait")  # held: not even this process gets it twice
+        claim_ip(_ip(Window()), "free again").release()
+        # a half-finished setup gives the IP back (an IP without the restore mode)
+        with pytest.raises(IPMismatchError):
+            PynqCopier(ip=_ip(Window(5, R.CAPABILITIES_CRC_TABLE_MASK)), staging=stage)
+        claim_ip(_ip(Window()), "free again").release()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
