@@ -220,8 +220,13 @@ def test_file_replica_flush_per_bytes(names, tmp_path):
         eng.start()
         fill(ring, 1000)
         eng.sync(5)
-        flushes = eng.stats().extra["flushes"]
-        assert flushes >= 1  # a round may cover many 16K slices when descheduled
+        # the engine publishes `mirrored` (what sync waits for) before it msyncs the
+        # round's bytes, so the flush may still be on its way when sync returns
+        deadline = time.monotonic() + 10
+        while eng.stats().extra["flushes"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # a round may cover many 16K slices when descheduled: at least one flush
+        assert eng.stats().extra["flushes"] >= 1
     rep.close()
     with open(path, "rb") as f:  # the bytes are in the file, not only in the mapping
         f.seek(L.OFF_DATA)

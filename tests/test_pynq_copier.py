@@ -384,8 +384,10 @@ def test_one_user_of_the_ip_across_processes(fake_udmabuf, ip_lock_dir, new_name
     from pyshm.replica import Replica
 
     stage = fake_udmabuf("udmabuf6", 64 << 10, STAGE_PHYS)
+    # cwd: not the checkout, whose source tree (no compiled core there) would shadow the
+    # installed package on the child's sys.path
     child = subprocess.Popen([sys.executable, "-c", _HOLDER, os.path.dirname(__file__), stage],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True, cwd=ip_lock_dir)
     try:
         assert child.stdout is not None and child.stdout.readline() == "holding\n"
         lock = ip_lock_path(BASE)
