@@ -219,24 +219,11 @@ STAGING_ENV = "PYSHM_RESTORE_UDMABUF"
 CPU_HINT = "restore with engine 'cpu' or 'none' instead (the CPU path needs no board)"
 
 
-def dma_coherent(device: str) -> bool | None:
-    """The u-dma-buf ``dma_coherent`` attribute of ``device`` (set by the device tree's
-    ``dma-coherent`` property), or None when the module does not report it."""
-    entry = udmabuf.sysfs_entry(device)
-    if entry is None:
-        return None
-    try:
-        with open(os.path.join(entry, "dma_coherent")) as f:
-            return bool(int(f.read().strip() or "0", 16))
-    except (OSError, ValueError):
-        return None
-
-
 def require_coherent(device: str, what: str) -> None:
     """Refuse a u-dma-buf buffer its module reports as not DMA-coherent: the IP would
     read stale cache lines of it, and the CPU stale lines of what the IP wrote (the
     project does no cache maintenance: docs/driver.md, "memory and coherence")."""
-    if dma_coherent(device) is False:
+    if udmabuf.dma_coherent(device) is False:
         raise EngineError(f"{what} {device} is not DMA-coherent (its u-dma-buf "
                           f"dma_coherent attribute reads 0): give the buffer the "
                           f"device-tree property dma-coherent, with the IP on the "

@@ -84,6 +84,19 @@ def info(device: str | os.PathLike[str]) -> UdmabufInfo:
     return UdmabufInfo(path, phys, size)
 
 
+def dma_coherent(device: str) -> bool | None:
+    """The u-dma-buf ``dma_coherent`` attribute of ``device`` (set by the device tree's
+    ``dma-coherent`` property), or None when the module does not report it."""
+    entry = sysfs_entry(device)
+    if entry is None:
+        return None
+    try:
+        with open(os.path.join(entry, "dma_coherent")) as f:
+            return bool(int(f.read().strip() or "0", 16))
+    except (OSError, ValueError):
+        return None
+
+
 def device_size(path: str) -> int | None:
     """The size of the u-dma-buf buffer behind ``path`` (a device or a link to one), or
     None when sysfs does not describe it."""
