@@ -274,7 +274,7 @@ class PynqCopier(IPCopier):
         self.check_coherency = check_coherency
         # this restore's IP until close(), before its first register access: no engine
         # starts between the verify and copy passes, no other restore interleaves jobs
-        self._ip_lock = claim_ip(ip, CPU_HINT)
+        self._ip_lock = claim_ip(ip, CPU_HINT, "restoring an image through its copy mode")
         try:
             # refused now, before a restore touches anything: an IP without the mode
             # (IPMismatchError, no RESTORE_* register read), no staging buffer configured

@@ -619,7 +619,9 @@ class PynqEngine(MirrorEngine):
             ip = find_mirror_ip(overlay, ip_name, pynq)
             # the IP is this engine's until close(), before any register access
             # (pyshm.driver.owner); released with the segments by _release
-            self._owned.append(claim_ip(ip, "mirror with engine 'cpu' instead"))
+            self._owned.append(claim_ip(
+                ip, "mirror with engine 'cpu' instead",
+                f"mirroring ring {self.ring_seg.name} into replica {self.rep_seg.name}"))
             if check_coherency:
                 check_hpc_coherency(pynq)
             ring_bus = segment_bus_address(self.ring_seg)

@@ -19,7 +19,11 @@ rings. Without ``/run/lock``: ``/dev/shm``. ``$PYSHM_IP_LOCK_DIR`` overrides bot
 tests use it; every user of one board must see the same directory). The file is created
 owner-only (0600), opened without following a symlink (the directory is shared), and
 never unlinked: unlinking a lock file lets a newcomer lock a new inode while the holder
-keeps the old one.
+keeps the old one. While it holds the lock, the holder keeps its pid and what it does
+with the IP in the file ("mirroring ring md into replica md.r", "a restore through its
+copy mode"); a refusal shows that text only when the pid is the one ``/proc/locks`` names
+as the holder (so a previous holder's text, or a new holder's before it wrote, is not
+shown as this one's).
 """
 
 from __future__ import annotations
@@ -71,12 +75,49 @@ def ip_lock_path(phys: int) -> str:
     return os.path.join(lock_dir(), f"pyshm-ip-{phys:x}.lock")
 
 
-def claim_ip(ip: Any, hint: str) -> SegmentLock:
-    """Lock ``ip`` for this user until the returned lock is released (or its holder
-    dies). ``hint``: what the refused caller can do instead (e.g. use engine 'cpu').
+USE_MAX = 200  # bytes of the holder's description a refusal reads back
 
-    Raises :class:`IPBusyError` naming the holder when another process (or another user
-    in this one) has it, :class:`FileAccessError` when the lock file cannot be opened.
+
+def _record_use(fd: int, use: str) -> None:
+    """Write what this holder does into its lock file, for the refusals of others. Best
+    effort: the lock is what arbitrates, the text only explains."""
+    data = f"{os.getpid()} {use}".encode("ascii", "replace")[:USE_MAX]
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    except OSError:
+        pass
+
+
+def _recorded_use(fd: int, pid: int | None) -> str:
+    """What holder ``pid`` wrote into its lock file, or "" (nothing yet, a previous
+    holder's text, unreadable, or not plain printable ASCII: the file is in a shared
+    directory, so its text is only shown, and only for the pid the kernel names)."""
+    if not pid:
+        return ""
+    try:
+        data = os.pread(fd, USE_MAX + 1, 0)
+    except OSError:
+        return ""
+    if len(data) > USE_MAX:
+        return ""
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        return ""
+    writer, _, use = text.partition(" ")
+    return use if writer == str(pid) and use and use.isprintable() else ""
+
+
+def claim_ip(ip: Any, hint: str, use: str) -> SegmentLock:
+    """Lock ``ip`` for this user until the returned lock is released (or its holder
+    dies). ``hint``: what the refused caller can do instead (e.g. use engine 'cpu');
+    ``use``: what this user does with the IP (e.g. "mirroring ring md into replica
+    md.r"), kept in the lock file while it holds it, so a refusal can say it.
+
+    Raises :class:`IPBusyError` naming the holder (and its use) when another process
+    (or another user in this one) has it, :class:`FileAccessError` when the lock file
+    cannot be opened.
     """
     phys = ip_address(ip)
     where = getattr(ip, "where", "ring-mirror IP")
@@ -98,9 +139,15 @@ def claim_ip(ip: Any, hint: str) -> SegmentLock:
         os.close(fd)
         raise FileAccessError(f"{path}, the lock of the ring-mirror IP at 0x{phys:x}, is "
                               f"not a regular file")
-    flock_or_refuse(fd, path, lambda pid: IPBusyError(
-        f"the ring-mirror IP at 0x{phys:x} ({where}) is in use by {describe_pid(pid)}: "
-        f"one process drives it at a time (a pynq engine from start to close, a restore "
-        f"through it until it ends); stop that engine or wait for that restore, or "
-        f"{hint}", pid))
+
+    def refusal(pid: int | None) -> IPBusyError:
+        held_for = _recorded_use(fd, pid)
+        return IPBusyError(
+            f"the ring-mirror IP at 0x{phys:x} ({where}) is in use by {describe_pid(pid)}"
+            f"{f', {held_for}' if held_for else ''}: one process drives it at a time (a "
+            f"pynq engine from start to close, a restore through it until it ends); stop "
+            f"that engine or wait for that restore, or {hint}", pid)
+
+    flock_or_refuse(fd, path, refusal)
+    _record_use(fd, use)
     return SegmentLock(fd, path, "ip")

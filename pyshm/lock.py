@@ -105,16 +105,20 @@ def describe_pid(pid: int | None) -> str:
 def flock_or_refuse(fd: int, path: str, refusal: Callable[[int | None], Exception]) -> None:
     """Take an exclusive ``flock`` on ``fd`` (``path``'s open file description) without
     waiting, or close ``fd`` and raise ``refusal(holder pid)`` when another open file
-    description holds it (any other error: :class:`FileAccessError`). The part of
-    :meth:`SegmentLock.acquire` that other locks on other files share (the IP lock of
-    the ``pynq`` engine, pyshm/driver/owner.py)."""
+    description holds it (any other error: :class:`FileAccessError`). ``refusal`` runs
+    before the close, so it may read the file. The part of :meth:`SegmentLock.acquire`
+    that other locks on other files share (the IP lock of the ``pynq`` engine,
+    pyshm/driver/owner.py)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise refusal(holder_of(path)) from None
-        raise FileAccessError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        try:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                # built while fd is open: a refusal may read what the holder wrote there
+                raise refusal(holder_of(path)) from None
+            raise FileAccessError(f"cannot lock {path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
 
 
 class SegmentLock:

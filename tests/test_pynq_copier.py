@@ -395,7 +395,8 @@ def test_one_user_of_the_ip_across_processes(fake_udmabuf, ip_lock_dir, new_name
         assert stat.S_IMODE(os.stat(lock).st_mode) == 0o600
         window = Window()
         with pytest.raises(IPBusyError, match=rf"(?s)0x{BASE:x} .* in use by pid {child.pid} "
-                                              r"\(.*python.*stop that engine or wait for "
+                                              r"\(.*python.*\), restoring an image through "
+                                              r"its copy mode: .*stop that engine or wait for "
                                               r"that restore, or restore with engine 'cpu'"
                            ) as refused:
             PynqCopier(ip=_ip(window), staging=stage)
@@ -408,8 +409,8 @@ def test_one_user_of_the_ip_across_processes(fake_udmabuf, ip_lock_dir, new_name
             rep = Replica.create(rep_name, ring)
             monkeypatch.setitem(sys.modules, "pynq", type(sys)("pynq"))
             monkeypatch.setattr(E, "find_mirror_ip", lambda *a: _ip(window))
-            with pytest.raises(IPBusyError, match=rf"(?s)in use by pid {child.pid}.*mirror with "
-                                                  r"engine 'cpu'"):
+            with pytest.raises(IPBusyError, match=rf"(?s)in use by pid {child.pid} .*, restoring "
+                                                  r".*mirror with engine 'cpu'"):
                 E.PynqEngine(ring_name, rep_name)
             assert window.touched == []
             SegmentLock.acquire(rep_name, "engine").release()
@@ -439,14 +440,28 @@ def test_one_user_of_the_ip_across_processes(fake_udmabuf, ip_lock_dir, new_name
 
         child.send_signal(signal.SIGKILL)
         child.wait()
+        # the dead holder's text stays in the file; a new holder that has not written
+        # its own yet (here: a bare flock) is not described by it
+        import fcntl
+        bare = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(bare, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with open(lock) as f:
+                assert f.read().startswith(f"{child.pid} restoring")
+            with pytest.raises(IPBusyError, match=f"in use by pid {os.getpid()}") as refused:
+                claim_ip(_ip(Window()), "wait", "a test")
+            assert "restoring" not in str(refused.value)
+        finally:
+            os.close(bare)
         with PynqCopier(ip=_ip(Window()), staging=stage) as copier:
-            with pytest.raises(IPBusyError, match=f"in use by pid {os.getpid()}"):
-                claim_ip(copier.ip, "wait")  # held: not even this process gets it twice
-        claim_ip(_ip(Window()), "free again").release()
+            with pytest.raises(IPBusyError, match=f"in use by pid {os.getpid()} .*, "
+                                                  "restoring an image through its copy mode:"):
+                claim_ip(copier.ip, "wait", "a test")  # held: not even this process gets it twice
+        claim_ip(_ip(Window()), "free again", "a test").release()
         # a half-finished setup gives the IP back (an IP without the restore mode)
         with pytest.raises(IPMismatchError):
             PynqCopier(ip=_ip(Window(5, R.CAPABILITIES_CRC_TABLE_MASK)), staging=stage)
-        claim_ip(_ip(Window()), "free again").release()
+        claim_ip(_ip(Window()), "free again", "a test").release()
     finally:
         if child.poll() is None:
             child.kill()
