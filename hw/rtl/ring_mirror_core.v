@@ -324,6 +324,12 @@ localparam [NS-1:0] ST1 = {{(NS-1){1'b0}}, 1'b1};
 reg [NS-1:0] state_reg, state_next;
 reg [NS-1:0] state_pre;                      // state_next before a fault's override
 reg [7:0] fault_reg, fault_next;
+// the mover's `abort` (fault_reg != NONE), registered from the next fault code: the same
+// value in the same cycle, but its wide fanout in the mover (the AR issue, the entry queue,
+// W's hold and strobes, the CRC table's drop) starts at a flip-flop of its own, placed by
+// its loads, instead of the 8-bit OR behind fault_reg (which the status read and the round
+// pull toward the controller). keep: Yosys would otherwise merge it with that OR.
+(* keep *) reg mv_abort_reg;
 reg [1:0] fwhere_reg, fwhere_next;
 /* verilator lint_off UNUSEDSIGNAL */
 /* verilator lint_off UNUSEDSIGNAL */
@@ -1437,6 +1443,7 @@ always @(posedge clk) begin
     prog_hit_reg <= cfg_irq_progress != 32'd0 && prog_sum_reg >= cfg_irq_progress;
     state_reg <= state_next;
     fault_reg <= fault_next;
+    mv_abort_reg <= fault_next != RM_FAULT_NONE;
     fwhere_reg <= fwhere_next;
     fidx_reg <= fidx_next;
     fsel_reg <= fsel_next;
@@ -1506,6 +1513,7 @@ always @(posedge clk) begin
         clr_cnt_reg <= 4'd0;
         clr_ev_reg <= 1'b0;
         fault_reg <= RM_FAULT_NONE;
+        mv_abort_reg <= 1'b0;
         fwhere_reg <= W_CFG;
         fidx_reg <= 0;
         fsel_reg <= WS_TAIL;
@@ -1553,7 +1561,7 @@ rm_mover #(
     .crc_seed_load(cfg_crc_seed_load), .crc_seed(cfg_crc_seed),
     .crc_partial(st_crc_partial), .crc_blocks(st_crc_blocks),
     .crc_tail_addr(mv_crc_tail_addr),
-    .abort(fault_reg != RM_FAULT_NONE), .clear(clear_reg),
+    .abort(mv_abort_reg), .clear(clear_reg),
     .err_valid(mv_err), .err_code(mv_err_code), .err_where(mv_err_where),
     .err_idx(mv_err_idx), .quiet(mv_quiet),
     .m_axi_awid(m_axi_awid), .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen),

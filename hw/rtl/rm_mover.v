@@ -164,6 +164,10 @@ reg [BW-1:0] total_reg, total_next;            // beats of the run
 reg [BW-1:0] r_idx_reg, r_idx_next;            // data beats received
 reg [BW-1:0] b_idx_reg, b_idx_next;            // data beats acknowledged
 reg [BW-1:0] w_left_reg, w_left_next;          // data beats not yet loaded into W
+// w_left_reg == 1, registered from the next value (tested on w_left_reg and copy_beats in
+// parallel with the load decision): the W strobes, WLAST and the burst bookkeeping read a
+// flip-flop instead of a BW-bit comparison
+reg w_is_last_reg;
 reg [MBW-1:0] w_low_reg, w_low_next;           // beat index within its aligned group
 reg w_first_reg, w_first_next;
 reg [BYTES-1:0] first_strb_reg, first_strb_next;
@@ -224,6 +228,11 @@ reg rd_done_reg, wr_done_reg;
 
 // CRC table entry writes
 reg signed [OW-1:0] aw_w_diff_reg, aw_w_diff_next;  // data AWs loaded - data bursts W finished
+// its sign, == 0 and == 1, registered from the next value: the AW/W decisions (W's hold,
+// hence the W register's load and strobes) start at flip-flops instead of OW-bit
+// comparisons. The count moves by at most one a cycle, so each flag's next value is a
+// comparison of the register with a constant, selected by the move.
+reg aw_w_neg_reg, aw_w_zero_reg, aw_w_one_reg;
 reg w_mid_reg, w_mid_next;                  // W is inside a data burst
 reg ent_b_pend_reg, ent_b_pend_next;        // an entry write waits for its B
 reg [OW-1:0] ent_b_ahead_reg, ent_b_ahead_next;  // B's owed before it
@@ -280,10 +289,12 @@ wire [DATA_WIDTH-1:0] tbl_req_data;
 wire ent_want = tbl_req_valid && !ent_b_pend_reg && !abort && !clear;
 // an AW for a burst W has started or finished always goes; one ahead of W only without the
 // table, or while no entry waits, the queue has room and W is at most a burst behind
-wire aw_catch_up = aw_w_diff_reg < 0 || (aw_w_diff_reg == 0 && w_mid_reg);
-wire aw_lead_ok = !crc_enable
-    || (!ent_want && tbl_beat_ready && aw_w_diff_reg < (w_mid_reg ? 2 : 1));
-wire w_owed = aw_w_diff_reg > 0;                // the next W burst's AW is out
+wire aw_w_pos = !aw_w_neg_reg && !aw_w_zero_reg;
+wire aw_catch_up = aw_w_neg_reg || (aw_w_zero_reg && w_mid_reg);
+// aw_w_diff_reg < (w_mid_reg ? 2 : 1)
+wire aw_w_low = !aw_w_pos || (w_mid_reg && aw_w_one_reg);
+wire aw_lead_ok = !crc_enable || (!ent_want && tbl_beat_ready && aw_w_low);
+wire w_owed = aw_w_pos;                         // the next W burst's AW is out
 wire w_hold = ent_want && !(w_mid_reg || w_owed);
 wire w_data_load = fifo_valid && !word_mode_reg && w_free && !w_hold
     && (w_mid_reg || w_owed || tbl_beat_ready);
@@ -299,7 +310,7 @@ wire aw_free = !aw_valid_reg || m_axi_awready;
 wire word_aw_go = word_aw_pend_reg && aw_free;
 wire aw_data_go = aw_owed_reg != 0 && aw_plan_valid && !word_mode_reg && aw_free && !clear
     && (aw_catch_up || aw_lead_ok);
-wire ent_go = ent_want && !w_mid_reg && aw_w_diff_reg == 0 && aw_free && w_free
+wire ent_go = ent_want && !w_mid_reg && aw_w_zero_reg && aw_free && w_free
     && !word_mode_reg && !word_aw_pend_reg && !word_w_pend_reg;
 assign aw_step = aw_data_go;
 wire word_w_go = word_w_pend_reg && w_free;
@@ -308,7 +319,7 @@ wire ent_b = b_fire && ent_b_pend_reg && ent_b_now_reg;  // the entry write's B
 wire b_data = b_fire && !word_mode_reg && !ent_b;
 assign b_step = b_data && b_plan_valid;
 
-wire w_is_last = w_left_reg == {{(BW-1){1'b0}}, 1'b1};
+wire w_is_last = w_is_last_reg;
 wire w_group_end = w_low_reg == MAX_BURST_LEN[MBW-1:0] - 1'b1 || MAX_BURST_LEN == 1;
 wire [BYTES-1:0] w_beat_strb = abort ? {BYTES{1'b0}}
     : ((w_first_reg ? first_strb_reg : STRB_ALL) & (w_is_last ? last_strb_reg : STRB_ALL));
@@ -556,11 +567,33 @@ always @* begin
     end
 end
 
+// the registered flags' next values (see their declarations)
+wire aw_w_up = aw_data_go && !(w_data_load && (w_group_end || w_is_last));
+wire aw_w_down = !aw_data_go && w_data_load && (w_group_end || w_is_last);
+wire aw_w_m1 = aw_w_diff_reg == {OW{1'b1}};
+wire aw_w_two = aw_w_diff_reg == {{(OW-2){1'b0}}, 2'd2};
+wire aw_w_neg_next = clear ? 1'b0
+    : aw_w_up ? aw_w_neg_reg && !aw_w_m1
+    : aw_w_down ? aw_w_neg_reg || aw_w_zero_reg
+    : aw_w_neg_reg;
+wire aw_w_zero_next = clear ? 1'b1
+    : aw_w_up ? aw_w_m1
+    : aw_w_down ? aw_w_one_reg
+    : aw_w_zero_reg;
+wire aw_w_one_next = clear ? 1'b0
+    : aw_w_up ? aw_w_zero_reg
+    : aw_w_down ? aw_w_two
+    : aw_w_one_reg;
+wire w_is_last_next = w_data_load ? w_left_reg == {{(BW-2){1'b0}}, 2'd2}
+    : copy_start ? copy_beats == {{(BW-1){1'b0}}, 1'b1}
+    : w_is_last_reg;
+
 always @(posedge clk) begin
     total_reg <= total_next;
     r_idx_reg <= r_idx_next;
     b_idx_reg <= b_idx_next;
     w_left_reg <= w_left_next;
+    w_is_last_reg <= w_is_last_next;
     w_low_reg <= w_low_next;
     w_first_reg <= w_first_next;
     first_strb_reg <= first_strb_next;
@@ -603,6 +636,9 @@ always @(posedge clk) begin
     burst_issued_reg <= burst_issued_next;
     quiet_reg <= quiet_next;
     aw_w_diff_reg <= aw_w_diff_next;
+    aw_w_neg_reg <= aw_w_neg_next;
+    aw_w_zero_reg <= aw_w_zero_next;
+    aw_w_one_reg <= aw_w_one_next;
     w_mid_reg <= w_mid_next;
     ent_b_pend_reg <= ent_b_pend_next;
     ent_b_ahead_reg <= ent_b_ahead_next;
@@ -615,6 +651,7 @@ always @(posedge clk) begin
         r_idx_reg <= 0;
         b_idx_reg <= 0;
         w_left_reg <= 0;
+        w_is_last_reg <= 1'b0;
         w_low_reg <= 0;
         w_first_reg <= 1'b0;
         credit_reg <= FIFO_DEPTH[CW-1:0];
@@ -637,6 +674,9 @@ always @(posedge clk) begin
         burst_issued_reg <= 1'b0;
         quiet_reg <= 1'b1;
         aw_w_diff_reg <= 0;
+        aw_w_neg_reg <= 1'b0;
+        aw_w_zero_reg <= 1'b1;
+        aw_w_one_reg <= 1'b0;
         w_mid_reg <= 1'b0;
         ent_b_pend_reg <= 1'b0;
         ent_b_ahead_reg <= 0;
