@@ -131,6 +131,10 @@ reg pkt_zero_reg, pkt_zero_next;         // the open packet starts at area offse
 reg pkt_rfirst_reg, pkt_rfirst_next;     // the open packet starts the round
 reg [AW-1:0] start_idx_reg;              // block of the round's first byte
 reg [QW-1:0] pending_reg, pending_next;
+// pending_reg < READY_BELOW and == 0, registered from the next value (the count moves by at
+// most one a cycle: the register's comparisons with constants, selected by the move): the
+// mover's W load decision and its quiet/done tests start at flip-flops, not at a compare
+reg below_reg, none_reg;
 reg [31:0] partial_reg, partial_next;
 reg [31:0] blocks_reg, blocks_next;
 
@@ -206,8 +210,17 @@ always @* begin
     if (clear) blocks_next = 32'd0;
 end
 
+wire p_up = beat_in && s_last && !take;
+wire p_down = take && !(beat_in && s_last);
+localparam [31:0] RB = READY_BELOW;
+localparam [31:0] RB_M1 = RB - 32'd1;
+localparam [31:0] RB_P1 = RB + 32'd1;
+wire [31:0] pending32 = {{(32-QW){1'b0}}, pending_reg};
+
 always @(posedge clk) begin
     off_reg <= off_next;
+    below_reg <= p_up ? pending32 < RB_M1 : p_down ? pending32 < RB_P1 : pending32 < RB;
+    none_reg <= p_up ? 1'b0 : p_down ? pending_reg == {{(QW-1){1'b0}}, 1'b1} : none_reg;
     round_first_reg <= round_first_next;
     round_last_reg <= round_last_next;
     lane0_reg <= lane0_next;
@@ -227,6 +240,8 @@ always @(posedge clk) begin
 
     if (rst || drop) begin
         pending_reg <= {QW{1'b0}};
+        below_reg <= 1'b1;
+        none_reg <= 1'b1;
         r_valid_reg <= 1'b0;
         q_valid_reg <= 1'b0;
     end
@@ -262,8 +277,8 @@ assign req_valid = q_out_valid && !drop;
 assign req_addr = ent_addr;
 assign req_strb = {{(BYTES-4){1'b0}}, 4'hF} << ent_addr[LSB-1:0];
 assign req_data = {(BYTES/4){q_out[31:0]}};
-assign beat_ready = !enable || pending_reg < READY_BELOW[QW-1:0];
-assign idle = pending_reg == {QW{1'b0}};
+assign beat_ready = !enable || below_reg;
+assign idle = none_reg;
 assign partial = partial_reg;
 assign blocks = blocks_reg;
 assign table_tail_addr = ttail_addr_reg;

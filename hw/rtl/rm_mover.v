@@ -216,6 +216,10 @@ reg wd_fired_reg, wd_fired_next;
 // the 32 enables of the counter, so the count runs a cycle behind the bus (a fault comes
 // one cycle later than WATCHDOG cycles after the last handshake)
 reg wd_reload_reg;
+// wd_cnt_reg != 0 and == 1, registered from the next value (the watchdog setting's tests or
+// the count's == 2, selected by the reload): the fault decision and the error registers
+// start at flip-flops instead of a 32-bit comparison; the fault comes in the same cycle
+reg wd_nz_reg, wd_one_reg;
 reg burst_issued_reg, burst_issued_next;
 // registered: the controller acts on it a cycle late, far from the mover's counters.
 // Nothing outstanding can start again without a request, so a cycle-old "idle and no
@@ -542,9 +546,9 @@ always @* begin
     // watchdog: no handshake on any channel for `watchdog` cycles while work is waiting
     if (wd_reload_reg) begin
         wd_cnt_next = watchdog;
-    end else if (wd_cnt_reg != 32'd0) begin
+    end else if (wd_nz_reg) begin
         wd_cnt_next = wd_cnt_reg - 32'd1;
-        if (wd_cnt_reg == 32'd1 && !wd_fired_reg) begin
+        if (wd_one_reg && !wd_fired_reg) begin
             wd_fired_next = 1'b1;
             err_valid_next = 1'b1;
             err_code_next = RM_FAULT_WATCHDOG;
@@ -633,6 +637,8 @@ always @(posedge clk) begin
     wd_cnt_reg <= wd_cnt_next;
     wd_fired_reg <= wd_fired_next;
     wd_reload_reg <= idle_now || any_hs || watchdog == 32'd0;
+    wd_nz_reg <= wd_reload_reg ? watchdog != 32'd0 : wd_nz_reg && !wd_one_reg;
+    wd_one_reg <= wd_reload_reg ? watchdog == 32'd1 : wd_cnt_reg == 32'd2;
     burst_issued_reg <= burst_issued_next;
     quiet_reg <= quiet_next;
     aw_w_diff_reg <= aw_w_diff_next;
@@ -671,6 +677,8 @@ always @(posedge clk) begin
         wd_cnt_reg <= 32'd0;
         wd_fired_reg <= 1'b0;
         wd_reload_reg <= 1'b1;
+        wd_nz_reg <= 1'b0;
+        wd_one_reg <= 1'b0;
         burst_issued_reg <= 1'b0;
         quiet_reg <= 1'b1;
         aw_w_diff_reg <= 0;
