@@ -119,7 +119,10 @@ wire ev_sync_done, ev_soft_reset_done, ev_fault, ev_progress, ev_overrun;
 // job runs (rs_bus); the two never have transactions outstanding at the same time: a job
 // starts only while mirroring is stopped and idle, ENABLE and SYNC are refused while it
 // runs (and masked here as well), and a SOFT_RESET reaches the mirroring engine only once
-// the restore mode has stopped and is quiet.
+// the restore mode has stopped and is quiet. rs_busy, rs_bus and rs_idle are flip-flops
+// of rm_restore of their own (rs_bus: the job's `running` a cycle late), so no net of the
+// restore controller's state reaches the mirroring side through logic; rm_restore gates
+// its own bus inputs.
 wire rs_busy, rs_bus, rs_idle;
 /* verilator lint_off UNUSEDSIGNAL */    // (unused when built with RESTORE = 0)
 wire x_wr, x_rd_take;
@@ -236,16 +239,16 @@ generate
         .m_axi_awid(r_awid), .m_axi_awaddr(r_awaddr), .m_axi_awlen(r_awlen),
         .m_axi_awsize(r_awsize), .m_axi_awburst(r_awburst), .m_axi_awlock(r_awlock),
         .m_axi_awcache(r_awcache), .m_axi_awprot(r_awprot),
-        .m_axi_awvalid(r_awvalid), .m_axi_awready(m_axi_awready && rs_bus),
+        .m_axi_awvalid(r_awvalid), .m_axi_awready(m_axi_awready),
         .m_axi_wdata(r_wdata), .m_axi_wstrb(r_wstrb), .m_axi_wlast(r_wlast),
-        .m_axi_wvalid(r_wvalid), .m_axi_wready(m_axi_wready && rs_bus),
-        .m_axi_bresp(m_axi_bresp), .m_axi_bvalid(m_axi_bvalid && rs_bus), .m_axi_bready(r_bready),
+        .m_axi_wvalid(r_wvalid), .m_axi_wready(m_axi_wready),
+        .m_axi_bresp(m_axi_bresp), .m_axi_bvalid(m_axi_bvalid), .m_axi_bready(r_bready),
         .m_axi_arid(r_arid), .m_axi_araddr(r_araddr), .m_axi_arlen(r_arlen),
         .m_axi_arsize(r_arsize), .m_axi_arburst(r_arburst), .m_axi_arlock(r_arlock),
         .m_axi_arcache(r_arcache), .m_axi_arprot(r_arprot),
-        .m_axi_arvalid(r_arvalid), .m_axi_arready(m_axi_arready && rs_bus),
+        .m_axi_arvalid(r_arvalid), .m_axi_arready(m_axi_arready),
         .m_axi_rdata(m_axi_rdata), .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast),
-        .m_axi_rvalid(m_axi_rvalid && rs_bus), .m_axi_rready(r_rready)
+        .m_axi_rvalid(m_axi_rvalid), .m_axi_rready(r_rready)
     );
 
     end else begin : g_no_restore

@@ -128,12 +128,13 @@ initial begin
     end
 end
 
-// bit 4 is set in every state but S_IDLE: `running` (and the top level's `idle`, which
-// gates SOFT_RESET into the mirroring controller, a wide fan-out) is one flip-flop
-localparam [4:0] S_IDLE = 5'h00, S_CHK1 = 5'h11, S_CHK2 = 5'h12, S_WALK = 5'h13,
-                 S_WALK2 = 5'h14, S_LOAD = 5'h15, S_ENT_WAIT = 5'h16, S_PREP = 5'h17,
-                 S_GO = 5'h18, S_RUN = 5'h19, S_CRC = 5'h1A, S_NEXT = 5'h1B, S_STOP = 5'h1C,
-                 S_FADDR = 5'h1D, S_FIDX = 5'h1E, S_SEG = 5'h1F;
+// bit 4 is set in every state but S_IDLE (`running`), bit 5 in the three stopping states
+// (`stopping`, the mover's `abort`): each is one flip-flop, not a decode of the state
+localparam [5:0] S_IDLE = 6'h00, S_CHK1 = 6'h11, S_CHK2 = 6'h12, S_WALK = 6'h13,
+                 S_WALK2 = 6'h14, S_LOAD = 6'h15, S_ENT_WAIT = 6'h16, S_PREP = 6'h17,
+                 S_GO = 6'h18, S_RUN = 6'h19, S_CRC = 6'h1A, S_NEXT = 6'h1B, S_TAKE = 6'h1C,
+                 S_SEG = 6'h1F,
+                 S_STOP = 6'h3C, S_FADDR = 6'h3D, S_FIDX = 6'h3E;
 // chunks per segment (one mover run, or two at the ring's end): their table entries fit
 // the 16 words of the entry buffer whatever the first entry's half
 localparam [4:0] SEG_CHUNKS = 5'd30;
@@ -152,7 +153,10 @@ reg [31:0] latch_hi_reg;
 reg [31:0] rd_data_reg;
 
 // ---------------------------------------------------------------- controller state
-reg [4:0] state_reg, state_next;
+reg [5:0] state_reg, state_next;
+reg busy_reg, idle_reg, bus_reg, own_reg;             // outputs and the bus gate (below)
+reg own_copy_reg, own_verify_reg;                     // ... its copy / VERIFY_ONLY halves
+reg [1:0] tw_resp_reg;                                // the table word's response
 reg run_verify_reg;                             // the job only reads
 reg sr_reg;                                     // stopping for SOFT_RESET: end without fault
 reg [AW-1:0] mask_reg;                          // offsets wrap here (all ones: no wrap)
@@ -169,6 +173,7 @@ reg [AW-1:0] c_src_reg, c_off_reg;              // its source address and ring o
 reg [AW-1:0] c_ent_reg;                         // table entry of the next chunk to plan
 reg [63:0] rem_reg;                             // bytes of the job not yet planned
 reg [4:0] seg_n_reg;                            // its chunks
+reg seg0_reg;                                   // ... none yet (seg_n_reg == 0, a flip-flop)
 reg [32:0] seg_len_reg;                         // its bytes (< 2^32: SEG_CHUNKS * 2^27)
 reg [32:0] seg_last_len_reg;                    // bytes of its last chunk
 reg seg_final_reg;                              // it ends the job
@@ -182,9 +187,14 @@ reg [7:0] pf_code_reg;                          // before its chunk; raised when
                                                 // segment starts with it (same word)
 reg [32:0] len_a_reg;                           // bytes of the segment's first run
 reg wraps_reg;                                  // it passes the ring's end: two runs
-// checks
+// the ring's configuration, latched while no job runs (the register file refuses its
+// writes while `busy`), so the job's checks and values use flip-flops of this module
+reg [AW-1:0] rb_reg, cap_reg, cmask_reg;
+// checks: the end sums are kept up to date while no job runs (the job's own registers
+// are refused from START on), their compares are made in S_CHK1, the fault in S_CHK2
 reg [AW:0] k_src_end_reg, k_ring_end_reg;
 reg k_bad_size_reg, k_big_reg, k_cap_reg, k_align_reg, k_hi_reg, k_multi_reg;
+reg k_range_reg, k_overlap_reg;
 reg k_ent_range_reg, k_ent_overlap_reg;
 // the run being copied
 reg [AW-1:0] r_off_reg, r_sb_reg;
@@ -228,7 +238,7 @@ wire [63:0] mv_word_rdata;
 wire [1:0] mv_word_resp, mv_err_where;
 wire [7:0] mv_err_code;
 wire [BW-1:0] mv_err_idx;
-wire mv_abort = state_reg == S_STOP || state_reg == S_FADDR || state_reg == S_FIDX;
+wire mv_abort = state_reg[5];
 
 wire [ID_WIDTH-1:0] mv_awid;
 wire [AW-1:0] mv_awaddr;
@@ -278,9 +288,9 @@ rm_mover #(
     .m_axi_arid(m_axi_arid), .m_axi_araddr(m_axi_araddr), .m_axi_arlen(m_axi_arlen),
     .m_axi_arsize(m_axi_arsize), .m_axi_arburst(m_axi_arburst), .m_axi_arlock(m_axi_arlock),
     .m_axi_arcache(m_axi_arcache), .m_axi_arprot(m_axi_arprot),
-    .m_axi_arvalid(m_axi_arvalid), .m_axi_arready(m_axi_arready),
+    .m_axi_arvalid(m_axi_arvalid), .m_axi_arready(m_axi_arready && own_reg),
     .m_axi_rdata(m_axi_rdata), .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast),
-    .m_axi_rvalid(m_axi_rvalid), .m_axi_rready(m_axi_rready)
+    .m_axi_rvalid(m_axi_rvalid && own_reg), .m_axi_rready(m_axi_rready)
 );
 
 // VERIFY_ONLY: the mover's writes are answered here (one OKAY per burst once its AW and
@@ -296,10 +306,10 @@ wire [7:0] v_aw_next = v_aw_reg + {7'd0, run_verify_reg && mv_awvalid}
                      - {7'd0, v_bvalid_reg};
 wire [7:0] v_wl_next = v_wl_reg + {7'd0, run_verify_reg && mv_wvalid && mv_wlast}
                      - {7'd0, v_bvalid_reg};
-assign mv_awready = run_verify_reg ? 1'b1 : m_axi_awready;
-assign mv_wready = run_verify_reg ? 1'b1 : m_axi_wready && !gate_reg;
-assign mv_bvalid = run_verify_reg ? v_bvalid_reg : m_axi_bvalid;
-assign mv_bresp = run_verify_reg ? 2'b00 : m_axi_bresp;
+assign mv_awready = own_verify_reg || (m_axi_awready && own_copy_reg);
+assign mv_wready = own_verify_reg || (m_axi_wready && own_copy_reg && !gate_reg);
+assign mv_bvalid = v_bvalid_reg || (m_axi_bvalid && own_copy_reg);
+assign mv_bresp = m_axi_bresp & {2{own_copy_reg}};
 assign m_axi_awid = mv_awid;
 assign m_axi_awaddr = mv_awaddr;
 assign m_axi_awlen = mv_awlen;
@@ -358,6 +368,9 @@ function [31:0] merge(input [31:0] old, input [31:0] data, input [3:0] strb);
 endfunction
 
 wire running = state_reg[4];
+// the job's configuration is fixed from START on: the checks' sums are computed from it
+// while no job runs, the last time in the cycle start_reg is set
+wire cfg_locked = running || start_reg;
 wire wr_cfg = x_wr && (x_wr_addr == RM_REG_RESTORE_CHUNK_SIZE
     || (x_wr_addr >= RM_REG_RESTORE_SOURCE_LO && x_wr_addr <= RM_REG_RESTORE_LENGTH_HI));
 wire [31:0] wd = x_wr_data;
@@ -367,8 +380,8 @@ wire start_wr = ctl_wr && ws[0] && wd[RM_RESTORE_CONTROL_START_LSB];
 wire abort_wr = ctl_wr && ws[0] && wd[RM_RESTORE_CONTROL_ABORT_LSB];
 
 always @(posedge clk) begin
-    if (wr_cfg && running) refused_reg <= 1'b1;
-    if (wr_cfg && !running) begin
+    if (wr_cfg && cfg_locked) refused_reg <= 1'b1;
+    if (wr_cfg && !cfg_locked) begin
         case (x_wr_addr)
             RM_REG_RESTORE_CHUNK_SIZE: cs_reg <= merge(cs_reg, wd, ws);
             RM_REG_RESTORE_SOURCE_LO: src_reg[31:0] <= merge(src_reg[31:0], wd, ws);
@@ -408,7 +421,7 @@ wire [31:0] control_word = ({31'd0, start_reg || running} << RM_RESTORE_CONTROL_
     | ({31'd0, verify_reg} << RM_RESTORE_CONTROL_VERIFY_ONLY_LSB);
 /* verilator lint_off UNUSEDSIGNAL */
 wire [127:0] faddr_x = {{(128-AW){1'b0}}, faddr_reg};     // zero-extended (ADDR_WIDTH may be 64)
-wire [127:0] cap_x = {{(128-AW){1'b0}}, cfg_capacity};
+wire [127:0] cap_x = {{(128-AW){1'b0}}, cap_reg};
 wire [127:0] off_x = {{(128-AW){1'b0}}, c_off_reg};
 wire [127:0] lena_x = {95'd0, len_a_reg};
 /* verilator lint_on UNUSEDSIGNAL */
@@ -444,9 +457,19 @@ always @(posedge clk) begin
     if (rst) latch_hi_reg <= 32'd0;
 end
 
+always @(posedge clk) begin
+    if (!running) begin
+        rb_reg <= cfg_ring_base;
+        cap_reg <= cfg_capacity;
+        cmask_reg <= cfg_cap_mask;
+        k_ring_end_reg <= {1'b0, cfg_ring_base} + {1'b0, cfg_capacity};
+        k_src_end_reg <= {1'b0, src_reg[AW-1:0]} + {1'b0, len_reg[AW-1:0]};
+    end
+end
+
 // ---------------------------------------------------------------- controller
 wire stop_req = abort_reg || cfg_soft_reset;
-wire stopping = state_reg == S_STOP || state_reg == S_FADDR || state_reg == S_FIDX;
+wire stopping = state_reg[5];
 // the mover's quiet flag is a cycle old: it does not yet cover a request made in the
 // previous cycle (word read, run start), which the mover sees now, nor a read burst its
 // planner issued in the last cycle before `abort` (a run's first burst: the planner
@@ -471,13 +494,12 @@ wire [33:0] r_beats_w = (r_span + {{(34-LSB){1'b0}}, {LSB{1'b1}}}) >> LSB;
 /* verilator lint_on UNUSEDSIGNAL */
 // planning a segment, chunk by chunk: a chunk whose entry starts an 8-byte word (or the
 // segment's first chunk) reads that word; a chunk is taken once its entry is in tbuf
-wire wk_need_word = seg_n_reg == 5'd0 || !c_ent_reg[2];
+wire wk_need_word = seg0_reg || !c_ent_reg[2];
 wire [4:0] seg_n_inc = seg_n_reg + 5'd1;
 wire wk_seg_end = wk_last_reg || seg_n_inc == kmax_reg;
-wire wk_take = (state_reg == S_WALK2 && !wk_need_word)
-    || (state_reg == S_ENT_WAIT && mv_word_done && !mv_word_resp[1]);
+wire wk_take = (state_reg == S_WALK2 && !wk_need_word) || (state_reg == S_TAKE && !tw_resp_reg[1]);
 wire [7:0] ent_fault = k_ent_range_reg ? RM_FAULT_ADDR_RANGE : RM_FAULT_OVERLAP;
-wire [7:0] word_fault = mv_word_resp == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
+wire [7:0] word_fault = tw_resp_reg == 2'b11 ? RM_FAULT_READ_DECERR : RM_FAULT_READ_SLVERR;
 // a chunk's verdict: its CRC (results come in chunk order) against its table entry
 wire verdict = q_valid_reg && running && !stopping;
 wire v_match = q_match_reg;
@@ -490,7 +512,8 @@ always @* begin
         S_CHK2: state_next = S_WALK;
         S_WALK: state_next = S_WALK2;
         S_WALK2: state_next = wk_need_word ? S_ENT_WAIT : (wk_seg_end ? S_SEG : S_WALK);
-        S_ENT_WAIT: if (mv_word_done) state_next = wk_seg_end ? S_SEG : S_WALK;
+        S_ENT_WAIT: if (mv_word_done) state_next = S_TAKE;
+        S_TAKE: state_next = wk_seg_end ? S_SEG : S_WALK;
         S_SEG: state_next = S_LOAD;
         S_LOAD: state_next = S_PREP;
         S_PREP: state_next = S_GO;
@@ -566,6 +589,7 @@ always @(posedge clk) begin
     end
     if (wk_take) begin
         seg_n_reg <= seg_n_inc;
+        seg0_reg <= 1'b0;
         seg_len_reg <= seg_len_reg + wk_len_reg;
         seg_last_len_reg <= wk_len_reg;
         seg_final_reg <= wk_last_reg;
@@ -601,14 +625,14 @@ always @(posedge clk) begin
             end
         end
         S_CHK1: begin
-            k_src_end_reg <= {1'b0, src_reg[AW-1:0]} + {1'b0, len_reg[AW-1:0]};
-            k_ring_end_reg <= {1'b0, cfg_ring_base} + {1'b0, cfg_capacity};
+            k_range_reg <= k_src_end_reg > SPACE || (!run_verify_reg && k_ring_end_reg > SPACE);
+            k_overlap_reg <= !run_verify_reg && !(k_src_end_reg <= {1'b0, rb_reg}
+                                                 || k_ring_end_reg <= {1'b0, src_reg[AW-1:0]});
             k_bad_size_reg <= cs_reg[2:0] != 3'd0 || cs_reg == 32'd0 || len_reg == 64'd0;
             k_big_reg <= !run_verify_reg && len_reg > cap_x[63:0];
-            k_cap_reg <= !run_verify_reg && (cfg_capacity < 'd4096
-                                             || (cfg_capacity & cfg_cap_mask) != 0);
+            k_cap_reg <= !run_verify_reg && (cap_reg < 'd4096 || (cap_reg & cmask_reg) != 0);
             k_align_reg <= tbl_reg[1:0] != 2'd0 || (!run_verify_reg
-                && (src_reg[11:0] != pos_reg[11:0] || cfg_ring_base[11:0] != 12'd0));
+                && (src_reg[11:0] != pos_reg[11:0] || rb_reg[11:0] != 12'd0));
             k_hi_reg <= (src_reg >> AW) != 64'd0 || (len_reg >> AW) != 64'd0
                      || (tbl_reg >> AW) != 64'd0;
             // every chunk starts on a beat boundary (source and ring: the same offsets
@@ -618,15 +642,16 @@ always @(posedge clk) begin
         end
         S_CHK2: begin
             // the job's fixed values; a configuration fault ends it before any access
-            mask_reg <= run_verify_reg ? {AW{1'b1}} : cfg_cap_mask;
-            dbase_reg <= run_verify_reg ? {AW{1'b0}} : cfg_ring_base;
-            c_off_reg <= run_verify_reg ? src_reg[AW-1:0] : pos_reg[AW-1:0] & cfg_cap_mask;
+            mask_reg <= run_verify_reg ? {AW{1'b1}} : cmask_reg;
+            dbase_reg <= run_verify_reg ? {AW{1'b0}} : rb_reg;
+            c_off_reg <= run_verify_reg ? src_reg[AW-1:0] : pos_reg[AW-1:0] & cmask_reg;
             c_src_reg <= src_reg[AW-1:0];
             c_ent_reg <= tbl_reg[AW-1:0];
             rem_reg <= len_reg;
             idx_reg <= 32'd0;
             seg_idx_reg <= 32'd0;
             seg_n_reg <= 5'd0;
+            seg0_reg <= 1'b1;
             seg_len_reg <= 33'd0;
             tw_reg <= 4'd0;
             pf_reg <= 1'b0;
@@ -640,11 +665,9 @@ always @(posedge clk) begin
                 fault_reg <= RM_FAULT_BAD_CAPACITY;
             end else if (k_align_reg) begin
                 fault_reg <= RM_FAULT_BAD_ALIGNMENT;
-            end else if (k_hi_reg || k_src_end_reg > SPACE
-                    || (!run_verify_reg && k_ring_end_reg > SPACE)) begin
+            end else if (k_hi_reg || k_range_reg) begin
                 fault_reg <= RM_FAULT_ADDR_RANGE;
-            end else if (!run_verify_reg && !(k_src_end_reg <= {1'b0, cfg_ring_base}
-                    || k_ring_end_reg <= {1'b0, src_reg[AW-1:0]})) begin
+            end else if (k_overlap_reg) begin
                 fault_reg <= RM_FAULT_OVERLAP;
             end
         end
@@ -659,16 +682,16 @@ always @(posedge clk) begin
                 faddr_reg <= ent_word;
                 state_reg <= S_STOP;
             end
-            if (seg_n_reg == 5'd0) e2_reg <= c_ent_reg[2];
+            if (seg0_reg) e2_reg <= c_ent_reg[2];
             wk_len_reg <= rem_reg <= {32'd0, cs_reg} ? rem_reg[32:0] : cs33;
             wk_last_reg <= rem_reg <= {32'd0, cs_reg};
             k_ent_range_reg <= ent_end > SPACE;
-            k_ent_overlap_reg <= !run_verify_reg && !(ent_end <= {1'b0, cfg_ring_base}
+            k_ent_overlap_reg <= !run_verify_reg && !(ent_end <= {1'b0, rb_reg}
                                                      || k_ring_end_reg <= {1'b0, ent_word});
         end
         S_WALK2: if (wk_need_word) begin
             if (k_ent_range_reg || k_ent_overlap_reg) begin
-                if (seg_n_reg == 5'd0) begin
+                if (seg0_reg) begin
                     fault_reg <= ent_fault;
                     faddr_reg <= ent_word;
                     state_reg <= S_STOP;
@@ -683,8 +706,13 @@ always @(posedge clk) begin
         end
         S_ENT_WAIT: if (mv_word_done) begin
             tw_reg <= tw_reg + 4'd1;
-            if (mv_word_resp[1]) begin
-                if (seg_n_reg == 5'd0) begin
+            tw_resp_reg <= mv_word_resp;
+        end
+        S_TAKE: begin
+            // the word's response a cycle later: the mover's word_done never drives the
+            // planning counters' enables
+            if (tw_resp_reg[1]) begin
+                if (seg0_reg) begin
                     fault_reg <= word_fault;
                     faddr_reg <= ent_word;
                     state_reg <= S_STOP;
@@ -696,8 +724,8 @@ always @(posedge clk) begin
             end
         end
         S_SEG: begin
-            wraps_reg <= !run_verify_reg && a_end > {1'b0, cfg_capacity};
-            len_a_reg <= !run_verify_reg && a_end > {1'b0, cfg_capacity}
+            wraps_reg <= !run_verify_reg && a_end > {1'b0, cap_reg};
+            len_a_reg <= !run_verify_reg && a_end > {1'b0, cap_reg}
                        ? cap_x[32:0] - off_x[32:0] : seg_len_reg;
         end
         S_LOAD: begin
@@ -735,6 +763,7 @@ always @(posedge clk) begin
             c_src_reg <= c_src_reg + seglen_x[AW-1:0];
             c_off_reg <= (c_off_reg + seglen_x[AW-1:0]) & mask_reg;
             seg_n_reg <= 5'd0;
+            seg0_reg <= 1'b1;
             seg_len_reg <= 33'd0;
             tw_reg <= 4'd0;
             if (seg_final_reg) done_reg <= 1'b1;
@@ -836,6 +865,7 @@ always @(posedge clk) begin
         kill_reg <= 1'b0;
         seg_ok_reg <= 1'b0;
         seg_n_reg <= 5'd0;
+        seg0_reg <= 1'b1;
         seg_len_reg <= 33'd0;
         seg_idx_reg <= 32'd0;
         tw_reg <= 4'd0;
@@ -846,9 +876,35 @@ always @(posedge clk) begin
 end
 
 assign x_rd_data = rd_data_reg;
-assign busy = running || start_reg;
-assign bus = running;
-assign idle = !running && !start_reg;
+// The outputs the top level and the mirroring side use are flip-flops of their own, so
+// no net of this controller's state crosses into the mirroring side. busy_reg and
+// idle_reg are set together with start_reg and running (start_wr: start_reg is set next)
+// and cleared a cycle after them: busy a cycle longer, never shorter. bus_reg (the top
+// level's master-port select) follows `running` a cycle late; own_reg (this module's
+// gate on the bus's ready and response inputs; own_copy_reg / own_verify_reg split by
+// VERIFY_ONLY for the write side) is set from the job's third cycle (S_WALK) on: the
+// first request (a table word's read) leaves S_WALK2 three cycles after S_CHK1, and
+// every transaction is answered before `running` falls, so both cover the job's traffic;
+// mirroring may issue only after `busy` has fallen, a cycle after `running`
+always @(posedge clk) begin
+    busy_reg <= running || start_reg || start_wr;
+    idle_reg <= !(running || start_reg || start_wr);
+    bus_reg <= running;
+    own_reg <= running && state_reg != S_CHK1;
+    own_copy_reg <= running && state_reg != S_CHK1 && !run_verify_reg;
+    own_verify_reg <= running && state_reg != S_CHK1 && run_verify_reg;
+    if (rst) begin
+        own_copy_reg <= 1'b0;
+        own_verify_reg <= 1'b0;
+        busy_reg <= 1'b0;
+        idle_reg <= 1'b1;
+        bus_reg <= 1'b0;
+        own_reg <= 1'b0;
+    end
+end
+assign busy = busy_reg;
+assign bus = bus_reg;
+assign idle = idle_reg;
 
 endmodule
 
