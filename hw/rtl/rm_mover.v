@@ -164,6 +164,12 @@ reg [BW-1:0] total_reg, total_next;            // beats of the run
 reg [BW-1:0] r_idx_reg, r_idx_next;            // data beats received
 reg [BW-1:0] b_idx_reg, b_idx_next;            // data beats acknowledged
 reg [BW-1:0] w_left_reg, w_left_next;          // data beats not yet loaded into W
+// The registered tests below (w_is_last_reg, wd_nz_reg / wd_one_reg) are built with the CRC
+// table (CRC_TABLE = 1: the default build, and rm_restore's mover) only: there the IP fills
+// enough of the die that these one-bit decisions' nets cross it. The base mirror meets its
+// clock with the comparisons and has a LUT budget; registered, they cost it about 270 LUT4
+// (ABC maps the comparisons into the logic they feed), so it keeps them.
+localparam REG_TESTS = CRC_TABLE != 0;
 // w_left_reg == 1, registered from the next value (tested on w_left_reg and copy_beats in
 // parallel with the load decision): the W strobes, WLAST and the burst bookkeeping read a
 // flip-flop instead of a BW-bit comparison
@@ -323,7 +329,7 @@ wire ent_b = b_fire && ent_b_pend_reg && ent_b_now_reg;  // the entry write's B
 wire b_data = b_fire && !word_mode_reg && !ent_b;
 assign b_step = b_data && b_plan_valid;
 
-wire w_is_last = w_is_last_reg;
+wire w_is_last = REG_TESTS ? w_is_last_reg : w_left_reg == {{(BW-1){1'b0}}, 1'b1};
 wire w_group_end = w_low_reg == MAX_BURST_LEN[MBW-1:0] - 1'b1 || MAX_BURST_LEN == 1;
 wire [BYTES-1:0] w_beat_strb = abort ? {BYTES{1'b0}}
     : ((w_first_reg ? first_strb_reg : STRB_ALL) & (w_is_last ? last_strb_reg : STRB_ALL));
@@ -546,9 +552,9 @@ always @* begin
     // watchdog: no handshake on any channel for `watchdog` cycles while work is waiting
     if (wd_reload_reg) begin
         wd_cnt_next = watchdog;
-    end else if (wd_nz_reg) begin
+    end else if (REG_TESTS ? wd_nz_reg : wd_cnt_reg != 32'd0) begin
         wd_cnt_next = wd_cnt_reg - 32'd1;
-        if (wd_one_reg && !wd_fired_reg) begin
+        if ((REG_TESTS ? wd_one_reg : wd_cnt_reg == 32'd1) && !wd_fired_reg) begin
             wd_fired_next = 1'b1;
             err_valid_next = 1'b1;
             err_code_next = RM_FAULT_WATCHDOG;
