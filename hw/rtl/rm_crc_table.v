@@ -67,6 +67,7 @@ module rm_crc_table #(
 
     // entry writes, one beat each
     output wire                    req_valid,
+    output wire                    req_pending,    // req_valid before the abort/clear gate
     output wire [ADDR_WIDTH-1:0]   req_addr,       // the entry's, 4-byte aligned
     output wire [DATA_WIDTH/8-1:0] req_strb,
     output wire [DATA_WIDTH-1:0]   req_data,
@@ -274,6 +275,7 @@ rm_fifo #(.WIDTH(AW + 32), .DEPTH(QUEUE_DEPTH)) queue (
 wire [AW-1:0] ent_addr = q_out[AW+31:32];
 
 assign req_valid = q_out_valid && !drop;
+assign req_pending = q_out_valid;
 assign req_addr = ent_addr;
 assign req_strb = {{(BYTES-4){1'b0}}, 4'hF} << ent_addr[LSB-1:0];
 assign req_data = {(BYTES/4){q_out[31:0]}};

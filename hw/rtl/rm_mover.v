@@ -292,7 +292,7 @@ wire fifo_full;   // cannot happen: reads are issued against FIFO credits
 /* verilator lint_on UNUSEDSIGNAL */
 wire w_free = !w_valid_reg || m_axi_wready;
 // CRC table: an entry write waiting puts AW and W on hold at the next common burst boundary
-wire tbl_req_valid, tbl_beat_ready, tbl_idle;
+wire tbl_req_valid, tbl_req_pending, tbl_beat_ready, tbl_idle;
 wire [ADDR_WIDTH-1:0] tbl_req_addr;
 wire [BYTES-1:0] tbl_req_strb;
 wire [DATA_WIDTH-1:0] tbl_req_data;
@@ -305,7 +305,12 @@ wire aw_catch_up = aw_w_neg_reg || (aw_w_zero_reg && w_mid_reg);
 wire aw_w_low = !aw_w_pos || (w_mid_reg && aw_w_one_reg);
 wire aw_lead_ok = !crc_enable || (!ent_want && tbl_beat_ready && aw_w_low);
 wire w_owed = aw_w_pos;                         // the next W burst's AW is out
-wire w_hold = ent_want && !(w_mid_reg || w_owed);
+// W's hold reads the entry queue without the abort/clear gate of ent_want: those nets then
+// stay out of W's load decision, whose flip-flops (data, strobes, valid) the bus width
+// spreads across the die (at 128 bits they were the critical path). The only difference
+// is the first cycle of an abort or clear: a waiting entry holds W one cycle more, the
+// drop empties the queue at that cycle's edge, and the beats still owed follow.
+wire w_hold = tbl_req_pending && !ent_b_pend_reg && !(w_mid_reg || w_owed);
 wire w_data_load = fifo_valid && !word_mode_reg && w_free && !w_hold
     && (w_mid_reg || w_owed || tbl_beat_ready);
 
@@ -714,7 +719,8 @@ rm_crc_table #(.DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .QUEUE_DEPTH(CR
     .copy_round_last(copy_round_last), .copy_first_strb(copy_first_strb),
     .beat_valid(w_data_load && !word_w_go), .beat_data(fifo_data), .beat_strb(w_beat_strb),
     .beat_run_first(w_first_reg), .beat_run_last(w_is_last), .beat_ready(tbl_beat_ready),
-    .req_valid(tbl_req_valid), .req_addr(tbl_req_addr), .req_strb(tbl_req_strb),
+    .req_valid(tbl_req_valid), .req_pending(tbl_req_pending),
+    .req_addr(tbl_req_addr), .req_strb(tbl_req_strb),
     .req_data(tbl_req_data), .req_take(ent_go),
     .abort(abort), .clear(clear), .idle(tbl_idle)
 );
@@ -722,6 +728,7 @@ end else begin : g_no_crc
 // no unit (CAPABILITIES.CRC_TABLE = 0; the register file keeps crc_enable at 0): no entry
 // ever waits, so the entry-write logic above folds away in synthesis
 assign tbl_req_valid = 1'b0;
+assign tbl_req_pending = 1'b0;
 assign tbl_beat_ready = 1'b1;
 assign tbl_idle = 1'b1;
 assign tbl_req_addr = {ADDR_WIDTH{1'b0}};
