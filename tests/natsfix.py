@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,3 +127,45 @@ def next_seq(name: str) -> int:
             return r.next_sequence
     except Exception:
         return -1
+
+
+def _ranges(seqs: list[int]) -> str:
+    out: list[str] = []
+    for s in sorted(seqs):
+        if out and out[-1].endswith(f"..{s - 1}"):
+            out[-1] = out[-1].rsplit("..", 1)[0] + f"..{s}"
+        else:
+            out.append(f"{s}..{s}")
+    return ", ".join(out[:20]) + (" ..." if len(out) > 20 else "")
+
+
+def assert_same_records(got: list[tuple[int, int, bytes]], want: list[tuple[int, int, bytes]],
+                        logs: Any = None) -> None:
+    """``got == want``, or an AssertionError that says briefly how they differ (lengths,
+    the first differing record, missing, extra and repeated sequences) followed by the
+    ends of the bridge logs in ``logs`` (a directory): pytest's own diff of two lists of
+    thousands of records is hundreds of thousands of lines under CI=1 and names nothing."""
+    if got == want:
+        return
+    def brief(x: tuple[int, int, bytes] | None) -> str:
+        return "none" if x is None else f"(seq {x[0]}, type {x[1]}, {len(x[2])} bytes)"
+    first = next(i for i in range(max(len(got), len(want)))
+                 if i >= len(got) or i >= len(want) or got[i] != want[i])
+    gs, ws = [x[0] for x in got], [x[0] for x in want]
+    by_seq = {x[0]: x for x in want}
+    lines = [f"{len(got)} records, {len(want)} expected; first difference at index {first}: "
+             f"got {brief(got[first] if first < len(got) else None)}, expected "
+             f"{brief(want[first] if first < len(want) else None)}",
+             f"missing sequences: {_ranges(sorted(set(ws) - set(gs))) or 'none'}",
+             f"extra sequences: {_ranges(sorted(set(gs) - set(ws))) or 'none'}",
+             "repeated sequences: " + (_ranges([s for s, n in Counter(gs).items() if n > 1])
+                                       or "none"),
+             "records with an expected sequence but other contents: " + (_ranges(
+                 [g[0] for g in got if g[0] in by_seq and g != by_seq[g[0]]]) or "none")]
+    if logs is not None:
+        for name in sorted(os.listdir(logs)):
+            if name.endswith(".log"):
+                with open(os.path.join(logs, name), errors="replace") as f:
+                    tail = f.read().splitlines()[-40:]
+                lines += [f"--- the last {len(tail)} lines of {name}:", *tail]
+    raise AssertionError("\n".join(lines))
