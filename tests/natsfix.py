@@ -169,3 +169,45 @@ def assert_same_records(got: list[tuple[int, int, bytes]], want: list[tuple[int,
                     tail = f.read().splitlines()[-40:]
                 lines += [f"--- the last {len(tail)} lines of {name}:", *tail]
     raise AssertionError("\n".join(lines))
+
+
+def stream_envelopes(url: str, stream: str) -> list[Any]:
+    """The pyshm envelope of every message a stream holds, in stream order (an ephemeral
+    pull consumer without acknowledgements: the bridges' durables are not touched)."""
+    import asyncio
+
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from pyshm.bridge.protocol import parse_envelope
+
+    async def read() -> list[Any]:
+        nc = await nats.connect(url.split(","))
+        try:
+            js = nc.jetstream()
+            total = (await js.stream_info(stream)).state.messages
+            sub = await js.pull_subscribe("", stream=stream, config=ConsumerConfig(
+                ack_policy=AckPolicy.NONE))
+            out: list[Any] = []
+            while len(out) < total:
+                for m in await sub.fetch(min(1000, total - len(out)), timeout=10):
+                    out.append(parse_envelope(m.headers, f"message {m.metadata.sequence.stream}"))
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def assert_floors_hold(envs: list[Any]) -> None:
+    """Every message's Pyshm-Floor is true: each sequence below it (from the stream's
+    lowest on) was stored ahead of the message."""
+    assert envs and all(e.floor is not None for e in envs)
+    seen: set[int] = set()
+    done = min(e.sequence for e in envs)   # every sequence below it seen so far
+    for i, e in enumerate(envs):
+        assert e.floor <= done, (f"message {i + 1} (sequence {e.sequence}) has floor "
+                                 f"{e.floor}, but sequence {done} was not stored ahead of it")
+        seen.update(range(e.sequence, e.last + 1))
+        while done in seen:
+            done += 1

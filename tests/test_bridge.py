@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from natsfix import next_seq, records, wait_for
+from natsfix import assert_floors_hold, next_seq, records, stream_envelopes, wait_for
 from ringdata import payload
 
 from pyshm import Ring
@@ -54,6 +54,9 @@ def test_out_and_in_copy_every_record_with_its_sequence(nats_server, procs, new_
     publish(src, 2800, 200)
     wait_for(lambda: next_seq(far) == 3000, 60, "the far ring to catch up after restarts")
     assert records(far) == records(src)
+    envs = stream_envelopes(nats_server.url, stream)
+    assert [e.sequence for e in envs] == list(range(3000)) and envs[0].floor == 0
+    assert_floors_hold(envs)
     for p in (out, inn):
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0

@@ -15,7 +15,14 @@ import subprocess
 import sys
 
 import pytest
-from natsfix import assert_same_records, next_seq, records, wait_for
+from natsfix import (
+    assert_floors_hold,
+    assert_same_records,
+    next_seq,
+    records,
+    stream_envelopes,
+    wait_for,
+)
 
 from pyshm import Ring
 from pyshm.bridge import GAP_TYPE
@@ -133,6 +140,8 @@ def test_kill_bridges_and_a_server_node_at_random_moments(nats_cluster, procs, n
             return next_seq(far) >= total
         wait_for(caught_up, 90, "the far ring to catch up", every=0.5)
         assert_same_records(records(far), expected(0, total), tmp_path)
+        # the floors an empty far ring starts by are true even across kills and resends
+        assert_floors_hold(stream_envelopes(url, stream))
         for p in (out, inn):
             wait_for(lambda: running(procs, p.pid), 30, "the bridge to run")  # noqa: B023
             p.send_signal(signal.SIGTERM)
@@ -218,7 +227,7 @@ def test_past_the_grace_the_loss_is_reported_exactly(nats_server, procs, new_nam
 
 
 async def _hand_publish(url: str, stream: str, subject: str, order: list[int],
-                        ring_id: int) -> None:
+                        ring_id: int, floors: dict[int, int] | None = None) -> None:
     import nats
 
     from pyshm.bridge.protocol import SourceInfo, meta_key
@@ -229,23 +238,33 @@ async def _hand_publish(url: str, stream: str, subject: str, order: list[int],
     await js.add_stream(name=stream, subjects=[subject],
                         metadata={meta_key(subject): info.to_json()})
     for s in order:
-        await js.publish(subject, bytes([s]) * s, headers={
-            "Nats-Msg-Id": f"{ring_id:016x}.{s}", "Pyshm-Ring": f"{ring_id:016x}",
-            "Pyshm-Seq": str(s), "Pyshm-Type": str(s % 3)})
+        headers = {"Nats-Msg-Id": f"{ring_id:016x}.{s}", "Pyshm-Ring": f"{ring_id:016x}",
+                   "Pyshm-Seq": str(s), "Pyshm-Type": str(s % 3)}
+        if floors and s in floors:
+            headers["Pyshm-Floor"] = str(floors[s])
+        await js.publish(subject, bytes([s]) * s, headers=headers)
     await nc.close()
 
 
-@pytest.mark.parametrize("order,allow_gaps,want,error", [
-    ([0, 1, 3, 4, 2, 5, 3, 1], False, [0, 1, 2, 3, 4, 5], None),
-    ([0, 1, 3, 4], False, [0, 1], "sequences 2..2 (1 records) are missing"),
-    ([0, 1, 3, 4], True, [0, 1, 2, 3, 4], None),
+@pytest.mark.parametrize("order,floors,allow_gaps,want,error", [
+    ([0, 1, 3, 4, 2, 5, 3, 1], None, False, [0, 1, 2, 3, 4, 5], None),
+    ([0, 1, 3, 4], None, False, [0, 1], "sequences 2..2 (1 records) are missing"),
+    ([0, 1, 3, 4], None, True, [0, 1, 2, 3, 4], None),
+    # a batch (0, 1) sent again after later ones were stored: the stream's first message
+    # is 2, whose floor says 0 and 1 were still unacknowledged; an empty far ring must
+    # start at 0, not drop them as duplicates
+    ([2, 3, 0, 1, 4], {2: 0, 3: 0, 0: 0, 1: 0, 4: 2}, False, [0, 1, 2, 3, 4], None),
+    # the floor names sequences the stream no longer holds (its limits dropped them): the
+    # far ring starts at the first it holds, after --hole-wait
+    ([5, 6, 7], {5: 3, 6: 3, 7: 5}, False, [5, 6, 7], None),
 ])
 def test_bridge_in_orders_drops_duplicates_and_stops_on_holes(nats_server, procs, new_name,
-                                                              order, allow_gaps, want, error):
+                                                              order, floors, allow_gaps,
+                                                              want, error):
     far = new_name()
     stream = stream_name("H" + far)
     subject = f"hand.{stream.lower()}"
-    asyncio.run(_hand_publish(nats_server.url, stream, subject, order, 0xABCDEF))
+    asyncio.run(_hand_publish(nats_server.url, stream, subject, order, 0xABCDEF, floors))
     args = ["bridge", "in", "--server", nats_server.url, "--stream", stream, "--to", far,
             "--hole-wait", "1"] + (["--allow-gaps"] if allow_gaps else [])
     if error:
@@ -256,6 +275,10 @@ def test_bridge_in_orders_drops_duplicates_and_stops_on_holes(nats_server, procs
         wait_for(lambda: next_seq(far) == want[-1] + 1, 30, "the far ring")
         p.send_signal(signal.SIGTERM)
         assert p.wait(30) == 0
+        if floors and min(floors.values()) < min(order):
+            log = open(f"{procs.cwd}/in.log").read()
+            gone = f"{min(floors.values())}..{min(order) - 1}"
+            assert f"no longer holds sequences {gone}: the far ring starts at" in log, log
     got = records(far)
     assert [s for s, _, _ in got] == want
     for s, t, d in got:

@@ -14,6 +14,9 @@
 * A hole (sequences absent from the stream although nothing else is pending) stops the
   bridge with the exact range, unless ``allow_gaps`` records them as gap records. A gap
   marker from ``bridge out`` (the source itself lost those records) is always recorded.
+* Start: an empty far ring starts at the lowest sequence still to come, which is not
+  always the first message's (see :meth:`BridgeIn._empty_start` and the ``Pyshm-Floor``
+  header in :mod:`pyshm.bridge.protocol`).
 * Restart: the far ring says where to continue (its last sequence); the durable consumer
   is moved back when it is ahead of the ring, and re-created at its acknowledgement floor
   when a crashed predecessor left deliveries unacknowledged, so they come again at once.
@@ -316,9 +319,7 @@ class BridgeIn:
                     f"{fp.ring.origin_id:016x}: the source ring was recreated. Follow it "
                     f"into a new far ring (--to NEW --durable NEW); this one stays as it is")
             if fp.empty and not self._held and env.sequence > fp.sequence:
-                # an empty follower starts at the first record the stream still holds
-                first = min(P.parse_envelope(x.headers, "message").sequence for x in msgs)
-                fp.start_at(first)
+                fp.start_at(self._empty_start(env, msgs))
             if env.last < fp.sequence:
                 self.stats["duplicates"] += 1
                 self._done(sseq, m)
@@ -335,6 +336,21 @@ class BridgeIn:
                 return False
         self.stats["held"] = len(self._held)
         return True
+
+    def _empty_start(self, env: Envelope, msgs: list[Any]) -> int:
+        """The sequence an empty far ring starts at, given the first message delivered.
+
+        Not simply that message's: a batch bridge out had to send again lands after later
+        ones, so the stream's first message is not always its lowest sequence, and a ring
+        started above the lowest would drop the late ones as duplicates. The message's
+        floor says which sequences were still unacknowledged when it was sent: they all
+        come later (bridge out resends until they are stored, or publishes a gap marker).
+        Below the floor, everything was stored ahead of this message, and the stream has
+        dropped it (its limits) since, or there was nothing: the ring starts anywhere."""
+        first = min(P.parse_envelope(x.headers, "message").sequence for x in msgs)
+        if env.floor is None:  # a bridge out from before the floor header: its best guess
+            return first
+        return min(first, env.floor)
 
     async def _drain_held(self) -> bool:
         """Commit the held records that are now next in sequence."""
@@ -385,6 +401,15 @@ class BridgeIn:
         if ci.num_pending:
             return
         first, last = fp.sequence, min(self._held) - 1
+        if fp.empty:
+            # the floor of the first message named sequences the stream no longer holds
+            # (limits set on the stream dropped its head): a far ring may start anywhere
+            log.warning("bridge in %s: stream %r no longer holds sequences %d..%d: the far "
+                        "ring starts at %d", self.cfg.to, self.cfg.stream, first, last,
+                        last + 1)
+            fp.start_at(last + 1)
+            await self._drain_held()
+            return
         if not self.cfg.allow_gaps:
             raise SequenceGapError(fp.ring.name, first, last)
         log.error("bridge in %s: stream %r has no message for sequences %d..%d: recorded "

@@ -76,6 +76,7 @@ class _Batch:
     nbytes: int                        # payload bytes (window accounting)
     start_pos: int                     # ring position of the batch's first record
     end_pos: int
+    first_seq: int                     # first sequence it accounts for (a gap marker's)
     last_seq: int
     read_ns: int
     sent: float = 0.0
@@ -282,8 +283,9 @@ class BridgeOut:
         return ro.next_sequence
 
     # ------------------------------------------------------------------ publishing
-    def _frames(self, batch: Any, read_ns: int) -> tuple[bytes, range, int, int]:
-        """HPUB frames for a batch; returns (frames, tokens, payload bytes, last seq)."""
+    def _frames(self, batch: Any, read_ns: int) -> tuple[bytes, range, int, int, int]:
+        """HPUB frames for a batch; returns (frames, tokens, payload bytes, first and last
+        sequence accounted for)."""
         rid = self.rw.ring_id if self.rw is not None else 0
         rid_hex = f"{rid:016x}".encode()
         subj = self.subject.encode()
@@ -298,15 +300,21 @@ class BridgeOut:
         first_token = token
         start = 0
         nbytes = 0
+        first = seqs[0] if self._expect is None else min(seqs[0], self._expect)
+        # the floor: nothing below it is still unacknowledged (see protocol.H_FLOOR); a
+        # batch sent again keeps its frames, and an older floor is still a true one
+        floor = str(min(first, self._inflight[0].first_seq) if self._inflight
+                    else first).encode()
         for i, seq in enumerate(seqs):
             end = ends[i]
             if self._expect is not None and seq > self._expect:
-                token = self._gap_frame(out, token, self._expect, seq - 1, rid_hex, ts)
+                token = self._gap_frame(out, token, self._expect, seq - 1, rid_hex, ts,
+                                        floor)
             if self._expect is None or seq >= self._expect:
                 self._expect = seq + 1
             hdr = (b"NATS/1.0\r\nNats-Msg-Id: %s.%d\r\nPyshm-Ring: %s\r\nPyshm-Seq: %d\r\n"
-                   b"Pyshm-Type: %d\r\nPyshm-Ts: %s\r\n\r\n"
-                   % (rid_hex, seq, rid_hex, seq, types[i], ts))
+                   b"Pyshm-Type: %d\r\nPyshm-Ts: %s\r\nPyshm-Floor: %s\r\n\r\n"
+                   % (rid_hex, seq, rid_hex, seq, types[i], ts, floor))
             plen = end - start
             out += b"HPUB %s %s%d %d %d\r\n" % (subj, inbox, token, len(hdr), len(hdr) + plen)
             out += hdr
@@ -316,10 +324,10 @@ class BridgeOut:
             start = end
             token += 1
         self._next_token = token
-        return bytes(out), range(first_token, token), nbytes, seqs[-1] if seqs else -1
+        return bytes(out), range(first_token, token), nbytes, first, seqs[-1]
 
     def _gap_frame(self, out: bytearray, token: int, first: int, last: int,
-                   rid_hex: bytes, ts: bytes) -> int:
+                   rid_hex: bytes, ts: bytes, floor: bytes) -> int:
         n = last - first + 1
         self.stats["lost"] += n
         self.stats["gaps"] += 1
@@ -327,8 +335,8 @@ class BridgeOut:
                   "before the bridge could read them; published as a gap marker",
                   self.cfg.ring, first, last, n)
         hdr = (b"NATS/1.0\r\nNats-Msg-Id: %s.gap.%d\r\nPyshm-Ring: %s\r\nPyshm-Seq: %d\r\n"
-               b"Pyshm-Gap-Last: %d\r\nPyshm-Ts: %s\r\n\r\n"
-               % (rid_hex, first, rid_hex, first, last, ts))
+               b"Pyshm-Gap-Last: %d\r\nPyshm-Ts: %s\r\nPyshm-Floor: %s\r\n\r\n"
+               % (rid_hex, first, rid_hex, first, last, ts, floor))
         out += b"HPUB %s %s%d %d %d\r\n" % (self.subject.encode(), self._inbox, token,
                                             len(hdr), len(hdr))
         out += hdr
@@ -483,9 +491,11 @@ class BridgeOut:
                         first = False
                         self._report_resume_gap(int(batch.sequences[0]), last)
                     if len(batch):
-                        frames, tokens, nbytes, last_seq = self._frames(batch, read_ns)
+                        frames, tokens, nbytes, first_seq, last_seq = self._frames(batch,
+                                                                                   read_ns)
                         b = _Batch(tokens, frames, nbytes, start_pos, self._reader_pos(),
-                                   last_seq, read_ns, done=bytearray(len(tokens)))
+                                   first_seq, last_seq, read_ns,
+                                   done=bytearray(len(tokens)))
                         for t in tokens:
                             self._by_token[t] = b
                         self._inflight.append(b)

@@ -11,6 +11,10 @@ One JetStream message per ring record, on the ring's subject (default ``pyshm.<r
 ``Pyshm-Seq``      the record's ring sequence number (decimal)
 ``Pyshm-Type``     the record's type (decimal int32)
 ``Pyshm-Ts``       wall-clock ns when the bridge read the record (lag figures)
+``Pyshm-Floor``    the lowest sequence the bridge still awaited JetStream's
+                   acknowledgement for when it sent this message (or this
+                   message's own): every sequence below it is stored in the
+                   stream ahead of this message
 =================  ==========================================================
 
 The payload is the record's payload, byte for byte (empty payloads included).
@@ -19,6 +23,12 @@ A loss on the source (an overwrite ring lapped the bridge) is published as a *ga
 marker*: no payload, ``Pyshm-Seq`` = first lost sequence, ``Pyshm-Gap-Last`` = last
 lost sequence, ``Nats-Msg-Id`` = ``<ring_id>.gap.<first>``. ``bridge in`` records it as
 gap records, so the far ring says exactly what the source lost.
+
+Messages can be stored out of ring order: a batch that JetStream refused or did not
+acknowledge in time is sent again after later ones were stored. The floor is what lets
+``bridge in`` start an empty far ring at the right record anyway: the first message of a
+stream is not always the lowest sequence it holds, but the sequences from its floor up
+are all still to come.
 
 The source ring's parameters are kept in the stream's metadata under
 ``pyshm.ring.<subject>`` (JSON), so ``bridge in`` creates a far ring like the source.
@@ -39,6 +49,7 @@ H_SEQ = "Pyshm-Seq"
 H_TYPE = "Pyshm-Type"
 H_TS = "Pyshm-Ts"
 H_GAP_LAST = "Pyshm-Gap-Last"
+H_FLOOR = "Pyshm-Floor"
 META_PREFIX = "pyshm.ring."
 
 _TOKEN_BAD = re.compile(r"[^A-Za-z0-9_\-]")
@@ -94,6 +105,7 @@ class Envelope:
     type: int
     ts_ns: int
     gap_last: int | None = None
+    floor: int | None = None   # None: written by a bridge from before the header existed
 
     @property
     def is_gap(self) -> bool:
@@ -116,14 +128,16 @@ def parse_envelope(headers: dict[str, str] | None, where: str) -> Envelope:
         type_ = int(headers.get(H_TYPE, "0"))
         ts = int(headers.get(H_TS, "0"))
         gap = int(headers[H_GAP_LAST]) if H_GAP_LAST in headers else None
+        floor = int(headers[H_FLOOR]) if H_FLOOR in headers else None
     except ValueError:
         raise ForeignMessageError(f"{where} has malformed pyshm headers "
                                   f"{ {k: v for k, v in headers.items() if k.startswith('Pyshm')} }"
                                   ) from None
     if not (0 < ring_id < 1 << 64 and 0 <= seq < 1 << 64 and -(1 << 31) <= type_ < 1 << 31) \
-            or (gap is not None and not seq <= gap < 1 << 64):
+            or (gap is not None and not seq <= gap < 1 << 64) \
+            or (floor is not None and not 0 <= floor <= seq):
         raise ForeignMessageError(f"{where} has out-of-range pyshm headers")
-    return Envelope(ring_id, seq, type_, ts, gap)
+    return Envelope(ring_id, seq, type_, ts, gap, floor)
 
 
 @dataclass(frozen=True)
