@@ -371,3 +371,16 @@ def test_jetstream_call_retries_while_no_leader_then_names_the_call():
         asyncio.run(jetstream_call("stream info", flaky, "never", 10 ** 6, timeout=0.3,
                                    display="nats://x:4222"))
     assert len(calls) >= 2
+    # a request the cluster never answers (sent while it elected a leader) is given up
+    # after one attempt's wait and sent again, not waited for with the whole budget
+    calls.clear()
+
+    async def lost_once(value):
+        calls.append(value)
+        if len(calls) == 1:
+            await asyncio.sleep(3600)
+        return value
+
+    assert asyncio.run(jetstream_call("consumer info", lost_once, "ok", timeout=30,
+                                      display="nats://x:4222", attempt=0.2)) == "ok"
+    assert calls == ["ok", "ok"]

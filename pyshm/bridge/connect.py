@@ -417,20 +417,35 @@ async def connect(opts: NatsOptions, attempts: int = 1, **callbacks: Any) -> Any
                       f"{describe_connect_error(last, opts)}")
 
 
+# One JetStream API request. A request that reaches the cluster while it elects a leader
+# (a node died, a stream was just created) can go unanswered; the next one, a few seconds
+# later, finds the new leader. So one lost request must not spend a call's whole budget
+# (api_timeout): the bridges' JetStream contexts wait this long per request, and
+# jetstream_call retries within the budget.
+API_ATTEMPT_TIMEOUT = 5.0
+
+
+def attempt_timeout(api_timeout: float) -> float:
+    """How long one JetStream API request waits, for a call budget of ``api_timeout``."""
+    return min(api_timeout, API_ATTEMPT_TIMEOUT)
+
+
 async def jetstream_call(what: str, fn: Any, *args: Any, timeout: float, display: str,
-                         **kwargs: Any) -> Any:
+                         attempt: float | None = None, **kwargs: Any) -> Any:
     """``await fn(*args, **kwargs)``, a JetStream API call, retried while the cluster
     has no leader to answer it (a timeout, no responders, service unavailable: the usual
     state for a few seconds after a node dies), for at most ``timeout`` seconds; then a
-    :class:`BridgeError` naming the call and the servers (``display``)."""
+    :class:`BridgeError` naming the call and the servers (``display``). Each attempt waits
+    at most ``attempt`` seconds (default :func:`attempt_timeout`)."""
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
     from nats.js.errors import ServiceUnavailableError
 
     deadline = time.monotonic() + timeout
+    per_try = attempt_timeout(timeout) if attempt is None else attempt
     while True:
         try:
-            return await fn(*args, **kwargs)
+            return await asyncio.wait_for(fn(*args, **kwargs), per_try)
         except (NatsTimeout, NoRespondersError, ServiceUnavailableError,
                 asyncio.TimeoutError) as exc:
             if time.monotonic() > deadline:

@@ -35,7 +35,7 @@ from ..errors import PyshmError
 from ..ring import FULL, Ring
 from ..segment import resolve_path
 from . import protocol as P
-from .connect import NatsOptions, connect, jetstream_call, scrub
+from .connect import NatsOptions, attempt_timeout, connect, jetstream_call, scrub
 from .follower import DUPLICATE, FollowerProducer, SequenceGapError, create_follower
 from .protocol import BridgeError, Envelope
 
@@ -230,7 +230,11 @@ class BridgeIn:
             elif ci.num_ack_pending:
                 start = floor + 1  # a crashed predecessor's deliveries: redeliver now
             if start is not None:
-                await self._api("delete consumer", self.js.delete_consumer, cfg.stream, name)
+                try:
+                    await self._api("delete consumer", self.js.delete_consumer, cfg.stream,
+                                    name)
+                except NotFoundError:
+                    pass  # an attempt whose answer was lost deleted it already
         config = ConsumerConfig(
             durable_name=name, filter_subject=self.subject, ack_policy=AckPolicy.ALL,
             ack_wait=cfg.ack_wait, max_ack_pending=max(4 * cfg.batch, 4096), max_deliver=-1,
@@ -444,7 +448,7 @@ class BridgeIn:
 
         self.nc = await connect(cfg.nats, disconnected_cb=disconnected,
                                 reconnected_cb=reconnected)
-        self.js = self.nc.jetstream(timeout=cfg.api_timeout)
+        self.js = self.nc.jetstream(timeout=attempt_timeout(cfg.api_timeout))
         await self._source()
         self._open_far()
         assert self.fp is not None and self.source is not None

@@ -38,7 +38,7 @@ from ..errors import PyshmError
 from ..ring import Consumer, Ring
 from . import protocol as P
 from . import slot as S
-from .connect import NatsOptions, connect, jetstream_call, scrub
+from .connect import NatsOptions, attempt_timeout, connect, jetstream_call, scrub
 from .protocol import BridgeError
 
 log = logging.getLogger("pyshm.bridge")
@@ -150,7 +150,7 @@ class BridgeOut:
 
         self.nc = await connect(self.cfg.nats, disconnected_cb=disconnected,
                                 reconnected_cb=reconnected)
-        self.js = self.nc.jetstream(timeout=self.cfg.api_timeout)
+        self.js = self.nc.jetstream(timeout=attempt_timeout(self.cfg.api_timeout))
         self._fast = hasattr(self.nc, "_send_command") and hasattr(self.nc, "_flush_pending")
 
     async def _ensure_stream(self, ring: Ring) -> None:
