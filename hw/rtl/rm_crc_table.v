@@ -78,6 +78,7 @@ module rm_crc_table #(
     input  wire                    abort,          // a fault: forget everything in flight
     /* verilator lint_on SYMRSVDWORD */
     input  wire                    clear,          // SOFT_RESET / an aborted run forgotten
+                                                   // (after at least one cycle of abort)
     output wire                    idle
 );
 
@@ -149,7 +150,10 @@ wire s_last = blk_last || rlast;
 // the round continues the block below its first byte unless it starts at the block start
 wire s_cont = rfirst && !(blk_first && lane0_reg);
 wire at_zero = off_reg == {AW{1'b0}};
-wire beat_in = beat_valid && enable && !drop;
+// (no drop gate: a drop resets the count, the CRC pipeline and the queue at its edge, and
+// what else a beat moves, the offset and the open packet's flags, is set again by the next
+// run's start and first beat; so the abort and clear nets end at resets, not in the count)
+wire beat_in = beat_valid && enable;
 
 wire u_valid;
 wire [31:0] u_crc;
@@ -274,7 +278,8 @@ rm_fifo #(.WIDTH(AW + 32), .DEPTH(QUEUE_DEPTH)) queue (
 
 wire [AW-1:0] ent_addr = q_out[AW+31:32];
 
-assign req_valid = q_out_valid && !drop;
+// clear needs no gate here: it follows a cycle of abort, whose drop emptied the queue
+assign req_valid = q_out_valid && !abort;
 assign req_pending = q_out_valid;
 assign req_addr = ent_addr;
 assign req_strb = {{(BYTES-4){1'b0}}, 4'hF} << ent_addr[LSB-1:0];

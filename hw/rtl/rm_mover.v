@@ -43,6 +43,7 @@ module rm_mover #(
     parameter MAX_OUTSTANDING = 4,
     parameter FIFO_DEPTH = 64,
     parameter CRC_TABLE = 1,                        // 0: no CRC unit, no entry writes
+    parameter REG_TESTS = CRC_TABLE,                // 1: the registered tests (below)
     parameter [3:0] AXI_CACHE = 4'b1111,
     parameter [2:0] AXI_PROT = 3'b010,
     parameter BW = ADDR_WIDTH - $clog2(DATA_WIDTH / 8) + 1   // beat-count bits
@@ -90,7 +91,8 @@ module rm_mover #(
 
     // faults
     input  wire                    abort,          // issue no more reads; zero strobes
-    input  wire                    clear,          // forget an aborted run (when quiet)
+    input  wire                    clear,          // forget an aborted run (when quiet,
+                                                   // after at least one cycle of abort)
     output wire                    err_valid,      // a data error or the watchdog
     output wire [7:0]              err_code,
     output wire [1:0]              err_where,      // 0 word, 1 source beat, 2 dest beat,
@@ -164,12 +166,13 @@ reg [BW-1:0] total_reg, total_next;            // beats of the run
 reg [BW-1:0] r_idx_reg, r_idx_next;            // data beats received
 reg [BW-1:0] b_idx_reg, b_idx_next;            // data beats acknowledged
 reg [BW-1:0] w_left_reg, w_left_next;          // data beats not yet loaded into W
-// The registered tests below (w_is_last_reg, wd_nz_reg / wd_one_reg) are built with the CRC
-// table (CRC_TABLE = 1: the default build, and rm_restore's mover) only: there the IP fills
-// enough of the die that these one-bit decisions' nets cross it. The base mirror meets its
-// clock with the comparisons and has a LUT budget; registered, they cost it about 270 LUT4
-// (ABC maps the comparisons into the logic they feed), so it keeps them.
-localparam REG_TESTS = CRC_TABLE != 0;
+// The registered tests below (w_is_last_reg, wd_nz_reg / wd_one_reg, the run's done flags
+// decided before the response's select) are built with REG_TESTS != 0 only: by default with
+// the CRC table (the default build's mirroring mover), and in rm_restore's mover (which has
+// no table): there the IP fills enough of the die that these one-bit decisions' nets cross
+// it. The base mirror meets its clock with the comparisons and has a LUT budget;
+// registered, they cost it about 270 LUT4 (ABC maps the comparisons into the logic they
+// feed), so it keeps them.
 // w_left_reg == 1, registered from the next value (tested on w_left_reg and copy_beats in
 // parallel with the load decision): the W strobes, WLAST and the burst bookkeeping read a
 // flip-flop instead of a BW-bit comparison
@@ -291,19 +294,38 @@ wire fifo_valid, fifo_empty;
 wire fifo_full;   // cannot happen: reads are issued against FIFO credits
 /* verilator lint_on UNUSEDSIGNAL */
 wire w_free = !w_valid_reg || m_axi_wready;
+// The table's enable, with the table a flip-flop of the mover's own: the register file's
+// bit sits by the register block, and its net crossed the die into W's load decision and
+// the table's pending count. A cycle's lag is harmless: CRC_CONFIG is written only while
+// the engine is stopped, and a write holds the configuration check (cfg_ready) for 5
+// cycles, so no round starts until this copy has followed.
+wire crc_en;
+generate
+if (CRC_TABLE != 0) begin : g_crc_en
+reg crc_en_reg;
+always @(posedge clk) crc_en_reg <= crc_enable;
+assign crc_en = crc_en_reg;
+end else begin : g_crc_en_direct
+assign crc_en = crc_enable;
+end
+endgenerate
 // CRC table: an entry write waiting puts AW and W on hold at the next common burst boundary
 wire tbl_req_valid, tbl_req_pending, tbl_beat_ready, tbl_idle;
 wire [ADDR_WIDTH-1:0] tbl_req_addr;
 wire [BYTES-1:0] tbl_req_strb;
 wire [DATA_WIDTH-1:0] tbl_req_data;
-wire ent_want = tbl_req_valid && !ent_b_pend_reg && !abort && !clear;
+// (the queue's output is gated by abort in the table; clear needs no gate: it comes only
+// after a cycle of abort, whose drop has emptied the queue, so no entry waits in its cycle.
+// Its net then stays out of the entry write's decision, which selects the W register's
+// input, spread across the die at 128 bits)
+wire ent_want = tbl_req_valid && !ent_b_pend_reg;
 // an AW for a burst W has started or finished always goes; one ahead of W only without the
 // table, or while no entry waits, the queue has room and W is at most a burst behind
 wire aw_w_pos = !aw_w_neg_reg && !aw_w_zero_reg;
 wire aw_catch_up = aw_w_neg_reg || (aw_w_zero_reg && w_mid_reg);
 // aw_w_diff_reg < (w_mid_reg ? 2 : 1)
 wire aw_w_low = !aw_w_pos || (w_mid_reg && aw_w_one_reg);
-wire aw_lead_ok = !crc_enable || (!ent_want && tbl_beat_ready && aw_w_low);
+wire aw_lead_ok = !crc_en || (!ent_want && tbl_beat_ready && aw_w_low);
 wire w_owed = aw_w_pos;                         // the next W burst's AW is out
 // W's hold reads the entry queue without the abort/clear gate of ent_want: those nets then
 // stay out of W's load decision, whose flip-flops (data, strobes, valid) the bus width
@@ -603,6 +625,20 @@ wire w_is_last_next = w_data_load ? w_left_reg == {{(BW-2){1'b0}}, 2'd2}
     : copy_start ? copy_beats == {{(BW-1){1'b0}}, 1'b1}
     : w_is_last_reg;
 
+// The run's done flags with the registered tests: the same values as comparing the next
+// counts (r_idx_next == total_next, b_idx_next == total_next), but the counts' sums are
+// compared from registers and the data beat or response only selects the result, so the
+// bus's RVALID / BVALID (a gate in rm_restore, then the decode of R and B) reach the flag
+// through a select instead of a 31-bit adder and comparison. Without a beat or response
+// the count keeps its value, and the flag too (it holds r_idx_reg == total_reg).
+wire [BW-1:0] total_c = copy_start ? copy_beats : total_reg;
+wire [BW-1:0] r_idx_up = r_idx_reg + 1'b1;
+wire [BW-1:0] b_idx_up = b_idx_reg + {{(BW-9){1'b0}}, b_plan_beats};
+wire rd_done_next = r_data ? r_idx_up == total_c
+    : copy_start ? copy_beats == {BW{1'b0}} : rd_done_reg;
+wire wr_done_next = b_data ? b_idx_up == total_c
+    : copy_start ? copy_beats == {BW{1'b0}} : wr_done_reg;
+
 always @(posedge clk) begin
     total_reg <= total_next;
     r_idx_reg <= r_idx_next;
@@ -660,8 +696,8 @@ always @(posedge clk) begin
     ent_b_pend_reg <= ent_b_pend_next;
     ent_b_ahead_reg <= ent_b_ahead_next;
     ent_b_now_reg <= ent_b_ahead_next == 0;
-    rd_done_reg <= r_idx_next == total_next;
-    wr_done_reg <= b_idx_next == total_next;
+    rd_done_reg <= REG_TESTS != 0 ? rd_done_next : r_idx_next == total_next;
+    wr_done_reg <= REG_TESTS != 0 ? wr_done_next : b_idx_next == total_next;
 
     if (rst) begin
         total_reg <= 0;
@@ -711,7 +747,7 @@ if (CRC_TABLE != 0) begin : g_crc
 rm_crc_table #(.DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(ADDR_WIDTH), .QUEUE_DEPTH(CRC_QUEUE),
                .READY_BELOW(CRC_QUEUE - 2 * CRC_PER_BURST + 1)) crc_table (
     .clk(clk), .rst(rst),
-    .enable(crc_enable), .replica_base(dst_base), .capacity(crc_capacity),
+    .enable(crc_en), .replica_base(dst_base), .capacity(crc_capacity),
     .cap_mask(off_mask), .part_mask(crc_part_mask), .table_tail_addr(crc_tail_addr),
     .seed_load(crc_seed_load), .seed_value(crc_seed), .partial(crc_partial),
     .blocks(crc_blocks),

@@ -261,7 +261,8 @@ wire mv_bready;
 rm_mover #(
     .DATA_WIDTH(DATA_WIDTH), .ADDR_WIDTH(AW), .ID_WIDTH(ID_WIDTH),
     .MAX_BURST_LEN(MAX_BURST_LEN), .MAX_OUTSTANDING(MAX_OUTSTANDING),
-    .FIFO_DEPTH(FIFO_DEPTH), .AXI_CACHE(AXI_CACHE), .AXI_PROT(AXI_PROT), .BW(BW)
+    .FIFO_DEPTH(FIFO_DEPTH), .CRC_TABLE(0), .REG_TESTS(1),
+    .AXI_CACHE(AXI_CACHE), .AXI_PROT(AXI_PROT), .BW(BW)
 ) mover (
     .clk(clk), .rst(rst),
     .src_base(r_sb_reg), .dst_base(dbase_reg), .off_mask(mask_reg), .watchdog(cfg_watchdog),
