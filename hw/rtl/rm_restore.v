@@ -886,7 +886,10 @@ assign x_rd_data = rd_data_reg;
 // VERIFY_ONLY for the write side) is set from the job's third cycle (S_WALK) on: the
 // first request (a table word's read) leaves S_WALK2 three cycles after S_CHK1, and
 // every transaction is answered before `running` falls, so both cover the job's traffic;
-// mirroring may issue only after `busy` has fallen, a cycle after `running`
+// mirroring may issue only after `busy` has fallen, a cycle after `running`.
+// idle_reg is always !busy_reg, and own_reg is own_copy_reg || own_verify_reg: kept as
+// flip-flops of their own on purpose, each placed by its own consumers (an inverter or OR
+// behind one flip-flop would route that flip-flop's net to all of them again)
 always @(posedge clk) begin
     busy_reg <= running || start_reg || start_wr;
     idle_reg <= !(running || start_reg || start_wr);
