@@ -534,17 +534,27 @@ def resume_consumer(ring: Ring, position: int, next_sequence: int,
     if position % L.RECORD_ALIGN or position < 0:
         raise CorruptSegmentError(f"ring {ring.name!r}: cannot resume at position "
                                   f"{position}: not a record boundary")
+    if position > ring.tail:
+        raise CorruptSegmentError(f"ring {ring.name!r}: cannot resume at position "
+                                  f"{position}: beyond the ring's tail {ring.tail}")
     c = ring.consumer(next_sequence, gating=gating)
-    # Once the producer has reaped the dead slot (a full lossless producer does so within
-    # ~10 ms), it may overwrite what that slot protected: then the records are gone and
-    # the consumer starts at its partition start, counting them in ``lost``.
-    if position < c.position and ring.tail_intent <= position + ring.capacity:
+    # Start at ``position`` whichever side of it the partition start c.position lies:
+    # - after it: the records in between would be skipped;
+    # - before it: the bytes in between are not protected. The pinned slot guards only
+    #   from ``position`` on, and a producer whose gate limit was cached from that slot
+    #   overwrites them without rescanning the slots, so this consumer's own slot does not
+    #   hold it back. The first read would be lapped and jump to the next partition start
+    #   beyond ``position``: records lost.
+    # Once the producer has reaped the dead slot (after Ring.reap_grace), it may
+    # overwrite what that slot protected: then the records are gone and the consumer
+    # starts at its partition start, counting them in ``lost``.
+    if position != c.position and ring.tail_intent <= position + ring.capacity:
         raw = c._c
         raw.pos = position
         raw.expect = next_sequence
         raw.have_expect = 1
         raw.skip_below = next_sequence
-        # publish the earlier position; if the producer passed it meanwhile, the reader's
+        # publish that position; if the producer passed it meanwhile, the reader's
         # lap check reports the loss instead of returning overwritten bytes
         lib.pyshm_consumer_touch(raw)
     return c

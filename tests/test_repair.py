@@ -255,3 +255,59 @@ def test_dead_gating_consumer_resumes_mid_partition(ring_name, tmp_path):
         assert c.lost == 0 and seqs[-1] == prod.sequence - 1
         c.close()
         prod.close()
+
+
+def test_resume_before_the_partition_start_is_not_lapped(ring_name, tmp_path):
+    """The dead consumer's position lies after the oldest partition start when the
+    restart registers. The producer's gate limit, cached from the pinned slot, lets it
+    overwrite the bytes before that position: a consumer left at the partition start was
+    lapped at its first read and jumped past the position, losing the records between
+    (the CI fault campaign lost 178 records this way in one of 8 consumer kills)."""
+    from pyshm.repair import pin_dead_slot, resume_consumer, unpin_slot
+
+    script = tmp_path / "consumer.py"
+    script.write_text(CONSUMER)
+    with Ring.create(ring_name, 16 * 1024, lossless=True) as ring:
+        cap, psize = ring.capacity, ring.partition_size
+        prod = ring.producer()
+        for _ in range(150):
+            assert prod.publish(b"r" * 40) >= 0
+        p = subprocess.Popen([sys.executable, str(script), ring_name, "100"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            checkpoint = json.loads(p.stdout.readline())["next"]  # type: ignore[union-attr]
+        finally:
+            kill9(p)
+        pinned = pin_dead_slot(ring, p.pid)
+        assert pinned is not None
+        position = pinned[1]
+        assert position > psize
+        # past one capacity: the producer rescans the slots and caches the pinned slot's
+        # limit, position + capacity
+        while ring.tail <= cap:
+            assert prod.publish(b"r" * 40) >= 0
+        oldest_start = ring.oldest()
+        assert oldest_start <= position  # the restart's partition start lies before it
+        c = resume_consumer(ring, position, checkpoint)
+        assert c.position == position
+        assert unpin_slot(ring, pinned[0])
+        while prod.publish(b"r" * 40) >= 0:  # up to the gate
+            pass
+        assert ring.tail_intent > oldest_start + cap  # the partition start was overwritten
+        seqs = [m.sequence for m in iter(lambda: c.read_copy(), None)]
+        assert seqs == list(range(checkpoint, prod.sequence)), (seqs[:3], c.lost)
+        assert c.lost == 0
+        c.close()
+        prod.close()
+
+
+def test_resume_refuses_a_position_beyond_the_tail(ring_name):
+    from pyshm.errors import CorruptSegmentError
+    from pyshm.repair import resume_consumer
+
+    with Ring.create(ring_name, 16 * 1024, lossless=True) as ring:
+        prod = ring.producer()
+        assert prod.publish(b"r" * 40) >= 0
+        with pytest.raises(CorruptSegmentError, match="beyond the ring's tail"):
+            resume_consumer(ring, ring.tail + 8, 1)
+        prod.close()
