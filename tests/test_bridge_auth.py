@@ -360,16 +360,19 @@ def test_a_bridge_whose_credentials_stop_working_says_why(procs, new_name, tmp_p
             with open(node.conf, "w", encoding="utf-8") as f:
                 f.write(conf.replace(PASSWORD, password))
 
-        def connections() -> int:
+        def asking() -> bool:
+            """One client connected and publishing (its stream info requests): past
+            nats.connect, whose own failure reads "cannot connect" instead."""
             url = f"http://127.0.0.1:{node.http_port}/connz"
             with urllib.request.urlopen(url, timeout=2) as r:
-                return int(_json.load(r)["num_connections"])
+                conns = _json.load(r)["connections"] or []
+            return len(conns) == 1 and int(conns[0]["in_msgs"]) > 0
         procs.env["PYSHM_NATS_PASSWORD"] = PASSWORD
         inn = procs.start("bridge", "in", "--server", srv.url, "--user", "alice",
                           "--stream", "NOTYET", "--to", new_name(), "--wait-stream", "60",
                           log="in.log")
         log = tmp_path / "in.log"
-        wait_for(lambda: connections() == 1, 30, "bridge in connected")
+        wait_for(asking, 30, "bridge in connected and asking for its stream")
         # the password changes on the server (configuration reload): nats-py closes the
         # live connection for good, and the bridge stops with the reason
         server_password(rotated)
