@@ -222,6 +222,55 @@ def test_past_the_grace_the_loss_is_reported_exactly(nats_server, procs, new_nam
     assert r.wait(30) == 0
 
 
+def test_resume_from_the_guard_below_a_late_resend_publishes_no_gap(nats_server, procs,
+                                                                   new_name, tmp_path):
+    """The stream's last message is a batch sent again after later ones were stored, so
+    its sequence lies below the record the dead bridge's guard holds. The restarted
+    bridge expected the sequence after that message and published the acknowledged
+    records in between as lost in a gap message."""
+    import nats
+
+    from pyshm.bridge.protocol import default_subject
+
+    src, far = new_name(), new_name()
+    stream = stream_name("R" + src)
+    Ring.create(src, 1 << 14, lossless=True).close()
+    url = nats_server.url
+    out = procs.start("bridge", "out", src, "--server", url, "--stream", stream,
+                      log="out.log")
+    inn = procs.start(*in_cmd(far, url, stream), log="in.log")
+    wait_for(lambda: gating(src), 30, "bridge out's gating slot")
+    assert start_producer(tmp_path, src, 0, 500, 0.0).wait(60) == 0
+    wait_for(lambda: next_seq(far) == 500, 60, "the first records")
+    with Ring(src) as ring:
+        wait_for(lambda: any(s["position"] == ring.tail for s in ring.slots()), 30,
+                 "every record acknowledged (the guard at the tail)")
+        rid = ring.ring_id
+    out.send_signal(signal.SIGKILL)
+    out.wait(10)
+
+    async def resend_late(seq: int) -> None:
+        nc = await nats.connect(url)
+        (s, t, d), = expected(seq, 1)
+        await nc.jetstream().publish(default_subject(src), d, headers={
+            # a message id of its own: JetStream would drop a copy of the first one
+            "Nats-Msg-Id": f"{rid:016x}.{seq}.late", "Pyshm-Ring": f"{rid:016x}",
+            "Pyshm-Seq": str(s), "Pyshm-Type": str(t), "Pyshm-Floor": str(s)})
+        await nc.close()
+
+    asyncio.run(resend_late(100))
+    procs.start("bridge", "out", src, "--server", url, "--stream", stream, log="out2.log")
+    assert start_producer(tmp_path, src, 500, 500, 0.0).wait(60) == 0
+    wait_for(lambda: next_seq(far) == 1000, 60, "the far ring to catch up")
+    envs = stream_envelopes(url, stream)
+    assert not [e for e in envs if e.is_gap], [(e.sequence, e.last) for e in envs
+                                               if e.is_gap]
+    assert "were overwritten" not in (tmp_path / "out2.log").read_text()
+    assert_same_records(records(far), expected(0, 1000), tmp_path)
+    inn.send_signal(signal.SIGTERM)
+    assert inn.wait(30) == 0
+
+
 # ----------------------------------------------------------------------------------
 # JetStream misbehaving on purpose: messages published by hand, out of order
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from .. import layout
 from ..errors import PyshmError
-from ..ring import Consumer, Ring
+from ..ring import Consumer, Ring, _sequence_at
 from . import protocol as P
 from . import slot as S
 from .connect import NatsOptions, attempt_timeout, connect, jetstream_call, scrub
@@ -257,10 +257,17 @@ class BridgeOut:
             # the guard kept the oldest unacknowledged batch: start exactly there
             c = ro.consumer(0)
             pos = held[2]
+            at_guard = None
             if ro.tail_intent <= pos + ro.capacity and pos <= ro.tail and \
                     pos % layout.RECORD_ALIGN == 0:
                 c._c.pos = pos
-            self._expect = None if last is None else last + 1
+                at_guard = _sequence_at(ro, c._c)
+            # Everything below the guard was acknowledged, so the stream holds it. The
+            # stream's last message can still lie below the guard's record: a batch
+            # sent again after later ones were stored. Expecting last + 1 then would
+            # mark the acknowledged records in between as lost in a gap message.
+            self._expect = None if last is None else \
+                last + 1 if at_guard is None else max(last + 1, at_guard)
             return c
         if last is not None:
             self._expect = last + 1
@@ -459,6 +466,8 @@ class BridgeOut:
         await self._ensure_stream(self.rw)
         last = await self._last_in_stream(self.rw)
         self.reader = self._position_reader(self.ro, last, held)
+        # the first sequence the stream still needs, to report what the ring lost since
+        resume_at = self._expect if last is not None else None
         self._move_slot(min(self._reader_pos(), early) if held is not None
                         else self._reader_pos())
         if held is not None:
@@ -489,7 +498,7 @@ class BridgeOut:
                                                    max_bytes=room_bytes)
                     if first and len(batch):
                         first = False
-                        self._report_resume_gap(int(batch.sequences[0]), last)
+                        self._report_resume_gap(int(batch.sequences[0]), resume_at)
                     if len(batch):
                         frames, tokens, nbytes, first_seq, last_seq = self._frames(batch,
                                                                                    read_ns)
@@ -518,12 +527,12 @@ class BridgeOut:
                 await asyncio.sleep(0 if idle < 200 else 0.0005 if idle < 2000 else 0.002)
         return await self._drain()
 
-    def _report_resume_gap(self, first_seq: int, last: int | None) -> None:
-        if last is not None and first_seq > last + 1:
+    def _report_resume_gap(self, first_seq: int, resume_at: int | None) -> None:
+        if resume_at is not None and first_seq > resume_at:
             log.error("bridge out %s: the ring no longer holds sequences %d..%d (%d "
                       "records): they were overwritten while no bridge ran (or after the "
                       "guard's %g s grace); the stream gets a gap marker for them",
-                      self.cfg.ring, last + 1, first_seq - 1, first_seq - last - 1,
+                      self.cfg.ring, resume_at, first_seq - 1, first_seq - resume_at,
                       self.cfg.grace)
 
     def _update_stats(self) -> None:
