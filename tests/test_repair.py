@@ -219,26 +219,35 @@ time.sleep(120)
 '''
 
 
-def test_dead_gating_consumer_resumes_mid_partition(ring_name, tmp_path):
-    from pyshm.repair import pin_dead_slot, resume_consumer, unpin_slot
+def kill_and_pin(ring: Ring, tmp_path, reads: int) -> tuple[int, tuple[int, int]]:
+    """A gating consumer in its own process reads ``reads`` records and holds the next;
+    it is killed with SIGKILL and its slot pinned. Returns (its checkpoint, the pin)."""
+    from pyshm.repair import pin_dead_slot
 
     script = tmp_path / "consumer.py"
     script.write_text(CONSUMER)
+    p = subprocess.Popen([sys.executable, str(script), ring.name, str(reads)],
+                         cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        checkpoint = json.loads(p.stdout.readline())["next"]  # type: ignore[union-attr]
+    finally:
+        kill9(p)
+    # pinned before the producer's next reap: from now on the slot is ours and holds the
+    # producer back exactly where the dead consumer stood
+    pinned = pin_dead_slot(ring, p.pid)
+    assert pinned is not None
+    return checkpoint, pinned
+
+
+def test_dead_gating_consumer_resumes_mid_partition(ring_name, tmp_path):
+    from pyshm.repair import resume_consumer, unpin_slot
+
     with Ring.create(ring_name, 16 * 1024, lossless=True) as ring:
         prod = ring.producer()
         while prod.publish(b"r" * 40) >= 0:  # fill the ring up to the gate-free limit
             if prod.sequence >= 200:
                 break
-        p = subprocess.Popen([sys.executable, str(script), ring_name, "37"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, text=True)
-        try:
-            checkpoint = json.loads(p.stdout.readline())["next"]  # type: ignore[union-attr]
-        finally:
-            kill9(p)
-        # pinned before the producer's next reap: from now on the slot is ours and holds
-        # the producer back exactly where the dead consumer stood
-        pinned = pin_dead_slot(ring, p.pid)
-        assert pinned is not None
+        checkpoint, pinned = kill_and_pin(ring, tmp_path, 37)
         assert ring.reap() == 0  # a pinned slot is no longer a dead one
         for _ in range(10_000):  # fill the ring up to that gate (a reap happens on FULL)
             if prod.publish(b"r" * 40) < 0:
@@ -263,23 +272,14 @@ def test_resume_before_the_partition_start_is_not_lapped(ring_name, tmp_path):
     overwrite the bytes before that position: a consumer left at the partition start was
     lapped at its first read and jumped past the position, losing the records between
     (the CI fault campaign lost 178 records this way in one of 8 consumer kills)."""
-    from pyshm.repair import pin_dead_slot, resume_consumer, unpin_slot
+    from pyshm.repair import resume_consumer, unpin_slot
 
-    script = tmp_path / "consumer.py"
-    script.write_text(CONSUMER)
     with Ring.create(ring_name, 16 * 1024, lossless=True) as ring:
         cap, psize = ring.capacity, ring.partition_size
         prod = ring.producer()
         for _ in range(150):
             assert prod.publish(b"r" * 40) >= 0
-        p = subprocess.Popen([sys.executable, str(script), ring_name, "100"], cwd=tmp_path,
-                             stdout=subprocess.PIPE, text=True)
-        try:
-            checkpoint = json.loads(p.stdout.readline())["next"]  # type: ignore[union-attr]
-        finally:
-            kill9(p)
-        pinned = pin_dead_slot(ring, p.pid)
-        assert pinned is not None
+        checkpoint, pinned = kill_and_pin(ring, tmp_path, 100)
         position = pinned[1]
         assert position > psize
         # past one capacity: the producer rescans the slots and caches the pinned slot's
