@@ -271,6 +271,54 @@ def test_resume_from_the_guard_below_a_late_resend_publishes_no_gap(nats_server,
     assert inn.wait(30) == 0
 
 
+def test_without_a_guard_the_last_message_floor_fills_a_hole(nats_server, procs, new_name,
+                                                              tmp_path):
+    """The previous bridge and its guard died while a batch JetStream had refused (3, 4)
+    waited to be sent again: the stream holds 0-2 and 5-6, and 6's floor says 3 was
+    unacknowledged when 6 was sent. A new bridge resumes from that floor (the ring still
+    holds it), so the far ring gets every record instead of stopping at the hole."""
+    import nats
+
+    from pyshm.bridge.protocol import SourceInfo, default_subject, meta_key
+
+    src, far = new_name(), new_name()
+    stream = stream_name("F" + src)
+    Ring.create(src, 1 << 14, lossless=True).close()
+    assert start_producer(tmp_path, src, 0, 10, 0.0).wait(60) == 0
+    with Ring(src) as ring:
+        rid = ring.ring_id
+        info = SourceInfo(rid, src, ring.capacity, ring.max_record,
+                          ring.params.partition_count, True)
+    subject = default_subject(src)
+
+    async def dead_bridge() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.add_stream(name=stream, subjects=[subject],
+                            metadata={meta_key(subject): info.to_json()})
+        for s, t, d in expected(0, 3) + expected(5, 2):
+            await js.publish(subject, d, headers={
+                "Nats-Msg-Id": f"{rid:016x}.{s}", "Pyshm-Ring": f"{rid:016x}",
+                "Pyshm-Seq": str(s), "Pyshm-Type": str(t),
+                "Pyshm-Floor": str(s if s < 3 else 3)})
+        await nc.close()
+
+    asyncio.run(dead_bridge())
+    out = procs.start("bridge", "out", src, "--server", nats_server.url, "--stream", stream,
+                      log="out.log")
+    inn = procs.start(*in_cmd(far, nats_server.url, stream), log="in.log")
+    assert start_producer(tmp_path, src, 10, 10, 0.0).wait(60) == 0
+    wait_for(lambda: next_seq(far) == 20, 60, "the far ring to get every record")
+    assert_same_records(records(far), expected(0, 20), tmp_path)
+    assert "sending from 3 again" in (tmp_path / "out.log").read_text()
+    # 5 and 6 were sent again with their message ids: JetStream kept one copy of each
+    seqs = sorted(e.sequence for e in stream_envelopes(nats_server.url, stream))
+    assert seqs == list(range(20))
+    for p in (out, inn):
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+
+
 # ----------------------------------------------------------------------------------
 # JetStream misbehaving on purpose: messages published by hand, out of order
 

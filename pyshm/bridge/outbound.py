@@ -203,8 +203,8 @@ class BridgeOut:
             si.config.metadata = meta
             await self._api(f"update stream {cfg.stream}", self.js.update_stream, si.config)
 
-    async def _last_in_stream(self, ring: Ring) -> int | None:
-        """Last sequence the stream holds for this ring identity on our subject."""
+    async def _last_in_stream(self, ring: Ring) -> P.Envelope | None:
+        """The stream's last message for this ring identity on our subject."""
         from nats.js.errors import NotFoundError
 
         try:
@@ -219,7 +219,7 @@ class BridgeOut:
                      "ring identity (%016x): this ring (%016x) starts fresh", ring.name,
                      self.subject, env.ring_id, ring.ring_id)
             return None
-        return env.last
+        return env
 
     def _open_ring(self) -> tuple[Ring, Ring]:
         rw = Ring(self.cfg.ring)
@@ -245,9 +245,10 @@ class BridgeOut:
             raise
         return rw, ro
 
-    def _position_reader(self, ro: Ring, last: int | None,
+    def _position_reader(self, ro: Ring, last_msg: P.Envelope | None,
                          held: tuple[int, int, int] | None) -> Consumer:
         ring_next = ro.next_sequence
+        last = last_msg.last if last_msg is not None else None
         if last is not None and last >= ring_next:
             raise BridgeError(f"stream {self.cfg.stream!r} already holds sequence {last} of "
                               f"ring {ro.name!r} (identity {ro.ring_id:016x}) but the ring's "
@@ -269,11 +270,31 @@ class BridgeOut:
             self._expect = None if last is None else \
                 last + 1 if at_guard is None else max(last + 1, at_guard)
             return c
-        if last is not None:
-            self._expect = last + 1
-            return ro.consumer(last + 1)
+        if last_msg is not None and last is not None:
+            start = self._resend_from(ro, last_msg)
+            self._expect = start
+            return ro.consumer(start)
         self._expect = self._start_seq
         return ro.consumer(self.cfg.start)
+
+    def _resend_from(self, ro: Ring, last_msg: P.Envelope) -> int:
+        """Where a bridge without a guard resumes: after the stream's last message, or
+        from that message's floor while the ring still holds it. The sequences from the
+        floor were unacknowledged when the message was sent; when the previous bridge
+        died with its guard (or after the grace), a batch JetStream had refused may not
+        have been sent again, leaving a hole below the last message. Sending them again
+        fills it; JetStream drops the copies it already holds (same message id) and
+        bridge in drops any it stored twice."""
+        after = last_msg.last + 1
+        if last_msg.floor is None or last_msg.floor >= after:
+            return after
+        start = max(last_msg.floor, self._first_seq(ro, "oldest"))
+        if start >= after:
+            return after
+        log.info("bridge out %s: the stream's last message (sequence %d) was sent while "
+                 "sequences from %d were unacknowledged: sending from %d again (JetStream "
+                 "drops the copies it holds)", ro.name, last_msg.last, last_msg.floor, start)
+        return start
 
     @staticmethod
     def _first_seq(ro: Ring, start: str) -> int:
@@ -464,8 +485,9 @@ class BridgeOut:
         self._start_seq = self._first_seq(self.ro, cfg.start)
         await self._connect()
         await self._ensure_stream(self.rw)
-        last = await self._last_in_stream(self.rw)
-        self.reader = self._position_reader(self.ro, last, held)
+        last_msg = await self._last_in_stream(self.rw)
+        last = last_msg.last if last_msg is not None else None
+        self.reader = self._position_reader(self.ro, last_msg, held)
         # the first sequence the stream still needs, to report what the ring lost since
         resume_at = self._expect if last is not None else None
         self._move_slot(min(self._reader_pos(), early) if held is not None
