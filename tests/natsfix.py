@@ -182,15 +182,31 @@ def stream_envelopes(url: str, stream: str) -> list[Any]:
     from pyshm.bridge.protocol import parse_envelope
 
     async def read() -> list[Any]:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        from pyshm.bridge.connect import jetstream_call
+
         nc = await nats.connect(url.split(","))
         try:
             js = nc.jetstream()
-            total = (await js.stream_info(stream)).state.messages
-            sub = await js.pull_subscribe("", stream=stream, config=ConsumerConfig(
-                ack_policy=AckPolicy.NONE))
+            # right after a server node was killed the cluster may still be electing
+            # leaders: each API call is retried as the bridges retry theirs
+            info = await jetstream_call("stream info", js.stream_info, stream, timeout=60,
+                                        display=url)
+            total = info.state.messages
+            sub = await jetstream_call("ephemeral consumer", js.pull_subscribe, "",
+                                       stream=stream, timeout=60, display=url,
+                                       config=ConsumerConfig(ack_policy=AckPolicy.NONE))
             out: list[Any] = []
+            deadline = time.monotonic() + 120
             while len(out) < total:
-                for m in await sub.fetch(min(1000, total - len(out)), timeout=10):
+                try:
+                    batch = await sub.fetch(min(1000, total - len(out)), timeout=10)
+                except NatsTimeout:
+                    if time.monotonic() > deadline:
+                        raise
+                    continue
+                for m in batch:
                     out.append(parse_envelope(m.headers, f"message {m.metadata.sequence.stream}"))
             return out
         finally:
