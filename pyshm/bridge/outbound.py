@@ -270,7 +270,7 @@ class BridgeOut:
             self._expect = None if last is None else \
                 last + 1 if at_guard is None else max(last + 1, at_guard)
             return c
-        if last_msg is not None and last is not None:
+        if last_msg is not None:
             start = self._resend_from(ro, last_msg)
             self._expect = start
             return ro.consumer(start)
