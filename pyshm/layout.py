@@ -14,6 +14,7 @@ Segment::
     0x080 | tail           producer, release store     (128-byte span)  |
     0x088 |   wake_seq u32, sleepers u64, wake_ack u64 (wait="block")   |
     0x100 | tail_intent    producer, store + fence     (128-byte span)  |
+    0x140 |   gate_floor (producer), gate_joins (gating consumers)      |
     0x180 | mirrored       engine, release store       (128-byte span)  |
     0x188 |   lag summary, 0x1C0 probe_ack              (engine, lag probes) |
     0x200 | next_sequence  producer                    (128-byte span)  |
@@ -90,6 +91,11 @@ OFF_WAKE_SEQ = 0x088
 OFF_SLEEPERS = 0x090
 OFF_WAKE_ACK = 0x098
 OFF_TAIL_INTENT = 0x100
+# gating-consumer registration (docs/design.md, "Joining a lossless ring"), in
+# tail_intent's second cache line: the highest floor a lossless producer cached a gate
+# limit on, and a count of gating registrations
+OFF_GATE_FLOOR = 0x140
+OFF_GATE_JOINS = 0x148
 OFF_MIRRORED = 0x180
 # end-to-end lag (docs/design.md): engine-written summary and probe acknowledgement in
 # the mirrored span, producer-written probe in next_sequence's second cache line

@@ -1067,7 +1067,7 @@ class Consumer:
                    self._c.last_error_field)
         flags = layout.SLOT_ACTIVE | (layout.SLOT_GATING if gating else 0)
         if self._slot >= 0:
-            lib.pyshm_slot_activate(self._hdr, self._slot, self._c.pos, flags, time.time_ns())
+            self._activate(flags)
         if whence != 2:
             self._count_from_registration(whence, flags)
         self._data = ring.data
@@ -1109,7 +1109,35 @@ class Consumer:
             if lib.pyshm_consumer_seek(c, whence, 0) < 0:
                 return
             if self._slot >= 0:
-                lib.pyshm_slot_activate(self._hdr, self._slot, c.pos, flags, time.time_ns())
+                self._activate(flags)
+
+    def _activate(self, flags: int) -> None:
+        """Publish the slot at this consumer's position; a gating one then joins the
+        producer's gate (docs/design.md, "Joining a lossless ring").
+
+        A lossless producer scans the slots only when it reaches its cached gate limit,
+        so the slot protects nothing below the floor that limit was built on: bytes
+        there may be overwritten before this consumer reads them. The join returns that
+        floor (or a newer one), and the consumer starts there instead. With
+        ``start=<sequence>`` the records skipped are counted in ``lost``; with
+        ``"oldest"``, ``start_sequence`` is the first record at the floor."""
+        c, hdr = self._c, self._hdr
+        lib.pyshm_slot_activate(hdr, self._slot, c.pos, flags, time.time_ns())
+        if not flags & layout.SLOT_GATING:
+            return
+        floor = int(lib.pyshm_gate_join(hdr))
+        if floor <= c.pos:
+            return
+        tail = int(lib.pyshm_get_counter(hdr, _C_TAIL))
+        if floor > tail or floor % layout.RECORD_ALIGN:
+            # the producer publishes only aligned floors at or below its tail, which
+            # never goes back: this header was damaged
+            self._release_slot()
+            raise CorruptSegmentError(
+                f"ring {self.ring.name!r} consumer: corrupt segment: header field "
+                f"gate_floor = {floor} is invalid (beyond tail {tail} or not 8-aligned)")
+        c.pos = floor
+        lib.pyshm_slot_activate(hdr, self._slot, floor, flags, time.time_ns())
 
     def _err(self, rc: int) -> None:
         _raise(rc, self._where, self._c.last_error_pos, self._c.last_error_field,

@@ -36,6 +36,8 @@ EXPECTED = {
     27: layout.OFF_WAKE_SEQ,
     28: layout.OFF_SLEEPERS,
     29: layout.OFF_WAKE_ACK,
+    30: layout.OFF_GATE_FLOOR,
+    31: layout.OFF_GATE_JOINS,
 }
 
 

@@ -176,6 +176,69 @@ def test_lossless_gating_consumer_holds_producer(ring_name):
         assert p.publish(b"again") == published
 
 
+def _gate_floor(r: Ring) -> int:
+    return struct.unpack_from("<Q", r.segment.buf, layout.OFF_GATE_FLOOR)[0]
+
+
+def _run_past_a_capacity_with_a_leader(r: Ring) -> tuple:
+    """A producer and a gating leader that reads every record at once, run until the
+    ring is a capacity and a partition past its start: the producer's last slot scan
+    cached a limit built on a floor near its tail, far above the oldest partition."""
+    p = r.producer()
+    lead = r.consumer("latest", gating=True)
+    while r.tail < r.capacity + 2 * r.partition_size:
+        assert p.publish(b"a" * 40) >= 0
+        assert lead.read() is not None
+    oldest = layout.oldest_boundary(r.tail_intent, r.capacity, r.partition_size)
+    assert _gate_floor(r) > oldest  # a consumer at "oldest" lands below the floor
+    return p, lead
+
+
+def test_gating_consumer_joining_below_the_cached_gate_floor_is_not_lapped(ring_name):
+    # Before the gate join, "oldest" put the consumer on a partition start below the
+    # floor of the producer's cached limit: the producer overwrote what it was about to
+    # read without scanning the slots again, and it lost records (lost > 0 here).
+    with Ring.create(ring_name, 4096, lossless=True, max_record=128) as r:
+        p, lead = _run_past_a_capacity_with_a_leader(r)
+        late = r.consumer("oldest", gating=True)
+        assert late.position == _gate_floor(r)
+        while p.publish(b"b" * 40) != FULL:  # up to the cached limit, then the new slot
+            assert lead.read() is not None
+        got = [m.sequence for m in late]
+        assert got[0] == late.start_sequence
+        assert got == list(range(got[0], p.sequence))
+        assert late.lost == 0 and late.laps == 0
+
+
+def test_gating_consumer_asking_for_a_sequence_below_the_gate_floor_counts_it_lost(
+        ring_name):
+    with Ring.create(ring_name, 4096, lossless=True, max_record=128) as r:
+        p, lead = _run_past_a_capacity_with_a_leader(r)
+        oldest_seq = next(iter(r.records(layout.oldest_boundary(
+            r.tail_intent, r.capacity, r.partition_size)))).sequence
+        late = r.consumer(oldest_seq, gating=True)
+        at_floor = next(iter(r.records(_gate_floor(r)))).sequence
+        assert late.position == _gate_floor(r) and at_floor > oldest_seq
+        while p.publish(b"b" * 40) != FULL:
+            assert lead.read() is not None
+        got = [m.sequence for m in late]
+        # the records below the floor were never protected: skipped, and counted
+        assert got == list(range(at_floor, p.sequence))
+        assert late.lost == at_floor - oldest_seq and late.start_sequence == oldest_seq
+
+
+def test_a_damaged_gate_floor_is_refused_by_a_gating_consumer(ring_name):
+    with Ring.create(ring_name, 4096, lossless=True, max_record=128) as r:
+        p = r.producer()
+        for _ in range(10):
+            p.publish(b"x" * 40)
+        struct.pack_into("<Q", r.segment.buf, layout.OFF_GATE_FLOOR, r.tail + 8)
+        with pytest.raises(CorruptSegmentError, match="gate_floor"):
+            r.consumer(gating=True)
+        assert r.slots() == []  # the slot it took was given back
+        assert r.consumer().position == 0  # a non-gating consumer does not use it
+
+
 def test_lossless_without_gating_consumers_never_blocks(ring_name):
     with Ring.create(ring_name, 4096, lossless=True, max_record=128) as r:
         p = r.producer()

@@ -206,3 +206,35 @@ def test_gating_consumer_killed_does_not_block_forever(ring_name, worker):
         for i in range(2000):  # several times the capacity
             assert p.publish(b"x" * 100, timeout=2.0) == i
         assert ring.slots() == []
+
+
+def test_gating_consumers_joining_a_running_lossless_producer_lose_nothing(ring_name,
+                                                                          worker):
+    # A producer process publishing as fast as it can; this process registers gating
+    # consumers at "oldest" one after another while it runs, the race between the
+    # producer's slot scan and a registration included. Each must read every record
+    # from its start on. Before the gate join the first of them was lapped while it
+    # slept (its partition start lay below the floor of the producer's cached limit:
+    # nothing gated before it), and the test failed in every run.
+    import numpy as np
+
+    with Ring.create(ring_name, "64K", max_record=512, lossless=True) as ring:
+        prod = worker("produce", ring_name, 10**9, 256)
+        assert line(prod)["ready"]
+        deadline = time.monotonic() + 60
+        for _ in range(25):
+            c = ring.consumer("oldest", gating=True)
+            time.sleep(0.005)  # a consumer busy elsewhere before its first read
+            seqs: list[np.ndarray] = []
+            got = 0
+            while got < 5000 and time.monotonic() < deadline:
+                b = c.read_batch(1024, timeout=0.5)
+                seqs.append(b.sequences.copy())
+                got += len(b)
+            s = np.concatenate(seqs)
+            assert got >= 5000, f"only {got} records before the deadline"
+            assert int(s[0]) == c.start_sequence
+            assert (np.diff(s.astype(np.int64)) == 1).all()
+            assert c.lost == 0 and c.laps == 0
+            c.close()
+        assert prod.poll() is None, last_line(prod)

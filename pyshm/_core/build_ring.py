@@ -96,6 +96,7 @@ int pyshm_slot_claim(void *hdr, int index, int64_t expected_pid, int64_t pid);
 void pyshm_slot_activate(void *hdr, int index, uint64_t position, uint64_t flags,
                          int64_t now_ns);
 void pyshm_slot_read(const void *hdr, int index, int64_t *out4);
+uint64_t pyshm_gate_join(void *hdr);
 int pyshm_slot_release(void *hdr, int index, int64_t pid);
 
 int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size);

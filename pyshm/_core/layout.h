@@ -11,6 +11,7 @@
  *   0x080 | tail          (producer, store_release)        128-byte span |
  *   0x088 |   wake_seq u32 (futex word) | sleepers u64 | wake_ack u64     |
  *   0x100 | tail_intent   (producer, store then fence)     128-byte span |
+ *   0x140 |   gate_floor (producer) | gate_joins (gating consumers)       |
  *   0x180 | mirrored      (engine, store_release)          128-byte span |
  *   0x188 |   end-to-end lag summary (engine) | 0x1C0 probe_ack (engine)  |
  *   0x200 | next_sequence (producer)                       128-byte span |
@@ -98,6 +99,28 @@ typedef struct {
  * reads probe_ack (on its own line, written once per probe) only when it considers
  * stamping, so the engine's per-round stores to mirrored never touch its cache.
  */
+/*
+ * Gating-consumer registration (docs/design.md, "Joining a lossless ring"). A lossless
+ * producer caches its gate limit and scans the slots again only when it reaches it, so a
+ * consumer registering below the floor of that cached limit would not hold it back. The
+ * two sides meet through a Dekker-style pair, both rare (one per slot scan, one per
+ * registration), on the span's second cache line, away from the per-publish store:
+ *   producer: gate_joins (acquire) -> scan -> gate_floor = max(gate_floor, low) ->
+ *             seq_cst fence -> gate_joins again; a change means a registration raced
+ *             the scan, so scan again;
+ *   consumer: slot position and flags (release) -> gate_joins += 1 (seq_cst) ->
+ *             gate_floor (seq_cst); start at gate_floor if that is above its position.
+ * Either the scan saw the new slot, or the consumer saw every floor a limit was cached
+ * from. gate_floor only grows, and never passes tail.
+ */
+typedef struct {
+    uint64_t value;          /* 0x100 tail_intent */
+    uint8_t line0_[56];      /* the rest of the line the producer stores on reserve */
+    uint64_t gate_floor;     /* 0x140 highest floor a cached gate limit was built on */
+    uint64_t gate_joins;     /* 0x148 gating registrations so far (consumers, seq_cst) */
+    uint8_t pad_[PYSHM_SPAN - 0x50];
+} pyshm_tail_intent_span_t;
+
 typedef struct {
     uint64_t value;          /* 0x180 mirrored */
     uint64_t lag_samples;    /* 0x188 probes measured by the current engine */
@@ -143,7 +166,7 @@ typedef struct {
     uint64_t ring_id;        /* random nonzero identity written at creation, 0: legacy */
     uint64_t origin_id;      /* follower ring: ring_id of the ring it follows */
     pyshm_tail_span_t tail;
-    pyshm_counter_t tail_intent;
+    pyshm_tail_intent_span_t tail_intent;
     pyshm_mirrored_span_t mirrored;
     pyshm_next_sequence_span_t next_sequence;
     pyshm_slot_t slots[PYSHM_MAX_CONSUMERS];
@@ -176,6 +199,9 @@ _Static_assert(PYSHM_MAX_CONSUMERS <= PYSHM_SLEEPER_WAKER_SHIFT, "a sleeper bit 
 _Static_assert(PYSHM_SLEEPER_ENGINE_BIT >= PYSHM_MAX_CONSUMERS &&
                PYSHM_SLEEPER_ENGINE_BIT < PYSHM_SLEEPER_WAKER_SHIFT, "the engine's bit");
 _Static_assert(offsetof(pyshm_header_t, tail_intent) == 0x100, "tail_intent");
+_Static_assert(offsetof(pyshm_header_t, tail_intent.gate_floor) == 0x140, "gate_floor");
+_Static_assert(offsetof(pyshm_header_t, tail_intent.gate_joins) == 0x148, "gate_joins");
+_Static_assert(sizeof(pyshm_tail_intent_span_t) == PYSHM_SPAN, "tail_intent span");
 _Static_assert(offsetof(pyshm_header_t, mirrored) == 0x180, "mirrored");
 _Static_assert(offsetof(pyshm_header_t, next_sequence) == 0x200, "next_sequence");
 _Static_assert(offsetof(pyshm_header_t, mirrored.lag_samples) == 0x188, "lag_samples");
@@ -234,6 +260,7 @@ _Static_assert(sizeof(pyshm_crc_header_t) == PYSHM_CRC_HEADER_SIZE, "crc header 
  */
 #define pyshm_load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define pyshm_load_relaxed(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define pyshm_load_seq_cst(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define pyshm_store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define pyshm_store_relaxed(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define pyshm_fence_acquire() __atomic_thread_fence(__ATOMIC_ACQUIRE)

@@ -183,6 +183,8 @@ uint64_t pyshm_layout_offset(int which)
     case 27: return offsetof(pyshm_header_t, tail.wake_seq);
     case 28: return offsetof(pyshm_header_t, tail.sleepers);
     case 29: return offsetof(pyshm_header_t, tail.wake_ack);
+    case 30: return offsetof(pyshm_header_t, tail_intent.gate_floor);
+    case 31: return offsetof(pyshm_header_t, tail_intent.gate_joins);
     default: return UINT64_MAX;
     }
 }
@@ -417,12 +419,20 @@ int pyshm_producer_open(pyshm_producer_t *p, void *hdr, uint64_t mapped_size)
 
 /* Lowest position a lossless producer must not pass by more than capacity. The current
  * tail is included so that a consumer registering later (at a position >= that tail) is
- * protected by the cached limit without the producer rescanning on every publish. */
+ * protected by the cached limit without the producer rescanning on every publish. One
+ * registering below it learns the floor through gate_floor (layout.h, "Gating-consumer
+ * registration"): it is published, and a registration that raced the scan is looked for,
+ * before the caller caches a limit built on it. */
 static uint64_t gate_floor(pyshm_producer_t *p)
 {
     pyshm_header_t *h = H(p->hdr);
-    uint64_t low = p->tail;
-    if (p->gate_flags & PYSHM_FLAG_LOSSLESS) {
+    if (!(p->gate_flags & PYSHM_FLAG_LOSSLESS)) return p->tail;
+    /* Ends: a registration needs a free slot and a process to claim it, so only a
+     * header damaged under us could keep gate_joins moving, and then a slower scan is
+     * the only effect. */
+    for (;;) {
+        uint64_t joins = pyshm_load_acquire(&h->tail_intent.gate_joins);
+        uint64_t low = p->tail;
         for (int i = 0; i < PYSHM_MAX_CONSUMERS; i++) {
             pyshm_slot_t *s = &h->slots[i];
             uint64_t f = pyshm_load_acquire(&s->flags);
@@ -436,8 +446,20 @@ static uint64_t gate_floor(pyshm_producer_t *p)
             uint64_t m = pyshm_load_acquire(&h->mirrored.value);
             if (m < low) low = m;
         }
+        /* the only writer reads its own store relaxed; release: a consumer that
+         * loads the floor also sees a tail at least as high (it checks floor <= tail) */
+        if (low > pyshm_load_relaxed(&h->tail_intent.gate_floor))
+            pyshm_store_release(&h->tail_intent.gate_floor, low);
+        pyshm_fence_seq_cst();
+        if (pyshm_load_relaxed(&h->tail_intent.gate_joins) == joins) return low;
     }
-    return low;
+}
+
+uint64_t pyshm_gate_join(void *hdr)
+{
+    pyshm_header_t *h = H(hdr);
+    pyshm_fetch_add_seq_cst(&h->tail_intent.gate_joins, (uint64_t)1);
+    return pyshm_load_seq_cst(&h->tail_intent.gate_floor);
 }
 
 /* The gate can change while the producer runs: an engine started with gate=True sets
