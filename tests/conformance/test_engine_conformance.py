@@ -246,6 +246,10 @@ def test_stop_with_data_in_flight(case, names, tmp_path):
         assert rep.tail == stopped_at == eng.mirrored
         time.sleep(0.02)
         assert ring.mirrored == stopped_at and rep.tail == stopped_at  # really stopped
+        # before close, which takes a simulator long on a loaded machine: a producer
+        # running on meanwhile laps the stopped replica, and the next engine resyncs
+        proc.kill()
+        overruns = eng.stats().overruns
         eng.close()
     finally:
         proc.kill()
@@ -257,8 +261,19 @@ def test_stop_with_data_in_flight(case, names, tmp_path):
     with engine(case, ring, rep) as eng2:
         eng2.start()
         eng2.sync(case.timeout)
-        assert eng2.stats().start_position == stopped_at
-        assert_identical(ring, rep)
+        st = eng2.stats()
+        assert st.start_position == stopped_at
+        overruns += st.overruns
+        if not overruns:
+            assert_identical(ring, rep)
+        else:
+            # a simulated engine slower than the producer (a loaded machine) was lapped
+            # and counted it: the replica then holds the ring's bytes from its own oldest
+            # intact partition on, not the ring's whole window
+            lo, hi = rep.oldest(), ring.tail
+            assert rep.tail == hi and window(ring)[0] <= lo < hi
+            cap = ring.params.capacity
+            assert unwrap(rep.data, cap, lo, hi) == unwrap(ring.data, cap, lo, hi)
 
 
 def test_producer_killed_mid_stream(case, names, tmp_path):
