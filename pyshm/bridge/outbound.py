@@ -475,7 +475,9 @@ class BridgeOut:
         held = S.find_guard(self.rw, key)
         # gate at once, before NATS answers: from the moment the bridge runs, a lossless
         # producer keeps everything the ring holds (the slot moves up once the resume
-        # point is known)
+        # point is known), except what lies below the floor of the gate limit it cached
+        # before this slot appeared (docs/design.md, "Joining a lossless ring"): lapped
+        # there, records the bridge is answerable for are reported lost, never skipped
         early = min(self.ro.oldest(), self.ro.tail) if held is None else held[2]
         self.guard = S.Guard(self.rw, key, cfg.grace)
         self.slot = self.guard.start(early)
