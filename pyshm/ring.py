@@ -512,7 +512,8 @@ class Ring:
     def consumer(self, start: str | int = "oldest", gating: bool = False) -> Consumer:
         """A consumer with its own cursor: ``start`` is ``"oldest"``, ``"latest"`` or a
         sequence number; ``gating=True`` (lossless rings) holds the producer back at its
-        position.
+        position. A gating consumer starts no lower than the floor of the producer's
+        cached gate limit (docs/ring.md, "Modes"), so it loses nothing once registered.
         """
         c = Consumer(self, start, gating)
         self._children.append(c)
