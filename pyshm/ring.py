@@ -1129,7 +1129,7 @@ class Consumer:
         floor = int(lib.pyshm_gate_join(hdr))
         if floor <= c.pos:
             return
-        tail = int(lib.pyshm_get_counter(hdr, _C_TAIL))
+        tail = self.ring.tail
         if floor > tail or floor % layout.RECORD_ALIGN:
             # the producer publishes only aligned floors at or below its tail, which
             # never goes back: this header was damaged

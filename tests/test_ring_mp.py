@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pyshm import Ring
@@ -216,8 +217,6 @@ def test_gating_consumers_joining_a_running_lossless_producer_lose_nothing(ring_
     # from its start on. Before the gate join the first of them was lapped while it
     # slept (its partition start lay below the floor of the producer's cached limit:
     # nothing gated before it), and the test failed in every run.
-    import numpy as np
-
     with Ring.create(ring_name, "64K", max_record=512, lossless=True) as ring:
         prod = worker("produce", ring_name, 10**9, 256)
         assert line(prod)["ready"]
